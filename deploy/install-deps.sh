@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one list of Debian packages the project needs; installs whichever are missing.
+# Usage: deploy/install-deps.sh [build] [run] [test] [bench]   (no argument: build run test)
+set -euo pipefail
+
+declare -A groups=(
+  [build]="cmake make g++ pkg-config libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
+           libssl-dev libzookeeper-mt-dev prometheus-cpp-dev libspdlog-dev doctest-dev"
+  [run]="openssl curl zookeeper"
+  [test]="python3 curl openssl zookeeper"
+  [bench]="haproxy nginx-light wrk gnuplot-nox"
+)
+
+wanted=()
+for g in "${@:-build run test}"; do
+  for one in $g; do
+    [[ -n "${groups[$one]:-}" ]] || { echo "install-deps.sh: unknown group '$one'" >&2; exit 2; }
+    wanted+=(${groups[$one]})
+  done
+done
+
+missing=()
+for p in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "installing: ${missing[*]}"
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,23 @@
+#pragma once
+// The TwitterServer-style admin interface: routes as a pure function of the request and hooks.
+
+#include "http_server.h"
+
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace sidecar {
+
+struct AdminHooks {
+  std::function<bool()> ready;
+  std::function<bool()> draining;
+  std::function<void(std::optional<Duration> grace)> quit;
+  std::function<void()> abort;
+  std::function<std::string()> metricsText;
+  std::function<std::string()> serverInfoJson;
+};
+
+PlainResponse handleAdminRequest(const PlainRequest& req, const AdminHooks& hooks);
+
+}  // namespace sidecar

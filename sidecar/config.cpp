@@ -1,0 +1,326 @@
+// Parses and validates the sidecar's flags and SIDECAR_* environment variables.
+#include "config.h"
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace po = boost::program_options;
+
+namespace sidecar {
+
+std::string HostPort::str() const {
+  if (host.find(':') != std::string::npos) {
+    return "[" + host + "]:" + std::to_string(port);
+  }
+  return host + ":" + std::to_string(port);
+}
+
+namespace {
+
+template <class T>
+std::optional<T> parseNumber(std::string_view text) {
+  T value{};
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+bool readable(const std::string& path) { return std::ifstream(path).good(); }
+
+// Maps SIDECAR_UPSTREAM_TIMEOUT to "upstream-timeout" when that flag exists; other variables
+// (Kubernetes injects SIDECAR_SERVICE_HOST for a Service named "sidecar") are ignored.
+std::string envToFlag(const po::options_description& desc, const std::string& var) {
+  static constexpr std::string_view prefix = "SIDECAR_";
+  if (var.rfind(prefix, 0) != 0) {
+    return {};
+  }
+  std::string flag = lower(std::string_view(var).substr(prefix.size()));
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return desc.find_nothrow(flag, false) ? flag : std::string{};
+}
+
+po::options_description describeFlags() {
+  po::options_description d("sidecar: mTLS-terminating reverse proxy for one local service\n\n"
+                            "Usage: sidecar [flags]   (every flag also reads SIDECAR_<FLAG>, e.g. "
+                            "SIDECAR_TLS_CERT)\n\nFlags");
+  // clang-format off
+  d.add_options()
+    ("help,h", "print this help and exit")
+    ("version", "print the version and exit")
+    ("listen", po::value<std::string>()->default_value("0.0.0.0:8443"), "mTLS listener, host:port")
+    ("upstream", po::value<std::string>()->default_value("127.0.0.1:8080"), "local service, host:port (plain HTTP/1.1)")
+    ("tls-cert", po::value<std::string>(), "server certificate chain, PEM (required)")
+    ("tls-key", po::value<std::string>(), "server private key, PEM (required)")
+    ("tls-client-ca", po::value<std::string>(), "CA bundle that client certificates must chain to, PEM (required)")
+    ("tls-reload-interval", po::value<std::string>()->default_value("2s"), "how often to check the three TLS files for changes (SIGHUP reloads at once)")
+    ("allow-identity", po::value<std::vector<std::string>>()->composing(), "caller identity allowed to call, exact or with a trailing '*'; repeatable (environment: comma-separated). Default: any identity the CA vouches for")
+    ("admin-listen", po::value<std::string>()->default_value("127.0.0.1:9990"), "admin HTTP listener, host:port")
+    ("workers", po::value<unsigned>()->default_value(0), "worker threads, each with its own acceptor and upstream pool (0: one per core)")
+    ("max-head-size", po::value<std::string>()->default_value("64KiB"), "largest request head (request line and headers); larger: 431")
+    ("max-body-size", po::value<std::string>()->default_value("1GiB"), "largest request body; larger: 413 (0: unlimited)")
+    ("handshake-timeout", po::value<std::string>()->default_value("5s"), "deadline for the TLS handshake")
+    ("head-timeout", po::value<std::string>()->default_value("10s"), "deadline for reading a request head once its first byte arrived; slower: 408")
+    ("idle-timeout", po::value<std::string>()->default_value("60s"), "keep-alive idle time between requests, and longest pause of a caller mid-body")
+    ("upstream-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to the local service; slower: 504")
+    ("upstream-timeout", po::value<std::string>()->default_value("30s"), "deadline for the local service's response head, and longest pause mid-body; slower: 504")
+    ("upstream-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled upstream connections idle longer than this are closed, not reused")
+    ("upstream-max-idle", po::value<std::size_t>()->default_value(128), "idle upstream connections kept per worker")
+    ("drain-timeout", po::value<std::string>()->default_value("20s"), "on shutdown, how long in-flight requests may take to finish")
+    ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off");
+  // clang-format on
+  return d;
+}
+
+struct FlagError {
+  std::string line;
+};
+
+std::string need(const po::variables_map& vm, const char* name) {
+  if (!vm.count(name)) {
+    throw FlagError{std::string("--") + name + " is required"};
+  }
+  return vm[name].as<std::string>();
+}
+
+Duration durationFlag(const po::variables_map& vm, const char* name) {
+  auto text = vm[name].as<std::string>();
+  auto d = parseDuration(text);
+  if (!d || d->count() <= 0) {
+    throw FlagError{std::string("--") + name + ": '" + text +
+                    "' is not a duration (use e.g. 250ms, 5s, 1m)"};
+  }
+  return *d;
+}
+
+uint64_t sizeFlag(const po::variables_map& vm, const char* name) {
+  auto text = vm[name].as<std::string>();
+  auto n = parseSize(text);
+  if (!n) {
+    throw FlagError{std::string("--") + name + ": '" + text +
+                    "' is not a size (use e.g. 65536, 64KiB, 1MiB, 1GiB)"};
+  }
+  return *n;
+}
+
+HostPort hostPortFlag(const po::variables_map& vm, const char* name) {
+  auto text = vm[name].as<std::string>();
+  auto hp = parseHostPort(text);
+  if (!hp) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is not host:port"};
+  }
+  return *hp;
+}
+
+std::string fileFlag(const po::variables_map& vm, const char* name) {
+  auto path = need(vm, name);
+  if (!readable(path)) {
+    throw FlagError{std::string("--") + name + ": cannot read file '" + path + "'"};
+  }
+  return path;
+}
+
+}  // namespace
+
+std::optional<Duration> parseDuration(std::string_view text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
+    ++digits;
+  }
+  auto number = parseNumber<uint64_t>(text.substr(0, digits));
+  if (!number) {
+    return std::nullopt;
+  }
+  auto unit = text.substr(digits);
+  uint64_t factor = 0;
+  if (unit == "ms") {
+    factor = 1;
+  } else if (unit == "s") {
+    factor = 1'000;
+  } else if (unit == "m") {
+    factor = 60'000;
+  } else {
+    return std::nullopt;
+  }
+  if (*number > (uint64_t{1} << 40) / factor) {
+    return std::nullopt;
+  }
+  return Duration(static_cast<Duration::rep>(*number * factor));
+}
+
+std::optional<uint64_t> parseSize(std::string_view text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
+    ++digits;
+  }
+  auto number = parseNumber<uint64_t>(text.substr(0, digits));
+  if (!number) {
+    return std::nullopt;
+  }
+  auto unit = lower(text.substr(digits));
+  unsigned shift = 0;
+  if (unit.empty() || unit == "b") {
+    shift = 0;
+  } else if (unit == "k" || unit == "kib") {
+    shift = 10;
+  } else if (unit == "m" || unit == "mib") {
+    shift = 20;
+  } else if (unit == "g" || unit == "gib") {
+    shift = 30;
+  } else {
+    return std::nullopt;
+  }
+  if (*number > (uint64_t{1} << (50 - shift))) {
+    return std::nullopt;
+  }
+  return *number << shift;
+}
+
+std::optional<HostPort> parseHostPort(std::string_view text) {
+  HostPort hp;
+  std::string_view portText;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return std::nullopt;
+    }
+    hp.host = std::string(text.substr(1, close - 1));
+    portText = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || text.substr(0, colon).find(':') != std::string_view::npos) {
+      return std::nullopt;
+    }
+    hp.host = std::string(text.substr(0, colon));
+    portText = text.substr(colon + 1);
+  }
+  auto port = parseNumber<uint16_t>(portText);
+  if (hp.host.empty() || !port) {
+    return std::nullopt;
+  }
+  hp.port = *port;
+  return hp;
+}
+
+ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* const* envp) {
+  auto desc = describeFlags();
+  ParseResult result;
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::ostringstream out;
+      out << desc << "\nDurations take ms, s or m; sizes take k/KiB, m/MiB, g/GiB.\n"
+          << "Signals: SIGTERM/SIGINT drain and exit (a second one exits at once); SIGHUP reloads "
+             "the TLS files.\n";
+      return {std::nullopt, out.str(), 0};
+    }
+    if (vm.count("version")) {
+      return {std::nullopt, "sidecar " SIDECAR_VERSION "\n", 0};
+    }
+    // Environment second: po::store keeps values already set, so flags win.
+    std::vector<std::string> envArgs;
+    for (auto e = envp; e && *e; ++e) {
+      std::string_view kv(*e);
+      auto eq = kv.find('=');
+      if (eq == std::string_view::npos) {
+        continue;
+      }
+      auto flag = envToFlag(desc, std::string(kv.substr(0, eq)));
+      if (flag.empty()) {
+        continue;
+      }
+      auto value = std::string(kv.substr(eq + 1));
+      if (flag == "allow-identity") {
+        std::stringstream list(value);
+        for (std::string item; std::getline(list, item, ',');) {
+          if (!item.empty()) {
+            envArgs.push_back("--" + flag + "=" + item);
+          }
+        }
+      } else {
+        envArgs.push_back("--" + flag + "=" + value);
+      }
+    }
+    if (vm.count("allow-identity")) {
+      // The command line's allow-list replaces the environment's rather than adding to it.
+      std::erase_if(envArgs, [](auto& a) { return a.rfind("--allow-identity=", 0) == 0; });
+    }
+    std::vector<const char*> envArgv{"sidecar"};
+    for (auto& a : envArgs) {
+      envArgv.push_back(a.c_str());
+    }
+    po::store(po::command_line_parser(static_cast<int>(envArgv.size()), envArgv.data())
+                  .options(desc)
+                  .run(),
+              vm);
+    po::notify(vm);
+
+    SidecarConfig c;
+    c.listen = hostPortFlag(vm, "listen");
+    c.upstream = hostPortFlag(vm, "upstream");
+    c.adminListen = hostPortFlag(vm, "admin-listen");
+    c.tlsCert = fileFlag(vm, "tls-cert");
+    c.tlsKey = fileFlag(vm, "tls-key");
+    c.tlsClientCa = fileFlag(vm, "tls-client-ca");
+    c.tlsReloadInterval = durationFlag(vm, "tls-reload-interval");
+    if (vm.count("allow-identity")) {
+      c.allowIdentities = vm["allow-identity"].as<std::vector<std::string>>();
+      for (auto& id : c.allowIdentities) {
+        auto star = id.find('*');
+        if (id.empty() || (star != std::string::npos && star != id.size() - 1)) {
+          throw FlagError{"--allow-identity: '" + id +
+                          "' is not an identity (a '*' may only end it)"};
+        }
+      }
+    }
+    c.workers = vm["workers"].as<unsigned>();
+    if (c.workers == 0) {
+      c.workers = std::max(1u, std::thread::hardware_concurrency());
+    }
+    if (c.workers > 256) {
+      throw FlagError{"--workers: at most 256"};
+    }
+    c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size");
+    if (c.limits.maxHeadBytes < 1024) {
+      throw FlagError{"--max-head-size: at least 1KiB"};
+    }
+    c.limits.maxBodyBytes = sizeFlag(vm, "max-body-size");
+    c.limits.handshakeTimeout = durationFlag(vm, "handshake-timeout");
+    c.limits.headTimeout = durationFlag(vm, "head-timeout");
+    c.limits.idleTimeout = durationFlag(vm, "idle-timeout");
+    c.limits.upstreamConnectTimeout = durationFlag(vm, "upstream-connect-timeout");
+    c.limits.upstreamTimeout = durationFlag(vm, "upstream-timeout");
+    c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
+    c.limits.upstreamMaxIdle = vm["upstream-max-idle"].as<std::size_t>();
+    c.drainTimeout = durationFlag(vm, "drain-timeout");
+    c.logLevel = vm["log-level"].as<std::string>();
+    static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
+    if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {
+      throw FlagError{"--log-level: '" + c.logLevel + "' is not one of trace, debug, info, warn, "
+                      "error, off"};
+    }
+    result.config = std::move(c);
+  } catch (const FlagError& e) {
+    return {std::nullopt, "sidecar: " + e.line + "\n", 2};
+  } catch (const po::error& e) {
+    return {std::nullopt, std::string("sidecar: ") + e.what() + " (see --help)\n", 2};
+  }
+  return result;
+}
+
+}  // namespace sidecar

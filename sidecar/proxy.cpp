@@ -1,0 +1,649 @@
+// Accepts mTLS connections and proxies their requests to the local service, streaming bodies.
+#include "proxy.h"
+
+#include "rewrite.h"
+#include "tls.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+namespace sidecar {
+
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using asio::awaitable;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto useTuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kShrinkAbove = 8 * 1024;
+constexpr std::size_t kUpstreamMaxHead = 64 * 1024;
+constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
+
+// The answers the sidecar writes itself, serialized once.
+const std::string& cannedResponse(unsigned status) {
+  struct Canned {
+    unsigned status;
+    const char* body;
+  };
+  static constexpr Canned kCanned[] = {
+      {400, "bad request\n"},           {403, "caller identity not allowed\n"},
+      {408, "request head timeout\n"},  {413, "request body too large\n"},
+      {417, "expectation not supported\n"}, {431, "request head too large\n"},
+      {502, "local service unavailable\n"}, {503, "service draining\n"},
+      {504, "local service timed out\n"},  {500, "internal error\n"}};
+  static const auto table = [] {
+    std::vector<std::pair<unsigned, std::string>> t;
+    for (const auto& c : kCanned) {
+      std::string body = c.body;
+      auto reason = http::obsolete_reason(http::int_to_status(c.status));
+      t.emplace_back(c.status, "HTTP/1.1 " + std::to_string(c.status) + " " + std::string(reason) +
+                                   "\r\nContent-Type: text/plain\r\nContent-Length: " +
+                                   std::to_string(body.size()) +
+                                   "\r\nConnection: close\r\n\r\n" + body);
+    }
+    return t;
+  }();
+  for (const auto& [s, text] : table) {
+    if (s == status) {
+      return text;
+    }
+  }
+  return table.back().second;
+}
+
+unsigned statusForReadError(const error_code& ec) {
+  if (ec == http::error::header_limit) {
+    return 431;
+  }
+  if (ec == http::error::body_limit) {
+    return 413;
+  }
+  if (ec == beast::error::timeout) {
+    return 408;
+  }
+  return 400;
+}
+
+bool isIdempotent(http::verb v) {
+  switch (v) {
+    case http::verb::get:
+    case http::verb::head:
+    case http::verb::options:
+    case http::verb::put:
+    case http::verb::delete_:
+    case http::verb::trace: return true;
+    default: return false;
+  }
+}
+
+// A pooled connection the local service closed reads as end-of-file without blocking.
+bool stillOpen(beast::tcp_stream& s) {
+  char c = 0;
+  ssize_t n = ::recv(s.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+bool looksStale(const error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == asio::error::eof;
+}
+
+void shrinkIfLarge(beast::flat_buffer& b) {
+  if (b.size() == 0 && b.capacity() > kShrinkAbove) {
+    b.shrink_to_fit();
+  }
+}
+
+struct RelayResult {
+  error_code readError;
+  error_code writeError;
+};
+
+// Beast's documented relay: parse a chunk of body into buf, serialize it out, until done. The
+// serializer re-frames the body (Content-Length or chunked) exactly as the parser understood it.
+template <bool isRequest, class In, class Out>
+awaitable<RelayResult> relayBody(In& in, beast::flat_buffer& inBuffer,
+                                 http::parser<isRequest, http::buffer_body>& p, Out& out,
+                                 http::serializer<isRequest, http::buffer_body>& sr, char* buf,
+                                 std::size_t bufSize, Duration inTimeout, Duration outTimeout) {
+  RelayResult r;
+  do {
+    if (!p.is_done()) {
+      p.get().body().data = buf;
+      p.get().body().size = bufSize;
+      beast::get_lowest_layer(in).expires_after(inTimeout);
+      auto [ec, n] = co_await http::async_read_some(in, inBuffer, p, useTuple);
+      if (ec == http::error::need_buffer) {
+        ec = {};
+      }
+      if (ec) {
+        r.readError = ec;
+        co_return r;
+      }
+      p.get().body().size = bufSize - p.get().body().size;
+      p.get().body().data = buf;
+      p.get().body().more = !p.is_done();
+    } else {
+      p.get().body().data = nullptr;
+      p.get().body().size = 0;
+      p.get().body().more = false;
+    }
+    beast::get_lowest_layer(out).expires_after(outTimeout);
+    auto [ec, n] = co_await http::async_write(out, sr, useTuple);
+    if (ec == http::error::need_buffer) {
+      ec = {};
+    }
+    if (ec) {
+      r.writeError = ec;
+      co_return r;
+    }
+  } while (!p.is_done() && !sr.is_done());
+  co_return r;
+}
+
+template <class Body>
+void markNoBody(Body& body) {
+  body.data = nullptr;
+  body.size = 0;
+  body.more = false;
+}
+
+// A relay buffer borrowed from the worker for as long as one body streams.
+class RelayBuffer {
+ public:
+  explicit RelayBuffer(Worker& w) : worker_(w), buffer_(w.takeRelayBuffer()) {}
+  ~RelayBuffer() { worker_.returnRelayBuffer(std::move(buffer_)); }
+  RelayBuffer(const RelayBuffer&) = delete;
+  RelayBuffer& operator=(const RelayBuffer&) = delete;
+  char* get() { return buffer_.get(); }
+
+ private:
+  Worker& worker_;
+  std::unique_ptr<char[]> buffer_;
+};
+
+class InboundSession final : public TrackedSession {
+ public:
+  InboundSession(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls)
+      : worker_(worker),
+        shared_(worker.shared()),
+        m_(*worker.shared().metrics),
+        tls_(std::move(tls)),
+        stream_(std::move(socket), *tls_) {
+    worker_.sessionStarted(*this);
+    m_.connectionsTotal->Increment();
+    m_.connectionsOpen->Increment();
+  }
+
+  ~InboundSession() {
+    m_.connectionsOpen->Decrement();
+    worker_.sessionEnded(*this);
+  }
+
+  void closeIfIdle() override {
+    if (idle_) {
+      beast::get_lowest_layer(stream_).cancel();
+    }
+  }
+
+  awaitable<void> run() {
+    auto& lowest = beast::get_lowest_layer(stream_);
+    error_code ignored;
+    auto remote = lowest.socket().remote_endpoint(ignored);
+    clientIp_ = remote.address().to_string();
+
+    lowest.expires_after(shared_.limits.handshakeTimeout);
+    auto [ec] = co_await stream_.async_handshake(ssl::stream_base::server, useTuple);
+    if (ec) {
+      auto why = classifyHandshakeFailure(ec, SSL_get_verify_result(stream_.native_handle()));
+      m_.handshakeFailed[static_cast<std::size_t>(why)]->Increment();
+      spdlog::info("event=handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
+                   handshakeFailureName(why), ec.message());
+      co_return;
+    }
+    m_.handshakeOk->Increment();
+    peer_ = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
+    allowed_ = shared_.allowList.allows(peer_.identity);
+
+    while (co_await serveOne()) {
+    }
+    if (lowest.socket().is_open()) {
+      lowest.expires_after(kCloseNotifyDeadline);
+      co_await stream_.async_shutdown(useTuple);
+    }
+  }
+
+ private:
+  // Serves one request; false when the caller's connection is to close.
+  awaitable<bool> serveOne() {
+    auto& lowest = beast::get_lowest_layer(stream_);
+    if (buffer_.size() == 0) {
+      if (worker_.draining()) {
+        co_return false;
+      }
+      // Between requests the idle deadline applies; the head deadline starts with its first byte.
+      shrinkIfLarge(buffer_);
+      idle_ = true;
+      lowest.expires_after(shared_.limits.idleTimeout);
+      auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(2048), useTuple);
+      idle_ = false;
+      if (ec) {
+        co_return false;
+      }
+      buffer_.commit(n);
+    }
+
+    http::request_parser<http::buffer_body> req;
+    req.header_limit(static_cast<std::uint32_t>(shared_.limits.maxHeadBytes));
+    if (shared_.limits.maxBodyBytes) {
+      req.body_limit(shared_.limits.maxBodyBytes);
+    } else {
+      req.body_limit(boost::none);
+    }
+    lowest.expires_after(shared_.limits.headTimeout);
+    auto [ec, n] = co_await http::async_read_header(stream_, buffer_, req, useTuple);
+    if (ec) {
+      if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
+          ec == ssl::error::stream_truncated) {
+        co_return false;  // the caller hung up mid-head
+      }
+      unsigned status = statusForReadError(ec);
+      spdlog::info("event=bad_request peer={} identity={} status={} reason=\"{}\"", clientIp_,
+                   peer_.identity, status, ec.message());
+      co_await replyLocal(status);
+      co_return false;
+    }
+    auto& msg = req.get();
+    if (!allowed_) {
+      m_.identityRefused->Increment();
+      spdlog::info("event=identity_refused peer={} identity={}", clientIp_, peer_.identity);
+      co_await replyLocal(403);
+      co_return false;
+    }
+    const bool clientKeepAlive = msg.keep_alive();
+    const unsigned clientVersion = msg.version();
+    const bool isHead = msg.method() == http::verb::head;
+    if (auto expect = msg.find(http::field::expect); expect != msg.end()) {
+      if (!beast::iequals(expect->value(), "100-continue")) {
+        co_await replyLocal(417);
+        co_return false;
+      }
+      // We answer 100 Continue ourselves, so the local service never has to.
+      msg.erase(http::field::expect);
+      if (clientVersion == 11 && !req.is_done()) {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        lowest.expires_after(shared_.limits.idleTimeout);
+        auto [wec, wn] = co_await asio::async_write(stream_, asio::buffer(kContinue), useTuple);
+        if (wec) {
+          co_return false;
+        }
+      }
+    }
+    rewriteRequestHead(msg.base(), ForwardContext{clientIp_, peer_.xfcc});
+    co_return co_await forward(req, clientKeepAlive, clientVersion, isHead);
+  }
+
+  awaitable<std::tuple<error_code, beast::tcp_stream>> connectUpstream() {
+    beast::tcp_stream s(worker_.ioc());
+    s.expires_after(shared_.limits.upstreamConnectTimeout);
+    auto [ec] = co_await s.async_connect(shared_.upstream, useTuple);
+    if (!ec) {
+      m_.upstreamConnectsTotal->Increment();
+      error_code ignored;
+      s.socket().set_option(tcp::no_delay(true), ignored);
+    }
+    co_return std::tuple{ec, std::move(s)};
+  }
+
+  // Sends the request to the local service and its answer back; false when the caller's
+  // connection is to close.
+  awaitable<bool> forward(http::request_parser<http::buffer_body>& req, bool clientKeepAlive,
+                          unsigned clientVersion, bool isHead) {
+    auto& msg = req.get();
+    const bool hasBody = !req.is_done();
+    // A request we still hold whole may go out again if a pooled connection turns out stale.
+    const bool replayable = !hasBody && isIdempotent(msg.method());
+    if (!hasBody) {
+      markNoBody(msg.body());
+    }
+    std::optional<beast::tcp_stream> up;
+    std::optional<http::response_parser<http::buffer_body>> res;
+    std::optional<RelayBuffer> relay;
+    error_code ec;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      up.reset();
+      if (auto idle = worker_.pool().takeIdle()) {
+        up.emplace(std::move(*idle));
+      }
+      const bool reused = up.has_value();
+      if (reused && !replayable && !stillOpen(*up)) {
+        m_.upstreamStaleRetries->Increment();
+        up.reset();
+      }
+      if (!up) {
+        auto [cec, fresh] = co_await connectUpstream();
+        if (cec) {
+          m_.upstreamConnectErrors->Increment();
+          spdlog::warn("event=upstream_connect_failed upstream={} reason=\"{}\"",
+                       shared_.upstream.address().to_string(), cec.message());
+          co_await replyLocal(cec == beast::error::timeout ? 504 : 502);
+          co_return false;
+        }
+        up.emplace(std::move(fresh));
+      }
+      http::request_serializer<http::buffer_body> sr{msg};
+      up->expires_after(shared_.limits.upstreamTimeout);
+      if (!hasBody) {
+        auto [wec, wn] = co_await http::async_write(*up, sr, useTuple);
+        ec = wec;
+      } else {
+        auto [wec, wn] = co_await http::async_write_header(*up, sr, useTuple);
+        ec = wec;
+        if (!ec) {
+          relay.emplace(worker_);
+          auto r = co_await relayBody(stream_, buffer_, req, *up, sr, relay->get(),
+                                      Worker::kRelayBufferSize, shared_.limits.idleTimeout,
+                                      shared_.limits.upstreamTimeout);
+          if (r.readError) {
+            // The caller's body broke off or grew past the limit; the upstream leg is unusable.
+            if (r.readError == http::error::body_limit) {
+              spdlog::info("event=bad_request peer={} identity={} status=413", clientIp_,
+                           peer_.identity);
+              co_await replyLocal(413);
+            }
+            co_return false;
+          }
+          ec = r.writeError;
+        }
+      }
+      if (!ec) {
+        upBuffer_.clear();
+        do {  // interim 1xx answers are dropped; we wait for the final one
+          res.emplace();
+          res->header_limit(kUpstreamMaxHead);
+          res->body_limit(boost::none);
+          if (isHead) {
+            res->skip(true);
+          }
+          up->expires_after(shared_.limits.upstreamTimeout);
+          auto [rec, rn] = co_await http::async_read_header(*up, upBuffer_, *res, useTuple);
+          ec = rec;
+        } while (!ec && res->get().result_int() / 100 == 1);
+      }
+      if (!ec) {
+        break;
+      }
+      if (attempt == 0 && reused && replayable && looksStale(ec)) {
+        m_.upstreamStaleRetries->Increment();
+        up.reset();
+        continue;
+      }
+      break;
+    }
+    if (ec) {
+      const bool slow = ec == beast::error::timeout;
+      if (slow) {
+        m_.upstreamTimeouts->Increment();
+      }
+      spdlog::warn("event=upstream_failed identity={} status={} reason=\"{}\"", peer_.identity,
+                   slow ? 504 : 502, ec.message());
+      co_await replyLocal(slow ? 504 : 502);
+      co_return false;
+    }
+
+    auto& rmsg = res->get();
+    bool upstreamReusable = rmsg.keep_alive();
+    bool keepAlive = clientKeepAlive && !worker_.draining();
+    if (!res->is_done() && res->need_eof()) {
+      // A body that ends when the local service closes: chunk it for HTTP/1.1 callers.
+      upstreamReusable = false;
+      if (clientVersion == 11) {
+        rmsg.chunked(true);
+      } else {
+        keepAlive = false;
+      }
+    } else if (clientVersion == 10 && rmsg.chunked()) {
+      rmsg.chunked(false);
+      keepAlive = false;
+    }
+    rewriteResponseHead(rmsg.base(), clientVersion, keepAlive);
+    countResponse(rmsg.result_int());
+
+    auto& lowest = beast::get_lowest_layer(stream_);
+    http::response_serializer<http::buffer_body> rs{rmsg};
+    if (res->is_done()) {
+      markNoBody(rmsg.body());
+      lowest.expires_after(shared_.limits.idleTimeout);
+      auto [wec, wn] = co_await http::async_write(stream_, rs, useTuple);
+      if (wec) {
+        co_return false;
+      }
+    } else {
+      lowest.expires_after(shared_.limits.idleTimeout);
+      auto [wec, wn] = co_await http::async_write_header(stream_, rs, useTuple);
+      if (wec) {
+        co_return false;
+      }
+      if (!relay) {
+        relay.emplace(worker_);
+      }
+      auto r = co_await relayBody(*up, upBuffer_, *res, stream_, rs, relay->get(),
+                                  Worker::kRelayBufferSize, shared_.limits.upstreamTimeout,
+                                  shared_.limits.idleTimeout);
+      if (r.readError || r.writeError) {
+        if (r.readError) {
+          spdlog::warn("event=upstream_body_failed identity={} reason=\"{}\"", peer_.identity,
+                       r.readError.message());
+        }
+        co_return false;
+      }
+    }
+    if (upstreamReusable && upBuffer_.size() == 0) {
+      worker_.pool().giveBack(std::move(*up));
+    }
+    shrinkIfLarge(upBuffer_);
+    co_return keepAlive;
+  }
+
+  void countResponse(unsigned status) {
+    unsigned cls = status / 100;
+    if (cls >= 1 && cls <= 5) {
+      m_.responsesByClass[cls - 1]->Increment();
+    }
+  }
+
+  awaitable<void> replyLocal(unsigned status) {
+    m_.localReply(status).Increment();
+    countResponse(status);
+    const auto& bytes = cannedResponse(status);
+    beast::get_lowest_layer(stream_).expires_after(shared_.limits.idleTimeout);
+    co_await asio::async_write(stream_, asio::buffer(bytes), useTuple);
+  }
+
+  Worker& worker_;
+  const ProxyShared& shared_;
+  ProxyMetrics& m_;
+  std::shared_ptr<ssl::context> tls_;
+  beast::ssl_stream<beast::tcp_stream> stream_;
+  beast::flat_buffer buffer_;    // the caller's bytes read ahead of the parser
+  beast::flat_buffer upBuffer_;  // the local service's bytes read ahead of the parser
+  PeerIdentity peer_;
+  std::string clientIp_;
+  bool allowed_ = false;
+  bool idle_ = false;
+};
+
+awaitable<void> serveConnection(Worker& worker, tcp::socket socket,
+                                std::shared_ptr<ssl::context> tls) {
+  InboundSession session(worker, std::move(socket), std::move(tls));
+  co_await session.run();
+}
+
+}  // namespace
+
+std::optional<beast::tcp_stream> UpstreamPool::takeIdle() {
+  const auto now = std::chrono::steady_clock::now();
+  while (!idle_.empty()) {
+    Idle item = std::move(idle_.back());
+    idle_.pop_back();
+    shared_.metrics->upstreamPoolIdle->Decrement();
+    if (now - item.since < shared_.limits.upstreamIdleTimeout) {
+      return std::move(item.stream);
+    }
+  }
+  return std::nullopt;
+}
+
+void UpstreamPool::giveBack(beast::tcp_stream stream) {
+  const auto now = std::chrono::steady_clock::now();
+  // The oldest sit at the front; drop those past their idle time so they do not linger.
+  std::size_t expired = 0;
+  while (expired < idle_.size() && now - idle_[expired].since >= shared_.limits.upstreamIdleTimeout) {
+    ++expired;
+  }
+  for (std::size_t i = 0; i < expired; ++i) {
+    idle_.pop_front();
+  }
+  if (expired) {
+    shared_.metrics->upstreamPoolIdle->Decrement(static_cast<double>(expired));
+  }
+  if (idle_.size() >= shared_.limits.upstreamMaxIdle) {
+    return;
+  }
+  stream.expires_never();
+  idle_.push_back(Idle{std::move(stream), now});
+  shared_.metrics->upstreamPoolIdle->Increment();
+}
+
+void UpstreamPool::clear() {
+  shared_.metrics->upstreamPoolIdle->Decrement(static_cast<double>(idle_.size()));
+  idle_.clear();
+}
+
+Worker::Worker(const ProxyShared& shared, unsigned index)
+    : shared_(shared),
+      index_(index),
+      ioc_(std::make_unique<asio::io_context>(1)),
+      acceptor_(std::in_place, *ioc_),
+      pool_(*ioc_, shared) {}
+
+Worker::~Worker() {
+  stop();
+  acceptor_.reset();
+  pool_.clear();
+  ioc_.reset();
+}
+
+void Worker::listen(const tcp::endpoint& endpoint) {
+  acceptor_->open(endpoint.protocol());
+  acceptor_->set_option(tcp::acceptor::reuse_address(true));
+  acceptor_->set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
+  acceptor_->bind(endpoint);
+  acceptor_->listen(asio::socket_base::max_listen_connections);
+}
+
+void Worker::start(std::shared_ptr<asio::ssl::context> tls) {
+  tls_ = std::move(tls);
+  accept();
+  thread_ = std::thread([this] {
+    spdlog::debug("event=worker_started worker={}", index_);
+    ioc_->run();
+  });
+}
+
+void Worker::setTls(std::shared_ptr<asio::ssl::context> ctx) {
+  asio::post(*ioc_, [this, ctx = std::move(ctx)]() mutable { tls_ = std::move(ctx); });
+}
+
+void Worker::drain(std::function<void()> onDrained) {
+  asio::post(*ioc_, [this, cb = std::move(onDrained)]() mutable {
+    draining_ = true;
+    onDrained_ = std::move(cb);
+    error_code ignored;
+    acceptor_->close(ignored);
+    for (auto& s : sessions_) {
+      s.closeIfIdle();
+    }
+    if (sessionCount_ == 0) {
+      std::exchange(onDrained_, {})();
+    }
+  });
+}
+
+void Worker::stop() {
+  ioc_->stop();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+std::unique_ptr<char[]> Worker::takeRelayBuffer() {
+  if (freeRelayBuffers_.empty()) {
+    return std::make_unique_for_overwrite<char[]>(kRelayBufferSize);
+  }
+  auto b = std::move(freeRelayBuffers_.back());
+  freeRelayBuffers_.pop_back();
+  return b;
+}
+
+void Worker::returnRelayBuffer(std::unique_ptr<char[]> buffer) {
+  if (buffer && freeRelayBuffers_.size() < 64) {
+    freeRelayBuffers_.push_back(std::move(buffer));
+  }
+}
+
+void Worker::sessionStarted(TrackedSession& s) {
+  sessions_.push_back(s);
+  ++sessionCount_;
+}
+
+void Worker::sessionEnded(TrackedSession& s) {
+  s.unlink();
+  --sessionCount_;
+  if (draining_ && sessionCount_ == 0 && onDrained_) {
+    std::exchange(onDrained_, {})();
+  }
+}
+
+void Worker::accept() {
+  asio::co_spawn(
+      *ioc_,
+      [this]() -> awaitable<void> {
+        asio::steady_timer backoff(*ioc_);
+        for (;;) {
+          auto [ec, socket] = co_await acceptor_->async_accept(useTuple);
+          if (ec) {
+            if (!acceptor_->is_open() || ec == asio::error::operation_aborted) {
+              co_return;
+            }
+            // Out of descriptors or memory: say so, and give the connections time to close.
+            spdlog::warn("event=accept_failed worker={} reason=\"{}\"", index_, ec.message());
+            backoff.expires_after(std::chrono::milliseconds(50));
+            co_await backoff.async_wait(useTuple);
+            continue;
+          }
+          error_code ignored;
+          socket.set_option(tcp::no_delay(true), ignored);
+          asio::co_spawn(*ioc_, serveConnection(*this, std::move(socket), tls_), asio::detached);
+        }
+      },
+      asio::detached);
+}
+
+}  // namespace sidecar

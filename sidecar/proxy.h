@@ -1,0 +1,124 @@
+#pragma once
+// The inbound data path: a Worker owns one thread, one io_context, one SO_REUSEPORT acceptor and
+// one upstream pool; a connection never leaves its worker, so the request path takes no lock.
+
+#include "config.h"
+#include "identity.h"
+#include "proxy_metrics.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/intrusive/list.hpp>
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace sidecar {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+
+// Read-only state every worker shares.
+struct ProxyShared {
+  ProxyLimits limits;
+  IdentityAllowList allowList;
+  tcp::endpoint upstream;
+  ProxyMetrics* metrics;
+};
+
+// Keep-alive connections to the local service, owned by one worker.
+class UpstreamPool {
+ public:
+  UpstreamPool(asio::io_context& ioc, const ProxyShared& shared) : ioc_(ioc), shared_(shared) {}
+
+  // The most recently returned idle connection that is not too old, or none.
+  std::optional<beast::tcp_stream> takeIdle();
+  void giveBack(beast::tcp_stream stream);
+  void clear();
+  std::size_t idle() const { return idle_.size(); }
+
+ private:
+  struct Idle {
+    beast::tcp_stream stream;
+    std::chrono::steady_clock::time_point since;
+  };
+  asio::io_context& ioc_;
+  const ProxyShared& shared_;
+  std::deque<Idle> idle_;  // oldest first
+};
+
+// What a worker needs of a connection it tracks: closing it when it waits for a request that
+// shutdown will not serve.
+class TrackedSession
+    : public boost::intrusive::list_base_hook<
+          boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
+ public:
+  virtual void closeIfIdle() = 0;
+
+ protected:
+  ~TrackedSession() = default;
+};
+
+class Worker {
+ public:
+  Worker(const ProxyShared& shared, unsigned index);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Binds with SO_REUSEPORT; throws boost::system::system_error.
+  void listen(const tcp::endpoint& endpoint);
+  tcp::endpoint localEndpoint() const { return acceptor_->local_endpoint(); }
+  void start(std::shared_ptr<asio::ssl::context> tls);
+  // Thread-safe: new handshakes use ctx; open connections keep theirs.
+  void setTls(std::shared_ptr<asio::ssl::context> ctx);
+  // Thread-safe: stop accepting, close idle connections, let busy ones finish their request;
+  // onDrained runs on the worker thread once no connection is left.
+  void drain(std::function<void()> onDrained);
+  // Thread-safe: stop the loop and join the thread (open connections are dropped).
+  void stop();
+
+  // Worker-thread only, for sessions.
+  asio::io_context& ioc() { return *ioc_; }
+  const ProxyShared& shared() const { return shared_; }
+  UpstreamPool& pool() { return pool_; }
+  bool draining() const { return draining_; }
+  // Body relay buffers, lent while a body streams so that idle connections hold none.
+  static constexpr std::size_t kRelayBufferSize = 16 * 1024;
+  std::unique_ptr<char[]> takeRelayBuffer();
+  void returnRelayBuffer(std::unique_ptr<char[]> buffer);
+  void sessionStarted(TrackedSession& s);
+  void sessionEnded(TrackedSession& s);
+
+ private:
+  void accept();
+
+  using SessionList =
+      boost::intrusive::list<TrackedSession, boost::intrusive::constant_time_size<false>>;
+
+  const ProxyShared& shared_;
+  unsigned index_;
+  // ~Worker destroys ioc_ first, by hand: that destroys the suspended sessions, which still use
+  // the members below.
+  std::unique_ptr<asio::io_context> ioc_;
+  std::optional<tcp::acceptor> acceptor_;
+  UpstreamPool pool_;
+  SessionList sessions_;
+  std::size_t sessionCount_ = 0;
+  std::shared_ptr<asio::ssl::context> tls_;
+  bool draining_ = false;
+  std::function<void()> onDrained_;
+  std::vector<std::unique_ptr<char[]>> freeRelayBuffers_;
+  std::thread thread_;
+};
+
+}  // namespace sidecar

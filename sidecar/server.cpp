@@ -1,0 +1,294 @@
+// Wires workers, the admin server, signals, TLS reloads and the graceful drain together.
+#include "server.h"
+
+#include "admin.h"
+#include "http_server.h"
+#include "proxy.h"
+#include "tls.h"
+
+#include <metrics/metrics.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <sys/stat.h>
+
+#include <array>
+#include <csignal>
+#include <iostream>
+
+namespace sidecar {
+
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+struct FileStamp {
+  ino_t inode = 0;
+  long long mtimeNs = 0;
+  off_t size = 0;
+  bool operator==(const FileStamp&) const = default;
+};
+
+FileStamp stampOf(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return {};
+  }
+  return {st.st_ino, st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec, st.st_size};
+}
+
+std::optional<tcp::endpoint> resolveOne(asio::io_context& ioc, const HostPort& hp) {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(hp.host, ec);
+  if (!ec) {
+    return tcp::endpoint(address, hp.port);
+  }
+  tcp::resolver resolver(ioc);
+  auto results = resolver.resolve(hp.host, std::to_string(hp.port), ec);
+  if (ec || results.empty()) {
+    return std::nullopt;
+  }
+  return results.begin()->endpoint();
+}
+
+class Server {
+ public:
+  explicit Server(const SidecarConfig& config)
+      : config_(config),
+        registry_(metrics::makeRegistry()),
+        metrics_(*registry_),
+        signals_(control_, SIGINT, SIGTERM, SIGHUP),
+        reloadTimer_(control_),
+        drainTimer_(control_),
+        abortTimer_(control_),
+        admin_(control_, [this](const PlainRequest& r) { return handleAdminRequest(r, hooks()); },
+               Duration(30'000)) {}
+
+  int run() {
+    auto tls = makeServerTlsContext(tlsFiles());
+    if (auto* error = std::get_if<std::string>(&tls)) {
+      std::cerr << "sidecar: " << *error << "\n";
+      return 2;
+    }
+    auto& ctx = std::get<TlsContext>(tls);
+    metrics_.certNotAfter->Set(static_cast<double>(ctx.certNotAfter));
+    stamps_ = currentStamps();
+
+    auto upstream = resolveOne(control_, config_.upstream);
+    if (!upstream) {
+      std::cerr << "sidecar: --upstream: cannot resolve '" << config_.upstream.host << "'\n";
+      return 2;
+    }
+    auto listen = resolveOne(control_, config_.listen);
+    auto adminListen = resolveOne(control_, config_.adminListen);
+    if (!listen || !adminListen) {
+      std::cerr << "sidecar: " << (listen ? "--admin-listen" : "--listen") << ": cannot resolve '"
+                << (listen ? config_.adminListen.host : config_.listen.host) << "'\n";
+      return 2;
+    }
+    shared_.emplace(ProxyShared{config_.limits, IdentityAllowList(config_.allowIdentities),
+                                *upstream, &metrics_});
+
+    try {
+      tcp::endpoint bound = *listen;
+      for (unsigned i = 0; i < config_.workers; ++i) {
+        workers_.push_back(std::make_unique<Worker>(*shared_, i));
+        workers_.back()->listen(bound);
+        bound = workers_.back()->localEndpoint();  // port 0 becomes the port the first one got
+      }
+    } catch (const boost::system::system_error& e) {
+      std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << e.code().message()
+                << "\n";
+      return 2;
+    }
+    try {
+      admin_.listen(*adminListen);
+    } catch (const boost::system::system_error& e) {
+      std::cerr << "sidecar: --admin-listen " << config_.adminListen.str() << ": "
+                << e.code().message() << "\n";
+      return 2;
+    }
+
+    for (auto& w : workers_) {
+      w->start(ctx.ssl);
+    }
+    admin_.start();
+    waitForSignal();
+    scheduleReloadCheck();
+    started_ = Clock::now();
+    ready_ = true;
+    spdlog::info("event=started listen={} admin={} upstream={} workers={} version={}",
+                 endpointText(workers_.front()->localEndpoint()),
+                 endpointText(admin_.localEndpoint()), endpointText(*upstream), workers_.size(),
+                 SIDECAR_VERSION);
+    control_.run();
+    for (auto& w : workers_) {
+      w->stop();
+    }
+    spdlog::info("event=stopped");
+    return 0;
+  }
+
+ private:
+  static std::string endpointText(const tcp::endpoint& e) {
+    return HostPort{e.address().to_string(), e.port()}.str();
+  }
+
+  std::array<FileStamp, 3> currentStamps() const {
+    return {stampOf(config_.tlsCert), stampOf(config_.tlsKey), stampOf(config_.tlsClientCa)};
+  }
+
+  TlsFiles tlsFiles() const { return {config_.tlsCert, config_.tlsKey, config_.tlsClientCa}; }
+
+  AdminHooks hooks() {
+    return AdminHooks{
+        .ready = [this] { return ready_ && !draining_; },
+        .draining = [this] { return draining_; },
+        .quit = [this](std::optional<Duration> grace) {
+          asio::post(control_, [this, grace] { beginShutdown("quitquitquit", grace); });
+        },
+        .abort =
+            [this] {
+              spdlog::warn("event=abort source=abortabortabort");
+              abortTimer_.expires_after(std::chrono::milliseconds(50));
+              abortTimer_.async_wait([](auto) { std::_Exit(1); });
+            },
+        .metricsText = [this] { return metrics::serializeText(*registry_); },
+        .serverInfoJson = [this] { return serverInfo(); },
+    };
+  }
+
+  std::string serverInfo() const {
+    auto start = std::chrono::duration_cast<std::chrono::seconds>(started_.time_since_epoch());
+    auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_);
+    boost::json::value v = {{"name", "sidecar"},
+                            {"version", SIDECAR_VERSION},
+                            {"build", SIDECAR_BUILD},
+                            {"start_time", start.count()},
+                            {"uptime", uptime.count()}};
+    return boost::json::serialize(v) + "\n";
+  }
+
+  void waitForSignal() {
+    signals_.async_wait([this](const boost::system::error_code& ec, int signo) {
+      if (ec) {
+        return;
+      }
+      if (signo == SIGHUP) {
+        reloadTls("sighup");
+      } else if (draining_) {
+        spdlog::warn("event=forced_exit signal={}", signo);
+        std::_Exit(1);
+      } else {
+        beginShutdown(signo == SIGTERM ? "sigterm" : "sigint", std::nullopt);
+      }
+      waitForSignal();
+    });
+  }
+
+  void scheduleReloadCheck() {
+    reloadTimer_.expires_after(config_.tlsReloadInterval);
+    reloadTimer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) {
+        return;
+      }
+      if (currentStamps() != stamps_) {
+        reloadTls("file_changed");
+      }
+      scheduleReloadCheck();
+    });
+  }
+
+  void reloadTls(const char* reason) {
+    stamps_ = currentStamps();
+    auto tls = makeServerTlsContext(tlsFiles());
+    if (auto* error = std::get_if<std::string>(&tls)) {
+      metrics_.certReloadFailed->Increment();
+      spdlog::error("event=tls_reload_failed trigger={} error=\"{}\" action=kept_previous", reason,
+                    *error);
+      return;
+    }
+    auto& ctx = std::get<TlsContext>(tls);
+    for (auto& w : workers_) {
+      w->setTls(ctx.ssl);
+    }
+    metrics_.certReloadOk->Increment();
+    metrics_.certNotAfter->Set(static_cast<double>(ctx.certNotAfter));
+    spdlog::info("event=tls_reloaded trigger={} not_after={}", reason, ctx.certNotAfter);
+  }
+
+  void beginShutdown(const char* source, std::optional<Duration> grace) {
+    if (draining_) {
+      return;
+    }
+    draining_ = true;
+    metrics_.draining->Set(1);
+    const Duration timeout = grace.value_or(config_.drainTimeout);
+    spdlog::info("event=draining source={} drain_timeout_ms={}", source, timeout.count());
+    admin_.stop();
+    reloadTimer_.cancel();
+    pendingWorkers_ = workers_.size();
+    for (auto& w : workers_) {
+      w->drain([this] {
+        asio::post(control_, [this] {
+          if (--pendingWorkers_ == 0) {
+            finish("drained");
+          }
+        });
+      });
+    }
+    drainTimer_.expires_after(timeout);
+    drainTimer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) {
+        finish("drain_timeout");
+      }
+    });
+  }
+
+  void finish(const char* why) {
+    if (finished_) {
+      return;
+    }
+    finished_ = true;
+    spdlog::info("event=drain_done reason={}", why);
+    drainTimer_.cancel();
+    signals_.cancel();
+    control_.stop();
+  }
+
+  const SidecarConfig& config_;
+  asio::io_context control_{1};
+  std::shared_ptr<prometheus::Registry> registry_;
+  ProxyMetrics metrics_;
+  std::optional<ProxyShared> shared_;
+  asio::signal_set signals_;
+  asio::steady_timer reloadTimer_;
+  asio::steady_timer drainTimer_;
+  asio::steady_timer abortTimer_;
+  PlainHttpServer admin_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::array<FileStamp, 3> stamps_{};
+  Clock::time_point started_ = Clock::now();
+  std::size_t pendingWorkers_ = 0;
+  bool ready_ = false;
+  bool draining_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+int runSidecar(const SidecarConfig& config) {
+  std::signal(SIGPIPE, SIG_IGN);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+  spdlog::set_level(spdlog::level::from_str(config.logLevel));
+  Server server(config);
+  return server.run();
+}
+
+}  // namespace sidecar
