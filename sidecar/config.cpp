@@ -74,7 +74,7 @@ po::options_description describeFlags() {
     ("max-head-size", po::value<std::string>()->default_value("64KiB"), "largest request head (request line and headers); larger: 431")
     ("max-body-size", po::value<std::string>()->default_value("1GiB"), "largest request body; larger: 413 (0: unlimited)")
     ("handshake-timeout", po::value<std::string>()->default_value("5s"), "deadline for the TLS handshake")
-    ("head-timeout", po::value<std::string>()->default_value("10s"), "deadline for reading a request head once its first byte arrived; slower: 408")
+    ("head-timeout", po::value<std::string>()->default_value("10s"), "deadline for reading a request head once its first byte arrived; slower: closed, counted as 408")
     ("idle-timeout", po::value<std::string>()->default_value("60s"), "keep-alive idle time between requests, and longest pause of a caller mid-body")
     ("upstream-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to the local service; slower: 504")
     ("upstream-timeout", po::value<std::string>()->default_value("30s"), "deadline for the local service's response head, and longest pause mid-body; slower: 504")

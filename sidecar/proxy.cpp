@@ -136,8 +136,11 @@ awaitable<RelayResult> relayBody(In& in, beast::flat_buffer& inBuffer,
         r.readError = ec;
         co_return r;
       }
-      p.get().body().size = bufSize - p.get().body().size;
-      p.get().body().data = buf;
+      // Nothing parsed (only chunk framing arrived) must not reach the serializer as an empty
+      // buffer: for a chunked body that would write the terminating zero-size chunk early.
+      const std::size_t parsed = bufSize - p.get().body().size;
+      p.get().body().size = parsed;
+      p.get().body().data = parsed ? buf : nullptr;
       p.get().body().more = !p.is_done();
     } else {
       p.get().body().data = nullptr;

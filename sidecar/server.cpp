@@ -231,7 +231,6 @@ class Server {
     metrics_.draining->Set(1);
     const Duration timeout = grace.value_or(config_.drainTimeout);
     spdlog::info("event=draining source={} drain_timeout_ms={}", source, timeout.count());
-    admin_.stop();
     reloadTimer_.cancel();
     pendingWorkers_ = workers_.size();
     for (auto& w : workers_) {

@@ -63,6 +63,10 @@ std::variant<TlsContext, std::string> makeServerTlsContext(const TlsFiles& files
     return "--tls-cert '" + files.cert + "': " + opensslReason();
   }
   if (SSL_CTX_use_PrivateKey_file(native, files.key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+      ERR_clear_error();
+      return "--tls-key '" + files.key + "' does not match --tls-cert '" + files.cert + "'";
+    }
     return "--tls-key '" + files.key + "': " + opensslReason();
   }
   if (SSL_CTX_check_private_key(native) != 1) {

@@ -1,0 +1,149 @@
+"""Start-up errors, the admin interface, and graceful shutdown."""
+import os
+import signal
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import PINGHELP, SIDECAR, SidecarTestCase, free_port, wait_port
+
+
+class LifecycleTest(SidecarTestCase):
+
+    def run_sidecar(self, *args, env=None):
+        full = dict(os.environ)
+        full.update(env or {})
+        return subprocess.run([SIDECAR, *args], capture_output=True, timeout=20, env=full)
+
+    def test_bad_flags_and_files_exit_2_with_one_line(self):
+        c = self.certs
+        good = ["--tls-cert", c.path("server.pem"), "--tls-key", c.path("server.key"),
+                "--tls-client-ca", c.path("ca.pem"), "--listen", "127.0.0.1:0",
+                "--admin-listen", "127.0.0.1:0"]
+        cases = [
+            (["--bogus"], "bogus"),
+            (good + ["--idle-timeout", "forever"], "--idle-timeout"),
+            (["--tls-cert", "/nope.pem", "--tls-key", c.path("server.key"),
+              "--tls-client-ca", c.path("ca.pem")], "/nope.pem"),
+            (["--tls-cert", c.path("ca.key"), "--tls-key", c.path("server.key"),
+              "--tls-client-ca", c.path("ca.pem"), "--listen", "127.0.0.1:0",
+              "--admin-listen", "127.0.0.1:0"], c.path("ca.key")),
+            (["--tls-cert", c.path("server.pem"), "--tls-key", c.path("client.key"),
+              "--tls-client-ca", c.path("ca.pem"), "--listen", "127.0.0.1:0",
+              "--admin-listen", "127.0.0.1:0"], "does not match"),
+        ]
+        for args, mentions in cases:
+            with self.subTest(args=args):
+                r = self.run_sidecar(*args)
+                err = r.stderr.decode()
+                self.assertEqual(r.returncode, 2, err)
+                self.assertIn(mentions, err)
+                self.assertEqual(err.count("\n"), 1, err)
+        # A taken port is named too.
+        with __import__("socket").socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            port = s.getsockname()[1]
+            r = self.run_sidecar(*(good[:6] + ["--listen", f"127.0.0.1:{port}",
+                                               "--admin-listen", "127.0.0.1:0"]))
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("--listen", r.stderr.decode())
+
+    def test_help_and_environment(self):
+        r = self.run_sidecar("--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("--allow-identity", r.stdout.decode())
+        ph = self.start_pinghelp()
+        c = self.certs
+        port, admin = free_port(), free_port()
+        sc = self.spawn("sidecar", [SIDECAR], env={
+            "SIDECAR_LISTEN": f"127.0.0.1:{port}", "SIDECAR_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+            "SIDECAR_UPSTREAM": f"127.0.0.1:{ph.port}", "SIDECAR_TLS_CERT": c.path("server.pem"),
+            "SIDECAR_TLS_KEY": c.path("server.key"), "SIDECAR_TLS_CLIENT_CA": c.path("ca.pem"),
+            "SIDECAR_ALLOW_IDENTITY": "spiffe://dev.local/other,spiffe://dev.local/call*"})
+        sc.port, sc.admin = port, admin
+        wait_port(port, proc=sc)
+        rc, status, body, _ = self.curl(f"https://localhost:{port}/ping")
+        self.assertEqual(body, b"pong")
+        rc, status, body, _ = self.curl(f"https://localhost:{port}/ping", cert="intruder")
+        self.assertEqual(status, 403)
+
+    def test_pinghelp_rejects_a_broken_help_dir(self):
+        bad = os.path.join(self.tmp, "badhelp")
+        os.makedirs(bad, exist_ok=True)
+        with open(os.path.join(bad, "ping.json"), "w") as f:
+            f.write('{"name": ')
+        r = subprocess.run([PINGHELP, "--help-dir", bad, "--listen", "127.0.0.1:0"],
+                           capture_output=True, timeout=10)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("ping.json", r.stderr.decode())
+
+    def test_admin_endpoints(self):
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port)
+        self.assertEqual(self.admin_get(sc, "/admin/ping"), (200, "pong"))
+        self.assertEqual(self.admin_get(sc, "/health"), (200, "OK\n"))
+        self.assertEqual(self.admin_get(sc, "/ready")[0], 200)
+        self.assertEqual(self.admin_get(sc, "/quitquitquit")[0], 405)
+        status, info = self.admin_get(sc, "/admin/server_info")
+        self.assertEqual(status, 200)
+        self.assertIn('"version"', info)
+
+    def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(self):
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port)
+        result = {}
+
+        def slow():
+            result["r"] = self.curl(f"https://localhost:{sc.port}/slow?ms=1500")
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.5)
+        sc.send(signal.SIGTERM)
+        time.sleep(0.2)
+        self.assertEqual(self.admin_get(sc, "/health")[0], 503) if sc.poll() is None else None
+        t.join(30)
+        rc, status, body, err = result["r"]
+        self.assertEqual((status, body), (200, b"slow done"), err)
+        self.assertEqual(sc.wait(15), 0)
+        # And nothing listens any more.
+        rc, status, body, _ = self.curl(f"https://localhost:{sc.port}/ping")
+        self.assertNotEqual(rc, 0)
+
+    def test_quitquitquit_drains_and_a_second_signal_exits_at_once(self):
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port)
+        self.assertEqual(self.admin_post(sc, "/quitquitquit"), (200, "quitting\n"))
+        self.assertEqual(sc.wait(15), 0)
+
+        sc2 = self.start_sidecar(up.port, "--drain-timeout", "1m")
+        t = threading.Thread(target=lambda: self.curl(f"https://localhost:{sc2.port}/stall", timeout=20))
+        t.start()
+        time.sleep(0.5)
+        sc2.send(signal.SIGTERM)
+        time.sleep(0.3)
+        self.assertIsNone(sc2.poll())  # still draining: the stalled request holds it
+        t0 = time.monotonic()
+        sc2.send(signal.SIGTERM)
+        code = sc2.wait(5)
+        self.assertLess(time.monotonic() - t0, 2)
+        self.assertNotEqual(code, 0)
+        t.join(30)
+
+    def test_drain_timeout_bounds_the_wait(self):
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port, "--drain-timeout", "1s")
+        t = threading.Thread(target=lambda: self.curl(f"https://localhost:{sc.port}/stall", timeout=20))
+        t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        sc.send(signal.SIGTERM)
+        self.assertEqual(sc.wait(10), 0)
+        self.assertLess(time.monotonic() - t0, 4)
+        t.join(30)
+
+
+if __name__ == "__main__":
+    unittest.main()
