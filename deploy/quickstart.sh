@@ -61,16 +61,25 @@ say "starting sidecar on 127.0.0.1:$tls_port (admin 127.0.0.1:$admin_port)"
   --admin-listen "127.0.0.1:$admin_port" \
   --tls-cert "$state/certs/server.pem" --tls-key "$state/certs/server.key" \
   --tls-client-ca "$state/certs/ca.pem" \
+  --zk "127.0.0.1:$zk_port" --zk-path /discovery/dev/pinghelp --advertise-host 127.0.0.1 \
   ${QUICKSTART_SIDECAR_FLAGS:-} > "$state/sidecar.log" 2>&1 & pids+=($!)
 printf '%s\n' "${pids[@]}" > "$state/pids"
 wait_port "$tls_port" sidecar
 
 c=$state/certs
 call="curl --cacert $c/ca.pem --cert $c/client.pem --key $c/client.key https://localhost:$tls_port/ping"
+resolve="$build/sidecar/sidecar resolve zk2!127.0.0.1:$zk_port!/discovery/dev/pinghelp"
 if $check; then
   answer=$($call -sS)
   [[ $answer == pong ]] || { echo "quickstart: expected pong, got '$answer'" >&2; exit 1; }
   echo "quickstart check: pong through mTLS on port $tls_port"
+  for _ in $(seq 1 100); do
+    members=$($resolve 2>/dev/null || true)
+    [[ $members == *"\"port\":$tls_port"* ]] && break
+    sleep 0.2
+  done
+  [[ $members == *"\"port\":$tls_port"* ]] || { echo "quickstart: not announced: '$members'" >&2; exit 1; }
+  echo "quickstart check: announced in ZooKeeper: $members"
   exit 0
 fi
 cat <<MSG
@@ -80,6 +89,7 @@ Everything is up. Call pinghelp through the sidecar with mTLS:
   $call
 
 Also try:  ${call%/ping}/help
+Members:   $resolve   (add --watch to follow changes)
 Admin:     curl http://127.0.0.1:$admin_port/metrics   (and /admin/ping, /health, /ready)
 Logs:      $state/*.log
 Ctrl-C stops everything.

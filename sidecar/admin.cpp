@@ -77,6 +77,9 @@ PlainResponse handleAdminRequest(const PlainRequest& req, const AdminHooks& hook
   if (path == "/metrics") {
     return textResponse(req, http::status::ok, hooks.metricsText(), metrics::kTextContentType);
   }
+  if (path == "/admin/announcer") {
+    return textResponse(req, http::status::ok, hooks.announcerJson(), "application/json");
+  }
   if (path == "/admin/server_info") {
     return textResponse(req, http::status::ok, hooks.serverInfoJson(), "application/json");
   }

@@ -16,6 +16,7 @@ struct AdminHooks {
   std::function<void()> abort;
   std::function<std::string()> metricsText;
   std::function<std::string()> serverInfoJson;
+  std::function<std::string()> announcerJson;
 };
 
 PlainResponse handleAdminRequest(const PlainRequest& req, const AdminHooks& hooks);

@@ -1,6 +1,8 @@
 // Parses and validates the sidecar's flags and SIDECAR_* environment variables.
 #include "config.h"
 
+#include <registry/serverset.h>
+
 #include <boost/program_options.hpp>
 
 #include <algorithm>
@@ -81,6 +83,18 @@ po::options_description describeFlags() {
     ("upstream-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled upstream connections idle longer than this are closed, not reused")
     ("upstream-max-idle", po::value<std::size_t>()->default_value(128), "idle upstream connections kept per worker")
     ("drain-timeout", po::value<std::string>()->default_value("20s"), "on shutdown, how long in-flight requests may take to finish")
+    ("zk", po::value<std::string>(), "ZooKeeper ensemble to announce in: host:port[,host:port][/chroot] (with --zk-path)")
+    ("zk-path", po::value<std::string>(), "serverset path to announce under, e.g. /discovery/prod/pinghelp")
+    ("announce", po::value<std::string>(), "Finagle's form instead of --zk/--zk-path: zk!host:port[,host:port]!/path!shard[!endpointName]")
+    ("shard", po::value<int32_t>(), "shard id written in the member (with --zk)")
+    ("zk-auth-file", po::value<std::string>(), "file holding user:password for ZooKeeper digest auth; members become world-read, creator-all")
+    ("zk-session-timeout", po::value<std::string>()->default_value("10s"), "ZooKeeper session timeout; a dead sidecar's member goes after this long")
+    ("advertise-host", po::value<std::string>(), "host written in the member (default: the primary non-loopback address)")
+    ("health-path", po::value<std::string>()->default_value("/ping"), "path of the local service polled before announcing")
+    ("health-interval", po::value<std::string>()->default_value("1s"), "how often the local service is polled")
+    ("rise", po::value<unsigned>()->default_value(2), "consecutive healthy polls before announcing")
+    ("fall", po::value<unsigned>()->default_value(3), "consecutive failed polls before withdrawing")
+    ("deregister-grace", po::value<std::string>()->default_value("2s"), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up")
     ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off");
   // clang-format on
   return d;
@@ -132,6 +146,85 @@ std::string fileFlag(const po::variables_map& vm, const char* name) {
     throw FlagError{std::string("--") + name + ": cannot read file '" + path + "'"};
   }
   return path;
+}
+
+std::string readDigest(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    throw FlagError{"--zk-auth-file: cannot read file '" + path + "'"};
+  }
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+    line.pop_back();
+  }
+  auto colon = line.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == line.size()) {
+    throw FlagError{"--zk-auth-file: '" + path + "' must hold user:password on its first line"};
+  }
+  return line;
+}
+
+std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
+  const bool zk = vm.count("zk") || vm.count("zk-path");
+  if (!zk && !vm.count("announce")) {
+    for (const char* f : {"shard", "zk-auth-file", "advertise-host"}) {
+      if (vm.count(f)) {
+        throw FlagError{std::string("--") + f + " needs --zk and --zk-path, or --announce"};
+      }
+    }
+    return std::nullopt;
+  }
+  AnnounceConfig a;
+  if (zk && vm.count("announce")) {
+    throw FlagError{"--announce: give either --announce or --zk with --zk-path, not both"};
+  }
+  if (vm.count("announce")) {
+    auto text = vm["announce"].as<std::string>();
+    auto parsed = registry::parseAnnounceAddress(text);
+    if (!parsed) {
+      throw FlagError{"--announce: '" + text + "' is not zk!host:port[,host:port]!/path!shard[!endpoint]"};
+    }
+    if (vm.count("shard")) {
+      throw FlagError{"--shard: --announce already names the shard"};
+    }
+    a.zkConnect = parsed->connect;
+    a.zkPath = parsed->path;
+    a.shard = parsed->shard;
+    a.endpointName = parsed->endpoint;
+  } else {
+    if (!vm.count("zk") || !vm.count("zk-path")) {
+      throw FlagError{vm.count("zk") ? "--zk-path is required with --zk" : "--zk is required with --zk-path"};
+    }
+    a.zkConnect = vm["zk"].as<std::string>();
+    a.zkPath = vm["zk-path"].as<std::string>();
+    if (!registry::validConnectString(a.zkConnect)) {
+      throw FlagError{"--zk: '" + a.zkConnect + "' is not host:port[,host:port][/chroot]"};
+    }
+    if (!registry::validZkPath(a.zkPath) || a.zkPath == "/") {
+      throw FlagError{"--zk-path: '" + a.zkPath + "' is not an absolute ZooKeeper path like /discovery/prod/svc"};
+    }
+    if (vm.count("shard")) {
+      a.shard = vm["shard"].as<int32_t>();
+    }
+  }
+  if (vm.count("zk-auth-file")) {
+    a.zkDigest = readDigest(vm["zk-auth-file"].as<std::string>());
+  }
+  a.zkSessionTimeout = durationFlag(vm, "zk-session-timeout");
+  if (vm.count("advertise-host")) {
+    a.advertiseHost = vm["advertise-host"].as<std::string>();
+  }
+  a.healthPath = vm["health-path"].as<std::string>();
+  if (a.healthPath.empty() || a.healthPath.front() != '/') {
+    throw FlagError{"--health-path: '" + a.healthPath + "' must start with /"};
+  }
+  a.healthInterval = durationFlag(vm, "health-interval");
+  a.rise = vm["rise"].as<unsigned>();
+  a.fall = vm["fall"].as<unsigned>();
+  if (a.rise == 0 || a.fall == 0) {
+    throw FlagError{"--rise and --fall: at least 1"};
+  }
+  return a;
 }
 
 }  // namespace
@@ -308,6 +401,8 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
     c.limits.upstreamMaxIdle = vm["upstream-max-idle"].as<std::size_t>();
     c.drainTimeout = durationFlag(vm, "drain-timeout");
+    c.deregisterGrace = durationFlag(vm, "deregister-grace");
+    c.announce = announceFlags(vm);
     c.logLevel = vm["log-level"].as<std::string>();
     static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
     if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {

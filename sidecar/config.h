@@ -32,6 +32,21 @@ struct ProxyLimits {
   std::size_t upstreamMaxIdle = 128;  // per worker
 };
 
+// Where and how to announce this instance in ZooKeeper (absent: no announcement).
+struct AnnounceConfig {
+  std::string zkConnect;  // host:port[,host:port][/chroot]
+  std::string zkPath;
+  std::optional<int32_t> shard;
+  std::string endpointName;  // from --announce's optional last part
+  std::string zkDigest;      // "user:password" from --zk-auth-file; never logged
+  Duration zkSessionTimeout{10'000};
+  std::string advertiseHost;  // empty: the primary non-loopback address
+  std::string healthPath = "/ping";
+  Duration healthInterval{1'000};
+  unsigned rise = 2;
+  unsigned fall = 3;
+};
+
 struct SidecarConfig {
   HostPort listen{"0.0.0.0", 8443};
   HostPort upstream{"127.0.0.1", 8080};
@@ -44,6 +59,8 @@ struct SidecarConfig {
   unsigned workers = 0;  // 0: one per core
   ProxyLimits limits;
   Duration drainTimeout{20'000};
+  Duration deregisterGrace{2'000};
+  std::optional<AnnounceConfig> announce;
   std::string logLevel = "info";
 };
 

@@ -77,6 +77,29 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r) {
                   .Add({});
 }
 
+AnnouncerMetrics::AnnouncerMetrics(prometheus::Registry& r) {
+  sessionConnected = &gauges(r, "sidecar_zk_session_connected",
+                             "1 while the ZooKeeper session is connected, else 0.")
+                          .Add({});
+  announced = &gauges(r, "sidecar_announced",
+                      "1 while this instance's serverset member exists, else 0.")
+                   .Add({});
+  announcements = &counters(r, "sidecar_announcements_total",
+                            "Serverset members created for this instance.")
+                       .Add({});
+  reannouncements = &counters(r, "sidecar_reannouncements_total",
+                              "Members created again after a session expiry or a deletion.")
+                         .Add({});
+  withdrawals = &counters(r, "sidecar_withdrawals_total",
+                          "Members deleted because the local service turned unhealthy or on "
+                          "shutdown.")
+                     .Add({});
+  auto& checks = counters(r, "sidecar_health_checks_total",
+                          "Polls of the local service's health path, by result.");
+  healthOk = &checks.Add({{"result", "ok"}});
+  healthFailed = &checks.Add({{"result", "failed"}});
+}
+
 prometheus::Counter& ProxyMetrics::localReply(unsigned status) {
   for (std::size_t i = 0; i < kLocalStatuses.size(); ++i) {
     if (kLocalStatuses[i] == status) {

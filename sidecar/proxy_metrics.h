@@ -37,4 +37,16 @@ struct ProxyMetrics {
   prometheus::Gauge* draining;
 };
 
+// The control thread's metrics: ZooKeeper session, announcements, health checks.
+struct AnnouncerMetrics {
+  explicit AnnouncerMetrics(prometheus::Registry& registry);
+  prometheus::Gauge* sessionConnected;
+  prometheus::Gauge* announced;
+  prometheus::Counter* announcements;
+  prometheus::Counter* reannouncements;
+  prometheus::Counter* withdrawals;
+  prometheus::Counter* healthOk;
+  prometheus::Counter* healthFailed;
+};
+
 }  // namespace sidecar

@@ -2,11 +2,13 @@
 #include "server.h"
 
 #include "admin.h"
+#include "health.h"
 #include "http_server.h"
 #include "proxy.h"
 #include "tls.h"
 
 #include <metrics/metrics.h>
+#include <registry/announcer.h>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -16,6 +18,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <sys/stat.h>
 
 #include <array>
@@ -57,15 +62,44 @@ std::optional<tcp::endpoint> resolveOne(asio::io_context& ioc, const HostPort& h
   return results.begin()->endpoint();
 }
 
+// The first address of an interface that is up and not loopback, IPv4 preferred.
+std::string primaryAddress() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) {
+    return "127.0.0.1";
+  }
+  std::string v4, v6;
+  for (auto* i = list; i; i = i->ifa_next) {
+    if (!i->ifa_addr || !(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) {
+      continue;
+    }
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (i->ifa_addr->sa_family == AF_INET && v4.empty()) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof(buf));
+      v4 = buf;
+    } else if (i->ifa_addr->sa_family == AF_INET6 && v6.empty()) {
+      auto* a6 = reinterpret_cast<sockaddr_in6*>(i->ifa_addr);
+      if (!IN6_IS_ADDR_LINKLOCAL(&a6->sin6_addr)) {
+        inet_ntop(AF_INET6, &a6->sin6_addr, buf, sizeof(buf));
+        v6 = buf;
+      }
+    }
+  }
+  freeifaddrs(list);
+  return !v4.empty() ? v4 : !v6.empty() ? v6 : "127.0.0.1";
+}
+
 class Server {
  public:
   explicit Server(const SidecarConfig& config)
       : config_(config),
         registry_(metrics::makeRegistry()),
         metrics_(*registry_),
+        announcerMetrics_(*registry_),
         signals_(control_, SIGINT, SIGTERM, SIGHUP),
         reloadTimer_(control_),
         drainTimer_(control_),
+        graceTimer_(control_),
         abortTimer_(control_),
         admin_(control_, [this](const PlainRequest& r) { return handleAdminRequest(r, hooks()); },
                Duration(30'000)) {}
@@ -119,6 +153,10 @@ class Server {
       w->start(ctx.ssl);
     }
     admin_.start();
+    if (config_.announce) {
+      startAnnouncing(*config_.announce, *upstream, workers_.front()->localEndpoint().port(),
+                      admin_.localEndpoint().port());
+    }
     waitForSignal();
     scheduleReloadCheck();
     started_ = Clock::now();
@@ -148,7 +186,7 @@ class Server {
 
   AdminHooks hooks() {
     return AdminHooks{
-        .ready = [this] { return ready_ && !draining_; },
+        .ready = [this] { return ready_ && !draining_ && (!announcer_ || announcer_->announced()); },
         .draining = [this] { return draining_; },
         .quit = [this](std::optional<Duration> grace) {
           asio::post(control_, [this, grace] { beginShutdown("quitquitquit", grace); });
@@ -161,7 +199,47 @@ class Server {
             },
         .metricsText = [this] { return metrics::serializeText(*registry_); },
         .serverInfoJson = [this] { return serverInfo(); },
+        .announcerJson =
+            [this] {
+              return announcer_ ? announcer_->statusJson() : std::string("{\"enabled\":false}\n");
+            },
     };
+  }
+
+  void startAnnouncing(const AnnounceConfig& a, const tcp::endpoint& upstream, uint16_t port,
+                       uint16_t adminPort) {
+    registry::ServiceInstance instance;
+    const std::string host = a.advertiseHost.empty() ? primaryAddress() : a.advertiseHost;
+    instance.serviceEndpoint = {host, port};
+    instance.additionalEndpoints.emplace_back("admin", registry::Endpoint{host, adminPort});
+    if (!a.endpointName.empty() && a.endpointName != "admin") {
+      instance.additionalEndpoints.emplace_back(a.endpointName, registry::Endpoint{host, port});
+    }
+    instance.shard = a.shard;
+    auto& m = announcerMetrics_;
+    announcer_ = std::make_unique<registry::Announcer>(
+        control_,
+        registry::AnnouncerConfig{a.zkConnect, a.zkPath, a.zkSessionTimeout, a.zkDigest, instance},
+        registry::AnnouncerEvents{
+            .announced = [&m] { m.announcements->Increment(); m.announced->Set(1); },
+            .reannounced = [&m] { m.reannouncements->Increment(); },
+            .withdrawn = [&m] { m.withdrawals->Increment(); m.announced->Set(0); },
+            .sessionState =
+                [&m](registry::ZkState s) {
+                  m.sessionConnected->Set(s == registry::ZkState::Connected ? 1 : 0);
+                  if (s == registry::ZkState::Expired) {
+                    m.announced->Set(0);
+                  }
+                },
+        });
+    announcer_->start();
+    health_ = std::make_unique<HealthChecker>(
+        control_, HealthChecker::Options{upstream, a.healthPath, a.healthInterval, a.rise, a.fall},
+        [this](bool healthy) { announcer_->setHealthy(healthy); },
+        [&m](bool ok) { (ok ? m.healthOk : m.healthFailed)->Increment(); });
+    health_->start();
+    spdlog::info("event=announcing zk={} path={} host={} port={} shard={}", a.zkConnect, a.zkPath,
+                 host, port, a.shard ? std::to_string(*a.shard) : "none");
   }
 
   std::string serverInfo() const {
@@ -232,6 +310,27 @@ class Server {
     const Duration timeout = grace.value_or(config_.drainTimeout);
     spdlog::info("event=draining source={} drain_timeout_ms={}", source, timeout.count());
     reloadTimer_.cancel();
+    if (health_) {
+      health_->stop();
+    }
+    // The member goes first; the listener keeps accepting for --deregister-grace so that callers'
+    // resolvers see it gone before connections are refused.
+    if (announcer_) {
+      announcer_->shutdown(std::chrono::seconds(5), [this, timeout] {
+        spdlog::info("event=deregistered grace_ms={}", config_.deregisterGrace.count());
+        graceTimer_.expires_after(config_.deregisterGrace);
+        graceTimer_.async_wait([this, timeout](const boost::system::error_code& ec) {
+          if (!ec) {
+            drainWorkers(timeout);
+          }
+        });
+      });
+    } else {
+      drainWorkers(timeout);
+    }
+  }
+
+  void drainWorkers(Duration timeout) {
     pendingWorkers_ = workers_.size();
     for (auto& w : workers_) {
       w->drain([this] {
@@ -258,6 +357,7 @@ class Server {
     spdlog::info("event=drain_done reason={}", why);
     drainTimer_.cancel();
     signals_.cancel();
+    announcer_.reset();  // closes the session (its member is already gone)
     control_.stop();
   }
 
@@ -265,13 +365,17 @@ class Server {
   asio::io_context control_{1};
   std::shared_ptr<prometheus::Registry> registry_;
   ProxyMetrics metrics_;
+  AnnouncerMetrics announcerMetrics_;
   std::optional<ProxyShared> shared_;
   asio::signal_set signals_;
   asio::steady_timer reloadTimer_;
   asio::steady_timer drainTimer_;
+  asio::steady_timer graceTimer_;
   asio::steady_timer abortTimer_;
   PlainHttpServer admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<registry::Announcer> announcer_;
+  std::unique_ptr<HealthChecker> health_;
   std::array<FileStamp, 3> stamps_{};
   Clock::time_point started_ = Clock::now();
   std::size_t pendingWorkers_ = 0;

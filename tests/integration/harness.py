@@ -17,6 +17,7 @@ import urllib.request
 
 SIDECAR = os.environ.get("SIDECAR_BIN", "")
 PINGHELP = os.environ.get("PINGHELP_BIN", "")
+ZKCTL = os.environ.get("ZKCTL_BIN", "")
 SOURCE = os.environ.get("SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "../..")))
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -191,6 +192,37 @@ class SidecarTestCase(unittest.TestCase):
             wait_port(admin, proc=p)
             wait_port(port, proc=p)
         return p
+
+    def start_zookeeper(self, directory=None, port=None, ensemble=None, myid=None):
+        """Debian's ZooKeeper via deploy/zookeeper.sh, on loopback; same directory and port to
+        restart one. ensemble: list of "id=127.0.0.1:peer:election" for a quorum member."""
+        port = port or free_port()
+        directory = directory or tempfile.mkdtemp(prefix="zk-", dir=self.tmp)
+        args = [os.path.join(SOURCE, "deploy", "zookeeper.sh"), directory, str(port)]
+        if ensemble:
+            args += [str(myid), *ensemble]
+        p = self.spawn("zookeeper", args)
+        p.port, p.dir = port, directory
+        if not ensemble:
+            self.wait_zookeeper(p)
+        return p
+
+    def wait_zookeeper(self, zk, timeout=60):
+        def ok():
+            if zk.poll() is not None:
+                raise RuntimeError(f"zookeeper exited:\n{zk.output()[-3000:]}")
+            return self.zkctl(zk.port, "ls", "/").returncode == 0
+        wait_for(ok, timeout=timeout, interval=0.2, what=f"zookeeper on {zk.port}")
+
+    def zkctl(self, port, *args):
+        hosts = port if isinstance(port, str) else f"127.0.0.1:{port}"
+        return subprocess.run([ZKCTL, hosts, *args], capture_output=True, text=True, timeout=30)
+
+    def members(self, port, path):
+        r = self.zkctl(port, "ls", path)
+        if r.returncode != 0:
+            return []
+        return sorted(line for line in r.stdout.split() if line.startswith("member_"))
 
     # --- clients -------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ struct Fake {
         .abort = [] {},
         .metricsText = [] { return std::string("# metrics\n"); },
         .serverInfoJson = [] { return std::string("{}"); },
+        .announcerJson = [] { return std::string("{\"member\":null}"); },
     };
   }
 };

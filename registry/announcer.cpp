@@ -1,0 +1,292 @@
+// The announcer's state machine: session events, health and deletions all lead to reconcile(),
+// which makes ZooKeeper match what we want (a member while healthy, none otherwise).
+#include "announcer.h"
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <zookeeper/zookeeper.h>
+
+#include <cstdio>
+
+namespace registry {
+
+namespace {
+
+constexpr std::chrono::milliseconds kMaxBackoff{60'000};
+constexpr std::string_view kMemberPrefix = "member_";
+
+std::string hexId(int64_t id) {
+  char buf[20];
+  std::snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+}  // namespace
+
+Announcer::Announcer(boost::asio::io_context& ioc, AnnouncerConfig config, AnnouncerEvents events)
+    : ioc_(ioc),
+      config_(std::move(config)),
+      events_(std::move(events)),
+      data_(encodeServiceInstance(config_.instance)),
+      retryTimer_(ioc),
+      shutdownTimer_(ioc) {}
+
+Announcer::~Announcer() = default;
+
+void Announcer::start() { openSession(); }
+
+void Announcer::openSession() {
+  session_.reset();  // a new session, never a repaired one
+  busy_ = false;
+  withdrawing_ = false;
+  try {
+    session_ = std::make_unique<ZkSession>(
+        ioc_, config_.connect, config_.sessionTimeout, config_.digest,
+        [this](int type, ZkState state, const std::string& path) { onEvent(type, state, path); });
+  } catch (const std::exception& e) {
+    lastError_ = e.what();
+    spdlog::error("event=zk_session_failed error=\"{}\"", lastError_);
+    retryLater();
+  }
+}
+
+void Announcer::onEvent(int type, ZkState state, const std::string& path) {
+  if (type == ZOO_SESSION_EVENT) {
+    if (events_.sessionState) {
+      events_.sessionState(state);
+    }
+    switch (state) {
+      case ZkState::Connected:
+        spdlog::info("event=zk_connected session={} server={}", hexId(session_->sessionId()),
+                     session_->connectedServer());
+        backoff_ = std::chrono::milliseconds(1'000);
+        reconcile();
+        break;
+      case ZkState::Connecting:
+        // Connection loss: the session and its member survive for the session timeout; wait.
+        spdlog::warn("event=zk_disconnected action=waiting_for_reconnect");
+        break;
+      case ZkState::Expired:
+        spdlog::warn("event=zk_session_expired member={} action=new_session", member_);
+        lastError_ = "session expired";
+        member_.clear();
+        retryLater();
+        break;
+      case ZkState::AuthFailed:
+        lastError_ = "authentication failed (check --zk-auth-file)";
+        spdlog::error("event=zk_auth_failed action=gave_up");
+        break;
+      case ZkState::Closed: break;
+    }
+    return;
+  }
+  if (type == ZOO_DELETED_EVENT && path == member_ && !member_.empty() && !withdrawing_) {
+    spdlog::warn("event=member_deleted member={} action=reannounce", member_);
+    member_.clear();
+    reconcile();
+  }
+}
+
+void Announcer::setHealthy(bool healthy) {
+  if (healthy_ == healthy) {
+    return;
+  }
+  healthy_ = healthy;
+  spdlog::info("event=local_service_{} action={}", healthy ? "healthy" : "unhealthy",
+               healthy ? "announce" : "withdraw");
+  reconcile();
+}
+
+void Announcer::reconcile() {
+  if (busy_) {
+    dirty_ = true;
+    return;
+  }
+  dirty_ = false;
+  if (!session_ || session_->state() != ZkState::Connected) {
+    return;
+  }
+  const bool want = healthy_ && !stopping_;
+  if (want && member_.empty()) {
+    busy_ = true;
+    ensureParents(1);
+  } else if (!want && !member_.empty()) {
+    busy_ = true;
+    withdraw();
+  } else if (stopping_ && member_.empty()) {
+    finishShutdown();
+  }
+}
+
+// Creates each ancestor of the serverset path in turn ("/a", "/a/b", ...), persistent and empty.
+void Announcer::ensureParents(std::size_t depth) {
+  auto next = config_.path.find('/', depth);
+  std::string prefix = config_.path.substr(0, next);
+  session_->create(prefix, "", false, [this, next](int rc, const std::string&) {
+    if (rc != ZkCode::Ok && rc != ZkCode::NodeExists) {
+      return failed("create_parent", rc);
+    }
+    if (next == std::string::npos) {
+      adoptOrCreate();
+    } else {
+      ensureParents(next + 1);
+    }
+  });
+}
+
+// A create whose answer was lost may have made our node already: adopt a member whose
+// ephemeralOwner is this session instead of making a second one.
+void Announcer::adoptOrCreate() {
+  session_->children(config_.path, false, [this](int rc, std::vector<std::string> names) {
+    if (rc != ZkCode::Ok) {
+      return failed("list_members", rc);
+    }
+    std::erase_if(names, [](const std::string& n) { return !n.starts_with(kMemberPrefix); });
+    auto pending = std::make_shared<std::size_t>(names.size());
+    auto found = std::make_shared<std::string>();
+    if (names.empty()) {
+      return createMember();
+    }
+    const int64_t mine = session_->sessionId();
+    for (const auto& name : names) {
+      std::string full = config_.path + "/" + name;
+      session_->exists(full, false, [this, pending, found, full, mine](int rc, ZkStat stat) {
+        if (rc == ZkCode::Ok && stat.ephemeralOwner == mine) {
+          *found = full;
+        }
+        if (--*pending > 0) {
+          return;
+        }
+        if (found->empty()) {
+          return createMember();
+        }
+        member_ = *found;
+        spdlog::info("event=member_adopted member={}", member_);
+        session_->exists(member_, true, [](int, ZkStat) {});
+        busy_ = false;
+        reconcile();
+      });
+    }
+  });
+}
+
+void Announcer::createMember() {
+  session_->create(config_.path + "/" + std::string(kMemberPrefix), data_, true,
+                   [this](int rc, const std::string& created) {
+                     if (rc != ZkCode::Ok) {
+                       return failed("create_member", rc);
+                     }
+                     member_ = created;
+                     lastError_.clear();
+                     spdlog::info("event=announced member={} data={}", member_, data_);
+                     if (everAnnounced_ ? (bool)events_.reannounced : false) {
+                       events_.reannounced();
+                     }
+                     if (events_.announced) {
+                       events_.announced();
+                     }
+                     everAnnounced_ = true;
+                     // Watch our own node, so that a deletion by someone else re-announces.
+                     session_->exists(member_, true, [](int, ZkStat) {});
+                     busy_ = false;
+                     reconcile();
+                   });
+}
+
+void Announcer::withdraw() {
+  withdrawing_ = true;  // our own delete fires our own watch; that is not someone else's
+  session_->remove(member_, [this](int rc) {
+    withdrawing_ = false;
+    if (rc != ZkCode::Ok && rc != ZkCode::NoNode) {
+      return failed("delete_member", rc);
+    }
+    spdlog::info("event=withdrawn member={}", member_);
+    member_.clear();
+    if (events_.withdrawn) {
+      events_.withdrawn();
+    }
+    busy_ = false;
+    reconcile();
+  });
+}
+
+void Announcer::failed(const char* step, int rc) {
+  busy_ = false;
+  lastError_ = std::string(step) + ": " + zkError(rc);
+  if (rc == ZkCode::NoAuth || rc == ZkCode::InvalidAcl || rc == ZkCode::BadArguments) {
+    // Retrying cannot help: say so and stay withdrawn; the data path keeps serving.
+    spdlog::error("event=announce_failed step={} error=\"{}\" action=gave_up", step, zkError(rc));
+    if (stopping_) {
+      finishShutdown();
+    }
+    return;
+  }
+  spdlog::warn("event=announce_failed step={} error=\"{}\" action=retry", step, zkError(rc));
+  if (rc == ZkCode::SessionExpired) {
+    return;  // the session event opens a new session
+  }
+  retryTimer_.expires_after(backoff_);
+  retryTimer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) {
+      reconcile();
+    }
+  });
+  backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+}
+
+void Announcer::retryLater() {
+  retryTimer_.expires_after(backoff_);
+  retryTimer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) {
+      openSession();
+    }
+  });
+  backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+}
+
+void Announcer::shutdown(std::chrono::milliseconds timeout, std::function<void()> done) {
+  stopping_ = true;
+  onStopped_ = std::move(done);
+  shutdownTimer_.expires_after(timeout);
+  shutdownTimer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec && onStopped_) {
+      spdlog::warn("event=withdraw_timeout member={} action=continue_shutdown", member_);
+      finishShutdown();
+    }
+  });
+  if (member_.empty()) {
+    return finishShutdown();
+  }
+  reconcile();
+}
+
+void Announcer::finishShutdown() {
+  shutdownTimer_.cancel();
+  retryTimer_.cancel();
+  if (auto done = std::exchange(onStopped_, {})) {
+    done();
+  }
+}
+
+std::string Announcer::statusJson() const {
+  boost::json::object o;
+  o["zk"] = config_.connect;
+  o["path"] = config_.path;
+  o["member"] = member_.empty() ? boost::json::value(nullptr) : boost::json::value(member_);
+  o["session"] = session_ ? zkStateName(session_->state()) : "closed";
+  o["session_id"] = session_ ? hexId(session_->sessionId()) : "";
+  o["server"] = session_ && session_->state() == ZkState::Connected ? session_->connectedServer()
+                                                                     : "";
+  o["healthy"] = healthy_;
+  o["status"] = stopping_ ? "stopping" : !member_.empty() ? "announced"
+                                       : healthy_          ? "announcing"
+                                                           : "waiting_for_health";
+  o["data"] = data_;
+  o["last_error"] = lastError_;
+  return boost::json::serialize(o) + "\n";
+}
+
+}  // namespace registry

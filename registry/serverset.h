@@ -1,0 +1,62 @@
+#pragma once
+// Finagle serverset members (Twitter's endpoint.thrift as JSON) and the zk!/zk2! addresses that
+// name them. Pure functions; the ZooKeeper side lives in announcer.h and resolver.h.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace registry {
+
+struct Endpoint {
+  std::string host;
+  uint16_t port = 0;
+  bool operator==(const Endpoint&) const = default;
+};
+
+enum class Status { Dead, Starting, Alive, Stopping, Stopped, Warning };
+
+struct ServiceInstance {
+  Endpoint serviceEndpoint;
+  std::vector<std::pair<std::string, Endpoint>> additionalEndpoints;
+  Status status = Status::Alive;
+  std::optional<int32_t> shard;
+  std::vector<std::pair<std::string, std::string>> metadata;
+};
+
+// Compact JSON, keys in Finagle's order:
+// {"serviceEndpoint":{...},"additionalEndpoints":{...},"status":"ALIVE","shard":0,"metadata":{...}}
+std::string encodeServiceInstance(const ServiceInstance& instance);
+
+// Lenient: any key order and white space; unknown keys ignored. A member whose serviceEndpoint
+// lacks a string host or an integer port, or whose status is missing or unknown, is malformed.
+struct Decoded {
+  std::optional<ServiceInstance> instance;
+  std::string error;  // why it is malformed
+};
+Decoded decodeServiceInstance(std::string_view json);
+
+std::string_view statusName(Status s);
+
+// Where a serverset lives. connect is what the ZooKeeper C client takes: "h1:2181,h2:2181" with
+// an optional "/chroot" suffix.
+struct ServersetAddress {
+  std::string connect;
+  std::string path;
+  std::optional<int32_t> shard;
+  std::string endpoint;  // named additional endpoint to use instead of serviceEndpoint
+};
+
+// Finagle's announcer form: zk!host:port[,host:port]!/path!shard[!endpointName]
+std::optional<ServersetAddress> parseAnnounceAddress(std::string_view text);
+// Finagle's resolver form: zk2!host:port[,host:port]!/path[!endpointName]
+std::optional<ServersetAddress> parseResolveAddress(std::string_view text);
+// host:port[,host:port...][/chroot]
+bool validConnectString(std::string_view text);
+// An absolute ZooKeeper path: "/a/b", no empty segment, no trailing slash.
+bool validZkPath(std::string_view path);
+
+}  // namespace registry

@@ -1,0 +1,258 @@
+"""ZooKeeper announcement in Finagle serverset format, against a real ZooKeeper server."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import unittest
+
+from harness import SIDECAR, SidecarTestCase, free_port, wait_for, wait_port
+
+PATH = "/discovery/test/pinghelp"
+
+
+class AnnounceTest(SidecarTestCase):
+
+    def announced_sidecar(self, zk, upstream_port, *extra, path=PATH, wait=True):
+        sc = self.start_sidecar(upstream_port, "--zk", f"127.0.0.1:{zk.port}" if not isinstance(zk, str) else zk,
+                                "--zk-path", path, "--advertise-host", "127.0.0.1",
+                                "--health-interval", "200ms", *extra)
+        if wait:
+            wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20, what="announced")
+        return sc
+
+    def announcer(self, sc):
+        return json.loads(self.admin_get(sc, "/admin/announcer")[1])
+
+    def test_member_is_ephemeral_sequential_with_the_exact_bytes(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(zk, ph.port, "--shard", "0")
+        names = self.members(zk.port, PATH)
+        self.assertEqual(len(names), 1)
+        self.assertRegex(names[0], r"^member_\d{10}$")
+        data, owner = self.zkctl(zk.port, "get", f"{PATH}/{names[0]}").stdout.rsplit("\n", 2)[:2]
+        self.assertEqual(
+            data, '{"serviceEndpoint":{"host":"127.0.0.1","port":%d},"additionalEndpoints":'
+                  '{"admin":{"host":"127.0.0.1","port":%d}},"status":"ALIVE","shard":0}'
+                  % (sc.port, sc.admin))
+        self.assertNotEqual(owner, "ephemeralOwner=0x0")  # ephemeral
+        self.assertEqual(self.zkctl(zk.port, "get", "/discovery/test").returncode, 0)  # parents
+        info = self.announcer(sc)
+        self.assertEqual(info["member"], f"{PATH}/{names[0]}")
+        self.assertEqual(info["session"], "connected")
+        self.assertEqual(self.metric(sc, "sidecar_announced"), 1)
+
+    def test_two_sidecars_two_members_resolve_and_watch(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        a = self.announced_sidecar(zk, ph.port)
+        b = self.announced_sidecar(zk, ph.port)
+        address = f"zk2!127.0.0.1:{zk.port}!{PATH}"
+        r = subprocess.run([SIDECAR, "resolve", address], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = [json.loads(l) for l in r.stdout.splitlines()]
+        self.assertEqual(sorted(l["port"] for l in lines), sorted([a.port, b.port]))
+        admins = subprocess.run([SIDECAR, "resolve", address + "!admin"], capture_output=True,
+                                text=True, timeout=30).stdout
+        self.assertEqual(sorted(json.loads(l)["port"] for l in admins.splitlines()),
+                         sorted([a.admin, b.admin]))
+
+        watch = self.spawn("resolve-watch", [SIDECAR, "resolve", address, "--watch"])
+        wait_for(lambda: watch.output().count("\n") >= 2, what="initial members")
+        t0 = time.monotonic()
+        a.send(signal.SIGTERM)
+        wait_for(lambda: '"change":"removed"' in watch.output(), timeout=5, what="removal seen")
+        self.assertLess(time.monotonic() - t0, 2.0)
+        removed = [json.loads(l) for l in watch.output().splitlines() if "removed" in l]
+        self.assertEqual([l["port"] for l in removed], [a.port])
+        self.assertEqual(a.wait(15), 0)
+
+    def test_sigterm_removes_the_member_before_the_listener_closes(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(zk, ph.port, "--deregister-grace", "3s")
+        sc.send(signal.SIGTERM)
+        t0 = time.monotonic()
+        wait_for(lambda: self.members(zk.port, PATH) == [], timeout=5, what="member deleted")
+        self.assertLess(time.monotonic() - t0, 1.5)
+        # Still in the grace period: a request succeeds.
+        rc, status, body, err = self.curl(f"https://localhost:{sc.port}/ping")
+        self.assertEqual((status, body), (200, b"pong"), err)
+        self.assertEqual(sc.wait(20), 0)
+
+    def test_kill9_member_goes_after_the_session_timeout(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(zk, ph.port, "--zk-session-timeout", "2s")
+        self.assertEqual(len(self.members(zk.port, PATH)), 1)
+        sc.send(signal.SIGKILL)
+        sc.wait()
+        self.assertEqual(len(self.members(zk.port, PATH)), 1)  # not yet
+        wait_for(lambda: self.members(zk.port, PATH) == [], timeout=15, what="ephemeral expired")
+
+    def test_member_deleted_by_someone_else_is_reannounced(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(zk, ph.port)
+        [first] = self.members(zk.port, PATH)
+        self.assertEqual(self.zkctl(zk.port, "delete", f"{PATH}/{first}").returncode, 0)
+        wait_for(lambda: len(self.members(zk.port, PATH)) == 1 and self.members(zk.port, PATH) != [first],
+                 timeout=10, what="re-announced")
+        time.sleep(1)
+        self.assertEqual(len(self.members(zk.port, PATH)), 1)
+        self.assertEqual(self.metric(sc, "sidecar_reannouncements_total"), 1)
+
+    def test_health_gates_the_member(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(zk, ph.port, "--rise", "2", "--fall", "2")
+        ph.stop()
+        wait_for(lambda: self.members(zk.port, PATH) == [], timeout=10, what="withdrawn")
+        self.assertEqual(self.admin_get(sc, "/ready")[0], 503)
+        ph2 = self.spawn("pinghelp", [os.environ["PINGHELP_BIN"], "--listen", f"127.0.0.1:{ph.port}"])
+        wait_port(ph.port, proc=ph2)
+        wait_for(lambda: len(self.members(zk.port, PATH)) == 1, timeout=10, what="announced again")
+        self.assertEqual(self.metric(sc, "sidecar_withdrawals_total"), 1)
+
+    def test_zookeeper_down_never_stops_the_data_path(self):
+        zk_port = free_port()
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(f"127.0.0.1:{zk_port}", ph.port, wait=False)
+        wait_port(sc.port, proc=sc)
+        rc, status, body, _ = self.curl(f"https://localhost:{sc.port}/ping")
+        self.assertEqual((status, body), (200, b"pong"))
+        self.assertEqual(self.admin_get(sc, "/ready")[0], 503)
+        self.assertEqual(self.announcer(sc)["session"], "connecting")
+        zk = self.start_zookeeper(port=zk_port)
+        wait_for(lambda: len(self.members(zk.port, PATH)) == 1, timeout=30, what="announced late")
+
+    def test_short_zookeeper_outage_keeps_the_same_member(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(zk, ph.port, "--zk-session-timeout", "20s")
+        [before] = self.members(zk.port, PATH)
+        zk.stop()
+        time.sleep(1)
+        rc, status, body, _ = self.curl(f"https://localhost:{sc.port}/ping")
+        self.assertEqual(body, b"pong")
+        zk2 = self.start_zookeeper(directory=zk.dir, port=zk.port)
+        wait_for(lambda: self.announcer(sc)["session"] == "connected", timeout=30, what="reconnected")
+        self.assertEqual(self.members(zk2.port, PATH), [before])
+        self.assertEqual(self.announcer(sc)["member"], f"{PATH}/{before}")
+
+    def test_long_zookeeper_outage_ends_with_exactly_one_member(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(zk, ph.port, "--zk-session-timeout", "2s")
+        zk.stop()
+        time.sleep(5)  # longer than the session timeout
+        rc, status, body, _ = self.curl(f"https://localhost:{sc.port}/ping")
+        self.assertEqual(body, b"pong")
+        zk2 = self.start_zookeeper(directory=zk.dir, port=zk.port)
+        wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=60, what="announced again")
+        time.sleep(3)  # let any expiry of the old session play out
+        self.assertEqual(len(self.members(zk2.port, PATH)), 1)
+        self.assertEqual(self.announcer(sc)["member"], f"{PATH}/{self.members(zk2.port, PATH)[0]}")
+
+    def test_digest_auth_acl_and_a_wrong_password(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        good, bad = os.path.join(self.tmp, "zk-good"), os.path.join(self.tmp, "zk-bad")
+        with open(good, "w") as f:
+            f.write("sidecar:s3cret\n")
+        with open(bad, "w") as f:
+            f.write("sidecar:wrong\n")
+        sc = self.announced_sidecar(zk, ph.port, "--zk-auth-file", good)
+        [member] = self.members(zk.port, PATH)
+        acl = self.zkctl(zk.port, "getacl", f"{PATH}/{member}").stdout.split()
+        self.assertIn("world:anyone:1", acl)  # read
+        self.assertTrue(any(a.startswith("digest:sidecar:") and a.endswith(":31") for a in acl), acl)
+        self.assertNotIn("s3cret", sc.output())
+
+        other = self.announced_sidecar(zk, ph.port, "--zk-auth-file", bad, wait=False)
+        wait_port(other.port, proc=other)
+        wait_for(lambda: "not authenticated" in self.announcer(other)["last_error"].lower()
+                 or "noauth" in self.announcer(other)["last_error"].lower(),
+                 timeout=15, what="auth error reported")
+        rc, status, body, _ = self.curl(f"https://localhost:{other.port}/ping")
+        self.assertEqual(body, b"pong")
+        self.assertEqual(len(self.members(zk.port, PATH)), 1)
+
+    def test_resolver_skips_what_it_cannot_use(self):
+        zk = self.start_zookeeper()
+        for p in ("/lenient",):
+            self.zkctl(zk.port, "create", p, "")
+        members = {
+            "member_0000000001": ' { "status" : "ALIVE" , "serviceEndpoint" : { "port" : 1001 , "host" : "10.0.0.1" } } ',
+            "member_0000000002": '{"serviceEndpoint":{"host":"10.0.0.2","port":1002},"additionalEndpoints":{},"status":"DEAD"}',
+            "member_0000000003": '{"serviceEndpoint":{"host":"10.0.0.3",',
+            "member_0000000004": '{"serviceEndpoint":{"host":"10.0.0.4","port":"1004"},"additionalEndpoints":{},"status":"ALIVE"}',
+            "member_0000000005": '{"serviceEndpoint":{"host":"10.0.0.5","port":1005},"additionalEndpoints":{},"status":"ALIVE","shard":2}',
+            "not_a_member": '{"serviceEndpoint":{"host":"10.0.0.6","port":1006},"status":"ALIVE"}',
+        }
+        for name, data in members.items():
+            self.assertEqual(self.zkctl(zk.port, "create", f"/lenient/{name}", data).returncode, 0)
+        r = subprocess.run([SIDECAR, "resolve", f"zk2!127.0.0.1:{zk.port}!/lenient"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = [json.loads(l) for l in r.stdout.splitlines()]
+        self.assertEqual([(g["host"], g["port"]) for g in got], [("10.0.0.1", 1001), ("10.0.0.5", 1005)])
+        self.assertIn("member_0000000003", r.stderr)
+        self.assertIn("member_0000000004", r.stderr)
+        self.assertNotIn("member_0000000002", r.stderr)  # DEAD is skipped quietly, not malformed
+
+    def test_bad_announce_flags_exit_2(self):
+        for args, mentions in [(["--zk", "127.0.0.1:2181"], "--zk-path"),
+                               (["--announce", "zk!h!/p!0"], "--announce"),
+                               (["--zk", "h:1", "--zk-path", "rel"], "--zk-path"),
+                               (["--shard", "1"], "--shard"),
+                               (["--zk", "h:1", "--zk-path", "/p", "--zk-auth-file", "/nope"], "/nope")]:
+            with self.subTest(args=args):
+                r = subprocess.run([SIDECAR, "--tls-cert", self.certs.path("server.pem"),
+                                    "--tls-key", self.certs.path("server.key"),
+                                    "--tls-client-ca", self.certs.path("ca.pem"), *args],
+                                   capture_output=True, text=True, timeout=10)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(mentions, r.stderr)
+        r = subprocess.run([SIDECAR, "resolve", "zk!h:1!/p"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+
+    def test_announce_flag_in_finagle_form(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port, "--announce", f"zk!127.0.0.1:{zk.port}!{PATH}!3!https",
+                                "--advertise-host", "127.0.0.1", "--health-interval", "200ms")
+        wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20, what="announced")
+        [member] = self.members(zk.port, PATH)
+        data = json.loads(self.zkctl(zk.port, "get", f"{PATH}/{member}").stdout.split("\n")[0])
+        self.assertEqual(data["shard"], 3)
+        self.assertEqual(data["additionalEndpoints"]["https"], {"host": "127.0.0.1", "port": sc.port})
+
+    def test_three_server_ensemble_survives_losing_the_connected_server(self):
+        ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
+        spec = [f"{i + 1}=127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)]
+        servers = [self.start_zookeeper(port=p[0], ensemble=spec, myid=i + 1) for i, p in enumerate(ports)]
+        for s in servers:
+            self.wait_zookeeper(s, timeout=90)
+        hosts = ",".join(f"127.0.0.1:{p[0]}" for p in ports)
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(hosts, ph.port, "--zk-session-timeout", "6s")
+        info = self.announcer(sc)
+        connected = int(info["server"].rsplit(":", 1)[1])
+        member = info["member"]
+        victim = next(s for s in servers if s.port == connected)
+        victim.stop()
+        survivor = next(s for s in servers if s.port != connected)
+        wait_for(lambda: self.announcer(sc)["session"] == "connected"
+                 and self.announcer(sc)["server"] != info["server"], timeout=30, what="failover")
+        time.sleep(2)
+        names = self.members(survivor.port, PATH)
+        self.assertEqual(len(names), 1)
+        self.assertEqual(f"{PATH}/{names[0]}", self.announcer(sc)["member"])
+        self.assertEqual(self.announcer(sc)["member"], member)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,95 @@
+// The serverset JSON codec (exact bytes out, lenient in) and the zk!/zk2! address parsers.
+#include <registry/resolver.h>
+#include <registry/serverset.h>
+
+#include <doctest/doctest.h>
+
+using namespace registry;
+
+TEST_CASE("encoding matches Finagle's bytes") {
+  ServiceInstance i;
+  i.serviceEndpoint = {"10.0.0.5", 8443};
+  i.additionalEndpoints = {{"admin", {"10.0.0.5", 9990}}};
+  i.shard = 0;
+  CHECK(encodeServiceInstance(i) ==
+        R"({"serviceEndpoint":{"host":"10.0.0.5","port":8443},"additionalEndpoints":{"admin":{"host":"10.0.0.5","port":9990}},"status":"ALIVE","shard":0})");
+  ServiceInstance bare;
+  bare.serviceEndpoint = {"h", 1};
+  CHECK(encodeServiceInstance(bare) ==
+        R"({"serviceEndpoint":{"host":"h","port":1},"additionalEndpoints":{},"status":"ALIVE"})");
+  bare.metadata = {{"zone", "a\"b"}};
+  CHECK(encodeServiceInstance(bare).ends_with(R"("status":"ALIVE","metadata":{"zone":"a\"b"}})"));
+}
+
+TEST_CASE("decoding is lenient about spacing and order, strict about types") {
+  auto d = decodeServiceInstance(
+      R"( { "status" : "ALIVE", "shard": 3, "additionalEndpoints": { "http": {"port": 80, "host": "b"} },
+            "serviceEndpoint": { "port": 8443, "host": "a" }, "extra": [1] } )");
+  REQUIRE(d.instance);
+  CHECK(d.instance->serviceEndpoint == Endpoint{"a", 8443});
+  CHECK(d.instance->shard == 3);
+  REQUIRE(d.instance->additionalEndpoints.size() == 1);
+  CHECK(d.instance->additionalEndpoints[0].second == Endpoint{"b", 80});
+
+  auto roundTrip = decodeServiceInstance(encodeServiceInstance(*d.instance));
+  REQUIRE(roundTrip.instance);
+  CHECK(roundTrip.instance->serviceEndpoint == d.instance->serviceEndpoint);
+
+  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":"80"},"status":"ALIVE"})").instance);
+  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":1,"port":80},"status":"ALIVE"})").instance);
+  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":80}})").instance);
+  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":70000},"status":"ALIVE"})").instance);
+  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":)").instance);
+  CHECK_FALSE(decodeServiceInstance("[]").instance);
+  auto dead = decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":80},"status":"DEAD"})");
+  REQUIRE(dead.instance);
+  CHECK(dead.instance->status == Status::Dead);
+}
+
+TEST_CASE("readers keep ALIVE members of the wanted shard and endpoint") {
+  ServiceInstance i;
+  i.serviceEndpoint = {"a", 1};
+  i.additionalEndpoints = {{"admin", {"a", 2}}};
+  i.shard = 1;
+  ServersetAddress any{"h:1", "/p", std::nullopt, ""};
+  CHECK(selectMember("member_1", i, any)->endpoint == Endpoint{"a", 1});
+  ServersetAddress admin{"h:1", "/p", std::nullopt, "admin"};
+  CHECK(selectMember("member_1", i, admin)->endpoint == Endpoint{"a", 2});
+  ServersetAddress other{"h:1", "/p", std::nullopt, "http"};
+  CHECK_FALSE(selectMember("member_1", i, other));
+  ServersetAddress shard2{"h:1", "/p", 2, ""};
+  CHECK_FALSE(selectMember("member_1", i, shard2));
+  i.status = Status::Starting;
+  CHECK_FALSE(selectMember("member_1", i, any));
+}
+
+TEST_CASE("zk! and zk2! addresses") {
+  auto a = parseAnnounceAddress("zk!zk1:2181,zk2:2181!/discovery/prod/pinghelp!0");
+  REQUIRE(a);
+  CHECK(a->connect == "zk1:2181,zk2:2181");
+  CHECK(a->path == "/discovery/prod/pinghelp");
+  CHECK(a->shard == 0);
+  CHECK(a->endpoint.empty());
+  auto named = parseAnnounceAddress("zk!zk1:2181!/p!7!http");
+  REQUIRE(named);
+  CHECK(named->shard == 7);
+  CHECK(named->endpoint == "http");
+  CHECK_FALSE(parseAnnounceAddress("zk!zk1:2181!/p"));       // no shard
+  CHECK_FALSE(parseAnnounceAddress("zk!zk1!/p!0"));          // no port
+  CHECK_FALSE(parseAnnounceAddress("zk!zk1:2181!p!0"));      // relative path
+  CHECK_FALSE(parseAnnounceAddress("zk!zk1:2181!/p!x"));     // shard not a number
+  CHECK_FALSE(parseAnnounceAddress("zk2!zk1:2181!/p!0"));    // wrong scheme
+
+  auto r = parseResolveAddress("zk2!127.0.0.1:2181!/discovery/prod/pinghelp!admin");
+  REQUIRE(r);
+  CHECK(r->endpoint == "admin");
+  CHECK_FALSE(r->shard);
+  CHECK(parseResolveAddress("zk2!a:1,b:2!/p"));
+  CHECK_FALSE(parseResolveAddress("zk2!a:1!/p/"));
+  CHECK_FALSE(parseResolveAddress("zk2!a:1!//p"));
+  CHECK_FALSE(parseResolveAddress("zk!a:1!/p"));
+
+  CHECK(validConnectString("a:1,b:2/chroot/x"));
+  CHECK_FALSE(validConnectString("a:1/"));
+  CHECK_FALSE(validConnectString("a"));
+}
