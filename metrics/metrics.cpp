@@ -90,12 +90,18 @@ std::shared_ptr<prometheus::Registry> makeRegistry() {
   return std::make_shared<prometheus::Registry>();
 }
 
-std::string serializeText(prometheus::Registry& registry) {
-  static const ProcessCollector process;
-  auto families = registry.Collect();
-  auto more = process.Collect();
-  families.insert(families.end(), std::make_move_iterator(more.begin()),
-                  std::make_move_iterator(more.end()));
+std::vector<prometheus::MetricFamily> processMetrics() { return ProcessCollector().Collect(); }
+
+std::string serializeText(const std::vector<const prometheus::Collectable*>& sources) {
+  std::vector<prometheus::MetricFamily> families;
+  for (const auto* source : sources) {
+    auto more = source->Collect();
+    families.insert(families.end(), std::make_move_iterator(more.begin()),
+                    std::make_move_iterator(more.end()));
+  }
+  auto process = processMetrics();
+  families.insert(families.end(), std::make_move_iterator(process.begin()),
+                  std::make_move_iterator(process.end()));
   return prometheus::TextSerializer().Serialize(families);
 }
 

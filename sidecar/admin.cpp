@@ -77,6 +77,9 @@ PlainResponse handleAdminRequest(const PlainRequest& req, const AdminHooks& hook
   if (path == "/metrics") {
     return textResponse(req, http::status::ok, hooks.metricsText(), metrics::kTextContentType);
   }
+  if (path == "/admin/metrics.json") {
+    return textResponse(req, http::status::ok, hooks.metricsJson(), "application/json");
+  }
   if (path == "/admin/announcer") {
     return textResponse(req, http::status::ok, hooks.announcerJson(), "application/json");
   }

@@ -15,6 +15,7 @@ struct AdminHooks {
   std::function<void(std::optional<Duration> grace)> quit;
   std::function<void()> abort;
   std::function<std::string()> metricsText;
+  std::function<std::string()> metricsJson;
   std::function<std::string()> serverInfoJson;
   std::function<std::string()> announcerJson;
 };

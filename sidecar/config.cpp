@@ -95,7 +95,8 @@ po::options_description describeFlags() {
     ("rise", po::value<unsigned>()->default_value(2), "consecutive healthy polls before announcing")
     ("fall", po::value<unsigned>()->default_value(3), "consecutive failed polls before withdrawing")
     ("deregister-grace", po::value<std::string>()->default_value("2s"), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up")
-    ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off");
+    ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
+    ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file, written by a background thread (off by default)");
   // clang-format on
   return d;
 }
@@ -404,6 +405,12 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     c.deregisterGrace = durationFlag(vm, "deregister-grace");
     c.announce = announceFlags(vm);
     c.logLevel = vm["log-level"].as<std::string>();
+    if (vm.count("access-log")) {
+      c.accessLog = vm["access-log"].as<std::string>();
+      if (c.accessLog.empty()) {
+        throw FlagError{"--access-log: give - for stdout or a file path"};
+      }
+    }
     static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
     if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {
       throw FlagError{"--log-level: '" + c.logLevel + "' is not one of trace, debug, info, warn, "

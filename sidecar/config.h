@@ -62,6 +62,7 @@ struct SidecarConfig {
   Duration deregisterGrace{2'000};
   std::optional<AnnounceConfig> announce;
   std::string logLevel = "info";
+  std::string accessLog;  // "-" for stdout, a file path, or empty for none
 };
 
 // Outcome of parsing: a config to run, text to print and exit 0 (--help, --version), or one line

@@ -1,12 +1,16 @@
 // pinghelp: the reference local service behind the sidecar.
 #include "pinghelp.h"
 
+#include <metrics/metrics.h>
+
 #include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <algorithm>
 #include <iostream>
+#include <map>
 
 namespace po = boost::program_options;
 
@@ -52,9 +56,43 @@ int main(int argc, char** argv) {
 
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
   std::signal(SIGPIPE, SIG_IGN);
+  // Requests by method of the service (ping, help, other) and status class; handles made once.
+  auto registry = metrics::makeRegistry();
+  auto& family = prometheus::BuildCounter()
+                     .Name("pinghelp_requests_total")
+                     .Help("Requests answered by pinghelp, by service method and status class.")
+                     .Register(*registry);
+  std::map<std::pair<std::string, unsigned>, prometheus::Counter*> counters;
+  for (const char* method : {"ping", "help", "metrics", "other"}) {
+    for (unsigned cls = 1; cls <= 5; ++cls) {
+      counters[{method, cls}] =
+          &family.Add({{"method", method}, {"code", std::to_string(cls) + "xx"}});
+    }
+  }
+  auto methodOf = [](std::string_view target) -> const char* {
+    target = target.substr(0, target.find('?'));
+    if (target == "/ping") {
+      return "ping";
+    }
+    if (target == "/help" || target.starts_with("/help/")) {
+      return "help";
+    }
+    return target == "/metrics" ? "metrics" : "other";
+  };
   boost::asio::io_context ioc{1};
   sidecar::PlainHttpServer server(
-      ioc, [&](const sidecar::PlainRequest& r) { return sidecar::handlePinghelpRequest(r, catalog); },
+      ioc,
+      [&](const sidecar::PlainRequest& r) {
+        const char* method = methodOf(r.target());
+        auto res = std::string_view(method) == "metrics"
+                       ? sidecar::textResponse(r, boost::beast::http::status::ok,
+                                               metrics::serializeText({registry.get()}),
+                                               metrics::kTextContentType)
+                       : sidecar::handlePinghelpRequest(r, catalog);
+        unsigned cls = std::clamp(res.result_int() / 100, 1u, 5u);
+        counters[{method, cls}]->Increment();
+        return res;
+      },
       *idle);
   boost::system::error_code ec;
   auto address = boost::asio::ip::make_address(listen->host, ec);

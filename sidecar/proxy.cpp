@@ -31,6 +31,28 @@ using boost::system::error_code;
 namespace {
 
 constexpr auto useTuple = asio::as_tuple(asio::use_awaitable);
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// A request target in an access-log field: quotes and control bytes escaped.
+std::string escapeForLog(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
 constexpr std::size_t kShrinkAbove = 8 * 1024;
 constexpr std::size_t kUpstreamMaxHead = 64 * 1024;
 constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
@@ -113,6 +135,7 @@ void shrinkIfLarge(beast::flat_buffer& b) {
 struct RelayResult {
   error_code readError;
   error_code writeError;
+  uint64_t bytes = 0;  // body bytes written out
 };
 
 // Beast's documented relay: parse a chunk of body into buf, serialize it out, until done. The
@@ -124,6 +147,7 @@ awaitable<RelayResult> relayBody(In& in, beast::flat_buffer& inBuffer,
                                  std::size_t bufSize, Duration inTimeout, Duration outTimeout) {
   RelayResult r;
   do {
+    std::size_t chunk = 0;
     if (!p.is_done()) {
       p.get().body().data = buf;
       p.get().body().size = bufSize;
@@ -139,6 +163,7 @@ awaitable<RelayResult> relayBody(In& in, beast::flat_buffer& inBuffer,
       // Nothing parsed (only chunk framing arrived) must not reach the serializer as an empty
       // buffer: for a chunked body that would write the terminating zero-size chunk early.
       const std::size_t parsed = bufSize - p.get().body().size;
+      chunk = parsed;
       p.get().body().size = parsed;
       p.get().body().data = parsed ? buf : nullptr;
       p.get().body().more = !p.is_done();
@@ -156,6 +181,7 @@ awaitable<RelayResult> relayBody(In& in, beast::flat_buffer& inBuffer,
       r.writeError = ec;
       co_return r;
     }
+    r.bytes += chunk;
   } while (!p.is_done() && !sr.is_done());
   co_return r;
 }
@@ -187,15 +213,16 @@ class InboundSession final : public TrackedSession {
       : worker_(worker),
         shared_(worker.shared()),
         m_(*worker.shared().metrics),
+        shard_(worker.index()),
         tls_(std::move(tls)),
         stream_(std::move(socket), *tls_) {
     worker_.sessionStarted(*this);
-    m_.connectionsTotal->Increment();
-    m_.connectionsOpen->Increment();
+    m_.connectionsTotal.add(shard_, 0);
+    m_.connectionsOpen.add(shard_, 0);
   }
 
   ~InboundSession() {
-    m_.connectionsOpen->Decrement();
+    m_.connectionsOpen.sub(shard_, 0);
     worker_.sessionEnded(*this);
   }
 
@@ -212,15 +239,17 @@ class InboundSession final : public TrackedSession {
     clientIp_ = remote.address().to_string();
 
     lowest.expires_after(shared_.limits.handshakeTimeout);
+    const auto handshakeStart = Clock::now();
     auto [ec] = co_await stream_.async_handshake(ssl::stream_base::server, useTuple);
+    m_.handshakeDuration.observe(shard_, 0, secondsSince(handshakeStart));
     if (ec) {
       auto why = classifyHandshakeFailure(ec, SSL_get_verify_result(stream_.native_handle()));
-      m_.handshakeFailed[static_cast<std::size_t>(why)]->Increment();
+      m_.handshakes.add(shard_, 1 + static_cast<std::size_t>(why));
       spdlog::info("event=handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
                    handshakeFailureName(why), ec.message());
       co_return;
     }
-    m_.handshakeOk->Increment();
+    m_.handshakes.add(shard_, 0);
     peer_ = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
     allowed_ = shared_.allowList.allows(peer_.identity);
 
@@ -251,6 +280,9 @@ class InboundSession final : public TrackedSession {
       }
       buffer_.commit(n);
     }
+    requestStart_ = Clock::now();
+    method_ = ProxyMetrics::kMethods.size() - 1;
+    target_.clear();
 
     http::request_parser<http::buffer_body> req;
     req.header_limit(static_cast<std::uint32_t>(shared_.limits.maxHeadBytes));
@@ -273,6 +305,10 @@ class InboundSession final : public TrackedSession {
       co_return false;
     }
     auto& msg = req.get();
+    method_ = methodIndex(msg.method());
+    if (shared_.accessLog) {
+      target_ = msg.target();
+    }
     if (!allowed_) {
       m_.identityRefused->Increment();
       spdlog::info("event=identity_refused peer={} identity={}", clientIp_, peer_.identity);
@@ -318,6 +354,9 @@ class InboundSession final : public TrackedSession {
   // connection is to close.
   awaitable<bool> forward(http::request_parser<http::buffer_body>& req, bool clientKeepAlive,
                           unsigned clientVersion, bool isHead) {
+    m_.pending.add(shard_, 0);
+    PendingGuard pendingGuard{m_, shard_};
+    upstreamSeconds_ = -1;
     auto& msg = req.get();
     const bool hasBody = !req.is_done();
     // A request we still hold whole may go out again if a pooled connection turns out stale.
@@ -352,6 +391,7 @@ class InboundSession final : public TrackedSession {
       }
       http::request_serializer<http::buffer_body> sr{msg};
       up->expires_after(shared_.limits.upstreamTimeout);
+      const auto upstreamStart = Clock::now();
       if (!hasBody) {
         auto [wec, wn] = co_await http::async_write(*up, sr, useTuple);
         ec = wec;
@@ -363,6 +403,7 @@ class InboundSession final : public TrackedSession {
           auto r = co_await relayBody(stream_, buffer_, req, *up, sr, relay->get(),
                                       Worker::kRelayBufferSize, shared_.limits.idleTimeout,
                                       shared_.limits.upstreamTimeout);
+          requestBytes_ = r.bytes;
           if (r.readError) {
             // The caller's body broke off or grew past the limit; the upstream leg is unusable.
             if (r.readError == http::error::body_limit) {
@@ -390,6 +431,8 @@ class InboundSession final : public TrackedSession {
         } while (!ec && res->get().result_int() / 100 == 1);
       }
       if (!ec) {
+        upstreamSeconds_ = secondsSince(upstreamStart);
+        m_.upstreamDuration.observe(shard_, 0, upstreamSeconds_);
         break;
       }
       if (attempt == 0 && reused && replayable && looksStale(ec)) {
@@ -426,7 +469,7 @@ class InboundSession final : public TrackedSession {
       keepAlive = false;
     }
     rewriteResponseHead(rmsg.base(), clientVersion, keepAlive);
-    countResponse(rmsg.result_int());
+    const unsigned status = rmsg.result_int();
 
     auto& lowest = beast::get_lowest_layer(stream_);
     http::response_serializer<http::buffer_body> rs{rmsg};
@@ -437,6 +480,7 @@ class InboundSession final : public TrackedSession {
       if (wec) {
         co_return false;
       }
+      finishRequest(status, 0);
     } else {
       lowest.expires_after(shared_.limits.idleTimeout);
       auto [wec, wn] = co_await http::async_write_header(stream_, rs, useTuple);
@@ -449,6 +493,7 @@ class InboundSession final : public TrackedSession {
       auto r = co_await relayBody(*up, upBuffer_, *res, stream_, rs, relay->get(),
                                   Worker::kRelayBufferSize, shared_.limits.upstreamTimeout,
                                   shared_.limits.idleTimeout);
+      finishRequest(status, r.bytes);
       if (r.readError || r.writeError) {
         if (r.readError) {
           spdlog::warn("event=upstream_body_failed identity={} reason=\"{}\"", peer_.identity,
@@ -464,24 +509,56 @@ class InboundSession final : public TrackedSession {
     co_return keepAlive;
   }
 
-  void countResponse(unsigned status) {
-    unsigned cls = status / 100;
-    if (cls >= 1 && cls <= 5) {
-      m_.responsesByClass[cls - 1]->Increment();
+  static std::size_t methodIndex(http::verb v) {
+    switch (v) {
+      case http::verb::get: return 0;
+      case http::verb::head: return 1;
+      case http::verb::post: return 2;
+      case http::verb::put: return 3;
+      case http::verb::delete_: return 4;
+      case http::verb::patch: return 5;
+      case http::verb::options: return 6;
+      default: return 7;
     }
+  }
+
+  // Counts the answer (and writes the access log line) once its head went out.
+  void finishRequest(unsigned status, uint64_t responseBytes) {
+    const double seconds = secondsSince(requestStart_);
+    m_.requests.add(shard_, ProxyMetrics::requestSeries(method_, status));
+    m_.requestDuration.observe(shard_, 0, seconds);
+    m_.receivedBytes.add(shard_, 0, requestBytes_);
+    m_.sentBytes.add(shard_, 0, responseBytes);
+    if (shared_.accessLog) {
+      shared_.accessLog->info(
+          "identity={} method={} path=\"{}\" status={} req_bytes={} resp_bytes={} "
+          "duration_us={} upstream_us={}",
+          peer_.identity.empty() ? "-" : peer_.identity, ProxyMetrics::kMethods[method_],
+          escapeForLog(target_), status, requestBytes_, responseBytes,
+          static_cast<int64_t>(seconds * 1e6),
+          upstreamSeconds_ < 0 ? -1 : static_cast<int64_t>(upstreamSeconds_ * 1e6));
+    }
+    requestBytes_ = 0;
   }
 
   awaitable<void> replyLocal(unsigned status) {
     m_.localReply(status).Increment();
-    countResponse(status);
+    finishRequest(status, 0);
     const auto& bytes = cannedResponse(status);
     beast::get_lowest_layer(stream_).expires_after(shared_.limits.idleTimeout);
     co_await asio::async_write(stream_, asio::buffer(bytes), useTuple);
   }
 
+  struct PendingGuard {
+    ProxyMetrics& m;
+    unsigned shard;
+    ~PendingGuard() { m.pending.sub(shard, 0); }
+  };
+
   Worker& worker_;
   const ProxyShared& shared_;
   ProxyMetrics& m_;
+  unsigned shard_;
   std::shared_ptr<ssl::context> tls_;
   beast::ssl_stream<beast::tcp_stream> stream_;
   beast::flat_buffer buffer_;    // the caller's bytes read ahead of the parser
@@ -490,6 +567,11 @@ class InboundSession final : public TrackedSession {
   std::string clientIp_;
   bool allowed_ = false;
   bool idle_ = false;
+  Clock::time_point requestStart_{};
+  std::size_t method_ = 7;
+  uint64_t requestBytes_ = 0;
+  double upstreamSeconds_ = -1;
+  std::string target_;  // kept only for the access log
 };
 
 awaitable<void> serveConnection(Worker& worker, tcp::socket socket,

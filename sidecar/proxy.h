@@ -11,6 +11,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/intrusive/list.hpp>
+#include <spdlog/logger.h>
 
 #include <chrono>
 #include <deque>
@@ -33,6 +34,7 @@ struct ProxyShared {
   IdentityAllowList allowList;
   tcp::endpoint upstream;
   ProxyMetrics* metrics;
+  std::shared_ptr<spdlog::logger> accessLog;  // null: off
 };
 
 // Keep-alive connections to the local service, owned by one worker.
@@ -89,6 +91,7 @@ class Worker {
 
   // Worker-thread only, for sessions.
   asio::io_context& ioc() { return *ioc_; }
+  unsigned index() const { return index_; }
   const ProxyShared& shared() const { return shared_; }
   UpstreamPool& pool() { return pool_; }
   bool draining() const { return draining_; }

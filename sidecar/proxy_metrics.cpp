@@ -19,20 +19,56 @@ prometheus::Family<prometheus::Gauge>& gauges(prometheus::Registry& r, const cha
   return prometheus::BuildGauge().Name(name).Help(help).Register(r);
 }
 
+std::vector<metrics::Labels> requestLabels() {
+  std::vector<metrics::Labels> out;
+  for (const char* method : ProxyMetrics::kMethods) {
+    for (std::size_t c = 1; c <= ProxyMetrics::kClasses; ++c) {
+      out.push_back({{"method", method}, {"code", std::to_string(c) + "xx"}});
+    }
+  }
+  return out;
+}
+
+std::vector<metrics::Labels> handshakeLabels() {
+  std::vector<metrics::Labels> out{{{"result", "ok"}}};
+  for (std::size_t i = 0; i < 6; ++i) {
+    out.push_back({{"result", std::string(handshakeFailureName(static_cast<HandshakeFailure>(i)))}});
+  }
+  return out;
+}
+
 }  // namespace
 
-ProxyMetrics::ProxyMetrics(prometheus::Registry& r) {
-  auto& handshakes = counters(r, "sidecar_tls_handshakes_total",
-                              "Inbound TLS handshakes by result (ok or the reason they failed).");
-  handshakeOk = &handshakes.Add({{"result", "ok"}});
-  for (std::size_t i = 0; i < handshakeFailed.size(); ++i) {
-    auto name = handshakeFailureName(static_cast<HandshakeFailure>(i));
-    handshakeFailed[i] = &handshakes.Add({{"result", std::string(name)}});
+ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
+    : requests("sidecar_requests_total", "Requests answered, by method and status class.",
+               requestLabels(), workers),
+      handshakes("sidecar_tls_handshakes_total",
+                 "Inbound TLS handshakes by result (ok or the reason they failed).",
+                 handshakeLabels(), workers),
+      connectionsTotal("sidecar_inbound_connections_total", "Inbound connections accepted.", {{}},
+                       workers),
+      connectionsOpen("sidecar_inbound_connections_open", "Inbound connections open now.", {{}},
+                      workers, true),
+      pending("sidecar_requests_pending", "Requests being served now.", {{}}, workers, true),
+      receivedBytes("sidecar_request_body_bytes_total",
+                    "Request body bytes received from callers and forwarded.", {{}}, workers),
+      sentBytes("sidecar_response_body_bytes_total",
+                "Response body bytes forwarded to callers.", {{}}, workers),
+      requestDuration("sidecar_request_duration_seconds",
+                      "Time from a request's first byte to the end of its response.",
+                      metrics::latencyBuckets(), {{}}, workers),
+      upstreamDuration("sidecar_upstream_duration_seconds",
+                       "Time from sending a request to the local service to its response head.",
+                       metrics::latencyBuckets(), {{}}, workers),
+      handshakeDuration("sidecar_tls_handshake_duration_seconds",
+                        "Time taken by inbound TLS handshakes, successful or not.",
+                        metrics::latencyBuckets(), {{}}, workers) {
+  for (const auto* c : {&requests, &handshakes, &connectionsTotal, &connectionsOpen, &pending,
+                        &receivedBytes, &sentBytes}) {
+    collector.add(c);
   }
-  auto& responses = counters(r, "sidecar_responses_total",
-                             "Responses sent to callers, by status class.");
-  for (std::size_t i = 0; i < responsesByClass.size(); ++i) {
-    responsesByClass[i] = &responses.Add({{"code", std::to_string(i + 1) + "xx"}});
+  for (const auto* h : {&requestDuration, &upstreamDuration, &handshakeDuration}) {
+    collector.add(h);
   }
   auto& local = counters(r, "sidecar_local_replies_total",
                          "Error answers the sidecar wrote itself (not from the local service), "
@@ -43,12 +79,6 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r) {
   identityRefused = &counters(r, "sidecar_identity_refused_total",
                               "Requests refused with 403 because the caller's identity is not "
                               "on the allow-list.")
-                         .Add({});
-  connectionsTotal = &counters(r, "sidecar_inbound_connections_total",
-                               "Inbound connections accepted.")
-                          .Add({});
-  connectionsOpen = &gauges(r, "sidecar_inbound_connections_open",
-                            "Inbound connections open now.")
                          .Add({});
   upstreamConnectErrors = &counters(r, "sidecar_upstream_connect_errors_total",
                                     "Connections to the local service that failed or timed out.")

@@ -3,6 +3,8 @@
 
 #include "tls.h"
 
+#include <metrics/sharded.h>
+
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
@@ -12,20 +14,34 @@
 namespace sidecar {
 
 struct ProxyMetrics {
-  explicit ProxyMetrics(prometheus::Registry& registry);
+  ProxyMetrics(prometheus::Registry& registry, unsigned workers);
+
+  // Request-path metrics, sharded by worker (see metrics/sharded.h).
+  static constexpr std::array<const char*, 8> kMethods{"GET",    "HEAD",  "POST",    "PUT",
+                                                       "DELETE", "PATCH", "OPTIONS", "OTHER"};
+  static constexpr std::size_t kClasses = 5;  // 1xx .. 5xx
+  static std::size_t requestSeries(std::size_t method, unsigned status) {
+    unsigned cls = status / 100;
+    return method * kClasses + (cls >= 1 && cls <= 5 ? cls - 1 : 4);
+  }
+  metrics::ShardedCounter requests;           // series: requestSeries()
+  metrics::ShardedCounter handshakes;         // series: 0 ok, 1 + HandshakeFailure
+  metrics::ShardedCounter connectionsTotal;
+  metrics::ShardedCounter connectionsOpen;    // gauge
+  metrics::ShardedCounter pending;            // gauge
+  metrics::ShardedCounter receivedBytes;      // request bodies from callers
+  metrics::ShardedCounter sentBytes;          // response bodies to callers
+  metrics::ShardedHistogram requestDuration;
+  metrics::ShardedHistogram upstreamDuration;
+  metrics::ShardedHistogram handshakeDuration;
+  metrics::ShardedCollector collector;
 
   // Answers the sidecar wrote itself, by status; the status codes it can write are fixed.
   static constexpr std::array<unsigned, 10> kLocalStatuses{400, 403, 408, 413, 417,
                                                            431, 502, 503, 504, 500};
   prometheus::Counter& localReply(unsigned status);
-
-  prometheus::Counter* handshakeOk;
-  std::array<prometheus::Counter*, 6> handshakeFailed;  // by HandshakeFailure
-  std::array<prometheus::Counter*, 5> responsesByClass; // 1xx .. 5xx
   std::array<prometheus::Counter*, kLocalStatuses.size()> localReplies;
   prometheus::Counter* identityRefused;
-  prometheus::Counter* connectionsTotal;
-  prometheus::Gauge* connectionsOpen;
   prometheus::Counter* upstreamConnectErrors;
   prometheus::Counter* upstreamTimeouts;
   prometheus::Counter* upstreamStaleRetries;

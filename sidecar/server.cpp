@@ -16,6 +16,9 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <spdlog/async.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <arpa/inet.h>
@@ -94,7 +97,7 @@ class Server {
   explicit Server(const SidecarConfig& config)
       : config_(config),
         registry_(metrics::makeRegistry()),
-        metrics_(*registry_),
+        metrics_(*registry_, config.workers),
         announcerMetrics_(*registry_),
         signals_(control_, SIGINT, SIGTERM, SIGHUP),
         reloadTimer_(control_),
@@ -126,8 +129,17 @@ class Server {
                 << (listen ? config_.adminListen.host : config_.listen.host) << "'\n";
       return 2;
     }
+    std::shared_ptr<spdlog::logger> accessLog;
+    if (!config_.accessLog.empty()) {
+      try {
+        accessLog = makeAccessLog(config_.accessLog);
+      } catch (const std::exception& e) {
+        std::cerr << "sidecar: --access-log '" << config_.accessLog << "': " << e.what() << "\n";
+        return 2;
+      }
+    }
     shared_.emplace(ProxyShared{config_.limits, IdentityAllowList(config_.allowIdentities),
-                                *upstream, &metrics_});
+                                *upstream, &metrics_, accessLog});
 
     try {
       tcp::endpoint bound = *listen;
@@ -197,7 +209,9 @@ class Server {
               abortTimer_.expires_after(std::chrono::milliseconds(50));
               abortTimer_.async_wait([](auto) { std::_Exit(1); });
             },
-        .metricsText = [this] { return metrics::serializeText(*registry_); },
+        .metricsText =
+            [this] { return metrics::serializeText({registry_.get(), &metrics_.collector}); },
+        .metricsJson = [this] { return finagleMetricsJson(); },
         .serverInfoJson = [this] { return serverInfo(); },
         .announcerJson =
             [this] {
@@ -240,6 +254,87 @@ class Server {
     health_->start();
     spdlog::info("event=announcing zk={} path={} host={} port={} shard={}", a.zkConnect, a.zkPath,
                  host, port, a.shard ? std::to_string(*a.shard) : "none");
+  }
+
+  // The request path must never wait on the disk: a background thread writes, and when it falls
+  // behind the oldest queued lines are dropped rather than the request slowed.
+  static std::shared_ptr<spdlog::logger> makeAccessLog(const std::string& where) {
+    spdlog::init_thread_pool(16384, 1);
+    spdlog::sink_ptr sink;
+    if (where == "-") {
+      sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+    } else {
+      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(where);
+    }
+    auto logger = std::make_shared<spdlog::async_logger>(
+        "access", sink, spdlog::thread_pool(), spdlog::async_overflow_policy::overrun_oldest);
+    logger->set_pattern("ts=%Y-%m-%dT%H:%M:%S.%f%z %v");
+    logger->flush_on(spdlog::level::info);
+    return logger;
+  }
+
+  // TwitterServer's flat /admin/metrics.json, with Finagle's names where one exists.
+  std::string finagleMetricsJson() const {
+    boost::json::object o;
+    auto& m = metrics_;
+    uint64_t requests = 0, failures = 0;
+    for (std::size_t method = 0; method < ProxyMetrics::kMethods.size(); ++method) {
+      for (unsigned cls = 1; cls <= 5; ++cls) {
+        auto n = m.requests.value(ProxyMetrics::requestSeries(method, cls * 100));
+        requests += n;
+        failures += cls == 5 ? n : 0;
+      }
+    }
+    o["srv/http/requests"] = requests;
+    o["srv/http/success"] = requests - failures;
+    o["srv/http/failures"] = failures;
+    o["srv/http/pending"] = static_cast<int64_t>(m.pending.value(0));
+    o["srv/http/connections"] = static_cast<int64_t>(m.connectionsOpen.value(0));
+    o["srv/http/connects"] = m.connectionsTotal.value(0);
+    o["srv/http/received_bytes"] = m.receivedBytes.value(0);
+    o["srv/http/sent_bytes"] = m.sentBytes.value(0);
+    o["srv/http/handshakes"] = m.handshakes.value(0);
+    uint64_t failedHandshakes = 0;
+    for (std::size_t i = 1; i <= 6; ++i) {
+      failedHandshakes += m.handshakes.value(i);
+    }
+    o["srv/http/handshake_failures"] = failedHandshakes;
+    auto stat = [&](const std::string& prefix, const metrics::ShardedHistogram& h) {
+      auto s = h.snapshot(0);
+      auto ms = [](double seconds) { return seconds * 1000.0; };
+      o[prefix + ".count"] = s.count;
+      o[prefix + ".sum"] = ms(s.sum);
+      o[prefix + ".min"] = ms(s.min);
+      o[prefix + ".max"] = ms(s.max);
+      o[prefix + ".avg"] = s.count ? ms(s.sum) / static_cast<double>(s.count) : 0.0;
+      for (auto [suffix, q] : {std::pair{".p50", 0.5}, {".p90", 0.9}, {".p95", 0.95},
+                               {".p99", 0.99}, {".p9990", 0.999}, {".p9999", 0.9999}}) {
+        o[prefix + suffix] = ms(s.quantile(h.bounds(), q));
+      }
+    };
+    stat("srv/http/request_latency_ms", m.requestDuration);
+    stat("srv/http/handshake_latency_ms", m.handshakeDuration);
+    stat("clnt/local/request_latency_ms", m.upstreamDuration);
+    o["clnt/local/connects"] = m.upstreamConnectsTotal->Value();
+    o["clnt/local/connect_failures"] = m.upstreamConnectErrors->Value();
+    o["clnt/local/timeouts"] = m.upstreamTimeouts->Value();
+    o["clnt/local/stale_retries"] = m.upstreamStaleRetries->Value();
+    o["clnt/local/pool_idle"] = m.upstreamPoolIdle->Value();
+    o["tls/reloads"] = m.certReloadOk->Value();
+    o["tls/reload_failures"] = m.certReloadFailed->Value();
+    o["tls/certificate_expiry_seconds"] = m.certNotAfter->Value();
+    o["announcer/announced"] = announcerMetrics_.announced->Value();
+    o["announcer/zk_connected"] = announcerMetrics_.sessionConnected->Value();
+    o["announcer/announcements"] = announcerMetrics_.announcements->Value();
+    o["announcer/withdrawals"] = announcerMetrics_.withdrawals->Value();
+    o["draining"] = draining_ ? 1 : 0;
+    for (const auto& family : metrics::processMetrics()) {
+      for (const auto& metric : family.metric) {
+        o[family.name] = family.type == prometheus::MetricType::Counter ? metric.counter.value
+                                                                         : metric.gauge.value;
+      }
+    }
+    return boost::json::serialize(o) + "\n";
   }
 
   std::string serverInfo() const {

@@ -293,6 +293,19 @@ class SidecarTestCase(unittest.TestCase):
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
+    def metric_sum(self, proc, name, **labels):
+        """The sum of every sample of name whose labels include the given ones."""
+        _, text = self.admin_get(proc, "/metrics")
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            series, _, value = line.rpartition(" ")
+            parsed = _split_series(series)
+            if parsed and parsed[0] == name and set(labels.items()) <= set(parsed[1]):
+                total += float(value)
+        return total
+
     def metric(self, proc, name, **labels):
         """The value of one sample on /metrics (0 when absent)."""
         _, text = self.admin_get(proc, "/metrics")
@@ -307,11 +320,12 @@ class SidecarTestCase(unittest.TestCase):
         return 0.0
 
 
+def _split_series(s):
+    m = re.match(r"^([^{]+)(?:\{(.*)\})?$", s)
+    if not m:
+        return None
+    return m.group(1), frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+
+
 def _same_series(a, b):
-    def split(s):
-        m = re.match(r"^([^{]+)(?:\{(.*)\})?$", s)
-        if not m:
-            return None
-        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        return m.group(1), labels
-    return split(a) == split(b)
+    return _split_series(a) == _split_series(b)

@@ -162,7 +162,7 @@ class ProxyTest(SidecarTestCase):
         self.assertEqual(r.stdout, b"pong" * 5)
         self.assertEqual(r.stderr.decode().count("Re-using existing connection"), 4)
         self.assertEqual(self.metric(sc, "sidecar_tls_handshakes_total", result="ok"), 1)
-        self.assertEqual(self.metric(sc, "sidecar_responses_total", code="2xx"), 5)
+        self.assertEqual(self.metric_sum(sc, "sidecar_requests_total", code="2xx"), 5)
         # Only one connection to the local service was needed for five sequential requests.
         self.assertEqual(self.metric(sc, "sidecar_upstream_connections_total"), 1)
 

@@ -19,6 +19,7 @@ struct Fake {
         .quit = [this](std::optional<Duration> g) { ++quits; grace = g; },
         .abort = [] {},
         .metricsText = [] { return std::string("# metrics\n"); },
+        .metricsJson = [] { return std::string("{}"); },
         .serverInfoJson = [] { return std::string("{}"); },
         .announcerJson = [] { return std::string("{\"member\":null}"); },
     };
