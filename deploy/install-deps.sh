@@ -7,7 +7,7 @@ declare -A groups=(
   [build]="cmake make g++ pkg-config libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
            libssl-dev libzookeeper-mt-dev prometheus-cpp-dev libspdlog-dev doctest-dev"
   [run]="openssl curl zookeeper"
-  [test]="python3 curl openssl zookeeper prometheus"
+  [test]="python3 curl openssl zookeeper prometheus haproxy nginx-light gnuplot-nox"
   [bench]="haproxy nginx-light wrk gnuplot-nox"
 )
 

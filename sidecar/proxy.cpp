@@ -145,6 +145,9 @@ awaitable<RelayResult> relayBody(In& in, beast::flat_buffer& inBuffer,
                                  http::parser<isRequest, http::buffer_body>& p, Out& out,
                                  http::serializer<isRequest, http::buffer_body>& sr, char* buf,
                                  std::size_t bufSize, Duration inTimeout, Duration outTimeout) {
+  // Beast sizes each read by the buffer's free capacity (512 bytes at least): without room, a
+  // body would move 512 bytes per system call.
+  inBuffer.reserve(bufSize);
   RelayResult r;
   do {
     std::size_t chunk = 0;

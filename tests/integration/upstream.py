@@ -4,6 +4,7 @@
 GET  /headers          -> JSON list of [name, value] pairs as received
 POST /sink             -> reads the body (Content-Length or chunked), answers {"bytes": n, "sha256": h}
 GET  /download?bytes=N -> N bytes (a repeating pattern), Content-Length framed
+GET  /chunked?bytes=N  -> the same, chunked
 GET  /slow?ms=N        -> waits N ms, then answers "slow done"
 GET  /stall            -> never answers (until the test ends)
 Other paths            -> "upstream" (200)
@@ -75,6 +76,17 @@ class Handler(BaseHTTPRequestHandler):
                 part = PATTERN[: min(n, len(PATTERN))]
                 self.wfile.write(part)
                 n -= len(part)
+        elif url.path == "/chunked":
+            n = int(query["bytes"][0])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            while n:
+                part = PATTERN[: min(n, len(PATTERN))]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                n -= len(part)
+            self.wfile.write(b"0\r\n\r\n")
         elif url.path == "/slow":
             time.sleep(int(query["ms"][0]) / 1000)
             self.reply(200, b"slow done")

@@ -1,0 +1,306 @@
+// loadgen: an HTTP/1.1 load generator that can present a client certificate (wrk, hey and h2load
+// cannot). Closed loop (as fast as answers come) or open loop at a fixed rate with latency taken
+// from each request's intended send time, as wrk2 does, so a stall is not hidden.
+// Prints one JSON object with the figures. Not part of the product; used by tests/bench/run.py.
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/program_options.hpp>
+
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+namespace po = boost::program_options;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+constexpr auto useTuple = asio::as_tuple(asio::use_awaitable);
+
+struct Options {
+  tcp::endpoint target;
+  std::string host = "localhost";
+  bool tls = false;
+  std::string cert, key, ca;
+  int connections = 32;
+  double seconds = 5;
+  double rate = 0;  // 0: closed loop
+  bool newConnection = false;
+  bool resume = false;
+  std::string method = "GET";
+  std::string path = "/ping";
+  std::size_t bodySize = 0;
+  int hold = 0;  // open this many connections, make one request on each, keep them idle
+};
+
+struct Stats {
+  uint64_t requests = 0, errors = 0, bytes = 0, handshakes = 0;
+  std::vector<uint32_t> latencyUs;
+};
+
+struct Shared {
+  Options o;
+  asio::io_context& ioc;
+  std::optional<ssl::context> ctx;
+  std::string head;  // the request head, built once
+  std::string body;
+  Clock::time_point start, end;
+  uint64_t slot = 0;  // open loop: the next intended send, counted from start
+  SSL_SESSION* session = nullptr;
+  Stats stats;
+  int held = 0;
+};
+
+// The first few failures are worth a line: a benchmark that silently errs measures nothing.
+void report(const beast::error_code& ec, const char* what) {
+  static int reported = 0;
+  if (reported++ < 3) {
+    std::fprintf(stderr, "loadgen: %s failed: %s\n", what, ec.message().c_str());
+  }
+}
+
+template <class Stream>
+asio::awaitable<bool> exchange(Shared& s, Stream& stream, beast::flat_buffer& buffer,
+                               std::vector<char>& scratch, bool& keepAlive) {
+  // Head and body in separate writes: beast::flat_stream mishandles a gathered write larger
+  // than one TLS record (seen here: the body's tail never left).
+  auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(s.head), useTuple);
+  if (!wec && !s.body.empty()) {
+    std::tie(wec, wn) = co_await asio::async_write(stream, asio::buffer(s.body), useTuple);
+  }
+  if (wec) {
+    report(wec, "write");
+    co_return false;
+  }
+  http::response_parser<http::buffer_body> p;
+  p.body_limit(boost::none);
+  while (!p.is_done()) {
+    p.get().body().data = scratch.data();
+    p.get().body().size = scratch.size();
+    auto [ec, n] = co_await http::async_read_some(stream, buffer, p, useTuple);
+    if (ec == http::error::need_buffer) {
+      ec = {};
+    }
+    if (ec) {
+      report(ec, "read");
+      co_return false;
+    }
+    s.stats.bytes += scratch.size() - p.get().body().size;
+  }
+  keepAlive = p.get().keep_alive();
+  co_return p.get().result_int() < 500;
+}
+
+// Waits for the next open-loop slot; returns its intended time (now, in closed loop).
+asio::awaitable<Clock::time_point> nextSend(Shared& s, asio::steady_timer& timer) {
+  if (s.o.rate <= 0) {
+    co_return Clock::now();
+  }
+  auto intended = s.start + std::chrono::nanoseconds(static_cast<int64_t>(
+                                static_cast<double>(s.slot++) * 1e9 / s.o.rate));
+  if (intended > Clock::now()) {
+    timer.expires_at(intended);
+    co_await timer.async_wait(useTuple);
+  }
+  co_return intended;
+}
+
+asio::awaitable<void> runTls(Shared& s, bool holdMode) {
+  asio::steady_timer timer(s.ioc);
+  std::vector<char> scratch(64 * 1024);
+  std::optional<beast::ssl_stream<beast::tcp_stream>> stream;
+  beast::flat_buffer buffer;
+  while (Clock::now() < s.end) {
+    if (!stream) {
+      stream.emplace(s.ioc, *s.ctx);
+      SSL_set_tlsext_host_name(stream->native_handle(), s.o.host.c_str());
+      if (s.o.resume && s.session) {
+        SSL_set_session(stream->native_handle(), s.session);
+      }
+      auto& lowest = beast::get_lowest_layer(*stream);
+      lowest.expires_after(std::chrono::seconds(10));
+      auto [cec] = co_await lowest.async_connect(s.o.target, useTuple);
+      if (!cec) {
+        lowest.socket().set_option(tcp::no_delay(true));
+      }
+      auto [hec] = cec ? std::tuple{cec} : co_await stream->async_handshake(ssl::stream_base::client, useTuple);
+      if (cec || hec) {
+        ++s.stats.errors;
+        stream.reset();
+        timer.expires_after(std::chrono::milliseconds(10));
+        co_await timer.async_wait(useTuple);
+        continue;
+      }
+      ++s.stats.handshakes;
+      lowest.expires_never();
+      buffer.clear();
+    }
+    auto intended = co_await nextSend(s, timer);
+    if (Clock::now() >= s.end && !holdMode) {
+      break;
+    }
+    bool keepAlive = true;
+    bool ok = co_await exchange(s, *stream, buffer, scratch, keepAlive);
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - intended);
+    if (ok) {
+      ++s.stats.requests;
+      s.stats.latencyUs.push_back(static_cast<uint32_t>(us.count()));
+    } else {
+      ++s.stats.errors;
+    }
+    // TLS 1.3 tickets arrive after the handshake, with the first answer: keep one to resume.
+    if (s.o.resume && ok && (!s.session || !SSL_session_reused(stream->native_handle()))) {
+      if (s.session) {
+        SSL_SESSION_free(s.session);
+      }
+      s.session = SSL_get1_session(stream->native_handle());
+    }
+    if (holdMode) {
+      ++s.held;
+      if (s.held == s.o.hold) {
+        std::fprintf(stderr, "held %d\n", s.held);
+      }
+      timer.expires_at(s.end);
+      co_await timer.async_wait(useTuple);
+      co_return;
+    }
+    if (!ok || !keepAlive || s.o.newConnection) {
+      SSL_shutdown(stream->native_handle());  // close_notify, without waiting for the peer's
+      beast::error_code ignored;
+      beast::get_lowest_layer(*stream).socket().close(ignored);
+      stream.reset();
+    }
+  }
+}
+
+asio::awaitable<void> runPlain(Shared& s) {
+  asio::steady_timer timer(s.ioc);
+  std::vector<char> scratch(64 * 1024);
+  std::optional<beast::tcp_stream> stream;
+  beast::flat_buffer buffer;
+  while (Clock::now() < s.end) {
+    if (!stream) {
+      stream.emplace(s.ioc);
+      auto [cec] = co_await stream->async_connect(s.o.target, useTuple);
+      if (cec) {
+        ++s.stats.errors;
+        stream.reset();
+        timer.expires_after(std::chrono::milliseconds(10));
+        co_await timer.async_wait(useTuple);
+        continue;
+      }
+      stream->socket().set_option(tcp::no_delay(true));
+      buffer.clear();
+    }
+    auto intended = co_await nextSend(s, timer);
+    if (Clock::now() >= s.end) {
+      break;
+    }
+    bool keepAlive = true;
+    bool ok = co_await exchange(s, *stream, buffer, scratch, keepAlive);
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - intended);
+    if (ok) {
+      ++s.stats.requests;
+      s.stats.latencyUs.push_back(static_cast<uint32_t>(us.count()));
+    } else {
+      ++s.stats.errors;
+    }
+    if (!ok || !keepAlive || s.o.newConnection) {
+      stream.reset();
+    }
+  }
+}
+
+int main(int argc, char** argv) {
+  Options o;
+  std::string target, duration;
+  po::options_description d("loadgen: HTTP/1.1 load with optional mTLS\n\nFlags");
+  d.add_options()("help,h", "this help")("target", po::value(&target)->required(), "ip:port")(
+      "host", po::value(&o.host), "Host header and SNI (default localhost)")(
+      "tls", po::bool_switch(&o.tls), "speak TLS")("cert", po::value(&o.cert), "client certificate")(
+      "key", po::value(&o.key), "client key")("ca", po::value(&o.ca), "CA to verify the server with")(
+      "connections,c", po::value(&o.connections), "concurrent connections (default 32)")(
+      "seconds,d", po::value(&o.seconds), "how long to run (default 5)")(
+      "rate,R", po::value(&o.rate), "open loop: requests per second in all (default: closed loop)")(
+      "new-connection", po::bool_switch(&o.newConnection), "a new connection per request")(
+      "resume", po::bool_switch(&o.resume), "resume TLS sessions on new connections")(
+      "method", po::value(&o.method), "GET or POST (default GET)")(
+      "path", po::value(&o.path), "request target (default /ping)")(
+      "body-size", po::value(&o.bodySize), "request body bytes (POST)")(
+      "hold", po::value(&o.hold), "open this many TLS connections, one request each, keep them idle");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, d), vm);
+    if (vm.count("help")) {
+      std::cout << d;
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "loadgen: " << e.what() << "\n";
+    return 2;
+  }
+  auto colon = target.rfind(':');
+  o.target = tcp::endpoint(asio::ip::make_address(target.substr(0, colon)),
+                           static_cast<uint16_t>(std::stoi(target.substr(colon + 1))));
+  asio::io_context ioc{1};
+  Shared s{o, ioc, std::nullopt, {}, {}, {}, {}, 0, nullptr, {}, 0};
+  if (o.tls) {
+    s.ctx.emplace(ssl::context::tls_client);
+    SSL_CTX_set_min_proto_version(s.ctx->native_handle(), TLS1_3_VERSION);
+    SSL_CTX_set_session_cache_mode(s.ctx->native_handle(), SSL_SESS_CACHE_CLIENT);
+    if (!o.ca.empty()) {
+      s.ctx->load_verify_file(o.ca);
+      s.ctx->set_verify_mode(ssl::verify_peer);
+    }
+    if (!o.cert.empty()) {
+      s.ctx->use_certificate_chain_file(o.cert);
+      s.ctx->use_private_key_file(o.key, ssl::context::pem);
+    }
+  }
+  s.body.assign(o.bodySize, 'x');
+  s.head = o.method + " " + o.path + " HTTP/1.1\r\nHost: " + o.host + "\r\n";
+  if (o.method != "GET" || o.bodySize) {
+    s.head += "Content-Length: " + std::to_string(o.bodySize) + "\r\n";
+  }
+  s.head += "\r\n";
+  s.stats.latencyUs.reserve(1 << 20);
+  const int n = o.hold ? o.hold : o.connections;
+  s.start = Clock::now();
+  s.end = s.start + std::chrono::microseconds(static_cast<int64_t>(o.seconds * 1e6));
+  for (int i = 0; i < n; ++i) {
+    if (o.tls) {
+      asio::co_spawn(ioc, runTls(s, o.hold > 0), asio::detached);
+    } else {
+      asio::co_spawn(ioc, runPlain(s), asio::detached);
+    }
+  }
+  ioc.run();
+  double elapsed = std::min(o.seconds, std::chrono::duration<double>(Clock::now() - s.start).count());
+  auto& lat = s.stats.latencyUs;
+  std::sort(lat.begin(), lat.end());
+  auto pct = [&](double q) -> uint32_t {
+    return lat.empty() ? 0 : lat[std::min(lat.size() - 1, static_cast<std::size_t>(q * static_cast<double>(lat.size())))];
+  };
+  uint64_t sent = s.stats.requests * o.bodySize;
+  std::printf(
+      "{\"requests\":%llu,\"errors\":%llu,\"handshakes\":%llu,\"seconds\":%.3f,\"rps\":%.1f,"
+      "\"mbps\":%.2f,\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,\"p999_us\":%u,\"max_us\":%u,"
+      "\"held\":%d}\n",
+      (unsigned long long)s.stats.requests, (unsigned long long)s.stats.errors,
+      (unsigned long long)s.stats.handshakes, elapsed, static_cast<double>(s.stats.requests) / elapsed,
+      static_cast<double>(s.stats.bytes + sent) / elapsed / 1e6, pct(0.5), pct(0.9), pct(0.99),
+      pct(0.999), lat.empty() ? 0 : lat.back(), s.held);
+  return 0;
+}

@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""Benchmarks the sidecar against HAProxy and nginx (and a direct, no-proxy reference), all in
+one run, alternating targets, and prints a Markdown table of medians with the ratios.
+Run through tests/bench/run.sh; see tests/bench/README.md for how to read the output."""
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "../.."))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            with open(proc.log) as f:
+                raise RuntimeError(f"{' '.join(proc.args[3:5])} exited with {proc.returncode}: {f.read()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port}")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix="sidecar-bench-")
+        self.build = args.build
+        self.procs = []
+        self.cpus = os.cpu_count() or 1
+        self.proxy_cpu = "0"
+        # HAProxy reserves two descriptors per connection; stay inside this machine's hard limit.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        self.fd_limit = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+        self.haproxy_maxconn = (self.fd_limit - 600) // 2
+        self.client_cpu = "1" if self.cpus > 1 else "0"
+
+    def spawn(self, args, cpu, log):
+        cmd = (["taskset", "-c", cpu] if shutil.which("taskset") else []) + args
+        p = subprocess.Popen(cmd, stdout=open(os.path.join(self.tmp, log), "wb"),
+                             stderr=subprocess.STDOUT, preexec_fn=raise_fd_limit)
+        p.log = os.path.join(self.tmp, log)
+        self.procs.append(p)
+        return p
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def setup(self):
+        certs = os.path.join(self.tmp, "certs")
+        subprocess.run([os.path.join(ROOT, "deploy/make-certs.sh"), certs], check=True,
+                       stdout=subprocess.DEVNULL)
+        self.certs = certs
+        c = lambda n: os.path.join(certs, n)
+        with open(c("server-combined.pem"), "w") as f:
+            f.write(open(c("server.pem")).read() + open(c("server.key")).read())
+
+        self.upstream_port = free_port()
+        up = self.spawn([os.path.join(self.build, "tests/bench/bench-upstream"), str(self.upstream_port)],
+                        self.client_cpu, "upstream.log")
+        wait_port(self.upstream_port, up)
+
+        self.targets = {}
+        port = free_port()
+        p = self.spawn([os.path.join(self.build, "sidecar/sidecar"), "--listen", f"127.0.0.1:{port}",
+                        "--upstream", f"127.0.0.1:{self.upstream_port}",
+                        "--admin-listen", f"127.0.0.1:{free_port()}", "--workers", "1",
+                        "--tls-cert", c("server.pem"), "--tls-key", c("server.key"),
+                        "--tls-client-ca", c("ca.pem"), "--log-level", "warn",
+                        "--max-body-size", "0"], self.proxy_cpu, "sidecar.log")
+        self.targets["sidecar"] = (port, p, True)
+
+        port = free_port()
+        cfg = os.path.join(self.tmp, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write(f"""global
+  nbthread 1
+  maxconn {self.haproxy_maxconn}
+  fd-hard-limit {self.fd_limit}
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 60s
+  timeout server 30s
+  timeout http-keep-alive 60s
+  option http-keep-alive
+  http-reuse always
+frontend mtls
+  bind 127.0.0.1:{port} ssl crt {c("server-combined.pem")} ca-file {c("ca.pem")} verify required
+  maxconn {self.haproxy_maxconn}
+  option forwardfor
+  http-request del-header X-Forwarded-Client-Cert
+  http-request set-header X-Forwarded-Client-Cert "Hash=%[ssl_c_der,sha2(256),hex];Subject=\\"%[ssl_c_s_dn]\\""
+  http-request set-header X-Forwarded-Proto https
+  default_backend local
+backend local
+  server up 127.0.0.1:{self.upstream_port} maxconn 1000
+""")
+        p = self.spawn(["haproxy", "-f", cfg, "-db"], self.proxy_cpu, "haproxy.log")
+        self.targets["haproxy"] = (port, p, True)
+
+        port = free_port()
+        cfg = os.path.join(self.tmp, "nginx.conf")
+        t = self.tmp
+        with open(cfg, "w") as f:
+            f.write(f"""worker_processes 1;
+daemon off;
+master_process off;
+pid {t}/nginx.pid;
+error_log {t}/nginx-error.log warn;
+worker_rlimit_nofile 19000;
+events {{ worker_connections 15000; }}
+http {{
+  access_log off;
+  client_body_temp_path {t}/nginx-body;
+  proxy_temp_path {t}/nginx-proxy;
+  upstream local {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {c("server.pem")};
+    ssl_certificate_key {c("server.key")};
+    ssl_client_certificate {c("ca.pem")};
+    ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    keepalive_timeout 60s;
+    keepalive_requests 100000000;
+    client_max_body_size 0;
+    proxy_request_buffering off;
+    proxy_buffering off;
+    location / {{
+      proxy_pass http://local;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_set_header X-Forwarded-Client-Cert "Subject=\\"$ssl_client_s_dn\\"";
+    }}
+  }}
+}}
+""")
+        p = self.spawn(["nginx", "-c", cfg, "-p", t], self.proxy_cpu, "nginx.log")
+        self.targets["nginx"] = (port, p, True)
+        self.targets["direct"] = (self.upstream_port, up, False)
+        for name, (port, proc, _) in self.targets.items():
+            wait_port(port, proc)
+        time.sleep(0.3)
+        self.rest_rss = {n: rss_kib(p.pid) for n, (_, p, tls) in self.targets.items() if tls}
+
+    def loadgen(self, target, *extra, timeout=120):
+        port, _, tls = self.targets[target]
+        args = [os.path.join(self.build, "tests/bench/loadgen"), "--target", f"127.0.0.1:{port}"]
+        if tls:
+            c = lambda n: os.path.join(self.certs, n)
+            args += ["--tls", "--cert", c("client.pem"), "--key", c("client.key"), "--ca", c("ca.pem")]
+        cmd = (["taskset", "-c", self.client_cpu] if shutil.which("taskset") else []) + args + list(extra)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=raise_fd_limit)
+        if r.returncode != 0:
+            raise RuntimeError(f"loadgen {target}: {r.stderr}")
+        return json.loads(r.stdout)
+
+    def hold(self, target, n, seconds):
+        """Opens n idle mTLS connections, then reads the target's resident memory."""
+        port, proc, _ = self.targets[target]
+        c = lambda x: os.path.join(self.certs, x)
+        args = [os.path.join(self.build, "tests/bench/loadgen"), "--target", f"127.0.0.1:{port}",
+                "--tls", "--cert", c("client.pem"), "--key", c("client.key"), "--ca", c("ca.pem"),
+                "--hold", str(n), "--seconds", str(seconds)]
+        before = rss_kib(proc.pid)
+        lg = subprocess.Popen((["taskset", "-c", self.client_cpu] if shutil.which("taskset") else []) + args,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=raise_fd_limit)
+        line = lg.stderr.readline()
+        held = int(line.split()[1]) if line.startswith("held") else 0
+        time.sleep(0.5)
+        during = rss_kib(proc.pid)
+        out, _ = lg.communicate(timeout=seconds + 60)
+        return {"held": held, "rss_before_kib": before, "rss_held_kib": during,
+                "per_conn_kib": (during - before) / held if held else None}
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--smoke", action="store_true", help="a few seconds; checks every target answers")
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--idle", type=int, default=0,
+                    help="idle connections for scenario 5 (default 10000, or what the fd limit allows)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "build/bench-results"))
+    args = ap.parse_args()
+    if args.smoke:
+        args.seconds, args.repeats, args.idle = 0.5, 1, 50
+    b = Bench(args)
+    if not args.idle:
+        args.idle = min(10000, b.haproxy_maxconn - 100)
+    results = {}  # scenario -> target -> [runs]
+    try:
+        b.setup()
+        proxies = ["sidecar", "haproxy", "nginx"]
+        everyone = proxies + ["direct"]
+        d = str(args.seconds)
+
+        def run(scenario, targets, *extra):
+            for _ in range(args.repeats):
+                for t in targets:  # alternating: A B C A B C ...
+                    results.setdefault(scenario, {}).setdefault(t, []).append(b.loadgen(t, "-d", d, *extra))
+
+        run("1 keep-alive GET, 32 conns", everyone, "-c", "32")
+        slowest = min(median([r["rps"] for r in results["1 keep-alive GET, 32 conns"][t]]) for t in proxies)
+        rate = max(10, int(slowest / 2))
+        run(f"2 fixed rate {rate}/s, 32 conns", everyone, "-c", "32", "-R", str(rate))
+        run("3a full handshakes", proxies, "-c", "16", "--new-connection")
+        run("3b resumed handshakes", proxies, "-c", "16", "--new-connection", "--resume")
+        run("4a upload 1 MiB", everyone, "-c", "4", "--method", "POST", "--path", "/sink",
+            "--body-size", str(1 << 20))
+        run("4b download 1 MiB", everyone, "-c", "4", "--path", f"/bytes/{1 << 20}")
+        idle = {}
+        for _ in range(args.repeats):
+            for t in proxies:
+                idle.setdefault(t, []).append(b.hold(t, args.idle, max(2.0, args.seconds)))
+    finally:
+        b.stop()
+
+    errors = sum(r["errors"] for s in results.values() for runs in s.values() for r in runs)
+    silent = [f"{s}/{t}" for s, ts in results.items() for t, runs in ts.items()
+              if sum(r["requests"] for r in runs) == 0]
+    silent += [f"idle/{t}" for t, runs in idle.items() if all(r["held"] == 0 for r in runs)]
+
+    def fig(s, t, key):
+        return median([r[key] for r in results[s].get(t, [])]) if t in results[s] else None
+
+    rows = []
+    for s in results:
+        key = "mbps" if s.startswith("4") else "rps"
+        rows.append((s, key, {t: fig(s, t, key) for t in ["sidecar", "haproxy", "nginx", "direct"]},
+                     {t: fig(s, t, "p99_us") for t in ["sidecar", "haproxy", "nginx", "direct"]}))
+
+    def fmt(v, digits=0):
+        return "–" if v is None else f"{v:,.{digits}f}"
+
+    def ratio(a, b):
+        return "–" if not a or not b else f"{a / b:.2f}"
+
+    lines = ["| scenario | figure | sidecar | HAProxy | nginx | direct | sidecar/HAProxy | sidecar/nginx |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s, key, v, p99 in rows:
+        unit = "MB/s" if key == "mbps" else "req/s"
+        lines.append(f"| {s} | {unit} | {fmt(v['sidecar'])} | {fmt(v['haproxy'])} | {fmt(v['nginx'])} | "
+                     f"{fmt(v['direct'])} | {ratio(v['sidecar'], v['haproxy'])} | {ratio(v['sidecar'], v['nginx'])} |")
+        if s.startswith(("1", "2")):
+            lines.append(f"| {s} | p99 µs | {fmt(p99['sidecar'])} | {fmt(p99['haproxy'])} | {fmt(p99['nginx'])} | "
+                         f"{fmt(p99['direct'])} | {ratio(p99['sidecar'], p99['haproxy'])} | {ratio(p99['sidecar'], p99['nginx'])} |")
+        if s.startswith("2"):
+            for q in ("p50_us", "p999_us"):
+                vals = {t: fig(s, t, q) for t in v}
+                lines.append(f"| {s} | {q[:-3]} µs | {fmt(vals['sidecar'])} | {fmt(vals['haproxy'])} | "
+                             f"{fmt(vals['nginx'])} | {fmt(vals['direct'])} | {ratio(vals['sidecar'], vals['haproxy'])} | "
+                             f"{ratio(vals['sidecar'], vals['nginx'])} |")
+    per = {t: median([r["per_conn_kib"] for r in runs]) for t, runs in idle.items()}
+    rest = {t: b.rest_rss.get(t) for t in per}
+    lines.append(f"| 5 {args.idle} idle mTLS conns | KiB per conn | {fmt(per.get('sidecar'), 1)} | "
+                 f"{fmt(per.get('haproxy'), 1)} | {fmt(per.get('nginx'), 1)} | – | "
+                 f"{ratio(per.get('sidecar'), per.get('haproxy'))} | {ratio(per.get('sidecar'), per.get('nginx'))} |")
+    lines.append(f"| 5 at rest | RSS KiB | {fmt(rest.get('sidecar'))} | {fmt(rest.get('haproxy'))} | "
+                 f"{fmt(rest.get('nginx'))} | – | {ratio(rest.get('sidecar'), rest.get('haproxy'))} | "
+                 f"{ratio(rest.get('sidecar'), rest.get('nginx'))} |")
+    table = "\n".join(lines)
+    print(f"\nmachine: {os.cpu_count()} cores; proxies pinned to CPU {b.proxy_cpu}, load generator and "
+          f"upstream to CPU {b.client_cpu}; {args.repeats} runs of {args.seconds}s each, medians\n")
+    print(table)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"runs": results, "idle": idle, "rest_rss_kib": b.rest_rss, "args": vars(args)}, f, indent=1)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(table + "\n")
+    charts(results, args.out)
+    if silent:
+        print(f"\nno answer from: {', '.join(silent)}", file=sys.stderr)
+        return 1
+    print(f"\nerrors: {errors}; raw results and charts in {args.out}")
+    return 0
+
+
+def charts(results, out):
+    """Throughput bars and latency percentile curves, with gnuplot when it is installed."""
+    if not shutil.which("gnuplot"):
+        return
+    targets = ["sidecar", "haproxy", "nginx", "direct"]
+    s1 = next(s for s in results if s.startswith("1"))
+    s2 = next(s for s in results if s.startswith("2"))
+    with open(os.path.join(out, "throughput.dat"), "w") as f:
+        for t in targets:
+            f.write(f"{t} {median([r['rps'] for r in results[s1].get(t, [])]) or 0}\n")
+    with open(os.path.join(out, "latency.dat"), "w") as f:
+        f.write("q " + " ".join(targets) + "\n")
+        for q, key in [(50, "p50_us"), (90, "p90_us"), (99, "p99_us"), (99.9, "p999_us")]:
+            f.write(f"{q} " + " ".join(str(median([r[key] for r in results[s2].get(t, [])]) or 0)
+                                      for t in targets) + "\n")
+    script = f"""set terminal png size 900,500
+set output '{out}/throughput.png'
+set title 'Keep-alive GET, 32 connections (requests/s, higher is better)'
+set style fill solid 0.6
+set boxwidth 0.6
+set yrange [0:*]
+unset key
+plot '{out}/throughput.dat' using 0:2:xtic(1) with boxes
+set output '{out}/latency.png'
+set title '{s2}: latency percentiles (µs, lower is better)'
+set key left top
+set logscale y
+set xlabel 'percentile'
+set xtics ('p50' 0, 'p90' 1, 'p99' 2, 'p99.9' 3)
+set yrange [*:*]
+plot for [i=2:5] '{out}/latency.dat' using 0:i with linespoints title columnheader(i)
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
