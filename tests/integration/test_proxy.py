@@ -98,6 +98,14 @@ class ProxyTest(SidecarTestCase):
         self.assertEqual((rc, status), (0, 200), err)
         self.assertEqual(os.path.getsize(out), size)
         os.remove(out)
+        # Chunked download (the sidecar re-chunks what it relays).
+        rc, status, _, err = self.curl(f"https://localhost:{sc.port}/chunked?bytes={size}",
+                                       output=out, timeout=120)
+        self.assertEqual((rc, status), (0, 200), err)
+        with open(out, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(),
+                             hashlib.sha256((bytes(range(256)) * 256 * 1600)[:size]).hexdigest())
+        os.remove(out)
         peak = sc.rss_peak_kib()
         self.assertLess(peak, 64 * 1024, f"sidecar peak RSS {peak} KiB")
 
