@@ -60,6 +60,7 @@ struct Shared {
   SSL_SESSION* session = nullptr;
   Stats stats;
   int held = 0;
+  int connecting = 0;  // handshakes in flight; --hold ramps up as a real client fleet would
 };
 
 // The first few failures are worth a line: a benchmark that silently errs measures nothing.
@@ -123,6 +124,11 @@ asio::awaitable<void> runTls(Shared& s, bool holdMode) {
   beast::flat_buffer buffer;
   while (Clock::now() < s.end) {
     if (!stream) {
+      while (holdMode && s.connecting >= 64) {
+        timer.expires_after(std::chrono::milliseconds(1));
+        co_await timer.async_wait(useTuple);
+      }
+      ++s.connecting;
       stream.emplace(s.ioc, *s.ctx);
       SSL_set_tlsext_host_name(stream->native_handle(), s.o.host.c_str());
       if (s.o.resume && s.session) {
@@ -135,6 +141,7 @@ asio::awaitable<void> runTls(Shared& s, bool holdMode) {
         lowest.socket().set_option(tcp::no_delay(true));
       }
       auto [hec] = cec ? std::tuple{cec} : co_await stream->async_handshake(ssl::stream_base::client, useTuple);
+      --s.connecting;
       if (cec || hec) {
         ++s.stats.errors;
         stream.reset();

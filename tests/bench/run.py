@@ -5,6 +5,7 @@ Run through tests/bench/run.sh; see tests/bench/README.md for how to read the ou
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -219,6 +220,10 @@ http {{
                 "per_conn_kib": (during - before) / held if held else None}
 
 
+class _SkipLoad(Exception):
+    pass
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -233,7 +238,12 @@ def main():
     ap.add_argument("--idle", type=int, default=0,
                     help="idle connections for scenario 5 (default 10000, or what the fd limit allows)")
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench-results"))
+    ap.add_argument("--idle-only", action="store_true", help="scenario 5 alone")
+    ap.add_argument("--validate", action="store_true",
+                    help="compare loadgen with wrk against a TLS target that needs no client certificate")
     args = ap.parse_args()
+    if args.validate:
+        return validate(args)
     if args.smoke:
         args.seconds, args.repeats, args.idle = 0.5, 1, 50
     b = Bench(args)
@@ -242,6 +252,8 @@ def main():
     results = {}  # scenario -> target -> [runs]
     try:
         b.setup()
+        if args.idle_only:
+            raise _SkipLoad()
         proxies = ["sidecar", "haproxy", "nginx"]
         everyone = proxies + ["direct"]
         d = str(args.seconds)
@@ -260,12 +272,21 @@ def main():
         run("4a upload 1 MiB", everyone, "-c", "4", "--method", "POST", "--path", "/sink",
             "--body-size", str(1 << 20))
         run("4b download 1 MiB", everyone, "-c", "4", "--path", f"/bytes/{1 << 20}")
-        idle = {}
-        for _ in range(args.repeats):
-            for t in proxies:
-                idle.setdefault(t, []).append(b.hold(t, args.idle, max(2.0, args.seconds)))
+    except _SkipLoad:
+        pass
     finally:
         b.stop()
+    # Memory on fresh processes: after load, freed memory is reused and hides the cost.
+    idle, rest = {}, {}
+    for _ in range(args.repeats):
+        fresh = Bench(args)
+        try:
+            fresh.setup()
+            for t in ["sidecar", "haproxy", "nginx"]:
+                rest.setdefault(t, []).append(fresh.rest_rss[t])
+                idle.setdefault(t, []).append(fresh.hold(t, args.idle, 3.0))
+        finally:
+            fresh.stop()
 
     errors = sum(r["errors"] for s in results.values() for runs in s.values() for r in runs)
     silent = [f"{s}/{t}" for s, ts in results.items() for t, runs in ts.items()
@@ -303,7 +324,7 @@ def main():
                              f"{fmt(vals['nginx'])} | {fmt(vals['direct'])} | {ratio(vals['sidecar'], vals['haproxy'])} | "
                              f"{ratio(vals['sidecar'], vals['nginx'])} |")
     per = {t: median([r["per_conn_kib"] for r in runs]) for t, runs in idle.items()}
-    rest = {t: b.rest_rss.get(t) for t in per}
+    rest = {t: median(v) for t, v in rest.items()}
     lines.append(f"| 5 {args.idle} idle mTLS conns | KiB per conn | {fmt(per.get('sidecar'), 1)} | "
                  f"{fmt(per.get('haproxy'), 1)} | {fmt(per.get('nginx'), 1)} | – | "
                  f"{ratio(per.get('sidecar'), per.get('haproxy'))} | {ratio(per.get('sidecar'), per.get('nginx'))} |")
@@ -316,15 +337,58 @@ def main():
     print(table)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"runs": results, "idle": idle, "rest_rss_kib": b.rest_rss, "args": vars(args)}, f, indent=1)
+        json.dump({"runs": results, "idle": idle, "rest_rss_kib": rest, "args": vars(args)}, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")
-    charts(results, args.out)
+    if results:
+        charts(results, args.out)
     if silent:
         print(f"\nno answer from: {', '.join(silent)}", file=sys.stderr)
         return 1
     print(f"\nerrors: {errors}; raw results and charts in {args.out}")
     return 0
+
+
+def validate(args):
+    """loadgen and wrk against the same plain-TLS nginx (wrk cannot present a client certificate):
+    their requests/s should agree within 15%."""
+    b = Bench(args)
+    try:
+        certs = os.path.join(b.tmp, "certs")
+        subprocess.run([os.path.join(ROOT, "deploy/make-certs.sh"), certs], check=True,
+                       stdout=subprocess.DEVNULL)
+        up_port, port, t = free_port(), free_port(), b.tmp
+        up = b.spawn([os.path.join(args.build, "tests/bench/bench-upstream"), str(up_port)], b.client_cpu, "up.log")
+        wait_port(up_port, up)
+        cfg = os.path.join(t, "nginx-plain.conf")
+        with open(cfg, "w") as f:
+            f.write(f"""worker_processes 1; daemon off; master_process off; pid {t}/n.pid;
+error_log {t}/n.err warn; events {{ worker_connections 4096; }}
+http {{ access_log off; client_body_temp_path {t}/b; proxy_temp_path {t}/p;
+  upstream local {{ server 127.0.0.1:{up_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {certs}/server.pem;
+    ssl_certificate_key {certs}/server.key; keepalive_requests 100000000;
+    location / {{ proxy_pass http://local; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+        ng = b.spawn(["nginx", "-c", cfg, "-p", t], b.proxy_cpu, "nginx.log")
+        wait_port(port, ng)
+        pin = ["taskset", "-c", b.client_cpu] if shutil.which("taskset") else []
+        d = str(int(max(1, args.seconds)))
+        rows = []
+        for _ in range(args.repeats):
+            w = subprocess.run(pin + ["wrk", "-t1", "-c32", f"-d{d}s", f"https://127.0.0.1:{port}/ping"],
+                               capture_output=True, text=True, timeout=120).stdout
+            wrk_rps = float(re.search(r"Requests/sec:\s+([\d.]+)", w).group(1))
+            lg = json.loads(subprocess.run(pin + [os.path.join(args.build, "tests/bench/loadgen"), "--target",
+                                                  f"127.0.0.1:{port}", "--tls", "-c", "32", "-d", d],
+                                           capture_output=True, text=True, timeout=120).stdout)["rps"]
+            rows.append((wrk_rps, lg))
+        wrk_m, lg_m = median([r[0] for r in rows]), median([r[1] for r in rows])
+        print(f"wrk {wrk_m:,.0f} req/s, loadgen {lg_m:,.0f} req/s, loadgen/wrk {lg_m / wrk_m:.2f} "
+              f"(medians of {args.repeats}; within 15% is the goal)")
+        return 0 if abs(lg_m / wrk_m - 1) <= 0.15 else 1
+    finally:
+        b.stop()
 
 
 def charts(results, out):
