@@ -143,6 +143,7 @@ asio::awaitable<void> runTls(Shared& s, bool holdMode) {
       auto [hec] = cec ? std::tuple{cec} : co_await stream->async_handshake(ssl::stream_base::client, useTuple);
       --s.connecting;
       if (cec || hec) {
+        report(cec ? cec : hec, cec ? "connect" : "handshake");
         ++s.stats.errors;
         stream.reset();
         timer.expires_after(std::chrono::milliseconds(10));

@@ -367,7 +367,7 @@ error_log {t}/n.err warn; events {{ worker_connections 4096; }}
 http {{ access_log off; client_body_temp_path {t}/b; proxy_temp_path {t}/p;
   upstream local {{ server 127.0.0.1:{up_port}; keepalive 64; }}
   server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {certs}/server.pem;
-    ssl_certificate_key {certs}/server.key; keepalive_requests 100000000;
+    ssl_certificate_key {certs}/server.key; ssl_protocols TLSv1.2 TLSv1.3; keepalive_requests 100000000;
     location / {{ proxy_pass http://local; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
         ng = b.spawn(["nginx", "-c", cfg, "-p", t], b.proxy_cpu, "nginx.log")
