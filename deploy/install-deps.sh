@@ -7,7 +7,7 @@ declare -A groups=(
   [build]="cmake make g++ pkg-config libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
            libssl-dev libzookeeper-mt-dev prometheus-cpp-dev libspdlog-dev doctest-dev"
   [run]="openssl curl zookeeper"
-  [test]="python3 curl openssl zookeeper prometheus haproxy nginx-light gnuplot-nox"
+  [test]="python3 python3-yaml curl openssl zookeeper prometheus haproxy nginx-light gnuplot-nox yamllint docker-compose"
   [bench]="haproxy nginx-light wrk gnuplot-nox"
 )
 
