@@ -103,6 +103,17 @@ asio::awaitable<bool> exchange(Shared& s, Stream& stream, beast::flat_buffer& bu
   co_return p.get().result_int() < 500;
 }
 
+// Counts one exchange; latency runs from the intended send time.
+void record(Shared& s, bool ok, Clock::time_point intended) {
+  if (!ok) {
+    ++s.stats.errors;
+    return;
+  }
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - intended);
+  ++s.stats.requests;
+  s.stats.latencyUs.push_back(static_cast<uint32_t>(us.count()));
+}
+
 // Waits for the next open-loop slot; returns its intended time (now, in closed loop).
 asio::awaitable<Clock::time_point> nextSend(Shared& s, asio::steady_timer& timer) {
   if (s.o.rate <= 0) {
@@ -160,13 +171,7 @@ asio::awaitable<void> runTls(Shared& s, bool holdMode) {
     }
     bool keepAlive = true;
     bool ok = co_await exchange(s, *stream, buffer, scratch, keepAlive);
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - intended);
-    if (ok) {
-      ++s.stats.requests;
-      s.stats.latencyUs.push_back(static_cast<uint32_t>(us.count()));
-    } else {
-      ++s.stats.errors;
-    }
+    record(s, ok, intended);
     // TLS 1.3 tickets arrive after the handshake, with the first answer: keep one to resume.
     if (s.o.resume && ok && (!s.session || !SSL_session_reused(stream->native_handle()))) {
       if (s.session) {
@@ -217,13 +222,7 @@ asio::awaitable<void> runPlain(Shared& s) {
     }
     bool keepAlive = true;
     bool ok = co_await exchange(s, *stream, buffer, scratch, keepAlive);
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - intended);
-    if (ok) {
-      ++s.stats.requests;
-      s.stats.latencyUs.push_back(static_cast<uint32_t>(us.count()));
-    } else {
-      ++s.stats.errors;
-    }
+    record(s, ok, intended);
     if (!ok || !keepAlive || s.o.newConnection) {
       stream.reset();
     }

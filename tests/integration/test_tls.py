@@ -29,6 +29,17 @@ def file_fingerprint(path):
 
 class TlsTest(SidecarTestCase):
 
+    def sidecar_with_live_certs(self, ph, folder, reload_interval):
+        """A sidecar serving copies of the certificates in a folder the test may overwrite."""
+        live = os.path.join(self.tmp, folder)
+        os.makedirs(live, exist_ok=True)
+        for f in ("server.pem", "server.key"):
+            shutil.copy(self.certs.path(f), os.path.join(live, f))
+        sc = self.start_sidecar(ph.port, "--tls-cert", os.path.join(live, "server.pem"),
+                                "--tls-key", os.path.join(live, "server.key"),
+                                "--tls-reload-interval", reload_interval)
+        return live, sc
+
     def test_callers_without_a_valid_certificate_are_refused(self):
         ph = self.start_pinghelp()
         sc = self.start_sidecar(ph.port)
@@ -57,13 +68,7 @@ class TlsTest(SidecarTestCase):
 
     def test_sighup_rotates_the_certificate_and_open_connections_keep_working(self):
         ph = self.start_pinghelp()
-        live = os.path.join(self.tmp, "live")
-        os.makedirs(live, exist_ok=True)
-        for f in ("server.pem", "server.key"):
-            shutil.copy(self.certs.path(f), os.path.join(live, f))
-        sc = self.start_sidecar(ph.port, "--tls-cert", os.path.join(live, "server.pem"),
-                                "--tls-key", os.path.join(live, "server.key"),
-                                "--tls-reload-interval", "1m")
+        live, sc = self.sidecar_with_live_certs(ph, "live", "1m")
         old = served_fingerprint(sc.port, self.certs.path("ca.pem"))
         self.assertEqual(old, file_fingerprint(self.certs.path("server.pem")))
 
@@ -86,13 +91,7 @@ class TlsTest(SidecarTestCase):
 
     def test_changed_files_are_picked_up_and_a_broken_file_keeps_the_old_context(self):
         ph = self.start_pinghelp()
-        live = os.path.join(self.tmp, "live2")
-        os.makedirs(live, exist_ok=True)
-        for f in ("server.pem", "server.key"):
-            shutil.copy(self.certs.path(f), os.path.join(live, f))
-        sc = self.start_sidecar(ph.port, "--tls-cert", os.path.join(live, "server.pem"),
-                                "--tls-key", os.path.join(live, "server.key"),
-                                "--tls-reload-interval", "200ms")
+        live, sc = self.sidecar_with_live_certs(ph, "live2", "200ms")
         url = f"https://localhost:{sc.port}/ping"
         with open(os.path.join(live, "server.pem"), "w") as f:
             f.write("not a certificate\n")
