@@ -102,6 +102,15 @@ unsigned statusForReadError(const error_code& ec) {
   return 400;
 }
 
+// A request body that cannot be read as its framing says (not one that merely broke off).
+bool isMalformedBody(const error_code& ec) {
+  if (ec == http::error::end_of_stream || ec == http::error::partial_message) {
+    return false;
+  }
+  // Every other error of Beast's HTTP category is a framing violation (or an overflowing line).
+  return ec.category() == http::make_error_code(http::error::bad_chunk).category();
+}
+
 bool isIdempotent(http::verb v) {
   switch (v) {
     case http::verb::get:
@@ -219,6 +228,9 @@ class InboundSession final : public TrackedSession {
         shard_(worker.index()),
         tls_(std::move(tls)),
         stream_(std::move(socket), *tls_) {
+    // Bounds what a caller can make us hold: a head, plus a relay's worth of body (a chunk-size
+    // line with an endless extension fills it and is refused).
+    buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
     worker_.sessionStarted(*this);
     m_.connectionsTotal.add(shard_, 0);
     m_.connectionsOpen.add(shard_, 0);
@@ -295,7 +307,17 @@ class InboundSession final : public TrackedSession {
       req.body_limit(boost::none);
     }
     lowest.expires_after(shared_.limits.headTimeout);
-    auto [ec, n] = co_await http::async_read_header(stream_, buffer_, req, useTuple);
+    error_code ec = co_await awaitHeadEnd();
+    if (ec == http::error::bad_obs_fold) {
+      spdlog::info("event=bad_request peer={} identity={} status=400 reason=\"obsolete line "
+                   "folding\"", clientIp_, peer_.identity);
+      co_await replyLocal(400);
+      co_return false;
+    }
+    if (!ec) {
+      auto [rec, n] = co_await http::async_read_header(stream_, buffer_, req, useTuple);
+      ec = rec;
+    }
     if (ec) {
       if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
           ec == ssl::error::stream_truncated) {
@@ -311,6 +333,12 @@ class InboundSession final : public TrackedSession {
     method_ = methodIndex(msg.method());
     if (shared_.accessLog) {
       target_ = msg.target();
+    }
+    if (auto why = checkRequestHead(msg.base()); !why.empty()) {
+      spdlog::info("event=bad_request peer={} identity={} status=400 reason=\"{}\"", clientIp_,
+                   peer_.identity, why);
+      co_await replyLocal(400);
+      co_return false;
     }
     if (!allowed_) {
       m_.identityRefused->Increment();
@@ -339,6 +367,28 @@ class InboundSession final : public TrackedSession {
     }
     rewriteRequestHead(msg.base(), ForwardContext{clientIp_, peer_.xfcc});
     co_return co_await forward(req, clientKeepAlive, clientVersion, isHead);
+  }
+
+  // Reads until buffer_ holds a whole request head (or as much as --max-head-bytes allows),
+  // and refuses obsolete line folding before Beast can join the folded lines.
+  awaitable<error_code> awaitHeadEnd() {
+    std::size_t from = 0;
+    for (;;) {
+      auto bytes = buffer_.cdata();
+      auto scan = scanHead({static_cast<const char*>(bytes.data()), bytes.size()}, from);
+      if (scan.state == HeadScan::obsFold) {
+        co_return http::error::bad_obs_fold;
+      }
+      if (scan.state == HeadScan::complete || bytes.size() >= shared_.limits.maxHeadBytes) {
+        co_return error_code{};
+      }
+      from = scan.resumeAt;
+      auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(2048), useTuple);
+      if (ec) {
+        co_return ec == asio::error::eof ? error_code(http::error::end_of_stream) : ec;
+      }
+      buffer_.commit(n);
+    }
   }
 
   awaitable<std::tuple<error_code, beast::tcp_stream>> connectUpstream() {
@@ -408,11 +458,16 @@ class InboundSession final : public TrackedSession {
                                       shared_.limits.upstreamTimeout);
           requestBytes_ = r.bytes;
           if (r.readError) {
-            // The caller's body broke off or grew past the limit; the upstream leg is unusable.
+            // The caller's body broke off, was malformed or grew past the limit; the upstream
+            // leg is unusable either way.
             if (r.readError == http::error::body_limit) {
               spdlog::info("event=bad_request peer={} identity={} status=413", clientIp_,
                            peer_.identity);
               co_await replyLocal(413);
+            } else if (isMalformedBody(r.readError)) {
+              spdlog::info("event=bad_request peer={} identity={} status=400 reason=\"{}\"",
+                           clientIp_, peer_.identity, r.readError.message());
+              co_await replyLocal(400);
             }
             co_return false;
           }

@@ -1,7 +1,8 @@
-// Hop-by-hop header removal and the X-Forwarded-* headers a sidecar adds.
+// Request head checks, hop-by-hop header removal and the X-Forwarded-* headers a sidecar adds.
 #include "rewrite.h"
 
 #include <array>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,131 @@ std::string_view trim(std::string_view s) {
 
 bool iequals(std::string_view a, std::string_view b) { return boost::beast::iequals(a, b); }
 
+bool allDigits(std::string_view s) {
+  if (s.empty()) {
+    return false;
+  }
+  for (char c : s) {
+    if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// http: or https: absolute-form -> origin form, with the authority as the only Host.
+std::string_view absoluteToOrigin(http::request_header<>& head) {
+  std::string_view target = head.target();
+  std::size_t schemeLen = 0;
+  if (target.size() > 7 && iequals(target.substr(0, 7), "http://")) {
+    schemeLen = 7;
+  } else if (target.size() > 8 && iequals(target.substr(0, 8), "https://")) {
+    schemeLen = 8;
+  } else {
+    return "target is neither origin-form nor an http(s) absolute-form";
+  }
+  auto rest = target.substr(schemeLen);
+  auto pathAt = rest.find_first_of("/?#");
+  auto authority = rest.substr(0, pathAt);
+  if (authority.empty() || authority.find('@') != std::string_view::npos) {
+    return "absolute-form target without a plain authority";
+  }
+  std::string host(authority);
+  std::string path = "/";
+  if (pathAt != std::string_view::npos) {
+    auto tail = rest.substr(pathAt);
+    if (tail.front() == '#') {
+      return "fragment in target";
+    }
+    path = tail.front() == '/' ? std::string(tail) : "/" + std::string(tail);
+  }
+  head.target(path);
+  head.set(http::field::host, host);
+  return {};
+}
+
 }  // namespace
+
+HeadScan scanHead(std::string_view bytes, std::size_t from) {
+  // Every LF is looked at once: LF LF or LF CR LF ends the head, LF SP or LF HTAB is a fold.
+  const char* data = bytes.data();
+  std::size_t at = from;
+  while (at < bytes.size()) {
+    const void* lf = std::memchr(data + at, '\n', bytes.size() - at);
+    if (!lf) {
+      return {HeadScan::incomplete, bytes.size()};
+    }
+    std::size_t i = static_cast<const char*>(lf) - data;
+    if (i + 1 >= bytes.size()) {
+      return {HeadScan::incomplete, i};
+    }
+    char next = data[i + 1];
+    if (next == '\n') {
+      return {HeadScan::complete, i + 2};
+    }
+    if (next == '\r') {
+      if (i + 2 >= bytes.size()) {
+        return {HeadScan::incomplete, i};
+      }
+      if (data[i + 2] == '\n') {
+        return {HeadScan::complete, i + 3};
+      }
+    }
+    if (next == ' ' || next == '\t') {
+      return {HeadScan::obsFold, i};
+    }
+    at = i + 1;
+  }
+  return {HeadScan::incomplete, at};
+}
+
+std::string_view checkRequestHead(http::request_header<>& head) {
+  std::size_t hosts = 0, lengths = 0, codings = 0;
+  std::string_view length, coding;
+  for (const auto& f : head) {
+    switch (f.name()) {
+      case http::field::host: ++hosts; break;
+      case http::field::content_length:
+        ++lengths;
+        length = f.value();
+        break;
+      case http::field::transfer_encoding:
+        ++codings;
+        coding = f.value();
+        break;
+      default: break;
+    }
+  }
+  if (lengths > 1 || (lengths == 1 && !allDigits(length))) {
+    return "Content-Length repeated or not a plain number";
+  }
+  if (codings > 1 || (codings == 1 && !iequals(trim(coding), "chunked"))) {
+    return "Transfer-Encoding other than exactly chunked";
+  }
+  if (codings && lengths) {
+    return "both Content-Length and Transfer-Encoding";
+  }
+  if (codings && head.version() < 11) {
+    return "Transfer-Encoding in HTTP/1.0";
+  }
+  if (hosts > 1 || (hosts == 0 && head.version() >= 11)) {
+    return "Host missing or repeated";
+  }
+  if (head.method() == http::verb::connect) {
+    return "CONNECT is not proxied";
+  }
+  std::string_view target = head.target();
+  if (target.empty()) {
+    return "empty target";
+  }
+  if (target.front() == '/') {
+    return {};
+  }
+  if (target == "*") {
+    return head.method() == http::verb::options ? std::string_view{} : "asterisk-form not OPTIONS";
+  }
+  return absoluteToOrigin(head);
+}
 
 void eraseHopByHop(http::fields& fields) {
   // Headers the Connection header names are hop-by-hop too, unless they carry the framing we keep.

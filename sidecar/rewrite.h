@@ -1,9 +1,11 @@
 #pragma once
-// Header rewriting between the caller and the local service: pure functions of a message head.
+// Request head checks and header rewriting between the caller and the local service: pure
+// functions of the bytes or the parsed head, so they can be unit-tested and fuzzed alone.
 
 #include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/message.hpp>
 
+#include <cstddef>
 #include <string_view>
 
 namespace sidecar {
@@ -15,6 +17,20 @@ struct ForwardContext {
   std::string_view clientAddress;  // the caller's IP, for X-Forwarded-For
   std::string_view xfcc;           // the verified certificate, for X-Forwarded-Client-Cert
 };
+
+// Where the raw bytes of a request head end, found before Beast parses them. Beast silently
+// joins obsolete line folding (a line starting with SP or HTAB) into one value; RFC 9112 lets a
+// server refuse it instead, and we do, so the local service never sees a header Beast rewrote.
+struct HeadScan {
+  enum State { incomplete, complete, obsFold } state = incomplete;
+  std::size_t resumeAt = 0;  // where to continue scanning once more bytes arrived
+};
+HeadScan scanHead(std::string_view bytes, std::size_t from);
+
+// Checks a parsed request head for every framing and routing ambiguity Beast lets through, and
+// brings an absolute-form target to origin form (its authority becomes Host). Returns the
+// reason it is refused (answered 400), or an empty view when it may be forwarded.
+std::string_view checkRequestHead(http::request_header<>& head);
 
 // Removes hop-by-hop headers (and those named in Connection), drops any X-Forwarded-Client-Cert
 // the caller sent, appends X-Forwarded-For, sets X-Forwarded-Proto and X-Forwarded-Client-Cert,

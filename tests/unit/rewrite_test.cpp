@@ -70,3 +70,71 @@ TEST_CASE("response: hop-by-hop removed, caller's version and keep-alive applied
   CHECK(old.version() == 10);
   CHECK(old[http::field::connection] == "keep-alive");
 }
+
+TEST_CASE("scanHead: finds the end of a head, resumes, and spots obsolete line folding") {
+  CHECK(scanHead("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0).state == HeadScan::complete);
+  CHECK(scanHead("GET / HTTP/1.1\nHost: a\n\n", 0).state == HeadScan::complete);
+  auto partial = scanHead("GET / HTTP/1.1\r\nHost: a\r\n", 0);
+  CHECK(partial.state == HeadScan::incomplete);
+  std::string more = "GET / HTTP/1.1\r\nHost: a\r\n X: folded\r\n\r\n";
+  CHECK(scanHead(more, partial.resumeAt).state == HeadScan::obsFold);
+  CHECK(scanHead("GET / HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n", 0).state == HeadScan::obsFold);
+  // A fold after the head's end belongs to the body, not to this head.
+  CHECK(scanHead("GET / HTTP/1.1\r\nHost: a\r\n\r\n \r\n", 0).state == HeadScan::complete);
+  CHECK(scanHead("", 0).state == HeadScan::incomplete);
+  CHECK(scanHead("\n", 0).state == HeadScan::incomplete);
+  CHECK(scanHead("x\r\n\r", 0).state == HeadScan::incomplete);
+}
+
+namespace {
+std::string check(http::verb method, std::string target, unsigned version,
+                  std::vector<std::pair<std::string, std::string>> fields,
+                  http::request_header<>* out = nullptr) {
+  http::request_header<> h;
+  h.method(method);
+  h.target(target);
+  h.version(version);
+  for (auto& [n, v] : fields) {
+    h.insert(n, v);
+  }
+  std::string why(checkRequestHead(h));
+  if (out) {
+    *out = h;
+  }
+  return why;
+}
+}  // namespace
+
+TEST_CASE("checkRequestHead: framing must have exactly one reading") {
+  using V = http::verb;
+  CHECK(check(V::get, "/", 11, {{"Host", "a"}}).empty());
+  CHECK(check(V::get, "/", 10, {}).empty());
+  CHECK(check(V::post, "/", 11, {{"Host", "a"}, {"Content-Length", "12"}}).empty());
+  CHECK(check(V::post, "/", 11, {{"Host", "a"}, {"Transfer-Encoding", "Chunked "}}).empty());
+  CHECK_FALSE(check(V::get, "/", 11, {}).empty());
+  CHECK_FALSE(check(V::get, "/", 11, {{"Host", "a"}, {"host", "b"}}).empty());
+  CHECK_FALSE(check(V::post, "/", 11, {{"Host", "a"}, {"Content-Length", "1"}, {"Content-Length", "1"}}).empty());
+  CHECK_FALSE(check(V::post, "/", 11, {{"Host", "a"}, {"Content-Length", "1, 1"}}).empty());
+  CHECK_FALSE(check(V::post, "/", 11, {{"Host", "a"}, {"Content-Length", "+1"}}).empty());
+  CHECK_FALSE(check(V::post, "/", 11, {{"Host", "a"}, {"Transfer-Encoding", "gzip, chunked"}}).empty());
+  CHECK_FALSE(check(V::post, "/", 11, {{"Host", "a"}, {"Transfer-Encoding", "chunked"}, {"Content-Length", "1"}}).empty());
+  CHECK_FALSE(check(V::post, "/", 10, {{"Transfer-Encoding", "chunked"}}).empty());
+}
+
+TEST_CASE("checkRequestHead: targets") {
+  using V = http::verb;
+  http::request_header<> h;
+  CHECK(check(V::get, "http://Example.com:81/p?q", 11, {{"Host", "x"}}, &h).empty());
+  CHECK(h.target() == "/p?q");
+  CHECK(h[http::field::host] == "Example.com:81");
+  CHECK(h.count(http::field::host) == 1);
+  CHECK(check(V::get, "HTTPS://e.com?q=1", 11, {{"Host", "x"}}, &h).empty());
+  CHECK(h.target() == "/?q=1");
+  CHECK(check(V::options, "*", 11, {{"Host", "x"}}).empty());
+  CHECK_FALSE(check(V::get, "*", 11, {{"Host", "x"}}).empty());
+  CHECK_FALSE(check(V::get, "ftp://e.com/", 11, {{"Host", "x"}}).empty());
+  CHECK_FALSE(check(V::get, "http://user@e.com/", 11, {{"Host", "x"}}).empty());
+  CHECK_FALSE(check(V::get, "http:///p", 11, {{"Host", "x"}}).empty());
+  CHECK_FALSE(check(V::get, "p", 11, {{"Host", "x"}}).empty());
+  CHECK_FALSE(check(V::connect, "e.com:443", 11, {{"Host", "e.com:443"}}).empty());
+}
