@@ -65,6 +65,20 @@ bool validHostList(std::string_view hosts) {
     if (colon == std::string_view::npos || colon == 0) {
       return false;
     }
+    // A name or IPv4 address, or a bracketed IPv6 one: never '/', which starts a chroot in a
+    // connect string, nor ',' '!' white space or control bytes.
+    auto host = hp.substr(0, colon);
+    const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+    if (bracketed) {
+      host = host.substr(1, host.size() - 2);
+    }
+    for (char c : host) {
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '-' || c == '_' || (bracketed && c == ':');
+      if (!ok) {
+        return false;
+      }
+    }
     unsigned port = 0;
     auto p = hp.substr(colon + 1);
     auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);

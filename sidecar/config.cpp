@@ -42,6 +42,40 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+// An error line quotes what the user gave; control bytes in it must not break the line.
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+// %word%, as in Boost.ProgramOptions' message templates.
+bool hasPlaceholder(std::string_view text) {
+  for (auto open = text.find('%'); open != std::string_view::npos; open = text.find('%', open + 1)) {
+    auto close = text.find('%', open + 1);
+    if (close == std::string_view::npos) {
+      return false;
+    }
+    auto word = text.substr(open + 1, close - open - 1);
+    if (!word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+          return (c >= 'a' && c <= 'z') || c == '_';
+        })) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool readable(const std::string& path) { return std::ifstream(path).good(); }
 
 // Maps SIDECAR_UPSTREAM_TIMEOUT to "upstream-timeout" when that flag exists; other variables
@@ -82,6 +116,8 @@ po::options_description describeFlags() {
     ("upstream-timeout", po::value<std::string>()->default_value("30s"), "deadline for the local service's response head, and longest pause mid-body; slower: 504")
     ("upstream-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled upstream connections idle longer than this are closed, not reused")
     ("upstream-max-idle", po::value<std::size_t>()->default_value(128), "idle upstream connections kept per worker")
+    ("max-connections", po::value<std::size_t>()->default_value(0), "inbound connections open at once; beyond it the longest-idle keep-alive connection is closed to make room, else the new one is (0: half the descriptor limit)")
+    ("max-pending", po::value<std::size_t>()->default_value(1024), "requests at the local service at once, split evenly across workers; beyond it: 503 at once")
     ("drain-timeout", po::value<std::string>()->default_value("20s"), "on shutdown, how long in-flight requests may take to finish")
     ("zk", po::value<std::string>(), "ZooKeeper ensemble to announce in: host:port[,host:port][/chroot] (with --zk-path)")
     ("zk-path", po::value<std::string>(), "serverset path to announce under, e.g. /discovery/prod/pinghelp")
@@ -314,6 +350,13 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
   auto desc = describeFlags();
   ParseResult result;
   try {
+    // Boost.ProgramOptions formats its errors by replacing %placeholders% in a loop, so a flag or
+    // value holding one (--workers=%value%) made that loop endless (found by fuzzing).
+    for (int i = 1; i < argc; ++i) {
+      if (hasPlaceholder(argv[i])) {
+        throw FlagError{"'" + std::string(argv[i]) + "': a %word% sequence is not allowed"};
+      }
+    }
     po::variables_map vm;
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     if (vm.count("help")) {
@@ -339,6 +382,9 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
         continue;
       }
       auto value = std::string(kv.substr(eq + 1));
+      if (hasPlaceholder(value)) {
+        throw FlagError{std::string(kv.substr(0, eq)) + ": a %word% sequence is not allowed"};
+      }
       if (flag == "allow-identity") {
         std::stringstream list(value);
         for (std::string item; std::getline(list, item, ',');) {
@@ -401,6 +447,11 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     c.limits.upstreamTimeout = durationFlag(vm, "upstream-timeout");
     c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
     c.limits.upstreamMaxIdle = vm["upstream-max-idle"].as<std::size_t>();
+    c.limits.maxConnections = vm["max-connections"].as<std::size_t>();
+    c.limits.maxPending = vm["max-pending"].as<std::size_t>();
+    if (c.limits.maxPending == 0) {
+      throw FlagError{"--max-pending: at least 1"};
+    }
     c.drainTimeout = durationFlag(vm, "drain-timeout");
     c.deregisterGrace = durationFlag(vm, "deregister-grace");
     c.announce = announceFlags(vm);
@@ -418,9 +469,9 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     }
     result.config = std::move(c);
   } catch (const FlagError& e) {
-    return {std::nullopt, "sidecar: " + e.line + "\n", 2};
+    return {std::nullopt, "sidecar: " + printable(e.line) + "\n", 2};
   } catch (const po::error& e) {
-    return {std::nullopt, std::string("sidecar: ") + e.what() + " (see --help)\n", 2};
+    return {std::nullopt, "sidecar: " + printable(e.what()) + " (see --help)\n", 2};
   }
   return result;
 }

@@ -30,6 +30,8 @@ struct ProxyLimits {
   Duration upstreamTimeout{30'000};
   Duration upstreamIdleTimeout{30'000};
   std::size_t upstreamMaxIdle = 128;  // per worker
+  std::size_t maxConnections = 0;     // 0: derived from the descriptor limit at start-up
+  std::size_t maxPending = 1024;      // requests at the local service at once, all workers
 };
 
 // Where and how to announce this instance in ZooKeeper (absent: no announcement).

@@ -1,6 +1,7 @@
 // Accepts mTLS connections and proxies their requests to the local service, streaming bodies.
 #include "proxy.h"
 
+#include "relay.h"
 #include "rewrite.h"
 #include "tls.h"
 
@@ -67,7 +68,7 @@ const std::string& cannedResponse(unsigned status) {
       {400, "bad request\n"},           {403, "caller identity not allowed\n"},
       {408, "request head timeout\n"},  {413, "request body too large\n"},
       {417, "expectation not supported\n"}, {431, "request head too large\n"},
-      {502, "local service unavailable\n"}, {503, "service draining\n"},
+      {502, "local service unavailable\n"}, {503, "local service overloaded\n"},
       {504, "local service timed out\n"},  {500, "internal error\n"}};
   static const auto table = [] {
     std::vector<std::pair<unsigned, std::string>> t;
@@ -161,8 +162,7 @@ awaitable<RelayResult> relayBody(In& in, beast::flat_buffer& inBuffer,
   do {
     std::size_t chunk = 0;
     if (!p.is_done()) {
-      p.get().body().data = buf;
-      p.get().body().size = bufSize;
+      offerRelayBuffer(p, buf, bufSize);
       beast::get_lowest_layer(in).expires_after(inTimeout);
       auto [ec, n] = co_await http::async_read_some(in, inBuffer, p, useTuple);
       if (ec == http::error::need_buffer) {
@@ -172,13 +172,7 @@ awaitable<RelayResult> relayBody(In& in, beast::flat_buffer& inBuffer,
         r.readError = ec;
         co_return r;
       }
-      // Nothing parsed (only chunk framing arrived) must not reach the serializer as an empty
-      // buffer: for a chunked body that would write the terminating zero-size chunk early.
-      const std::size_t parsed = bufSize - p.get().body().size;
-      chunk = parsed;
-      p.get().body().size = parsed;
-      p.get().body().data = parsed ? buf : nullptr;
-      p.get().body().more = !p.is_done();
+      chunk = takeParsedPiece(p, buf, bufSize);
     } else {
       p.get().body().data = nullptr;
       p.get().body().size = 0;
@@ -237,14 +231,18 @@ class InboundSession final : public TrackedSession {
   }
 
   ~InboundSession() {
+    shared_.connections->open.fetch_sub(1, std::memory_order_relaxed);
     m_.connectionsOpen.sub(shard_, 0);
     worker_.sessionEnded(*this);
   }
 
-  void closeIfIdle() override {
+  bool closeIfIdle() override {
     if (idle_) {
       beast::get_lowest_layer(stream_).cancel();
+      idle_ = false;  // once is enough: the read completes with operation_aborted
+      return true;
     }
+    return false;
   }
 
   awaitable<void> run() {
@@ -365,7 +363,7 @@ class InboundSession final : public TrackedSession {
         }
       }
     }
-    rewriteRequestHead(msg.base(), ForwardContext{clientIp_, peer_.xfcc});
+    rewriteRequestHead(msg.base(), ForwardContext{clientIp_, peer_.xfcc, shared_.upstreamAuthority});
     co_return co_await forward(req, clientKeepAlive, clientVersion, isHead);
   }
 
@@ -407,8 +405,14 @@ class InboundSession final : public TrackedSession {
   // connection is to close.
   awaitable<bool> forward(http::request_parser<http::buffer_body>& req, bool clientKeepAlive,
                           unsigned clientVersion, bool isHead) {
+    if (worker_.pending() >= worker_.pendingLimit()) {
+      // Overload: a fast answer the caller can retry elsewhere, not a queue that grows.
+      spdlog::info("event=overloaded peer={} pending={}", clientIp_, worker_.pending());
+      co_await replyLocal(503);
+      co_return false;
+    }
     m_.pending.add(shard_, 0);
-    PendingGuard pendingGuard{m_, shard_};
+    PendingGuard pendingGuard{m_, shard_, worker_.pending()};
     upstreamSeconds_ = -1;
     auto& msg = req.get();
     const bool hasBody = !req.is_done();
@@ -631,7 +635,16 @@ class InboundSession final : public TrackedSession {
   struct PendingGuard {
     ProxyMetrics& m;
     unsigned shard;
-    ~PendingGuard() { m.pending.sub(shard, 0); }
+    std::size_t& pending;
+    PendingGuard(ProxyMetrics& metrics, unsigned s, std::size_t& p) : m(metrics), shard(s), pending(p) {
+      ++pending;
+    }
+    ~PendingGuard() {
+      --pending;
+      m.pending.sub(shard, 0);
+    }
+    PendingGuard(const PendingGuard&) = delete;
+    PendingGuard& operator=(const PendingGuard&) = delete;
   };
 
   Worker& worker_;
@@ -700,12 +713,13 @@ void UpstreamPool::clear() {
   idle_.clear();
 }
 
-Worker::Worker(const ProxyShared& shared, unsigned index)
+Worker::Worker(const ProxyShared& shared, unsigned index, unsigned workers)
     : shared_(shared),
       index_(index),
       ioc_(std::make_unique<asio::io_context>(1)),
       acceptor_(std::in_place, *ioc_),
-      pool_(*ioc_, shared) {}
+      pool_(*ioc_, shared),
+      pendingLimit_(std::max<std::size_t>(1, (shared.limits.maxPending + workers - 1) / workers)) {}
 
 Worker::~Worker() {
   stop();
@@ -785,6 +799,15 @@ void Worker::sessionEnded(TrackedSession& s) {
   }
 }
 
+bool Worker::evictIdle() {
+  for (auto& s : sessions_) {  // oldest first
+    if (s.closeIfIdle()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void Worker::accept() {
   asio::co_spawn(
       *ioc_,
@@ -802,6 +825,27 @@ void Worker::accept() {
             co_await backoff.async_wait(useTuple);
             continue;
           }
+          // At the limit, an idle keep-alive connection makes room for a new caller (as nginx
+          // does); with none idle, the new connection is closed at once.
+          auto& open = shared_.connections->open;
+          if (open.fetch_add(1, std::memory_order_relaxed) >= shared_.limits.maxConnections) {
+            if (evictIdle()) {
+              shared_.metrics->connectionsEvicted->Increment();
+            } else {
+              open.fetch_sub(1, std::memory_order_relaxed);
+              shared_.metrics->connectionsRefused->Increment();
+              if (!refusalLogged_) {  // once per burst, not once per connection
+                spdlog::warn("event=connection_refused worker={} reason=max_connections limit={}",
+                             index_, shared_.limits.maxConnections);
+                refusalLogged_ = true;
+              }
+              error_code ignored;
+              socket.set_option(asio::socket_base::linger(true, 0), ignored);  // RST, no TIME_WAIT
+              socket.close(ignored);
+              continue;
+            }
+          }
+          refusalLogged_ = false;
           error_code ignored;
           socket.set_option(tcp::no_delay(true), ignored);
           asio::co_spawn(*ioc_, serveConnection(*this, std::move(socket), tls_), asio::detached);

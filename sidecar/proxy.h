@@ -13,6 +13,7 @@
 #include <boost/intrusive/list.hpp>
 #include <spdlog/logger.h>
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -28,13 +29,20 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
 
-// Read-only state every worker shares.
+// Connections open across all workers: touched once per connection, never per request.
+struct ConnectionCount {
+  std::atomic<std::size_t> open{0};
+};
+
+// Read-only state every worker shares (but for the connection count).
 struct ProxyShared {
   ProxyLimits limits;
   IdentityAllowList allowList;
   tcp::endpoint upstream;
   ProxyMetrics* metrics;
   std::shared_ptr<spdlog::logger> accessLog;  // null: off
+  std::unique_ptr<ConnectionCount> connections = std::make_unique<ConnectionCount>();
+  std::string upstreamAuthority;  // "host:port" of the local service, Host for HTTP/1.0 callers
 };
 
 // Keep-alive connections to the local service, owned by one worker.
@@ -64,7 +72,8 @@ class TrackedSession
     : public boost::intrusive::list_base_hook<
           boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
  public:
-  virtual void closeIfIdle() = 0;
+  // Closes the connection if it waits for a request; true if it did.
+  virtual bool closeIfIdle() = 0;
 
  protected:
   ~TrackedSession() = default;
@@ -72,7 +81,7 @@ class TrackedSession
 
 class Worker {
  public:
-  Worker(const ProxyShared& shared, unsigned index);
+  Worker(const ProxyShared& shared, unsigned index, unsigned workers);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -101,9 +110,14 @@ class Worker {
   void returnRelayBuffer(std::unique_ptr<char[]> buffer);
   void sessionStarted(TrackedSession& s);
   void sessionEnded(TrackedSession& s);
+  // Requests of this worker at the local service; past pendingLimit() they get a 503.
+  std::size_t& pending() { return pending_; }
+  std::size_t pendingLimit() const { return pendingLimit_; }
 
  private:
   void accept();
+  // At --max-connections: closes this worker's longest-idle connection; false if none is idle.
+  bool evictIdle();
 
   using SessionList =
       boost::intrusive::list<TrackedSession, boost::intrusive::constant_time_size<false>>;
@@ -117,6 +131,9 @@ class Worker {
   UpstreamPool pool_;
   SessionList sessions_;
   std::size_t sessionCount_ = 0;
+  std::size_t pending_ = 0;
+  std::size_t pendingLimit_;
+  bool refusalLogged_ = false;
   std::shared_ptr<asio::ssl::context> tls_;
   bool draining_ = false;
   std::function<void()> onDrained_;

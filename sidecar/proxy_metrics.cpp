@@ -80,6 +80,14 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
                               "Requests refused with 403 because the caller's identity is not "
                               "on the allow-list.")
                          .Add({});
+  connectionsRefused = &counters(r, "sidecar_inbound_connections_refused_total",
+                                 "Inbound connections closed at once because --max-connections "
+                                 "were open and none was idle.")
+                            .Add({});
+  connectionsEvicted = &counters(r, "sidecar_inbound_connections_evicted_total",
+                                 "Idle keep-alive connections closed to make room for a new one "
+                                 "at --max-connections.")
+                            .Add({});
   upstreamConnectErrors = &counters(r, "sidecar_upstream_connect_errors_total",
                                     "Connections to the local service that failed or timed out.")
                                .Add({});

@@ -42,6 +42,8 @@ struct ProxyMetrics {
   prometheus::Counter& localReply(unsigned status);
   std::array<prometheus::Counter*, kLocalStatuses.size()> localReplies;
   prometheus::Counter* identityRefused;
+  prometheus::Counter* connectionsRefused;
+  prometheus::Counter* connectionsEvicted;
   prometheus::Counter* upstreamConnectErrors;
   prometheus::Counter* upstreamTimeouts;
   prometheus::Counter* upstreamStaleRetries;

@@ -197,7 +197,11 @@ void rewriteRequestHead(http::request_header<>& head, const ForwardContext& ctx)
     head.set("X-Forwarded-For", joined);
   }
   head.set("X-Forwarded-Proto", "https");
-  // The upstream leg is always HTTP/1.1 keep-alive, whatever the caller spoke.
+  // The upstream leg is always HTTP/1.1 keep-alive, whatever the caller spoke; HTTP/1.1 needs a
+  // Host (found by the fuzzer: HTTP/1.0 without one went out as an invalid HTTP/1.1 request).
+  if (head.version() < 11 && head.find(http::field::host) == head.end() && !ctx.defaultHost.empty()) {
+    head.set(http::field::host, ctx.defaultHost);
+  }
   head.version(11);
 }
 

@@ -16,6 +16,7 @@ namespace http = boost::beast::http;
 struct ForwardContext {
   std::string_view clientAddress;  // the caller's IP, for X-Forwarded-For
   std::string_view xfcc;           // the verified certificate, for X-Forwarded-Client-Cert
+  std::string_view defaultHost;    // Host for an HTTP/1.0 request that has none (HTTP/1.1 needs one)
 };
 
 // Where the raw bytes of a request head end, found before Beast parses them. Beast silently
@@ -34,7 +35,8 @@ std::string_view checkRequestHead(http::request_header<>& head);
 
 // Removes hop-by-hop headers (and those named in Connection), drops any X-Forwarded-Client-Cert
 // the caller sent, appends X-Forwarded-For, sets X-Forwarded-Proto and X-Forwarded-Client-Cert,
-// and asks for keep-alive on HTTP/1.1. Transfer-Encoding stays: the body is re-framed as parsed.
+// and asks for keep-alive on HTTP/1.1 (adding ctx.defaultHost as Host to HTTP/1.0 requests that
+// had none). Transfer-Encoding stays: the body is re-framed as parsed.
 void rewriteRequestHead(http::request_header<>& head, const ForwardContext& ctx);
 
 // Removes hop-by-hop headers and sets the caller's HTTP version and keep-alive choice.

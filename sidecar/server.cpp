@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <array>
@@ -33,6 +34,40 @@
 namespace sidecar {
 
 namespace {
+
+// Raises the descriptor limit to its hard ceiling (as HAProxy does) and turns --max-connections 0
+// into half of it: every connection may hold a second descriptor toward the local service.
+std::size_t resolveMaxConnections(std::size_t asked) {
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    rlimit raised = nofile;
+    raised.rlim_cur = nofile.rlim_max == RLIM_INFINITY ? 1'048'576 : nofile.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      nofile = raised;
+    }
+  }
+  const std::size_t fds = nofile.rlim_cur == RLIM_INFINITY ? 1'048'576 : nofile.rlim_cur;
+  const std::size_t fit = fds > 128 ? (fds - 64) / 2 : 32;
+  if (asked == 0) {
+    return fit;
+  }
+  if (asked > fit) {
+    spdlog::warn("event=limit_too_high max_connections={} descriptor_limit={} reason=\"each "
+                 "connection may need two descriptors; expect accept failures past {}\"",
+                 asked, fds, fit);
+  }
+  return asked;
+}
+
+// A private key anyone on the host can read is one the host's other users can steal.
+void warnIfReadableByOthers(const std::string& keyFile) {
+  struct stat st {};
+  if (::stat(keyFile.c_str(), &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH))) {
+    spdlog::warn("event=key_file_permissions file={} mode={:o} reason=\"readable by other users; "
+                 "chmod 600 (or 640 with a dedicated group)\"",
+                 keyFile, st.st_mode & 0777);
+  }
+}
 
 using Clock = std::chrono::system_clock;
 
@@ -138,13 +173,17 @@ class Server {
         return 2;
       }
     }
-    shared_.emplace(ProxyShared{config_.limits, IdentityAllowList(config_.allowIdentities),
-                                *upstream, &metrics_, accessLog});
+    warnIfReadableByOthers(config_.tlsKey);
+    ProxyLimits limits = config_.limits;
+    limits.maxConnections = resolveMaxConnections(limits.maxConnections);
+    shared_.emplace(ProxyShared{limits, IdentityAllowList(config_.allowIdentities), *upstream,
+                                &metrics_, accessLog, std::make_unique<ConnectionCount>(),
+                                config_.upstream.str()});
 
     try {
       tcp::endpoint bound = *listen;
       for (unsigned i = 0; i < config_.workers; ++i) {
-        workers_.push_back(std::make_unique<Worker>(*shared_, i));
+        workers_.push_back(std::make_unique<Worker>(*shared_, i, config_.workers));
         workers_.back()->listen(bound);
         bound = workers_.back()->localEndpoint();  // port 0 becomes the port the first one got
       }

@@ -206,7 +206,9 @@ http {{
         c = lambda x: os.path.join(self.certs, x)
         args = [os.path.join(self.build, "tests/bench/loadgen"), "--target", f"127.0.0.1:{port}",
                 "--tls", "--cert", c("client.pem"), "--key", c("client.key"), "--ca", c("ca.pem"),
-                "--hold", str(n), "--seconds", str(seconds)]
+                # The hold must outlast the ramp: a connection whose hold time has passed when
+                # it is established closes at once, and would not be in the measurement.
+                "--hold", str(n), "--seconds", str(seconds + 600)]
         before = rss_kib(proc.pid)
         lg = subprocess.Popen((["taskset", "-c", self.client_cpu] if shutil.which("taskset") else []) + args,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -215,7 +217,8 @@ http {{
         held = int(line.split()[1]) if line.startswith("held") else 0
         time.sleep(0.5)
         during = rss_kib(proc.pid)
-        out, _ = lg.communicate(timeout=seconds + 60)
+        lg.kill()
+        lg.communicate(timeout=60)
         return {"held": held, "rss_before_kib": before, "rss_held_kib": during,
                 "per_conn_kib": (during - before) / held if held else None}
 

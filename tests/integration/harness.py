@@ -109,6 +109,13 @@ class Proc:
         with open(self.logpath, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
     def rss_peak_kib(self):
         with open(f"/proc/{self.pid}/status") as f:
             for line in f:

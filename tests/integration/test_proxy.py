@@ -107,7 +107,8 @@ class ProxyTest(SidecarTestCase):
                              hashlib.sha256((bytes(range(256)) * 256 * 1600)[:size]).hexdigest())
         os.remove(out)
         peak = sc.rss_peak_kib()
-        self.assertLess(peak, 64 * 1024, f"sidecar peak RSS {peak} KiB")
+        if not os.environ.get("SIDECAR_SANITIZED"):  # ASan's quarantine holds freed memory
+            self.assertLess(peak, 64 * 1024, f"sidecar peak RSS {peak} KiB")
 
     def test_malformed_request_gets_400(self):
         ph = self.start_pinghelp()

@@ -237,7 +237,12 @@ class SmugglingTest(SidecarTestCase):
         self.assertEqual(ex.statuses, [200, 200])
         self.assertEqual(ex.responses[0][1].get("connection", "").lower(), "keep-alive")
         self.assertFalse(ex.closed)
-        self.assertEqual([r["target"] for r in self.received()], ["/1", "/2"])
+        reqs = self.received()
+        self.assertEqual([r["target"] for r in reqs], ["/1", "/2"])
+        self.assertEqual([r["version"] for r in reqs], ["HTTP/1.1"] * 2)
+        # HTTP/1.1 needs a Host: the local service's address stands in for the missing one.
+        self.assertEqual([[v for n, v in r["headers"] if n.lower() == "host"] for r in reqs],
+                         [[f"127.0.0.1:{self.recorder.port}"]] * 2)
         self.recorder.clear()
         ex = self.send(b"GET /3 HTTP/1.0\r\n\r\n")
         self.assertEqual(ex.statuses, [200])

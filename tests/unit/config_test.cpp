@@ -152,3 +152,17 @@ TEST_CASE("--help lists every flag and exits 0") {
     CHECK_MESSAGE(r.message.find(flag) != std::string::npos, flag);
   }
 }
+
+TEST_CASE("a %word% in a flag or value is refused, not looped on (found by fuzzing)") {
+  const char* argv[] = {"sidecar", "--workers=%value%", nullptr};
+  const char* envp[] = {nullptr};
+  auto r = parseSidecarArgs(2, argv, envp);
+  CHECK_FALSE(r.config);
+  CHECK(r.exitCode == 2);
+  const char* argv2[] = {"sidecar", "--%original_token%x", nullptr};
+  CHECK(parseSidecarArgs(2, argv2, envp).exitCode == 2);
+  const char* argv3[] = {"sidecar", "--announce=zk!h:1!/a!2\n", nullptr};
+  auto r3 = parseSidecarArgs(2, argv3, envp);
+  CHECK(r3.exitCode == 2);
+  CHECK(r3.message.find('\n') == r3.message.size() - 1);  // one line, control bytes escaped
+}

@@ -20,7 +20,7 @@ TEST_CASE("request: hop-by-hop headers go, forwarded headers come, forged XFCC i
   h.insert("x-forwarded-client-cert", "second forged");
   h.set("X-Forwarded-Proto", "http");
   h.set("X-Other", "kept");
-  rewriteRequestHead(h, ForwardContext{"10.1.2.3", "Hash=abc;URI=spiffe://real"});
+  rewriteRequestHead(h, ForwardContext{"10.1.2.3", "Hash=abc;URI=spiffe://real", ""});
 
   CHECK(h.version() == 11);
   CHECK(h.count(http::field::connection) == 0);
@@ -39,7 +39,7 @@ TEST_CASE("request: hop-by-hop headers go, forwarded headers come, forged XFCC i
 TEST_CASE("request: X-Forwarded-For is appended to") {
   http::request_header<> h;
   h.set("X-Forwarded-For", "192.0.2.1");
-  rewriteRequestHead(h, ForwardContext{"10.1.2.3", ""});
+  rewriteRequestHead(h, ForwardContext{"10.1.2.3", "", ""});
   CHECK(h["X-Forwarded-For"] == "192.0.2.1, 10.1.2.3");
   CHECK(h.count("X-Forwarded-Client-Cert") == 0);
 }
@@ -49,7 +49,7 @@ TEST_CASE("request: the body's framing survives a Connection header naming it") 
   h.set(http::field::connection, "Transfer-Encoding, Content-Length, close");
   h.set(http::field::transfer_encoding, "chunked");
   h.set(http::field::content_length, "5");
-  rewriteRequestHead(h, ForwardContext{"10.0.0.1", ""});
+  rewriteRequestHead(h, ForwardContext{"10.0.0.1", "", ""});
   CHECK(h.count(http::field::transfer_encoding) == 1);
   CHECK(h.count(http::field::content_length) == 1);
 }
@@ -137,4 +137,20 @@ TEST_CASE("checkRequestHead: targets") {
   CHECK_FALSE(check(V::get, "http:///p", 11, {{"Host", "x"}}).empty());
   CHECK_FALSE(check(V::get, "p", 11, {{"Host", "x"}}).empty());
   CHECK_FALSE(check(V::connect, "e.com:443", 11, {{"Host", "e.com:443"}}).empty());
+}
+
+TEST_CASE("request: an HTTP/1.0 request without Host gets the local service's as it becomes 1.1") {
+  http::request_header<> h;
+  h.method(http::verb::get);
+  h.target("/");
+  h.version(10);
+  rewriteRequestHead(h, ForwardContext{"10.1.2.3", "", "127.0.0.1:8080"});
+  CHECK(h.version() == 11);
+  CHECK(h[http::field::host] == "127.0.0.1:8080");
+  CHECK(checkRequestHead(h).empty());
+  http::request_header<> kept;
+  kept.version(10);
+  kept.set(http::field::host, "svc");
+  rewriteRequestHead(kept, ForwardContext{"10.1.2.3", "", "127.0.0.1:8080"});
+  CHECK(kept[http::field::host] == "svc");
 }

@@ -93,3 +93,9 @@ TEST_CASE("zk! and zk2! addresses") {
   CHECK_FALSE(validConnectString("a:1/"));
   CHECK_FALSE(validConnectString("a"));
 }
+
+TEST_CASE("hosts in an address are names or addresses, never a chroot in disguise (found by fuzzing)") {
+  CHECK_FALSE(registry::parseAnnounceAddress("zk!z/dk1:2180,zk2:2181!/a!5"));
+  CHECK_FALSE(registry::parseResolveAddress("zk2!zk 1:2181!/a"));
+  CHECK(registry::parseResolveAddress("zk2![::1]:2181,zk-2.example_x:2181!/a"));
+}
