@@ -109,19 +109,18 @@ class Proc:
         with open(self.logpath, "rb") as f:
             return f.read().decode(errors="replace")
 
-    def rss_kib(self):
+    def _status_kib(self, key):
         with open(f"/proc/{self.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1])
         return 0
 
+    def rss_kib(self):
+        return self._status_kib("VmRSS")
+
     def rss_peak_kib(self):
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return 0
+        return self._status_kib("VmHWM")
 
 
 class Certs:
