@@ -27,10 +27,8 @@ from datetime import datetime
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
+from harness import free_port  # noqa: E402  (ports below the ephemeral range)
 
 
 def wait_port(port, timeout=60):
