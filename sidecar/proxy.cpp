@@ -4,6 +4,7 @@
 #include "relay.h"
 #include "rewrite.h"
 #include "tls.h"
+#include "tls_stream.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -253,7 +254,7 @@ class InboundSession final : public TrackedSession {
 
     lowest.expires_after(shared_.limits.handshakeTimeout);
     const auto handshakeStart = Clock::now();
-    auto [ec] = co_await stream_.async_handshake(ssl::stream_base::server, useTuple);
+    auto [ec] = co_await stream_.async_handshake(useTuple);
     m_.handshakeDuration.observe(shard_, 0, secondsSince(handshakeStart));
     if (ec) {
       auto why = classifyHandshakeFailure(ec, SSL_get_verify_result(stream_.native_handle()));
@@ -652,7 +653,7 @@ class InboundSession final : public TrackedSession {
   ProxyMetrics& m_;
   unsigned shard_;
   std::shared_ptr<ssl::context> tls_;
-  beast::ssl_stream<beast::tcp_stream> stream_;
+  TlsStream stream_;
   beast::flat_buffer buffer_;    // the caller's bytes read ahead of the parser
   beast::flat_buffer upBuffer_;  // the local service's bytes read ahead of the parser
   PeerIdentity peer_;
