@@ -261,6 +261,9 @@ class InboundSession final : public TrackedSession {
       m_.handshakes.add(shard_, 1 + static_cast<std::size_t>(why));
       spdlog::info("event=handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
                    handshakeFailureName(why), ec.message());
+      if (why != HandshakeFailure::Timeout) {
+        co_await lingeringClose();
+      }
       co_return;
     }
     m_.handshakes.add(shard_, 0);
@@ -366,6 +369,22 @@ class InboundSession final : public TrackedSession {
     }
     rewriteRequestHead(msg.base(), ForwardContext{clientIp_, peer_.xfcc, shared_.upstreamAuthority});
     co_return co_await forward(req, clientKeepAlive, clientVersion, isHead);
+  }
+
+  // After a refused handshake the caller has often sent more (its request): closing with those
+  // bytes unread would send a reset that can overtake our alert, and the caller would see
+  // "connection reset" instead of "certificate required". Half-close, discard what arrives for a
+  // moment, then close.
+  awaitable<void> lingeringClose() {
+    auto& lowest = beast::get_lowest_layer(stream_);
+    error_code ec;
+    lowest.socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest.expires_after(kCloseNotifyDeadline);
+    char discard[512];
+    while (!ec) {
+      auto [rec, n] = co_await lowest.socket().async_read_some(asio::buffer(discard), useTuple);
+      ec = rec;
+    }
   }
 
   // Reads until buffer_ holds a whole request head (or as much as --max-head-bytes allows),
