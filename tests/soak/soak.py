@@ -16,7 +16,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,18 +27,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 
 
 sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
-from harness import free_port  # noqa: E402  (ports below the ephemeral range)
-
-
-def wait_port(port, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
+from harness import free_port, wait_port  # noqa: E402  (ports below the ephemeral range)
 
 
 def status_value(pid, key):
@@ -106,7 +94,7 @@ class Soak:
 
     def start_app(self):
         self.spawn("pinghelp", [os.path.join(self.build, "sidecar/pinghelp"), "--listen", f"127.0.0.1:{self.app_port}"])
-        wait_port(self.app_port)
+        wait_port(self.app_port, timeout=60)
 
     def run(self):
         a = self.args
@@ -129,8 +117,8 @@ class Soak:
             "--workers", "2", "--zk", f"127.0.0.1:{self.zk_port}", "--zk-path", "/soak/pinghelp",
             "--advertise-host", "127.0.0.1", "--health-interval", "250ms", "--access-log",
             self.path("access.log"), "--log-level", "warn"])
-        wait_port(self.admin)
-        wait_port(self.tls_port)
+        wait_port(self.admin, timeout=60)
+        wait_port(self.tls_port, timeout=60)
         deadline = time.monotonic() + 30
         while len(self.members()) != 1 and time.monotonic() < deadline:
             time.sleep(0.2)
