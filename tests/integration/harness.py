@@ -88,6 +88,15 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     raise TimeoutError(f"{what} not met after {timeout}s")
 
 
+def status_kib(pid, key):
+    """A kB field of /proc/PID/status (VmRSS, VmHWM), 0 when absent."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 class Proc:
     """A child process whose output goes to a file; killed at test end if still running."""
 
@@ -136,18 +145,11 @@ class Proc:
         with open(self.logpath, "rb") as f:
             return f.read().decode(errors="replace")
 
-    def _status_kib(self, key):
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        return 0
-
     def rss_kib(self):
-        return self._status_kib("VmRSS")
+        return status_kib(self.pid, "VmRSS")
 
     def rss_peak_kib(self):
-        return self._status_kib("VmHWM")
+        return status_kib(self.pid, "VmHWM")
 
 
 class Certs:

@@ -27,15 +27,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 
 
 sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
-from harness import free_port, wait_port  # noqa: E402  (ports below the ephemeral range)
-
-
-def status_value(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
+from harness import free_port, status_kib, wait_port  # noqa: E402  (ports below the ephemeral range)
 
 
 def metric(admin, name):
@@ -149,7 +141,7 @@ class Soak:
             t = time.monotonic() - start
             if sidecar.poll() is not None:
                 break
-            rss.append(status_value(sidecar.pid, "VmRSS"))
+            rss.append(status_kib(sidecar.pid, "VmRSS"))
             if rss_warm is None and t >= warmup:
                 rss_warm = rss[-1]
             if t >= next_app and t < a.seconds - 3:
@@ -168,7 +160,7 @@ class Soak:
                 self.start_zk()
                 print(f"  {t:6.1f}s ZooKeeper restarted", flush=True)
             time.sleep(0.5)
-        rss_end = status_value(sidecar.pid, "VmRSS") if sidecar.poll() is None else 0
+        rss_end = status_kib(sidecar.pid, "VmRSS") if sidecar.poll() is None else 0
         results = {}
         for k, p in lgs.items():
             out, err = p.communicate(timeout=a.seconds + 120)
