@@ -126,9 +126,9 @@ bool isIdempotent(http::verb v) {
 }
 
 // A pooled connection the local service closed reads as end-of-file without blocking.
-bool stillOpen(beast::tcp_stream& s) {
+bool stillOpen(tcp::socket& s) {
   char c = 0;
-  ssize_t n = ::recv(s.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  ssize_t n = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
@@ -222,7 +222,8 @@ class InboundSession final : public TrackedSession {
         m_(*worker.shared().metrics),
         shard_(worker.index()),
         tls_(std::move(tls)),
-        stream_(std::move(socket), *tls_) {
+        stream_(std::move(socket), *tls_),
+        upstream_(worker.ioc().get_executor()) {
     // Bounds what a caller can make us hold: a head, plus a relay's worth of body (a chunk-size
     // line with an endless extension fills it and is refused).
     buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
@@ -235,6 +236,11 @@ class InboundSession final : public TrackedSession {
     shared_.connections->open.fetch_sub(1, std::memory_order_relaxed);
     m_.connectionsOpen.sub(shard_, 0);
     worker_.sessionEnded(*this);
+  }
+
+  void expireIfDue(Clock::time_point now) override {
+    beast::get_lowest_layer(stream_).expireIfDue(now);
+    upstream_.expireIfDue(now);
   }
 
   bool closeIfIdle() override {
@@ -409,17 +415,32 @@ class InboundSession final : public TrackedSession {
     }
   }
 
-  awaitable<std::tuple<error_code, beast::tcp_stream>> connectUpstream() {
-    beast::tcp_stream s(worker_.ioc());
-    s.expires_after(shared_.limits.upstreamConnectTimeout);
+  awaitable<error_code> connectUpstream() {
+    auto& s = upstream_.socket();
+    error_code ignored;
+    s.close(ignored);
+    upstream_.expires_after(shared_.limits.upstreamConnectTimeout);
     auto [ec] = co_await s.async_connect(shared_.upstream, useTuple);
+    if (ec == asio::error::operation_aborted && upstream_.timedOut()) {
+      ec = beast::error::timeout;
+    }
     if (!ec) {
       m_.upstreamConnectsTotal->Increment();
-      error_code ignored;
-      s.socket().set_option(tcp::no_delay(true), ignored);
+      s.set_option(tcp::no_delay(true), ignored);
     }
-    co_return std::tuple{ec, std::move(s)};
+    co_return ec;
   }
+
+  // The connection to the local service is the session's for one request: back to the pool
+  // when it can serve another, closed otherwise.
+  struct UpstreamLease {
+    DeadlineSocket& s;
+    ~UpstreamLease() {
+      error_code ignored;
+      s.socket().close(ignored);
+      s.expires_never();
+    }
+  };
 
   // Sends the request to the local service and its answer back; false when the caller's
   // connection is to close.
@@ -441,22 +462,24 @@ class InboundSession final : public TrackedSession {
     if (!hasBody) {
       markNoBody(msg.body());
     }
-    std::optional<beast::tcp_stream> up;
+    UpstreamLease lease{upstream_};
+    auto& up = upstream_;
     std::optional<http::response_parser<http::buffer_body>> res;
     std::optional<RelayBuffer> relay;
     error_code ec;
     for (int attempt = 0; attempt < 2; ++attempt) {
-      up.reset();
+      error_code ignored;
+      up.socket().close(ignored);
       if (auto idle = worker_.pool().takeIdle()) {
-        up.emplace(std::move(*idle));
+        up.socket() = std::move(*idle);
       }
-      const bool reused = up.has_value();
-      if (reused && !replayable && !stillOpen(*up)) {
+      const bool reused = up.socket().is_open();
+      if (reused && !replayable && !stillOpen(up.socket())) {
         m_.upstreamStaleRetries->Increment();
-        up.reset();
+        up.socket().close(ignored);
       }
-      if (!up) {
-        auto [cec, fresh] = co_await connectUpstream();
+      if (!up.socket().is_open()) {
+        auto cec = co_await connectUpstream();
         if (cec) {
           m_.upstreamConnectErrors->Increment();
           spdlog::warn("event=upstream_connect_failed upstream={} reason=\"{}\"",
@@ -464,20 +487,19 @@ class InboundSession final : public TrackedSession {
           co_await replyLocal(cec == beast::error::timeout ? 504 : 502);
           co_return false;
         }
-        up.emplace(std::move(fresh));
       }
       http::request_serializer<http::buffer_body> sr{msg};
-      up->expires_after(shared_.limits.upstreamTimeout);
+      up.expires_after(shared_.limits.upstreamTimeout);
       const auto upstreamStart = Clock::now();
       if (!hasBody) {
-        auto [wec, wn] = co_await http::async_write(*up, sr, useTuple);
+        auto [wec, wn] = co_await http::async_write(up, sr, useTuple);
         ec = wec;
       } else {
-        auto [wec, wn] = co_await http::async_write_header(*up, sr, useTuple);
+        auto [wec, wn] = co_await http::async_write_header(up, sr, useTuple);
         ec = wec;
         if (!ec) {
           relay.emplace(worker_);
-          auto r = co_await relayBody(stream_, buffer_, req, *up, sr, relay->get(),
+          auto r = co_await relayBody(stream_, buffer_, req, up, sr, relay->get(),
                                       Worker::kRelayBufferSize, shared_.limits.idleTimeout,
                                       shared_.limits.upstreamTimeout);
           requestBytes_ = r.bytes;
@@ -507,8 +529,8 @@ class InboundSession final : public TrackedSession {
           if (isHead) {
             res->skip(true);
           }
-          up->expires_after(shared_.limits.upstreamTimeout);
-          auto [rec, rn] = co_await http::async_read_header(*up, upBuffer_, *res, useTuple);
+          up.expires_after(shared_.limits.upstreamTimeout);
+          auto [rec, rn] = co_await http::async_read_header(up, upBuffer_, *res, useTuple);
           ec = rec;
         } while (!ec && res->get().result_int() / 100 == 1);
       }
@@ -519,7 +541,6 @@ class InboundSession final : public TrackedSession {
       }
       if (attempt == 0 && reused && replayable && looksStale(ec)) {
         m_.upstreamStaleRetries->Increment();
-        up.reset();
         continue;
       }
       break;
@@ -564,7 +585,7 @@ class InboundSession final : public TrackedSession {
     if (!res->is_done() && upBuffer_.size() > 0) {
       rmsg.body().data = relay->get();
       rmsg.body().size = Worker::kRelayBufferSize;
-      auto [rec, rn] = co_await http::async_read_some(*up, upBuffer_, *res, useTuple);
+      auto [rec, rn] = co_await http::async_read_some(up, upBuffer_, *res, useTuple);
       if (rec && rec != http::error::need_buffer) {
         spdlog::warn("event=upstream_body_failed identity={} reason=\"{}\"", peer_.identity,
                      rec.message());
@@ -593,7 +614,7 @@ class InboundSession final : public TrackedSession {
     if (res->is_done()) {
       finishRequest(status, firstPiece);
     } else {
-      auto r = co_await relayBody(*up, upBuffer_, *res, stream_, rs, relay->get(),
+      auto r = co_await relayBody(up, upBuffer_, *res, stream_, rs, relay->get(),
                                   Worker::kRelayBufferSize, shared_.limits.upstreamTimeout,
                                   shared_.limits.idleTimeout);
       finishRequest(status, firstPiece + r.bytes);
@@ -606,7 +627,7 @@ class InboundSession final : public TrackedSession {
       }
     }
     if (upstreamReusable && upBuffer_.size() == 0) {
-      worker_.pool().giveBack(std::move(*up));
+      worker_.pool().giveBack(std::move(up.socket()));
     }
     shrinkIfLarge(upBuffer_);
     co_return keepAlive;
@@ -674,6 +695,7 @@ class InboundSession final : public TrackedSession {
   std::shared_ptr<ssl::context> tls_;
   TlsStream stream_;
   beast::flat_buffer buffer_;    // the caller's bytes read ahead of the parser
+  DeadlineSocket upstream_;      // the connection to the local service, while a request uses it
   beast::flat_buffer upBuffer_;  // the local service's bytes read ahead of the parser
   PeerIdentity peer_;
   std::string clientIp_;
@@ -694,20 +716,20 @@ awaitable<void> serveConnection(Worker& worker, tcp::socket socket,
 
 }  // namespace
 
-std::optional<beast::tcp_stream> UpstreamPool::takeIdle() {
+std::optional<tcp::socket> UpstreamPool::takeIdle() {
   const auto now = std::chrono::steady_clock::now();
   while (!idle_.empty()) {
     Idle item = std::move(idle_.back());
     idle_.pop_back();
     shared_.metrics->upstreamPoolIdle->Decrement();
     if (now - item.since < shared_.limits.upstreamIdleTimeout) {
-      return std::move(item.stream);
+      return std::move(item.socket);
     }
   }
   return std::nullopt;
 }
 
-void UpstreamPool::giveBack(beast::tcp_stream stream) {
+void UpstreamPool::giveBack(tcp::socket socket) {
   const auto now = std::chrono::steady_clock::now();
   // The oldest sit at the front; drop those past their idle time so they do not linger.
   std::size_t expired = 0;
@@ -723,8 +745,7 @@ void UpstreamPool::giveBack(beast::tcp_stream stream) {
   if (idle_.size() >= shared_.limits.upstreamMaxIdle) {
     return;
   }
-  stream.expires_never();
-  idle_.push_back(Idle{std::move(stream), now});
+  idle_.push_back(Idle{std::move(socket), now});
   shared_.metrics->upstreamPoolIdle->Increment();
 }
 
@@ -743,6 +764,7 @@ Worker::Worker(const ProxyShared& shared, unsigned index, unsigned workers)
 
 Worker::~Worker() {
   stop();
+  sweepTimer_.reset();
   acceptor_.reset();
   pool_.clear();
   ioc_.reset();
@@ -759,6 +781,8 @@ void Worker::listen(const tcp::endpoint& endpoint) {
 void Worker::start(std::shared_ptr<asio::ssl::context> tls) {
   tls_ = std::move(tls);
   accept();
+  sweepTimer_.emplace(*ioc_);
+  sweep();
   thread_ = std::thread([this] {
     spdlog::debug("event=worker_started worker={}", index_);
     ioc_->run();
@@ -817,6 +841,22 @@ void Worker::sessionEnded(TrackedSession& s) {
   if (draining_ && sessionCount_ == 0 && onDrained_) {
     std::exchange(onDrained_, {})();
   }
+}
+
+// One timer per worker instead of one per connection: a deadline is a time stamp, and setting it
+// on the request path costs no timer operation, no system call and no cancelled wait.
+void Worker::sweep() {
+  sweepTimer_->expires_after(kSweepPeriod);
+  sweepTimer_->async_wait([this](error_code ec) {
+    if (ec) {
+      return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& s : sessions_) {
+      s.expireIfDue(now);
+    }
+    sweep();
+  });
 }
 
 bool Worker::evictIdle() {

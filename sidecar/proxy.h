@@ -8,8 +8,8 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/intrusive/list.hpp>
 #include <spdlog/logger.h>
 
@@ -51,14 +51,14 @@ class UpstreamPool {
   UpstreamPool(asio::io_context& ioc, const ProxyShared& shared) : ioc_(ioc), shared_(shared) {}
 
   // The most recently returned idle connection that is not too old, or none.
-  std::optional<beast::tcp_stream> takeIdle();
-  void giveBack(beast::tcp_stream stream);
+  std::optional<tcp::socket> takeIdle();
+  void giveBack(tcp::socket socket);
   void clear();
   std::size_t idle() const { return idle_.size(); }
 
  private:
   struct Idle {
-    beast::tcp_stream stream;
+    tcp::socket socket;
     std::chrono::steady_clock::time_point since;
   };
   asio::io_context& ioc_;
@@ -66,14 +66,16 @@ class UpstreamPool {
   std::deque<Idle> idle_;  // oldest first
 };
 
-// What a worker needs of a connection it tracks: closing it when it waits for a request that
-// shutdown will not serve.
+// What a worker needs of a connection it tracks: its deadlines, and closing it when it waits for
+// a request that shutdown will not serve.
 class TrackedSession
     : public boost::intrusive::list_base_hook<
           boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
  public:
   // Closes the connection if it waits for a request; true if it did.
   virtual bool closeIfIdle() = 0;
+  // Ends what waits past its deadline (called by the worker's sweep).
+  virtual void expireIfDue(std::chrono::steady_clock::time_point now) = 0;
 
  protected:
   ~TrackedSession() = default;
@@ -110,12 +112,15 @@ class Worker {
   void returnRelayBuffer(std::unique_ptr<char[]> buffer);
   void sessionStarted(TrackedSession& s);
   void sessionEnded(TrackedSession& s);
+  // How late a deadline may fire: the period of the sweep over this worker's connections.
+  static constexpr std::chrono::milliseconds kSweepPeriod{100};
   // Requests of this worker at the local service; past pendingLimit() they get a 503.
   std::size_t& pending() { return pending_; }
   std::size_t pendingLimit() const { return pendingLimit_; }
 
  private:
   void accept();
+  void sweep();
   // At --max-connections: closes this worker's longest-idle connection; false if none is idle.
   bool evictIdle();
 
@@ -128,6 +133,7 @@ class Worker {
   // the members below.
   std::unique_ptr<asio::io_context> ioc_;
   std::optional<tcp::acceptor> acceptor_;
+  std::optional<asio::steady_timer> sweepTimer_;
   UpstreamPool pool_;
   SessionList sessions_;
   std::size_t sessionCount_ = 0;

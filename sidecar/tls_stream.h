@@ -13,7 +13,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
 
 #include <openssl/err.h>
@@ -33,13 +32,16 @@ using error_code = boost::system::error_code;
 
 // The socket and one deadline for whatever runs on it (beast::tcp_stream's contract: when the
 // deadline passes, pending operations end with beast::error::timeout, and so do later ones until
-// the next expires_after).
+// the next expires_after). Setting a deadline costs a clock read: no timer is armed per operation
+// or per request. The worker's sweep calls expireIfDue() a few times a second, so a deadline
+// fires up to one sweep period late.
 class DeadlineSocket {
  public:
   using executor_type = asio::ip::tcp::socket::executor_type;
+  using Clock = std::chrono::steady_clock;
 
-  explicit DeadlineSocket(asio::ip::tcp::socket socket)
-      : socket_(std::move(socket)), timer_(socket_.get_executor()) {}
+  explicit DeadlineSocket(asio::ip::tcp::socket socket) : socket_(std::move(socket)) {}
+  explicit DeadlineSocket(const executor_type& ex) : socket_(ex) {}
 
   asio::ip::tcp::socket& socket() { return socket_; }
   executor_type get_executor() { return socket_.get_executor(); }
@@ -47,15 +49,11 @@ class DeadlineSocket {
   template <class Rep, class Period>
   void expires_after(std::chrono::duration<Rep, Period> d) {
     timedOut_ = false;
-    timer_.expires_after(d);  // a wait already pending ends with operation_aborted
-    timer_.async_wait([this, generation = ++generation_](error_code ec) {
-      if (ec || generation != generation_) {
-        return;  // replaced, or the stream is gone (its timer's destructor aborted the wait)
-      }
-      timedOut_ = true;
-      error_code ignored;
-      socket_.cancel(ignored);
-    });
+    deadline_ = Clock::now() + d;
+  }
+  void expires_never() {
+    timedOut_ = false;
+    deadline_ = Clock::time_point::max();
   }
 
   void cancel() {
@@ -65,10 +63,57 @@ class DeadlineSocket {
 
   bool timedOut() const { return timedOut_; }
 
+  // The sweep: past the deadline, what waits on the socket ends with a timeout.
+  void expireIfDue(Clock::time_point now) {
+    if (!timedOut_ && now >= deadline_ && socket_.is_open()) {
+      timedOut_ = true;
+      cancel();
+    }
+  }
+
+  // AsyncReadStream and AsyncWriteStream, for the plain connection to the local service.
+  template <class MutableBuffers, class Token>
+  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+    return asio::async_compose<Token, void(error_code, std::size_t)>(
+        SocketOp<MutableBuffers, true>{*this, buffers, false}, token, socket_);
+  }
+  template <class ConstBuffers, class Token>
+  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
+    return asio::async_compose<Token, void(error_code, std::size_t)>(
+        SocketOp<ConstBuffers, false>{*this, buffers, false}, token, socket_);
+  }
+
  private:
+  template <class Buffers, bool isRead>
+  struct SocketOp {
+    DeadlineSocket& s;
+    Buffers buffers;
+    bool started;
+
+    template <class Self>
+    void operator()(Self& self, error_code ec = {}, std::size_t n = 0) {
+      if (!started) {
+        started = true;
+        if (s.timedOut_) {
+          return asio::post(s.get_executor(),
+                            asio::append(std::move(self), error_code(boost::beast::error::timeout),
+                                         std::size_t{0}));
+        }
+        if constexpr (isRead) {
+          return s.socket_.async_read_some(buffers, std::move(self));
+        } else {
+          return s.socket_.async_write_some(buffers, std::move(self));
+        }
+      }
+      if (ec == asio::error::operation_aborted && s.timedOut_) {
+        ec = boost::beast::error::timeout;
+      }
+      self.complete(ec, n);
+    }
+  };
+
   asio::ip::tcp::socket socket_;
-  asio::steady_timer timer_;
-  unsigned generation_ = 0;
+  Clock::time_point deadline_ = Clock::time_point::max();
   bool timedOut_ = false;
 };
 
