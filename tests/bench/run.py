@@ -242,11 +242,18 @@ def main():
                     help="idle connections for scenario 5 (default 10000, or what the fd limit allows)")
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench-results"))
     ap.add_argument("--idle-only", action="store_true", help="scenario 5 alone")
+    ap.add_argument("--only", default="1,2,3,4,5",
+                    help="comma-separated scenarios to run, e.g. 1,5 (2 runs 1 first: its rate comes from 1)")
     ap.add_argument("--validate", action="store_true",
                     help="compare loadgen with wrk against a TLS target that needs no client certificate")
     args = ap.parse_args()
     if args.validate:
         return validate(args)
+    only = set(args.only.split(","))
+    if args.idle_only:
+        only = {"5"}
+    if "2" in only:
+        only.add("1")
     if args.smoke:
         args.seconds, args.repeats, args.idle = 0.5, 1, 50
     b = Bench(args)
@@ -255,18 +262,22 @@ def main():
     results = {}  # scenario -> target -> [runs]
     try:
         b.setup()
-        if args.idle_only:
+        if not only - {"5"}:
             raise _SkipLoad()
         proxies = ["sidecar", "haproxy", "nginx"]
         everyone = proxies + ["direct"]
         d = str(args.seconds)
 
         def run(scenario, targets, *extra):
+            if scenario.split(" ")[0].rstrip("ab") not in only:
+                return
             for _ in range(args.repeats):
                 for t in targets:  # alternating: A B C A B C ...
                     results.setdefault(scenario, {}).setdefault(t, []).append(b.loadgen(t, "-d", d, *extra))
 
         run("1 keep-alive GET, 32 conns", everyone, "-c", "32")
+        if "2" not in only:
+            raise _SkipLoad()
         slowest = min(median([r["rps"] for r in results["1 keep-alive GET, 32 conns"][t]]) for t in proxies)
         rate = max(10, int(slowest / 2))
         run(f"2 fixed rate {rate}/s, 32 conns", everyone, "-c", "32", "-R", str(rate))
@@ -281,7 +292,7 @@ def main():
         b.stop()
     # Memory on fresh processes: after load, freed memory is reused and hides the cost.
     idle, rest = {}, {}
-    for _ in range(args.repeats):
+    for _ in range(args.repeats if "5" in only else 0):
         fresh = Bench(args)
         try:
             fresh.setup()
@@ -328,12 +339,13 @@ def main():
                              f"{ratio(vals['sidecar'], vals['nginx'])} |")
     per = {t: median([r["per_conn_kib"] for r in runs]) for t, runs in idle.items()}
     rest = {t: median(v) for t, v in rest.items()}
-    lines.append(f"| 5 {args.idle} idle mTLS conns | KiB per conn | {fmt(per.get('sidecar'), 1)} | "
-                 f"{fmt(per.get('haproxy'), 1)} | {fmt(per.get('nginx'), 1)} | – | "
-                 f"{ratio(per.get('sidecar'), per.get('haproxy'))} | {ratio(per.get('sidecar'), per.get('nginx'))} |")
-    lines.append(f"| 5 at rest | RSS KiB | {fmt(rest.get('sidecar'))} | {fmt(rest.get('haproxy'))} | "
-                 f"{fmt(rest.get('nginx'))} | – | {ratio(rest.get('sidecar'), rest.get('haproxy'))} | "
-                 f"{ratio(rest.get('sidecar'), rest.get('nginx'))} |")
+    if idle:
+        lines.append(f"| 5 {args.idle} idle mTLS conns | KiB per conn | {fmt(per.get('sidecar'), 1)} | "
+                     f"{fmt(per.get('haproxy'), 1)} | {fmt(per.get('nginx'), 1)} | – | "
+                     f"{ratio(per.get('sidecar'), per.get('haproxy'))} | {ratio(per.get('sidecar'), per.get('nginx'))} |")
+        lines.append(f"| 5 at rest | RSS KiB | {fmt(rest.get('sidecar'))} | {fmt(rest.get('haproxy'))} | "
+                     f"{fmt(rest.get('nginx'))} | – | {ratio(rest.get('sidecar'), rest.get('haproxy'))} | "
+                     f"{ratio(rest.get('sidecar'), rest.get('nginx'))} |")
     table = "\n".join(lines)
     print(f"\nmachine: {os.cpu_count()} cores; proxies pinned to CPU {b.proxy_cpu}, load generator and "
           f"upstream to CPU {b.client_cpu}; {args.repeats} runs of {args.seconds}s each, medians\n")
@@ -343,7 +355,7 @@ def main():
         json.dump({"runs": results, "idle": idle, "rest_rss_kib": rest, "args": vars(args)}, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")
-    if results:
+    if any(s.startswith("1") for s in results) and any(s.startswith("2") for s in results):
         charts(results, args.out)
     if silent:
         print(f"\nno answer from: {', '.join(silent)}", file=sys.stderr)
