@@ -241,6 +241,11 @@ class InboundSession final : public TrackedSession {
   void expireIfDue(Clock::time_point now) override {
     beast::get_lowest_layer(stream_).expireIfDue(now);
     upstream_.expireIfDue(now);
+    // Still idle a sweep later: give the TLS record buffers back. Busy keep-alive connections,
+    // idle only between requests, keep theirs and do not churn the allocator.
+    if (idle_ && ++idleSweeps_ == 2) {
+      stream_.releaseBuffers();
+    }
   }
 
   bool closeIfIdle() override {
@@ -295,6 +300,7 @@ class InboundSession final : public TrackedSession {
       // Between requests the idle deadline applies; the head deadline starts with its first byte.
       shrinkIfLarge(buffer_);
       idle_ = true;
+      idleSweeps_ = 0;
       lowest.expires_after(shared_.limits.idleTimeout);
       auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(2048), useTuple);
       idle_ = false;
@@ -701,6 +707,7 @@ class InboundSession final : public TrackedSession {
   std::string clientIp_;
   bool allowed_ = false;
   bool idle_ = false;
+  unsigned idleSweeps_ = 0;  // sweeps seen while idle_
   Clock::time_point requestStart_{};
   std::size_t method_ = 7;
   uint64_t requestBytes_ = 0;

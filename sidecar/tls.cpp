@@ -54,8 +54,9 @@ std::variant<TlsContext, std::string> makeServerTlsContext(const TlsFiles& files
   SSL_CTX_set_max_proto_version(native, TLS1_3_VERSION);
   SSL_CTX_set_options(native, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                   SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_SINGLE_ECDH_USE);
-  // Idle connections give their read and write buffers back (about 34 KiB each).
-  SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
+  // Not SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the 17 KiB record buffers around
+  // every read and write. The proxy frees them itself once a connection has been idle for a
+  // sweep (TlsStream::releaseBuffers), so busy connections keep theirs.
   if (SSL_CTX_set_cipher_list(native, kTls12Ciphers) != 1) {
     return "TLS: cannot set cipher list: " + opensslReason();
   }

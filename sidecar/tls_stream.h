@@ -3,8 +3,7 @@
 // non-blocking socket itself, and the stream waits for readiness only when OpenSSL asks to.
 // asio::ssl::stream keeps two zero-filled 17 KiB buffers and a 2 x 17 KiB BIO pair per
 // connection, and copies every byte through them; here an idle connection holds the SSL object
-// alone (the context sets SSL_MODE_RELEASE_BUFFERS, so OpenSSL frees its record buffers when
-// idle). It is an AsyncReadStream and AsyncWriteStream for Beast, and its lowest layer offers the
+// alone (releaseBuffers() gives OpenSSL's record buffers back once the connection is idle). It is an AsyncReadStream and AsyncWriteStream for Beast, and its lowest layer offers the
 // part of beast::tcp_stream the proxy uses: one deadline, cancel() and socket().
 
 #include <boost/asio/append.hpp>
@@ -140,6 +139,14 @@ class TlsStream {
   DeadlineSocket& next_layer() { return lowest_; }
   DeadlineSocket& lowest_layer() { return lowest_; }
   SSL* native_handle() { return ssl_.get(); }
+
+  // Frees OpenSSL's read and write buffers (about 17 KiB each) unless they hold data; the next
+  // read or write allocates them again. For connections that wait for their next request.
+  void releaseBuffers() {
+    if (ssl_) {
+      SSL_free_buffers(ssl_.get());
+    }
+  }
 
   template <class Token>
   auto async_handshake(Token&& token) {
