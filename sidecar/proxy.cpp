@@ -27,12 +27,13 @@ namespace sidecar {
 
 namespace http = beast::http;
 namespace ssl = asio::ssl;
-using asio::awaitable;
+template <class T>
+using awaitable = asio::awaitable<T, IoExecutor>;
 using boost::system::error_code;
 
 namespace {
 
-constexpr auto useTuple = asio::as_tuple(asio::use_awaitable);
+constexpr auto useTuple = asio::as_tuple(asio::use_awaitable_t<IoExecutor>{});
 using Clock = std::chrono::steady_clock;
 
 double secondsSince(Clock::time_point t) {
@@ -126,7 +127,7 @@ bool isIdempotent(http::verb v) {
 }
 
 // A pooled connection the local service closed reads as end-of-file without blocking.
-bool stillOpen(tcp::socket& s) {
+bool stillOpen(TcpSocket& s) {
   char c = 0;
   ssize_t n = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
@@ -216,7 +217,7 @@ class RelayBuffer {
 
 class InboundSession final : public TrackedSession {
  public:
-  InboundSession(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls)
+  InboundSession(Worker& worker, TcpSocket socket, std::shared_ptr<ssl::context> tls)
       : worker_(worker),
         shared_(worker.shared()),
         m_(*worker.shared().metrics),
@@ -390,7 +391,7 @@ class InboundSession final : public TrackedSession {
   awaitable<void> lingeringClose() {
     auto& lowest = beast::get_lowest_layer(stream_);
     error_code ec;
-    lowest.socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest.socket().shutdown(TcpSocket::shutdown_send, ec);
     lowest.expires_after(kCloseNotifyDeadline);
     char discard[512];
     while (!ec) {
@@ -715,7 +716,7 @@ class InboundSession final : public TrackedSession {
   std::string target_;  // kept only for the access log
 };
 
-awaitable<void> serveConnection(Worker& worker, tcp::socket socket,
+awaitable<void> serveConnection(Worker& worker, TcpSocket socket,
                                 std::shared_ptr<ssl::context> tls) {
   InboundSession session(worker, std::move(socket), std::move(tls));
   co_await session.run();
@@ -723,7 +724,7 @@ awaitable<void> serveConnection(Worker& worker, tcp::socket socket,
 
 }  // namespace
 
-std::optional<tcp::socket> UpstreamPool::takeIdle() {
+std::optional<TcpSocket> UpstreamPool::takeIdle() {
   const auto now = std::chrono::steady_clock::now();
   while (!idle_.empty()) {
     Idle item = std::move(idle_.back());
@@ -736,7 +737,7 @@ std::optional<tcp::socket> UpstreamPool::takeIdle() {
   return std::nullopt;
 }
 
-void UpstreamPool::giveBack(tcp::socket socket) {
+void UpstreamPool::giveBack(TcpSocket socket) {
   const auto now = std::chrono::steady_clock::now();
   // The oldest sit at the front; drop those past their idle time so they do not linger.
   std::size_t expired = 0;
@@ -879,7 +880,7 @@ void Worker::accept() {
   asio::co_spawn(
       *ioc_,
       [this]() -> awaitable<void> {
-        asio::steady_timer backoff(*ioc_);
+        SteadyTimer backoff(*ioc_);
         for (;;) {
           auto [ec, socket] = co_await acceptor_->async_accept(useTuple);
           if (ec) {

@@ -4,11 +4,11 @@
 
 #include "config.h"
 #include "identity.h"
+#include "io.h"
 #include "proxy_metrics.h"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/intrusive/list.hpp>
 #include <spdlog/logger.h>
@@ -51,14 +51,14 @@ class UpstreamPool {
   UpstreamPool(asio::io_context& ioc, const ProxyShared& shared) : ioc_(ioc), shared_(shared) {}
 
   // The most recently returned idle connection that is not too old, or none.
-  std::optional<tcp::socket> takeIdle();
-  void giveBack(tcp::socket socket);
+  std::optional<TcpSocket> takeIdle();
+  void giveBack(TcpSocket socket);
   void clear();
   std::size_t idle() const { return idle_.size(); }
 
  private:
   struct Idle {
-    tcp::socket socket;
+    TcpSocket socket;
     std::chrono::steady_clock::time_point since;
   };
   asio::io_context& ioc_;
@@ -132,8 +132,8 @@ class Worker {
   // ~Worker destroys ioc_ first, by hand: that destroys the suspended sessions, which still use
   // the members below.
   std::unique_ptr<asio::io_context> ioc_;
-  std::optional<tcp::acceptor> acceptor_;
-  std::optional<asio::steady_timer> sweepTimer_;
+  std::optional<TcpAcceptor> acceptor_;
+  std::optional<SteadyTimer> sweepTimer_;
   UpstreamPool pool_;
   SessionList sessions_;
   std::size_t sessionCount_ = 0;
