@@ -246,6 +246,7 @@ class InboundSession final : public TrackedSession {
     // idle only between requests, keep theirs and do not churn the allocator.
     if (idle_ && ++idleSweeps_ == 2) {
       stream_.releaseBuffers();
+      std::string().swap(out_);
     }
   }
 
@@ -330,8 +331,14 @@ class InboundSession final : public TrackedSession {
       co_return false;
     }
     if (!ec) {
-      auto [rec, n] = co_await http::async_read_header(stream_, buffer_, req, useTuple);
-      ec = rec;
+      // The whole head is buffered (awaitHeadEnd), so it parses here, with no operation to run
+      // and complete; only a head cut at --max-head-size still goes through Beast's reader.
+      const std::size_t used = req.put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == http::error::need_more) {
+        auto [rec, n] = co_await http::async_read_header(stream_, buffer_, req, useTuple);
+        ec = rec;
+      }
     }
     if (ec) {
       if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
@@ -499,7 +506,9 @@ class InboundSession final : public TrackedSession {
       up.expires_after(shared_.limits.upstreamTimeout);
       const auto upstreamStart = Clock::now();
       if (!hasBody) {
-        auto [wec, wn] = co_await http::async_write(up, sr, useTuple);
+        out_.clear();
+        appendHead(out_, msg.base());
+        auto [wec, wn] = co_await asio::async_write(up, asio::buffer(out_), useTuple);
         ec = wec;
       } else {
         auto [wec, wn] = co_await http::async_write_header(up, sr, useTuple);
@@ -592,8 +601,9 @@ class InboundSession final : public TrackedSession {
     if (!res->is_done() && upBuffer_.size() > 0) {
       rmsg.body().data = relay->get();
       rmsg.body().size = Worker::kRelayBufferSize;
-      auto [rec, rn] = co_await http::async_read_some(up, upBuffer_, *res, useTuple);
-      if (rec && rec != http::error::need_buffer) {
+      error_code rec;
+      upBuffer_.consume(res->put(upBuffer_.data(), rec));
+      if (rec && rec != http::error::need_buffer && rec != http::error::need_more) {
         spdlog::warn("event=upstream_body_failed identity={} reason=\"{}\"", peer_.identity,
                      rec.message());
         co_await replyLocal(502);
@@ -607,7 +617,16 @@ class InboundSession final : public TrackedSession {
       markNoBody(rmsg.body());
     }
     lowest.expires_after(shared_.limits.idleTimeout);
-    if (res->is_done() || firstPiece) {
+    if (res->is_done() && !rmsg.chunked()) {
+      // The whole answer is in hand and needs no framing of ours: head and body in one write.
+      out_.clear();
+      appendHead(out_, rmsg.base());
+      out_.append(relay->get(), firstPiece);
+      auto [wec, wn] = co_await asio::async_write(stream_, asio::buffer(out_), useTuple);
+      if (wec) {
+        co_return false;
+      }
+    } else if (res->is_done() || firstPiece) {
       auto [wec, wn] = co_await http::async_write(stream_, rs, useTuple);
       if (wec && wec != http::error::need_buffer) {
         co_return false;
@@ -704,6 +723,7 @@ class InboundSession final : public TrackedSession {
   beast::flat_buffer buffer_;    // the caller's bytes read ahead of the parser
   DeadlineSocket upstream_;      // the connection to the local service, while a request uses it
   beast::flat_buffer upBuffer_;  // the local service's bytes read ahead of the parser
+  std::string out_;              // a serialized head (and small body) on its way out
   PeerIdentity peer_;
   std::string clientIp_;
   bool allowed_ = false;

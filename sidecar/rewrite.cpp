@@ -205,6 +205,51 @@ void rewriteRequestHead(http::request_header<>& head, const ForwardContext& ctx)
   head.version(11);
 }
 
+namespace {
+
+void appendVersion(std::string& out, unsigned version) {
+  out += "HTTP/";
+  out += static_cast<char>('0' + version / 10);
+  out += '.';
+  out += static_cast<char>('0' + version % 10);
+}
+
+void appendFields(std::string& out, const http::fields& fields) {
+  for (const auto& f : fields) {
+    out += f.name_string();
+    out += ": ";
+    out += f.value();
+    out += "\r\n";
+  }
+  out += "\r\n";
+}
+
+}  // namespace
+
+void appendHead(std::string& out, const http::request_header<>& head) {
+  out += head.method_string();
+  out += ' ';
+  out += head.target();
+  out += ' ';
+  appendVersion(out, head.version());
+  out += "\r\n";
+  appendFields(out, head);
+}
+
+void appendHead(std::string& out, const http::response_header<>& head) {
+  appendVersion(out, head.version());
+  const unsigned code = head.result_int();
+  out += ' ';
+  out += static_cast<char>('0' + code / 100 % 10);
+  out += static_cast<char>('0' + code / 10 % 10);
+  out += static_cast<char>('0' + code % 10);
+  out += ' ';
+  const auto reason = head.reason();
+  out += reason.empty() ? http::obsolete_reason(static_cast<http::status>(code)) : reason;
+  out += "\r\n";
+  appendFields(out, head);
+}
+
 void rewriteResponseHead(http::response_header<>& head, unsigned clientVersion, bool keepAlive) {
   eraseHopByHop(head);
   head.version(clientVersion);

@@ -6,6 +6,7 @@
 #include <boost/beast/http/message.hpp>
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace sidecar {
@@ -41,6 +42,12 @@ void rewriteRequestHead(http::request_header<>& head, const ForwardContext& ctx)
 
 // Removes hop-by-hop headers and sets the caller's HTTP version and keep-alive choice.
 void rewriteResponseHead(http::response_header<>& head, unsigned clientVersion, bool keepAlive);
+
+// Appends the head exactly as Beast's serializer writes it (start line, fields in order, blank
+// line), as one contiguous piece: the proxy sends a head, and a small body after it, with one
+// write instead of walking Beast's views of a dozen small buffers.
+void appendHead(std::string& out, const http::request_header<>& head);
+void appendHead(std::string& out, const http::response_header<>& head);
 
 // Fields that must not travel past one hop (RFC 9110 7.6.1), plus those the Connection header names.
 void eraseHopByHop(http::fields& fields);

@@ -1,7 +1,10 @@
 // Header rewriting toward the local service and back to the caller.
 #include "rewrite.h"
 
+#include <boost/beast/http/write.hpp>
 #include <doctest/doctest.h>
+
+#include <sstream>
 
 using namespace sidecar;
 
@@ -153,4 +156,54 @@ TEST_CASE("request: an HTTP/1.0 request without Host gets the local service's as
   kept.set(http::field::host, "svc");
   rewriteRequestHead(kept, ForwardContext{"10.1.2.3", "", "127.0.0.1:8080"});
   CHECK(kept[http::field::host] == "svc");
+}
+
+namespace {
+template <class Header>
+std::string beastWrites(const Header& h) {
+  std::ostringstream os;
+  os << h;
+  return os.str();
+}
+}  // namespace
+
+TEST_CASE("appendHead writes exactly what Beast's serializer writes") {
+  http::request_header<> req;
+  req.method(http::verb::post);
+  req.target("/a?b=c");
+  req.version(11);
+  req.set(http::field::host, "svc");
+  req.insert("X-Custom", "one");
+  req.insert("x-custom", "two");
+  req.set(http::field::content_length, "3");
+  std::string out = "kept";
+  appendHead(out, req);
+  CHECK(out == "kept" + beastWrites(req));
+  CHECK(out == "keptPOST /a?b=c HTTP/1.1\r\nHost: svc\r\nX-Custom: one\r\nx-custom: two\r\n"
+               "Content-Length: 3\r\n\r\n");
+
+  http::request_header<> odd;  // a method Beast does not know, and HTTP/1.0
+  odd.method_string("PURGE");
+  odd.target("*");
+  odd.version(10);
+  out.clear();
+  appendHead(out, odd);
+  CHECK(out == beastWrites(odd));
+
+  http::response_header<> res;
+  res.result(http::status::not_found);
+  res.version(11);
+  res.set(http::field::content_type, "text/plain");
+  out.clear();
+  appendHead(out, res);
+  CHECK(out == beastWrites(res));
+  CHECK(out == "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n\r\n");
+
+  res.result(299);  // an unknown code, a reason of its own, HTTP/1.0
+  res.reason("Fine Enough");
+  res.version(10);
+  out.clear();
+  appendHead(out, res);
+  CHECK(out == beastWrites(res));
+  CHECK(out.starts_with("HTTP/1.0 299 Fine Enough\r\n"));
 }
