@@ -247,6 +247,12 @@ class InboundSession final : public TrackedSession {
     if (idle_ && ++idleSweeps_ == 2) {
       stream_.releaseBuffers();
       std::string().swap(out_);
+      if (buffer_.size() == 0) {
+        buffer_.shrink_to_fit();
+      }
+      if (upBuffer_.size() == 0) {
+        upBuffer_.shrink_to_fit();
+      }
     }
   }
 
@@ -283,7 +289,20 @@ class InboundSession final : public TrackedSession {
     peer_ = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
     allowed_ = shared_.allowList.allows(peer_.identity);
 
-    while (co_await serveOne()) {
+    // Between requests a connection holds no coroutine frame but this one and lends no buffer:
+    // the wait is for readability, and the read happens once there is something to read.
+    // (No co_await on the right of ||: GCC 12 ran it here even when the left side was true.)
+    for (;;) {
+      if (buffer_.size() == 0) {
+        const bool more = co_await awaitRequest();
+        if (!more) {
+          break;
+        }
+      }
+      const bool keepAlive = co_await serveOne();
+      if (!keepAlive) {
+        break;
+      }
     }
     if (lowest.socket().is_open()) {
       lowest.expires_after(kCloseNotifyDeadline);
@@ -292,25 +311,44 @@ class InboundSession final : public TrackedSession {
   }
 
  private:
-  // Serves one request; false when the caller's connection is to close.
-  awaitable<bool> serveOne() {
+  // Waits for the first bytes of the next request; false when the connection is to close.
+  // The idle deadline applies; the head deadline starts with the first byte.
+  awaitable<bool> awaitRequest() {
     auto& lowest = beast::get_lowest_layer(stream_);
-    if (buffer_.size() == 0) {
+    shrinkIfLarge(buffer_);
+    lowest.expires_after(shared_.limits.idleTimeout);
+    for (;;) {
       if (worker_.draining()) {
         co_return false;
       }
-      // Between requests the idle deadline applies; the head deadline starts with its first byte.
-      shrinkIfLarge(buffer_);
       idle_ = true;
       idleSweeps_ = 0;
-      lowest.expires_after(shared_.limits.idleTimeout);
-      auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(2048), useTuple);
+      auto [ec] = co_await stream_.async_wait_readable(useTuple);
       idle_ = false;
       if (ec) {
         co_return false;
       }
+      std::size_t n = 0;
+      const auto got = stream_.read_some_now(buffer_.prepare(2048), n);
+      if (got == TlsStream::ReadNow::wouldBlock) {
+        continue;  // part of a record: wait for the rest
+      }
+      if (got == TlsStream::ReadNow::useAsync) {  // end of stream, an error, or a write first
+        auto [aec, an] = co_await stream_.async_read_some(buffer_.prepare(2048), useTuple);
+        if (aec) {
+          co_return false;
+        }
+        buffer_.commit(an);
+        co_return true;
+      }
       buffer_.commit(n);
+      co_return true;
     }
+  }
+
+  // Serves one request; false when the caller's connection is to close.
+  awaitable<bool> serveOne() {
+    auto& lowest = beast::get_lowest_layer(stream_);
     requestStart_ = Clock::now();
     method_ = ProxyMetrics::kMethods.size() - 1;
     target_.clear();

@@ -164,6 +164,35 @@ class TlsStream {
                                                         token, lowest_.socket());
   }
 
+  // Completes when a read would make progress: OpenSSL holds decrypted bytes, or the socket is
+  // readable. A connection waiting for its next request lends no buffer to the wait.
+  template <class Token>
+  auto async_wait_readable(Token&& token) {
+    return asio::async_compose<Token, void(error_code)>(
+        Op<WaitReadable, void(error_code)>{*this, {}, false, std::nullopt}, token, lowest_.socket());
+  }
+
+  // One read attempt, now. A connection waiting for its next request reads this way once the
+  // socket is readable, and borrows no buffer while it waits.
+  enum class ReadNow { data, wouldBlock, useAsync };
+  ReadNow read_some_now(asio::mutable_buffer buffer, std::size_t& n) {
+    n = 0;
+    if (!ssl_ || lowest_.timedOut()) {
+      return ReadNow::useAsync;  // the asynchronous read reports what is wrong
+    }
+    if (ERR_peek_error() != 0) {
+      ERR_clear_error();
+    }
+    int r = SSL_read_ex(ssl_.get(), buffer.data(), buffer.size(), &n);
+    if (r > 0) {
+      return ReadNow::data;
+    }
+    // Wanting more from the socket is the only outcome handled here; writing first (a key
+    // update), end of stream and errors are left to async_read_some.
+    return SSL_get_error(ssl_.get(), r) == SSL_ERROR_WANT_READ ? ReadNow::wouldBlock
+                                                                : ReadNow::useAsync;
+  }
+
   template <class MutableBuffers, class Token>
   auto async_read_some(const MutableBuffers& buffers, Token&& token) {
     asio::mutable_buffer first;
@@ -222,6 +251,7 @@ class TlsStream {
 
   struct Handshake {};
   struct Shutdown {};
+  struct WaitReadable {};
   struct Read {
     asio::mutable_buffer buffer;
   };
@@ -252,6 +282,13 @@ class TlsStream {
       }
       if (!s.ssl_) {
         return finish(self, asio::error::no_memory, 0);
+      }
+      if constexpr (std::is_same_v<Kind, WaitReadable>) {
+        if (waited || SSL_has_pending(s.ssl_.get())) {
+          return finish(self, {}, 0);
+        }
+        waited = true;
+        return s.lowest_.socket().async_wait(TcpSocket::wait_read, std::move(self));
       }
       // SSL_get_error reads the thread's error queue, which must hold nothing stale. Peeking is
       // cheap; clearing walks all 16 slots, and did so three times per request.
@@ -296,7 +333,9 @@ class TlsStream {
 
     int call(std::size_t& n) {
       SSL* ssl = s.ssl_.get();
-      if constexpr (std::is_same_v<Kind, Handshake>) {
+      if constexpr (std::is_same_v<Kind, WaitReadable>) {
+        return 1;  // handled in operator()
+      } else if constexpr (std::is_same_v<Kind, Handshake>) {
         return SSL_do_handshake(ssl);
       } else if constexpr (std::is_same_v<Kind, Shutdown>) {
         int r = SSL_shutdown(ssl);
