@@ -86,6 +86,11 @@ std::variant<TlsContext, std::string> makeServerTlsContext(const TlsFiles& files
   static constexpr unsigned char sid[] = "sidecar";
   SSL_CTX_set_session_id_context(native, sid, sizeof(sid) - 1);
   SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_SERVER);
+  // One TLS 1.3 ticket per full handshake, not OpenSSL's two: a caller resumes one connection
+  // with it, and each ticket costs a copy of the session, peer certificate included, which
+  // OpenSSL 3.0 makes by encoding and decoding it (about 1.6M instructions, 15% of a full
+  // handshake, measured with callgrind).
+  SSL_CTX_set_num_tickets(native, 1);
   ERR_clear_error();
   return TlsContext{std::move(ctx), notAfterOf(native)};
 }
