@@ -1,10 +1,9 @@
 // Accepts mTLS connections and proxies their requests to the local service, streaming bodies.
 #include "proxy.h"
 
-#include "relay.h"
-#include "rewrite.h"
-#include "tls.h"
-#include "tls_stream.h"
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -15,13 +14,12 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
-
-#include <openssl/ssl.h>
-#include <spdlog/spdlog.h>
-
-#include <sys/socket.h>
-
 #include <cerrno>
+
+#include "relay.h"
+#include "rewrite.h"
+#include "tls.h"
+#include "tls_stream.h"
 
 namespace sidecar {
 
@@ -66,12 +64,16 @@ const std::string& cannedResponse(unsigned status) {
     unsigned status;
     const char* body;
   };
-  static constexpr Canned kCanned[] = {
-      {400, "bad request\n"},           {403, "caller identity not allowed\n"},
-      {408, "request head timeout\n"},  {413, "request body too large\n"},
-      {417, "expectation not supported\n"}, {431, "request head too large\n"},
-      {502, "local service unavailable\n"}, {503, "local service overloaded\n"},
-      {504, "local service timed out\n"},  {500, "internal error\n"}};
+  static constexpr Canned kCanned[] = {{400, "bad request\n"},
+                                       {403, "caller identity not allowed\n"},
+                                       {408, "request head timeout\n"},
+                                       {413, "request body too large\n"},
+                                       {417, "expectation not supported\n"},
+                                       {431, "request head too large\n"},
+                                       {502, "local service unavailable\n"},
+                                       {503, "local service overloaded\n"},
+                                       {504, "local service timed out\n"},
+                                       {500, "internal error\n"}};
   static const auto table = [] {
     std::vector<std::pair<unsigned, std::string>> t;
     for (const auto& c : kCanned) {
@@ -79,8 +81,8 @@ const std::string& cannedResponse(unsigned status) {
       auto reason = http::obsolete_reason(http::int_to_status(c.status));
       t.emplace_back(c.status, "HTTP/1.1 " + std::to_string(c.status) + " " + std::string(reason) +
                                    "\r\nContent-Type: text/plain\r\nContent-Length: " +
-                                   std::to_string(body.size()) +
-                                   "\r\nConnection: close\r\n\r\n" + body);
+                                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+                                   body);
     }
     return t;
   }();
@@ -121,8 +123,10 @@ bool isIdempotent(http::verb v) {
     case http::verb::options:
     case http::verb::put:
     case http::verb::delete_:
-    case http::verb::trace: return true;
-    default: return false;
+    case http::verb::trace:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -278,8 +282,9 @@ class InboundSession final : public TrackedSession {
     if (ec) {
       auto why = classifyHandshakeFailure(ec, SSL_get_verify_result(stream_.native_handle()));
       m_.handshakes.add(shard_, 1 + static_cast<std::size_t>(why));
-      spdlog::info("event=handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
-                   handshakeFailureName(why), ec.message());
+      logEvent(LogEvent::handshakeFailed, spdlog::level::info,
+               "event=handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
+               handshakeFailureName(why), ec.message());
       if (why != HandshakeFailure::Timeout) {
         co_await lingeringClose();
       }
@@ -311,6 +316,22 @@ class InboundSession final : public TrackedSession {
   }
 
  private:
+  // One line for a data-path event, within the worker's budget for that event.
+  template <class... Args>
+  void logEvent(LogEvent e, spdlog::level::level_enum level, fmt::format_string<Args...> format,
+                Args&&... args) {
+    std::uint64_t suppressed = 0;
+    if (!spdlog::should_log(level) || !worker_.logLimiter(e).allow(Clock::now(), suppressed)) {
+      return;
+    }
+    if (suppressed == 0) {
+      spdlog::log(level, format, std::forward<Args>(args)...);
+    } else {
+      spdlog::log(level, "{} suppressed={}", fmt::format(format, std::forward<Args>(args)...),
+                  suppressed);
+    }
+  }
+
   // Waits for the first bytes of the next request; false when the connection is to close.
   // The idle deadline applies; the head deadline starts with the first byte.
   awaitable<bool> awaitRequest() {
@@ -363,8 +384,10 @@ class InboundSession final : public TrackedSession {
     lowest.expires_after(shared_.limits.headTimeout);
     error_code ec = co_await awaitHeadEnd();
     if (ec == http::error::bad_obs_fold) {
-      spdlog::info("event=bad_request peer={} identity={} status=400 reason=\"obsolete line "
-                   "folding\"", clientIp_, peer_.identity);
+      logEvent(LogEvent::badRequest, spdlog::level::info,
+               "event=bad_request peer={} identity={} status=400 reason=\"obsolete line "
+               "folding\"",
+               clientIp_, peer_.identity);
       co_await replyLocal(400);
       co_return false;
     }
@@ -384,8 +407,9 @@ class InboundSession final : public TrackedSession {
         co_return false;  // the caller hung up mid-head
       }
       unsigned status = statusForReadError(ec);
-      spdlog::info("event=bad_request peer={} identity={} status={} reason=\"{}\"", clientIp_,
-                   peer_.identity, status, ec.message());
+      logEvent(LogEvent::badRequest, spdlog::level::info,
+               "event=bad_request peer={} identity={} status={} reason=\"{}\"", clientIp_,
+               peer_.identity, status, ec.message());
       co_await replyLocal(status);
       co_return false;
     }
@@ -395,14 +419,16 @@ class InboundSession final : public TrackedSession {
       target_ = msg.target();
     }
     if (auto why = checkRequestHead(msg.base()); !why.empty()) {
-      spdlog::info("event=bad_request peer={} identity={} status=400 reason=\"{}\"", clientIp_,
-                   peer_.identity, why);
+      logEvent(LogEvent::badRequest, spdlog::level::info,
+               "event=bad_request peer={} identity={} status=400 reason=\"{}\"", clientIp_,
+               peer_.identity, why);
       co_await replyLocal(400);
       co_return false;
     }
     if (!allowed_) {
       m_.identityRefused->Increment();
-      spdlog::info("event=identity_refused peer={} identity={}", clientIp_, peer_.identity);
+      logEvent(LogEvent::identityRefused, spdlog::level::info,
+               "event=identity_refused peer={} identity={}", clientIp_, peer_.identity);
       co_await replyLocal(403);
       co_return false;
     }
@@ -425,7 +451,8 @@ class InboundSession final : public TrackedSession {
         }
       }
     }
-    rewriteRequestHead(msg.base(), ForwardContext{clientIp_, peer_.xfcc, shared_.upstreamAuthority});
+    rewriteRequestHead(msg.base(),
+                       ForwardContext{clientIp_, peer_.xfcc, shared_.upstreamAuthority});
     co_return co_await forward(req, clientKeepAlive, clientVersion, isHead);
   }
 
@@ -500,7 +527,8 @@ class InboundSession final : public TrackedSession {
                           unsigned clientVersion, bool isHead) {
     if (worker_.pending() >= worker_.pendingLimit()) {
       // Overload: a fast answer the caller can retry elsewhere, not a queue that grows.
-      spdlog::info("event=overloaded peer={} pending={}", clientIp_, worker_.pending());
+      logEvent(LogEvent::overloaded, spdlog::level::info, "event=overloaded peer={} pending={}",
+               clientIp_, worker_.pending());
       co_await replyLocal(503);
       co_return false;
     }
@@ -534,8 +562,9 @@ class InboundSession final : public TrackedSession {
         auto cec = co_await connectUpstream();
         if (cec) {
           m_.upstreamConnectErrors->Increment();
-          spdlog::warn("event=upstream_connect_failed upstream={} reason=\"{}\"",
-                       shared_.upstream.address().to_string(), cec.message());
+          logEvent(LogEvent::upstreamConnectFailed, spdlog::level::warn,
+                   "event=upstream_connect_failed upstream={} reason=\"{}\"",
+                   shared_.upstream.address().to_string(), cec.message());
           co_await replyLocal(cec == beast::error::timeout ? 504 : 502);
           co_return false;
         }
@@ -561,12 +590,14 @@ class InboundSession final : public TrackedSession {
             // The caller's body broke off, was malformed or grew past the limit; the upstream
             // leg is unusable either way.
             if (r.readError == http::error::body_limit) {
-              spdlog::info("event=bad_request peer={} identity={} status=413", clientIp_,
-                           peer_.identity);
+              logEvent(LogEvent::badRequest, spdlog::level::info,
+                       "event=bad_request peer={} identity={} status=413", clientIp_,
+                       peer_.identity);
               co_await replyLocal(413);
             } else if (isMalformedBody(r.readError)) {
-              spdlog::info("event=bad_request peer={} identity={} status=400 reason=\"{}\"",
-                           clientIp_, peer_.identity, r.readError.message());
+              logEvent(LogEvent::badRequest, spdlog::level::info,
+                       "event=bad_request peer={} identity={} status=400 reason=\"{}\"", clientIp_,
+                       peer_.identity, r.readError.message());
               co_await replyLocal(400);
             }
             co_return false;
@@ -604,8 +635,9 @@ class InboundSession final : public TrackedSession {
       if (slow) {
         m_.upstreamTimeouts->Increment();
       }
-      spdlog::warn("event=upstream_failed identity={} status={} reason=\"{}\"", peer_.identity,
-                   slow ? 504 : 502, ec.message());
+      logEvent(LogEvent::upstreamFailed, spdlog::level::warn,
+               "event=upstream_failed identity={} status={} reason=\"{}\"", peer_.identity,
+               slow ? 504 : 502, ec.message());
       co_await replyLocal(slow ? 504 : 502);
       co_return false;
     }
@@ -642,8 +674,9 @@ class InboundSession final : public TrackedSession {
       error_code rec;
       upBuffer_.consume(res->put(upBuffer_.data(), rec));
       if (rec && rec != http::error::need_buffer && rec != http::error::need_more) {
-        spdlog::warn("event=upstream_body_failed identity={} reason=\"{}\"", peer_.identity,
-                     rec.message());
+        logEvent(LogEvent::upstreamBodyFailed, spdlog::level::warn,
+                 "event=upstream_body_failed identity={} reason=\"{}\"", peer_.identity,
+                 rec.message());
         co_await replyLocal(502);
         co_return false;
       }
@@ -684,8 +717,9 @@ class InboundSession final : public TrackedSession {
       finishRequest(status, firstPiece + r.bytes);
       if (r.readError || r.writeError) {
         if (r.readError) {
-          spdlog::warn("event=upstream_body_failed identity={} reason=\"{}\"", peer_.identity,
-                       r.readError.message());
+          logEvent(LogEvent::upstreamBodyFailed, spdlog::level::warn,
+                   "event=upstream_body_failed identity={} reason=\"{}\"", peer_.identity,
+                   r.readError.message());
         }
         co_return false;
       }
@@ -699,14 +733,22 @@ class InboundSession final : public TrackedSession {
 
   static std::size_t methodIndex(http::verb v) {
     switch (v) {
-      case http::verb::get: return 0;
-      case http::verb::head: return 1;
-      case http::verb::post: return 2;
-      case http::verb::put: return 3;
-      case http::verb::delete_: return 4;
-      case http::verb::patch: return 5;
-      case http::verb::options: return 6;
-      default: return 7;
+      case http::verb::get:
+        return 0;
+      case http::verb::head:
+        return 1;
+      case http::verb::post:
+        return 2;
+      case http::verb::put:
+        return 3;
+      case http::verb::delete_:
+        return 4;
+      case http::verb::patch:
+        return 5;
+      case http::verb::options:
+        return 6;
+      default:
+        return 7;
     }
   }
 
@@ -741,7 +783,8 @@ class InboundSession final : public TrackedSession {
     ProxyMetrics& m;
     unsigned shard;
     std::size_t& pending;
-    PendingGuard(ProxyMetrics& metrics, unsigned s, std::size_t& p) : m(metrics), shard(s), pending(p) {
+    PendingGuard(ProxyMetrics& metrics, unsigned s, std::size_t& p)
+        : m(metrics), shard(s), pending(p) {
       ++pending;
     }
     ~PendingGuard() {
@@ -799,7 +842,8 @@ void UpstreamPool::giveBack(TcpSocket socket) {
   const auto now = std::chrono::steady_clock::now();
   // The oldest sit at the front; drop those past their idle time so they do not linger.
   std::size_t expired = 0;
-  while (expired < idle_.size() && now - idle_[expired].since >= shared_.limits.upstreamIdleTimeout) {
+  while (expired < idle_.size() &&
+         now - idle_[expired].since >= shared_.limits.upstreamIdleTimeout) {
     ++expired;
   }
   for (std::size_t i = 0; i < expired; ++i) {

@@ -2,19 +2,16 @@
 // The inbound data path: a Worker owns one thread, one io_context, one SO_REUSEPORT acceptor and
 // one upstream pool; a connection never leaves its worker, so the request path takes no lock.
 
-#include "config.h"
-#include "identity.h"
-#include "io.h"
-#include "proxy_metrics.h"
+#include <spdlog/logger.h>
 
+#include <array>
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/intrusive/list.hpp>
-#include <spdlog/logger.h>
-
-#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -22,6 +19,11 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "config.h"
+#include "identity.h"
+#include "io.h"
+#include "proxy_metrics.h"
 
 namespace sidecar {
 
@@ -68,9 +70,8 @@ class UpstreamPool {
 
 // What a worker needs of a connection it tracks: its deadlines, and closing it when it waits for
 // a request that shutdown will not serve.
-class TrackedSession
-    : public boost::intrusive::list_base_hook<
-          boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
+class TrackedSession : public boost::intrusive::list_base_hook<
+                           boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
  public:
   // Closes the connection if it waits for a request; true if it did.
   virtual bool closeIfIdle() = 0;
@@ -79,6 +80,46 @@ class TrackedSession
 
  protected:
   ~TrackedSession() = default;
+};
+
+// Data-path events that are logged one line each. Their lines are rate-limited per worker.
+enum class LogEvent : unsigned {
+  handshakeFailed,
+  badRequest,
+  identityRefused,
+  overloaded,
+  upstreamConnectFailed,
+  upstreamFailed,
+  upstreamBodyFailed,
+  count
+};
+
+// At most kPerSecond lines per event and worker each second, so that a flood of bad callers or
+// an outage of the local service under load cannot flood the log (or slow the data path down
+// writing it). The next line written carries how many were left out; counters count them all.
+class LogLimiter {
+ public:
+  static constexpr unsigned kPerSecond = 10;
+  // True if a line may be written now; then `suppressed` is how many were left out before it.
+  bool allow(std::chrono::steady_clock::time_point now, std::uint64_t& suppressed) {
+    if (now - windowStart_ >= std::chrono::seconds(1)) {
+      windowStart_ = now;
+      written_ = 0;
+    }
+    if (written_ >= kPerSecond) {
+      ++dropped_;
+      return false;
+    }
+    ++written_;
+    suppressed = dropped_;
+    dropped_ = 0;
+    return true;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point windowStart_{};
+  unsigned written_ = 0;
+  std::uint64_t dropped_ = 0;
 };
 
 class Worker {
@@ -112,6 +153,7 @@ class Worker {
   void returnRelayBuffer(std::unique_ptr<char[]> buffer);
   void sessionStarted(TrackedSession& s);
   void sessionEnded(TrackedSession& s);
+  LogLimiter& logLimiter(LogEvent e) { return logLimiters_[static_cast<unsigned>(e)]; }
   // How late a deadline may fire: the period of the sweep over this worker's connections.
   static constexpr std::chrono::milliseconds kSweepPeriod{100};
   // Requests of this worker at the local service; past pendingLimit() they get a 503.
@@ -144,6 +186,7 @@ class Worker {
   bool draining_ = false;
   std::function<void()> onDrained_;
   std::vector<std::unique_ptr<char[]>> freeRelayBuffers_;
+  std::array<LogLimiter, static_cast<unsigned>(LogEvent::count)> logLimiters_{};
   std::thread thread_;
 };
 

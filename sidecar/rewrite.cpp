@@ -105,7 +105,9 @@ std::string_view checkRequestHead(http::request_header<>& head) {
   std::string_view length, coding;
   for (const auto& f : head) {
     switch (f.name()) {
-      case http::field::host: ++hosts; break;
+      case http::field::host:
+        ++hosts;
+        break;
       case http::field::content_length:
         ++lengths;
         length = f.value();
@@ -114,7 +116,8 @@ std::string_view checkRequestHead(http::request_header<>& head) {
         ++codings;
         coding = f.value();
         break;
-      default: break;
+      default:
+        break;
     }
   }
   if (lengths > 1 || (lengths == 1 && !allDigits(length))) {
@@ -172,10 +175,14 @@ void eraseHopByHop(http::fields& fields) {
   for (const auto& name : named) {
     fields.erase(name);
   }
-  static constexpr std::array hopByHop{http::field::connection,          http::field::keep_alive,
-                                       http::field::proxy_connection,    http::field::te,
-                                       http::field::trailer,             http::field::upgrade,
-                                       http::field::proxy_authenticate,  http::field::proxy_authorization};
+  static constexpr std::array hopByHop{http::field::connection,
+                                       http::field::keep_alive,
+                                       http::field::proxy_connection,
+                                       http::field::te,
+                                       http::field::trailer,
+                                       http::field::upgrade,
+                                       http::field::proxy_authenticate,
+                                       http::field::proxy_authorization};
   for (auto f : hopByHop) {
     fields.erase(f);
   }
@@ -199,7 +206,8 @@ void rewriteRequestHead(http::request_header<>& head, const ForwardContext& ctx)
   head.set("X-Forwarded-Proto", "https");
   // The upstream leg is always HTTP/1.1 keep-alive, whatever the caller spoke; HTTP/1.1 needs a
   // Host (found by the fuzzer: HTTP/1.0 without one went out as an invalid HTTP/1.1 request).
-  if (head.version() < 11 && head.find(http::field::host) == head.end() && !ctx.defaultHost.empty()) {
+  if (head.version() < 11 && head.find(http::field::host) == head.end() &&
+      !ctx.defaultHost.empty()) {
     head.set(http::field::host, ctx.defaultHost);
   }
   head.version(11);

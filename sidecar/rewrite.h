@@ -4,7 +4,6 @@
 
 #include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/message.hpp>
-
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -17,7 +16,7 @@ namespace http = boost::beast::http;
 struct ForwardContext {
   std::string_view clientAddress;  // the caller's IP, for X-Forwarded-For
   std::string_view xfcc;           // the verified certificate, for X-Forwarded-Client-Cert
-  std::string_view defaultHost;    // Host for an HTTP/1.0 request that has none (HTTP/1.1 needs one)
+  std::string_view defaultHost;  // Host for an HTTP/1.0 request that has none (HTTP/1.1 needs one)
 };
 
 // Where the raw bytes of a request head end, found before Beast parses them. Beast silently
@@ -49,7 +48,8 @@ void rewriteResponseHead(http::response_header<>& head, unsigned clientVersion, 
 void appendHead(std::string& out, const http::request_header<>& head);
 void appendHead(std::string& out, const http::response_header<>& head);
 
-// Fields that must not travel past one hop (RFC 9110 7.6.1), plus those the Connection header names.
+// Fields that must not travel past one hop (RFC 9110 7.6.1), plus those the Connection header
+// names.
 void eraseHopByHop(http::fields& fields);
 
 }  // namespace sidecar

@@ -1,13 +1,12 @@
 // Builds the mTLS server context; every failure names the file it came from.
 #include "tls.h"
 
-#include <boost/beast/core/error.hpp>
-
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <boost/beast/core/error.hpp>
 #include <cstdio>
 
 namespace sidecar {
@@ -97,12 +96,18 @@ std::variant<TlsContext, std::string> makeServerTlsContext(const TlsFiles& files
 
 std::string_view handshakeFailureName(HandshakeFailure f) {
   switch (f) {
-    case HandshakeFailure::NoCertificate: return "no_certificate";
-    case HandshakeFailure::UnknownCa: return "unknown_ca";
-    case HandshakeFailure::Expired: return "expired";
-    case HandshakeFailure::BadCertificate: return "bad_certificate";
-    case HandshakeFailure::Protocol: return "protocol";
-    case HandshakeFailure::Timeout: return "timeout";
+    case HandshakeFailure::NoCertificate:
+      return "no_certificate";
+    case HandshakeFailure::UnknownCa:
+      return "unknown_ca";
+    case HandshakeFailure::Expired:
+      return "expired";
+    case HandshakeFailure::BadCertificate:
+      return "bad_certificate";
+    case HandshakeFailure::Protocol:
+      return "protocol";
+    case HandshakeFailure::Timeout:
+      return "timeout";
   }
   return "protocol";
 }
@@ -112,15 +117,19 @@ HandshakeFailure classifyHandshakeFailure(const boost::system::error_code& ec, l
     return HandshakeFailure::Timeout;
   }
   switch (verifyResult) {
-    case X509_V_OK: break;
+    case X509_V_OK:
+      break;
     case X509_V_ERR_CERT_HAS_EXPIRED:
-    case X509_V_ERR_CERT_NOT_YET_VALID: return HandshakeFailure::Expired;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+      return HandshakeFailure::Expired;
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
     case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: return HandshakeFailure::UnknownCa;
-    default: return HandshakeFailure::BadCertificate;
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+      return HandshakeFailure::UnknownCa;
+    default:
+      return HandshakeFailure::BadCertificate;
   }
   if (ec.category() == boost::asio::error::get_ssl_category()) {
     auto reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));

@@ -3,11 +3,14 @@
 // non-blocking socket itself, and the stream waits for readiness only when OpenSSL asks to.
 // asio::ssl::stream keeps two zero-filled 17 KiB buffers and a 2 x 17 KiB BIO pair per
 // connection, and copies every byte through them; here an idle connection holds the SSL object
-// alone (releaseBuffers() gives OpenSSL's record buffers back once the connection is idle). It is an AsyncReadStream and AsyncWriteStream for Beast, and its lowest layer offers the
-// part of beast::tcp_stream the proxy uses: one deadline, cancel() and socket().
+// alone (releaseBuffers() gives OpenSSL's record buffers back once the connection is idle). It is
+// an AsyncReadStream and AsyncWriteStream for Beast, and its lowest layer offers the part of
+// beast::tcp_stream the proxy uses: one deadline, cancel() and socket().
 
-#include "io.h"
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
+#include <array>
 #include <boost/asio/append.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -15,16 +18,13 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/beast/core/error.hpp>
-
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-
-#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <memory>
 #include <optional>
+
+#include "io.h"
 
 namespace sidecar {
 
@@ -160,8 +160,8 @@ class TlsStream {
   // right after, so there is nothing left to read.
   template <class Token>
   auto async_shutdown(Token&& token) {
-    return asio::async_compose<Token, void(error_code)>(Op<Shutdown, void(error_code)>{*this, {}, false, std::nullopt},
-                                                        token, lowest_.socket());
+    return asio::async_compose<Token, void(error_code)>(
+        Op<Shutdown, void(error_code)>{*this, {}, false, std::nullopt}, token, lowest_.socket());
   }
 
   // Completes when a read would make progress: OpenSSL holds decrypted bytes, or the socket is
@@ -169,7 +169,8 @@ class TlsStream {
   template <class Token>
   auto async_wait_readable(Token&& token) {
     return asio::async_compose<Token, void(error_code)>(
-        Op<WaitReadable, void(error_code)>{*this, {}, false, std::nullopt}, token, lowest_.socket());
+        Op<WaitReadable, void(error_code)>{*this, {}, false, std::nullopt}, token,
+        lowest_.socket());
   }
 
   // One read attempt, now. A connection waiting for its next request reads this way once the
@@ -190,7 +191,7 @@ class TlsStream {
     // Wanting more from the socket is the only outcome handled here; writing first (a key
     // update), end of stream and errors are left to async_read_some.
     return SSL_get_error(ssl_.get(), r) == SSL_ERROR_WANT_READ ? ReadNow::wouldBlock
-                                                                : ReadNow::useAsync;
+                                                               : ReadNow::useAsync;
   }
 
   template <class MutableBuffers, class Token>
@@ -204,7 +205,8 @@ class TlsStream {
       }
     }
     return asio::async_compose<Token, void(error_code, std::size_t)>(
-        Op<Read, void(error_code, std::size_t)>{*this, {first}, false, std::nullopt}, token, lowest_.socket());
+        Op<Read, void(error_code, std::size_t)>{*this, {first}, false, std::nullopt}, token,
+        lowest_.socket());
   }
 
   // Several buffers (a head and the first piece of a body) go out as one TLS record when they
@@ -238,8 +240,8 @@ class TlsStream {
       data.buffer = asio::const_buffer(data.copy.get(), n);
     }
     return asio::async_compose<Token, void(error_code, std::size_t)>(
-        Op<Write, void(error_code, std::size_t)>{*this, std::move(data), false, std::nullopt}, token,
-        lowest_.socket());
+        Op<Write, void(error_code, std::size_t)>{*this, std::move(data), false, std::nullopt},
+        token, lowest_.socket());
   }
 
  private:
@@ -276,9 +278,8 @@ class TlsStream {
         return deliver(self);
       }
       if (waitError || s.lowest_.timedOut()) {
-        return finish(self, s.lowest_.timedOut() ? error_code(boost::beast::error::timeout)
-                                                 : waitError,
-                      0);
+        return finish(
+            self, s.lowest_.timedOut() ? error_code(boost::beast::error::timeout) : waitError, 0);
       }
       if (!s.ssl_) {
         return finish(self, asio::error::no_memory, 0);
@@ -308,7 +309,8 @@ class TlsStream {
         case SSL_ERROR_WANT_WRITE:
           waited = true;
           return s.lowest_.socket().async_wait(TcpSocket::wait_write, std::move(self));
-        case SSL_ERROR_ZERO_RETURN: return finish(self, asio::error::eof, 0);
+        case SSL_ERROR_ZERO_RETURN:
+          return finish(self, asio::error::eof, 0);
         case SSL_ERROR_SYSCALL: {
           unsigned long e = ERR_get_error();
           if (e) {

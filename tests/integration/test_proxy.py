@@ -6,7 +6,7 @@ import subprocess
 import time
 import unittest
 
-from harness import SidecarTestCase
+from harness import SidecarTestCase, wait_for
 
 
 class ProxyTest(SidecarTestCase):
@@ -58,6 +58,27 @@ class ProxyTest(SidecarTestCase):
         self.assertEqual((status, body), (502, b"local service unavailable\n"))
         self.assertEqual(self.metric(sc, "sidecar_local_replies_total", status="502"), 1)
         self.assertGreaterEqual(self.metric(sc, "sidecar_upstream_connect_errors_total"), 1)
+
+    def test_data_path_log_lines_are_rate_limited_and_counted(self):
+        from harness import free_port
+        # One worker: the budget and the count of lines left out are per worker.
+        sc = self.start_sidecar(free_port(), "--workers", "1")
+
+        def request():
+            with self.tls_socket(sc.port) as s:
+                s.sendall(b"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n")
+                self.assertIn(b" 502 ", s.recv(4096))
+
+        for _ in range(40):  # an outage under load: well over 10 lines a second
+            request()
+        time.sleep(1.2)
+        request()  # the first line of a new second says how many were left out
+        wait_for(lambda: "suppressed=" in sc.output(), timeout=5, what="a line with suppressed=")
+        lines = [l for l in sc.output().splitlines() if "event=upstream_connect_failed" in l]
+        self.assertLess(len(lines), 41)
+        suppressed = sum(int(l.split("suppressed=")[1].split()[0]) for l in lines if "suppressed=" in l)
+        self.assertEqual(len(lines) + suppressed, 41, "every event is either logged or counted as left out")
+        self.assertEqual(self.metric(sc, "sidecar_upstream_connect_errors_total"), 41)
 
     def test_upstream_stall_gives_504(self):
         up = self.start_upstream()
