@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark: sidecar vs HAProxy vs nginx (and direct), in one run. Not part of CI's pass/fail
-# beyond --smoke. Usage: tests/bench/run.sh [--smoke] [--seconds S] [--repeats N] [--idle N]
+# beyond --smoke. Usage: tests/bench/run.sh [--smoke] [--seconds S] [--repeats N] [--idle N] [--only 1,2,...]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$root/build}
