@@ -34,7 +34,7 @@ using error_code = boost::system::error_code;
 // The socket and one deadline for whatever runs on it (beast::tcp_stream's contract: when the
 // deadline passes, pending operations end with beast::error::timeout, and so do later ones until
 // the next expires_after). Setting a deadline costs a clock read: no timer is armed per operation
-// or per request. The worker's sweep calls expireIfDue() a few times a second, so a deadline
+// or per request. The worker's sweep calls expireIfDue() every Worker::kSweepPeriod, so a deadline
 // fires up to one sweep period late.
 class DeadlineSocket {
  public:
