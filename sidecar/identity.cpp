@@ -78,6 +78,20 @@ bool printable(std::string_view v) {
   return true;
 }
 
+// What may serve as an identity: not empty, printable ASCII only (URI and DNS SANs are IA5
+// strings; a byte outside it is a forgery attempt or a broken issuer).
+bool usableName(std::string_view v) {
+  if (v.empty()) {
+    return false;
+  }
+  for (unsigned char c : v) {
+    if (c < 0x20 || c >= 0x7f) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 PeerIdentity peerIdentityFromCert(X509* cert) {
@@ -85,38 +99,48 @@ PeerIdentity peerIdentityFromCert(X509* cert) {
   if (!cert) {
     return out;
   }
-  std::string uri;
+  std::vector<std::string> uris;
   std::vector<std::string> dns;
   auto* names = static_cast<GENERAL_NAMES*>(
       X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (names) {
     for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
       const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
-      if (n->type == GEN_URI && uri.empty()) {
-        uri = asn1String(n->d.uniformResourceIdentifier);
+      if (n->type == GEN_URI) {
+        uris.push_back(asn1String(n->d.uniformResourceIdentifier));
       } else if (n->type == GEN_DNS) {
         dns.push_back(asn1String(n->d.dNSName));
       }
     }
     GENERAL_NAMES_free(names);
   }
-  std::erase_if(dns, [](auto& d) { return !printable(d); });
-  if (!printable(uri)) {
-    uri.clear();
+  // The identity comes from the first name of the strongest kind present, or from none: a
+  // certificate whose first URI SAN is unusable is not given its DNS name, CN or second URI.
+  const X509_NAME* subjectName = X509_get_subject_name(cert);
+  const bool hasCn = X509_NAME_get_index_by_NID(subjectName, NID_commonName, -1) >= 0;
+  std::string first = !uris.empty() ? uris.front() : !dns.empty() ? dns.front()
+                      : hasCn       ? commonName(cert)
+                                    : std::string();
+  if (!uris.empty() || !dns.empty() || hasCn) {
+    if (usableName(first)) {
+      out.identity = std::move(first);
+    } else {
+      out.unusable = true;
+    }
   }
-  std::string cn = commonName(cert);
-  out.identity = !uri.empty() ? uri : !dns.empty() ? dns.front() : printable(cn) ? cn : "";
 
   std::string subject = subjectRfc2253(cert);
   out.xfcc = "Hash=" + sha256Hex(cert);
   if (printable(subject)) {
     out.xfcc += ";Subject=" + xfccValue(subject, true);
   }
-  if (!uri.empty()) {
-    out.xfcc += ";URI=" + xfccValue(uri, false);
+  if (!uris.empty() && printable(uris.front())) {  // Envoy carries the first URI only
+    out.xfcc += ";URI=" + xfccValue(uris.front(), false);
   }
   for (auto& d : dns) {
-    out.xfcc += ";DNS=" + xfccValue(d, false);
+    if (printable(d)) {
+      out.xfcc += ";DNS=" + xfccValue(d, false);
+    }
   }
   return out;
 }

@@ -11,8 +11,14 @@ typedef struct x509_st X509;
 namespace sidecar {
 
 struct PeerIdentity {
-  std::string identity;  // SAN URI, else SAN DNS, else subject CN; empty if none
-  std::string xfcc;      // Envoy format: Hash=...;Subject="...";URI=...;DNS=...
+  // The first SAN URI if the certificate has one, else the first SAN DNS name if it has one,
+  // else the subject CN; empty if none.
+  std::string identity;
+  std::string xfcc;  // Envoy format: Hash=...;Subject="...";URI=...;DNS=...
+  // The name that would be the identity is empty or holds a control or non-ASCII byte. Such a
+  // caller has no identity at all and is refused (403): falling back to the next name would hand
+  // it one that an allow-list may admit, meant for someone else.
+  bool unusable = false;
 };
 
 // Computed once per connection, after the handshake verified the certificate.

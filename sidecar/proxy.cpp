@@ -291,7 +291,7 @@ class InboundSession final : public TrackedSession {
     }
     m_.handshakes.add(shard_, 0);
     peer_ = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
-    allowed_ = shared_.allowList.allows(peer_.identity);
+    allowed_ = !peer_.unusable && shared_.allowList.allows(peer_.identity);
 
     // Between requests a connection holds no coroutine frame but this one and lends no buffer:
     // the wait is for readability, and the read happens once there is something to read.
@@ -426,6 +426,9 @@ class InboundSession final : public TrackedSession {
     }
     if (!allowed_) {
       m_.identityRefused->Increment();
+      if (peer_.unusable) {
+        m_.identityUnusable->Increment();
+      }
       logEvent(LogEvent::identityRefused, spdlog::level::info,
                "event=identity_refused peer={} identity={}", clientIp_, peer_.identity);
       co_await replyLocal(403);

@@ -78,8 +78,13 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
   }
   identityRefused = &counters(r, "sidecar_identity_refused_total",
                               "Requests refused with 403 because the caller's identity is not "
-                              "on the allow-list.")
+                              "on the allow-list, or unusable.")
                          .Add({});
+  identityUnusable = &counters(r, "sidecar_identity_unusable_total",
+                               "Requests refused with 403 because the name that would be the "
+                               "caller's identity (first URI SAN, else first DNS SAN, else CN) is "
+                               "empty or holds a control or non-ASCII byte.")
+                          .Add({});
   connectionsRefused = &counters(r, "sidecar_inbound_connections_refused_total",
                                  "Inbound connections closed at once because --max-connections "
                                  "were open and none was idle.")

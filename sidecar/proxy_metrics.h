@@ -42,6 +42,7 @@ struct ProxyMetrics {
   prometheus::Counter& localReply(unsigned status);
   std::array<prometheus::Counter*, kLocalStatuses.size()> localReplies;
   prometheus::Counter* identityRefused;
+  prometheus::Counter* identityUnusable;
   prometheus::Counter* connectionsRefused;
   prometheus::Counter* connectionsEvicted;
   prometheus::Counter* upstreamConnectErrors;
