@@ -129,11 +129,17 @@ bool isIdempotent(http::verb v) {
   }
 }
 
-// A pooled connection the local service closed reads as end-of-file without blocking.
-bool stillOpen(TcpSocket& s) {
+// What a pooled connection holds while nobody reads it: nothing (it may serve the next request),
+// end-of-file (the local service closed it), or bytes no request asked for.
+enum class PooledState { clean, closed, unsolicited };
+PooledState pooledState(TcpSocket& s) {
   char c = 0;
   ssize_t n = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  if (n > 0) {
+    return PooledState::unsolicited;
+  }
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? PooledState::clean
+                                                            : PooledState::closed;
 }
 
 bool looksStale(const error_code& ec) {
@@ -292,6 +298,9 @@ class InboundSession final : public TrackedSession {
     m_.handshakes.add(shard_, 0);
     peer_ = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
     allowed_ = !peer_.unusable && shared_.allowList.allows(peer_.identity);
+    // A URI SAN may hold spaces, '=' and quotes: in a log line it is one quoted value, never
+    // fields of its own. Formatted once, for every line this connection writes.
+    identityForLog_ = peer_.identity.empty() ? "-" : "\"" + escapeForLog(peer_.identity) + "\"";
 
     // Between requests a connection holds no coroutine frame but this one and lends no buffer:
     // the wait is for readability, and the read happens once there is something to read.
@@ -386,19 +395,15 @@ class InboundSession final : public TrackedSession {
       logEvent(LogEvent::badRequest, spdlog::level::info,
                "event=bad_request peer={} identity={} status=400 reason=\"obsolete line "
                "folding\"",
-               clientIp_, peer_.identity);
+               clientIp_, identityForLog_);
       co_await replyLocal(400);
       co_return false;
     }
     if (!ec) {
       // The whole head is buffered (awaitHeadEnd), so it parses here, with no operation to run
-      // and complete; only a head cut at --max-head-size still goes through Beast's reader.
+      // and complete.
       const std::size_t used = req.put(buffer_.data(), ec);
       buffer_.consume(used);
-      if (ec == http::error::need_more) {
-        auto [rec, n] = co_await http::async_read_header(stream_, buffer_, req, useTuple);
-        ec = rec;
-      }
     }
     if (ec) {
       if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
@@ -408,7 +413,7 @@ class InboundSession final : public TrackedSession {
       unsigned status = statusForReadError(ec);
       logEvent(LogEvent::badRequest, spdlog::level::info,
                "event=bad_request peer={} identity={} status={} reason=\"{}\"", clientIp_,
-               peer_.identity, status, ec.message());
+               identityForLog_, status, ec.message());
       co_await replyLocal(status);
       co_return false;
     }
@@ -420,7 +425,7 @@ class InboundSession final : public TrackedSession {
     if (auto why = checkRequestHead(msg.base()); !why.empty()) {
       logEvent(LogEvent::badRequest, spdlog::level::info,
                "event=bad_request peer={} identity={} status=400 reason=\"{}\"", clientIp_,
-               peer_.identity, why);
+               identityForLog_, why);
       co_await replyLocal(400);
       co_return false;
     }
@@ -430,7 +435,7 @@ class InboundSession final : public TrackedSession {
         m_.identityUnusable->Increment();
       }
       logEvent(LogEvent::identityRefused, spdlog::level::info,
-               "event=identity_refused peer={} identity={}", clientIp_, peer_.identity);
+               "event=identity_refused peer={} identity={}", clientIp_, identityForLog_);
       co_await replyLocal(403);
       co_return false;
     }
@@ -484,8 +489,14 @@ class InboundSession final : public TrackedSession {
       if (scan.state == HeadScan::obsFold) {
         co_return http::error::bad_obs_fold;
       }
-      if (scan.state == HeadScan::complete || bytes.size() >= shared_.limits.maxHeadBytes) {
-        co_return error_code{};
+      // --max-head-size bounds the whole head, request line and fields together (Beast's own
+      // limit counts them apart), and no byte past it is ever parsed.
+      if (scan.state == HeadScan::complete) {
+        co_return scan.resumeAt > shared_.limits.maxHeadBytes ? error_code(http::error::header_limit)
+                                                              : error_code{};
+      }
+      if (bytes.size() >= shared_.limits.maxHeadBytes) {
+        co_return http::error::header_limit;
       }
       from = scan.resumeAt;
       auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(2048), useTuple);
@@ -555,11 +566,23 @@ class InboundSession final : public TrackedSession {
       if (auto idle = worker_.pool().takeIdle()) {
         up.socket() = std::move(*idle);
       }
-      const bool reused = up.socket().is_open();
-      if (reused && !replayable && !stillOpen(up.socket())) {
-        m_.upstreamStaleRetries->Increment();
+      // Every reused connection is looked at before it carries a request, whatever the method:
+      // bytes the local service wrote after its last answer (a second response after a 204, a
+      // body after a HEAD answer) would otherwise be read as this caller's answer, and this
+      // caller's answer would go to the next one.
+      while (up.socket().is_open()) {
+        const auto state = pooledState(up.socket());
+        if (state == PooledState::clean) {
+          break;
+        }
+        (state == PooledState::closed ? m_.upstreamStaleRetries : m_.upstreamUnsolicited)
+            ->Increment();
         up.socket().close(ignored);
+        if (auto idle = worker_.pool().takeIdle()) {
+          up.socket() = std::move(*idle);
+        }
       }
+      const bool reused = up.socket().is_open();
       if (!up.socket().is_open()) {
         auto cec = co_await connectUpstream();
         if (cec) {
@@ -594,12 +617,12 @@ class InboundSession final : public TrackedSession {
             if (r.readError == http::error::body_limit) {
               logEvent(LogEvent::badRequest, spdlog::level::info,
                        "event=bad_request peer={} identity={} status=413", clientIp_,
-                       peer_.identity);
+                       identityForLog_);
               co_await replyLocal(413);
             } else if (isMalformedBody(r.readError)) {
               logEvent(LogEvent::badRequest, spdlog::level::info,
                        "event=bad_request peer={} identity={} status=400 reason=\"{}\"", clientIp_,
-                       peer_.identity, r.readError.message());
+                       identityForLog_, r.readError.message());
               co_await replyLocal(400);
             }
             co_return false;
@@ -609,14 +632,16 @@ class InboundSession final : public TrackedSession {
       }
       if (!ec) {
         upBuffer_.clear();
-        do {  // interim 1xx answers are dropped; we wait for the final one
+        // One deadline for the final answer: interim 1xx answers (dropped; we wait for the final
+        // one) do not extend it, or a 102 every second would hold a request forever.
+        up.expires_after(shared_.limits.upstreamTimeout);
+        do {
           res.emplace();
           res->header_limit(kUpstreamMaxHead);
           res->body_limit(boost::none);
           if (isHead) {
             res->skip(true);
           }
-          up.expires_after(shared_.limits.upstreamTimeout);
           auto [rec, rn] = co_await http::async_read_header(up, upBuffer_, *res, useTuple);
           ec = rec;
         } while (!ec && res->get().result_int() / 100 == 1);
@@ -638,7 +663,7 @@ class InboundSession final : public TrackedSession {
         m_.upstreamTimeouts->Increment();
       }
       logEvent(LogEvent::upstreamFailed, spdlog::level::warn,
-               "event=upstream_failed identity={} status={} reason=\"{}\"", peer_.identity,
+               "event=upstream_failed identity={} status={} reason=\"{}\"", identityForLog_,
                slow ? 504 : 502, ec.message());
       co_await replyLocal(slow ? 504 : 502);
       co_return false;
@@ -677,7 +702,7 @@ class InboundSession final : public TrackedSession {
       upBuffer_.consume(res->put(upBuffer_.data(), rec));
       if (rec && rec != http::error::need_buffer && rec != http::error::need_more) {
         logEvent(LogEvent::upstreamBodyFailed, spdlog::level::warn,
-                 "event=upstream_body_failed identity={} reason=\"{}\"", peer_.identity,
+                 "event=upstream_body_failed identity={} reason=\"{}\"", identityForLog_,
                  rec.message());
         co_await replyLocal(502);
         co_return false;
@@ -690,7 +715,19 @@ class InboundSession final : public TrackedSession {
       markNoBody(rmsg.body());
     }
     lowest.expires_after(shared_.limits.idleTimeout);
-    if (res->is_done() && !rmsg.chunked()) {
+    // A HEAD, 204 or 304 answer has no body whatever its head says: with Transfer-Encoding:
+    // chunked the serializer would add a last chunk ("0\r\n\r\n") that the caller then reads
+    // as the start of its next answer.
+    const bool bodiless = isHead || status == 204 || status == 304;
+    if (status == 204 || status == 304) {
+      // RFC 9112 forbids Transfer-Encoding on a 204 (and it means nothing on a 304); readers
+      // such as Python's http.client then wait for chunks that never come.
+      rmsg.erase(http::field::transfer_encoding);
+      if (status == 204) {
+        rmsg.erase(http::field::content_length);
+      }
+    }
+    if (res->is_done() && (bodiless || !rmsg.chunked())) {
       // The whole answer is in hand and needs no framing of ours: head and body in one write.
       out_.clear();
       appendHead(out_, rmsg.base());
@@ -720,13 +757,18 @@ class InboundSession final : public TrackedSession {
       if (r.readError || r.writeError) {
         if (r.readError) {
           logEvent(LogEvent::upstreamBodyFailed, spdlog::level::warn,
-                   "event=upstream_body_failed identity={} reason=\"{}\"", peer_.identity,
+                   "event=upstream_body_failed identity={} reason=\"{}\"", identityForLog_,
                    r.readError.message());
         }
         co_return false;
       }
     }
-    if (upstreamReusable && upBuffer_.size() == 0) {
+    if (upBuffer_.size() != 0) {
+      // Bytes past the end of the answer (a body after a bodiless answer, a body longer than
+      // its Content-Length): the connection is out of step with its requests; never reuse it.
+      m_.upstreamUnsolicited->Increment();
+      upBuffer_.clear();
+    } else if (upstreamReusable) {
       worker_.pool().giveBack(std::move(up.socket()));
     }
     shrinkIfLarge(upBuffer_);
@@ -765,7 +807,7 @@ class InboundSession final : public TrackedSession {
       shared_.accessLog->info(
           "identity={} method={} path=\"{}\" status={} req_bytes={} resp_bytes={} "
           "duration_us={} upstream_us={}",
-          peer_.identity.empty() ? "-" : peer_.identity, ProxyMetrics::kMethods[method_],
+          identityForLog_, ProxyMetrics::kMethods[method_],
           escapeForLog(target_), status, requestBytes_, responseBytes,
           static_cast<int64_t>(seconds * 1e6),
           upstreamSeconds_ < 0 ? -1 : static_cast<int64_t>(upstreamSeconds_ * 1e6));
@@ -808,6 +850,7 @@ class InboundSession final : public TrackedSession {
   beast::flat_buffer upBuffer_;  // the local service's bytes read ahead of the parser
   std::string out_;              // a serialized head (and small body) on its way out
   PeerIdentity peer_;
+  std::string identityForLog_ = "-";  // peer_.identity quoted and escaped, or "-"
   std::string clientIp_;
   bool allowed_ = false;
   bool idle_ = false;
@@ -859,6 +902,28 @@ void UpstreamPool::giveBack(TcpSocket socket) {
   }
   idle_.push_back(Idle{std::move(socket), now});
   shared_.metrics->upstreamPoolIdle->Increment();
+}
+
+void UpstreamPool::sweep() {
+  // A connection the local service closed would otherwise sit in CLOSE-WAIT until the pool is
+  // next used, and one past its idle time would stay open: both go now.
+  const auto now = std::chrono::steady_clock::now();
+  const auto before = idle_.size();
+  std::erase_if(idle_, [&](Idle& item) {
+    if (now - item.since >= shared_.limits.upstreamIdleTimeout) {
+      return true;
+    }
+    const auto state = pooledState(item.socket);
+    if (state != PooledState::clean) {
+      (state == PooledState::closed ? shared_.metrics->upstreamStaleRetries
+                                    : shared_.metrics->upstreamUnsolicited)
+          ->Increment();
+    }
+    return state != PooledState::clean;
+  });
+  if (idle_.size() != before) {
+    shared_.metrics->upstreamPoolIdle->Decrement(static_cast<double>(before - idle_.size()));
+  }
 }
 
 void UpstreamPool::clear() {
@@ -966,6 +1031,9 @@ void Worker::sweep() {
     const auto now = std::chrono::steady_clock::now();
     for (auto& s : sessions_) {
       s.expireIfDue(now);
+    }
+    if (++sweeps_ % kPoolSweepEvery == 0) {
+      pool_.sweep();
     }
     sweep();
   });

@@ -55,6 +55,9 @@ class UpstreamPool {
   // The most recently returned idle connection that is not too old, or none.
   std::optional<TcpSocket> takeIdle();
   void giveBack(TcpSocket socket);
+  // Closes idle connections that are past --upstream-idle-timeout, were closed by the local
+  // service, or hold bytes nobody asked for. One peek per idle connection.
+  void sweep();
   void clear();
   std::size_t idle() const { return idle_.size(); }
 
@@ -156,6 +159,8 @@ class Worker {
   LogLimiter& logLimiter(LogEvent e) { return logLimiters_[static_cast<unsigned>(e)]; }
   // How late a deadline may fire: the period of the sweep over this worker's connections.
   static constexpr std::chrono::milliseconds kSweepPeriod{100};
+  // The upstream pool is swept every this many sweeps (once a second).
+  static constexpr unsigned kPoolSweepEvery = 10;
   // Requests of this worker at the local service; past pendingLimit() they get a 503.
   std::size_t& pending() { return pending_; }
   std::size_t pendingLimit() const { return pendingLimit_; }
@@ -179,6 +184,7 @@ class Worker {
   UpstreamPool pool_;
   SessionList sessions_;
   std::size_t sessionCount_ = 0;
+  unsigned sweeps_ = 0;
   std::size_t pending_ = 0;
   std::size_t pendingLimit_;
   bool refusalLogged_ = false;

@@ -100,9 +100,16 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
                                "Requests answered 504 because the local service was too slow.")
                           .Add({});
   upstreamStaleRetries = &counters(r, "sidecar_upstream_stale_retries_total",
-                                   "Pooled connections found closed by the local service; the "
-                                   "request went out again on a fresh connection.")
+                                   "Pooled connections found closed by the local service, when "
+                                   "taken for a request or by the pool's sweep once a second; "
+                                   "the request went out on another connection.")
                               .Add({});
+  upstreamUnsolicited = &counters(r, "sidecar_upstream_unsolicited_closed_total",
+                                  "Connections to the local service closed, never reused, "
+                                  "because they held bytes past the end of the answer just "
+                                  "relayed (a body after a HEAD, 204 or 304 answer, a body longer "
+                                  "than its Content-Length, a response nobody asked for).")
+                             .Add({});
   upstreamConnectsTotal = &counters(r, "sidecar_upstream_connections_total",
                                     "Connections opened to the local service.")
                                .Add({});

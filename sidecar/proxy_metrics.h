@@ -48,6 +48,7 @@ struct ProxyMetrics {
   prometheus::Counter* upstreamConnectErrors;
   prometheus::Counter* upstreamTimeouts;
   prometheus::Counter* upstreamStaleRetries;
+  prometheus::Counter* upstreamUnsolicited;
   prometheus::Counter* upstreamConnectsTotal;
   prometheus::Gauge* upstreamPoolIdle;
   prometheus::Counter* certReloadOk;

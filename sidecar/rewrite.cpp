@@ -101,7 +101,7 @@ HeadScan scanHead(std::string_view bytes, std::size_t from) {
 }
 
 std::string_view checkRequestHead(http::request_header<>& head) {
-  std::size_t hosts = 0, lengths = 0, codings = 0;
+  std::size_t hosts = 0, lengths = 0, codings = 0, expects = 0;
   std::string_view length, coding;
   for (const auto& f : head) {
     switch (f.name()) {
@@ -115,6 +115,9 @@ std::string_view checkRequestHead(http::request_header<>& head) {
       case http::field::transfer_encoding:
         ++codings;
         coding = f.value();
+        break;
+      case http::field::expect:
+        ++expects;
         break;
       default:
         break;
@@ -131,6 +134,9 @@ std::string_view checkRequestHead(http::request_header<>& head) {
   }
   if (codings && head.version() < 11) {
     return "Transfer-Encoding in HTTP/1.0";
+  }
+  if (expects > 1) {
+    return "Expect repeated";  // only the first would be looked at, the second forwarded
   }
   if (hosts > 1 || (hosts == 0 && head.version() >= 11)) {
     return "Host missing or repeated";
@@ -260,6 +266,21 @@ void appendHead(std::string& out, const http::response_header<>& head) {
 
 void rewriteResponseHead(http::response_header<>& head, unsigned clientVersion, bool keepAlive) {
   eraseHopByHop(head);
+  // Beast accepts a Content-Length repeated with the same value, or listed ("2, 2"); the caller
+  // gets it once, so that no reader downstream has two to choose from.
+  std::size_t lengths = 0;
+  std::string_view length;
+  bool listed = false;
+  for (const auto& f : head) {
+    if (f.name() == http::field::content_length) {
+      ++lengths;
+      length = f.value();
+      listed = listed || length.find(',') != std::string_view::npos;
+    }
+  }
+  if (lengths > 1 || listed) {
+    head.set(http::field::content_length, std::string(trim(length.substr(0, length.find(',')))));
+  }
   head.version(clientVersion);
   if (clientVersion == 10) {
     if (keepAlive) {

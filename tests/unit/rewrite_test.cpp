@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <sstream>
+#include <string>
+#include <vector>
 
 using namespace sidecar;
 
@@ -206,4 +208,37 @@ TEST_CASE("appendHead writes exactly what Beast's serializer writes") {
   appendHead(out, res);
   CHECK(out == beastWrites(res));
   CHECK(out.starts_with("HTTP/1.0 299 Fine Enough\r\n"));
+}
+
+TEST_CASE("checkRequestHead: a second Expect is refused, not dropped") {
+  http::request_header<> h;
+  h.method(http::verb::post);
+  h.target("/");
+  h.version(11);
+  h.set(http::field::host, "svc");
+  h.insert(http::field::expect, "100-continue");
+  CHECK(checkRequestHead(h).empty());
+  h.insert(http::field::expect, "100-continue");
+  CHECK(checkRequestHead(h) == "Expect repeated");
+}
+
+TEST_CASE("response: a repeated or listed Content-Length goes out once") {
+  for (auto fields : {std::vector<std::string>{"2", "2"}, std::vector<std::string>{"2, 2"},
+                      std::vector<std::string>{" 2 ,2"}}) {
+    http::response_header<> h;
+    h.result(http::status::ok);
+    h.version(11);
+    for (auto& f : fields) {
+      h.insert(http::field::content_length, f);
+    }
+    rewriteResponseHead(h, 11, true);
+    CHECK(h.count(http::field::content_length) == 1);
+    CHECK(h[http::field::content_length] == "2");
+  }
+  http::response_header<> one;
+  one.result(http::status::ok);
+  one.version(11);
+  one.set(http::field::content_length, "7");
+  rewriteResponseHead(one, 11, true);
+  CHECK(one[http::field::content_length] == "7");
 }

@@ -1,0 +1,245 @@
+"""Response integrity: each caller gets its own answer, whatever the local service writes after
+(or beyond) the answer it was asked for. A scripted local service (scripted_upstream.py)
+misbehaves on purpose; callers with different certificates check whose answer they got."""
+import http.client
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import SidecarTestCase, wait_for
+from scripted_upstream import ScriptedUpstream
+
+H = b"Host: svc\r\n"
+CLIENT_URI = "spiffe://dev.local/caller"
+INTRUDER_URI = "spiffe://dev.local/intruder"
+
+
+def read_until_quiet(sock, quiet=0.5, limit=5.0):
+    """Every byte the peer sends until it is quiet for `quiet` seconds or closes."""
+    sock.settimeout(quiet)
+    data, deadline = b"", time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_answer(sock, method="GET"):
+    """One answer, framed as RFC 9112 says: no body after HEAD, 1xx, 204 and 304; else
+    Content-Length. Returns (status, body)."""
+    sock.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    if method == "HEAD" or status in (204, 304) or status < 200:
+        return status, body
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.split(b",")[0])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed mid-body")
+        body += chunk
+    return status, body
+
+
+class IntegrityTest(SidecarTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.up = ScriptedUpstream()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.close()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        # One worker: one pool, so that the next caller is served by the connection just used.
+        self.sc = self.start_sidecar(self.up.port, "--workers", "1", "--upstream-timeout", "2s")
+
+    def get(self, path, cert="client", method="GET"):
+        with self.tls_socket(self.sc.port, cert) as s:
+            s.sendall(method.encode() + b" " + path.encode() + b" HTTP/1.1\r\n" + H + b"\r\n")
+            return read_answer(s, method)
+
+    def unsolicited(self):
+        return self.metric(self.sc, "sidecar_upstream_unsolicited_closed_total")
+
+    def assert_own_answers(self, before):
+        """Two callers after the misbehaving answer: each gets its own identity back."""
+        for cert, uri in (("intruder", INTRUDER_URI), ("client", CLIENT_URI),
+                          ("intruder", INTRUDER_URI)):
+            status, body = self.get("/echo", cert)
+            self.assertEqual(status, 200, body)
+            self.assertIn(f"URI={uri}".encode(), body, f"{cert} got someone else's answer: {body!r}")
+            self.assertNotIn(b"injected", body)
+        self.assertGreater(self.unsolicited(), before, "the dirty connection is counted")
+
+    # --- item 1: a pooled connection holding unread bytes is never reused -------------------
+
+    def test_response_after_204_never_reaches_the_next_caller(self):
+        before, injected = self.unsolicited(), self.up.injected
+        self.assertEqual(self.get("/204-then-inject?ms=300")[0], 204)
+        # The injected response lands on the pooled connection after the 204 went out.
+        wait_for(lambda: self.up.injected > injected, what="the injection")
+        time.sleep(0.1)
+        self.assert_own_answers(before)
+
+    def test_body_after_head_answer(self):
+        for ms in (0, 200):
+            before, injected = self.unsolicited(), self.up.injected
+            status, _ = self.head(f"/head-body?ms={ms}")
+            self.assertEqual(status, 200)
+            wait_for(lambda: self.up.injected > injected, what="the body after HEAD")
+            time.sleep(0.1)
+            self.assert_own_answers(before)
+
+    def test_body_after_304(self):
+        for ms in (0, 200):
+            before, injected = self.unsolicited(), self.up.injected
+            self.assertEqual(self.get(f"/304-body?ms={ms}")[0], 304)
+            wait_for(lambda: self.up.injected > injected, what="the body after 304")
+            time.sleep(0.1)
+            self.assert_own_answers(before)
+
+    def test_body_longer_than_its_content_length(self):
+        for ms in (0, 200):
+            before, injected = self.unsolicited(), self.up.injected
+            status, body = self.get(f"/long-body?ms={ms}")
+            self.assertEqual((status, body), (200, b"ok"))
+            wait_for(lambda: self.up.injected > injected, what="the extra response")
+            time.sleep(0.1)
+            self.assert_own_answers(before)
+
+    def test_every_method_is_checked(self):
+        """POST, PUT, DELETE and OPTIONS after a dirty connection get their own answers too."""
+        for method in ("POST", "PUT", "DELETE", "OPTIONS", "GET"):
+            injected = self.up.injected
+            self.assertEqual(self.get("/204-then-inject?ms=100")[0], 204)
+            wait_for(lambda: self.up.injected > injected, what="the injection")
+            time.sleep(0.1)
+            with self.tls_socket(self.sc.port, "intruder") as s:
+                s.sendall(method.encode() + b" /echo HTTP/1.1\r\n" + H +
+                          b"Content-Length: 0\r\n\r\n")
+                status, body = read_answer(s, method)
+            self.assertEqual(status, 200, method)
+            self.assertIn(f"URI={INTRUDER_URI}".encode(), body, method)
+
+    def head(self, path, cert="client"):
+        with self.tls_socket(self.sc.port, cert) as s:
+            s.sendall(b"HEAD " + path.encode() + b" HTTP/1.1\r\n" + H + b"\r\n")
+            data = read_until_quiet(s, quiet=0.3)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        self.assertEqual(rest, b"", "a HEAD answer has no body")
+        return int(head.split()[1]), head
+
+    # --- item 2: bodiless answers framed as chunked get no last chunk -------------------------
+
+    def test_chunked_bodiless_answers_have_no_last_chunk(self):
+        for method, status in (("HEAD", 200), ("GET", 204), ("GET", 304)):
+            with self.tls_socket(self.sc.port) as s:
+                s.sendall(f"{method} /chunked-bodiless?status={status} HTTP/1.1\r\n".encode() + H +
+                          b"\r\nGET /echo HTTP/1.1\r\n" + H + b"\r\n")
+                data = read_until_quiet(s)
+            first, _, rest = data.partition(b"\r\n\r\n")
+            self.assertTrue(first.startswith(f"HTTP/1.1 {status} ".encode()), data)
+            self.assertTrue(rest.startswith(b"HTTP/1.1 200 "),
+                            f"{method} {status}: the next answer must follow the head at once: {data!r}")
+
+    def test_curl_and_http_client_read_two_head_answers(self):
+        url = f"https://127.0.0.1:{self.sc.port}/chunked-bodiless?status=200"
+        r = subprocess.run(["curl", "-sS", "-I", "--max-time", "10",
+                            "--cacert", self.certs.path("ca.pem"),
+                            "--cert", self.certs.path("client.pem"),
+                            "--key", self.certs.path("client.key"), url, url],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.count("HTTP/1.1 200"), 2, r.stdout)
+        ctx = ssl.create_default_context(cafile=self.certs.path("ca.pem"))
+        ctx.load_cert_chain(self.certs.path("client.pem"), self.certs.path("client.key"))
+        conn = http.client.HTTPSConnection("localhost", self.sc.port, context=ctx, timeout=5)
+        try:
+            for path in ("/chunked-bodiless?status=200", "/echo"):
+                conn.request("HEAD", path)
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, 200)
+            conn.request("GET", "/chunked-bodiless?status=204")
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 204)
+            conn.request("GET", "/echo")
+            r = conn.getresponse()
+            self.assertIn(CLIENT_URI.encode(), r.read())
+        finally:
+            conn.close()
+
+    # --- item 10: smaller drifts ---------------------------------------------------------------
+
+    def test_interim_answers_do_not_extend_the_deadline(self):
+        start = time.monotonic()
+        status, body = self.get("/interim?ms=400&n=20")  # 8 s of 102s against a 2 s deadline
+        elapsed = time.monotonic() - start
+        self.assertEqual(status, 504, body)
+        self.assertLess(elapsed, 4.0, "the 1xx answers held the request past --upstream-timeout")
+
+    def test_repeated_content_length_goes_out_as_one(self):
+        for form in ("repeat", "comma"):
+            with self.tls_socket(self.sc.port) as s:
+                s.sendall(f"GET /dup-length?form={form} HTTP/1.1\r\n".encode() + H + b"\r\n")
+                data = read_until_quiet(s, quiet=0.3)
+            head, _, body = data.partition(b"\r\n\r\n")
+            lengths = [line for line in head.split(b"\r\n")[1:]
+                       if line.lower().startswith(b"content-length:")]
+            self.assertEqual(lengths, [b"Content-Length: 2"], f"{form}: {head!r}")
+            self.assertEqual(body, b"ok")
+
+    def test_pooled_connections_closed_by_the_local_service_do_not_linger(self):
+        # Four requests at once: four pooled connections, which the local service then closes.
+        closed = self.up.closed_after_answer
+        threads = [threading.Thread(target=self.get, args=("/close-soon?wait=300&ms=100",))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wait_for(lambda: self.up.closed_after_answer >= closed + 4, what="the local service's closes")
+
+        def close_wait():
+            out = subprocess.run(["ss", "-Htn", "state", "close-wait", "dport", f"= :{self.up.port}"],
+                                 capture_output=True, text=True).stdout
+            return [line for line in out.splitlines() if line.strip()]
+        # Pooled connections are swept once a second.
+        wait_for(lambda: not close_wait(), timeout=3.0,
+                 what="pooled connections in CLOSE-WAIT closed by the sidecar")
+
+    def test_second_expect_header_is_refused(self):
+        with self.tls_socket(self.sc.port) as s:
+            s.sendall(b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n"
+                      b"Expect: 100-continue\r\nExpect: 100-continue\r\n\r\nhi")
+            status, _ = read_answer(s)
+        self.assertEqual(status, 400)
+
+
+if __name__ == "__main__":
+    unittest.main()
