@@ -96,7 +96,7 @@ class MetricsTest(SidecarTestCase):
         self.curl(f"https://localhost:{sc.port}/ping")
         self.curl(f"https://localhost:{sc.port}/help/ping?x=%22q")
         self.curl(f"https://localhost:{sc.port}/nope", args=["-X", "DELETE"])
-        pattern = re.compile(r'^ts=\S+ identity=(\S+) method=(\S+) path="((?:[^"\\]|\\.)*)" '
+        pattern = re.compile(r'^ts=\S+ identity=("(?:[^"\\]|\\.)*"|-) method=(\S+) path="((?:[^"\\]|\\.)*)" '
                              r'status=(\d+) req_bytes=(\d+) resp_bytes=(\d+) duration_us=(\d+) upstream_us=(-?\d+)$')
         lines = wait_for(lambda: (open(log).read().splitlines() if os.path.exists(log) else [None])
                          if len(open(log).read().splitlines() if os.path.exists(log) else []) >= 3 else None,
@@ -105,9 +105,9 @@ class MetricsTest(SidecarTestCase):
         parsed = [pattern.match(l) for l in lines]
         self.assertTrue(all(parsed), lines)
         self.assertEqual([(p[1], p[2], p[3], p[4]) for p in parsed],
-                         [("spiffe://dev.local/caller", "GET", "/ping", "200"),
-                          ("spiffe://dev.local/caller", "GET", "/help/ping?x=%22q", "200"),
-                          ("spiffe://dev.local/caller", "DELETE", "/nope", "404")])
+                         [('"spiffe://dev.local/caller"', "GET", "/ping", "200"),
+                          ('"spiffe://dev.local/caller"', "GET", "/help/ping?x=%22q", "200"),
+                          ('"spiffe://dev.local/caller"', "DELETE", "/nope", "404")])
         self.assertEqual(parsed[0][6], "4")
 
     def test_dashboard_and_rules_use_only_metrics_that_exist(self):
