@@ -13,6 +13,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <malloc.h>
+
 #include <cerrno>
 
 #include "relay.h"
@@ -226,8 +228,10 @@ class RelayBuffer {
 
 class InboundSession final : public TrackedSession {
  public:
-  InboundSession(Worker& worker, TcpSocket socket, std::shared_ptr<ssl::context> tls)
-      : worker_(worker),
+  InboundSession(Worker& worker, TcpSocket socket, std::shared_ptr<ssl::context> tls,
+                 Clock::time_point handshakeDeadline)
+      : handshakeDeadline_(handshakeDeadline),
+        worker_(worker),
         shared_(worker.shared()),
         m_(*worker.shared().metrics),
         shard_(worker.index()),
@@ -238,8 +242,6 @@ class InboundSession final : public TrackedSession {
     // line with an endless extension fills it and is refused).
     buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
     worker_.sessionStarted(*this);
-    m_.connectionsTotal.add(shard_, 0);
-    m_.connectionsOpen.add(shard_, 0);
   }
 
   ~InboundSession() {
@@ -265,10 +267,14 @@ class InboundSession final : public TrackedSession {
     }
   }
 
+  // Idle between requests, or not yet through its handshake (a caller that is not a caller yet,
+  // and may never be): either may make room for a new connection at --max-connections.
   bool closeIfIdle() override {
-    if (idle_) {
+    if (idle_ || handshaking_) {
       beast::get_lowest_layer(stream_).cancel();
-      idle_ = false;  // once is enough: the read completes with operation_aborted
+      idle_ = false;  // once is enough: the operation completes with operation_aborted
+      handshaking_ = false;
+      evicted_ = true;
       return true;
     }
     return false;
@@ -280,9 +286,15 @@ class InboundSession final : public TrackedSession {
     auto remote = lowest.socket().remote_endpoint(ignored);
     clientIp_ = remote.address().to_string();
 
-    lowest.expires_after(shared_.limits.handshakeTimeout);
+    // The deadline runs from the accept: the wait for the first byte took part of it.
+    lowest.expires_at(handshakeDeadline_);
     const auto handshakeStart = Clock::now();
+    handshaking_ = true;
     auto [ec] = co_await stream_.async_handshake(useTuple);
+    handshaking_ = false;
+    if (evicted_) {
+      co_return;  // counted as an eviction by the worker
+    }
     m_.handshakeDuration.observe(shard_, 0, secondsSince(handshakeStart));
     if (ec) {
       auto why = classifyHandshakeFailure(ec, SSL_get_verify_result(stream_.native_handle()));
@@ -839,6 +851,7 @@ class InboundSession final : public TrackedSession {
     PendingGuard& operator=(const PendingGuard&) = delete;
   };
 
+  Clock::time_point handshakeDeadline_;
   Worker& worker_;
   const ProxyShared& shared_;
   ProxyMetrics& m_;
@@ -854,6 +867,8 @@ class InboundSession final : public TrackedSession {
   std::string clientIp_;
   bool allowed_ = false;
   bool idle_ = false;
+  bool handshaking_ = false;
+  bool evicted_ = false;
   unsigned idleSweeps_ = 0;  // sweeps seen while idle_
   Clock::time_point requestStart_{};
   std::size_t method_ = 7;
@@ -863,10 +878,83 @@ class InboundSession final : public TrackedSession {
 };
 
 awaitable<void> serveConnection(Worker& worker, TcpSocket socket,
-                                std::shared_ptr<ssl::context> tls) {
-  InboundSession session(worker, std::move(socket), std::move(tls));
+                                std::shared_ptr<ssl::context> tls,
+                                Clock::time_point handshakeDeadline) {
+  InboundSession session(worker, std::move(socket), std::move(tls), handshakeDeadline);
   co_await session.run();
 }
+
+// A connection accepted but silent. As nginx does, it gets no TLS state, no buffer and no
+// coroutine frame until its first byte arrives: a socket, a deadline and a place in the worker's
+// list (about 200 bytes, instead of the tens of KiB a TLS session costs), so a flood of
+// connections that never send a ClientHello costs little. The oldest are evicted first at
+// --max-connections, like idle keep-alive connections.
+class FirstByteWait final : public TrackedSession {
+ public:
+  ~FirstByteWait() { worker_.sessionEnded(*this); }
+
+  static void start(Worker& worker, TcpSocket socket) {
+    std::unique_ptr<FirstByteWait> self(new FirstByteWait(worker, std::move(socket)));
+    auto& s = self->socket_;
+    // The pending wait owns the object: it goes when the wait completes, however it ends, or
+    // with the worker's io_context if that is destroyed first.
+    s.async_wait(TcpSocket::wait_read,
+                 [self = std::move(self)](error_code ec) { self->onReadable(ec); });
+  }
+
+  bool closeIfIdle() override {
+    if (closing_) {
+      return false;
+    }
+    closing_ = true;
+    error_code ignored;
+    socket_.cancel(ignored);
+    return true;
+  }
+
+  void expireIfDue(Clock::time_point now) override {
+    if (!closing_ && now >= deadline_) {
+      closing_ = timedOut_ = true;
+      error_code ignored;
+      socket_.cancel(ignored);
+    }
+  }
+
+ private:
+  FirstByteWait(Worker& worker, TcpSocket socket)
+      : worker_(worker),
+        socket_(std::move(socket)),
+        deadline_(Clock::now() + worker.shared().limits.handshakeTimeout) {
+    auto& m = *worker_.shared().metrics;
+    m.connectionsTotal.add(worker_.index(), 0);
+    m.connectionsOpen.add(worker_.index(), 0);
+    worker_.sessionStarted(*this);
+  }
+
+  void onReadable(error_code ec) {
+    if (!ec && !closing_ && !worker_.draining()) {
+      // The session takes the connection over, with what is left of the handshake deadline.
+      asio::co_spawn(worker_.ioc(),
+                     serveConnection(worker_, std::move(socket_), worker_.tls(), deadline_),
+                     asio::detached);
+      return;
+    }
+    auto& m = *worker_.shared().metrics;
+    if (timedOut_) {
+      m.handshakes.add(worker_.index(), 1 + static_cast<std::size_t>(HandshakeFailure::Timeout));
+    }
+    error_code ignored;
+    socket_.close(ignored);
+    worker_.shared().connections->open.fetch_sub(1, std::memory_order_relaxed);
+    m.connectionsOpen.sub(worker_.index(), 0);
+  }
+
+  Worker& worker_;
+  TcpSocket socket_;
+  Clock::time_point deadline_;
+  bool closing_ = false;
+  bool timedOut_ = false;
+};
 
 }  // namespace
 
@@ -1034,9 +1122,31 @@ void Worker::sweep() {
     }
     if (++sweeps_ % kPoolSweepEvery == 0) {
       pool_.sweep();
+      if (index_ == 0) {
+        trimAfterFlood();
+      }
     }
     sweep();
   });
+}
+
+// After a flood of connections ends, glibc keeps the freed memory in its arenas (one per
+// thread), fragmented, and the process stays at its peak size. Once a second, worker 0 looks at
+// how many connections are open across all workers; when that fell well below the peak since the
+// last trim, malloc_trim hands the free pages back (it walks every arena, a few milliseconds
+// after a flood of thousands of connections, and nothing in steady state).
+void Worker::trimAfterFlood() {
+  const std::size_t open = shared_.connections->open.load(std::memory_order_relaxed);
+  peakOpen_ = std::max(peakOpen_, open);
+  // Only once the count has settled (no longer falling), so that one trim comes after the
+  // last of the flood's connections is gone, not one per second while they go.
+  const bool settled = open + kTrimSettled >= lastOpen_;
+  lastOpen_ = open;
+  if (settled && peakOpen_ >= open + kTrimAfterDrop) {
+    ::malloc_trim(0);
+    shared_.metrics->memoryTrims->Increment();
+    peakOpen_ = open;
+  }
 }
 
 bool Worker::evictIdle() {
@@ -1088,7 +1198,7 @@ void Worker::accept() {
           refusalLogged_ = false;
           error_code ignored;
           socket.set_option(tcp::no_delay(true), ignored);
-          asio::co_spawn(*ioc_, serveConnection(*this, std::move(socket), tls_), asio::detached);
+          FirstByteWait::start(*this, std::move(socket));
         }
       },
       asio::detached);

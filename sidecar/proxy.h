@@ -148,6 +148,7 @@ class Worker {
   asio::io_context& ioc() { return *ioc_; }
   unsigned index() const { return index_; }
   const ProxyShared& shared() const { return shared_; }
+  const std::shared_ptr<asio::ssl::context>& tls() const { return tls_; }
   UpstreamPool& pool() { return pool_; }
   bool draining() const { return draining_; }
   // Body relay buffers, lent while a body streams so that idle connections hold none.
@@ -168,6 +169,10 @@ class Worker {
  private:
   void accept();
   void sweep();
+  // Hands memory freed by a flood back to the system (worker 0 only, once a second).
+  void trimAfterFlood();
+  static constexpr std::size_t kTrimAfterDrop = 256;  // connections fewer than the peak
+  static constexpr std::size_t kTrimSettled = 16;     // fewer gone in the last second
   // At --max-connections: closes this worker's longest-idle connection; false if none is idle.
   bool evictIdle();
 
@@ -185,6 +190,8 @@ class Worker {
   SessionList sessions_;
   std::size_t sessionCount_ = 0;
   unsigned sweeps_ = 0;
+  std::size_t peakOpen_ = 0;  // connections open across all workers, highest since the last trim
+  std::size_t lastOpen_ = 0;  // and a second ago
   std::size_t pending_ = 0;
   std::size_t pendingLimit_;
   bool refusalLogged_ = false;

@@ -104,6 +104,10 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
                                    "taken for a request or by the pool's sweep once a second; "
                                    "the request went out on another connection.")
                               .Add({});
+  memoryTrims = &counters(r, "sidecar_memory_trims_total",
+                          "Times freed memory was handed back to the system (malloc_trim) "
+                          "after the open connections fell 256 or more below their peak.")
+                     .Add({});
   upstreamUnsolicited = &counters(r, "sidecar_upstream_unsolicited_closed_total",
                                   "Connections to the local service closed, never reused, "
                                   "because they held bytes past the end of the answer just "

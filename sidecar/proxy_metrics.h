@@ -51,6 +51,7 @@ struct ProxyMetrics {
   prometheus::Counter* upstreamUnsolicited;
   prometheus::Counter* upstreamConnectsTotal;
   prometheus::Gauge* upstreamPoolIdle;
+  prometheus::Counter* memoryTrims;
   prometheus::Counter* certReloadOk;
   prometheus::Counter* certReloadFailed;
   prometheus::Gauge* certNotAfter;

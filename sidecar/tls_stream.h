@@ -52,6 +52,10 @@ class DeadlineSocket {
     timedOut_ = false;
     deadline_ = Clock::now() + d;
   }
+  void expires_at(Clock::time_point t) {
+    timedOut_ = false;
+    deadline_ = t;
+  }
   void expires_never() {
     timedOut_ = false;
     deadline_ = Clock::time_point::max();

@@ -48,25 +48,42 @@ class AbuseTest(SidecarTestCase):
         return out
 
     def test_max_connections_refuses_busy_and_evicts_idle(self):
-        app = self.start_pinghelp()
-        sc = self.start_sidecar(app.port, "--workers", "1", "--max-connections", "4")
-        # Four connections mid-handshake are busy, not idle: a fifth is closed at once.
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port, "--workers", "1", "--max-connections", "4",
+                                "--upstream-timeout", "5s")
+        # Four connections that have not finished (or begun) a handshake are not callers yet:
+        # a fifth caller is served, and the oldest of them makes room (issue 11: 60 raw sockets
+        # locked callers out at --max-connections 50).
         stalled = [socket.create_connection(("127.0.0.1", sc.port)) for _ in range(4)]
         wait_for(lambda: self.metric(sc, "sidecar_inbound_connections_open") == 4, what="4 open")
+        with self.tls_socket(sc.port) as s:
+            self.assertEqual(self.get(s)[0], 200)
+        self.assertEqual(self.metric(sc, "sidecar_inbound_connections_evicted_total"), 1)
+        stalled[0].settimeout(5)
+        self.assertEqual(stalled[0].recv(1), b"", "the oldest silent connection was closed")
+        for s in stalled:
+            s.close()
+        wait_for(lambda: self.metric(sc, "sidecar_inbound_connections_open") == 0, what="0 open")
+        # Four requests waiting on the local service are busy: a fifth connection is closed at once.
+        busy = [self.tls_socket(sc.port) for _ in range(4)]
+        for s in busy:
+            s.sendall(b"GET /stall HTTP/1.1\r\nHost: svc\r\n\r\n")
+        wait_for(lambda: self.metric(sc, "sidecar_requests_pending") == 4, what="4 pending")
         with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
             with self.tls_socket(sc.port) as s:
                 self.get(s)
         self.assertEqual(self.metric(sc, "sidecar_inbound_connections_refused_total"), 1)
-        for s in stalled:
+        for s in busy:
             s.close()
-        wait_for(lambda: self.metric(sc, "sidecar_inbound_connections_open") == 0, what="0 open")
+        wait_for(lambda: self.metric(sc, "sidecar_inbound_connections_open") == 0, timeout=15,
+                 what="0 open")
         # Four idle keep-alive connections: a fifth caller is served, and the oldest idle one goes.
         idle = [self.tls_socket(sc.port) for _ in range(4)]
         for s in idle:
             self.assertEqual(self.get(s)[0], 200)
         with self.tls_socket(sc.port) as s:
             self.assertEqual(self.get(s)[0], 200)
-        self.assertEqual(self.metric(sc, "sidecar_inbound_connections_evicted_total"), 1)
+        self.assertEqual(self.metric(sc, "sidecar_inbound_connections_evicted_total"), 2)
         idle[0].settimeout(5)
         self.assertEqual(idle[0].recv(1), b"", "the longest-idle connection was closed")
         self.assertEqual(self.get(idle[3])[0], 200, "the others still work")
