@@ -109,6 +109,7 @@ po::options_description describeFlags() {
     ("workers", po::value<unsigned>()->default_value(0), "worker threads, each with its own acceptor and upstream pool (0: one per core)")
     ("max-head-size", po::value<std::string>()->default_value("64KiB"), "largest request head (request line and headers); larger: 431")
     ("max-body-size", po::value<std::string>()->default_value("1GiB"), "largest request body; larger: 413 (0: unlimited)")
+    ("headers-with-underscores", po::value<std::string>()->default_value("drop"), "request header names holding '_': drop (removed before forwarding, counted), reject (400) or allow (forwarded as they are). CGI/WSGI servers read X_Forwarded_Client_Cert as X-Forwarded-Client-Cert")
     ("handshake-timeout", po::value<std::string>()->default_value("5s"), "deadline for the TLS handshake")
     ("head-timeout", po::value<std::string>()->default_value("10s"), "deadline for reading a request head once its first byte arrived; slower: closed, counted as 408")
     ("idle-timeout", po::value<std::string>()->default_value("60s"), "keep-alive idle time between requests, and longest pause of a caller mid-body")
@@ -183,6 +184,20 @@ std::string fileFlag(const po::variables_map& vm, const char* name) {
     throw FlagError{std::string("--") + name + ": cannot read file '" + path + "'"};
   }
   return path;
+}
+
+UnderscoreHeaders underscoreFlag(const po::variables_map& vm, const char* name) {
+  auto text = vm[name].as<std::string>();
+  if (text == "drop") {
+    return UnderscoreHeaders::drop;
+  }
+  if (text == "reject") {
+    return UnderscoreHeaders::reject;
+  }
+  if (text == "allow") {
+    return UnderscoreHeaders::allow;
+  }
+  throw FlagError{std::string("--") + name + ": '" + text + "' is not one of drop, reject, allow"};
 }
 
 std::string readDigest(const std::string& path) {
@@ -440,6 +455,7 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
       throw FlagError{"--max-head-size: at least 1KiB"};
     }
     c.limits.maxBodyBytes = sizeFlag(vm, "max-body-size");
+    c.limits.underscoreHeaders = underscoreFlag(vm, "headers-with-underscores");
     c.limits.handshakeTimeout = durationFlag(vm, "handshake-timeout");
     c.limits.headTimeout = durationFlag(vm, "head-timeout");
     c.limits.idleTimeout = durationFlag(vm, "idle-timeout");

@@ -106,6 +106,34 @@ TEST_CASE("a command-line allow-list replaces the environment's") {
   CHECK(r.config->allowIdentities == std::vector<std::string>{"x"});
 }
 
+TEST_CASE("--headers-with-underscores: drop by default, reject or allow on request") {
+  auto r = parse({});
+  REQUIRE(r.config);
+  CHECK(r.config->limits.underscoreHeaders == UnderscoreHeaders::drop);
+  r = parse({"--headers-with-underscores", "reject"});
+  REQUIRE(r.config);
+  CHECK(r.config->limits.underscoreHeaders == UnderscoreHeaders::reject);
+  r = parse({"--headers-with-underscores=allow"});
+  REQUIRE(r.config);
+  CHECK(r.config->limits.underscoreHeaders == UnderscoreHeaders::allow);
+  r = parse({}, {"SIDECAR_HEADERS_WITH_UNDERSCORES=reject"});
+  REQUIRE(r.config);
+  CHECK(r.config->limits.underscoreHeaders == UnderscoreHeaders::reject);
+  r = parse({"--headers-with-underscores", "allow"}, {"SIDECAR_HEADERS_WITH_UNDERSCORES=reject"});
+  REQUIRE(r.config);
+  CHECK(r.config->limits.underscoreHeaders == UnderscoreHeaders::allow);
+  for (const char* value : {"Drop", "", "ignore", "drop,allow"}) {
+    r = parse({"--headers-with-underscores", value});
+    CHECK_FALSE(r.config);
+    CHECK(r.exitCode == 2);
+    CHECK(r.message == std::string("sidecar: --headers-with-underscores: '") + value +
+                           "' is not one of drop, reject, allow\n");
+  }
+  r = parse({}, {"SIDECAR_HEADERS_WITH_UNDERSCORES=strip"});
+  CHECK(r.exitCode == 2);
+  CHECK(r.message.find("--headers-with-underscores") != std::string::npos);
+}
+
 TEST_CASE("bad input gives one line naming it and exit code 2") {
   auto bad = [](std::vector<std::string> args, const char* mentions) {
     auto r = parse(std::move(args));
