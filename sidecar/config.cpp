@@ -25,6 +25,15 @@ std::string HostPort::str() const {
 
 namespace {
 
+// Ranges of the flags that have one; --help and the error lines say them.
+constexpr uint64_t kMinHeadBytes = 1024;
+constexpr uint64_t kMaxHeadBytes = 1024 * 1024;
+constexpr uint64_t kMaxWorkers = 256;
+constexpr uint64_t kMaxUpstreamIdle = 100'000;
+constexpr uint64_t kMaxConnections = 10'000'000;
+constexpr uint64_t kMaxPending = 10'000'000;
+constexpr uint64_t kMaxRiseFall = 1'000;
+
 template <class T>
 std::optional<T> parseNumber(std::string_view text) {
   T value{};
@@ -106,8 +115,8 @@ po::options_description describeFlags() {
     ("tls-reload-interval", po::value<std::string>()->default_value("2s"), "how often to check the three TLS files for changes (SIGHUP reloads at once)")
     ("allow-identity", po::value<std::vector<std::string>>()->composing(), "caller identity allowed to call, exact or with a trailing '*'; repeatable (environment: comma-separated). Default: any identity the CA vouches for")
     ("admin-listen", po::value<std::string>()->default_value("127.0.0.1:9990"), "admin HTTP listener, host:port")
-    ("workers", po::value<unsigned>()->default_value(0), "worker threads, each with its own acceptor and upstream pool (0: one per core)")
-    ("max-head-size", po::value<std::string>()->default_value("64KiB"), "largest request head (request line and headers); larger: 431")
+    ("workers", po::value<std::string>()->default_value("0"), "worker threads, each with its own acceptor and upstream pool, 0 to 256 (0: one per core, up to 256)")
+    ("max-head-size", po::value<std::string>()->default_value("64KiB"), "largest request head (request line and headers), 1KiB to 1MiB; larger: 431")
     ("max-body-size", po::value<std::string>()->default_value("1GiB"), "largest request body; larger: 413 (0: unlimited)")
     ("headers-with-underscores", po::value<std::string>()->default_value("drop"), "request header names holding '_': drop (removed before forwarding, counted), reject (400) or allow (forwarded as they are). CGI/WSGI servers read X_Forwarded_Client_Cert as X-Forwarded-Client-Cert")
     ("handshake-timeout", po::value<std::string>()->default_value("5s"), "deadline for the TLS handshake")
@@ -116,9 +125,9 @@ po::options_description describeFlags() {
     ("upstream-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to the local service; slower: 504")
     ("upstream-timeout", po::value<std::string>()->default_value("30s"), "deadline for the local service's response head, and longest pause mid-body; slower: 504")
     ("upstream-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled upstream connections idle longer than this are closed, not reused")
-    ("upstream-max-idle", po::value<std::size_t>()->default_value(128), "idle upstream connections kept per worker")
-    ("max-connections", po::value<std::size_t>()->default_value(0), "inbound connections open at once; beyond it the longest-idle keep-alive connection is closed to make room, else the new one is (0: half the descriptor limit)")
-    ("max-pending", po::value<std::size_t>()->default_value(1024), "requests at the local service at once, split evenly across workers; beyond it: 503 at once")
+    ("upstream-max-idle", po::value<std::string>()->default_value("128"), "idle upstream connections kept per worker, 0 to 100000 (0: none, a connection per request)")
+    ("max-connections", po::value<std::string>()->default_value("0"), "inbound connections open at once, 0 to 10000000; beyond it the longest-idle keep-alive connection is closed to make room, else the new one is (0: half the descriptor limit)")
+    ("max-pending", po::value<std::string>()->default_value("1024"), "requests at the local service at once, 1 to 10000000, split evenly across workers; beyond it: 503 at once")
     ("drain-timeout", po::value<std::string>()->default_value("20s"), "on shutdown, how long in-flight requests may take to finish")
     ("zk", po::value<std::string>(), "ZooKeeper ensemble to announce in: host:port[,host:port][/chroot] (with --zk-path)")
     ("zk-path", po::value<std::string>(), "serverset path to announce under, e.g. /discovery/prod/pinghelp")
@@ -129,8 +138,8 @@ po::options_description describeFlags() {
     ("advertise-host", po::value<std::string>(), "host written in the member (default: the primary non-loopback address)")
     ("health-path", po::value<std::string>()->default_value("/ping"), "path of the local service polled before announcing")
     ("health-interval", po::value<std::string>()->default_value("1s"), "how often the local service is polled")
-    ("rise", po::value<unsigned>()->default_value(2), "consecutive healthy polls before announcing")
-    ("fall", po::value<unsigned>()->default_value(3), "consecutive failed polls before withdrawing")
+    ("rise", po::value<std::string>()->default_value("2"), "consecutive healthy polls before announcing, 1 to 1000")
+    ("fall", po::value<std::string>()->default_value("3"), "consecutive failed polls before withdrawing, 1 to 1000")
     ("deregister-grace", po::value<std::string>()->default_value("2s"), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up")
     ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
     ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file, written by a background thread (off by default)");
@@ -149,6 +158,20 @@ std::string need(const po::variables_map& vm, const char* name) {
   return vm[name].as<std::string>();
 }
 
+// "1MiB", "1KiB", "100": the largest unit that is exact.
+std::string sizeText(uint64_t n) {
+  if (n != 0 && n % (1u << 30) == 0) {
+    return std::to_string(n >> 30) + "GiB";
+  }
+  if (n != 0 && n % (1u << 20) == 0) {
+    return std::to_string(n >> 20) + "MiB";
+  }
+  if (n != 0 && n % (1u << 10) == 0) {
+    return std::to_string(n >> 10) + "KiB";
+  }
+  return std::to_string(n);
+}
+
 Duration durationFlag(const po::variables_map& vm, const char* name) {
   auto text = vm[name].as<std::string>();
   auto d = parseDuration(text);
@@ -165,6 +188,30 @@ uint64_t sizeFlag(const po::variables_map& vm, const char* name) {
   if (!n) {
     throw FlagError{std::string("--") + name + ": '" + text +
                     "' is not a size (use e.g. 65536, 64KiB, 1MiB, 1GiB)"};
+  }
+  return *n;
+}
+
+uint64_t sizeFlag(const po::variables_map& vm, const char* name, uint64_t min, uint64_t max) {
+  auto n = sizeFlag(vm, name);
+  if (n < min || n > max) {
+    throw FlagError{std::string("--") + name + ": '" + vm[name].as<std::string>() +
+                    "' is not a size from " + sizeText(min) + " to " + sizeText(max)};
+  }
+  return n;
+}
+
+// Counts are read as text: Boost.ProgramOptions reads "-1" into an unsigned as its largest value
+// (lexical_cast wraps), so "--rise -1" meant "never announce". Digits only, within [min, max].
+uint64_t countFlag(const po::variables_map& vm, const char* name, uint64_t min, uint64_t max) {
+  auto text = vm[name].as<std::string>();
+  const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) {
+    return std::isdigit(c) != 0;
+  });
+  auto n = digits ? parseNumber<uint64_t>(text) : std::nullopt;
+  if (!n || *n < min || *n > max) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is not a whole number from " +
+                    std::to_string(min) + " to " + std::to_string(max)};
   }
   return *n;
 }
@@ -216,7 +263,22 @@ std::string readDigest(const std::string& path) {
   return line;
 }
 
+// The flags of announcing that have defaults, checked even without --zk: a bad value should not
+// wait until someone adds --zk to show up.
+void healthFlags(const po::variables_map& vm, AnnounceConfig& a) {
+  a.zkSessionTimeout = durationFlag(vm, "zk-session-timeout");
+  a.healthPath = vm["health-path"].as<std::string>();
+  if (a.healthPath.empty() || a.healthPath.front() != '/') {
+    throw FlagError{"--health-path: '" + a.healthPath + "' must start with /"};
+  }
+  a.healthInterval = durationFlag(vm, "health-interval");
+  a.rise = static_cast<unsigned>(countFlag(vm, "rise", 1, kMaxRiseFall));
+  a.fall = static_cast<unsigned>(countFlag(vm, "fall", 1, kMaxRiseFall));
+}
+
 std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
+  AnnounceConfig a;
+  healthFlags(vm, a);
   const bool zk = vm.count("zk") || vm.count("zk-path");
   if (!zk && !vm.count("announce")) {
     for (const char* f : {"shard", "zk-auth-file", "advertise-host"}) {
@@ -226,7 +288,6 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
     }
     return std::nullopt;
   }
-  AnnounceConfig a;
   if (zk && vm.count("announce")) {
     throw FlagError{"--announce: give either --announce or --zk with --zk-path, not both"};
   }
@@ -262,19 +323,8 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
   if (vm.count("zk-auth-file")) {
     a.zkDigest = readDigest(vm["zk-auth-file"].as<std::string>());
   }
-  a.zkSessionTimeout = durationFlag(vm, "zk-session-timeout");
   if (vm.count("advertise-host")) {
     a.advertiseHost = vm["advertise-host"].as<std::string>();
-  }
-  a.healthPath = vm["health-path"].as<std::string>();
-  if (a.healthPath.empty() || a.healthPath.front() != '/') {
-    throw FlagError{"--health-path: '" + a.healthPath + "' must start with /"};
-  }
-  a.healthInterval = durationFlag(vm, "health-interval");
-  a.rise = vm["rise"].as<unsigned>();
-  a.fall = vm["fall"].as<unsigned>();
-  if (a.rise == 0 || a.fall == 0) {
-    throw FlagError{"--rise and --fall: at least 1"};
   }
   return a;
 }
@@ -443,17 +493,14 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
         }
       }
     }
-    c.workers = vm["workers"].as<unsigned>();
+    c.workers = static_cast<unsigned>(countFlag(vm, "workers", 0, kMaxWorkers));
     if (c.workers == 0) {
-      c.workers = std::max(1u, std::thread::hardware_concurrency());
+      // One per core, but not an error on a host with more cores than a worker count may be.
+      c.workers = std::clamp(std::thread::hardware_concurrency(), 1u,
+                             static_cast<unsigned>(kMaxWorkers));
     }
-    if (c.workers > 256) {
-      throw FlagError{"--workers: at most 256"};
-    }
-    c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size");
-    if (c.limits.maxHeadBytes < 1024) {
-      throw FlagError{"--max-head-size: at least 1KiB"};
-    }
+    // The parser's header limit is 32 bits: 8GiB became 0 and every request a 431.
+    c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size", kMinHeadBytes, kMaxHeadBytes);
     c.limits.maxBodyBytes = sizeFlag(vm, "max-body-size");
     c.limits.underscoreHeaders = underscoreFlag(vm, "headers-with-underscores");
     c.limits.handshakeTimeout = durationFlag(vm, "handshake-timeout");
@@ -462,12 +509,10 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     c.limits.upstreamConnectTimeout = durationFlag(vm, "upstream-connect-timeout");
     c.limits.upstreamTimeout = durationFlag(vm, "upstream-timeout");
     c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
-    c.limits.upstreamMaxIdle = vm["upstream-max-idle"].as<std::size_t>();
-    c.limits.maxConnections = vm["max-connections"].as<std::size_t>();
-    c.limits.maxPending = vm["max-pending"].as<std::size_t>();
-    if (c.limits.maxPending == 0) {
-      throw FlagError{"--max-pending: at least 1"};
-    }
+    c.limits.upstreamMaxIdle = countFlag(vm, "upstream-max-idle", 0, kMaxUpstreamIdle);
+    c.limits.maxConnections = countFlag(vm, "max-connections", 0, kMaxConnections);
+    // Bounded also because each worker's share is (max-pending + workers - 1) / workers.
+    c.limits.maxPending = countFlag(vm, "max-pending", 1, kMaxPending);
     c.drainTimeout = durationFlag(vm, "drain-timeout");
     c.deregisterGrace = durationFlag(vm, "deregister-grace");
     c.announce = announceFlags(vm);

@@ -3,8 +3,10 @@
 
 #include <doctest/doctest.h>
 
-#include <cstdio>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <vector>
 
@@ -23,10 +25,15 @@ struct TempFile {
   ~TempFile() { std::remove(path.c_str()); }
 };
 
+// The three required files are filled in unless args name them.
 ParseResult parse(std::vector<std::string> args, std::vector<std::string> env = {}) {
   static TempFile file;
-  std::vector<std::string> all{"sidecar", "--tls-cert", file.path, "--tls-key", file.path,
-                               "--tls-client-ca", file.path};
+  std::vector<std::string> all{"sidecar"};
+  for (const char* flag : {"--tls-cert", "--tls-key", "--tls-client-ca"}) {
+    if (std::find(args.begin(), args.end(), flag) == args.end()) {
+      all.insert(all.end(), {flag, file.path});
+    }
+  }
   all.insert(all.end(), args.begin(), args.end());
   std::vector<const char*> argv;
   for (auto& a : all) {
@@ -176,7 +183,8 @@ TEST_CASE("--help lists every flag and exits 0") {
                            "--allow-identity", "--admin-listen", "--workers", "--max-head-size",
                            "--max-body-size", "--head-timeout", "--idle-timeout",
                            "--upstream-connect-timeout", "--upstream-timeout", "--drain-timeout",
-                           "--log-level", "--tls-reload-interval", "--handshake-timeout"}) {
+                           "--log-level", "--tls-reload-interval", "--handshake-timeout",
+                           "--headers-with-underscores"}) {
     CHECK_MESSAGE(r.message.find(flag) != std::string::npos, flag);
   }
 }
@@ -193,4 +201,88 @@ TEST_CASE("a %word% in a flag or value is refused, not looped on (found by fuzzi
   auto r3 = parseSidecarArgs(2, argv3, envp);
   CHECK(r3.exitCode == 2);
   CHECK(r3.message.find('\n') == r3.message.size() - 1);  // one line, control bytes escaped
+}
+
+namespace {
+
+// One line, exit 2, exactly this text.
+void refused(const ParseResult& r, const std::string& line) {
+  CHECK_FALSE(r.config);
+  CHECK(r.exitCode == 2);
+  CHECK(r.message == "sidecar: " + line + "\n");
+}
+
+}  // namespace
+
+TEST_CASE("--max-head-size is 1KiB to 1MiB (8GiB was cut to 32 bits: every request a 431)") {
+  refused(parse({"--max-head-size", "8GiB"}),
+          "--max-head-size: '8GiB' is not a size from 1KiB to 1MiB");
+  refused(parse({"--max-head-size", "4294967296"}),
+          "--max-head-size: '4294967296' is not a size from 1KiB to 1MiB");
+  refused(parse({"--max-head-size", "1023"}),
+          "--max-head-size: '1023' is not a size from 1KiB to 1MiB");
+  refused(parse({"--max-head-size", "1025KiB"}),
+          "--max-head-size: '1025KiB' is not a size from 1KiB to 1MiB");
+  refused(parse({"--max-head-size", "big"}),
+          "--max-head-size: 'big' is not a size (use e.g. 65536, 64KiB, 1MiB, 1GiB)");
+  for (auto [text, bytes] : {std::pair{"1KiB", 1024u}, {"1MiB", 1u << 20}, {"4KiB", 4096u}}) {
+    auto r = parse({"--max-head-size", text});
+    REQUIRE(r.config);
+    CHECK(r.config->limits.maxHeadBytes == bytes);
+  }
+  CHECK(parse({}).config->limits.maxHeadBytes == 64 * 1024);
+}
+
+TEST_CASE("counts refuse a sign, a non-number or an out-of-range value instead of wrapping") {
+  refused(parse({"--rise", "-1"}), "--rise: '-1' is not a whole number from 1 to 1000");
+  refused(parse({"--rise=0"}), "--rise: '0' is not a whole number from 1 to 1000");
+  refused(parse({"--fall", "0"}), "--fall: '0' is not a whole number from 1 to 1000");
+  refused(parse({"--fall", "1001"}), "--fall: '1001' is not a whole number from 1 to 1000");
+  refused(parse({"--max-connections", "-1"}),
+          "--max-connections: '-1' is not a whole number from 0 to 10000000");
+  refused(parse({"--max-connections", "18446744073709551616"}),
+          "--max-connections: '18446744073709551616' is not a whole number from 0 to 10000000");
+  refused(parse({"--upstream-max-idle", "-1"}),
+          "--upstream-max-idle: '-1' is not a whole number from 0 to 100000");
+  refused(parse({"--upstream-max-idle", "+5"}),
+          "--upstream-max-idle: '+5' is not a whole number from 0 to 100000");
+  refused(parse({"--workers", "-1"}), "--workers: '-1' is not a whole number from 0 to 256");
+  refused(parse({"--workers", "257"}), "--workers: '257' is not a whole number from 0 to 256");
+  refused(parse({"--workers", "2.5"}), "--workers: '2.5' is not a whole number from 0 to 256");
+  refused(parse({"--workers", " 2"}), "--workers: ' 2' is not a whole number from 0 to 256");
+  refused(parse({"--max-pending", "-1"}),
+          "--max-pending: '-1' is not a whole number from 1 to 10000000");
+  refused(parse({"--max-pending", "0"}),
+          "--max-pending: '0' is not a whole number from 1 to 10000000");
+  refused(parse({"--max-pending", "0x10"}),
+          "--max-pending: '0x10' is not a whole number from 1 to 10000000");
+  // The same through the environment.
+  refused(parse({}, {"SIDECAR_RISE=-1"}), "--rise: '-1' is not a whole number from 1 to 1000");
+  CHECK(parse({}, {"SIDECAR_WORKERS="}).message.find("'--workers'") != std::string::npos);
+
+  auto r = parse({"--rise", "1", "--fall", "1000", "--workers", "256", "--max-connections", "0",
+                  "--upstream-max-idle", "0", "--max-pending", "10000000"});
+  REQUIRE(r.config);
+  CHECK(r.config->workers == 256);
+  CHECK(r.config->limits.maxConnections == 0);
+  CHECK(r.config->limits.upstreamMaxIdle == 0);
+  CHECK(r.config->limits.maxPending == 10'000'000);
+  auto d = parse({});
+  REQUIRE(d.config);
+  CHECK(d.config->workers >= 1);
+  CHECK(d.config->workers <= 256);
+  CHECK(d.config->limits.upstreamMaxIdle == 128);
+  CHECK(d.config->limits.maxPending == 1024);
+}
+
+TEST_CASE("--rise and --fall reach the announcement config") {
+  auto r = parse({"--zk", "127.0.0.1:2181", "--zk-path", "/a/b", "--rise", "5", "--fall", "7"});
+  REQUIRE(r.config);
+  REQUIRE(r.config->announce);
+  CHECK(r.config->announce->rise == 5);
+  CHECK(r.config->announce->fall == 7);
+  auto d = parse({"--zk", "127.0.0.1:2181", "--zk-path", "/a/b"});
+  REQUIRE(d.config);
+  CHECK(d.config->announce->rise == 2);
+  CHECK(d.config->announce->fall == 3);
 }
