@@ -451,11 +451,21 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
         throw FlagError{std::string(kv.substr(0, eq)) + ": a %word% sequence is not allowed"};
       }
       if (flag == "allow-identity") {
-        std::stringstream list(value);
-        for (std::string item; std::getline(list, item, ',');) {
-          if (!item.empty()) {
-            envArgs.push_back("--" + flag + "=" + item);
+        // An empty item used to be skipped, so "," (or "") allowed every caller. It is refused
+        // even when the command line replaces the list: the variable is broken either way.
+        for (std::size_t start = 0;;) {
+          const auto comma = value.find(',', start);
+          auto item =
+              value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+          if (item.empty()) {
+            throw FlagError{"--allow-identity: SIDECAR_ALLOW_IDENTITY='" + value +
+                            "' has an empty item (leave the variable out to allow any caller)"};
           }
+          envArgs.push_back("--" + flag + "=" + item);
+          if (comma == std::string::npos) {
+            break;
+          }
+          start = comma + 1;
         }
       } else {
         envArgs.push_back("--" + flag + "=" + value);
@@ -486,8 +496,11 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     if (vm.count("allow-identity")) {
       c.allowIdentities = vm["allow-identity"].as<std::vector<std::string>>();
       for (auto& id : c.allowIdentities) {
+        if (id.empty()) {
+          throw FlagError{"--allow-identity: '' is empty (leave the flag out to allow any caller)"};
+        }
         auto star = id.find('*');
-        if (id.empty() || (star != std::string::npos && star != id.size() - 1)) {
+        if (star != std::string::npos && star != id.size() - 1) {
           throw FlagError{"--allow-identity: '" + id +
                           "' is not an identity (a '*' may only end it)"};
         }

@@ -286,3 +286,20 @@ TEST_CASE("--rise and --fall reach the announcement config") {
   CHECK(d.config->announce->rise == 2);
   CHECK(d.config->announce->fall == 3);
 }
+
+TEST_CASE("an empty --allow-identity item is refused, in the flag or the variable") {
+  refused(parse({"--allow-identity", ""}),
+          "--allow-identity: '' is empty (leave the flag out to allow any caller)");
+  refused(parse({"--allow-identity", "a", "--allow-identity", ""}),
+          "--allow-identity: '' is empty (leave the flag out to allow any caller)");
+  for (const char* value : {",", "", "a,", ",a", "a,,b"}) {
+    refused(parse({}, {std::string("SIDECAR_ALLOW_IDENTITY=") + value}),
+            std::string("--allow-identity: SIDECAR_ALLOW_IDENTITY='") + value +
+                "' has an empty item (leave the variable out to allow any caller)");
+  }
+  // Even when the command line's list replaces it.
+  CHECK(parse({"--allow-identity", "x"}, {"SIDECAR_ALLOW_IDENTITY=,"}).exitCode == 2);
+  auto r = parse({}, {"SIDECAR_ALLOW_IDENTITY=a"});
+  REQUIRE(r.config);
+  CHECK(r.config->allowIdentities == std::vector<std::string>{"a"});
+}
