@@ -8,10 +8,15 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
+#include <unistd.h>
+
+namespace fs = std::filesystem;
 namespace po = boost::program_options;
 
 namespace sidecar {
@@ -142,7 +147,7 @@ po::options_description describeFlags() {
     ("fall", po::value<std::string>()->default_value("3"), "consecutive failed polls before withdrawing, 1 to 1000")
     ("deregister-grace", po::value<std::string>()->default_value("2s"), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up")
     ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
-    ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file, written by a background thread (off by default)");
+    ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file (its directory must exist), written by a background thread (off by default)");
   // clang-format on
   return d;
 }
@@ -225,12 +230,76 @@ HostPort hostPortFlag(const po::variables_map& vm, const char* name) {
   return *hp;
 }
 
-std::string fileFlag(const po::variables_map& vm, const char* name) {
-  auto path = need(vm, name);
-  if (!readable(path)) {
+std::string_view fileKind(fs::file_type type) {
+  switch (type) {
+    case fs::file_type::directory:
+      return "a directory";
+    case fs::file_type::fifo:
+      return "a pipe";
+    case fs::file_type::socket:
+      return "a socket";
+    case fs::file_type::block:
+    case fs::file_type::character:
+      return "a device";
+    default:
+      return "not a file";
+  }
+}
+
+// A directory opens as an ifstream and fails only when OpenSSL reads it ("PEM lib"), and a named
+// pipe blocks the open; the TLS files are also read again on every reload. So: a regular file
+// (a symbolic link to one, as Kubernetes mounts secrets, is fine) that we may read.
+void checkRegularReadable(const char* name, const std::string& path) {
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (!ec && st.type() != fs::file_type::regular && st.type() != fs::file_type::not_found) {
+    throw FlagError{std::string("--") + name + ": '" + path +
+                    "' is not a regular readable file (it is " + std::string(fileKind(st.type())) +
+                    ")"};
+  }
+  if (ec || st.type() != fs::file_type::regular || !readable(path)) {
     throw FlagError{std::string("--") + name + ": cannot read file '" + path + "'"};
   }
+}
+
+std::string fileFlag(const po::variables_map& vm, const char* name) {
+  auto path = need(vm, name);
+  checkRegularReadable(name, path);
   return path;
+}
+
+// The access log is opened after the listeners are bound, by spdlog, which creates missing
+// directories: a typo in the path made a new directory tree rather than an error. "-" is stdout;
+// a device such as /dev/stderr is fine.
+void checkAccessLog(const std::string& path) {
+  if (path == "-") {
+    return;
+  }
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (st.type() == fs::file_type::directory) {
+    throw FlagError{"--access-log: '" + path + "' is a directory, not a file"};
+  }
+  if (fs::exists(st)) {
+    if (::access(path.c_str(), W_OK) != 0) {
+      throw FlagError{"--access-log: cannot write to '" + path + "'"};
+    }
+    return;
+  }
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) {
+    dir = ".";
+  }
+  const auto dirStatus = fs::status(dir, ec);
+  if (dirStatus.type() == fs::file_type::not_found) {
+    throw FlagError{"--access-log: directory '" + dir.string() + "' does not exist"};
+  }
+  if (dirStatus.type() != fs::file_type::directory) {
+    throw FlagError{"--access-log: '" + dir.string() + "' is not a directory"};
+  }
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw FlagError{"--access-log: cannot create a file in '" + dir.string() + "'"};
+  }
 }
 
 UnderscoreHeaders underscoreFlag(const po::variables_map& vm, const char* name) {
@@ -248,6 +317,7 @@ UnderscoreHeaders underscoreFlag(const po::variables_map& vm, const char* name) 
 }
 
 std::string readDigest(const std::string& path) {
+  checkRegularReadable("zk-auth-file", path);
   std::ifstream in(path);
   std::string line;
   if (!in || !std::getline(in, line)) {
@@ -535,6 +605,7 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
       if (c.accessLog.empty()) {
         throw FlagError{"--access-log: give - for stdout or a file path"};
       }
+      checkAccessLog(c.accessLog);
     }
     static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
     if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {

@@ -3,10 +3,12 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <vector>
 
@@ -212,6 +214,15 @@ void refused(const ParseResult& r, const std::string& line) {
   CHECK(r.message == "sidecar: " + line + "\n");
 }
 
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char name[] = "/tmp/sidecar-unit-dir-XXXXXX";
+    path = mkdtemp(name);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+};
+
 }  // namespace
 
 TEST_CASE("--max-head-size is 1KiB to 1MiB (8GiB was cut to 32 bits: every request a 431)") {
@@ -302,4 +313,52 @@ TEST_CASE("an empty --allow-identity item is refused, in the flag or the variabl
   auto r = parse({}, {"SIDECAR_ALLOW_IDENTITY=a"});
   REQUIRE(r.config);
   CHECK(r.config->allowIdentities == std::vector<std::string>{"a"});
+}
+
+TEST_CASE("--access-log needs an existing directory, and a file rather than a directory") {
+  TempDir dir;
+  refused(parse({"--access-log", dir.path + "/missing/access.log"}),
+          "--access-log: directory '" + dir.path + "/missing' does not exist");
+  CHECK_FALSE(std::filesystem::exists(dir.path + "/missing"));  // and nothing was created
+  refused(parse({"--access-log", dir.path}),
+          "--access-log: '" + dir.path + "' is a directory, not a file");
+  { std::ofstream(dir.path + "/plain") << "x"; }
+  refused(parse({"--access-log", dir.path + "/plain/access.log"}),
+          "--access-log: '" + dir.path + "/plain' is not a directory");
+  refused(parse({}, {"SIDECAR_ACCESS_LOG=/nonexistent-sidecar-dir/a.log"}),
+          "--access-log: directory '/nonexistent-sidecar-dir' does not exist");
+  for (const std::string& ok : {dir.path + "/access.log", dir.path + "/plain", std::string("-"),
+                                std::string("access.log"), std::string("/dev/null")}) {
+    auto r = parse({"--access-log", ok});
+    REQUIRE_MESSAGE(r.config, r.message);
+    CHECK(r.config->accessLog == ok);
+  }
+  CHECK_FALSE(std::filesystem::exists(dir.path + "/access.log"));  // checked, not created
+}
+
+TEST_CASE("a directory or pipe given as a PEM or auth file is not a regular readable file") {
+  TempDir dir;
+  for (const char* flag : {"--tls-cert", "--tls-key", "--tls-client-ca"}) {
+    refused(parse({flag, dir.path}), std::string(flag) + ": '" + dir.path +
+                                         "' is not a regular readable file (it is a directory)");
+  }
+  refused(parse({"--zk", "h:1", "--zk-path", "/p", "--zk-auth-file", dir.path}),
+          "--zk-auth-file: '" + dir.path + "' is not a regular readable file (it is a directory)");
+  const std::string fifo = dir.path + "/fifo";
+  REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+  refused(parse({"--tls-cert", fifo}),  // would block in open() before this check
+          "--tls-cert: '" + fifo + "' is not a regular readable file (it is a pipe)");
+  refused(parse({"--tls-key", "/nonexistent/key.pem"}),
+          "--tls-key: cannot read file '/nonexistent/key.pem'");
+  // A symbolic link to a regular file, as Kubernetes mounts secrets, is fine.
+  TempFile target;
+  const std::string link = dir.path + "/link.pem";
+  REQUIRE(symlink(target.path.c_str(), link.c_str()) == 0);
+  auto r = parse({"--tls-cert", link});
+  REQUIRE_MESSAGE(r.config, r.message);
+  CHECK(r.config->tlsCert == link);
+  { std::ofstream(dir.path + "/auth") << "user:secret\n"; }
+  auto a = parse({"--zk", "h:1", "--zk-path", "/p", "--zk-auth-file", dir.path + "/auth"});
+  REQUIRE_MESSAGE(a.config, a.message);
+  CHECK(a.config->announce->zkDigest == "user:secret");
 }
