@@ -38,6 +38,9 @@ constexpr uint64_t kMaxUpstreamIdle = 100'000;
 constexpr uint64_t kMaxConnections = 10'000'000;
 constexpr uint64_t kMaxPending = 10'000'000;
 constexpr uint64_t kMaxRiseFall = 1'000;
+// ZooKeeper's C client takes the session timeout as an int of milliseconds, and servers cap it
+// at 20 ticks (40s by default) anyway.
+constexpr Duration kMaxZkSessionTimeout{60 * 60'000};
 
 template <class T>
 std::optional<T> parseNumber(std::string_view text) {
@@ -139,7 +142,7 @@ po::options_description describeFlags() {
     ("announce", po::value<std::string>(), "Finagle's form instead of --zk/--zk-path: zk!host:port[,host:port]!/path!shard[!endpointName]")
     ("shard", po::value<int32_t>(), "shard id written in the member (with --zk)")
     ("zk-auth-file", po::value<std::string>(), "file holding user:password for ZooKeeper digest auth; members become world-read, creator-all")
-    ("zk-session-timeout", po::value<std::string>()->default_value("10s"), "ZooKeeper session timeout; a dead sidecar's member goes after this long")
+    ("zk-session-timeout", po::value<std::string>()->default_value("10s"), "ZooKeeper session timeout, at most 60m; a dead sidecar's member goes after this long")
     ("advertise-host", po::value<std::string>(), "host written in the member (default: the primary non-loopback address)")
     ("health-path", po::value<std::string>()->default_value("/ping"), "path of the local service polled before announcing")
     ("health-interval", po::value<std::string>()->default_value("1s"), "how often the local service is polled")
@@ -163,6 +166,18 @@ std::string need(const po::variables_map& vm, const char* name) {
   return vm[name].as<std::string>();
 }
 
+// "60m", "2s", "250ms": the largest unit that is exact.
+std::string durationText(Duration d) {
+  const auto ms = d.count();
+  if (ms % 60'000 == 0) {
+    return std::to_string(ms / 60'000) + "m";
+  }
+  if (ms % 1'000 == 0) {
+    return std::to_string(ms / 1'000) + "s";
+  }
+  return std::to_string(ms) + "ms";
+}
+
 // "1MiB", "1KiB", "100": the largest unit that is exact.
 std::string sizeText(uint64_t n) {
   if (n != 0 && n % (1u << 30) == 0) {
@@ -177,12 +192,22 @@ std::string sizeText(uint64_t n) {
   return std::to_string(n);
 }
 
-Duration durationFlag(const po::variables_map& vm, const char* name) {
+// Every duration must be positive: a zero deadline fails everything it guards, and a zero period
+// spins. A flag whose consumer cannot take any length passes a maximum.
+Duration durationFlag(const po::variables_map& vm, const char* name,
+                      std::optional<Duration> max = std::nullopt) {
   auto text = vm[name].as<std::string>();
   auto d = parseDuration(text);
-  if (!d || d->count() <= 0) {
+  if (!d) {
     throw FlagError{std::string("--") + name + ": '" + text +
                     "' is not a duration (use e.g. 250ms, 5s, 1m)"};
+  }
+  if (max && (d->count() <= 0 || *d > *max)) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is not a duration from 1ms to " +
+                    durationText(*max)};
+  }
+  if (d->count() <= 0) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is too short (at least 1ms)"};
   }
   return *d;
 }
@@ -219,6 +244,12 @@ uint64_t countFlag(const po::variables_map& vm, const char* name, uint64_t min, 
                     std::to_string(min) + " to " + std::to_string(max)};
   }
   return *n;
+}
+
+// Hosts, paths and identities go into request lines, JSON and logs: no spaces or control bytes.
+bool hasSpaceOrControl(std::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](unsigned char c) { return c <= 0x20 || c == 0x7f; });
 }
 
 HostPort hostPortFlag(const po::variables_map& vm, const char* name) {
@@ -336,10 +367,15 @@ std::string readDigest(const std::string& path) {
 // The flags of announcing that have defaults, checked even without --zk: a bad value should not
 // wait until someone adds --zk to show up.
 void healthFlags(const po::variables_map& vm, AnnounceConfig& a) {
-  a.zkSessionTimeout = durationFlag(vm, "zk-session-timeout");
+  a.zkSessionTimeout = durationFlag(vm, "zk-session-timeout", kMaxZkSessionTimeout);
   a.healthPath = vm["health-path"].as<std::string>();
   if (a.healthPath.empty() || a.healthPath.front() != '/') {
     throw FlagError{"--health-path: '" + a.healthPath + "' must start with /"};
+  }
+  // It is written into the poll's request line as it is: a space would make every poll a 400.
+  if (hasSpaceOrControl(a.healthPath)) {
+    throw FlagError{"--health-path: '" + a.healthPath +
+                    "' holds a space or control character (percent-encode it)"};
   }
   a.healthInterval = durationFlag(vm, "health-interval");
   a.rise = static_cast<unsigned>(countFlag(vm, "rise", 1, kMaxRiseFall));
@@ -395,6 +431,12 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
   }
   if (vm.count("advertise-host")) {
     a.advertiseHost = vm["advertise-host"].as<std::string>();
+    // Empty would silently mean "the primary address"; callers could not dial a host with spaces.
+    if (a.advertiseHost.empty() || hasSpaceOrControl(a.advertiseHost)) {
+      throw FlagError{
+          "--advertise-host: '" + a.advertiseHost +
+          "' is not a host name or address (leave the flag out for the primary address)"};
+    }
   }
   return a;
 }
@@ -496,7 +538,8 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     if (vm.count("help")) {
       std::ostringstream out;
-      out << desc << "\nDurations take ms, s or m; sizes take k/KiB, m/MiB, g/GiB.\n"
+      out << desc
+          << "\nDurations take ms, s or m and are more than 0; sizes take k/KiB, m/MiB, g/GiB.\n"
           << "Signals: SIGTERM/SIGINT drain and exit (a second one exits at once); SIGHUP reloads "
              "the TLS files.\n";
       return {std::nullopt, out.str(), 0};
@@ -558,7 +601,15 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     SidecarConfig c;
     c.listen = hostPortFlag(vm, "listen");
     c.upstream = hostPortFlag(vm, "upstream");
+    if (c.upstream.port == 0) {
+      // Nothing can be reached on port 0: every request would be a 502.
+      throw FlagError{"--upstream: '" + c.upstream.str() + "' needs a port from 1 to 65535"};
+    }
     c.adminListen = hostPortFlag(vm, "admin-listen");
+    if (c.adminListen.port != 0 && c.adminListen.port == c.listen.port &&
+        c.adminListen.host == c.listen.host) {
+      throw FlagError{"--admin-listen: '" + c.adminListen.str() + "' is --listen's address too"};
+    }
     c.tlsCert = fileFlag(vm, "tls-cert");
     c.tlsKey = fileFlag(vm, "tls-key");
     c.tlsClientCa = fileFlag(vm, "tls-client-ca");

@@ -362,3 +362,58 @@ TEST_CASE("a directory or pipe given as a PEM or auth file is not a regular read
   REQUIRE_MESSAGE(a.config, a.message);
   CHECK(a.config->announce->zkDigest == "user:secret");
 }
+
+TEST_CASE("durations: zero is too short, the ZooKeeper session fits the client's int") {
+  refused(parse({"--health-interval", "0s"}),
+          "--health-interval: '0s' is too short (at least 1ms)");
+  refused(parse({"--tls-reload-interval", "0ms"}),
+          "--tls-reload-interval: '0ms' is too short (at least 1ms)");
+  refused(parse({"--idle-timeout", "0m"}), "--idle-timeout: '0m' is too short (at least 1ms)");
+  refused(parse({"--zk", "h:1", "--zk-path", "/p", "--zk-session-timeout", "0s"}),
+          "--zk-session-timeout: '0s' is not a duration from 1ms to 60m");
+  refused(parse({"--zk", "h:1", "--zk-path", "/p", "--zk-session-timeout", "36000m"}),
+          "--zk-session-timeout: '36000m' is not a duration from 1ms to 60m");
+  refused(parse({"--head-timeout", "-1s"}),
+          "--head-timeout: '-1s' is not a duration (use e.g. 250ms, 5s, 1m)");
+  auto r = parse({"--zk", "h:1", "--zk-path", "/p", "--zk-session-timeout", "60m",
+                  "--health-interval", "1ms"});
+  REQUIRE(r.config);
+  CHECK(r.config->announce->zkSessionTimeout == Duration(3'600'000));
+  CHECK(r.config->announce->healthInterval == Duration(1));
+}
+
+TEST_CASE("addresses: an upstream on port 0, admin on --listen's address") {
+  refused(parse({"--upstream", "127.0.0.1:0"}),
+          "--upstream: '127.0.0.1:0' needs a port from 1 to 65535");
+  refused(parse({"--listen", "127.0.0.1:9000", "--admin-listen", "127.0.0.1:9000"}),
+          "--admin-listen: '127.0.0.1:9000' is --listen's address too");
+  refused(parse({"--listen", "127.0.0.1:99999"}), "--listen: '127.0.0.1:99999' is not host:port");
+  // Port 0 on the listeners means "any free port" (tests use it).
+  auto r = parse({"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"});
+  REQUIRE(r.config);
+}
+
+TEST_CASE("announcement strings: health path and advertised host") {
+  const std::vector<std::string> zk{"--zk", "h:1", "--zk-path", "/p"};
+  auto with = [&](std::vector<std::string> more) {
+    auto args = zk;
+    args.insert(args.end(), more.begin(), more.end());
+    return parse(args);
+  };
+  refused(with({"--health-path", "/a b"}),
+          "--health-path: '/a b' holds a space or control character (percent-encode it)");
+  refused(
+      with({"--health-path", "/a\r\nX: y"}),
+      "--health-path: '/a\\x0d\\x0aX: y' holds a space or control character (percent-encode it)");
+  refused(with({"--health-path", "ping"}), "--health-path: 'ping' must start with /");
+  refused(with({"--advertise-host", ""}),
+          "--advertise-host: '' is not a host name or address (leave the flag out for the primary "
+          "address)");
+  refused(with({"--advertise-host", "a b"}),
+          "--advertise-host: 'a b' is not a host name or address (leave the flag out for the "
+          "primary address)");
+  auto r = with({"--health-path", "/health?deep=1", "--advertise-host", "::1"});
+  REQUIRE(r.config);
+  CHECK(r.config->announce->healthPath == "/health?deep=1");
+  CHECK(r.config->announce->advertiseHost == "::1");
+}
