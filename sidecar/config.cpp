@@ -8,10 +8,15 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
+#include <unistd.h>
+
+namespace fs = std::filesystem;
 namespace po = boost::program_options;
 
 namespace sidecar {
@@ -24,6 +29,18 @@ std::string HostPort::str() const {
 }
 
 namespace {
+
+// Ranges of the flags that have one; --help and the error lines say them.
+constexpr uint64_t kMinHeadBytes = 1024;
+constexpr uint64_t kMaxHeadBytes = 1024 * 1024;
+constexpr uint64_t kMaxWorkers = 256;
+constexpr uint64_t kMaxUpstreamIdle = 100'000;
+constexpr uint64_t kMaxConnections = 10'000'000;
+constexpr uint64_t kMaxPending = 10'000'000;
+constexpr uint64_t kMaxRiseFall = 1'000;
+// ZooKeeper's C client takes the session timeout as an int of milliseconds, and servers cap it
+// at 20 ticks (40s by default) anyway.
+constexpr Duration kMaxZkSessionTimeout{60 * 60'000};
 
 template <class T>
 std::optional<T> parseNumber(std::string_view text) {
@@ -106,33 +123,34 @@ po::options_description describeFlags() {
     ("tls-reload-interval", po::value<std::string>()->default_value("2s"), "how often to check the three TLS files for changes (SIGHUP reloads at once)")
     ("allow-identity", po::value<std::vector<std::string>>()->composing(), "caller identity allowed to call, exact or with a trailing '*'; repeatable (environment: comma-separated). Default: any identity the CA vouches for")
     ("admin-listen", po::value<std::string>()->default_value("127.0.0.1:9990"), "admin HTTP listener, host:port")
-    ("workers", po::value<unsigned>()->default_value(0), "worker threads, each with its own acceptor and upstream pool (0: one per core)")
-    ("max-head-size", po::value<std::string>()->default_value("64KiB"), "largest request head (request line and headers); larger: 431")
+    ("workers", po::value<std::string>()->default_value("0"), "worker threads, each with its own acceptor and upstream pool, 0 to 256 (0: one per core, up to 256)")
+    ("max-head-size", po::value<std::string>()->default_value("64KiB"), "largest request head (request line and headers), 1KiB to 1MiB; larger: 431")
     ("max-body-size", po::value<std::string>()->default_value("1GiB"), "largest request body; larger: 413 (0: unlimited)")
+    ("headers-with-underscores", po::value<std::string>()->default_value("drop"), "request header names holding '_': drop (removed before forwarding, counted), reject (400) or allow (forwarded as they are). CGI/WSGI servers read X_Forwarded_Client_Cert as X-Forwarded-Client-Cert")
     ("handshake-timeout", po::value<std::string>()->default_value("5s"), "deadline for the TLS handshake")
     ("head-timeout", po::value<std::string>()->default_value("10s"), "deadline for reading a request head once its first byte arrived; slower: closed, counted as 408")
     ("idle-timeout", po::value<std::string>()->default_value("60s"), "keep-alive idle time between requests, and longest pause of a caller mid-body")
     ("upstream-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to the local service; slower: 504")
     ("upstream-timeout", po::value<std::string>()->default_value("30s"), "deadline for the local service's response head, and longest pause mid-body; slower: 504")
     ("upstream-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled upstream connections idle longer than this are closed, not reused")
-    ("upstream-max-idle", po::value<std::size_t>()->default_value(128), "idle upstream connections kept per worker")
-    ("max-connections", po::value<std::size_t>()->default_value(0), "inbound connections open at once; beyond it the longest-idle keep-alive connection is closed to make room, else the new one is (0: half the descriptor limit)")
-    ("max-pending", po::value<std::size_t>()->default_value(1024), "requests at the local service at once, split evenly across workers; beyond it: 503 at once")
+    ("upstream-max-idle", po::value<std::string>()->default_value("128"), "idle upstream connections kept per worker, 0 to 100000 (0: none, a connection per request)")
+    ("max-connections", po::value<std::string>()->default_value("0"), "inbound connections open at once, 0 to 10000000; beyond it the longest-idle keep-alive connection is closed to make room, else the new one is (0: half the descriptor limit)")
+    ("max-pending", po::value<std::string>()->default_value("1024"), "requests at the local service at once, 1 to 10000000, split evenly across workers; beyond it: 503 at once")
     ("drain-timeout", po::value<std::string>()->default_value("20s"), "on shutdown, how long in-flight requests may take to finish")
     ("zk", po::value<std::string>(), "ZooKeeper ensemble to announce in: host:port[,host:port][/chroot] (with --zk-path)")
     ("zk-path", po::value<std::string>(), "serverset path to announce under, e.g. /discovery/prod/pinghelp")
     ("announce", po::value<std::string>(), "Finagle's form instead of --zk/--zk-path: zk!host:port[,host:port]!/path!shard[!endpointName]")
     ("shard", po::value<int32_t>(), "shard id written in the member (with --zk)")
     ("zk-auth-file", po::value<std::string>(), "file holding user:password for ZooKeeper digest auth; members become world-read, creator-all")
-    ("zk-session-timeout", po::value<std::string>()->default_value("10s"), "ZooKeeper session timeout; a dead sidecar's member goes after this long")
+    ("zk-session-timeout", po::value<std::string>()->default_value("10s"), "ZooKeeper session timeout, at most 60m; a dead sidecar's member goes after this long")
     ("advertise-host", po::value<std::string>(), "host written in the member (default: the primary non-loopback address)")
     ("health-path", po::value<std::string>()->default_value("/ping"), "path of the local service polled before announcing")
     ("health-interval", po::value<std::string>()->default_value("1s"), "how often the local service is polled")
-    ("rise", po::value<unsigned>()->default_value(2), "consecutive healthy polls before announcing")
-    ("fall", po::value<unsigned>()->default_value(3), "consecutive failed polls before withdrawing")
+    ("rise", po::value<std::string>()->default_value("2"), "consecutive healthy polls before announcing, 1 to 1000")
+    ("fall", po::value<std::string>()->default_value("3"), "consecutive failed polls before withdrawing, 1 to 1000")
     ("deregister-grace", po::value<std::string>()->default_value("2s"), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up")
     ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
-    ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file, written by a background thread (off by default)");
+    ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file (its directory must exist), written by a background thread (off by default)");
   // clang-format on
   return d;
 }
@@ -148,12 +166,48 @@ std::string need(const po::variables_map& vm, const char* name) {
   return vm[name].as<std::string>();
 }
 
-Duration durationFlag(const po::variables_map& vm, const char* name) {
+// "60m", "2s", "250ms": the largest unit that is exact.
+std::string durationText(Duration d) {
+  const auto ms = d.count();
+  if (ms % 60'000 == 0) {
+    return std::to_string(ms / 60'000) + "m";
+  }
+  if (ms % 1'000 == 0) {
+    return std::to_string(ms / 1'000) + "s";
+  }
+  return std::to_string(ms) + "ms";
+}
+
+// "1MiB", "1KiB", "100": the largest unit that is exact.
+std::string sizeText(uint64_t n) {
+  if (n != 0 && n % (1u << 30) == 0) {
+    return std::to_string(n >> 30) + "GiB";
+  }
+  if (n != 0 && n % (1u << 20) == 0) {
+    return std::to_string(n >> 20) + "MiB";
+  }
+  if (n != 0 && n % (1u << 10) == 0) {
+    return std::to_string(n >> 10) + "KiB";
+  }
+  return std::to_string(n);
+}
+
+// Every duration must be positive: a zero deadline fails everything it guards, and a zero period
+// spins. A flag whose consumer cannot take any length passes a maximum.
+Duration durationFlag(const po::variables_map& vm, const char* name,
+                      std::optional<Duration> max = std::nullopt) {
   auto text = vm[name].as<std::string>();
   auto d = parseDuration(text);
-  if (!d || d->count() <= 0) {
+  if (!d) {
     throw FlagError{std::string("--") + name + ": '" + text +
                     "' is not a duration (use e.g. 250ms, 5s, 1m)"};
+  }
+  if (max && (d->count() <= 0 || *d > *max)) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is not a duration from 1ms to " +
+                    durationText(*max)};
+  }
+  if (d->count() <= 0) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is too short (at least 1ms)"};
   }
   return *d;
 }
@@ -168,6 +222,36 @@ uint64_t sizeFlag(const po::variables_map& vm, const char* name) {
   return *n;
 }
 
+uint64_t sizeFlag(const po::variables_map& vm, const char* name, uint64_t min, uint64_t max) {
+  auto n = sizeFlag(vm, name);
+  if (n < min || n > max) {
+    throw FlagError{std::string("--") + name + ": '" + vm[name].as<std::string>() +
+                    "' is not a size from " + sizeText(min) + " to " + sizeText(max)};
+  }
+  return n;
+}
+
+// Counts are read as text: Boost.ProgramOptions reads "-1" into an unsigned as its largest value
+// (lexical_cast wraps), so "--rise -1" meant "never announce". Digits only, within [min, max].
+uint64_t countFlag(const po::variables_map& vm, const char* name, uint64_t min, uint64_t max) {
+  auto text = vm[name].as<std::string>();
+  const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) {
+    return std::isdigit(c) != 0;
+  });
+  auto n = digits ? parseNumber<uint64_t>(text) : std::nullopt;
+  if (!n || *n < min || *n > max) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is not a whole number from " +
+                    std::to_string(min) + " to " + std::to_string(max)};
+  }
+  return *n;
+}
+
+// Hosts, paths and identities go into request lines, JSON and logs: no spaces or control bytes.
+bool hasSpaceOrControl(std::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](unsigned char c) { return c <= 0x20 || c == 0x7f; });
+}
+
 HostPort hostPortFlag(const po::variables_map& vm, const char* name) {
   auto text = vm[name].as<std::string>();
   auto hp = parseHostPort(text);
@@ -177,15 +261,94 @@ HostPort hostPortFlag(const po::variables_map& vm, const char* name) {
   return *hp;
 }
 
-std::string fileFlag(const po::variables_map& vm, const char* name) {
-  auto path = need(vm, name);
-  if (!readable(path)) {
+std::string_view fileKind(fs::file_type type) {
+  switch (type) {
+    case fs::file_type::directory:
+      return "a directory";
+    case fs::file_type::fifo:
+      return "a pipe";
+    case fs::file_type::socket:
+      return "a socket";
+    case fs::file_type::block:
+    case fs::file_type::character:
+      return "a device";
+    default:
+      return "not a file";
+  }
+}
+
+// A directory opens as an ifstream and fails only when OpenSSL reads it ("PEM lib"), and a named
+// pipe blocks the open; the TLS files are also read again on every reload. So: a regular file
+// (a symbolic link to one, as Kubernetes mounts secrets, is fine) that we may read.
+void checkRegularReadable(const char* name, const std::string& path) {
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (!ec && st.type() != fs::file_type::regular && st.type() != fs::file_type::not_found) {
+    throw FlagError{std::string("--") + name + ": '" + path +
+                    "' is not a regular readable file (it is " + std::string(fileKind(st.type())) +
+                    ")"};
+  }
+  if (ec || st.type() != fs::file_type::regular || !readable(path)) {
     throw FlagError{std::string("--") + name + ": cannot read file '" + path + "'"};
   }
+}
+
+std::string fileFlag(const po::variables_map& vm, const char* name) {
+  auto path = need(vm, name);
+  checkRegularReadable(name, path);
   return path;
 }
 
+// The access log is opened after the listeners are bound, by spdlog, which creates missing
+// directories: a typo in the path made a new directory tree rather than an error. "-" is stdout;
+// a device such as /dev/stderr is fine.
+void checkAccessLog(const std::string& path) {
+  if (path == "-") {
+    return;
+  }
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (st.type() == fs::file_type::directory) {
+    throw FlagError{"--access-log: '" + path + "' is a directory, not a file"};
+  }
+  if (fs::exists(st)) {
+    if (::access(path.c_str(), W_OK) != 0) {
+      throw FlagError{"--access-log: cannot write to '" + path + "'"};
+    }
+    return;
+  }
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) {
+    dir = ".";
+  }
+  const auto dirStatus = fs::status(dir, ec);
+  if (dirStatus.type() == fs::file_type::not_found) {
+    throw FlagError{"--access-log: directory '" + dir.string() + "' does not exist"};
+  }
+  if (dirStatus.type() != fs::file_type::directory) {
+    throw FlagError{"--access-log: '" + dir.string() + "' is not a directory"};
+  }
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw FlagError{"--access-log: cannot create a file in '" + dir.string() + "'"};
+  }
+}
+
+UnderscoreHeaders underscoreFlag(const po::variables_map& vm, const char* name) {
+  auto text = vm[name].as<std::string>();
+  if (text == "drop") {
+    return UnderscoreHeaders::drop;
+  }
+  if (text == "reject") {
+    return UnderscoreHeaders::reject;
+  }
+  if (text == "allow") {
+    return UnderscoreHeaders::allow;
+  }
+  throw FlagError{std::string("--") + name + ": '" + text + "' is not one of drop, reject, allow"};
+}
+
 std::string readDigest(const std::string& path) {
+  checkRegularReadable("zk-auth-file", path);
   std::ifstream in(path);
   std::string line;
   if (!in || !std::getline(in, line)) {
@@ -201,7 +364,27 @@ std::string readDigest(const std::string& path) {
   return line;
 }
 
+// The flags of announcing that have defaults, checked even without --zk: a bad value should not
+// wait until someone adds --zk to show up.
+void healthFlags(const po::variables_map& vm, AnnounceConfig& a) {
+  a.zkSessionTimeout = durationFlag(vm, "zk-session-timeout", kMaxZkSessionTimeout);
+  a.healthPath = vm["health-path"].as<std::string>();
+  if (a.healthPath.empty() || a.healthPath.front() != '/') {
+    throw FlagError{"--health-path: '" + a.healthPath + "' must start with /"};
+  }
+  // It is written into the poll's request line as it is: a space would make every poll a 400.
+  if (hasSpaceOrControl(a.healthPath)) {
+    throw FlagError{"--health-path: '" + a.healthPath +
+                    "' holds a space or control character (percent-encode it)"};
+  }
+  a.healthInterval = durationFlag(vm, "health-interval");
+  a.rise = static_cast<unsigned>(countFlag(vm, "rise", 1, kMaxRiseFall));
+  a.fall = static_cast<unsigned>(countFlag(vm, "fall", 1, kMaxRiseFall));
+}
+
 std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
+  AnnounceConfig a;
+  healthFlags(vm, a);
   const bool zk = vm.count("zk") || vm.count("zk-path");
   if (!zk && !vm.count("announce")) {
     for (const char* f : {"shard", "zk-auth-file", "advertise-host"}) {
@@ -211,7 +394,6 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
     }
     return std::nullopt;
   }
-  AnnounceConfig a;
   if (zk && vm.count("announce")) {
     throw FlagError{"--announce: give either --announce or --zk with --zk-path, not both"};
   }
@@ -247,19 +429,14 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
   if (vm.count("zk-auth-file")) {
     a.zkDigest = readDigest(vm["zk-auth-file"].as<std::string>());
   }
-  a.zkSessionTimeout = durationFlag(vm, "zk-session-timeout");
   if (vm.count("advertise-host")) {
     a.advertiseHost = vm["advertise-host"].as<std::string>();
-  }
-  a.healthPath = vm["health-path"].as<std::string>();
-  if (a.healthPath.empty() || a.healthPath.front() != '/') {
-    throw FlagError{"--health-path: '" + a.healthPath + "' must start with /"};
-  }
-  a.healthInterval = durationFlag(vm, "health-interval");
-  a.rise = vm["rise"].as<unsigned>();
-  a.fall = vm["fall"].as<unsigned>();
-  if (a.rise == 0 || a.fall == 0) {
-    throw FlagError{"--rise and --fall: at least 1"};
+    // Empty would silently mean "the primary address"; callers could not dial a host with spaces.
+    if (a.advertiseHost.empty() || hasSpaceOrControl(a.advertiseHost)) {
+      throw FlagError{
+          "--advertise-host: '" + a.advertiseHost +
+          "' is not a host name or address (leave the flag out for the primary address)"};
+    }
   }
   return a;
 }
@@ -361,7 +538,8 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     if (vm.count("help")) {
       std::ostringstream out;
-      out << desc << "\nDurations take ms, s or m; sizes take k/KiB, m/MiB, g/GiB.\n"
+      out << desc
+          << "\nDurations take ms, s or m and are more than 0; sizes take k/KiB, m/MiB, g/GiB.\n"
           << "Signals: SIGTERM/SIGINT drain and exit (a second one exits at once); SIGHUP reloads "
              "the TLS files.\n";
       return {std::nullopt, out.str(), 0};
@@ -386,11 +564,21 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
         throw FlagError{std::string(kv.substr(0, eq)) + ": a %word% sequence is not allowed"};
       }
       if (flag == "allow-identity") {
-        std::stringstream list(value);
-        for (std::string item; std::getline(list, item, ',');) {
-          if (!item.empty()) {
-            envArgs.push_back("--" + flag + "=" + item);
+        // An empty item used to be skipped, so "," (or "") allowed every caller. It is refused
+        // even when the command line replaces the list: the variable is broken either way.
+        for (std::size_t start = 0;;) {
+          const auto comma = value.find(',', start);
+          auto item =
+              value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+          if (item.empty()) {
+            throw FlagError{"--allow-identity: SIDECAR_ALLOW_IDENTITY='" + value +
+                            "' has an empty item (leave the variable out to allow any caller)"};
           }
+          envArgs.push_back("--" + flag + "=" + item);
+          if (comma == std::string::npos) {
+            break;
+          }
+          start = comma + 1;
         }
       } else {
         envArgs.push_back("--" + flag + "=" + value);
@@ -413,7 +601,15 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     SidecarConfig c;
     c.listen = hostPortFlag(vm, "listen");
     c.upstream = hostPortFlag(vm, "upstream");
+    if (c.upstream.port == 0) {
+      // Nothing can be reached on port 0: every request would be a 502.
+      throw FlagError{"--upstream: '" + c.upstream.str() + "' needs a port from 1 to 65535"};
+    }
     c.adminListen = hostPortFlag(vm, "admin-listen");
+    if (c.adminListen.port != 0 && c.adminListen.port == c.listen.port &&
+        c.adminListen.host == c.listen.host) {
+      throw FlagError{"--admin-listen: '" + c.adminListen.str() + "' is --listen's address too"};
+    }
     c.tlsCert = fileFlag(vm, "tls-cert");
     c.tlsKey = fileFlag(vm, "tls-key");
     c.tlsClientCa = fileFlag(vm, "tls-client-ca");
@@ -421,37 +617,36 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     if (vm.count("allow-identity")) {
       c.allowIdentities = vm["allow-identity"].as<std::vector<std::string>>();
       for (auto& id : c.allowIdentities) {
+        if (id.empty()) {
+          throw FlagError{"--allow-identity: '' is empty (leave the flag out to allow any caller)"};
+        }
         auto star = id.find('*');
-        if (id.empty() || (star != std::string::npos && star != id.size() - 1)) {
+        if (star != std::string::npos && star != id.size() - 1) {
           throw FlagError{"--allow-identity: '" + id +
                           "' is not an identity (a '*' may only end it)"};
         }
       }
     }
-    c.workers = vm["workers"].as<unsigned>();
+    c.workers = static_cast<unsigned>(countFlag(vm, "workers", 0, kMaxWorkers));
     if (c.workers == 0) {
-      c.workers = std::max(1u, std::thread::hardware_concurrency());
+      // One per core, but not an error on a host with more cores than a worker count may be.
+      c.workers = std::clamp(std::thread::hardware_concurrency(), 1u,
+                             static_cast<unsigned>(kMaxWorkers));
     }
-    if (c.workers > 256) {
-      throw FlagError{"--workers: at most 256"};
-    }
-    c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size");
-    if (c.limits.maxHeadBytes < 1024) {
-      throw FlagError{"--max-head-size: at least 1KiB"};
-    }
+    // The parser's header limit is 32 bits: 8GiB became 0 and every request a 431.
+    c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size", kMinHeadBytes, kMaxHeadBytes);
     c.limits.maxBodyBytes = sizeFlag(vm, "max-body-size");
+    c.limits.underscoreHeaders = underscoreFlag(vm, "headers-with-underscores");
     c.limits.handshakeTimeout = durationFlag(vm, "handshake-timeout");
     c.limits.headTimeout = durationFlag(vm, "head-timeout");
     c.limits.idleTimeout = durationFlag(vm, "idle-timeout");
     c.limits.upstreamConnectTimeout = durationFlag(vm, "upstream-connect-timeout");
     c.limits.upstreamTimeout = durationFlag(vm, "upstream-timeout");
     c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
-    c.limits.upstreamMaxIdle = vm["upstream-max-idle"].as<std::size_t>();
-    c.limits.maxConnections = vm["max-connections"].as<std::size_t>();
-    c.limits.maxPending = vm["max-pending"].as<std::size_t>();
-    if (c.limits.maxPending == 0) {
-      throw FlagError{"--max-pending: at least 1"};
-    }
+    c.limits.upstreamMaxIdle = countFlag(vm, "upstream-max-idle", 0, kMaxUpstreamIdle);
+    c.limits.maxConnections = countFlag(vm, "max-connections", 0, kMaxConnections);
+    // Bounded also because each worker's share is (max-pending + workers - 1) / workers.
+    c.limits.maxPending = countFlag(vm, "max-pending", 1, kMaxPending);
     c.drainTimeout = durationFlag(vm, "drain-timeout");
     c.deregisterGrace = durationFlag(vm, "deregister-grace");
     c.announce = announceFlags(vm);
@@ -461,6 +656,7 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
       if (c.accessLog.empty()) {
         throw FlagError{"--access-log: give - for stdout or a file path"};
       }
+      checkAccessLog(c.accessLog);
     }
     static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
     if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {

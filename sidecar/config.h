@@ -19,6 +19,15 @@ struct HostPort {
   std::string str() const;
 };
 
+// What to do with a request header whose name holds '_'. CGI/WSGI-style servers map '_' and '-'
+// to the same variable, so a caller's X_Forwarded_Client_Cert would be read as the
+// X-Forwarded-Client-Cert we set (Envoy's headers_with_underscores_action).
+enum class UnderscoreHeaders {
+  drop,    // removed before the request is forwarded, and counted
+  reject,  // the request is refused with 400
+  allow,   // forwarded as it is
+};
+
 // Limits and deadlines of the data path, shared read-only by every worker.
 struct ProxyLimits {
   std::size_t maxHeadBytes = 64 * 1024;
@@ -32,6 +41,7 @@ struct ProxyLimits {
   std::size_t upstreamMaxIdle = 128;  // per worker
   std::size_t maxConnections = 0;     // 0: derived from the descriptor limit at start-up
   std::size_t maxPending = 1024;      // requests at the local service at once, all workers
+  UnderscoreHeaders underscoreHeaders = UnderscoreHeaders::drop;
 };
 
 // Where and how to announce this instance in ZooKeeper (absent: no announcement).
