@@ -51,15 +51,24 @@ std::string sha256Hex(X509* cert) {
   return out;
 }
 
-// Envoy quotes a value that holds a separator; inside quotes, '"' is escaped with a backslash.
+// One XFCC value, as Envoy's grammar has it (docs: configuration/http/http_conn_man/headers,
+// "x-forwarded-client-cert"): elements are separated by ',', key=value pairs by ';', and a value
+// holding ',', ';' or '=' is double-quoted with each '"' written as '\"'. A '\' must then be
+// written as '\\' as well, or a value ending in '\' (or an RFC 2253 subject's own '\"') would
+// swallow the closing quote; Envoy's reader (XFCC_VALUE formatter) unescapes both '\"' and '\\'
+// and decides whether a '"' closes a value by the parity of the backslashes before it. The reader
+// also unescapes a bare value and trims its white space, so a value holding '\' or white space
+// is quoted too. Plain names (spiffe://domain/path, host names) stay bare, as Envoy writes them.
 std::string xfccValue(std::string_view v, bool alwaysQuote) {
-  bool quote = alwaysQuote || v.find_first_of(",;=\"") != std::string_view::npos;
+  bool quote = alwaysQuote || v.find_first_of(",;=\"\\ \t") != std::string_view::npos;
   if (!quote) {
     return std::string(v);
   }
-  std::string out = "\"";
+  std::string out;
+  out.reserve(v.size() + 2);
+  out.push_back('"');
   for (char c : v) {
-    if (c == '"') {
+    if (c == '"' || c == '\\') {
       out.push_back('\\');
     }
     out.push_back(c);
