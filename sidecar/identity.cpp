@@ -110,8 +110,13 @@ PeerIdentity peerIdentityFromCert(X509* cert) {
   }
   std::vector<std::string> uris;
   std::vector<std::string> dns;
+  // crit: -1 when there is no subjectAltName, -2 when there are several (OpenSSL then returns
+  // none of them), else the extension's critical flag. Several, or one that does not decode, is
+  // a certificate whose names we cannot read: it must not fall back to its CN.
+  int crit = -1;
   auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+      X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, nullptr));
+  const bool sanUnreadable = !names && crit != -1;
   if (names) {
     for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
       const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
@@ -127,10 +132,13 @@ PeerIdentity peerIdentityFromCert(X509* cert) {
   // certificate whose first URI SAN is unusable is not given its DNS name, CN or second URI.
   const X509_NAME* subjectName = X509_get_subject_name(cert);
   const bool hasCn = X509_NAME_get_index_by_NID(subjectName, NID_commonName, -1) >= 0;
-  std::string first = !uris.empty() ? uris.front() : !dns.empty() ? dns.front()
-                      : hasCn       ? commonName(cert)
-                                    : std::string();
-  if (!uris.empty() || !dns.empty() || hasCn) {
+  std::string first = !uris.empty() ? uris.front()
+                      : !dns.empty() ? dns.front()
+                      : hasCn        ? commonName(cert)
+                                     : std::string();
+  if (sanUnreadable) {
+    out.unusable = true;
+  } else if (!uris.empty() || !dns.empty() || hasCn) {
     if (usableName(first)) {
       out.identity = std::move(first);
     } else {

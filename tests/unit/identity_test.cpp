@@ -327,3 +327,85 @@ TEST_CASE("XFCC: a name with a control byte is left out, never sent raw") {
   REQUIRE(parsed);
   CHECK(valuesOf(parsed->front(), "DNS") == std::vector<std::string>{"ok.local"});
 }
+
+// --- Which name is the identity, and when there is none (issue 11, item 5) --------------------
+
+TEST_CASE("identity: the first name of the strongest kind, or none") {
+  struct Case {
+    const char* what;
+    std::string cn;
+    std::vector<std::string> uris, dns;
+    std::string identity;  // empty: unusable
+  };
+  const std::vector<Case> cases = {
+      {"first URI", "cn", {"spiffe://a/1", "spiffe://a/2"}, {"d.local"}, "spiffe://a/1"},
+      {"first DNS without URI", "cn", {}, {"d1.local", "d2.local"}, "d1.local"},
+      {"CN without SAN", "cn", {}, {}, "cn"},
+      {"first URI with a control byte", "spiffe://prod/admin",
+       {"spiffe://prod/admin\x01", "spiffe://prod/admin"}, {"prod-admin.local"}, ""},
+      {"first URI with a NUL", "cn", {std::string("spiffe://prod/admin\0x", 21)}, {}, ""},
+      {"first URI with DEL", "cn", {"spiffe://prod/admin\x7f"}, {}, ""},
+      {"first URI with a newline", "cn", {"spiffe://prod/admin\n"}, {}, ""},
+      {"first URI non-ASCII", "cn", {"spiffe://prod/adm\xc3\xafn"}, {}, ""},
+      {"empty first URI, good second URI", "cn", {"", "spiffe://prod/admin"}, {}, ""},
+      {"empty first URI, good DNS", "cn", {""}, {"prod-admin.local"}, ""},
+      {"empty first URI, good CN", "spiffe://prod/admin", {""}, {}, ""},
+      {"bad first URI, good first DNS", "cn", {"\x1b[2J"}, {"prod-admin.local"}, ""},
+      {"good first URI, bad second URI", "cn", {"spiffe://a/1", "x\x01"}, {}, "spiffe://a/1"},
+      {"good first URI, bad DNS", "cn", {"spiffe://a/1"}, {"", "x\x01"}, "spiffe://a/1"},
+      {"empty first DNS, good second DNS", "cn", {}, {"", "prod-admin.local"}, ""},
+      {"control byte in first DNS, good CN", "prod-admin.local", {}, {"a\tb"}, ""},
+      {"good first DNS, bad second DNS", "cn", {}, {"d.local", "\x01"}, "d.local"},
+      {"empty CN", "", {}, {}, ""},
+      {"CN with a control byte", "spiffe://prod/admin\x01", {}, {}, ""},
+      {"CN non-ASCII", "caf\xc3\xa9", {}, {}, ""},
+      {"bad CN does not matter under a URI", "x\x01", {"spiffe://a/1"}, {}, "spiffe://a/1"},
+      {"printable oddities are names too", "cn", {"spiffe://x/a status=200 \"q\" \\"}, {},
+       "spiffe://x/a status=200 \"q\" \\"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.what));
+    auto cert = withNames(c.cn, c.uris, c.dns);
+    auto id = peerIdentityFromCert(cert.get());
+    CHECK(id.identity == c.identity);
+    CHECK(id.unusable == c.identity.empty());
+    // An allow-list that would admit every name in the certificate admits no unusable caller:
+    // the proxy checks `unusable` first, and the empty identity matches no pattern.
+    IdentityAllowList all({"spiffe://prod/admin", "prod-admin.local", "spiffe://a/*", "cn",
+                           "d1.local", "d.local"});
+    if (id.unusable) {
+      CHECK_FALSE(all.allows(id.identity));
+    }
+  }
+}
+
+TEST_CASE("identity: a subjectAltName that cannot be read leaves no fallback to the CN") {
+  // Two subjectAltName extensions: OpenSSL's lookup returns neither.
+  Spec twice;
+  twice.subject = {{NID_commonName, "spiffe://prod/admin"}};
+  twice.sans = {{GEN_URI, "spiffe://test/caller"}};
+  twice.extraSanDer = {std::string("\x30\x15\x86\x13spiffe://prod/admin", 23)};
+  auto cert = build(twice);
+  REQUIRE(X509_get_ext_count(cert.get()) == 2);
+  auto id = peerIdentityFromCert(cert.get());
+  CHECK(id.unusable);
+  CHECK(id.identity.empty());
+
+  // One that does not decode (a URI whose length runs past the end).
+  Spec broken;
+  broken.subject = {{NID_commonName, "spiffe://prod/admin"}};
+  broken.withSan = false;
+  broken.extraSanDer = {std::string("\x30\x03\x86\x05x", 5)};
+  auto bad = build(broken);
+  id = peerIdentityFromCert(bad.get());
+  CHECK(id.unusable);
+  CHECK(id.identity.empty());
+
+  // An empty one (no names at all) is readable: the CN is the identity.
+  Spec empty;
+  empty.subject = {{NID_commonName, "caller"}};
+  auto none = build(empty);
+  id = peerIdentityFromCert(none.get());
+  CHECK_FALSE(id.unusable);
+  CHECK(id.identity == "caller");
+}
