@@ -106,6 +106,7 @@ bool usableName(std::string_view v) {
 PeerIdentity peerIdentityFromCert(X509* cert) {
   PeerIdentity out;
   if (!cert) {
+    out.unusable = true;
     return out;
   }
   std::vector<std::string> uris;
@@ -129,21 +130,18 @@ PeerIdentity peerIdentityFromCert(X509* cert) {
     GENERAL_NAMES_free(names);
   }
   // The identity comes from the first name of the strongest kind present, or from none: a
-  // certificate whose first URI SAN is unusable is not given its DNS name, CN or second URI.
+  // certificate whose first URI SAN is unusable is not given its DNS name, CN or second URI. A
+  // certificate with no name at all has no identity either, and is refused like the others.
   const X509_NAME* subjectName = X509_get_subject_name(cert);
   const bool hasCn = X509_NAME_get_index_by_NID(subjectName, NID_commonName, -1) >= 0;
   std::string first = !uris.empty() ? uris.front()
                       : !dns.empty() ? dns.front()
                       : hasCn        ? commonName(cert)
                                      : std::string();
-  if (sanUnreadable) {
+  if (!sanUnreadable && usableName(first)) {
+    out.identity = std::move(first);
+  } else {
     out.unusable = true;
-  } else if (!uris.empty() || !dns.empty() || hasCn) {
-    if (usableName(first)) {
-      out.identity = std::move(first);
-    } else {
-      out.unusable = true;
-    }
   }
 
   std::string subject = subjectRfc2253(cert);

@@ -241,6 +241,7 @@ TEST_CASE("SAN DNS when no URI, CN when no SAN") {
 TEST_CASE("no certificate, no identity") {
   auto id = peerIdentityFromCert(nullptr);
   CHECK(id.identity.empty());
+  CHECK(id.unusable);
   CHECK(id.xfcc.empty());
 }
 
@@ -408,4 +409,22 @@ TEST_CASE("identity: a subjectAltName that cannot be read leaves no fallback to 
   id = peerIdentityFromCert(none.get());
   CHECK_FALSE(id.unusable);
   CHECK(id.identity == "caller");
+}
+
+TEST_CASE("identity: a certificate that names no one has no identity") {
+  // No SAN and no CN: a CA signed it, but there is nobody to admit or to tell the local service
+  // about, with or without an allow-list.
+  Spec nameless;
+  nameless.subject = {{NID_organizationName, "Dev, Inc"}};
+  nameless.withSan = false;
+  auto cert = build(nameless);
+  auto id = peerIdentityFromCert(cert.get());
+  CHECK(id.unusable);
+  CHECK(id.identity.empty());
+  // Only names of other kinds (an e-mail address) count as none.
+  Spec email = nameless;
+  email.withSan = true;
+  email.sans = {{GEN_EMAIL, "admin@prod"}};
+  cert = build(email);
+  CHECK(peerIdentityFromCert(cert.get()).unusable);
 }
