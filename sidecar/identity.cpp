@@ -115,8 +115,8 @@ PeerIdentity peerIdentityFromCert(X509* cert) {
   // none of them), else the extension's critical flag. Several, or one that does not decode, is
   // a certificate whose names we cannot read: it must not fall back to its CN.
   int crit = -1;
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, nullptr));
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, nullptr));
   const bool sanUnreadable = !names && crit != -1;
   if (names) {
     for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
@@ -134,7 +134,7 @@ PeerIdentity peerIdentityFromCert(X509* cert) {
   // certificate with no name at all has no identity either, and is refused like the others.
   const X509_NAME* subjectName = X509_get_subject_name(cert);
   const bool hasCn = X509_NAME_get_index_by_NID(subjectName, NID_commonName, -1) >= 0;
-  std::string first = !uris.empty() ? uris.front()
+  std::string first = !uris.empty()  ? uris.front()
                       : !dns.empty() ? dns.front()
                       : hasCn        ? commonName(cert)
                                      : std::string();
