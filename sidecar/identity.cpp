@@ -51,15 +51,24 @@ std::string sha256Hex(X509* cert) {
   return out;
 }
 
-// Envoy quotes a value that holds a separator; inside quotes, '"' is escaped with a backslash.
+// One XFCC value, as Envoy's grammar has it (docs: configuration/http/http_conn_man/headers,
+// "x-forwarded-client-cert"): elements are separated by ',', key=value pairs by ';', and a value
+// holding ',', ';' or '=' is double-quoted with each '"' written as '\"'. A '\' must then be
+// written as '\\' as well, or a value ending in '\' (or an RFC 2253 subject's own '\"') would
+// swallow the closing quote; Envoy's reader (XFCC_VALUE formatter) unescapes both '\"' and '\\'
+// and decides whether a '"' closes a value by the parity of the backslashes before it. The reader
+// also unescapes a bare value and trims its white space, so a value holding '\' or white space
+// is quoted too. Plain names (spiffe://domain/path, host names) stay bare, as Envoy writes them.
 std::string xfccValue(std::string_view v, bool alwaysQuote) {
-  bool quote = alwaysQuote || v.find_first_of(",;=\"") != std::string_view::npos;
+  bool quote = alwaysQuote || v.find_first_of(",;=\"\\ \t") != std::string_view::npos;
   if (!quote) {
     return std::string(v);
   }
-  std::string out = "\"";
+  std::string out;
+  out.reserve(v.size() + 2);
+  out.push_back('"');
   for (char c : v) {
-    if (c == '"') {
+    if (c == '"' || c == '\\') {
       out.push_back('\\');
     }
     out.push_back(c);
@@ -97,12 +106,18 @@ bool usableName(std::string_view v) {
 PeerIdentity peerIdentityFromCert(X509* cert) {
   PeerIdentity out;
   if (!cert) {
+    out.unusable = true;
     return out;
   }
   std::vector<std::string> uris;
   std::vector<std::string> dns;
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  // crit: -1 when there is no subjectAltName, -2 when there are several (OpenSSL then returns
+  // none of them), else the extension's critical flag. Several, or one that does not decode, is
+  // a certificate whose names we cannot read: it must not fall back to its CN.
+  int crit = -1;
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, nullptr));
+  const bool sanUnreadable = !names && crit != -1;
   if (names) {
     for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
       const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
@@ -115,18 +130,18 @@ PeerIdentity peerIdentityFromCert(X509* cert) {
     GENERAL_NAMES_free(names);
   }
   // The identity comes from the first name of the strongest kind present, or from none: a
-  // certificate whose first URI SAN is unusable is not given its DNS name, CN or second URI.
+  // certificate whose first URI SAN is unusable is not given its DNS name, CN or second URI. A
+  // certificate with no name at all has no identity either, and is refused like the others.
   const X509_NAME* subjectName = X509_get_subject_name(cert);
   const bool hasCn = X509_NAME_get_index_by_NID(subjectName, NID_commonName, -1) >= 0;
-  std::string first = !uris.empty() ? uris.front() : !dns.empty() ? dns.front()
-                      : hasCn       ? commonName(cert)
-                                    : std::string();
-  if (!uris.empty() || !dns.empty() || hasCn) {
-    if (usableName(first)) {
-      out.identity = std::move(first);
-    } else {
-      out.unusable = true;
-    }
+  std::string first = !uris.empty()  ? uris.front()
+                      : !dns.empty() ? dns.front()
+                      : hasCn        ? commonName(cert)
+                                     : std::string();
+  if (!sanUnreadable && usableName(first)) {
+    out.identity = std::move(first);
+  } else {
+    out.unusable = true;
   }
 
   std::string subject = subjectRfc2253(cert);

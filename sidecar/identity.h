@@ -12,12 +12,14 @@ namespace sidecar {
 
 struct PeerIdentity {
   // The first SAN URI if the certificate has one, else the first SAN DNS name if it has one,
-  // else the subject CN; empty if none.
+  // else the subject CN; empty when unusable.
   std::string identity;
   std::string xfcc;  // Envoy format: Hash=...;Subject="...";URI=...;DNS=...
-  // The name that would be the identity is empty or holds a control or non-ASCII byte. Such a
-  // caller has no identity at all and is refused (403): falling back to the next name would hand
-  // it one that an allow-list may admit, meant for someone else.
+  // The name that would be the identity is empty, missing (no URI, DNS name or CN at all) or
+  // holds a control or non-ASCII byte, or the subjectAltName extension cannot be read (it does
+  // not decode, or appears twice). Such a caller has no identity at all and is refused (403):
+  // falling back to the next name would hand it one that an allow-list may admit, meant for
+  // someone else.
   bool unusable = false;
 };
 
