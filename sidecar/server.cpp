@@ -69,6 +69,13 @@ void warnIfReadableByOthers(const std::string& keyFile) {
   }
 }
 
+// Admin connections open at once. Its users are a few probes and scrapers; the bound keeps a
+// client that opens connections without end from taking the descriptors callers need, and fits
+// (with the process's own ~20) in the 64 descriptors --max-connections 0 leaves aside. At the
+// bound the connection waiting longest for a request is closed, so that a prober still gets in.
+constexpr std::size_t kAdminMaxConnections = 32;
+constexpr Duration kAdminIdleTimeout{30'000};
+
 using Clock = std::chrono::system_clock;
 
 struct FileStamp {
@@ -140,7 +147,7 @@ class Server {
         graceTimer_(control_),
         abortTimer_(control_),
         admin_(control_, [this](const PlainRequest& r) { return handleAdminRequest(r, hooks()); },
-               Duration(30'000)) {}
+               adminOptions()) {}
 
   int run() {
     auto tls = makeServerTlsContext(tlsFiles());
@@ -231,6 +238,19 @@ class Server {
 
   std::array<FileStamp, 3> currentStamps() const {
     return {stampOf(config_.tlsCert), stampOf(config_.tlsKey), stampOf(config_.tlsClientCa)};
+  }
+
+  PlainHttpServer::Options adminOptions() {
+    return PlainHttpServer::Options{
+        .idleTimeout = kAdminIdleTimeout,
+        .maxConnections = kAdminMaxConnections,
+        .name = "admin",
+        .openChanged = [this](std::size_t open) {
+          metrics_.adminConnectionsOpen->Set(static_cast<double>(open));
+        },
+        .refused = [this] { metrics_.adminConnectionsRefused->Increment(); },
+        .evicted = [this] { metrics_.adminConnectionsEvicted->Increment(); },
+    };
   }
 
   TlsFiles tlsFiles() const { return {config_.tlsCert, config_.tlsKey, config_.tlsClientCa}; }
