@@ -76,6 +76,27 @@ void warnIfReadableByOthers(const std::string& keyFile) {
 constexpr std::size_t kAdminMaxConnections = 32;
 constexpr Duration kAdminIdleTimeout{30'000};
 
+// The workers bind --listen with SO_REUSEPORT, which the kernel grants just as well to another
+// process of the same user: a second sidecar started by mistake would silently take a share of
+// the traffic. A socket bound without SO_REUSEPORT conflicts with any socket bound there, so
+// binding one first tells whether someone else holds the address. It is closed before the
+// workers bind. SO_REUSEADDR keeps a predecessor's TIME_WAIT connections from counting.
+boost::system::error_code probeUnshared(asio::io_context& ioc, const tcp::endpoint& endpoint) {
+  boost::system::error_code ec;
+  if (endpoint.port() == 0) {
+    return ec;  // the kernel picks a free port
+  }
+  tcp::acceptor probe(ioc);
+  probe.open(endpoint.protocol(), ec);
+  if (!ec) {
+    probe.set_option(tcp::acceptor::reuse_address(true), ec);
+  }
+  if (!ec) {
+    probe.bind(endpoint, ec);
+  }
+  return ec;
+}
+
 using Clock = std::chrono::system_clock;
 
 struct FileStamp {
@@ -187,6 +208,10 @@ class Server {
                                 &metrics_, accessLog, std::make_unique<ConnectionCount>(),
                                 config_.upstream.str()});
 
+    if (auto ec = probeUnshared(control_, *listen)) {
+      std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << ec.message() << "\n";
+      return 2;
+    }
     try {
       tcp::endpoint bound = *listen;
       for (unsigned i = 0; i < config_.workers; ++i) {
