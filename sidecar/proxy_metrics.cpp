@@ -129,6 +129,19 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
                       .Add({});
   draining = &gauges(r, "sidecar_draining", "1 while the sidecar is shutting down, else 0.")
                   .Add({});
+  adminConnectionsOpen = &gauges(r, "sidecar_admin_connections_open",
+                                 "Connections to the admin interface open now.")
+                            .Add({});
+  adminConnectionsRefused = &counters(r, "sidecar_admin_connections_refused_total",
+                                      "Admin connections closed at once because the admin "
+                                      "interface's bound of open connections was reached and "
+                                      "every open one was busy answering.")
+                                 .Add({});
+  adminConnectionsEvicted = &counters(r, "sidecar_admin_connections_evicted_total",
+                                      "Admin connections waiting for a request that were closed "
+                                      "to make room for a new one at the bound (longest-waiting "
+                                      "first).")
+                                 .Add({});
 }
 
 AnnouncerMetrics::AnnouncerMetrics(prometheus::Registry& r) {

@@ -56,6 +56,10 @@ struct ProxyMetrics {
   prometheus::Counter* certReloadFailed;
   prometheus::Gauge* certNotAfter;
   prometheus::Gauge* draining;
+  // The admin interface's connections (bounded by kAdminMaxConnections in server.cpp).
+  prometheus::Gauge* adminConnectionsOpen;
+  prometheus::Counter* adminConnectionsRefused;
+  prometheus::Counter* adminConnectionsEvicted;
 };
 
 // The control thread's metrics: ZooKeeper session, announcements, health checks.

@@ -69,6 +69,34 @@ void warnIfReadableByOthers(const std::string& keyFile) {
   }
 }
 
+// Admin connections open at once. Its users are a few probes and scrapers; the bound keeps a
+// client that opens connections without end from taking the descriptors callers need, and fits
+// (with the process's own ~20) in the 64 descriptors --max-connections 0 leaves aside. At the
+// bound the connection waiting longest for a request is closed, so that a prober still gets in.
+constexpr std::size_t kAdminMaxConnections = 32;
+constexpr Duration kAdminIdleTimeout{30'000};
+
+// The workers bind --listen with SO_REUSEPORT, which the kernel grants just as well to another
+// process of the same user: a second sidecar started by mistake would silently take a share of
+// the traffic. A socket bound without SO_REUSEPORT conflicts with any socket bound there, so
+// binding one first tells whether someone else holds the address. It is closed before the
+// workers bind. SO_REUSEADDR keeps a predecessor's TIME_WAIT connections from counting.
+boost::system::error_code probeUnshared(asio::io_context& ioc, const tcp::endpoint& endpoint) {
+  boost::system::error_code ec;
+  if (endpoint.port() == 0) {
+    return ec;  // the kernel picks a free port
+  }
+  tcp::acceptor probe(ioc);
+  probe.open(endpoint.protocol(), ec);
+  if (!ec) {
+    probe.set_option(tcp::acceptor::reuse_address(true), ec);
+  }
+  if (!ec) {
+    probe.bind(endpoint, ec);
+  }
+  return ec;
+}
+
 using Clock = std::chrono::system_clock;
 
 struct FileStamp {
@@ -140,7 +168,7 @@ class Server {
         graceTimer_(control_),
         abortTimer_(control_),
         admin_(control_, [this](const PlainRequest& r) { return handleAdminRequest(r, hooks()); },
-               Duration(30'000)) {}
+               adminOptions()) {}
 
   int run() {
     auto tls = makeServerTlsContext(tlsFiles());
@@ -180,6 +208,10 @@ class Server {
                                 &metrics_, accessLog, std::make_unique<ConnectionCount>(),
                                 config_.upstream.str()});
 
+    if (auto ec = probeUnshared(control_, *listen)) {
+      std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << ec.message() << "\n";
+      return 2;
+    }
     try {
       tcp::endpoint bound = *listen;
       for (unsigned i = 0; i < config_.workers; ++i) {
@@ -231,6 +263,19 @@ class Server {
 
   std::array<FileStamp, 3> currentStamps() const {
     return {stampOf(config_.tlsCert), stampOf(config_.tlsKey), stampOf(config_.tlsClientCa)};
+  }
+
+  PlainHttpServer::Options adminOptions() {
+    return PlainHttpServer::Options{
+        .idleTimeout = kAdminIdleTimeout,
+        .maxConnections = kAdminMaxConnections,
+        .name = "admin",
+        .openChanged = [this](std::size_t open) {
+          metrics_.adminConnectionsOpen->Set(static_cast<double>(open));
+        },
+        .refused = [this] { metrics_.adminConnectionsRefused->Increment(); },
+        .evicted = [this] { metrics_.adminConnectionsEvicted->Increment(); },
+    };
   }
 
   TlsFiles tlsFiles() const { return {config_.tlsCert, config_.tlsKey, config_.tlsClientCa}; }
