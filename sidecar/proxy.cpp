@@ -434,7 +434,17 @@ class InboundSession final : public TrackedSession {
     if (shared_.accessLog) {
       target_ = msg.target();
     }
-    if (auto why = checkRequestHead(msg.base()); !why.empty()) {
+    auto why = checkRequestHead(msg.base());
+    if (why.empty() && shared_.limits.underscoreHeaders != UnderscoreHeaders::allow) {
+      const bool drop = shared_.limits.underscoreHeaders == UnderscoreHeaders::drop;
+      if (auto n = underscoreHeaders(msg.base(), drop)) {
+        m_.underscoreHeaders->Increment(static_cast<double>(n));
+        if (!drop) {
+          why = "header name with '_' (--headers-with-underscores reject)";
+        }
+      }
+    }
+    if (!why.empty()) {
       logEvent(LogEvent::badRequest, spdlog::level::info,
                "event=bad_request peer={} identity={} status=400 reason=\"{}\"", clientIp_,
                identityForLog_, why);
@@ -1169,8 +1179,13 @@ void Worker::accept() {
             if (!acceptor_->is_open() || ec == asio::error::operation_aborted) {
               co_return;
             }
-            // Out of descriptors or memory: say so, and give the connections time to close.
-            spdlog::warn("event=accept_failed worker={} reason=\"{}\"", index_, ec.message());
+            // Out of descriptors or memory: say so (within the line budget), and give the
+            // connections time to close.
+            std::uint64_t suppressed = 0;
+            if (logLimiter(LogEvent::acceptFailed).allow(Clock::now(), suppressed)) {
+              spdlog::warn("event=accept_failed worker={} reason=\"{}\"{}", index_, ec.message(),
+                           suppressed ? fmt::format(" suppressed={}", suppressed) : "");
+            }
             backoff.expires_after(std::chrono::milliseconds(50));
             co_await backoff.async_wait(useTuple);
             continue;

@@ -94,6 +94,7 @@ enum class LogEvent : unsigned {
   upstreamConnectFailed,
   upstreamFailed,
   upstreamBodyFailed,
+  acceptFailed,
   count
 };
 

@@ -80,6 +80,10 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
                               "Requests refused with 403 because the caller's identity is not "
                               "on the allow-list, or unusable.")
                          .Add({});
+  underscoreHeaders = &counters(r, "sidecar_underscore_headers_total",
+                                "Request header fields whose name holds '_', dropped or refused "
+                                "(400) as --headers-with-underscores says.")
+                           .Add({});
   identityUnusable = &counters(r, "sidecar_identity_unusable_total",
                                "Requests refused with 403 because the name that would be the "
                                "caller's identity (first URI SAN, else first DNS SAN, else CN) is "

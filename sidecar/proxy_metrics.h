@@ -43,6 +43,7 @@ struct ProxyMetrics {
   std::array<prometheus::Counter*, kLocalStatuses.size()> localReplies;
   prometheus::Counter* identityRefused;
   prometheus::Counter* identityUnusable;
+  prometheus::Counter* underscoreHeaders;
   prometheus::Counter* connectionsRefused;
   prometheus::Counter* connectionsEvicted;
   prometheus::Counter* upstreamConnectErrors;

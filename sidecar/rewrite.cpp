@@ -157,6 +157,23 @@ std::string_view checkRequestHead(http::request_header<>& head) {
   return absoluteToOrigin(head);
 }
 
+std::size_t underscoreHeaders(http::fields& fields, bool erase) {
+  std::size_t found = 0;
+  for (auto it = fields.begin(); it != fields.end();) {
+    // Every name Beast knows is spelled with '-' only: look at the others.
+    if (it->name() == http::field::unknown &&
+        it->name_string().find('_') != std::string_view::npos) {
+      ++found;
+      if (erase) {
+        it = fields.erase(it);
+        continue;
+      }
+    }
+    ++it;
+  }
+  return found;
+}
+
 void eraseHopByHop(http::fields& fields) {
   // Headers the Connection header names are hop-by-hop too, unless they carry the framing we keep.
   // (fields::equal_range mixes set and list order, so walk the list.)

@@ -33,6 +33,11 @@ HeadScan scanHead(std::string_view bytes, std::size_t from);
 // reason it is refused (answered 400), or an empty view when it may be forwarded.
 std::string_view checkRequestHead(http::request_header<>& head);
 
+// Header fields whose name holds '_': CGI/WSGI-style servers read X_Forwarded_Client_Cert and
+// X-Forwarded-Client-Cert as one variable, so such a name can pose as a header we set. Counts
+// them, and removes them when erase is true.
+std::size_t underscoreHeaders(http::fields& fields, bool erase);
+
 // Removes hop-by-hop headers (and those named in Connection), drops any X-Forwarded-Client-Cert
 // the caller sent, appends X-Forwarded-For, sets X-Forwarded-Proto and X-Forwarded-Client-Cert,
 // and asks for keep-alive on HTTP/1.1 (adding ctx.defaultHost as Host to HTTP/1.0 requests that

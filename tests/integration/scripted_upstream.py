@@ -4,6 +4,7 @@ Each request is answered by the behaviour its path names; most of them break HTT
 purpose after (or while) answering, the way a buggy or hostile local service would:
 
 /echo               200, body "xfcc=<X-Forwarded-Client-Cert>;conn=<connection number>"
+/headers            200, body: the names of the header fields received, one per line
 /204-then-inject    204, then (after ?ms=300) a second, unasked-for 200 "injected" response
 /head-body          to HEAD: a head saying Content-Length: 8, then a body "injected" anyway
 /304-body           304 with Content-Length: 8 and the 8 bytes of a body
@@ -71,9 +72,12 @@ class ScriptedUpstream:
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _ = lines[0].split(" ", 2)
                 headers = {}
+                names = []
                 for line in lines[1:]:
                     name, _, value = line.partition(":")
                     headers[name.strip().lower()] = value.strip()
+                    names.append(name)
+                headers["\0names"] = "\n".join(names)
                 length = int(headers.get("content-length", "0"))
                 while len(buf) < length:
                     data = conn.recv(65536)
@@ -129,6 +133,9 @@ class ScriptedUpstream:
             fields = (b"Content-Length: 2\r\nContent-Length: 2\r\n" if q.get("form") == "repeat"
                       else b"Content-Length: 2, 2\r\n")
             conn.sendall(b"HTTP/1.1 200 OK\r\n" + fields + b"\r\nok")
+        elif path == "/headers":
+            body = headers["\0names"].encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         elif path == "/close-soon":
             time.sleep(int(q.get("wait", "0")) / 1000.0)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye")

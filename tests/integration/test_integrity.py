@@ -233,6 +233,36 @@ class IntegrityTest(SidecarTestCase):
         wait_for(lambda: not close_wait(), timeout=3.0,
                  what="pooled connections in CLOSE-WAIT closed by the sidecar")
 
+    # --- item 3: header names with '_' cannot pose as ours ------------------------------------
+
+    def send_underscores(self, sc):
+        with self.tls_socket(sc.port) as s:
+            s.sendall(b"GET /headers HTTP/1.1\r\n" + H +
+                      b"X_Forwarded_Client_Cert: By=evil;URI=spiffe://prod/admin\r\n"
+                      b"x_other: 1\r\nX-Fine: 2\r\n\r\n")
+            return read_answer(s)
+
+    def test_underscore_headers_dropped_by_default(self):
+        before = self.metric(self.sc, "sidecar_underscore_headers_total")
+        status, body = self.send_underscores(self.sc)
+        self.assertEqual(status, 200)
+        names = body.decode().split("\n")
+        self.assertIn("X-Fine", names)
+        self.assertIn("X-Forwarded-Client-Cert", names)
+        self.assertEqual([n for n in names if "_" in n], [], "no underscore name reaches the service")
+        self.assertEqual(self.metric(self.sc, "sidecar_underscore_headers_total"), before + 2)
+
+    def test_underscore_headers_rejected_or_allowed_by_flag(self):
+        sc = self.start_sidecar(self.up.port, "--headers-with-underscores", "reject")
+        requests = len(self.up.requests)
+        self.assertEqual(self.send_underscores(sc)[0], 400)
+        self.assertEqual(len(self.up.requests), requests, "a refused request reaches nothing")
+        self.assertEqual(self.metric(sc, "sidecar_local_replies_total", status="400"), 1)
+        sc = self.start_sidecar(self.up.port, "--headers-with-underscores", "allow")
+        status, body = self.send_underscores(sc)
+        self.assertEqual(status, 200)
+        self.assertIn("X_Forwarded_Client_Cert", body.decode().split("\n"))
+
     def test_second_expect_header_is_refused(self):
         with self.tls_socket(self.sc.port) as s:
             s.sendall(b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n"

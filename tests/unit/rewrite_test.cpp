@@ -242,3 +242,19 @@ TEST_CASE("response: a repeated or listed Content-Length goes out once") {
   rewriteResponseHead(one, 11, true);
   CHECK(one[http::field::content_length] == "7");
 }
+
+TEST_CASE("underscoreHeaders: counts names with '_', erases them on request") {
+  http::fields f;
+  f.insert("X_Forwarded_Client_Cert", "forged");
+  f.insert("X-Fine", "1");
+  f.insert("x_other", "2");
+  f.insert(http::field::host, "svc");
+  CHECK(underscoreHeaders(f, false) == 2);
+  CHECK(f.count("X_Forwarded_Client_Cert") == 1);
+  CHECK(underscoreHeaders(f, true) == 2);
+  CHECK(f.count("X_Forwarded_Client_Cert") == 0);
+  CHECK(f.count("x_other") == 0);
+  CHECK(f.count("X-Fine") == 1);
+  CHECK(f.count(http::field::host) == 1);
+  CHECK(underscoreHeaders(f, true) == 0);
+}
