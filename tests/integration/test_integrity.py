@@ -263,6 +263,27 @@ class IntegrityTest(SidecarTestCase):
         self.assertEqual(status, 200)
         self.assertIn("X_Forwarded_Client_Cert", body.decode().split("\n"))
 
+    def test_max_head_size_bounds_the_whole_head(self):
+        """A 60 KB target plus 65 KB of fields passed a 64 KiB limit counted apart; a fold past
+        the limit was joined instead of refused."""
+        requests = len(self.up.requests)
+        for raw in (b"GET /" + b"a" * 60000 + b" HTTP/1.1\r\n" + H +
+                    b"X-Big: " + b"b" * 65000 + b"\r\n\r\n",
+                    b"GET / HTTP/1.1\r\n" + H + b"X-Big: " + b"b" * 70000 + b"\r\n"
+                    b"X-A: one\r\n two\r\n\r\n"):
+            with self.tls_socket(self.sc.port) as s:
+                try:
+                    s.sendall(raw)
+                except (ssl.SSLError, BrokenPipeError, ConnectionResetError):
+                    pass  # refused before the whole head was read: the answer still counts
+                try:
+                    status, _ = read_answer(s)
+                except (OSError, ConnectionError):
+                    status = None
+            self.assertIn(status, (431, None))
+        self.assertEqual(len(self.up.requests), requests, "an oversized head reaches nothing")
+        self.assertGreaterEqual(self.metric(self.sc, "sidecar_local_replies_total", status="431"), 1)
+
     def test_second_expect_header_is_refused(self):
         with self.tls_socket(self.sc.port) as s:
             s.sendall(b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n"
