@@ -33,7 +33,8 @@ ServersetResolver::ServersetResolver(boost::asio::io_context& ioc, ServersetAddr
       address_(std::move(address)),
       sessionTimeout_(sessionTimeout),
       onUpdate_(std::move(onUpdate)),
-      retryTimer_(ioc) {}
+      retryTimer_(ioc),
+      refreshTimer_(ioc) {}
 
 void ServersetResolver::start() { openSession(); }
 
@@ -91,12 +92,24 @@ void ServersetResolver::refresh() {
     if (unknown.empty()) {
       return publish();
     }
-    auto pending = std::make_shared<std::size_t>(unknown.size());
+    // A set is published only when every member in the listing was read (or is gone): a member
+    // that could not be read (connection loss, a timeout) would otherwise vanish from the set
+    // for a moment, and a caller balancing over it would shift its traffic for nothing.
+    struct Fetch {
+      std::size_t pending;
+      std::size_t failed = 0;
+      int lastError = 0;
+    };
+    auto fetch = std::make_shared<Fetch>(Fetch{unknown.size()});
     for (const auto& n : unknown) {
       session_->get(address_.path + "/" + n, false,
-                    [this, n, pending, generation](int rc, std::string data, ZkStat) {
+                    [this, n, fetch, generation](int rc, std::string data, ZkStat) {
                       if (generation != generation_) {
                         return;
+                      }
+                      if (rc != ZkCode::Ok && rc != ZkCode::NoNode) {
+                        ++fetch->failed;
+                        fetch->lastError = rc;
                       }
                       if (rc == ZkCode::Ok) {
                         auto decoded = decodeServiceInstance(data);
@@ -108,9 +121,22 @@ void ServersetResolver::refresh() {
                         }
                         cache_[n] = std::move(c);
                       }
-                      if (--*pending == 0) {
-                        publish();
+                      if (--fetch->pending != 0) {
+                        return;
                       }
+                      if (fetch->failed == 0) {
+                        return publish();
+                      }
+                      // Keep the last good set; what was read is cached, so the next listing
+                      // fetches only what failed.
+                      spdlog::warn("event=resolve_incomplete path={} unread={} error=\"{}\"",
+                                   address_.path, fetch->failed, zkError(fetch->lastError));
+                      refreshTimer_.expires_after(std::chrono::seconds(1));
+                      refreshTimer_.async_wait([this, generation](auto ec) {
+                        if (!ec && generation == generation_) {
+                          refresh();
+                        }
+                      });
                     });
     }
   });

@@ -53,7 +53,8 @@ class ServersetResolver {
   std::chrono::milliseconds sessionTimeout_;
   OnUpdate onUpdate_;
   std::unique_ptr<ZkSession> session_;
-  boost::asio::steady_timer retryTimer_;
+  boost::asio::steady_timer retryTimer_;    // re-opens an expired session
+  boost::asio::steady_timer refreshTimer_;  // lists again after a member could not be read
   std::map<std::string, Cached> cache_;
   uint64_t generation_ = 0;  // a newer listing makes older fetches moot
 };

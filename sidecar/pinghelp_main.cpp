@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <filesystem>
 #include <algorithm>
 #include <iostream>
 #include <map>
@@ -21,7 +22,8 @@ int main(int argc, char** argv) {
   desc.add_options()("help,h", "print this help and exit")(
       "listen", po::value<std::string>()->default_value("127.0.0.1:8080"), "host:port to serve on")(
       "help-dir", po::value<std::string>()->default_value(PINGHELP_DEFAULT_HELP_DIR),
-      "folder of *.json method descriptions")(
+      "folder of *.json method descriptions (when not given and the default is not installed: "
+      "the source tree's proto/help, for runs from the build tree)")(
       "idle-timeout", po::value<std::string>()->default_value("60s"),
       "close keep-alive connections idle this long");
   po::variables_map vm;
@@ -47,7 +49,13 @@ int main(int argc, char** argv) {
               << "' is not a duration (use e.g. 250ms, 5s, 1m)\n";
     return 2;
   }
-  auto loaded = sidecar::loadHelpCatalog(vm["help-dir"].as<std::string>());
+  std::string helpDir = vm["help-dir"].as<std::string>();
+  std::error_code fsError;
+  if (vm["help-dir"].defaulted() && !std::filesystem::is_directory(helpDir, fsError) &&
+      std::filesystem::is_directory(PINGHELP_SOURCE_HELP_DIR, fsError)) {
+    helpDir = PINGHELP_SOURCE_HELP_DIR;  // not installed: the build tree's own sources
+  }
+  auto loaded = sidecar::loadHelpCatalog(helpDir);
   if (auto* error = std::get_if<std::string>(&loaded)) {
     std::cerr << "pinghelp: " << *error << "\n";
     return 2;

@@ -33,7 +33,7 @@ PlainRequest get(std::string target, http::verb verb = http::verb::get) {
 }  // namespace
 
 TEST_CASE("the shipped help files load and describe ping and help") {
-  auto loaded = loadHelpCatalog(PINGHELP_DEFAULT_HELP_DIR);
+  auto loaded = loadHelpCatalog(PINGHELP_SOURCE_HELP_DIR);
   REQUIRE(std::holds_alternative<HelpCatalog>(loaded));
   auto& c = std::get<HelpCatalog>(loaded);
   CHECK(c.methodJson.count("ping") == 1);
