@@ -224,6 +224,7 @@ class AbuseTest(SidecarTestCase):
                 pass
             p.wait(timeout=20)
             reader.join(10)
+            p.stdout.close()
         self.assertIn("RENEGOTIATING", text())
         self.assertIn("no renegotiation", text().lower())
         self.assertNotIn("pong", text())
