@@ -78,7 +78,7 @@ def send_all_or_refused(sock, raw):
     try:
         sock.sendall(raw)
         return True
-    except (ssl.SSLError, BrokenPipeError, ConnectionResetError):
+    except (ssl.SSLError, ConnectionError):  # EOF in TLS, EPIPE, ECONNRESET, ECONNABORTED
         return False
 
 
