@@ -118,11 +118,10 @@ class AnnounceTest(SidecarTestCase):
         sc = self.announced_sidecar(zk, ph.port, "--rise", "2", "--fall", "2")
         ph.stop()
         # While it is down its port stays refused: bound here, so that no other process takes it.
-        hold = reserve_port(ph.port)
+        release = self.hold_port(ph.port)
         wait_for(lambda: self.members(zk.port, PATH) == [], timeout=10, what="withdrawn")
         self.assertEqual(self.admin_get(sc, "/ready")[0], 503)
-        if hold:
-            hold.close()
+        release()
         ph2 = self.spawn("pinghelp", [os.environ["PINGHELP_BIN"], "--listen", f"127.0.0.1:{ph.port}"])
         wait_serving(ph2, [ph.port])
         wait_for(lambda: len(self.members(zk.port, PATH)) == 1, timeout=10, what="announced again")
