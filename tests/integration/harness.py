@@ -506,8 +506,9 @@ class SidecarTestCase(unittest.TestCase):
         return ctx.wrap_socket(raw, server_hostname="localhost")
 
     @staticmethod
-    def read_response(sock):
-        """Reads one Content-Length framed HTTP response from sock; returns (status, body)."""
+    def read_response(sock, method="GET"):
+        """Reads one HTTP response from sock, framed as RFC 9112 says: no body after HEAD, 1xx,
+        204 and 304, else Content-Length (none: empty). Returns (status, body)."""
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)
@@ -515,13 +516,17 @@ class SidecarTestCase(unittest.TestCase):
                 raise ConnectionError(f"closed after {data!r}")
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
-        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+        status = int(head.split()[1])
+        if method == "HEAD" or status in (204, 304) or status < 200:
+            return status, body
+        found = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        length = int(found.group(1)) if found else 0
         while len(body) < length:
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionError("closed mid-body")
             body += chunk
-        return int(head.split()[1]), body
+        return status, body
 
     def s_client(self, port, data, cert="client", extra=()):
         """openssl s_client sending data; returns everything it printed."""
