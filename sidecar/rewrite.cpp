@@ -58,7 +58,11 @@ std::string_view absoluteToOrigin(http::request_header<>& head) {
     if (tail.front() == '#') {
       return "fragment in target";
     }
-    path = tail.front() == '/' ? std::string(tail) : "/" + std::string(tail);
+    path.clear();
+    if (tail.front() != '/') {  // "http://host?q" -> "/?q"
+      path += '/';
+    }
+    path += tail;
   }
   head.target(path);
   head.set(http::field::host, host);

@@ -20,6 +20,10 @@ PINGHELP = os.environ.get("PINGHELP_BIN", "")
 ZKCTL = os.environ.get("ZKCTL_BIN", "")
 SOURCE = os.environ.get("SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "../..")))
 HERE = os.path.dirname(os.path.abspath(__file__))
+# ASan and TSan builds (tests/run.sh sets this) start and answer several times slower: waits for a
+# process to come up scale with it. Waits that bound how fast something must happen do not.
+SANITIZED = bool(os.environ.get("SIDECAR_SANITIZED"))
+SLOW = 4 if SANITIZED else 1
 
 _live = []
 
@@ -65,7 +69,114 @@ def free_port():
     raise RuntimeError("no free port below the ephemeral range")
 
 
-def wait_port(port, timeout=15.0, proc=None):
+class _Reserved(socket.socket):
+    """A socket that can carry .port."""
+
+
+def reserve_port(port=None):
+    """A socket bound to port (a fresh one if None) that does not listen: a caller connecting to it
+    is refused, as from a port nobody uses, and free_port() in any process passes it by. For a
+    port that is named now and served later, or that must stay unserved; close it (it is a
+    socket, usable with `with`) right before the process that serves the port starts. Best effort
+    for a given port: None if it cannot be bound (something still holds it)."""
+    for _ in range(100):
+        want = port or free_port()
+        s = _Reserved()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the last server's TIME_WAITs
+        try:
+            s.bind(("127.0.0.1", want))
+        except OSError:
+            s.close()
+            if port:
+                return None
+            continue
+        s.port = want
+        return s
+    raise RuntimeError("no port to reserve")
+
+
+class PortTaken(RuntimeError):
+    """A child could not have its port: another process bound it between free_port() and the
+    child's bind."""
+
+
+def _listening_inodes(port):
+    """The inodes of every socket in LISTEN state on port, any local address."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except (OSError, StopIteration):
+            pass
+    return inodes
+
+
+def _socket_inodes(pid):
+    out = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+def _bindable(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT is not a holder
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+_IN_USE = re.compile(r"(?i)address already in use|EADDRINUSE|address in use")
+
+
+def wait_serving(proc, ports, timeout=None):
+    """Waits until proc itself listens on every port in ports. A bare connect (wait_port) can
+    reach another process that took the port first, and the sidecar's SO_REUSEPORT listener even
+    binds beside it and shares the connections. Raises PortTaken when another process listens on
+    one of them, or when proc exited saying its address is in use; RuntimeError when it exited
+    otherwise; TimeoutError."""
+    timeout = timeout or 15.0 * SLOW
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            out = proc.output()
+            # ZooKeeper, logging at WARN through a logger Debian leaves out, exits 1 without a
+            # word: a port that cannot be bound now tells the same.
+            busy = [port for port in ports if not _bindable(port)]
+            if _IN_USE.search(out) or busy:
+                raise PortTaken(f"{proc.name} could not bind one of {ports} (busy now: {busy}):\n"
+                                f"{out[-2000:]}")
+            raise RuntimeError(f"{proc.name} exited with {proc.returncode}:\n{out[-4000:]}")
+        tables = {port: _listening_inodes(port) for port in ports}
+        mine = _socket_inodes(proc.pid)  # read after the tables: a listener in them is in here too
+        foreign = {port: inodes - mine for port, inodes in tables.items() if inodes - mine}
+        if foreign:
+            raise PortTaken(f"{proc.name}: another process listens on {sorted(foreign)}")
+        if all(tables.values()):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{proc.name} does not listen on {ports} after {timeout}s")
+        time.sleep(0.05)
+
+
+def wait_port(port, timeout=None, proc=None):
+    timeout = timeout or 15.0 * SLOW
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -86,6 +197,28 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not met after {timeout}s")
+
+
+def tcp_connections(local_port=None, remote_port=None, state="01"):
+    """How many TCP sockets on loopback are in state (01 ESTABLISHED, 08 CLOSE_WAIT; see
+    include/net/tcp_states.h) with the given local and/or remote port."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] != state:
+                        continue
+                    local = int(fields[1].rsplit(":", 1)[1], 16)
+                    remote = int(fields[2].rsplit(":", 1)[1], 16)
+                    if local_port not in (None, local) or remote_port not in (None, remote):
+                        continue
+                    n += 1
+        except (OSError, StopIteration):
+            pass
+    return n
 
 
 def status_kib(pid, key):
@@ -194,58 +327,144 @@ class SidecarTestCase(unittest.TestCase):
         self.procs.append(p)
         return p
 
+    def assertSettles(self, read, expected, msg=None, timeout=10.0):
+        """read() comes to equal expected within timeout, and the last value is asserted. For
+        what the sidecar updates after the caller already has its answer: a request's counters and
+        access-log line follow the last write of the response, the open-connection gauge follows
+        the caller's close."""
+        last = []
+
+        def settled():
+            last[:] = [read()]
+            return last[0] == expected
+
+        try:
+            wait_for(settled, timeout=timeout, what=msg or "value")
+        except TimeoutError:
+            pass
+        self.assertEqual(last[0], expected, msg)
+
+    def spawn_serving(self, name, build, count, timeout=None, attempts=5):
+        """Spawns a process that listens on count ports of its own: build(ports) gives its
+        (args, env). A port can be taken between free_port() and the child's bind (another suite,
+        another checkout's tests); then the child goes and the start is repeated on new ports,
+        a bounded number of times. Returns the process with .ports once it listens on them."""
+        for attempt in range(attempts):
+            ports = [free_port() for _ in range(count)]
+            args, env = build(ports)
+            p = self.spawn(name, args, env)
+            p.ports = ports
+            try:
+                wait_serving(p, ports, timeout)
+                return p
+            except PortTaken as e:
+                p.stop(signal.SIGKILL, timeout=10)
+                if attempt == attempts - 1:
+                    raise
+                sys.stderr.write(f"[harness] {e}; starting {name} again on new ports\n")
+
     def start_pinghelp(self, *extra):
-        port = free_port()
-        p = self.spawn("pinghelp", [PINGHELP, "--listen", f"127.0.0.1:{port}", *extra])
-        wait_port(port, proc=p)
-        p.port = port
+        p = self.spawn_serving("pinghelp", lambda ports: (
+            [PINGHELP, "--listen", f"127.0.0.1:{ports[0]}", *extra], None), 1)
+        p.port = p.ports[0]
         return p
 
     def start_upstream(self, *extra):
-        port = free_port()
-        p = self.spawn("upstream", [sys.executable, os.path.join(HERE, "upstream.py"),
-                                    "--port", str(port), *extra])
-        wait_port(port, proc=p)
-        p.port = port
+        p = self.spawn_serving("upstream", lambda ports: (
+            [sys.executable, os.path.join(HERE, "upstream.py"), "--port", str(ports[0]), *extra],
+            None), 1)
+        p.port = p.ports[0]
         return p
 
     def start_sidecar(self, upstream_port, *extra, env=None, wait=True):
-        port, admin = free_port(), free_port()
-        defaults = {"--listen": f"127.0.0.1:{port}", "--upstream": f"127.0.0.1:{upstream_port}",
-                    "--admin-listen": f"127.0.0.1:{admin}", "--workers": "2",
-                    "--tls-cert": self.certs.path("server.pem"),
-                    "--tls-key": self.certs.path("server.key"),
-                    "--tls-client-ca": self.certs.path("ca.pem")}
-        args = [SIDECAR]
-        for flag, value in defaults.items():
-            if flag not in extra:  # a flag the test gives replaces the default
-                args += [flag, value]
-        args += list(extra)
-        p = self.spawn("sidecar", args, env)
-        p.port, p.admin = port, admin
-        if wait:
-            wait_port(admin, proc=p)
-            wait_port(port, proc=p)
+        def build(ports):
+            defaults = {"--listen": f"127.0.0.1:{ports[0]}",
+                        "--upstream": f"127.0.0.1:{upstream_port}",
+                        "--admin-listen": f"127.0.0.1:{ports[1]}", "--workers": "2",
+                        "--tls-cert": self.certs.path("server.pem"),
+                        "--tls-key": self.certs.path("server.key"),
+                        "--tls-client-ca": self.certs.path("ca.pem")}
+            args = [SIDECAR]
+            for flag, value in defaults.items():
+                if flag not in extra:  # a flag the test gives replaces the default
+                    args += [flag, value]
+            return args + list(extra), env
+
+        if wait and "--listen" not in extra and "--admin-listen" not in extra:
+            p = self.spawn_serving("sidecar", build, 2)
+        else:  # the test names a port, or starts it not waiting: no new ports to try
+            ports = [free_port(), free_port()]
+            p = self.spawn("sidecar", build(ports)[0], env)
+            p.ports = ports
+            if wait:
+                wait_port(ports[1], proc=p)
+                wait_port(ports[0], proc=p)
+        p.port, p.admin = p.ports
         return p
 
     def start_zookeeper(self, directory=None, port=None, ensemble=None, myid=None):
         """Debian's ZooKeeper via deploy/zookeeper.sh, on loopback; same directory and port to
-        restart one. ensemble: list of "id=127.0.0.1:peer:election" for a quorum member."""
-        port = port or free_port()
+        restart one. ensemble: list of "id=127.0.0.1:peer:election" for a quorum member (the
+        caller waits and handles ports taken; start_ensemble does both)."""
         directory = directory or tempfile.mkdtemp(prefix="zk-", dir=self.tmp)
-        args = [os.path.join(SOURCE, "deploy", "zookeeper.sh"), directory, str(port)]
-        if ensemble:
-            args += [str(myid), *ensemble]
-        p = self.spawn("zookeeper", args)
-        p.port, p.dir = port, directory
+
+        def build(ports):
+            args = [os.path.join(SOURCE, "deploy", "zookeeper.sh"), directory, str(ports[0])]
+            if ensemble:
+                args += [str(myid), *ensemble]
+            return args, None
+
+        if port is None and not ensemble:
+            p = self.spawn_serving("zookeeper", build, 1, timeout=60 * SLOW)
+        else:
+            p = self.spawn("zookeeper", build([port])[0])
+            p.ports = [port]
+            if not ensemble:
+                wait_serving(p, [port], timeout=60 * SLOW)  # a taken port is an error here
+        p.port, p.dir = p.ports[0], directory
         if not ensemble:
             self.wait_zookeeper(p)
         return p
 
-    def wait_zookeeper(self, zk, timeout=60):
+    def start_ensemble(self, n=3, attempts=4):
+        """n ZooKeeper servers in one quorum, every one answering. Returns them, each with .port,
+        .dir, .peer and .election. A taken port (client, peer or election) starts the whole
+        ensemble again on new ports."""
+        for attempt in range(attempts):
+            ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
+            spec = [f"{i + 1}=127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)]
+            servers = [self.start_zookeeper(port=p[0], ensemble=spec, myid=i + 1)
+                       for i, p in enumerate(ports)]
+            try:
+                for s, p in zip(servers, ports):
+                    s.peer, s.election = p[1], p[2]
+                    # The client and election ports are bound at start; the peer port only by
+                    # the leader, once elected (checked below).
+                    wait_serving(s, [p[0], p[2]], timeout=60 * SLOW)
+                for s in servers:
+                    self.wait_zookeeper(s, timeout=90 * SLOW)
+                for s in servers:
+                    foreign = _listening_inodes(s.peer) - set().union(
+                        *(_socket_inodes(x.pid) for x in servers))
+                    if foreign:
+                        raise PortTaken(f"another process listens on peer port {s.peer}")
+                return servers
+            except PortTaken as e:
+                for s in servers:
+                    s.stop(signal.SIGKILL, timeout=10)
+                if attempt == attempts - 1:
+                    raise
+                sys.stderr.write(f"[harness] {e}; starting the ensemble again on new ports\n")
+
+    def wait_zookeeper(self, zk, timeout=None):
+        timeout = timeout or 60 * SLOW
+
         def ok():
             if zk.poll() is not None:
-                raise RuntimeError(f"zookeeper exited:\n{zk.output()[-3000:]}")
+                out = zk.output()
+                if _IN_USE.search(out):  # an ensemble member's election port, say
+                    raise PortTaken(f"zookeeper on {zk.port} could not bind:\n{out[-2000:]}")
+                raise RuntimeError(f"zookeeper exited:\n{out[-3000:]}")
             return self.zkctl(zk.port, "ls", "/").returncode == 0
         wait_for(ok, timeout=timeout, interval=0.2, what=f"zookeeper on {zk.port}")
 
@@ -287,8 +506,9 @@ class SidecarTestCase(unittest.TestCase):
         return ctx.wrap_socket(raw, server_hostname="localhost")
 
     @staticmethod
-    def read_response(sock):
-        """Reads one Content-Length framed HTTP response from sock; returns (status, body)."""
+    def read_response(sock, method="GET"):
+        """Reads one HTTP response from sock, framed as RFC 9112 says: no body after HEAD, 1xx,
+        204 and 304, else Content-Length (none: empty). Returns (status, body)."""
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)
@@ -296,13 +516,17 @@ class SidecarTestCase(unittest.TestCase):
                 raise ConnectionError(f"closed after {data!r}")
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
-        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+        status = int(head.split()[1])
+        if method == "HEAD" or status in (204, 304) or status < 200:
+            return status, body
+        found = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        length = int(found.group(1)) if found else 0
         while len(body) < length:
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionError("closed mid-body")
             body += chunk
-        return int(head.split()[1]), body
+        return status, body
 
     def s_client(self, port, data, cert="client", extra=()):
         """openssl s_client sending data; returns everything it printed."""

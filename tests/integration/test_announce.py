@@ -7,7 +7,7 @@ import subprocess
 import time
 import unittest
 
-from harness import SIDECAR, SidecarTestCase, free_port, wait_for, wait_port
+from harness import SIDECAR, SLOW, SidecarTestCase, reserve_port, wait_for, wait_port, wait_serving
 
 PATH = "/discovery/test/pinghelp"
 
@@ -19,8 +19,16 @@ class AnnounceTest(SidecarTestCase):
                                 "--zk-path", path, "--advertise-host", "127.0.0.1",
                                 "--health-interval", "200ms", *extra)
         if wait:
-            wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20, what="announced")
+            wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20 * SLOW, what="announced")
         return sc
+
+    def hold_port(self, port):
+        """Keeps port refused and free_port() away from it while its server is down; returns
+        the call that lets it go (right before the server starts again on it)."""
+        hold = reserve_port(port)
+        if hold:
+            self.addCleanup(hold.close)
+        return hold.close if hold else (lambda: None)
 
     def announcer(self, sc):
         return json.loads(self.admin_get(sc, "/admin/announcer")[1])
@@ -109,15 +117,23 @@ class AnnounceTest(SidecarTestCase):
         ph = self.start_pinghelp()
         sc = self.announced_sidecar(zk, ph.port, "--rise", "2", "--fall", "2")
         ph.stop()
+        # While it is down its port stays refused: bound here, so that no other process takes it.
+        release = self.hold_port(ph.port)
         wait_for(lambda: self.members(zk.port, PATH) == [], timeout=10, what="withdrawn")
         self.assertEqual(self.admin_get(sc, "/ready")[0], 503)
+        release()
         ph2 = self.spawn("pinghelp", [os.environ["PINGHELP_BIN"], "--listen", f"127.0.0.1:{ph.port}"])
-        wait_port(ph.port, proc=ph2)
+        wait_serving(ph2, [ph.port])
         wait_for(lambda: len(self.members(zk.port, PATH)) == 1, timeout=10, what="announced again")
         self.assertEqual(self.metric(sc, "sidecar_withdrawals_total"), 1)
 
     def test_zookeeper_down_never_stops_the_data_path(self):
-        zk_port = free_port()
+        # The port ZooKeeper will have is named now and served later: until then it is bound
+        # here (connections to it are refused, as to a server that is down), so no other
+        # process can take it in between.
+        hold = reserve_port()
+        self.addCleanup(hold.close)
+        zk_port = hold.port
         ph = self.start_pinghelp()
         sc = self.announced_sidecar(f"127.0.0.1:{zk_port}", ph.port, wait=False)
         wait_port(sc.port, proc=sc)
@@ -125,6 +141,7 @@ class AnnounceTest(SidecarTestCase):
         self.assertEqual((status, body), (200, b"pong"))
         self.assertEqual(self.admin_get(sc, "/ready")[0], 503)
         self.assertEqual(self.announcer(sc)["session"], "connecting")
+        hold.close()
         zk = self.start_zookeeper(port=zk_port)
         wait_for(lambda: len(self.members(zk.port, PATH)) == 1, timeout=30, what="announced late")
 
@@ -134,9 +151,11 @@ class AnnounceTest(SidecarTestCase):
         sc = self.announced_sidecar(zk, ph.port, "--zk-session-timeout", "20s")
         [before] = self.members(zk.port, PATH)
         zk.stop()
-        time.sleep(1)
+        hold = self.hold_port(zk.port)
+        time.sleep(1)  # the outage: the data path works through it
         rc, status, body, _ = self.curl(f"https://localhost:{sc.port}/ping")
         self.assertEqual(body, b"pong")
+        hold()
         zk2 = self.start_zookeeper(directory=zk.dir, port=zk.port)
         wait_for(lambda: self.announcer(sc)["session"] == "connected", timeout=30, what="reconnected")
         self.assertEqual(self.members(zk2.port, PATH), [before])
@@ -147,9 +166,11 @@ class AnnounceTest(SidecarTestCase):
         ph = self.start_pinghelp()
         sc = self.announced_sidecar(zk, ph.port, "--zk-session-timeout", "2s")
         zk.stop()
+        hold = self.hold_port(zk.port)
         time.sleep(5)  # longer than the session timeout
         rc, status, body, _ = self.curl(f"https://localhost:{sc.port}/ping")
         self.assertEqual(body, b"pong")
+        hold()
         zk2 = self.start_zookeeper(directory=zk.dir, port=zk.port)
         wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=60, what="announced again")
         time.sleep(3)  # let any expiry of the old session play out
@@ -231,12 +252,8 @@ class AnnounceTest(SidecarTestCase):
         self.assertEqual(data["additionalEndpoints"]["https"], {"host": "127.0.0.1", "port": sc.port})
 
     def test_three_server_ensemble_survives_losing_the_connected_server(self):
-        ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
-        spec = [f"{i + 1}=127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)]
-        servers = [self.start_zookeeper(port=p[0], ensemble=spec, myid=i + 1) for i, p in enumerate(ports)]
-        for s in servers:
-            self.wait_zookeeper(s, timeout=90)
-        hosts = ",".join(f"127.0.0.1:{p[0]}" for p in ports)
+        servers = self.start_ensemble(3)
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in servers)
         ph = self.start_pinghelp()
         sc = self.announced_sidecar(hosts, ph.port, "--zk-session-timeout", "6s")
         info = self.announcer(sc)

@@ -15,7 +15,7 @@ import urllib.request
 
 import yaml
 
-from harness import PINGHELP, SIDECAR, SOURCE, SidecarTestCase, free_port, wait_for, wait_port
+from harness import SIDECAR, SLOW, SOURCE, SidecarTestCase, wait_for
 
 DEPLOY = os.path.join(SOURCE, "deploy")
 
@@ -125,12 +125,8 @@ class ComposeTopologyTest(SidecarTestCase):
 
     def test_two_pairs_discovered_then_one(self):
         compose = load(f"{DEPLOY}/docker-compose.yml")
-        ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
-        spec = [f"{i + 1}=127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)]
-        servers = [self.start_zookeeper(port=p[0], ensemble=spec, myid=i + 1) for i, p in enumerate(ports)]
-        for s in servers:
-            self.wait_zookeeper(s, timeout=90)
-        local = {f"zk{i + 1}:2181": f"127.0.0.1:{p[0]}" for i, p in enumerate(ports)}
+        servers = self.start_ensemble(3)
+        local = {f"zk{i + 1}:2181": f"127.0.0.1:{s.port}" for i, s in enumerate(servers)}
 
         def localize(text):
             for name, addr in local.items():
@@ -141,20 +137,20 @@ class ComposeTopologyTest(SidecarTestCase):
         for n in ("1", "2"):
             env = {k: str(v) for k, v in compose["services"][f"sidecar-{n}"]["environment"].items()}
             ph = self.start_pinghelp()
-            port, admin = free_port(), free_port()
             env.update({
-                "SIDECAR_LISTEN": f"127.0.0.1:{port}", "SIDECAR_ADMIN_LISTEN": f"127.0.0.1:{admin}",
                 "SIDECAR_UPSTREAM": f"127.0.0.1:{ph.port}", "SIDECAR_ZK": localize(env["SIDECAR_ZK"]),
                 "SIDECAR_TLS_CERT": self.certs.path("server.pem"), "SIDECAR_TLS_KEY": self.certs.path("server.key"),
                 "SIDECAR_TLS_CLIENT_CA": self.certs.path("ca.pem"), "SIDECAR_ADVERTISE_HOST": "127.0.0.1",
                 "SIDECAR_HEALTH_INTERVAL": "200ms"})
-            sc = self.spawn(f"sidecar-{n}", [SIDECAR], env=env)
-            sc.port, sc.admin, sc.pinghelp = port, admin, ph
-            wait_port(admin, proc=sc)
+            sc = self.spawn_serving(f"sidecar-{n}", lambda ports, env=env: ([SIDECAR], {
+                **env, "SIDECAR_LISTEN": f"127.0.0.1:{ports[0]}",
+                "SIDECAR_ADMIN_LISTEN": f"127.0.0.1:{ports[1]}"}), 2)
+            sc.port, sc.admin = sc.ports
+            sc.pinghelp = ph
             pairs.append(sc)
         path = pairs[0] and compose["services"]["sidecar-1"]["environment"]["SIDECAR_ZK_PATH"]
         for sc in pairs:
-            wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=30, what="announced")
+            wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=30 * SLOW, what="announced")
 
         cfg_dir = os.path.join(self.tmp, "prom")
         os.makedirs(cfg_dir, exist_ok=True)
@@ -162,11 +158,11 @@ class ComposeTopologyTest(SidecarTestCase):
         with open(os.path.join(cfg_dir, "prometheus.yml"), "w") as f:
             f.write(localize(text).replace("scrape_interval: 15s", "scrape_interval: 1s"))
         shutil.copy(f"{DEPLOY}/prometheus/alerts.yml", cfg_dir)
-        pport = free_port()
-        prom = self.spawn("prometheus", ["prometheus", f"--config.file={cfg_dir}/prometheus.yml",
-                                         f"--storage.tsdb.path={cfg_dir}/tsdb",
-                                         f"--web.listen-address=127.0.0.1:{pport}"])
-        wait_port(pport, proc=prom, timeout=60)
+        prom = self.spawn_serving("prometheus", lambda ports: (
+            ["prometheus", f"--config.file={cfg_dir}/prometheus.yml",
+             f"--storage.tsdb.path={cfg_dir}/tsdb-{ports[0]}",
+             f"--web.listen-address=127.0.0.1:{ports[0]}"], None), 1, timeout=60 * SLOW)
+        pport = prom.ports[0]
 
         def up():
             url = f"http://127.0.0.1:{pport}/api/v1/query?" + urllib.parse.urlencode({"query": 'up{job="sidecar"} == 1'})

@@ -34,33 +34,6 @@ def read_until_quiet(sock, quiet=0.5, limit=5.0):
     return data
 
 
-def read_answer(sock, method="GET"):
-    """One answer, framed as RFC 9112 says: no body after HEAD, 1xx, 204 and 304; else
-    Content-Length. Returns (status, body)."""
-    sock.settimeout(5)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed after {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split()[1])
-    if method == "HEAD" or status in (204, 304) or status < 200:
-        return status, body
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.split(b",")[0])
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed mid-body")
-        body += chunk
-    return status, body
-
-
 class IntegrityTest(SidecarTestCase):
     @classmethod
     def setUpClass(cls):
@@ -80,7 +53,7 @@ class IntegrityTest(SidecarTestCase):
     def get(self, path, cert="client", method="GET"):
         with self.tls_socket(self.sc.port, cert) as s:
             s.sendall(method.encode() + b" " + path.encode() + b" HTTP/1.1\r\n" + H + b"\r\n")
-            return read_answer(s, method)
+            return self.read_response(s, method)
 
     def unsolicited(self):
         return self.metric(self.sc, "sidecar_upstream_unsolicited_closed_total")
@@ -141,7 +114,7 @@ class IntegrityTest(SidecarTestCase):
             with self.tls_socket(self.sc.port, "intruder") as s:
                 s.sendall(method.encode() + b" /echo HTTP/1.1\r\n" + H +
                           b"Content-Length: 0\r\n\r\n")
-                status, body = read_answer(s, method)
+                status, body = self.read_response(s, method)
             self.assertEqual(status, 200, method)
             self.assertIn(f"URI={INTRUDER_URI}".encode(), body, method)
 
@@ -240,7 +213,7 @@ class IntegrityTest(SidecarTestCase):
             s.sendall(b"GET /headers HTTP/1.1\r\n" + H +
                       b"X_Forwarded_Client_Cert: By=evil;URI=spiffe://prod/admin\r\n"
                       b"x_other: 1\r\nX-Fine: 2\r\n\r\n")
-            return read_answer(s)
+            return self.read_response(s)
 
     def test_underscore_headers_dropped_by_default(self):
         before = self.metric(self.sc, "sidecar_underscore_headers_total")
@@ -277,7 +250,7 @@ class IntegrityTest(SidecarTestCase):
                 except (ssl.SSLError, BrokenPipeError, ConnectionResetError):
                     pass  # refused before the whole head was read: the answer still counts
                 try:
-                    status, _ = read_answer(s)
+                    status, _ = self.read_response(s)
                 except (OSError, ConnectionError):
                     status = None
             self.assertIn(status, (431, None))
@@ -288,7 +261,7 @@ class IntegrityTest(SidecarTestCase):
         with self.tls_socket(self.sc.port) as s:
             s.sendall(b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n"
                       b"Expect: 100-continue\r\nExpect: 100-continue\r\n\r\nhi")
-            status, _ = read_answer(s)
+            status, _ = self.read_response(s)
         self.assertEqual(status, 400)
 
 

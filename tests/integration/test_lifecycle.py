@@ -6,7 +6,7 @@ import threading
 import time
 import unittest
 
-from harness import PINGHELP, SIDECAR, SidecarTestCase, free_port, wait_port
+from harness import PINGHELP, SIDECAR, SidecarTestCase, wait_for
 
 
 class LifecycleTest(SidecarTestCase):
@@ -15,6 +15,17 @@ class LifecycleTest(SidecarTestCase):
         full = dict(os.environ)
         full.update(env or {})
         return subprocess.run([SIDECAR, *args], capture_output=True, timeout=20, env=full)
+
+    def wait_in_flight(self, sc):
+        """Until the request a thread started has reached the local service."""
+        wait_for(lambda: self.metric(sc, "sidecar_requests_pending") == 1, timeout=30,
+                 what="a request in flight")
+
+    def health(self, sc):
+        try:
+            return self.admin_get(sc, "/health")[0]
+        except OSError:  # not answering (yet, or any more)
+            return None
 
     def test_bad_flags_and_files_exit_2_with_one_line(self):
         c = self.certs
@@ -56,17 +67,15 @@ class LifecycleTest(SidecarTestCase):
         self.assertIn("--allow-identity", r.stdout.decode())
         ph = self.start_pinghelp()
         c = self.certs
-        port, admin = free_port(), free_port()
-        sc = self.spawn("sidecar", [SIDECAR], env={
-            "SIDECAR_LISTEN": f"127.0.0.1:{port}", "SIDECAR_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+        sc = self.spawn_serving("sidecar", lambda ports: ([SIDECAR], {
+            "SIDECAR_LISTEN": f"127.0.0.1:{ports[0]}", "SIDECAR_ADMIN_LISTEN": f"127.0.0.1:{ports[1]}",
             "SIDECAR_UPSTREAM": f"127.0.0.1:{ph.port}", "SIDECAR_TLS_CERT": c.path("server.pem"),
             "SIDECAR_TLS_KEY": c.path("server.key"), "SIDECAR_TLS_CLIENT_CA": c.path("ca.pem"),
-            "SIDECAR_ALLOW_IDENTITY": "spiffe://dev.local/other,spiffe://dev.local/call*"})
-        sc.port, sc.admin = port, admin
-        wait_port(port, proc=sc)
-        rc, status, body, _ = self.curl(f"https://localhost:{port}/ping")
+            "SIDECAR_ALLOW_IDENTITY": "spiffe://dev.local/other,spiffe://dev.local/call*"}), 2)
+        sc.port, sc.admin = sc.ports
+        rc, status, body, _ = self.curl(f"https://localhost:{sc.port}/ping")
         self.assertEqual(body, b"pong")
-        rc, status, body, _ = self.curl(f"https://localhost:{port}/ping", cert="intruder")
+        rc, status, body, _ = self.curl(f"https://localhost:{sc.port}/ping", cert="intruder")
         self.assertEqual(status, 403)
 
     def test_pinghelp_rejects_a_broken_help_dir(self):
@@ -100,10 +109,10 @@ class LifecycleTest(SidecarTestCase):
 
         t = threading.Thread(target=slow)
         t.start()
-        time.sleep(0.5)
+        self.wait_in_flight(sc)
         sc.send(signal.SIGTERM)
-        time.sleep(0.2)
-        self.assertEqual(self.admin_get(sc, "/health")[0], 503) if sc.poll() is None else None
+        # Draining: health says so for as long as the in-flight request (1.5 s) holds the process.
+        wait_for(lambda: self.health(sc) == 503 or sc.poll() is not None, what="health 503 while draining")
         t.join(30)
         rc, status, body, err = result["r"]
         self.assertEqual((status, body), (200, b"slow done"), err)
@@ -121,9 +130,9 @@ class LifecycleTest(SidecarTestCase):
         sc2 = self.start_sidecar(up.port, "--drain-timeout", "1m")
         t = threading.Thread(target=lambda: self.curl(f"https://localhost:{sc2.port}/stall", timeout=20))
         t.start()
-        time.sleep(0.5)
+        self.wait_in_flight(sc2)
         sc2.send(signal.SIGTERM)
-        time.sleep(0.3)
+        wait_for(lambda: self.health(sc2) == 503, what="the first SIGTERM taken")
         self.assertIsNone(sc2.poll())  # still draining: the stalled request holds it
         t0 = time.monotonic()
         sc2.send(signal.SIGTERM)
@@ -137,7 +146,7 @@ class LifecycleTest(SidecarTestCase):
         sc = self.start_sidecar(up.port, "--drain-timeout", "1s")
         t = threading.Thread(target=lambda: self.curl(f"https://localhost:{sc.port}/stall", timeout=20))
         t.start()
-        time.sleep(0.5)
+        self.wait_in_flight(sc)
         t0 = time.monotonic()
         sc.send(signal.SIGTERM)
         self.assertEqual(sc.wait(10), 0)

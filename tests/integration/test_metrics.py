@@ -10,7 +10,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import SOURCE, SidecarTestCase, free_port, wait_for, wait_port
+from harness import SLOW, SOURCE, SidecarTestCase, wait_for
 
 PATH = "/discovery/test/pinghelp"
 
@@ -51,6 +51,10 @@ class MetricsTest(SidecarTestCase):
         ph.stop()
         self.assertEqual(self.curl(f"{url}/ping")[1], 502)
 
+        # A forwarded request is counted once its answer is written, and a connection stops
+        # being open once the sidecar has seen curl's close: both may lag curl a moment.
+        self.assertSettles(lambda: self.metric_sum(sc, "sidecar_requests_total"), 7)
+        self.assertSettles(lambda: self.metric(sc, "sidecar_inbound_connections_open"), 0)
         self.assertEqual(self.metric(sc, "sidecar_requests_total", method="GET", code="2xx"), 3)
         self.assertEqual(self.metric(sc, "sidecar_requests_total", method="GET", code="4xx"), 2)
         self.assertEqual(self.metric(sc, "sidecar_requests_total", method="POST", code="4xx"), 1)
@@ -72,6 +76,9 @@ class MetricsTest(SidecarTestCase):
         sc = self.start_sidecar(ph.port)
         for _ in range(4):
             self.curl(f"https://localhost:{sc.port}/ping")
+        # The last request is counted once its answer is written, a moment after curl has it.
+        self.assertSettles(lambda: json.loads(self.admin_get(sc, "/admin/metrics.json")[1])
+                           ["srv/http/request_latency_ms.count"], 4)
         status, body = self.admin_get(sc, "/admin/metrics.json")
         self.assertEqual(status, 200)
         m = json.loads(body)
@@ -130,7 +137,7 @@ class MetricsTest(SidecarTestCase):
         ph = self.start_pinghelp()
         sc = self.start_sidecar(ph.port, "--zk", f"127.0.0.1:{zk.port}", "--zk-path", PATH,
                                 "--advertise-host", "127.0.0.1", "--health-interval", "200ms")
-        wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20, what="announced")
+        wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20 * SLOW, what="announced")
         self.curl(f"https://localhost:{sc.port}/ping")
 
         with open(os.path.join(SOURCE, "deploy/prometheus/prometheus.yml")) as f:
@@ -144,11 +151,11 @@ class MetricsTest(SidecarTestCase):
             f.write(config)
         r = promtool("check", "config", cfg)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        port = free_port()
-        prom = self.spawn("prometheus", ["prometheus", f"--config.file={cfg}",
-                                         f"--storage.tsdb.path={os.path.join(self.tmp, 'tsdb')}",
-                                         f"--web.listen-address=127.0.0.1:{port}"])
-        wait_port(port, proc=prom, timeout=60)
+        prom = self.spawn_serving("prometheus", lambda ports: (
+            ["prometheus", f"--config.file={cfg}",
+             f"--storage.tsdb.path={os.path.join(self.tmp, f'tsdb-{ports[0]}')}",
+             f"--web.listen-address=127.0.0.1:{ports[0]}"], None), 1, timeout=60 * SLOW)
+        port = prom.ports[0]
 
         def query(q):
             url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})

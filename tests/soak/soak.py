@@ -27,7 +27,29 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 
 
 sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
-from harness import free_port, status_kib, wait_port  # noqa: E402  (ports below the ephemeral range)
+from harness import PortTaken, free_port, reserve_port, status_kib, wait_serving  # noqa: E402
+
+
+class Watched:
+    """What harness.wait_serving needs to know of a child: its pid, whether it ended, its log."""
+
+    def __init__(self, name, popen, logpath):
+        self.name, self.popen, self.logpath = name, popen, logpath
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    @property
+    def returncode(self):
+        return self.popen.returncode
+
+    def poll(self):
+        return self.popen.poll()
+
+    def output(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode(errors="replace")
 
 
 def metric(admin, name):
@@ -66,6 +88,34 @@ class Soak:
         if not ok:
             self.failures.append(what)
 
+    def serving(self, name, ports, timeout=60):
+        """Waits until the child itself listens on ports (not another process that took one)."""
+        wait_serving(Watched(name, self.procs[name], self.path(f"{name}.log")), ports, timeout)
+
+    def first_start(self, name, start, ports_attr, timeout=60):
+        """start() with fresh ports in self.<ports_attr> (a list of attribute names): a port taken
+        between free_port() and the child's bind gives new ports and another start."""
+        for attempt in range(5):
+            for attr in ports_attr:
+                setattr(self, attr, free_port())
+            start()
+            try:
+                self.serving(name, [getattr(self, a) for a in ports_attr], timeout)
+                return
+            except PortTaken as e:
+                self.kill(name)
+                if attempt == 4:
+                    raise
+                print(f"  {e}; starting {name} again on new ports", flush=True)
+
+    def kill(self, name):
+        p = self.procs[name]
+        if name == "zookeeper":
+            os.killpg(p.pid, signal.SIGKILL)
+        else:
+            p.kill()
+        p.wait()
+
     def start_zk(self):
         self.spawn("zookeeper", [os.path.join(ROOT, "deploy/zookeeper.sh"), self.path("zk"), str(self.zk_port)],
                    start_new_session=True)
@@ -79,38 +129,34 @@ class Soak:
                            capture_output=True, text=True, timeout=30)
         return [m for m in r.stdout.split() if m.startswith("member_")] if r.returncode == 0 else []
 
-    def kill_zk(self):
-        p = self.procs["zookeeper"]
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-
     def start_app(self):
         self.spawn("pinghelp", [os.path.join(self.build, "sidecar/pinghelp"), "--listen", f"127.0.0.1:{self.app_port}"])
-        wait_port(self.app_port, timeout=60)
 
-    def run(self):
-        a = self.args
-        self.zkctl = os.path.join(self.build, "tests/zkctl")
-        self.zk_port, self.app_port, self.tls_port, self.admin = free_port(), free_port(), free_port(), free_port()
-        subprocess.run([os.path.join(ROOT, "deploy/make-certs.sh"), self.path("certs")], check=True,
-                       capture_output=True)
+    def start_sidecar(self):
         c = lambda n: self.path("certs", n)
-        self.start_zk()
-        deadline = time.monotonic() + 90
-        while not self.zk_ok():
-            if time.monotonic() > deadline:
-                raise TimeoutError("ZooKeeper did not start")
-            time.sleep(0.3)
-        self.start_app()
-        sidecar = self.spawn("sidecar", [
+        self.spawn("sidecar", [
             os.path.join(self.build, "sidecar/sidecar"), "--listen", f"127.0.0.1:{self.tls_port}",
             "--admin-listen", f"127.0.0.1:{self.admin}", "--upstream", f"127.0.0.1:{self.app_port}",
             "--tls-cert", c("server.pem"), "--tls-key", c("server.key"), "--tls-client-ca", c("ca.pem"),
             "--workers", "2", "--zk", f"127.0.0.1:{self.zk_port}", "--zk-path", "/soak/pinghelp",
             "--advertise-host", "127.0.0.1", "--health-interval", "250ms", "--access-log",
             self.path("access.log"), "--log-level", "warn"])
-        wait_port(self.admin, timeout=60)
-        wait_port(self.tls_port, timeout=60)
+
+    def run(self):
+        a = self.args
+        self.zkctl = os.path.join(self.build, "tests/zkctl")
+        subprocess.run([os.path.join(ROOT, "deploy/make-certs.sh"), self.path("certs")], check=True,
+                       capture_output=True)
+        c = lambda n: self.path("certs", n)
+        self.first_start("zookeeper", self.start_zk, ["zk_port"], timeout=90)
+        deadline = time.monotonic() + 90
+        while not self.zk_ok():
+            if time.monotonic() > deadline:
+                raise TimeoutError("ZooKeeper did not start")
+            time.sleep(0.3)
+        self.first_start("pinghelp", self.start_app, ["app_port"])
+        self.first_start("sidecar", self.start_sidecar, ["tls_port", "admin"])
+        sidecar = self.procs["sidecar"]
         deadline = time.monotonic() + 30
         while len(self.members()) != 1 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -147,16 +193,22 @@ class Soak:
             if t >= next_app and t < a.seconds - 3:
                 next_app += app_every
                 began = time.time()
-                self.procs["pinghelp"].kill()
-                self.procs["pinghelp"].wait()
+                self.kill("pinghelp")
+                hold = reserve_port(self.app_port)  # refused while down, and no one else's
                 time.sleep(1.0)
+                if hold:
+                    hold.close()
                 self.start_app()
+                self.serving("pinghelp", [self.app_port])
                 self.down.append((began, time.time()))
                 print(f"  {t:6.1f}s local service restarted", flush=True)
             if t >= next_zk and t < a.seconds - 3:
                 next_zk += zk_every
-                self.kill_zk()
+                self.kill("zookeeper")
+                hold = reserve_port(self.zk_port)
                 time.sleep(2.0)
+                if hold:
+                    hold.close()
                 self.start_zk()
                 print(f"  {t:6.1f}s ZooKeeper restarted", flush=True)
             time.sleep(0.5)
