@@ -100,6 +100,11 @@ class AdminTest(SidecarTestCase):
         self.assertNotIn("event=accept_failed", sc.output())
         self.assertIsNone(sc.poll())
 
+    # The sanitizers' runtime needs descriptors of its own: at EMFILE, UBSan's vptr check cannot
+    # make the pipe it probes memory with, reports "invalid vptr" on a live object (seen in
+    # spdlog's fmt buffer and in the worker's session list) and halts the process. The plain
+    # stage runs this test.
+    @unittest.skipIf(os.environ.get("SIDECAR_SANITIZED"), "the sanitizer runtime fails at EMFILE")
     def test_accept_backs_off_at_the_descriptor_limit(self):
         app = self.start_pinghelp()
         # Callers mid-handshake fill the descriptors (--max-connections above what fits).
