@@ -134,7 +134,7 @@ po::options_description describeFlags() {
     ("upstream-timeout", po::value<std::string>()->default_value("30s"), "deadline for the local service's response head, and longest pause mid-body; slower: 504")
     ("upstream-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled upstream connections idle longer than this are closed, not reused")
     ("upstream-max-idle", po::value<std::string>()->default_value("128"), "idle upstream connections kept per worker, 0 to 100000 (0: none, a connection per request)")
-    ("max-connections", po::value<std::string>()->default_value("0"), "inbound connections open at once, 0 to 10000000; beyond it the longest-idle keep-alive connection is closed to make room, else the new one is (0: half the descriptor limit)")
+    ("max-connections", po::value<std::string>()->default_value("0"), "inbound connections open at once, 0 to 10000000; beyond it the worker's oldest connection that is idle between requests or not yet through its handshake is closed to make room, else the new one is (0: (descriptor limit - 64) / 2)")
     ("max-pending", po::value<std::string>()->default_value("1024"), "requests at the local service at once, 1 to 10000000, split evenly across workers; beyond it: 503 at once")
     ("drain-timeout", po::value<std::string>()->default_value("20s"), "on shutdown, how long in-flight requests may take to finish")
     ("zk", po::value<std::string>(), "ZooKeeper ensemble to announce in: host:port[,host:port][/chroot] (with --zk-path)")
