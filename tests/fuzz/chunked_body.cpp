@@ -3,7 +3,7 @@
 // the parser read, and ends exactly once.
 #include "fuzz.h"
 
-#include <relay.h>
+#include "http/relay.h"
 
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http.hpp>

@@ -2,7 +2,7 @@
 // Invariant: parsing ends in a config or in one line saying what is wrong, never in a throw.
 #include "fuzz.h"
 
-#include <config.h>
+#include "core/config.h"
 
 #include <cstdint>
 #include <string>

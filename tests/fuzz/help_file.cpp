@@ -2,7 +2,7 @@
 // under the same name, unchanged.
 #include "fuzz.h"
 
-#include <help.h>
+#include "app/help.h"
 
 #include <cstdint>
 #include <string_view>

@@ -4,7 +4,7 @@
 // and passes its own checks (one reading, never two).
 #include "fuzz.h"
 
-#include <rewrite.h>
+#include "http/rewrite.h"
 
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http.hpp>

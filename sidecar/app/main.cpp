@@ -1,0 +1,19 @@
+// sidecar: terminates mTLS for callers and proxies to the local service.
+#include "core/config.h"
+#include "app/resolve_cli.h"
+#include "control/server.h"
+
+#include <iostream>
+#include <string_view>
+
+int main(int argc, char** argv, char** envp) {
+  if (argc > 1 && std::string_view(argv[1]) == "resolve") {
+    return sidecar::runResolveCommand(argc - 1, argv + 1);
+  }
+  auto parsed = sidecar::parseSidecarArgs(argc, argv, envp);
+  if (!parsed.config) {
+    (parsed.exitCode == 0 ? std::cout : std::cerr) << parsed.message;
+    return parsed.exitCode;
+  }
+  return sidecar::runSidecar(*parsed.config);
+}

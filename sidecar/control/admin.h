@@ -1,0 +1,25 @@
+#pragma once
+// The TwitterServer-style admin interface: routes as a pure function of the request and hooks.
+
+#include "http/plain_server.h"
+
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace sidecar {
+
+struct AdminHooks {
+  std::function<bool()> ready;
+  std::function<bool()> draining;
+  std::function<void(std::optional<Duration> grace)> quit;
+  std::function<void()> abort;
+  std::function<std::string()> metricsText;
+  std::function<std::string()> metricsJson;
+  std::function<std::string()> serverInfoJson;
+  std::function<std::string()> announcerJson;
+};
+
+PlainResponse handleAdminRequest(const PlainRequest& req, const AdminHooks& hooks);
+
+}  // namespace sidecar

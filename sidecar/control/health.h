@@ -1,0 +1,41 @@
+#pragma once
+// Polls the local service (GET --health-path) and reports rise/fall transitions, as Nerve does.
+
+#include "core/config.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <functional>
+#include <string>
+
+namespace sidecar {
+
+class HealthChecker {
+ public:
+  struct Options {
+    boost::asio::ip::tcp::endpoint upstream;
+    std::string path;
+    Duration interval;
+    unsigned rise;
+    unsigned fall;
+  };
+  // onChange(healthy) runs on ioc after `rise` successes in a row or `fall` failures in a row;
+  // onResult(ok) after every poll.
+  HealthChecker(boost::asio::io_context& ioc, Options options,
+                std::function<void(bool)> onChange, std::function<void(bool)> onResult);
+  void start();
+  void stop() { stopped_ = true; }
+  bool healthy() const { return healthy_; }
+
+ private:
+  boost::asio::io_context& ioc_;
+  Options options_;
+  std::function<void(bool)> onChange_;
+  std::function<void(bool)> onResult_;
+  unsigned streak_ = 0;
+  bool healthy_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace sidecar

@@ -1,0 +1,675 @@
+// Parses and validates the sidecar's flags and SIDECAR_* environment variables.
+#include "core/config.h"
+
+#include <registry/serverset.h>
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+#include <thread>
+
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+namespace po = boost::program_options;
+
+namespace sidecar {
+
+std::string HostPort::str() const {
+  if (host.find(':') != std::string::npos) {
+    return "[" + host + "]:" + std::to_string(port);
+  }
+  return host + ":" + std::to_string(port);
+}
+
+namespace {
+
+// Ranges of the flags that have one; --help and the error lines say them.
+constexpr uint64_t kMinHeadBytes = 1024;
+constexpr uint64_t kMaxHeadBytes = 1024 * 1024;
+constexpr uint64_t kMaxWorkers = 256;
+constexpr uint64_t kMaxUpstreamIdle = 100'000;
+constexpr uint64_t kMaxConnections = 10'000'000;
+constexpr uint64_t kMaxPending = 10'000'000;
+constexpr uint64_t kMaxRiseFall = 1'000;
+// ZooKeeper's C client takes the session timeout as an int of milliseconds, and servers cap it
+// at 20 ticks (40s by default) anyway.
+constexpr Duration kMaxZkSessionTimeout{60 * 60'000};
+
+template <class T>
+std::optional<T> parseNumber(std::string_view text) {
+  T value{};
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// An error line quotes what the user gave; control bytes in it must not break the line.
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+// %word%, as in Boost.ProgramOptions' message templates.
+bool hasPlaceholder(std::string_view text) {
+  for (auto open = text.find('%'); open != std::string_view::npos; open = text.find('%', open + 1)) {
+    auto close = text.find('%', open + 1);
+    if (close == std::string_view::npos) {
+      return false;
+    }
+    auto word = text.substr(open + 1, close - open - 1);
+    if (!word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+          return (c >= 'a' && c <= 'z') || c == '_';
+        })) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool readable(const std::string& path) { return std::ifstream(path).good(); }
+
+// Maps SIDECAR_UPSTREAM_TIMEOUT to "upstream-timeout" when that flag exists; other variables
+// (Kubernetes injects SIDECAR_SERVICE_HOST for a Service named "sidecar") are ignored.
+std::string envToFlag(const po::options_description& desc, const std::string& var) {
+  static constexpr std::string_view prefix = "SIDECAR_";
+  if (var.rfind(prefix, 0) != 0) {
+    return {};
+  }
+  std::string flag = lower(std::string_view(var).substr(prefix.size()));
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return desc.find_nothrow(flag, false) ? flag : std::string{};
+}
+
+po::options_description describeFlags() {
+  po::options_description d("sidecar: mTLS-terminating reverse proxy for one local service\n\n"
+                            "Usage: sidecar [flags]   (every flag also reads SIDECAR_<FLAG>, e.g. "
+                            "SIDECAR_TLS_CERT)\n\nFlags");
+  // clang-format off
+  d.add_options()
+    ("help,h", "print this help and exit")
+    ("version", "print the version and exit")
+    ("listen", po::value<std::string>()->default_value("0.0.0.0:8443"), "mTLS listener, host:port")
+    ("upstream", po::value<std::string>()->default_value("127.0.0.1:8080"), "local service, host:port (plain HTTP/1.1)")
+    ("tls-cert", po::value<std::string>(), "server certificate chain, PEM (required)")
+    ("tls-key", po::value<std::string>(), "server private key, PEM (required)")
+    ("tls-client-ca", po::value<std::string>(), "CA bundle that client certificates must chain to, PEM (required)")
+    ("tls-reload-interval", po::value<std::string>()->default_value("2s"), "how often to check the three TLS files for changes (SIGHUP reloads at once)")
+    ("allow-identity", po::value<std::vector<std::string>>()->composing(), "caller identity allowed to call, exact or with a trailing '*'; repeatable (environment: comma-separated). Default: any identity the CA vouches for")
+    ("admin-listen", po::value<std::string>()->default_value("127.0.0.1:9990"), "admin HTTP listener, host:port")
+    ("workers", po::value<std::string>()->default_value("0"), "worker threads, each with its own acceptor and upstream pool, 0 to 256 (0: one per core, up to 256)")
+    ("max-head-size", po::value<std::string>()->default_value("64KiB"), "largest request head (request line and headers), 1KiB to 1MiB; larger: 431")
+    ("max-body-size", po::value<std::string>()->default_value("1GiB"), "largest request body; larger: 413 (0: unlimited)")
+    ("headers-with-underscores", po::value<std::string>()->default_value("drop"), "request header names holding '_': drop (removed before forwarding, counted), reject (400) or allow (forwarded as they are). CGI/WSGI servers read X_Forwarded_Client_Cert as X-Forwarded-Client-Cert")
+    ("handshake-timeout", po::value<std::string>()->default_value("5s"), "deadline for the TLS handshake")
+    ("head-timeout", po::value<std::string>()->default_value("10s"), "deadline for reading a request head once its first byte arrived; slower: closed, counted as 408")
+    ("idle-timeout", po::value<std::string>()->default_value("60s"), "keep-alive idle time between requests, and longest pause of a caller mid-body")
+    ("upstream-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to the local service; slower: 504")
+    ("upstream-timeout", po::value<std::string>()->default_value("30s"), "deadline for the local service's response head, and longest pause mid-body; slower: 504")
+    ("upstream-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled upstream connections idle longer than this are closed, not reused")
+    ("upstream-max-idle", po::value<std::string>()->default_value("128"), "idle upstream connections kept per worker, 0 to 100000 (0: none, a connection per request)")
+    ("max-connections", po::value<std::string>()->default_value("0"), "inbound connections open at once, 0 to 10000000; beyond it the worker's oldest connection that is idle between requests or not yet through its handshake is closed to make room, else the new one is (0: (descriptor limit - 64) / 2)")
+    ("max-pending", po::value<std::string>()->default_value("1024"), "requests at the local service at once, 1 to 10000000, split evenly across workers; beyond it: 503 at once")
+    ("drain-timeout", po::value<std::string>()->default_value("20s"), "on shutdown, how long in-flight requests may take to finish")
+    ("zk", po::value<std::string>(), "ZooKeeper ensemble to announce in: host:port[,host:port][/chroot] (with --zk-path)")
+    ("zk-path", po::value<std::string>(), "serverset path to announce under, e.g. /discovery/prod/pinghelp")
+    ("announce", po::value<std::string>(), "Finagle's form instead of --zk/--zk-path: zk!host:port[,host:port]!/path!shard[!endpointName]")
+    ("shard", po::value<int32_t>(), "shard id written in the member (with --zk)")
+    ("zk-auth-file", po::value<std::string>(), "file holding user:password for ZooKeeper digest auth; members become world-read, creator-all")
+    ("zk-session-timeout", po::value<std::string>()->default_value("10s"), "ZooKeeper session timeout, at most 60m; a dead sidecar's member goes after this long")
+    ("advertise-host", po::value<std::string>(), "host written in the member (default: the primary non-loopback address)")
+    ("health-path", po::value<std::string>()->default_value("/ping"), "path of the local service polled before announcing")
+    ("health-interval", po::value<std::string>()->default_value("1s"), "how often the local service is polled")
+    ("rise", po::value<std::string>()->default_value("2"), "consecutive healthy polls before announcing, 1 to 1000")
+    ("fall", po::value<std::string>()->default_value("3"), "consecutive failed polls before withdrawing, 1 to 1000")
+    ("deregister-grace", po::value<std::string>()->default_value("2s"), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up")
+    ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
+    ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file (its directory must exist), written by a background thread (off by default)");
+  // clang-format on
+  return d;
+}
+
+struct FlagError {
+  std::string line;
+};
+
+std::string need(const po::variables_map& vm, const char* name) {
+  if (!vm.count(name)) {
+    throw FlagError{std::string("--") + name + " is required"};
+  }
+  return vm[name].as<std::string>();
+}
+
+// "60m", "2s", "250ms": the largest unit that is exact.
+std::string durationText(Duration d) {
+  const auto ms = d.count();
+  if (ms % 60'000 == 0) {
+    return std::to_string(ms / 60'000) + "m";
+  }
+  if (ms % 1'000 == 0) {
+    return std::to_string(ms / 1'000) + "s";
+  }
+  return std::to_string(ms) + "ms";
+}
+
+// "1MiB", "1KiB", "100": the largest unit that is exact.
+std::string sizeText(uint64_t n) {
+  if (n != 0 && n % (1u << 30) == 0) {
+    return std::to_string(n >> 30) + "GiB";
+  }
+  if (n != 0 && n % (1u << 20) == 0) {
+    return std::to_string(n >> 20) + "MiB";
+  }
+  if (n != 0 && n % (1u << 10) == 0) {
+    return std::to_string(n >> 10) + "KiB";
+  }
+  return std::to_string(n);
+}
+
+// Every duration must be positive: a zero deadline fails everything it guards, and a zero period
+// spins. A flag whose consumer cannot take any length passes a maximum.
+Duration durationFlag(const po::variables_map& vm, const char* name,
+                      std::optional<Duration> max = std::nullopt) {
+  auto text = vm[name].as<std::string>();
+  auto d = parseDuration(text);
+  if (!d) {
+    throw FlagError{std::string("--") + name + ": '" + text +
+                    "' is not a duration (use e.g. 250ms, 5s, 1m)"};
+  }
+  if (max && (d->count() <= 0 || *d > *max)) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is not a duration from 1ms to " +
+                    durationText(*max)};
+  }
+  if (d->count() <= 0) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is too short (at least 1ms)"};
+  }
+  return *d;
+}
+
+uint64_t sizeFlag(const po::variables_map& vm, const char* name) {
+  auto text = vm[name].as<std::string>();
+  auto n = parseSize(text);
+  if (!n) {
+    throw FlagError{std::string("--") + name + ": '" + text +
+                    "' is not a size (use e.g. 65536, 64KiB, 1MiB, 1GiB)"};
+  }
+  return *n;
+}
+
+uint64_t sizeFlag(const po::variables_map& vm, const char* name, uint64_t min, uint64_t max) {
+  auto n = sizeFlag(vm, name);
+  if (n < min || n > max) {
+    throw FlagError{std::string("--") + name + ": '" + vm[name].as<std::string>() +
+                    "' is not a size from " + sizeText(min) + " to " + sizeText(max)};
+  }
+  return n;
+}
+
+// Counts are read as text: Boost.ProgramOptions reads "-1" into an unsigned as its largest value
+// (lexical_cast wraps), so "--rise -1" meant "never announce". Digits only, within [min, max].
+uint64_t countFlag(const po::variables_map& vm, const char* name, uint64_t min, uint64_t max) {
+  auto text = vm[name].as<std::string>();
+  const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) {
+    return std::isdigit(c) != 0;
+  });
+  auto n = digits ? parseNumber<uint64_t>(text) : std::nullopt;
+  if (!n || *n < min || *n > max) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is not a whole number from " +
+                    std::to_string(min) + " to " + std::to_string(max)};
+  }
+  return *n;
+}
+
+// Hosts, paths and identities go into request lines, JSON and logs: no spaces or control bytes.
+bool hasSpaceOrControl(std::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](unsigned char c) { return c <= 0x20 || c == 0x7f; });
+}
+
+HostPort hostPortFlag(const po::variables_map& vm, const char* name) {
+  auto text = vm[name].as<std::string>();
+  auto hp = parseHostPort(text);
+  if (!hp) {
+    throw FlagError{std::string("--") + name + ": '" + text + "' is not host:port"};
+  }
+  return *hp;
+}
+
+std::string_view fileKind(fs::file_type type) {
+  switch (type) {
+    case fs::file_type::directory:
+      return "a directory";
+    case fs::file_type::fifo:
+      return "a pipe";
+    case fs::file_type::socket:
+      return "a socket";
+    case fs::file_type::block:
+    case fs::file_type::character:
+      return "a device";
+    default:
+      return "not a file";
+  }
+}
+
+// A directory opens as an ifstream and fails only when OpenSSL reads it ("PEM lib"), and a named
+// pipe blocks the open; the TLS files are also read again on every reload. So: a regular file
+// (a symbolic link to one, as Kubernetes mounts secrets, is fine) that we may read.
+void checkRegularReadable(const char* name, const std::string& path) {
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (!ec && st.type() != fs::file_type::regular && st.type() != fs::file_type::not_found) {
+    throw FlagError{std::string("--") + name + ": '" + path +
+                    "' is not a regular readable file (it is " + std::string(fileKind(st.type())) +
+                    ")"};
+  }
+  if (ec || st.type() != fs::file_type::regular || !readable(path)) {
+    throw FlagError{std::string("--") + name + ": cannot read file '" + path + "'"};
+  }
+}
+
+std::string fileFlag(const po::variables_map& vm, const char* name) {
+  auto path = need(vm, name);
+  checkRegularReadable(name, path);
+  return path;
+}
+
+// The access log is opened after the listeners are bound, by spdlog, which creates missing
+// directories: a typo in the path made a new directory tree rather than an error. "-" is stdout;
+// a device such as /dev/stderr is fine.
+void checkAccessLog(const std::string& path) {
+  if (path == "-") {
+    return;
+  }
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (st.type() == fs::file_type::directory) {
+    throw FlagError{"--access-log: '" + path + "' is a directory, not a file"};
+  }
+  if (fs::exists(st)) {
+    if (::access(path.c_str(), W_OK) != 0) {
+      throw FlagError{"--access-log: cannot write to '" + path + "'"};
+    }
+    return;
+  }
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) {
+    dir = ".";
+  }
+  const auto dirStatus = fs::status(dir, ec);
+  if (dirStatus.type() == fs::file_type::not_found) {
+    throw FlagError{"--access-log: directory '" + dir.string() + "' does not exist"};
+  }
+  if (dirStatus.type() != fs::file_type::directory) {
+    throw FlagError{"--access-log: '" + dir.string() + "' is not a directory"};
+  }
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw FlagError{"--access-log: cannot create a file in '" + dir.string() + "'"};
+  }
+}
+
+UnderscoreHeaders underscoreFlag(const po::variables_map& vm, const char* name) {
+  auto text = vm[name].as<std::string>();
+  if (text == "drop") {
+    return UnderscoreHeaders::drop;
+  }
+  if (text == "reject") {
+    return UnderscoreHeaders::reject;
+  }
+  if (text == "allow") {
+    return UnderscoreHeaders::allow;
+  }
+  throw FlagError{std::string("--") + name + ": '" + text + "' is not one of drop, reject, allow"};
+}
+
+std::string readDigest(const std::string& path) {
+  checkRegularReadable("zk-auth-file", path);
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    throw FlagError{"--zk-auth-file: cannot read file '" + path + "'"};
+  }
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+    line.pop_back();
+  }
+  auto colon = line.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == line.size()) {
+    throw FlagError{"--zk-auth-file: '" + path + "' must hold user:password on its first line"};
+  }
+  return line;
+}
+
+// The flags of announcing that have defaults, checked even without --zk: a bad value should not
+// wait until someone adds --zk to show up.
+void healthFlags(const po::variables_map& vm, AnnounceConfig& a) {
+  a.zkSessionTimeout = durationFlag(vm, "zk-session-timeout", kMaxZkSessionTimeout);
+  a.healthPath = vm["health-path"].as<std::string>();
+  if (a.healthPath.empty() || a.healthPath.front() != '/') {
+    throw FlagError{"--health-path: '" + a.healthPath + "' must start with /"};
+  }
+  // It is written into the poll's request line as it is: a space would make every poll a 400.
+  if (hasSpaceOrControl(a.healthPath)) {
+    throw FlagError{"--health-path: '" + a.healthPath +
+                    "' holds a space or control character (percent-encode it)"};
+  }
+  a.healthInterval = durationFlag(vm, "health-interval");
+  a.rise = static_cast<unsigned>(countFlag(vm, "rise", 1, kMaxRiseFall));
+  a.fall = static_cast<unsigned>(countFlag(vm, "fall", 1, kMaxRiseFall));
+}
+
+std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
+  AnnounceConfig a;
+  healthFlags(vm, a);
+  const bool zk = vm.count("zk") || vm.count("zk-path");
+  if (!zk && !vm.count("announce")) {
+    for (const char* f : {"shard", "zk-auth-file", "advertise-host"}) {
+      if (vm.count(f)) {
+        throw FlagError{std::string("--") + f + " needs --zk and --zk-path, or --announce"};
+      }
+    }
+    return std::nullopt;
+  }
+  if (zk && vm.count("announce")) {
+    throw FlagError{"--announce: give either --announce or --zk with --zk-path, not both"};
+  }
+  if (vm.count("announce")) {
+    auto text = vm["announce"].as<std::string>();
+    auto parsed = registry::parseAnnounceAddress(text);
+    if (!parsed) {
+      throw FlagError{"--announce: '" + text + "' is not zk!host:port[,host:port]!/path!shard[!endpoint]"};
+    }
+    if (vm.count("shard")) {
+      throw FlagError{"--shard: --announce already names the shard"};
+    }
+    a.zkConnect = parsed->connect;
+    a.zkPath = parsed->path;
+    a.shard = parsed->shard;
+    a.endpointName = parsed->endpoint;
+  } else {
+    if (!vm.count("zk") || !vm.count("zk-path")) {
+      throw FlagError{vm.count("zk") ? "--zk-path is required with --zk" : "--zk is required with --zk-path"};
+    }
+    a.zkConnect = vm["zk"].as<std::string>();
+    a.zkPath = vm["zk-path"].as<std::string>();
+    if (!registry::validConnectString(a.zkConnect)) {
+      throw FlagError{"--zk: '" + a.zkConnect + "' is not host:port[,host:port][/chroot]"};
+    }
+    if (!registry::validZkPath(a.zkPath) || a.zkPath == "/") {
+      throw FlagError{"--zk-path: '" + a.zkPath + "' is not an absolute ZooKeeper path like /discovery/prod/svc"};
+    }
+    if (vm.count("shard")) {
+      a.shard = vm["shard"].as<int32_t>();
+    }
+  }
+  if (vm.count("zk-auth-file")) {
+    a.zkDigest = readDigest(vm["zk-auth-file"].as<std::string>());
+  }
+  if (vm.count("advertise-host")) {
+    a.advertiseHost = vm["advertise-host"].as<std::string>();
+    // Empty would silently mean "the primary address"; callers could not dial a host with spaces.
+    if (a.advertiseHost.empty() || hasSpaceOrControl(a.advertiseHost)) {
+      throw FlagError{
+          "--advertise-host: '" + a.advertiseHost +
+          "' is not a host name or address (leave the flag out for the primary address)"};
+    }
+  }
+  return a;
+}
+
+}  // namespace
+
+std::optional<Duration> parseDuration(std::string_view text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
+    ++digits;
+  }
+  auto number = parseNumber<uint64_t>(text.substr(0, digits));
+  if (!number) {
+    return std::nullopt;
+  }
+  auto unit = text.substr(digits);
+  uint64_t factor = 0;
+  if (unit == "ms") {
+    factor = 1;
+  } else if (unit == "s") {
+    factor = 1'000;
+  } else if (unit == "m") {
+    factor = 60'000;
+  } else {
+    return std::nullopt;
+  }
+  if (*number > (uint64_t{1} << 40) / factor) {
+    return std::nullopt;
+  }
+  return Duration(static_cast<Duration::rep>(*number * factor));
+}
+
+std::optional<uint64_t> parseSize(std::string_view text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
+    ++digits;
+  }
+  auto number = parseNumber<uint64_t>(text.substr(0, digits));
+  if (!number) {
+    return std::nullopt;
+  }
+  auto unit = lower(text.substr(digits));
+  unsigned shift = 0;
+  if (unit.empty() || unit == "b") {
+    shift = 0;
+  } else if (unit == "k" || unit == "kib") {
+    shift = 10;
+  } else if (unit == "m" || unit == "mib") {
+    shift = 20;
+  } else if (unit == "g" || unit == "gib") {
+    shift = 30;
+  } else {
+    return std::nullopt;
+  }
+  if (*number > (uint64_t{1} << (50 - shift))) {
+    return std::nullopt;
+  }
+  return *number << shift;
+}
+
+std::optional<HostPort> parseHostPort(std::string_view text) {
+  HostPort hp;
+  std::string_view portText;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return std::nullopt;
+    }
+    hp.host = std::string(text.substr(1, close - 1));
+    portText = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || text.substr(0, colon).find(':') != std::string_view::npos) {
+      return std::nullopt;
+    }
+    hp.host = std::string(text.substr(0, colon));
+    portText = text.substr(colon + 1);
+  }
+  auto port = parseNumber<uint16_t>(portText);
+  if (hp.host.empty() || !port) {
+    return std::nullopt;
+  }
+  hp.port = *port;
+  return hp;
+}
+
+ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* const* envp) {
+  auto desc = describeFlags();
+  ParseResult result;
+  try {
+    // Boost.ProgramOptions formats its errors by replacing %placeholders% in a loop, so a flag or
+    // value holding one (--workers=%value%) made that loop endless (found by fuzzing).
+    for (int i = 1; i < argc; ++i) {
+      if (hasPlaceholder(argv[i])) {
+        throw FlagError{"'" + std::string(argv[i]) + "': a %word% sequence is not allowed"};
+      }
+    }
+    po::variables_map vm;
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::ostringstream out;
+      out << desc
+          << "\nDurations take ms, s or m and are more than 0; sizes take k/KiB, m/MiB, g/GiB.\n"
+          << "Signals: SIGTERM/SIGINT drain and exit (a second one exits at once); SIGHUP reloads "
+             "the TLS files.\n";
+      return {std::nullopt, out.str(), 0};
+    }
+    if (vm.count("version")) {
+      return {std::nullopt, "sidecar " SIDECAR_VERSION "\n", 0};
+    }
+    // Environment second: po::store keeps values already set, so flags win.
+    std::vector<std::string> envArgs;
+    for (auto e = envp; e && *e; ++e) {
+      std::string_view kv(*e);
+      auto eq = kv.find('=');
+      if (eq == std::string_view::npos) {
+        continue;
+      }
+      auto flag = envToFlag(desc, std::string(kv.substr(0, eq)));
+      if (flag.empty()) {
+        continue;
+      }
+      auto value = std::string(kv.substr(eq + 1));
+      if (hasPlaceholder(value)) {
+        throw FlagError{std::string(kv.substr(0, eq)) + ": a %word% sequence is not allowed"};
+      }
+      if (flag == "allow-identity") {
+        // An empty item used to be skipped, so "," (or "") allowed every caller. It is refused
+        // even when the command line replaces the list: the variable is broken either way.
+        for (std::size_t start = 0;;) {
+          const auto comma = value.find(',', start);
+          auto item =
+              value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+          if (item.empty()) {
+            throw FlagError{"--allow-identity: SIDECAR_ALLOW_IDENTITY='" + value +
+                            "' has an empty item (leave the variable out to allow any caller)"};
+          }
+          envArgs.push_back("--" + flag + "=" + item);
+          if (comma == std::string::npos) {
+            break;
+          }
+          start = comma + 1;
+        }
+      } else {
+        envArgs.push_back("--" + flag + "=" + value);
+      }
+    }
+    if (vm.count("allow-identity")) {
+      // The command line's allow-list replaces the environment's rather than adding to it.
+      std::erase_if(envArgs, [](auto& a) { return a.rfind("--allow-identity=", 0) == 0; });
+    }
+    std::vector<const char*> envArgv{"sidecar"};
+    for (auto& a : envArgs) {
+      envArgv.push_back(a.c_str());
+    }
+    po::store(po::command_line_parser(static_cast<int>(envArgv.size()), envArgv.data())
+                  .options(desc)
+                  .run(),
+              vm);
+    po::notify(vm);
+
+    SidecarConfig c;
+    c.listen = hostPortFlag(vm, "listen");
+    c.upstream = hostPortFlag(vm, "upstream");
+    if (c.upstream.port == 0) {
+      // Nothing can be reached on port 0: every request would be a 502.
+      throw FlagError{"--upstream: '" + c.upstream.str() + "' needs a port from 1 to 65535"};
+    }
+    c.adminListen = hostPortFlag(vm, "admin-listen");
+    if (c.adminListen.port != 0 && c.adminListen.port == c.listen.port &&
+        c.adminListen.host == c.listen.host) {
+      throw FlagError{"--admin-listen: '" + c.adminListen.str() + "' is --listen's address too"};
+    }
+    c.tlsCert = fileFlag(vm, "tls-cert");
+    c.tlsKey = fileFlag(vm, "tls-key");
+    c.tlsClientCa = fileFlag(vm, "tls-client-ca");
+    c.tlsReloadInterval = durationFlag(vm, "tls-reload-interval");
+    if (vm.count("allow-identity")) {
+      c.allowIdentities = vm["allow-identity"].as<std::vector<std::string>>();
+      for (auto& id : c.allowIdentities) {
+        if (id.empty()) {
+          throw FlagError{"--allow-identity: '' is empty (leave the flag out to allow any caller)"};
+        }
+        auto star = id.find('*');
+        if (star != std::string::npos && star != id.size() - 1) {
+          throw FlagError{"--allow-identity: '" + id +
+                          "' is not an identity (a '*' may only end it)"};
+        }
+      }
+    }
+    c.workers = static_cast<unsigned>(countFlag(vm, "workers", 0, kMaxWorkers));
+    if (c.workers == 0) {
+      // One per core, but not an error on a host with more cores than a worker count may be.
+      c.workers = std::clamp(std::thread::hardware_concurrency(), 1u,
+                             static_cast<unsigned>(kMaxWorkers));
+    }
+    // The parser's header limit is 32 bits: 8GiB became 0 and every request a 431.
+    c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size", kMinHeadBytes, kMaxHeadBytes);
+    c.limits.maxBodyBytes = sizeFlag(vm, "max-body-size");
+    c.limits.underscoreHeaders = underscoreFlag(vm, "headers-with-underscores");
+    c.limits.handshakeTimeout = durationFlag(vm, "handshake-timeout");
+    c.limits.headTimeout = durationFlag(vm, "head-timeout");
+    c.limits.idleTimeout = durationFlag(vm, "idle-timeout");
+    c.limits.upstreamConnectTimeout = durationFlag(vm, "upstream-connect-timeout");
+    c.limits.upstreamTimeout = durationFlag(vm, "upstream-timeout");
+    c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
+    c.limits.upstreamMaxIdle = countFlag(vm, "upstream-max-idle", 0, kMaxUpstreamIdle);
+    c.limits.maxConnections = countFlag(vm, "max-connections", 0, kMaxConnections);
+    // Bounded also because each worker's share is (max-pending + workers - 1) / workers.
+    c.limits.maxPending = countFlag(vm, "max-pending", 1, kMaxPending);
+    c.drainTimeout = durationFlag(vm, "drain-timeout");
+    c.deregisterGrace = durationFlag(vm, "deregister-grace");
+    c.announce = announceFlags(vm);
+    c.logLevel = vm["log-level"].as<std::string>();
+    if (vm.count("access-log")) {
+      c.accessLog = vm["access-log"].as<std::string>();
+      if (c.accessLog.empty()) {
+        throw FlagError{"--access-log: give - for stdout or a file path"};
+      }
+      checkAccessLog(c.accessLog);
+    }
+    static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
+    if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {
+      throw FlagError{"--log-level: '" + c.logLevel + "' is not one of trace, debug, info, warn, "
+                      "error, off"};
+    }
+    result.config = std::move(c);
+  } catch (const FlagError& e) {
+    return {std::nullopt, "sidecar: " + printable(e.line) + "\n", 2};
+  } catch (const po::error& e) {
+    return {std::nullopt, "sidecar: " + printable(e.what()) + " (see --help)\n", 2};
+  }
+  return result;
+}
+
+}  // namespace sidecar

@@ -1,0 +1,78 @@
+#pragma once
+// The data path's metrics: every handle resolved once at start-up; the request path only adds.
+
+#include "net/tls_context.h"
+
+#include <metrics/sharded.h>
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include <array>
+
+namespace sidecar {
+
+struct ProxyMetrics {
+  ProxyMetrics(prometheus::Registry& registry, unsigned workers);
+
+  // Request-path metrics, sharded by worker (see metrics/sharded.h).
+  static constexpr std::array<const char*, 8> kMethods{"GET",    "HEAD",  "POST",    "PUT",
+                                                       "DELETE", "PATCH", "OPTIONS", "OTHER"};
+  static constexpr std::size_t kClasses = 5;  // 1xx .. 5xx
+  static std::size_t requestSeries(std::size_t method, unsigned status) {
+    unsigned cls = status / 100;
+    return method * kClasses + (cls >= 1 && cls <= 5 ? cls - 1 : 4);
+  }
+  metrics::ShardedCounter requests;           // series: requestSeries()
+  metrics::ShardedCounter handshakes;         // series: 0 ok, 1 + HandshakeFailure
+  metrics::ShardedCounter connectionsTotal;
+  metrics::ShardedCounter connectionsOpen;    // gauge
+  metrics::ShardedCounter pending;            // gauge
+  metrics::ShardedCounter receivedBytes;      // request bodies from callers
+  metrics::ShardedCounter sentBytes;          // response bodies to callers
+  metrics::ShardedHistogram requestDuration;
+  metrics::ShardedHistogram upstreamDuration;
+  metrics::ShardedHistogram handshakeDuration;
+  metrics::ShardedCollector collector;
+
+  // Answers the sidecar wrote itself, by status; the status codes it can write are fixed.
+  static constexpr std::array<unsigned, 10> kLocalStatuses{400, 403, 408, 413, 417,
+                                                           431, 502, 503, 504, 500};
+  prometheus::Counter& localReply(unsigned status);
+  std::array<prometheus::Counter*, kLocalStatuses.size()> localReplies;
+  prometheus::Counter* identityRefused;
+  prometheus::Counter* identityUnusable;
+  prometheus::Counter* underscoreHeaders;
+  prometheus::Counter* connectionsRefused;
+  prometheus::Counter* connectionsEvicted;
+  prometheus::Counter* upstreamConnectErrors;
+  prometheus::Counter* upstreamTimeouts;
+  prometheus::Counter* upstreamStaleRetries;
+  prometheus::Counter* upstreamUnsolicited;
+  prometheus::Counter* upstreamConnectsTotal;
+  prometheus::Gauge* upstreamPoolIdle;
+  prometheus::Counter* memoryTrims;
+  prometheus::Counter* certReloadOk;
+  prometheus::Counter* certReloadFailed;
+  prometheus::Gauge* certNotAfter;
+  prometheus::Gauge* draining;
+  // The admin interface's connections (bounded by kAdminMaxConnections in server.cpp).
+  prometheus::Gauge* adminConnectionsOpen;
+  prometheus::Counter* adminConnectionsRefused;
+  prometheus::Counter* adminConnectionsEvicted;
+};
+
+// The control thread's metrics: ZooKeeper session, announcements, health checks.
+struct AnnouncerMetrics {
+  explicit AnnouncerMetrics(prometheus::Registry& registry);
+  prometheus::Gauge* sessionConnected;
+  prometheus::Gauge* announced;
+  prometheus::Counter* announcements;
+  prometheus::Counter* reannouncements;
+  prometheus::Counter* withdrawals;
+  prometheus::Counter* healthOk;
+  prometheus::Counter* healthFailed;
+};
+
+}  // namespace sidecar

@@ -1,0 +1,387 @@
+#pragma once
+// A lean TLS stream for the caller's side of the proxy. OpenSSL reads and writes the
+// non-blocking socket itself, and the stream waits for readiness only when OpenSSL asks to.
+// asio::ssl::stream keeps two zero-filled 17 KiB buffers and a 2 x 17 KiB BIO pair per
+// connection, and copies every byte through them; here an idle connection holds the SSL object
+// alone (releaseBuffers() gives OpenSSL's record buffers back once the connection is idle). It is
+// an AsyncReadStream and AsyncWriteStream for Beast, and its lowest layer offers the part of
+// beast::tcp_stream the proxy uses: one deadline, cancel() and socket().
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <array>
+#include <boost/asio/append.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/beast/core/error.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <optional>
+
+#include "net/io.h"
+
+namespace sidecar {
+
+namespace asio = boost::asio;
+using error_code = boost::system::error_code;
+
+// The socket and one deadline for whatever runs on it (beast::tcp_stream's contract: when the
+// deadline passes, pending operations end with beast::error::timeout, and so do later ones until
+// the next expires_after). Setting a deadline costs a clock read: no timer is armed per operation
+// or per request. The worker's sweep calls expireIfDue() every Worker::kSweepPeriod, so a deadline
+// fires up to one sweep period late.
+class DeadlineSocket {
+ public:
+  using executor_type = TcpSocket::executor_type;
+  using Clock = std::chrono::steady_clock;
+
+  explicit DeadlineSocket(TcpSocket socket) : socket_(std::move(socket)) {}
+  explicit DeadlineSocket(const executor_type& ex) : socket_(ex) {}
+
+  TcpSocket& socket() { return socket_; }
+  executor_type get_executor() { return socket_.get_executor(); }
+
+  template <class Rep, class Period>
+  void expires_after(std::chrono::duration<Rep, Period> d) {
+    timedOut_ = false;
+    deadline_ = Clock::now() + d;
+  }
+  void expires_at(Clock::time_point t) {
+    timedOut_ = false;
+    deadline_ = t;
+  }
+  void expires_never() {
+    timedOut_ = false;
+    deadline_ = Clock::time_point::max();
+  }
+
+  void cancel() {
+    error_code ignored;
+    socket_.cancel(ignored);
+  }
+
+  bool timedOut() const { return timedOut_; }
+
+  // The sweep: past the deadline, what waits on the socket ends with a timeout.
+  void expireIfDue(Clock::time_point now) {
+    if (!timedOut_ && now >= deadline_ && socket_.is_open()) {
+      timedOut_ = true;
+      cancel();
+    }
+  }
+
+  // AsyncReadStream and AsyncWriteStream, for the plain connection to the local service.
+  template <class MutableBuffers, class Token>
+  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+    return asio::async_compose<Token, void(error_code, std::size_t)>(
+        SocketOp<MutableBuffers, true>{*this, buffers, false}, token, socket_);
+  }
+  template <class ConstBuffers, class Token>
+  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
+    return asio::async_compose<Token, void(error_code, std::size_t)>(
+        SocketOp<ConstBuffers, false>{*this, buffers, false}, token, socket_);
+  }
+
+ private:
+  template <class Buffers, bool isRead>
+  struct SocketOp {
+    DeadlineSocket& s;
+    Buffers buffers;
+    bool started;
+
+    template <class Self>
+    void operator()(Self& self, error_code ec = {}, std::size_t n = 0) {
+      if (!started) {
+        started = true;
+        if (s.timedOut_) {
+          return asio::post(s.get_executor(),
+                            asio::append(std::move(self), error_code(boost::beast::error::timeout),
+                                         std::size_t{0}));
+        }
+        if constexpr (isRead) {
+          return s.socket_.async_read_some(buffers, std::move(self));
+        } else {
+          return s.socket_.async_write_some(buffers, std::move(self));
+        }
+      }
+      if (ec == asio::error::operation_aborted && s.timedOut_) {
+        ec = boost::beast::error::timeout;
+      }
+      self.complete(ec, n);
+    }
+  };
+
+  TcpSocket socket_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  bool timedOut_ = false;
+};
+
+class TlsStream {
+ public:
+  using executor_type = DeadlineSocket::executor_type;
+  using next_layer_type = DeadlineSocket;
+  using lowest_layer_type = DeadlineSocket;
+
+  TlsStream(TcpSocket socket, asio::ssl::context& ctx)
+      : lowest_(std::move(socket)), ssl_(SSL_new(ctx.native_handle())) {
+    error_code ignored;
+    lowest_.socket().non_blocking(true, ignored);
+    if (ssl_) {
+      SSL_set_fd(ssl_.get(), static_cast<int>(lowest_.socket().native_handle()));
+      SSL_set_accept_state(ssl_.get());
+      SSL_set_mode(ssl_.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+      // One read(2) takes whatever has arrived, not a record header and then its body.
+      SSL_set_read_ahead(ssl_.get(), 1);
+    }
+  }
+
+  executor_type get_executor() { return lowest_.get_executor(); }
+  DeadlineSocket& next_layer() { return lowest_; }
+  DeadlineSocket& lowest_layer() { return lowest_; }
+  SSL* native_handle() { return ssl_.get(); }
+
+  // Frees OpenSSL's read and write buffers (about 17 KiB each) unless they hold data; the next
+  // read or write allocates them again. For connections that wait for their next request.
+  void releaseBuffers() {
+    if (ssl_) {
+      SSL_free_buffers(ssl_.get());
+    }
+  }
+
+  template <class Token>
+  auto async_handshake(Token&& token) {
+    return asio::async_compose<Token, void(error_code)>(
+        Op<Handshake, void(error_code)>{*this, {}, false, std::nullopt}, token, lowest_.socket());
+  }
+
+  // Sends close_notify without waiting for the caller's (as nginx does): the connection closes
+  // right after, so there is nothing left to read.
+  template <class Token>
+  auto async_shutdown(Token&& token) {
+    return asio::async_compose<Token, void(error_code)>(
+        Op<Shutdown, void(error_code)>{*this, {}, false, std::nullopt}, token, lowest_.socket());
+  }
+
+  // Completes when a read would make progress: OpenSSL holds decrypted bytes, or the socket is
+  // readable. A connection waiting for its next request lends no buffer to the wait.
+  template <class Token>
+  auto async_wait_readable(Token&& token) {
+    return asio::async_compose<Token, void(error_code)>(
+        Op<WaitReadable, void(error_code)>{*this, {}, false, std::nullopt}, token,
+        lowest_.socket());
+  }
+
+  // One read attempt, now. A connection waiting for its next request reads this way once the
+  // socket is readable, and borrows no buffer while it waits.
+  enum class ReadNow { data, wouldBlock, useAsync };
+  ReadNow read_some_now(asio::mutable_buffer buffer, std::size_t& n) {
+    n = 0;
+    if (!ssl_ || lowest_.timedOut()) {
+      return ReadNow::useAsync;  // the asynchronous read reports what is wrong
+    }
+    if (ERR_peek_error() != 0) {
+      ERR_clear_error();
+    }
+    int r = SSL_read_ex(ssl_.get(), buffer.data(), buffer.size(), &n);
+    if (r > 0) {
+      return ReadNow::data;
+    }
+    // Wanting more from the socket is the only outcome handled here; writing first (a key
+    // update), end of stream and errors are left to async_read_some.
+    return SSL_get_error(ssl_.get(), r) == SSL_ERROR_WANT_READ ? ReadNow::wouldBlock
+                                                               : ReadNow::useAsync;
+  }
+
+  template <class MutableBuffers, class Token>
+  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+    asio::mutable_buffer first;
+    for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers);
+         ++it) {
+      if (asio::mutable_buffer b(*it); b.size() > 0) {
+        first = b;
+        break;
+      }
+    }
+    return asio::async_compose<Token, void(error_code, std::size_t)>(
+        Op<Read, void(error_code, std::size_t)>{*this, {first}, false, std::nullopt}, token,
+        lowest_.socket());
+  }
+
+  // Several buffers (a head and the first piece of a body) go out as one TLS record when they
+  // fit in one: one system call, not one per buffer.
+  template <class ConstBuffers, class Token>
+  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
+    WriteData data;
+    std::size_t total = 0, count = 0;
+    for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers);
+         ++it) {
+      asio::const_buffer b(*it);
+      if (b.size() == 0) {
+        continue;
+      }
+      if (count++ == 0) {
+        data.buffer = b;
+      }
+      total += b.size();
+    }
+    if (count > 1) {
+      const std::size_t n = std::min<std::size_t>(total, kRecord);
+      data.copy.reset(new char[n]);
+      std::size_t at = 0;
+      for (auto it = asio::buffer_sequence_begin(buffers);
+           it != asio::buffer_sequence_end(buffers) && at < n; ++it) {
+        asio::const_buffer b(*it);
+        const std::size_t take = std::min(b.size(), n - at);
+        std::memcpy(data.copy.get() + at, b.data(), take);
+        at += take;
+      }
+      data.buffer = asio::const_buffer(data.copy.get(), n);
+    }
+    return asio::async_compose<Token, void(error_code, std::size_t)>(
+        Op<Write, void(error_code, std::size_t)>{*this, std::move(data), false, std::nullopt},
+        token, lowest_.socket());
+  }
+
+ private:
+  static constexpr std::size_t kRecord = 16 * 1024;
+
+  struct SslFree {
+    void operator()(SSL* s) const { SSL_free(s); }
+  };
+
+  struct Handshake {};
+  struct Shutdown {};
+  struct WaitReadable {};
+  struct Read {
+    asio::mutable_buffer buffer;
+  };
+  struct WriteData {
+    asio::const_buffer buffer;
+    std::unique_ptr<char[]> copy;  // several buffers gathered into one record
+  };
+  using Write = WriteData;
+
+  // One OpenSSL call, retried whenever the socket is ready as OpenSSL asked; the result of a call
+  // that succeeds at once is delivered through post, never from inside the initiating function.
+  template <class Kind, class Signature>
+  struct Op {
+    TlsStream& s;
+    Kind kind;
+    bool waited = false;
+    std::optional<std::pair<error_code, std::size_t>> result;
+
+    template <class Self>
+    void operator()(Self& self, error_code waitError = {}) {
+      if (result) {
+        return deliver(self);
+      }
+      if (waitError || s.lowest_.timedOut()) {
+        return finish(
+            self, s.lowest_.timedOut() ? error_code(boost::beast::error::timeout) : waitError, 0);
+      }
+      if (!s.ssl_) {
+        return finish(self, asio::error::no_memory, 0);
+      }
+      if constexpr (std::is_same_v<Kind, WaitReadable>) {
+        if (waited || SSL_has_pending(s.ssl_.get())) {
+          return finish(self, {}, 0);
+        }
+        waited = true;
+        return s.lowest_.socket().async_wait(TcpSocket::wait_read, std::move(self));
+      }
+      // SSL_get_error reads the thread's error queue, which must hold nothing stale. Peeking is
+      // cheap; clearing walks all 16 slots, and did so three times per request.
+      if (ERR_peek_error() != 0) {
+        ERR_clear_error();
+      }
+      errno = 0;
+      std::size_t n = 0;
+      int r = call(n);
+      if (r > 0) {
+        return finish(self, {}, n);
+      }
+      switch (SSL_get_error(s.ssl_.get(), r)) {
+        case SSL_ERROR_WANT_READ:
+          waited = true;
+          return s.lowest_.socket().async_wait(TcpSocket::wait_read, std::move(self));
+        case SSL_ERROR_WANT_WRITE:
+          waited = true;
+          return s.lowest_.socket().async_wait(TcpSocket::wait_write, std::move(self));
+        case SSL_ERROR_ZERO_RETURN:
+          return finish(self, asio::error::eof, 0);
+        case SSL_ERROR_SYSCALL: {
+          unsigned long e = ERR_get_error();
+          if (e) {
+            return finish(self, error_code(static_cast<int>(e), asio::error::get_ssl_category()),
+                          0);
+          }
+          // End of file without close_notify, or a socket error.
+          return finish(self,
+                        errno ? error_code(errno, boost::system::system_category())
+                              : error_code(asio::ssl::error::stream_truncated),
+                        0);
+        }
+        default: {
+          unsigned long e = ERR_get_error();
+          return finish(self,
+                        e ? error_code(static_cast<int>(e), asio::error::get_ssl_category())
+                          : error_code(asio::ssl::error::unspecified_system_error),
+                        0);
+        }
+      }
+    }
+
+    int call(std::size_t& n) {
+      SSL* ssl = s.ssl_.get();
+      if constexpr (std::is_same_v<Kind, WaitReadable>) {
+        return 1;  // handled in operator()
+      } else if constexpr (std::is_same_v<Kind, Handshake>) {
+        return SSL_do_handshake(ssl);
+      } else if constexpr (std::is_same_v<Kind, Shutdown>) {
+        int r = SSL_shutdown(ssl);
+        return r >= 0 ? 1 : r;  // 0: our close_notify is out; we do not wait for theirs
+      } else if constexpr (std::is_same_v<Kind, Read>) {
+        if (kind.buffer.size() == 0) {
+          return 1;
+        }
+        return SSL_read_ex(ssl, kind.buffer.data(), kind.buffer.size(), &n);
+      } else {
+        if (kind.buffer.size() == 0) {
+          return 1;
+        }
+        return SSL_write_ex(ssl, kind.buffer.data(), kind.buffer.size(), &n);
+      }
+    }
+
+    template <class Self>
+    void finish(Self& self, error_code ec, std::size_t n) {
+      result.emplace(ec, n);
+      if (!waited) {
+        waited = true;
+        return asio::post(s.get_executor(), std::move(self));  // re-enters, then deliver()
+      }
+      deliver(self);
+    }
+
+    template <class Self>
+    void deliver(Self& self) {
+      auto [ec, n] = *result;
+      if constexpr (std::is_same_v<Signature, void(error_code)>) {
+        self.complete(ec);
+      } else {
+        self.complete(ec, n);
+      }
+    }
+  };
+
+  DeadlineSocket lowest_;
+  std::unique_ptr<SSL, SslFree> ssl_;
+};
+
+}  // namespace sidecar
