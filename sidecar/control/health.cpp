@@ -1,11 +1,11 @@
 // One GET per interval on a fresh connection: a 2xx within the interval is healthy.
 #include "control/health.h"
 
-#include <boost/asio/as_tuple.hpp>
+#include "net/io.h"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
@@ -18,12 +18,12 @@ namespace http = beast::http;
 
 namespace {
 
-constexpr auto useTuple = asio::as_tuple(asio::use_awaitable);
+constexpr auto useDefaultTuple = useTupleOn<asio::any_io_executor>;
 
 asio::awaitable<bool> pollOnce(const HealthChecker::Options& o) {
   beast::tcp_stream stream(co_await asio::this_coro::executor);
   stream.expires_after(o.interval);
-  auto [cec] = co_await stream.async_connect(o.upstream, useTuple);
+  auto [cec] = co_await stream.async_connect(o.upstream, useDefaultTuple);
   if (cec) {
     co_return false;
   }
@@ -31,14 +31,14 @@ asio::awaitable<bool> pollOnce(const HealthChecker::Options& o) {
   req.set(http::field::host, o.upstream.address().to_string());
   req.set(http::field::user_agent, "sidecar-health");
   req.keep_alive(false);
-  auto [wec, wn] = co_await http::async_write(stream, req, useTuple);
+  auto [wec, wn] = co_await http::async_write(stream, req, useDefaultTuple);
   if (wec) {
     co_return false;
   }
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> res;
   res.body_limit(64 * 1024);
-  auto [rec, rn] = co_await http::async_read(stream, buffer, res, useTuple);
+  auto [rec, rn] = co_await http::async_read(stream, buffer, res, useDefaultTuple);
   if (rec) {
     co_return false;
   }
@@ -74,7 +74,7 @@ void HealthChecker::start() {
             onChange_(healthy_);
           }
           timer.expires_at(next);
-          co_await timer.async_wait(useTuple);
+          co_await timer.async_wait(useDefaultTuple);
         }
       },
       asio::detached);

@@ -73,8 +73,8 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
   auto& local = counters(r, "sidecar_local_replies_total",
                          "Error answers the sidecar wrote itself (not from the local service), "
                          "by status.");
-  for (std::size_t i = 0; i < kLocalStatuses.size(); ++i) {
-    localReplies[i] = &local.Add({{"status", std::to_string(kLocalStatuses[i])}});
+  for (std::size_t i = 0; i < kLocalReplies.size(); ++i) {
+    localReplies[i] = &local.Add({{"status", std::to_string(kLocalReplies[i].status)}});
   }
   identityRefused = &counters(r, "sidecar_identity_refused_total",
                               "Requests refused with 403 because the caller's identity is not "
@@ -169,15 +169,6 @@ AnnouncerMetrics::AnnouncerMetrics(prometheus::Registry& r) {
                           "Polls of the local service's health path, by result.");
   healthOk = &checks.Add({{"result", "ok"}});
   healthFailed = &checks.Add({{"result", "failed"}});
-}
-
-prometheus::Counter& ProxyMetrics::localReply(unsigned status) {
-  for (std::size_t i = 0; i < kLocalStatuses.size(); ++i) {
-    if (kLocalStatuses[i] == status) {
-      return *localReplies[i];
-    }
-  }
-  return *localReplies.back();
 }
 
 }  // namespace sidecar

@@ -1,6 +1,7 @@
 #pragma once
 // The data path's metrics: every handle resolved once at start-up; the request path only adds.
 
+#include "http/local_reply.h"
 #include "net/tls_context.h"
 
 #include <metrics/sharded.h>
@@ -36,11 +37,9 @@ struct ProxyMetrics {
   metrics::ShardedHistogram handshakeDuration;
   metrics::ShardedCollector collector;
 
-  // Answers the sidecar wrote itself, by status; the status codes it can write are fixed.
-  static constexpr std::array<unsigned, 10> kLocalStatuses{400, 403, 408, 413, 417,
-                                                           431, 502, 503, 504, 500};
-  prometheus::Counter& localReply(unsigned status);
-  std::array<prometheus::Counter*, kLocalStatuses.size()> localReplies;
+  // Answers the sidecar wrote itself, by status: one counter per entry of kLocalReplies.
+  prometheus::Counter& localReply(unsigned status) { return *localReplies[localReplyIndex(status)]; }
+  std::array<prometheus::Counter*, kLocalReplies.size()> localReplies;
   prometheus::Counter* identityRefused;
   prometheus::Counter* identityUnusable;
   prometheus::Counter* underscoreHeaders;

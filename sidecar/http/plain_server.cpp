@@ -1,13 +1,12 @@
 // Plain HTTP/1.1 serving loop shared by the admin interface and pinghelp.
 #include "http/plain_server.h"
 
-#include "inbound/proxy.h"  // LogLimiter
+#include "net/listener.h"
+#include "net/log_limiter.h"
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
@@ -26,7 +25,7 @@ using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto useTuple = asio::as_tuple(asio::use_awaitable);
+constexpr auto useDefaultTuple = useTupleOn<asio::any_io_executor>;
 constexpr std::uint32_t kMaxHead = 16 * 1024;
 constexpr std::uint64_t kMaxBody = 64 * 1024;
 
@@ -125,7 +124,7 @@ asio::awaitable<void> serve(tcp::socket socket, std::shared_ptr<State> state) {
     self->waiting = true;
     self->since = SteadyClock::now();
     stream.expires_after(idle);
-    auto [ec, n] = co_await http::async_read(stream, buffer, parser, useTuple);
+    auto [ec, n] = co_await http::async_read(stream, buffer, parser, useDefaultTuple);
     self->waiting = false;
     if (self->evicted) {
       co_return;
@@ -139,7 +138,7 @@ asio::awaitable<void> serve(tcp::socket socket, std::shared_ptr<State> state) {
         bad.keep_alive(false);
         bad.prepare_payload();
         stream.expires_after(idle);
-        co_await http::async_write(stream, bad, useTuple);
+        co_await http::async_write(stream, bad, useDefaultTuple);
       }
       break;
     }
@@ -148,7 +147,7 @@ asio::awaitable<void> serve(tcp::socket socket, std::shared_ptr<State> state) {
     res.prepare_payload();
     const bool keep = res.keep_alive();
     stream.expires_after(idle);  // a reader too slow for the response is closed, not waited for
-    auto [wec, wn] = co_await http::async_write(stream, res, useTuple);
+    auto [wec, wn] = co_await http::async_write(stream, res, useDefaultTuple);
     if (wec || !keep) {
       break;
     }
@@ -182,55 +181,34 @@ PlainHttpServer::PlainHttpServer(asio::io_context& ioc, PlainHandler handler, Op
 PlainHttpServer::~PlainHttpServer() { state_->alive = false; }
 
 void PlainHttpServer::listen(const tcp::endpoint& endpoint, bool reusePort) {
-  acceptor_.open(endpoint.protocol());
-  acceptor_.set_option(tcp::acceptor::reuse_address(true));
-  if (reusePort) {
-    acceptor_.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
-  }
-  acceptor_.bind(endpoint);
-  acceptor_.listen(asio::socket_base::max_listen_connections);
+  bindAndListen(acceptor_, endpoint, reusePort);
 }
 
 tcp::endpoint PlainHttpServer::localEndpoint() const { return acceptor_.local_endpoint(); }
 
 void PlainHttpServer::start() {
-  asio::co_spawn(
-      ioc_,
-      [this, state = state_]() -> asio::awaitable<void> {
-        asio::steady_timer backoff(ioc_);
-        const auto& o = state->options;
-        for (;;) {
-          auto [ec, socket] = co_await acceptor_.async_accept(useTuple);
-          if (ec) {
-            if (!acceptor_.is_open() || ec == asio::error::operation_aborted) {
-              co_return;
-            }
-            // Out of descriptors or memory: the connection stays queued and the acceptor stays
-            // readable, so retrying at once would spin. Let connections close meanwhile.
-            logLimited(state->acceptLog, "event=accept_failed listener={} reason=\"{}\"", o.name,
-                       ec.message());
-            backoff.expires_after(kAcceptBackoff);
-            co_await backoff.async_wait(useTuple);
-            continue;
-          }
-          if (o.maxConnections != 0 && state->open >= o.maxConnections && !state->evictOne()) {
-            if (o.refused) {
-              o.refused();
-            }
-            logLimited(state->refusalLog,
-                       "event=connection_refused listener={} reason=max_connections limit={}",
-                       o.name, o.maxConnections);
-            beast::error_code ignored;
-            socket.set_option(asio::socket_base::linger(true, 0), ignored);  // RST, no TIME_WAIT
-            socket.close(ignored);
-            continue;
-          }
-          beast::error_code ignored;
-          socket.set_option(tcp::no_delay(true), ignored);
-          asio::co_spawn(ioc_, serve(std::move(socket), state), asio::detached);
-        }
-      },
-      asio::detached);
+  auto admit = [this, state = state_](tcp::socket socket) {
+    const auto& o = state->options;
+    if (o.maxConnections != 0 && state->open >= o.maxConnections && !state->evictOne()) {
+      if (o.refused) {
+        o.refused();
+      }
+      logLimited(state->refusalLog,
+                 "event=connection_refused listener={} reason=max_connections limit={}", o.name,
+                 o.maxConnections);
+      beast::error_code ignored;
+      socket.set_option(asio::socket_base::linger(true, 0), ignored);  // RST, no TIME_WAIT
+      socket.close(ignored);
+      return;
+    }
+    beast::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    asio::co_spawn(ioc_, serve(std::move(socket), state), asio::detached);
+  };
+  asio::co_spawn(ioc_,
+                 acceptLoop(acceptor_, "listener=" + state_->options.name, state_->acceptLog,
+                            std::move(admit)),
+                 asio::detached);
 }
 
 void PlainHttpServer::stop() {

@@ -44,10 +44,6 @@ class PlainHttpServer {
     std::function<void()> evicted;
   };
 
-  // How long the accept loop pauses after a failed accept (out of descriptors or memory): the
-  // pending connection stays queued, so retrying at once would spin.
-  static constexpr std::chrono::milliseconds kAcceptBackoff{50};
-
   PlainHttpServer(boost::asio::io_context& ioc, PlainHandler handler, Duration idleTimeout);
   PlainHttpServer(boost::asio::io_context& ioc, PlainHandler handler, Options options);
   ~PlainHttpServer();

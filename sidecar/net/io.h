@@ -4,19 +4,37 @@
 // instructions of the 57k a keep-alive request cost. A worker owns one io_context, so its
 // executor type is known.
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/basic_socket_acceptor.hpp>
 #include <boost/asio/basic_stream_socket.hpp>
 #include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 
 namespace sidecar {
 
-using IoExecutor = boost::asio::io_context::executor_type;
-using TcpSocket = boost::asio::basic_stream_socket<boost::asio::ip::tcp, IoExecutor>;
-using TcpAcceptor = boost::asio::basic_socket_acceptor<boost::asio::ip::tcp, IoExecutor>;
-using SteadyTimer = boost::asio::basic_waitable_timer<
-    std::chrono::steady_clock, boost::asio::wait_traits<std::chrono::steady_clock>, IoExecutor>;
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+
+using IoExecutor = asio::io_context::executor_type;
+using TcpSocket = asio::basic_stream_socket<tcp, IoExecutor>;
+using TcpAcceptor = asio::basic_socket_acceptor<tcp, IoExecutor>;
+using SteadyTimer = asio::basic_waitable_timer<
+    std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, IoExecutor>;
+
+// Coroutines on a worker's executor.
+template <class T>
+using awaitable = asio::awaitable<T, IoExecutor>;
+
+// The completion token of every co_await in the project: errors come back as values (a closed
+// connection is an outcome, not an exception). useTupleOn<asio::any_io_executor> serves the
+// control thread's coroutines, whose executor is the default one.
+template <class Executor>
+constexpr auto useTupleOn = asio::as_tuple(asio::use_awaitable_t<Executor>{});
+constexpr auto useTuple = useTupleOn<IoExecutor>;
 
 }  // namespace sidecar

@@ -1,0 +1,87 @@
+// The admin interface's JSON views (see admin_views.h).
+#include "control/admin_views.h"
+
+#include <metrics/metrics.h>
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+namespace sidecar {
+
+using Clock = std::chrono::system_clock;
+
+// TwitterServer's flat /admin/metrics.json, with Finagle's names where one exists.
+std::string finagleMetricsJson(const ProxyMetrics& m, const AnnouncerMetrics& a, bool draining) {
+  boost::json::object o;
+  uint64_t requests = 0, failures = 0;
+  for (std::size_t method = 0; method < ProxyMetrics::kMethods.size(); ++method) {
+    for (unsigned cls = 1; cls <= 5; ++cls) {
+      auto n = m.requests.value(ProxyMetrics::requestSeries(method, cls * 100));
+      requests += n;
+      failures += cls == 5 ? n : 0;
+    }
+  }
+  o["srv/http/requests"] = requests;
+  o["srv/http/success"] = requests - failures;
+  o["srv/http/failures"] = failures;
+  o["srv/http/pending"] = static_cast<int64_t>(m.pending.value(0));
+  o["srv/http/connections"] = static_cast<int64_t>(m.connectionsOpen.value(0));
+  o["srv/http/connects"] = m.connectionsTotal.value(0);
+  o["srv/http/received_bytes"] = m.receivedBytes.value(0);
+  o["srv/http/sent_bytes"] = m.sentBytes.value(0);
+  o["srv/http/handshakes"] = m.handshakes.value(0);
+  uint64_t failedHandshakes = 0;
+  for (std::size_t i = 1; i <= 6; ++i) {
+    failedHandshakes += m.handshakes.value(i);
+  }
+  o["srv/http/handshake_failures"] = failedHandshakes;
+  auto stat = [&](const std::string& prefix, const metrics::ShardedHistogram& h) {
+    auto s = h.snapshot(0);
+    auto ms = [](double seconds) { return seconds * 1000.0; };
+    o[prefix + ".count"] = s.count;
+    o[prefix + ".sum"] = ms(s.sum);
+    o[prefix + ".min"] = ms(s.min);
+    o[prefix + ".max"] = ms(s.max);
+    o[prefix + ".avg"] = s.count ? ms(s.sum) / static_cast<double>(s.count) : 0.0;
+    for (auto [suffix, q] : {std::pair{".p50", 0.5}, {".p90", 0.9}, {".p95", 0.95},
+                             {".p99", 0.99}, {".p9990", 0.999}, {".p9999", 0.9999}}) {
+      o[prefix + suffix] = ms(s.quantile(h.bounds(), q));
+    }
+  };
+  stat("srv/http/request_latency_ms", m.requestDuration);
+  stat("srv/http/handshake_latency_ms", m.handshakeDuration);
+  stat("clnt/local/request_latency_ms", m.upstreamDuration);
+  o["clnt/local/connects"] = m.upstreamConnectsTotal->Value();
+  o["clnt/local/connect_failures"] = m.upstreamConnectErrors->Value();
+  o["clnt/local/timeouts"] = m.upstreamTimeouts->Value();
+  o["clnt/local/stale_retries"] = m.upstreamStaleRetries->Value();
+  o["clnt/local/pool_idle"] = m.upstreamPoolIdle->Value();
+  o["tls/reloads"] = m.certReloadOk->Value();
+  o["tls/reload_failures"] = m.certReloadFailed->Value();
+  o["tls/certificate_expiry_seconds"] = m.certNotAfter->Value();
+  o["announcer/announced"] = a.announced->Value();
+  o["announcer/zk_connected"] = a.sessionConnected->Value();
+  o["announcer/announcements"] = a.announcements->Value();
+  o["announcer/withdrawals"] = a.withdrawals->Value();
+  o["draining"] = draining ? 1 : 0;
+  for (const auto& family : metrics::processMetrics()) {
+    for (const auto& metric : family.metric) {
+      o[family.name] = family.type == prometheus::MetricType::Counter ? metric.counter.value
+                                                                       : metric.gauge.value;
+    }
+  }
+  return boost::json::serialize(o) + "\n";
+}
+
+std::string serverInfoJson(Clock::time_point started) {
+  auto start = std::chrono::duration_cast<std::chrono::seconds>(started.time_since_epoch());
+  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started);
+  boost::json::value v = {{"name", "sidecar"},
+                          {"version", SIDECAR_VERSION},
+                          {"build", SIDECAR_BUILD},
+                          {"start_time", start.count()},
+                          {"uptime", uptime.count()}};
+  return boost::json::serialize(v) + "\n";
+}
+
+}  // namespace sidecar

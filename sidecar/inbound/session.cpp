@@ -1,0 +1,640 @@
+// The inbound handler: mTLS callers' connections, from their first byte to their last answer.
+#include "inbound/handler.h"
+
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http.hpp>
+
+#include "http/access_log.h"
+#include "http/exchange.h"
+#include "http/local_reply.h"
+#include "http/rewrite.h"
+#include "net/tls_context.h"
+#include "net/tls_stream.h"
+#include "upstream/connector.h"
+
+namespace sidecar {
+
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
+
+class InboundSession final : public TrackedSession {
+ public:
+  InboundSession(InboundHandler& handler, TcpSocket socket, std::shared_ptr<ssl::context> tls,
+                 Clock::time_point handshakeDeadline)
+      : handshakeDeadline_(handshakeDeadline),
+        handler_(handler),
+        worker_(handler.worker()),
+        shared_(handler.shared()),
+        m_(*handler.shared().metrics),
+        shard_(handler.worker().index()),
+        tls_(std::move(tls)),
+        stream_(std::move(socket), *tls_),
+        upstream_(handler.worker().ioc().get_executor()) {
+    // Bounds what a caller can make us hold: a head, plus a relay's worth of body (a chunk-size
+    // line with an endless extension fills it and is refused).
+    buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
+    worker_.sessionStarted(*this);
+  }
+
+  ~InboundSession() {
+    worker_.connectionClosed();
+    m_.connectionsOpen.sub(shard_, 0);
+    worker_.sessionEnded(*this);
+  }
+
+  void expireIfDue(Clock::time_point now) override {
+    beast::get_lowest_layer(stream_).expireIfDue(now);
+    upstream_.expireIfDue(now);
+    // Still idle a sweep later: give the TLS record buffers back. Busy keep-alive connections,
+    // idle only between requests, keep theirs and do not churn the allocator.
+    if (idle_ && ++idleSweeps_ == 2) {
+      stream_.releaseBuffers();
+      std::string().swap(out_);
+      if (buffer_.size() == 0) {
+        buffer_.shrink_to_fit();
+      }
+      if (upBuffer_.size() == 0) {
+        upBuffer_.shrink_to_fit();
+      }
+    }
+  }
+
+  // Idle between requests, or not yet through its handshake (a caller that is not a caller yet,
+  // and may never be): either may make room for a new connection at --max-connections.
+  bool closeIfIdle() override {
+    if (idle_ || handshaking_) {
+      beast::get_lowest_layer(stream_).cancel();
+      idle_ = false;  // once is enough: the operation completes with operation_aborted
+      handshaking_ = false;
+      evicted_ = true;
+      return true;
+    }
+    return false;
+  }
+
+  awaitable<void> run() {
+    auto& lowest = beast::get_lowest_layer(stream_);
+    error_code ignored;
+    auto remote = lowest.socket().remote_endpoint(ignored);
+    clientIp_ = remote.address().to_string();
+
+    // The deadline runs from the accept: the wait for the first byte took part of it.
+    lowest.expires_at(handshakeDeadline_);
+    const auto handshakeStart = Clock::now();
+    handshaking_ = true;
+    auto [ec] = co_await stream_.async_handshake(useTuple);
+    handshaking_ = false;
+    if (evicted_) {
+      co_return;  // counted as an eviction by the worker
+    }
+    m_.handshakeDuration.observe(shard_, 0, secondsSince(handshakeStart));
+    if (ec) {
+      auto why = classifyHandshakeFailure(ec, SSL_get_verify_result(stream_.native_handle()));
+      m_.handshakes.add(shard_, 1 + static_cast<std::size_t>(why));
+      logEvent(LogEvent::handshakeFailed, spdlog::level::info,
+               "event=handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
+               handshakeFailureName(why), ec.message());
+      if (why != HandshakeFailure::Timeout) {
+        co_await lingeringClose();
+      }
+      co_return;
+    }
+    m_.handshakes.add(shard_, 0);
+    peer_ = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
+    allowed_ = !peer_.unusable && shared_.allowList.allows(peer_.identity);
+    // A URI SAN may hold spaces, '=' and quotes: in a log line it is one quoted value, never
+    // fields of its own. Formatted once, for every line this connection writes.
+    identityForLog_ = identityLogField(peer_.identity);
+
+    // Between requests a connection holds no coroutine frame but this one and lends no buffer:
+    // the wait is for readability, and the read happens once there is something to read.
+    // (No co_await on the right of ||: GCC 12 ran it here even when the left side was true.)
+    for (;;) {
+      if (buffer_.size() == 0) {
+        const bool more = co_await awaitRequest();
+        if (!more) {
+          break;
+        }
+      }
+      const bool keepAlive = co_await serveOne();
+      if (!keepAlive) {
+        break;
+      }
+    }
+    if (lowest.socket().is_open()) {
+      lowest.expires_after(kCloseNotifyDeadline);
+      co_await stream_.async_shutdown(useTuple);
+    }
+  }
+
+ private:
+  // One line for a data-path event, within the worker's budget for that event.
+  template <class... Args>
+  void logEvent(LogEvent e, spdlog::level::level_enum level, fmt::format_string<Args...> format,
+                Args&&... args) {
+    std::uint64_t suppressed = 0;
+    if (!spdlog::should_log(level) || !handler_.logLimiter(e).allow(Clock::now(), suppressed)) {
+      return;
+    }
+    if (suppressed == 0) {
+      spdlog::log(level, format, std::forward<Args>(args)...);
+    } else {
+      spdlog::log(level, "{} suppressed={}", fmt::format(format, std::forward<Args>(args)...),
+                  suppressed);
+    }
+  }
+
+  // Waits for the first bytes of the next request; false when the connection is to close.
+  // The idle deadline applies; the head deadline starts with the first byte.
+  awaitable<bool> awaitRequest() {
+    auto& lowest = beast::get_lowest_layer(stream_);
+    shrinkIfLarge(buffer_);
+    lowest.expires_after(shared_.limits.idleTimeout);
+    for (;;) {
+      if (worker_.draining()) {
+        co_return false;
+      }
+      idle_ = true;
+      idleSweeps_ = 0;
+      auto [ec] = co_await stream_.async_wait_readable(useTuple);
+      idle_ = false;
+      if (ec) {
+        co_return false;
+      }
+      std::size_t n = 0;
+      const auto got = stream_.read_some_now(buffer_.prepare(2048), n);
+      if (got == TlsStream::ReadNow::wouldBlock) {
+        continue;  // part of a record: wait for the rest
+      }
+      if (got == TlsStream::ReadNow::useAsync) {  // end of stream, an error, or a write first
+        auto [aec, an] = co_await stream_.async_read_some(buffer_.prepare(2048), useTuple);
+        if (aec) {
+          co_return false;
+        }
+        buffer_.commit(an);
+        co_return true;
+      }
+      buffer_.commit(n);
+      co_return true;
+    }
+  }
+
+  // Serves one request; false when the caller's connection is to close.
+  awaitable<bool> serveOne() {
+    auto& lowest = beast::get_lowest_layer(stream_);
+    requestStart_ = Clock::now();
+    method_ = ProxyMetrics::kMethods.size() - 1;
+    target_.clear();
+
+    http::request_parser<http::buffer_body> req;
+    req.header_limit(static_cast<std::uint32_t>(shared_.limits.maxHeadBytes));
+    if (shared_.limits.maxBodyBytes) {
+      req.body_limit(shared_.limits.maxBodyBytes);
+    } else {
+      req.body_limit(boost::none);
+    }
+    lowest.expires_after(shared_.limits.headTimeout);
+    error_code ec = co_await awaitHeadEnd();
+    if (ec == http::error::bad_obs_fold) {
+      logEvent(LogEvent::badRequest, spdlog::level::info,
+               "event=bad_request peer={} identity={} status=400 reason=\"obsolete line "
+               "folding\"",
+               clientIp_, identityForLog_);
+      co_await replyLocal(400);
+      co_return false;
+    }
+    if (!ec) {
+      // The whole head is buffered (awaitHeadEnd), so it parses here, with no operation to run
+      // and complete.
+      const std::size_t used = req.put(buffer_.data(), ec);
+      buffer_.consume(used);
+    }
+    if (ec) {
+      if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
+          ec == ssl::error::stream_truncated) {
+        co_return false;  // the caller hung up mid-head
+      }
+      unsigned status = statusForReadError(ec);
+      logEvent(LogEvent::badRequest, spdlog::level::info,
+               "event=bad_request peer={} identity={} status={} reason=\"{}\"", clientIp_,
+               identityForLog_, status, ec.message());
+      co_await replyLocal(status);
+      co_return false;
+    }
+    auto& msg = req.get();
+    method_ = methodIndex(msg.method());
+    if (shared_.accessLog) {
+      target_ = msg.target();
+    }
+    auto why = checkRequestHead(msg.base());
+    if (why.empty() && shared_.limits.underscoreHeaders != UnderscoreHeaders::allow) {
+      const bool drop = shared_.limits.underscoreHeaders == UnderscoreHeaders::drop;
+      if (auto n = underscoreHeaders(msg.base(), drop)) {
+        m_.underscoreHeaders->Increment(static_cast<double>(n));
+        if (!drop) {
+          why = "header name with '_' (--headers-with-underscores reject)";
+        }
+      }
+    }
+    if (!why.empty()) {
+      logEvent(LogEvent::badRequest, spdlog::level::info,
+               "event=bad_request peer={} identity={} status=400 reason=\"{}\"", clientIp_,
+               identityForLog_, why);
+      co_await replyLocal(400);
+      co_return false;
+    }
+    if (!allowed_) {
+      m_.identityRefused->Increment();
+      if (peer_.unusable) {
+        m_.identityUnusable->Increment();
+      }
+      logEvent(LogEvent::identityRefused, spdlog::level::info,
+               "event=identity_refused peer={} identity={}", clientIp_, identityForLog_);
+      co_await replyLocal(403);
+      co_return false;
+    }
+    const bool clientKeepAlive = msg.keep_alive();
+    const unsigned clientVersion = msg.version();
+    const bool isHead = msg.method() == http::verb::head;
+    if (auto expect = msg.find(http::field::expect); expect != msg.end()) {
+      if (!beast::iequals(expect->value(), "100-continue")) {
+        co_await replyLocal(417);
+        co_return false;
+      }
+      // We answer 100 Continue ourselves, so the local service never has to.
+      msg.erase(http::field::expect);
+      if (clientVersion == 11 && !req.is_done()) {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        lowest.expires_after(shared_.limits.idleTimeout);
+        auto [wec, wn] = co_await asio::async_write(stream_, asio::buffer(kContinue), useTuple);
+        if (wec) {
+          co_return false;
+        }
+      }
+    }
+    rewriteRequestHead(msg.base(),
+                       ForwardContext{clientIp_, peer_.xfcc, shared_.upstreamAuthority});
+    co_return co_await forward(req, clientKeepAlive, clientVersion, isHead);
+  }
+
+  // After a refused handshake the caller has often sent more (its request): closing with those
+  // bytes unread would send a reset that can overtake our alert, and the caller would see
+  // "connection reset" instead of "certificate required". Half-close, discard what arrives for a
+  // moment, then close.
+  awaitable<void> lingeringClose() {
+    auto& lowest = beast::get_lowest_layer(stream_);
+    error_code ec;
+    lowest.socket().shutdown(TcpSocket::shutdown_send, ec);
+    lowest.expires_after(kCloseNotifyDeadline);
+    char discard[512];
+    while (!ec) {
+      auto [rec, n] = co_await lowest.socket().async_read_some(asio::buffer(discard), useTuple);
+      ec = rec;
+    }
+  }
+
+  // Reads until buffer_ holds a whole request head (or as much as --max-head-bytes allows),
+  // and refuses obsolete line folding before Beast can join the folded lines.
+  awaitable<error_code> awaitHeadEnd() {
+    std::size_t from = 0;
+    for (;;) {
+      auto bytes = buffer_.cdata();
+      auto scan = scanHead({static_cast<const char*>(bytes.data()), bytes.size()}, from);
+      if (scan.state == HeadScan::obsFold) {
+        co_return http::error::bad_obs_fold;
+      }
+      // --max-head-size bounds the whole head, request line and fields together (Beast's own
+      // limit counts them apart), and no byte past it is ever parsed.
+      if (scan.state == HeadScan::complete) {
+        co_return scan.resumeAt > shared_.limits.maxHeadBytes ? error_code(http::error::header_limit)
+                                                              : error_code{};
+      }
+      if (bytes.size() >= shared_.limits.maxHeadBytes) {
+        co_return http::error::header_limit;
+      }
+      from = scan.resumeAt;
+      auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(2048), useTuple);
+      if (ec) {
+        co_return ec == asio::error::eof ? error_code(http::error::end_of_stream) : ec;
+      }
+      buffer_.commit(n);
+    }
+  }
+
+  // The local service's side of one exchange: this worker's pool, and plain connections.
+  struct LocalLink {
+    using stream_type = DeadlineSocket;
+    InboundSession& s;
+    const tcp::endpoint& endpoint;
+
+    DeadlineSocket& stream() { return s.upstream_; }
+    bool takePooled() {
+      error_code ignored;
+      s.upstream_.socket().close(ignored);
+      if (auto idle = s.handler_.pool().take(endpoint)) {
+        s.upstream_.socket() = std::move(*idle);
+        return true;
+      }
+      return false;
+    }
+    awaitable<error_code> connect() {
+      auto ec = co_await connectPlain(s.upstream_, endpoint, s.shared_.limits.upstreamConnectTimeout);
+      if (!ec) {
+        s.m_.upstreamConnectsTotal->Increment();
+      }
+      co_return ec;
+    }
+    void release(bool reusable) {
+      if (reusable) {
+        s.handler_.pool().giveBack(endpoint, std::move(s.upstream_.socket()));
+      } else {
+        error_code ignored;
+        s.upstream_.socket().close(ignored);
+      }
+      s.upstream_.expires_never();
+    }
+  };
+
+  // Sends the request to the local service and its answer back; false when the caller's
+  // connection is to close.
+  awaitable<bool> forward(http::request_parser<http::buffer_body>& req, bool clientKeepAlive,
+                          unsigned clientVersion, bool isHead) {
+    if (handler_.pending() >= handler_.pendingLimit()) {
+      // Overload: a fast answer the caller can retry elsewhere, not a queue that grows.
+      logEvent(LogEvent::overloaded, spdlog::level::info, "event=overloaded peer={} pending={}",
+               clientIp_, handler_.pending());
+      co_await replyLocal(503);
+      co_return false;
+    }
+    m_.pending.add(shard_, 0);
+    PendingGuard pendingGuard{m_, shard_, handler_.pending()};
+    const auto& endpoint = shared_.local.endpoints().endpoints.front();
+    LocalLink link{*this, endpoint};
+    LazyRelayBuffer relay(worker_);
+    const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.limits.upstreamTimeout};
+    auto r = co_await runExchange(
+        stream_, req, ExchangeRequest{clientKeepAlive, clientVersion, isHead, worker_.draining()},
+        link, relay, ExchangeBuffers{buffer_, upBuffer_, out_}, limits);
+
+    requestBytes_ = r.requestBytes;
+    upstreamSeconds_ = r.upstreamSeconds;
+    if (r.upstreamSeconds >= 0) {
+      m_.upstreamDuration.observe(shard_, 0, r.upstreamSeconds);
+    }
+    if (r.staleRetries) {
+      m_.upstreamStaleRetries->Increment(r.staleRetries);
+    }
+    if (r.unsolicited) {
+      m_.upstreamUnsolicited->Increment();
+    }
+    using Failure = ExchangeResult::Failure;
+    switch (r.failure) {
+      case Failure::none:
+      case Failure::callerGone:
+      case Failure::requestBroken:
+        break;
+      case Failure::connect:
+        m_.upstreamConnectErrors->Increment();
+        logEvent(LogEvent::upstreamConnectFailed, spdlog::level::warn,
+                 "event=upstream_connect_failed upstream={} reason=\"{}\"",
+                 endpoint.address().to_string(), r.ec.message());
+        break;
+      case Failure::upstream:
+        if (r.localStatus == 504) {
+          m_.upstreamTimeouts->Increment();
+        }
+        logEvent(LogEvent::upstreamFailed, spdlog::level::warn,
+                 "event=upstream_failed identity={} status={} reason=\"{}\"", identityForLog_,
+                 r.localStatus, r.ec.message());
+        break;
+      case Failure::requestTooLarge:
+        logEvent(LogEvent::badRequest, spdlog::level::info,
+                 "event=bad_request peer={} identity={} status=413", clientIp_, identityForLog_);
+        break;
+      case Failure::requestMalformed:
+        logEvent(LogEvent::badRequest, spdlog::level::info,
+                 "event=bad_request peer={} identity={} status=400 reason=\"{}\"", clientIp_,
+                 identityForLog_, r.ec.message());
+        break;
+      case Failure::upstreamBody:
+        logEvent(LogEvent::upstreamBodyFailed, spdlog::level::warn,
+                 "event=upstream_body_failed identity={} reason=\"{}\"", identityForLog_,
+                 r.ec.message());
+        break;
+    }
+    if (r.localStatus) {
+      co_await replyLocal(r.localStatus);
+      co_return false;
+    }
+    if (r.status) {
+      finishRequest(r.status, r.responseBytes);
+    }
+    co_return r.failure == Failure::none && r.keepAlive;
+  }
+  static std::size_t methodIndex(http::verb v) {
+    switch (v) {
+      case http::verb::get:
+        return 0;
+      case http::verb::head:
+        return 1;
+      case http::verb::post:
+        return 2;
+      case http::verb::put:
+        return 3;
+      case http::verb::delete_:
+        return 4;
+      case http::verb::patch:
+        return 5;
+      case http::verb::options:
+        return 6;
+      default:
+        return 7;
+    }
+  }
+
+  // Counts the answer (and writes the access log line) once its head went out.
+  void finishRequest(unsigned status, uint64_t responseBytes) {
+    const double seconds = secondsSince(requestStart_);
+    m_.requests.add(shard_, ProxyMetrics::requestSeries(method_, status));
+    m_.requestDuration.observe(shard_, 0, seconds);
+    m_.receivedBytes.add(shard_, 0, requestBytes_);
+    m_.sentBytes.add(shard_, 0, responseBytes);
+    if (shared_.accessLog) {
+      shared_.accessLog->info(
+          "identity={} method={} path=\"{}\" status={} req_bytes={} resp_bytes={} "
+          "duration_us={} upstream_us={}",
+          identityForLog_, ProxyMetrics::kMethods[method_],
+          escapeForLog(target_), status, requestBytes_, responseBytes,
+          static_cast<int64_t>(seconds * 1e6),
+          upstreamSeconds_ < 0 ? -1 : static_cast<int64_t>(upstreamSeconds_ * 1e6));
+    }
+    requestBytes_ = 0;
+  }
+
+  awaitable<void> replyLocal(unsigned status) {
+    m_.localReply(status).Increment();
+    finishRequest(status, 0);
+    const auto& bytes = localReplyBytes(status);
+    beast::get_lowest_layer(stream_).expires_after(shared_.limits.idleTimeout);
+    co_await asio::async_write(stream_, asio::buffer(bytes), useTuple);
+  }
+
+  struct PendingGuard {
+    ProxyMetrics& m;
+    unsigned shard;
+    std::size_t& pending;
+    PendingGuard(ProxyMetrics& metrics, unsigned s, std::size_t& p)
+        : m(metrics), shard(s), pending(p) {
+      ++pending;
+    }
+    ~PendingGuard() {
+      --pending;
+      m.pending.sub(shard, 0);
+    }
+    PendingGuard(const PendingGuard&) = delete;
+    PendingGuard& operator=(const PendingGuard&) = delete;
+  };
+
+  Clock::time_point handshakeDeadline_;
+  InboundHandler& handler_;
+  Worker& worker_;
+  const InboundShared& shared_;
+  ProxyMetrics& m_;
+  unsigned shard_;
+  std::shared_ptr<ssl::context> tls_;
+  TlsStream stream_;
+  beast::flat_buffer buffer_;    // the caller's bytes read ahead of the parser
+  DeadlineSocket upstream_;      // the connection to the local service, while a request uses it
+  beast::flat_buffer upBuffer_;  // the local service's bytes read ahead of the parser
+  std::string out_;              // a serialized head (and small body) on its way out
+  PeerIdentity peer_;
+  std::string identityForLog_ = "-";  // peer_.identity quoted and escaped, or "-"
+  std::string clientIp_;
+  bool allowed_ = false;
+  bool idle_ = false;
+  bool handshaking_ = false;
+  bool evicted_ = false;
+  unsigned idleSweeps_ = 0;  // sweeps seen while idle_
+  Clock::time_point requestStart_{};
+  std::size_t method_ = 7;
+  uint64_t requestBytes_ = 0;
+  double upstreamSeconds_ = -1;
+  std::string target_;  // kept only for the access log
+};
+
+awaitable<void> serveConnection(InboundHandler& handler, TcpSocket socket,
+                                std::shared_ptr<ssl::context> tls,
+                                Clock::time_point handshakeDeadline) {
+  InboundSession session(handler, std::move(socket), std::move(tls), handshakeDeadline);
+  co_await session.run();
+}
+
+// A connection accepted but silent. As nginx does, it gets no TLS state, no buffer and no
+// coroutine frame until its first byte arrives: a socket, a deadline and a place in the worker's
+// list (about 200 bytes, instead of the tens of KiB a TLS session costs), so a flood of
+// connections that never send a ClientHello costs little. The oldest are evicted first at
+// --max-connections, like idle keep-alive connections.
+class FirstByteWait final : public TrackedSession {
+ public:
+  ~FirstByteWait() { handler_.worker().sessionEnded(*this); }
+
+  static void start(InboundHandler& handler, TcpSocket socket) {
+    std::unique_ptr<FirstByteWait> self(new FirstByteWait(handler, std::move(socket)));
+    auto& s = self->socket_;
+    // The pending wait owns the object: it goes when the wait completes, however it ends, or
+    // with the worker's io_context if that is destroyed first.
+    s.async_wait(TcpSocket::wait_read,
+                 [self = std::move(self)](error_code ec) { self->onReadable(ec); });
+  }
+
+  bool closeIfIdle() override {
+    if (closing_) {
+      return false;
+    }
+    closing_ = true;
+    error_code ignored;
+    socket_.cancel(ignored);
+    return true;
+  }
+
+  void expireIfDue(Clock::time_point now) override {
+    if (!closing_ && now >= deadline_) {
+      closing_ = timedOut_ = true;
+      error_code ignored;
+      socket_.cancel(ignored);
+    }
+  }
+
+ private:
+  FirstByteWait(InboundHandler& handler, TcpSocket socket)
+      : handler_(handler),
+        socket_(std::move(socket)),
+        deadline_(Clock::now() + handler.shared().limits.handshakeTimeout) {
+    auto& m = *handler_.shared().metrics;
+    auto& w = handler_.worker();
+    m.connectionsTotal.add(w.index(), 0);
+    m.connectionsOpen.add(w.index(), 0);
+    w.sessionStarted(*this);
+  }
+
+  void onReadable(error_code ec) {
+    auto& w = handler_.worker();
+    if (!ec && !closing_ && !w.draining()) {
+      // The session takes the connection over, with what is left of the handshake deadline.
+      asio::co_spawn(w.ioc(),
+                     serveConnection(handler_, std::move(socket_), handler_.tls(), deadline_),
+                     asio::detached);
+      return;
+    }
+    auto& m = *handler_.shared().metrics;
+    if (timedOut_) {
+      m.handshakes.add(w.index(), 1 + static_cast<std::size_t>(HandshakeFailure::Timeout));
+    }
+    error_code ignored;
+    socket_.close(ignored);
+    w.connectionClosed();
+    m.connectionsOpen.sub(w.index(), 0);
+  }
+
+  InboundHandler& handler_;
+  TcpSocket socket_;
+  Clock::time_point deadline_;
+  bool closing_ = false;
+  bool timedOut_ = false;
+};
+
+}  // namespace
+
+InboundHandler::InboundHandler(Worker& worker, const InboundShared& shared, unsigned workers,
+                               std::shared_ptr<asio::ssl::context> tls)
+    : worker_(worker),
+      shared_(shared),
+      tls_(std::move(tls)),
+      pool_(PoolSettings{shared.limits.upstreamIdleTimeout, shared.limits.upstreamMaxIdle,
+                         shared.metrics->upstreamPoolIdle, shared.metrics->upstreamStaleRetries,
+                         shared.metrics->upstreamUnsolicited}),
+      pendingLimit_(std::max<std::size_t>(1, (shared.limits.maxPending + workers - 1) / workers)) {}
+
+void InboundHandler::accepted(TcpSocket socket) { FirstByteWait::start(*this, std::move(socket)); }
+
+void InboundHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
+  asio::post(worker_.ioc(), [this, ctx = std::move(ctx)]() mutable { tls_ = std::move(ctx); });
+}
+
+}  // namespace sidecar

@@ -1,0 +1,195 @@
+// The worker's loop: accepting under --max-connections, the deadline sweep, draining.
+#include "net/worker.h"
+
+#include <malloc.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+
+#include "net/listener.h"
+
+namespace sidecar {
+
+Worker::Worker(const WorkerShared& shared, unsigned index)
+    : shared_(shared), index_(index), ioc_(std::make_unique<asio::io_context>(1)) {}
+
+Worker::~Worker() {
+  stop();
+  sweepTimer_.reset();
+  for (auto& l : listeners_) {
+    l.acceptor.reset();
+    l.handler->clear();
+  }
+  ioc_.reset();
+}
+
+std::size_t Worker::addListener(const tcp::endpoint& endpoint,
+                                std::unique_ptr<ConnectionHandler> handler) {
+  Listener l;
+  l.handler = std::move(handler);
+  l.acceptor.emplace(*ioc_);
+  bindAndListen(*l.acceptor, endpoint, true);
+  listeners_.push_back(std::move(l));
+  return listeners_.size() - 1;
+}
+
+tcp::endpoint Worker::localEndpoint(std::size_t listener) const {
+  return listeners_.at(listener).acceptor->local_endpoint();
+}
+
+void Worker::start() {
+  for (std::size_t i = 0; i < listeners_.size(); ++i) {
+    accept(i);
+  }
+  sweepTimer_.emplace(*ioc_);
+  sweep();
+  thread_ = std::thread([this] {
+    spdlog::debug("event=worker_started worker={}", index_);
+    ioc_->run();
+  });
+}
+
+void Worker::drain(std::function<void()> onDrained) {
+  asio::post(*ioc_, [this, cb = std::move(onDrained)]() mutable {
+    draining_ = true;
+    onDrained_ = std::move(cb);
+    for (auto& l : listeners_) {
+      error_code ignored;
+      l.acceptor->close(ignored);
+    }
+    for (auto& s : sessions_) {
+      s.closeIfIdle();
+    }
+    if (sessionCount_ == 0) {
+      std::exchange(onDrained_, {})();
+    }
+  });
+}
+
+void Worker::stop() {
+  ioc_->stop();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+std::unique_ptr<char[]> Worker::takeRelayBuffer() {
+  if (freeRelayBuffers_.empty()) {
+    return std::make_unique_for_overwrite<char[]>(kRelayBufferSize);
+  }
+  auto b = std::move(freeRelayBuffers_.back());
+  freeRelayBuffers_.pop_back();
+  return b;
+}
+
+void Worker::returnRelayBuffer(std::unique_ptr<char[]> buffer) {
+  if (buffer && freeRelayBuffers_.size() < 64) {
+    freeRelayBuffers_.push_back(std::move(buffer));
+  }
+}
+
+void Worker::sessionStarted(TrackedSession& s) {
+  sessions_.push_back(s);
+  ++sessionCount_;
+}
+
+void Worker::sessionEnded(TrackedSession& s) {
+  s.unlink();
+  --sessionCount_;
+  if (draining_ && sessionCount_ == 0 && onDrained_) {
+    std::exchange(onDrained_, {})();
+  }
+}
+
+// One timer per worker instead of one per connection: a deadline is a time stamp, and setting it
+// on the request path costs no timer operation, no system call and no cancelled wait.
+void Worker::sweep() {
+  sweepTimer_->expires_after(kSweepPeriod);
+  sweepTimer_->async_wait([this](error_code ec) {
+    if (ec) {
+      return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& s : sessions_) {
+      s.expireIfDue(now);
+    }
+    if (++sweeps_ % kTickEvery == 0) {
+      for (auto& l : listeners_) {
+        l.handler->tick();
+      }
+      if (index_ == 0) {
+        trimAfterFlood();
+      }
+    }
+    sweep();
+  });
+}
+
+// After a flood of connections ends, glibc keeps the freed memory in its arenas (one per
+// thread), fragmented, and the process stays at its peak size. Once a second, worker 0 looks at
+// how many connections are open across all workers; when that fell well below the peak since the
+// last trim, malloc_trim hands the free pages back (it walks every arena, a few milliseconds
+// after a flood of thousands of connections, and nothing in steady state).
+void Worker::trimAfterFlood() {
+  const std::size_t open = shared_.connections->open.load(std::memory_order_relaxed);
+  peakOpen_ = std::max(peakOpen_, open);
+  // Only once the count has settled (no longer falling), so that one trim comes after the
+  // last of the flood's connections is gone, not one per second while they go.
+  const bool settled = open + kTrimSettled >= lastOpen_;
+  lastOpen_ = open;
+  if (settled && peakOpen_ >= open + kTrimAfterDrop) {
+    ::malloc_trim(0);
+    shared_.metrics->memoryTrims->Increment();
+    peakOpen_ = open;
+  }
+}
+
+bool Worker::evictIdle() {
+  for (auto& s : sessions_) {  // oldest first
+    if (s.closeIfIdle()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Worker::accept(std::size_t listener) {
+  asio::co_spawn(*ioc_,
+                 acceptLoop(*listeners_[listener].acceptor, fmt::format("worker={}", index_),
+                            acceptLog_,
+                            [this, listener](TcpSocket socket) {
+                              admit(listener, std::move(socket));
+                            }),
+                 asio::detached);
+}
+
+void Worker::admit(std::size_t listener, TcpSocket socket) {
+  // At the limit, an idle keep-alive connection makes room for a new caller (as nginx does);
+  // with none idle, the new connection is closed at once.
+  auto& open = shared_.connections->open;
+  if (open.fetch_add(1, std::memory_order_relaxed) >= shared_.maxConnections) {
+    if (evictIdle()) {
+      shared_.metrics->connectionsEvicted->Increment();
+    } else {
+      open.fetch_sub(1, std::memory_order_relaxed);
+      shared_.metrics->connectionsRefused->Increment();
+      if (!refusalLogged_) {  // once per burst, not once per connection
+        spdlog::warn("event=connection_refused worker={} reason=max_connections limit={}", index_,
+                     shared_.maxConnections);
+        refusalLogged_ = true;
+      }
+      error_code ignored;
+      socket.set_option(asio::socket_base::linger(true, 0), ignored);  // RST, no TIME_WAIT
+      socket.close(ignored);
+      return;
+    }
+  }
+  refusalLogged_ = false;
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  listeners_[listener].handler->accepted(std::move(socket));
+}
+
+}  // namespace sidecar

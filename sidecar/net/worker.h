@@ -1,0 +1,162 @@
+#pragma once
+// A worker: one thread, one io_context, its own SO_REUSEPORT acceptor for each listener, and the
+// connections it accepted. A connection never leaves its worker, so nothing on the request path
+// takes a lock. What a connection is (mTLS inbound, plain outbound, Thrift) is the business of
+// the listener's ConnectionHandler; the worker bounds, tracks, times out and drains them all.
+
+#include <array>
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/intrusive/list.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "core/metrics.h"
+#include "net/io.h"
+#include "net/log_limiter.h"
+
+namespace sidecar {
+
+// Connections open across all workers: touched once per connection, never per request.
+struct ConnectionCount {
+  std::atomic<std::size_t> open{0};
+};
+
+// What every worker shares, read-only but for the connection count.
+struct WorkerShared {
+  std::size_t maxConnections = 0;  // across all workers and listeners
+  ProxyMetrics* metrics = nullptr;
+  std::unique_ptr<ConnectionCount> connections = std::make_unique<ConnectionCount>();
+};
+
+// What a worker needs of a connection it tracks: its deadlines, and closing it when it waits for
+// a request that shutdown will not serve, or when --max-connections needs the room.
+class TrackedSession : public boost::intrusive::list_base_hook<
+                           boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
+ public:
+  // Closes the connection if it waits for a request (or is not yet a caller); true if it did.
+  virtual bool closeIfIdle() = 0;
+  // Ends what waits past its deadline (called by the worker's sweep).
+  virtual void expireIfDue(std::chrono::steady_clock::time_point now) = 0;
+
+ protected:
+  ~TrackedSession() = default;
+};
+
+// A listener's handler on one worker: it takes over each accepted connection. One instance per
+// worker and listener, used on the worker's thread only.
+class ConnectionHandler {
+ public:
+  virtual ~ConnectionHandler() = default;
+  // The worker counted the connection in WorkerShared::connections; the handler calls
+  // Worker::connectionClosed() once it is gone.
+  virtual void accepted(TcpSocket socket) = 0;
+  // Once a second (pools, caches).
+  virtual void tick() {}
+  // The worker stops: give back sockets (pooled connections) while the io_context still exists.
+  virtual void clear() {}
+};
+
+class Worker {
+ public:
+  Worker(const WorkerShared& shared, unsigned index);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Binds endpoint with SO_REUSEPORT for handler; throws boost::system::system_error. Returns the
+  // listener's index (for localEndpoint). Before start() only.
+  std::size_t addListener(const tcp::endpoint& endpoint, std::unique_ptr<ConnectionHandler> handler);
+  tcp::endpoint localEndpoint(std::size_t listener = 0) const;
+  ConnectionHandler& handler(std::size_t listener) { return *listeners_[listener].handler; }
+  void start();
+  // Thread-safe: stop accepting, close idle connections, let busy ones finish their request;
+  // onDrained runs on the worker thread once no connection is left.
+  void drain(std::function<void()> onDrained);
+  // Thread-safe: stop the loop and join the thread (open connections are dropped).
+  void stop();
+
+  // Worker-thread only, for handlers and sessions.
+  asio::io_context& ioc() { return *ioc_; }
+  unsigned index() const { return index_; }
+  const WorkerShared& shared() const { return shared_; }
+  bool draining() const { return draining_; }
+  void sessionStarted(TrackedSession& s);
+  void sessionEnded(TrackedSession& s);
+  // A connection this worker accepted is gone (see ConnectionHandler::accepted).
+  void connectionClosed() { shared_.connections->open.fetch_sub(1, std::memory_order_relaxed); }
+
+  // Body relay buffers, lent while a body streams so that idle connections hold none.
+  static constexpr std::size_t kRelayBufferSize = 16 * 1024;
+  std::unique_ptr<char[]> takeRelayBuffer();
+  void returnRelayBuffer(std::unique_ptr<char[]> buffer);
+
+  // How late a deadline may fire: the period of the sweep over this worker's connections.
+  static constexpr std::chrono::milliseconds kSweepPeriod{100};
+  // Handlers tick every this many sweeps (once a second).
+  static constexpr unsigned kTickEvery = 10;
+
+ private:
+  void accept(std::size_t listener);
+  void admit(std::size_t listener, TcpSocket socket);
+  void sweep();
+  // Hands memory freed by a flood back to the system (worker 0 only, once a second).
+  void trimAfterFlood();
+  static constexpr std::size_t kTrimAfterDrop = 256;  // connections fewer than the peak
+  static constexpr std::size_t kTrimSettled = 16;     // fewer gone in the last second
+  // At --max-connections: closes this worker's longest-idle connection; false if none is idle.
+  bool evictIdle();
+
+  struct Listener {
+    std::optional<TcpAcceptor> acceptor;
+    std::unique_ptr<ConnectionHandler> handler;
+  };
+  using SessionList =
+      boost::intrusive::list<TrackedSession, boost::intrusive::constant_time_size<false>>;
+
+  const WorkerShared& shared_;
+  unsigned index_;
+  // ~Worker destroys ioc_ first, by hand: that destroys the suspended sessions, which still use
+  // the members below (the handlers among them).
+  std::unique_ptr<asio::io_context> ioc_;
+  std::vector<Listener> listeners_;
+  std::optional<SteadyTimer> sweepTimer_;
+  SessionList sessions_;
+  std::size_t sessionCount_ = 0;
+  unsigned sweeps_ = 0;
+  std::size_t peakOpen_ = 0;  // connections open across all workers, highest since the last trim
+  std::size_t lastOpen_ = 0;  // and a second ago
+  bool refusalLogged_ = false;
+  bool draining_ = false;
+  std::function<void()> onDrained_;
+  std::vector<std::unique_ptr<char[]>> freeRelayBuffers_;
+  LogLimiter acceptLog_;
+  std::thread thread_;
+};
+
+// A relay buffer borrowed from the worker on first use, for as long as one exchange runs.
+class LazyRelayBuffer {
+ public:
+  explicit LazyRelayBuffer(Worker& w) : worker_(w) {}
+  ~LazyRelayBuffer() { worker_.returnRelayBuffer(std::move(buffer_)); }
+  LazyRelayBuffer(const LazyRelayBuffer&) = delete;
+  LazyRelayBuffer& operator=(const LazyRelayBuffer&) = delete;
+  char* get() {
+    if (!buffer_) {
+      buffer_ = worker_.takeRelayBuffer();
+    }
+    return buffer_.get();
+  }
+  static constexpr std::size_t size() { return Worker::kRelayBufferSize; }
+
+ private:
+  Worker& worker_;
+  std::unique_ptr<char[]> buffer_;
+};
+
+}  // namespace sidecar
