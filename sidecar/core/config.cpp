@@ -1,5 +1,7 @@
 // Parses and validates the sidecar's flags and SIDECAR_* environment variables.
 #include "core/config.h"
+#include "core/flags.h"
+#include "core/text.h"
 
 #include <registry/serverset.h>
 
@@ -21,12 +23,7 @@ namespace po = boost::program_options;
 
 namespace sidecar {
 
-std::string HostPort::str() const {
-  if (host.find(':') != std::string::npos) {
-    return "[" + host + "]:" + std::to_string(port);
-  }
-  return host + ":" + std::to_string(port);
-}
+using namespace flags;  // the flag readers (core/flags.h)
 
 namespace {
 
@@ -41,40 +38,6 @@ constexpr uint64_t kMaxRiseFall = 1'000;
 // ZooKeeper's C client takes the session timeout as an int of milliseconds, and servers cap it
 // at 20 ticks (40s by default) anyway.
 constexpr Duration kMaxZkSessionTimeout{60 * 60'000};
-
-template <class T>
-std::optional<T> parseNumber(std::string_view text) {
-  T value{};
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
-    return std::nullopt;
-  }
-  return value;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
-// An error line quotes what the user gave; control bytes in it must not break the line.
-std::string printable(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (unsigned char c : text) {
-    if (c < 0x20 || c == 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
 // %word%, as in Boost.ProgramOptions' message templates.
 bool hasPlaceholder(std::string_view text) {
@@ -93,7 +56,6 @@ bool hasPlaceholder(std::string_view text) {
   return false;
 }
 
-bool readable(const std::string& path) { return std::ifstream(path).good(); }
 
 // Maps SIDECAR_UPSTREAM_TIMEOUT to "upstream-timeout" when that flag exists; other variables
 // (Kubernetes injects SIDECAR_SERVICE_HOST for a Service named "sidecar") are ignored.
@@ -153,150 +115,6 @@ po::options_description describeFlags() {
     ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file (its directory must exist), written by a background thread (off by default)");
   // clang-format on
   return d;
-}
-
-struct FlagError {
-  std::string line;
-};
-
-std::string need(const po::variables_map& vm, const char* name) {
-  if (!vm.count(name)) {
-    throw FlagError{std::string("--") + name + " is required"};
-  }
-  return vm[name].as<std::string>();
-}
-
-// "60m", "2s", "250ms": the largest unit that is exact.
-std::string durationText(Duration d) {
-  const auto ms = d.count();
-  if (ms % 60'000 == 0) {
-    return std::to_string(ms / 60'000) + "m";
-  }
-  if (ms % 1'000 == 0) {
-    return std::to_string(ms / 1'000) + "s";
-  }
-  return std::to_string(ms) + "ms";
-}
-
-// "1MiB", "1KiB", "100": the largest unit that is exact.
-std::string sizeText(uint64_t n) {
-  if (n != 0 && n % (1u << 30) == 0) {
-    return std::to_string(n >> 30) + "GiB";
-  }
-  if (n != 0 && n % (1u << 20) == 0) {
-    return std::to_string(n >> 20) + "MiB";
-  }
-  if (n != 0 && n % (1u << 10) == 0) {
-    return std::to_string(n >> 10) + "KiB";
-  }
-  return std::to_string(n);
-}
-
-// Every duration must be positive: a zero deadline fails everything it guards, and a zero period
-// spins. A flag whose consumer cannot take any length passes a maximum.
-Duration durationFlag(const po::variables_map& vm, const char* name,
-                      std::optional<Duration> max = std::nullopt) {
-  auto text = vm[name].as<std::string>();
-  auto d = parseDuration(text);
-  if (!d) {
-    throw FlagError{std::string("--") + name + ": '" + text +
-                    "' is not a duration (use e.g. 250ms, 5s, 1m)"};
-  }
-  if (max && (d->count() <= 0 || *d > *max)) {
-    throw FlagError{std::string("--") + name + ": '" + text + "' is not a duration from 1ms to " +
-                    durationText(*max)};
-  }
-  if (d->count() <= 0) {
-    throw FlagError{std::string("--") + name + ": '" + text + "' is too short (at least 1ms)"};
-  }
-  return *d;
-}
-
-uint64_t sizeFlag(const po::variables_map& vm, const char* name) {
-  auto text = vm[name].as<std::string>();
-  auto n = parseSize(text);
-  if (!n) {
-    throw FlagError{std::string("--") + name + ": '" + text +
-                    "' is not a size (use e.g. 65536, 64KiB, 1MiB, 1GiB)"};
-  }
-  return *n;
-}
-
-uint64_t sizeFlag(const po::variables_map& vm, const char* name, uint64_t min, uint64_t max) {
-  auto n = sizeFlag(vm, name);
-  if (n < min || n > max) {
-    throw FlagError{std::string("--") + name + ": '" + vm[name].as<std::string>() +
-                    "' is not a size from " + sizeText(min) + " to " + sizeText(max)};
-  }
-  return n;
-}
-
-// Counts are read as text: Boost.ProgramOptions reads "-1" into an unsigned as its largest value
-// (lexical_cast wraps), so "--rise -1" meant "never announce". Digits only, within [min, max].
-uint64_t countFlag(const po::variables_map& vm, const char* name, uint64_t min, uint64_t max) {
-  auto text = vm[name].as<std::string>();
-  const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) {
-    return std::isdigit(c) != 0;
-  });
-  auto n = digits ? parseNumber<uint64_t>(text) : std::nullopt;
-  if (!n || *n < min || *n > max) {
-    throw FlagError{std::string("--") + name + ": '" + text + "' is not a whole number from " +
-                    std::to_string(min) + " to " + std::to_string(max)};
-  }
-  return *n;
-}
-
-// Hosts, paths and identities go into request lines, JSON and logs: no spaces or control bytes.
-bool hasSpaceOrControl(std::string_view text) {
-  return std::any_of(text.begin(), text.end(),
-                     [](unsigned char c) { return c <= 0x20 || c == 0x7f; });
-}
-
-HostPort hostPortFlag(const po::variables_map& vm, const char* name) {
-  auto text = vm[name].as<std::string>();
-  auto hp = parseHostPort(text);
-  if (!hp) {
-    throw FlagError{std::string("--") + name + ": '" + text + "' is not host:port"};
-  }
-  return *hp;
-}
-
-std::string_view fileKind(fs::file_type type) {
-  switch (type) {
-    case fs::file_type::directory:
-      return "a directory";
-    case fs::file_type::fifo:
-      return "a pipe";
-    case fs::file_type::socket:
-      return "a socket";
-    case fs::file_type::block:
-    case fs::file_type::character:
-      return "a device";
-    default:
-      return "not a file";
-  }
-}
-
-// A directory opens as an ifstream and fails only when OpenSSL reads it ("PEM lib"), and a named
-// pipe blocks the open; the TLS files are also read again on every reload. So: a regular file
-// (a symbolic link to one, as Kubernetes mounts secrets, is fine) that we may read.
-void checkRegularReadable(const char* name, const std::string& path) {
-  std::error_code ec;
-  const auto st = fs::status(path, ec);
-  if (!ec && st.type() != fs::file_type::regular && st.type() != fs::file_type::not_found) {
-    throw FlagError{std::string("--") + name + ": '" + path +
-                    "' is not a regular readable file (it is " + std::string(fileKind(st.type())) +
-                    ")"};
-  }
-  if (ec || st.type() != fs::file_type::regular || !readable(path)) {
-    throw FlagError{std::string("--") + name + ": cannot read file '" + path + "'"};
-  }
-}
-
-std::string fileFlag(const po::variables_map& vm, const char* name) {
-  auto path = need(vm, name);
-  checkRegularReadable(name, path);
-  return path;
 }
 
 // The access log is opened after the listeners are bound, by spdlog, which creates missing
@@ -442,86 +260,6 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
 }
 
 }  // namespace
-
-std::optional<Duration> parseDuration(std::string_view text) {
-  std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
-    ++digits;
-  }
-  auto number = parseNumber<uint64_t>(text.substr(0, digits));
-  if (!number) {
-    return std::nullopt;
-  }
-  auto unit = text.substr(digits);
-  uint64_t factor = 0;
-  if (unit == "ms") {
-    factor = 1;
-  } else if (unit == "s") {
-    factor = 1'000;
-  } else if (unit == "m") {
-    factor = 60'000;
-  } else {
-    return std::nullopt;
-  }
-  if (*number > (uint64_t{1} << 40) / factor) {
-    return std::nullopt;
-  }
-  return Duration(static_cast<Duration::rep>(*number * factor));
-}
-
-std::optional<uint64_t> parseSize(std::string_view text) {
-  std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
-    ++digits;
-  }
-  auto number = parseNumber<uint64_t>(text.substr(0, digits));
-  if (!number) {
-    return std::nullopt;
-  }
-  auto unit = lower(text.substr(digits));
-  unsigned shift = 0;
-  if (unit.empty() || unit == "b") {
-    shift = 0;
-  } else if (unit == "k" || unit == "kib") {
-    shift = 10;
-  } else if (unit == "m" || unit == "mib") {
-    shift = 20;
-  } else if (unit == "g" || unit == "gib") {
-    shift = 30;
-  } else {
-    return std::nullopt;
-  }
-  if (*number > (uint64_t{1} << (50 - shift))) {
-    return std::nullopt;
-  }
-  return *number << shift;
-}
-
-std::optional<HostPort> parseHostPort(std::string_view text) {
-  HostPort hp;
-  std::string_view portText;
-  if (!text.empty() && text.front() == '[') {
-    auto close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return std::nullopt;
-    }
-    hp.host = std::string(text.substr(1, close - 1));
-    portText = text.substr(close + 2);
-  } else {
-    auto colon = text.rfind(':');
-    if (colon == std::string_view::npos || text.substr(0, colon).find(':') != std::string_view::npos) {
-      return std::nullopt;
-    }
-    hp.host = std::string(text.substr(0, colon));
-    portText = text.substr(colon + 1);
-  }
-  auto port = parseNumber<uint16_t>(portText);
-  if (hp.host.empty() || !port) {
-    return std::nullopt;
-  }
-  hp.port = *port;
-  return hp;
-}
 
 ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* const* envp) {
   auto desc = describeFlags();

@@ -11,6 +11,7 @@
 #include <prometheus/registry.h>
 
 #include <array>
+#include <boost/beast/http/verb.hpp>
 
 namespace sidecar {
 
@@ -21,6 +22,28 @@ struct ProxyMetrics {
   static constexpr std::array<const char*, 8> kMethods{"GET",    "HEAD",  "POST",    "PUT",
                                                        "DELETE", "PATCH", "OPTIONS", "OTHER"};
   static constexpr std::size_t kClasses = 5;  // 1xx .. 5xx
+  // The index of a method in kMethods (OTHER for the rest).
+  static constexpr std::size_t methodIndex(boost::beast::http::verb v) {
+    using boost::beast::http::verb;
+    switch (v) {
+      case verb::get:
+        return 0;
+      case verb::head:
+        return 1;
+      case verb::post:
+        return 2;
+      case verb::put:
+        return 3;
+      case verb::delete_:
+        return 4;
+      case verb::patch:
+        return 5;
+      case verb::options:
+        return 6;
+      default:
+        return 7;
+    }
+  }
   static std::size_t requestSeries(std::size_t method, unsigned status) {
     unsigned cls = status / 100;
     return method * kClasses + (cls >= 1 && cls <= 5 ? cls - 1 : 4);
