@@ -1,4 +1,4 @@
-// Builds the mTLS server context; every failure names the file it came from.
+// Builds the mTLS server and client contexts; every failure names the file it came from.
 #include "net/tls_context.h"
 
 #include <openssl/err.h>
@@ -43,16 +43,12 @@ constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-}  // namespace
-
-std::variant<TlsContext, std::string> makeServerTlsContext(const TlsFiles& files) {
-  ERR_clear_error();
-  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
-  SSL_CTX* native = ctx->native_handle();
+// What both roles share: protocol versions, cipher policy, our certificate and key, and the CA
+// file the peer's certificate must chain to. Empty on success, else the one-line error.
+std::string configureCommon(SSL_CTX* native, const TlsFiles& files, std::string_view caFlag) {
   SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
   SSL_CTX_set_max_proto_version(native, TLS1_3_VERSION);
-  SSL_CTX_set_options(native, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                  SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_SINGLE_ECDH_USE);
+  SSL_CTX_set_options(native, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   // Not SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the 17 KiB record buffers around
   // every read and write. The proxy frees them itself once a connection has been idle for a
   // sweep (TlsStream::releaseBuffers), so busy connections keep theirs.
@@ -73,8 +69,21 @@ std::variant<TlsContext, std::string> makeServerTlsContext(const TlsFiles& files
     return "--tls-key '" + files.key + "' does not match --tls-cert '" + files.cert + "'";
   }
   if (SSL_CTX_load_verify_locations(native, files.clientCa.c_str(), nullptr) != 1) {
-    return "--tls-client-ca '" + files.clientCa + "': " + opensslReason();
+    return std::string(caFlag) + " '" + files.clientCa + "': " + opensslReason();
   }
+  return {};
+}
+
+}  // namespace
+
+std::variant<TlsContext, std::string> makeServerTlsContext(const TlsFiles& files) {
+  ERR_clear_error();
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  SSL_CTX* native = ctx->native_handle();
+  if (auto error = configureCommon(native, files, "--tls-client-ca"); !error.empty()) {
+    return error;
+  }
+  SSL_CTX_set_options(native, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_SINGLE_ECDH_USE);
   STACK_OF(X509_NAME)* caNames = SSL_load_client_CA_file(files.clientCa.c_str());
   if (!caNames) {
     return "--tls-client-ca '" + files.clientCa + "': no CA certificate in it";
@@ -92,6 +101,50 @@ std::variant<TlsContext, std::string> makeServerTlsContext(const TlsFiles& files
   SSL_CTX_set_num_tickets(native, 1);
   ERR_clear_error();
   return TlsContext{std::move(ctx), notAfterOf(native)};
+}
+
+std::variant<TlsContext, std::string> makeClientTlsContext(const TlsFiles& files,
+                                                           std::string_view caFlag) {
+  ERR_clear_error();
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  SSL_CTX* native = ctx->native_handle();
+  if (auto error = configureCommon(native, files, caFlag); !error.empty()) {
+    return error;
+  }
+  // load_verify_locations accepts a file with CRLs only; trusting nothing would fail every
+  // handshake later, so say it now.
+  STACK_OF(X509_NAME)* caNames = SSL_load_client_CA_file(files.clientCa.c_str());
+  if (!caNames) {
+    return std::string(caFlag) + " '" + files.clientCa + "': no CA certificate in it";
+  }
+  sk_X509_NAME_pop_free(caNames, X509_NAME_free);
+  SSL_CTX_set_verify(native, SSL_VERIFY_PEER, nullptr);
+  // The pool keeps one session per endpoint (TlsStream::session()); OpenSSL's internal client
+  // cache is never looked up, so storing sessions there would only hold memory.
+  SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  ERR_clear_error();
+  return TlsContext{std::move(ctx), notAfterOf(native)};
+}
+
+namespace {
+
+class TlsErrorCategory final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "sidecar.tls"; }
+  std::string message(int ev) const override {
+    switch (static_cast<TlsError>(ev)) {
+      case TlsError::wrong_peer_identity:
+        return "peer certificate does not carry the expected identity";
+    }
+    return "unknown sidecar.tls error";
+  }
+};
+
+}  // namespace
+
+const boost::system::error_category& tlsErrorCategory() {
+  static const TlsErrorCategory category;
+  return category;
 }
 
 std::string_view handshakeFailureName(HandshakeFailure f) {
@@ -115,6 +168,9 @@ std::string_view handshakeFailureName(HandshakeFailure f) {
 HandshakeFailure classifyHandshakeFailure(const boost::system::error_code& ec, long verifyResult) {
   if (ec == boost::beast::error::timeout) {
     return HandshakeFailure::Timeout;
+  }
+  if (ec == TlsError::wrong_peer_identity) {
+    return HandshakeFailure::BadCertificate;  // a verified certificate, for someone else
   }
   switch (verifyResult) {
     case X509_V_OK:

@@ -1,5 +1,6 @@
 #pragma once
-// Server-side TLS: building the mTLS context from files, and naming why a handshake failed.
+// TLS contexts for both roles built from files, naming why a handshake failed, and the errors
+// of our own that a handshake can end with.
 
 #include <boost/asio/ssl/context.hpp>
 #include <boost/system/error_code.hpp>
@@ -7,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 
 namespace sidecar {
@@ -26,9 +28,31 @@ struct TlsContext {
 // resumption on. On failure: one line naming the file and what is wrong with it.
 std::variant<TlsContext, std::string> makeServerTlsContext(const TlsFiles& files);
 
+// For originating mTLS (TlsStream's client role): cert and key are what we present to the
+// server, clientCa holds the trust anchors for the server's certificate (named caFlag in
+// errors). The same protocol versions and cipher policy as the server context; the server's
+// certificate is always verified. Sessions are not cached inside the context: a caller that
+// resumes keeps them per endpoint (TlsStream::session() and setSession()).
+std::variant<TlsContext, std::string> makeClientTlsContext(
+    const TlsFiles& files, std::string_view caFlag = "--tls-client-ca");
+
+// Handshake failures of our own making, beside OpenSSL's and the socket's.
+enum class TlsError {
+  // The server's certificate verified, but its identity (peerIdentityFromCert) is not the one
+  // the client role expected.
+  wrong_peer_identity = 1,
+};
+const boost::system::error_category& tlsErrorCategory();
+inline boost::system::error_code make_error_code(TlsError e) {
+  return {static_cast<int>(e), tlsErrorCategory()};
+}
+
 // Why a handshake failed, as a bounded label.
 enum class HandshakeFailure { NoCertificate, UnknownCa, Expired, BadCertificate, Protocol, Timeout };
 std::string_view handshakeFailureName(HandshakeFailure f);
 HandshakeFailure classifyHandshakeFailure(const boost::system::error_code& ec, long verifyResult);
 
 }  // namespace sidecar
+
+template <>
+struct boost::system::is_error_code_enum<sidecar::TlsError> : std::true_type {};

@@ -1,6 +1,7 @@
 #pragma once
-// A lean TLS stream for the caller's side of the proxy. OpenSSL reads and writes the
-// non-blocking socket itself, and the stream waits for readiness only when OpenSSL asks to.
+// A lean TLS stream, for the caller's side of the proxy (server role) and for the mTLS it
+// originates to other sidecars (client role). OpenSSL reads and writes the non-blocking socket
+// itself, and the stream waits for readiness only when OpenSSL asks to.
 // asio::ssl::stream keeps two zero-filled 17 KiB buffers and a 2 x 17 KiB BIO pair per
 // connection, and copies every byte through them; here an idle connection holds the SSL object
 // alone (releaseBuffers() gives OpenSSL's record buffers back once the connection is idle). It is
@@ -13,6 +14,7 @@
 #include <array>
 #include <boost/asio/append.hpp>
 #include <boost/asio/compose.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -23,104 +25,18 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
+#include "net/deadline_socket.h"
+#include "net/identity.h"
 #include "net/io.h"
+#include "net/tls_context.h"
 
 namespace sidecar {
 
 namespace asio = boost::asio;
 using error_code = boost::system::error_code;
-
-// The socket and one deadline for whatever runs on it (beast::tcp_stream's contract: when the
-// deadline passes, pending operations end with beast::error::timeout, and so do later ones until
-// the next expires_after). Setting a deadline costs a clock read: no timer is armed per operation
-// or per request. The worker's sweep calls expireIfDue() every Worker::kSweepPeriod, so a deadline
-// fires up to one sweep period late.
-class DeadlineSocket {
- public:
-  using executor_type = TcpSocket::executor_type;
-  using Clock = std::chrono::steady_clock;
-
-  explicit DeadlineSocket(TcpSocket socket) : socket_(std::move(socket)) {}
-  explicit DeadlineSocket(const executor_type& ex) : socket_(ex) {}
-
-  TcpSocket& socket() { return socket_; }
-  executor_type get_executor() { return socket_.get_executor(); }
-
-  template <class Rep, class Period>
-  void expires_after(std::chrono::duration<Rep, Period> d) {
-    timedOut_ = false;
-    deadline_ = Clock::now() + d;
-  }
-  void expires_at(Clock::time_point t) {
-    timedOut_ = false;
-    deadline_ = t;
-  }
-  void expires_never() {
-    timedOut_ = false;
-    deadline_ = Clock::time_point::max();
-  }
-
-  void cancel() {
-    error_code ignored;
-    socket_.cancel(ignored);
-  }
-
-  bool timedOut() const { return timedOut_; }
-
-  // The sweep: past the deadline, what waits on the socket ends with a timeout.
-  void expireIfDue(Clock::time_point now) {
-    if (!timedOut_ && now >= deadline_ && socket_.is_open()) {
-      timedOut_ = true;
-      cancel();
-    }
-  }
-
-  // AsyncReadStream and AsyncWriteStream, for the plain connection to the local service.
-  template <class MutableBuffers, class Token>
-  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
-    return asio::async_compose<Token, void(error_code, std::size_t)>(
-        SocketOp<MutableBuffers, true>{*this, buffers, false}, token, socket_);
-  }
-  template <class ConstBuffers, class Token>
-  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
-    return asio::async_compose<Token, void(error_code, std::size_t)>(
-        SocketOp<ConstBuffers, false>{*this, buffers, false}, token, socket_);
-  }
-
- private:
-  template <class Buffers, bool isRead>
-  struct SocketOp {
-    DeadlineSocket& s;
-    Buffers buffers;
-    bool started;
-
-    template <class Self>
-    void operator()(Self& self, error_code ec = {}, std::size_t n = 0) {
-      if (!started) {
-        started = true;
-        if (s.timedOut_) {
-          return asio::post(s.get_executor(),
-                            asio::append(std::move(self), error_code(boost::beast::error::timeout),
-                                         std::size_t{0}));
-        }
-        if constexpr (isRead) {
-          return s.socket_.async_read_some(buffers, std::move(self));
-        } else {
-          return s.socket_.async_write_some(buffers, std::move(self));
-        }
-      }
-      if (ec == asio::error::operation_aborted && s.timedOut_) {
-        ec = boost::beast::error::timeout;
-      }
-      self.complete(ec, n);
-    }
-  };
-
-  TcpSocket socket_;
-  Clock::time_point deadline_ = Clock::time_point::max();
-  bool timedOut_ = false;
-};
 
 class TlsStream {
  public:
@@ -128,16 +44,43 @@ class TlsStream {
   using next_layer_type = DeadlineSocket;
   using lowest_layer_type = DeadlineSocket;
 
+  // The server role, with a context from makeServerTlsContext.
   TlsStream(TcpSocket socket, asio::ssl::context& ctx)
       : lowest_(std::move(socket)), ssl_(SSL_new(ctx.native_handle())) {
-    error_code ignored;
-    lowest_.socket().non_blocking(true, ignored);
+    setUp();
     if (ssl_) {
-      SSL_set_fd(ssl_.get(), static_cast<int>(lowest_.socket().native_handle()));
       SSL_set_accept_state(ssl_.get());
-      SSL_set_mode(ssl_.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-      // One read(2) takes whatever has arrived, not a record header and then its body.
-      SSL_set_read_ahead(ssl_.get(), 1);
+    }
+  }
+
+  // The client role: what to ask for and what to accept.
+  struct Client {
+    // Sent as SNI, unless empty or an IP address (RFC 6066 allows host names only).
+    std::string serverName;
+    // The identity the server's certificate must carry (peerIdentityFromCert: SAN URI, else
+    // DNS, else CN): exact, or a prefix written with a trailing '*'. Empty: any certificate that
+    // chains to the context's CA. A mismatch ends the handshake with TlsError::wrong_peer_identity
+    // before it completes, so nothing of a request is ever sent to the wrong server.
+    std::string expectedIdentity;
+  };
+
+  // The client role, with a context from makeClientTlsContext. The server's certificate is
+  // verified whatever the context says.
+  TlsStream(TcpSocket socket, asio::ssl::context& ctx, const Client& client)
+      : lowest_(std::move(socket)), ssl_(SSL_new(ctx.native_handle())) {
+    setUp();
+    if (ssl_) {
+      client_ = std::make_unique<ClientCheck>(client);
+      SSL_set_connect_state(ssl_.get());
+      SSL_set_app_data(ssl_.get(), client_.get());  // for verifyPeer; stays put when we move
+      SSL_set_verify(ssl_.get(), SSL_VERIFY_PEER, client_->expected ? &verifyPeer : nullptr);
+      if (!client.serverName.empty()) {
+        error_code notAnAddress;
+        asio::ip::make_address(client.serverName, notAnAddress);
+        if (notAnAddress && SSL_set_tlsext_host_name(ssl_.get(), client.serverName.c_str()) != 1) {
+          client_->setUpError = asio::error::invalid_argument;  // longer than 255 bytes
+        }
+      }
     }
   }
 
@@ -145,6 +88,36 @@ class TlsStream {
   DeadlineSocket& next_layer() { return lowest_; }
   DeadlineSocket& lowest_layer() { return lowest_; }
   SSL* native_handle() { return ssl_.get(); }
+
+  // Session resumption for the client role: the pool keeps session() of a connection per
+  // endpoint and gives it to setSession() of the next connection before its handshake. With TLS
+  // 1.3 the session arrives after the handshake, with the server's first records, so take it
+  // once something has been read. A resumed session is held to the expected identity as well.
+  struct SessionFree {
+    void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
+  };
+  using Session = std::unique_ptr<SSL_SESSION, SessionFree>;
+  // Both ends copy: OpenSSL marks the session of a connection freed without close_notify as not
+  // resumable, and a pool closes idle and broken connections that way. Sharing one session
+  // object, that would take the pool's session down with any connection that used it.
+  //
+  // A copy of the session if it can be resumed, else none.
+  Session session() {
+    SSL_SESSION* current = ssl_ ? SSL_get0_session(ssl_.get()) : nullptr;
+    if (!current || SSL_SESSION_is_resumable(current) != 1) {
+      return nullptr;
+    }
+    return Session(SSL_SESSION_dup(current));
+  }
+  // Offers a copy of session in the handshake; false if it cannot be used.
+  bool setSession(SSL_SESSION* session) {
+    if (!ssl_ || !session) {
+      return false;
+    }
+    Session copy(SSL_SESSION_dup(session));
+    return copy && SSL_set_session(ssl_.get(), copy.get()) == 1;  // takes its own reference
+  }
+  bool sessionReused() { return ssl_ && SSL_session_reused(ssl_.get()) == 1; }
 
   // Frees OpenSSL's read and write buffers (about 17 KiB each) unless they hold data; the next
   // read or write allocates them again. For connections that wait for their next request.
@@ -255,6 +228,63 @@ class TlsStream {
     void operator()(SSL* s) const { SSL_free(s); }
   };
 
+  // What the client role checks. On the heap: the server role carries one null pointer for it.
+  struct ClientCheck {
+    explicit ClientCheck(const Client& c) {
+      if (!c.expectedIdentity.empty()) {
+        expected.emplace(std::vector<std::string>{c.expectedIdentity});
+      }
+    }
+    bool accepts(X509* cert) const {
+      if (!expected) {
+        return true;
+      }
+      PeerIdentity peer = peerIdentityFromCert(cert);
+      return !peer.unusable && expected->allows(peer.identity);
+    }
+    // After a full handshake verifyPeer has checked; a resumed one brings the certificate of
+    // the session, which may have been made under another expectation.
+    error_code afterHandshake(SSL* ssl) const {
+      if (expected && SSL_session_reused(ssl) == 1 && !accepts(SSL_get0_peer_certificate(ssl))) {
+        return TlsError::wrong_peer_identity;
+      }
+      return {};
+    }
+
+    std::optional<IdentityAllowList> expected;  // none: any verified certificate
+    bool rejected = false;                      // verifyPeer refused the identity
+    error_code setUpError;
+  };
+
+  void setUp() {
+    error_code ignored;
+    lowest_.socket().non_blocking(true, ignored);
+    if (ssl_) {
+      SSL_set_fd(ssl_.get(), static_cast<int>(lowest_.socket().native_handle()));
+      SSL_set_mode(ssl_.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+      // One read(2) takes whatever has arrived, not a record header and then its body.
+      SSL_set_read_ahead(ssl_.get(), 1);
+    }
+  }
+
+  // OpenSSL calls this for each certificate of the chain, the server's own (depth 0) last, once
+  // the chain is built and its signatures check out. Refusing there fails the handshake as an
+  // unknown CA would (an alert to the server, before our Finished), so no request is ever sent.
+  static int verifyPeer(int preverifyOk, X509_STORE_CTX* store) {
+    if (preverifyOk != 1 || X509_STORE_CTX_get_error_depth(store) != 0) {
+      return preverifyOk;
+    }
+    auto* ssl =
+        static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+    auto* check = ssl ? static_cast<ClientCheck*>(SSL_get_app_data(ssl)) : nullptr;
+    if (!check || check->accepts(X509_STORE_CTX_get_current_cert(store))) {
+      return 1;
+    }
+    check->rejected = true;
+    X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+  }
+
   struct Handshake {};
   struct Shutdown {};
   struct WaitReadable {};
@@ -288,6 +318,11 @@ class TlsStream {
       if (!s.ssl_) {
         return finish(self, asio::error::no_memory, 0);
       }
+      if constexpr (std::is_same_v<Kind, Handshake>) {
+        if (s.client_ && s.client_->setUpError) {
+          return finish(self, s.client_->setUpError, 0);
+        }
+      }
       if constexpr (std::is_same_v<Kind, WaitReadable>) {
         if (waited || SSL_has_pending(s.ssl_.get())) {
           return finish(self, {}, 0);
@@ -304,6 +339,11 @@ class TlsStream {
       std::size_t n = 0;
       int r = call(n);
       if (r > 0) {
+        if constexpr (std::is_same_v<Kind, Handshake>) {
+          if (s.client_) {
+            return finish(self, s.client_->afterHandshake(s.ssl_.get()), 0);
+          }
+        }
         return finish(self, {}, n);
       }
       switch (SSL_get_error(s.ssl_.get(), r)) {
@@ -361,6 +401,11 @@ class TlsStream {
 
     template <class Self>
     void finish(Self& self, error_code ec, std::size_t n) {
+      if constexpr (std::is_same_v<Kind, Handshake>) {
+        if (ec && s.client_ && s.client_->rejected) {
+          ec = TlsError::wrong_peer_identity;  // OpenSSL says only "certificate verify failed"
+        }
+      }
       result.emplace(ec, n);
       if (!waited) {
         waited = true;
@@ -382,6 +427,7 @@ class TlsStream {
 
   DeadlineSocket lowest_;
   std::unique_ptr<SSL, SslFree> ssl_;
+  std::unique_ptr<ClientCheck> client_;  // the client role's; none in the server role
 };
 
 }  // namespace sidecar

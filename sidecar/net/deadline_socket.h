@@ -1,0 +1,111 @@
+#pragma once
+// A TCP socket with one deadline for whatever runs on it; the plain connection to the local
+// service, and the lowest layer of TlsStream.
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/core/error.hpp>
+#include <chrono>
+#include <cstddef>
+
+#include "net/io.h"
+
+namespace sidecar {
+
+namespace asio = boost::asio;
+using error_code = boost::system::error_code;
+
+// The socket and one deadline for whatever runs on it (beast::tcp_stream's contract: when the
+// deadline passes, pending operations end with beast::error::timeout, and so do later ones until
+// the next expires_after). Setting a deadline costs a clock read: no timer is armed per operation
+// or per request. The worker's sweep calls expireIfDue() every Worker::kSweepPeriod, so a deadline
+// fires up to one sweep period late.
+class DeadlineSocket {
+ public:
+  using executor_type = TcpSocket::executor_type;
+  using Clock = std::chrono::steady_clock;
+
+  explicit DeadlineSocket(TcpSocket socket) : socket_(std::move(socket)) {}
+  explicit DeadlineSocket(const executor_type& ex) : socket_(ex) {}
+
+  TcpSocket& socket() { return socket_; }
+  executor_type get_executor() { return socket_.get_executor(); }
+
+  template <class Rep, class Period>
+  void expires_after(std::chrono::duration<Rep, Period> d) {
+    timedOut_ = false;
+    deadline_ = Clock::now() + d;
+  }
+  void expires_at(Clock::time_point t) {
+    timedOut_ = false;
+    deadline_ = t;
+  }
+  void expires_never() {
+    timedOut_ = false;
+    deadline_ = Clock::time_point::max();
+  }
+
+  void cancel() {
+    error_code ignored;
+    socket_.cancel(ignored);
+  }
+
+  bool timedOut() const { return timedOut_; }
+
+  // The sweep: past the deadline, what waits on the socket ends with a timeout.
+  void expireIfDue(Clock::time_point now) {
+    if (!timedOut_ && now >= deadline_ && socket_.is_open()) {
+      timedOut_ = true;
+      cancel();
+    }
+  }
+
+  // AsyncReadStream and AsyncWriteStream, for the plain connection to the local service.
+  template <class MutableBuffers, class Token>
+  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+    return asio::async_compose<Token, void(error_code, std::size_t)>(
+        SocketOp<MutableBuffers, true>{*this, buffers, false}, token, socket_);
+  }
+  template <class ConstBuffers, class Token>
+  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
+    return asio::async_compose<Token, void(error_code, std::size_t)>(
+        SocketOp<ConstBuffers, false>{*this, buffers, false}, token, socket_);
+  }
+
+ private:
+  template <class Buffers, bool isRead>
+  struct SocketOp {
+    DeadlineSocket& s;
+    Buffers buffers;
+    bool started;
+
+    template <class Self>
+    void operator()(Self& self, error_code ec = {}, std::size_t n = 0) {
+      if (!started) {
+        started = true;
+        if (s.timedOut_) {
+          return asio::post(s.get_executor(),
+                            asio::append(std::move(self), error_code(boost::beast::error::timeout),
+                                         std::size_t{0}));
+        }
+        if constexpr (isRead) {
+          return s.socket_.async_read_some(buffers, std::move(self));
+        } else {
+          return s.socket_.async_write_some(buffers, std::move(self));
+        }
+      }
+      if (ec == asio::error::operation_aborted && s.timedOut_) {
+        ec = boost::beast::error::timeout;
+      }
+      self.complete(ec, n);
+    }
+  };
+
+  TcpSocket socket_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  bool timedOut_ = false;
+};
+
+}  // namespace sidecar
