@@ -23,7 +23,11 @@ uint64_t load(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_
 
 ShardedCounter::ShardedCounter(std::string name, std::string help, std::vector<Labels> series,
                                unsigned shards, bool gauge)
-    : name_(std::move(name)), help_(std::move(help)), series_(std::move(series)), gauge_(gauge) {
+    : name_(std::move(name)),
+      help_(std::move(help)),
+      series_(std::move(series)),
+      shown_(series_.size(), true),
+      gauge_(gauge) {
   for (unsigned i = 0; i < shards; ++i) {
     shards_.push_back(std::make_unique<detail::Slots>(series_.size()));
   }
@@ -42,6 +46,9 @@ prometheus::MetricFamily ShardedCounter::collect() const {
                              gauge_ ? prometheus::MetricType::Gauge : prometheus::MetricType::Counter,
                              {}};
   for (std::size_t i = 0; i < series_.size(); ++i) {
+    if (!shown_[i]) {
+      continue;
+    }
     prometheus::ClientMetric m;
     m.label = labelsOf(series_[i]);
     if (gauge_) {
@@ -59,7 +66,8 @@ ShardedHistogram::ShardedHistogram(std::string name, std::string help, std::vect
     : name_(std::move(name)),
       help_(std::move(help)),
       bounds_(std::move(bounds)),
-      series_(std::move(series)) {
+      series_(std::move(series)),
+      shown_(series_.size(), true) {
   for (unsigned i = 0; i < shards; ++i) {
     auto slots = std::make_unique<detail::Slots>(series_.size() * stride());
     for (std::size_t s = 0; s < series_.size(); ++s) {
@@ -136,6 +144,9 @@ double ShardedHistogram::Snapshot::quantile(const std::vector<double>& bounds, d
 prometheus::MetricFamily ShardedHistogram::collect() const {
   prometheus::MetricFamily f{name_, help_, prometheus::MetricType::Histogram, {}};
   for (std::size_t i = 0; i < series_.size(); ++i) {
+    if (!shown_[i]) {
+      continue;
+    }
     auto s = snapshot(i);
     prometheus::ClientMetric m;
     m.label = labelsOf(series_[i]);

@@ -38,10 +38,18 @@ class ShardedCounter {
   void sub(unsigned shard, std::size_t series, uint64_t n = 1) { shards_[shard]->add(series, -n); }
   uint64_t value(std::size_t series) const;
   prometheus::MetricFamily collect() const;
+  // Series whose labels are known only later (a route created on first use): hidden from
+  // scrapes until setLabels. Both on the thread that scrapes, never on the request path.
+  void hideAll() { shown_.assign(series_.size(), false); }
+  void setLabels(std::size_t series, Labels labels) {
+    series_[series] = std::move(labels);
+    shown_[series] = true;
+  }
 
  private:
   std::string name_, help_;
   std::vector<Labels> series_;
+  std::vector<bool> shown_;
   bool gauge_;
   std::vector<std::unique_ptr<detail::Slots>> shards_;
 };
@@ -64,12 +72,19 @@ class ShardedHistogram {
   Snapshot snapshot(std::size_t series) const;
   const std::vector<double>& bounds() const { return bounds_; }
   prometheus::MetricFamily collect() const;
+  // As ShardedCounter's.
+  void hideAll() { shown_.assign(series_.size(), false); }
+  void setLabels(std::size_t series, Labels labels) {
+    series_[series] = std::move(labels);
+    shown_[series] = true;
+  }
 
  private:
   std::size_t stride() const { return bounds_.size() + 4; }  // buckets, +Inf, sum(ns), min, max
   std::string name_, help_;
   std::vector<double> bounds_;
   std::vector<Labels> series_;
+  std::vector<bool> shown_;
   std::vector<std::unique_ptr<detail::Slots>> shards_;
 };
 

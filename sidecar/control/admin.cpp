@@ -83,6 +83,11 @@ PlainResponse handleAdminRequest(const PlainRequest& req, const AdminHooks& hook
   if (path == "/admin/announcer") {
     return textResponse(req, http::status::ok, hooks.announcerJson(), "application/json");
   }
+  if (path == "/admin/clients") {
+    return textResponse(req, http::status::ok,
+                        hooks.clientsJson ? hooks.clientsJson() : "{\"clients\":[]}\n",
+                        "application/json");
+  }
   if (path == "/admin/server_info") {
     return textResponse(req, http::status::ok, hooks.serverInfoJson(), "application/json");
   }

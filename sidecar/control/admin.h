@@ -18,6 +18,7 @@ struct AdminHooks {
   std::function<std::string()> metricsJson;
   std::function<std::string()> serverInfoJson;
   std::function<std::string()> announcerJson;
+  std::function<std::string()> clientsJson;  // the outbound routes (none: an empty list)
 };
 
 PlainResponse handleAdminRequest(const PlainRequest& req, const AdminHooks& hooks);

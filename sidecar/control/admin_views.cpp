@@ -11,7 +11,8 @@ namespace sidecar {
 using Clock = std::chrono::system_clock;
 
 // TwitterServer's flat /admin/metrics.json, with Finagle's names where one exists.
-std::string finagleMetricsJson(const ProxyMetrics& m, const AnnouncerMetrics& a, bool draining) {
+std::string finagleMetricsJson(const ProxyMetrics& m, const AnnouncerMetrics& a, bool draining,
+                               const std::function<void(boost::json::object&)>& extra) {
   boost::json::object o;
   uint64_t requests = 0, failures = 0;
   for (std::size_t method = 0; method < ProxyMetrics::kMethods.size(); ++method) {
@@ -69,6 +70,9 @@ std::string finagleMetricsJson(const ProxyMetrics& m, const AnnouncerMetrics& a,
       o[family.name] = family.type == prometheus::MetricType::Counter ? metric.counter.value
                                                                        : metric.gauge.value;
     }
+  }
+  if (extra) {
+    extra(o);
   }
   return boost::json::serialize(o) + "\n";
 }

@@ -21,6 +21,8 @@
 #include "http/access_log.h"
 #include "http/plain_server.h"
 #include "inbound/handler.h"
+#include "outbound/directory.h"
+#include "outbound/handler.h"
 #include "net/listener.h"
 #include "net/worker.h"
 
@@ -50,6 +52,7 @@ class Server {
                for (auto* h : inbound_) {
                  h->setTls(ctx.ssl);
                }
+               reloadOutboundTls();
              }),
         drain_(control_, config.deregisterGrace, config.drainTimeout, drainSteps()),
         admin_(control_, [this](const PlainRequest& r) { return handleAdminRequest(r, hooks()); },
@@ -97,6 +100,38 @@ class Server {
       std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << ec.message() << "\n";
       return 2;
     }
+    std::optional<tcp::endpoint> outboundListen;
+    std::shared_ptr<asio::ssl::context> outboundTls;
+    if (config_.outbound) {
+      const auto& o = *config_.outbound;
+      auto client = makeClientTlsContext(outboundFiles(), "--outbound-ca");
+      if (auto* error = std::get_if<std::string>(&client)) {
+        std::cerr << "sidecar: " << *error << "\n";
+        return 2;
+      }
+      outboundTls = std::get<TlsContext>(client).ssl;
+      outboundListen = resolveOne(control_, o.listen);
+      if (!outboundListen) {
+        std::cerr << "sidecar: --outbound-listen: cannot resolve '" << o.listen.host << "'\n";
+        return 2;
+      }
+      if (auto ec = probeUnshared(control_, *outboundListen)) {
+        std::cerr << "sidecar: --outbound-listen " << o.listen.str() << ": " << ec.message()
+                  << "\n";
+        return 2;
+      }
+      const std::size_t slots = o.routes.size() + (o.routePrefix.empty() ? 0 : o.maxRoutes);
+      outboundMetrics_.emplace(*registry_, std::max<std::size_t>(slots, 1), config_.workers);
+      outboundShared_.emplace(OutboundShared{
+          o, limits, &*outboundMetrics_, accessLog,
+          [this](std::string name) {
+            asio::post(control_, [this, name = std::move(name)] { directory_->ensure(name); });
+          },
+          [this](unsigned worker, const std::string& route, std::vector<MemberView> views,
+                 std::uint64_t ejections) {
+            directory_->report(worker, route, std::move(views), ejections);
+          }});
+    }
     try {
       tcp::endpoint bound = *listen;
       for (unsigned i = 0; i < config_.workers; ++i) {
@@ -112,6 +147,28 @@ class Server {
                 << "\n";
       return 2;
     }
+    if (outboundShared_) {
+      try {
+        tcp::endpoint bound = *outboundListen;
+        for (auto& w : workers_) {
+          auto handler = std::make_unique<OutboundHandler>(*w, *outboundShared_, outboundTls);
+          outbound_.push_back(handler.get());
+          outboundListener_ = w->addListener(bound, std::move(handler));
+          bound = w->localEndpoint(outboundListener_);
+        }
+      } catch (const boost::system::system_error& e) {
+        std::cerr << "sidecar: --outbound-listen " << config_.outbound->listen.str() << ": "
+                  << e.code().message() << "\n";
+        return 2;
+      }
+      directory_.emplace(control_, *config_.outbound, zkSessionTimeout(), *outboundMetrics_,
+                         [this](std::shared_ptr<const RouteInfo> info,
+                                std::shared_ptr<const MemberSet> members) {
+                           for (auto* h : outbound_) {
+                             h->setRoute(info, members);
+                           }
+                         });
+    }
     try {
       admin_.listen(*adminListen);
     } catch (const boost::system::system_error& e) {
@@ -120,6 +177,9 @@ class Server {
       return 2;
     }
 
+    if (directory_) {
+      directory_->start();  // the declared routes reach the workers before their first request
+    }
     for (auto& w : workers_) {
       w->start();
     }
@@ -133,10 +193,12 @@ class Server {
     tls_.start();
     started_ = std::chrono::system_clock::now();
     ready_ = true;
-    spdlog::info("event=started listen={} admin={} upstream={} workers={} version={}",
+    spdlog::info("event=started listen={} admin={} upstream={} outbound={} workers={} version={}",
                  endpointText(workers_.front()->localEndpoint()),
-                 endpointText(admin_.localEndpoint()), endpointText(*upstream), workers_.size(),
-                 SIDECAR_VERSION);
+                 endpointText(admin_.localEndpoint()), endpointText(*upstream),
+                 directory_ ? endpointText(workers_.front()->localEndpoint(outboundListener_))
+                            : std::string("off"),
+                 workers_.size(), SIDECAR_VERSION);
     control_.run();
     for (auto& w : workers_) {
       w->stop();
@@ -177,16 +239,56 @@ class Server {
               abortTimer_.async_wait([](auto) { std::_Exit(1); });
             },
         .metricsText =
-            [this] { return metrics::serializeText({registry_.get(), &metrics_.collector}); },
+            [this] {
+              if (!directory_) {
+                return metrics::serializeText({registry_.get(), &metrics_.collector});
+              }
+              directory_->refreshGauges();
+              return metrics::serializeText(
+                  {registry_.get(), &metrics_.collector, &outboundMetrics_->collector});
+            },
         .metricsJson =
-            [this] { return finagleMetricsJson(metrics_, announcerMetrics_, drain_.draining()); },
+            [this] {
+              return finagleMetricsJson(metrics_, announcerMetrics_, drain_.draining(),
+                                        [this](boost::json::object& o) {
+                                          if (directory_) {
+                                            directory_->addFinagleMetrics(o);
+                                          }
+                                        });
+            },
         .serverInfoJson = [this] { return serverInfoJson(started_); },
         .announcerJson =
             [this] {
               return announcement_ ? announcement_->statusJson()
                                    : std::string("{\"enabled\":false}\n");
             },
+        .clientsJson =
+            [this] { return directory_ ? directory_->clientsJson() : "{\"clients\":[]}\n"; },
     };
+  }
+
+  TlsFiles outboundFiles() const {
+    return TlsFiles{config_.tlsCert, config_.tlsKey, config_.outbound->caFile};
+  }
+
+  Duration zkSessionTimeout() const {
+    return config_.announce ? config_.announce->zkSessionTimeout : Duration(10'000);
+  }
+
+  // The sidecar's own certificate, rotated, is presented by new connections to members too.
+  void reloadOutboundTls() {
+    if (outbound_.empty()) {
+      return;
+    }
+    auto client = makeClientTlsContext(outboundFiles(), "--outbound-ca");
+    if (auto* error = std::get_if<std::string>(&client)) {
+      spdlog::error("event=tls_reload_failed side=outbound error=\"{}\" action=kept_previous",
+                    *error);
+      return;
+    }
+    for (auto* h : outbound_) {
+      h->setTls(std::get<TlsContext>(client).ssl);
+    }
   }
 
   DrainController::Steps drainSteps() {
@@ -252,6 +354,11 @@ class Server {
   PlainHttpServer admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<InboundHandler*> inbound_;  // owned by the workers, one each
+  std::optional<OutboundMetrics> outboundMetrics_;
+  std::optional<OutboundShared> outboundShared_;
+  std::vector<OutboundHandler*> outbound_;  // owned by the workers, one each
+  std::size_t outboundListener_ = 0;        // its index in each worker
+  std::optional<RouteDirectory> directory_;
   std::optional<Announcement> announcement_;
   std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();
   bool ready_ = false;

@@ -99,7 +99,7 @@ po::options_description describeFlags() {
     ("max-connections", po::value<std::string>()->default_value("0"), "inbound connections open at once, 0 to 10000000; beyond it the worker's oldest connection that is idle between requests or not yet through its handshake is closed to make room, else the new one is (0: (descriptor limit - 64) / 2)")
     ("max-pending", po::value<std::string>()->default_value("1024"), "requests at the local service at once, 1 to 10000000, split evenly across workers; beyond it: 503 at once")
     ("drain-timeout", po::value<std::string>()->default_value("20s"), "on shutdown, how long in-flight requests may take to finish")
-    ("zk", po::value<std::string>(), "ZooKeeper ensemble to announce in: host:port[,host:port][/chroot] (with --zk-path)")
+    ("zk", po::value<std::string>(), "ZooKeeper ensemble: host:port[,host:port][/chroot]; announces with --zk-path, and holds the services of /path routes and --route-prefix")
     ("zk-path", po::value<std::string>(), "serverset path to announce under, e.g. /discovery/prod/pinghelp")
     ("announce", po::value<std::string>(), "Finagle's form instead of --zk/--zk-path: zk!host:port[,host:port]!/path!shard[!endpointName]")
     ("shard", po::value<int32_t>(), "shard id written in the member (with --zk)")
@@ -111,6 +111,15 @@ po::options_description describeFlags() {
     ("rise", po::value<std::string>()->default_value("2"), "consecutive healthy polls before announcing, 1 to 1000")
     ("fall", po::value<std::string>()->default_value("3"), "consecutive failed polls before withdrawing, 1 to 1000")
     ("deregister-grace", po::value<std::string>()->default_value("2s"), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up")
+    ("outbound-listen", po::value<std::string>(), "outbound listener, host:port (e.g. 127.0.0.1:4140): the local service calls other services there by name (Host header), over mTLS (off by default)")
+    ("outbound-allow-remote", po::value<std::string>()->default_value("false"), "true: let --outbound-listen bind a non-loopback address (it carries this pod's identity to anyone who reaches it)")
+    ("route", po::value<std::vector<std::string>>()->composing(), "NAME=DEST[;identity=PATTERN], DEST one of zk2!host:port[,host:port]!/path[!endpoint], /path[!endpoint] (on --zk), static!host:port[,host:port]; repeatable (environment: comma-separated)")
+    ("route-prefix", po::value<std::string>(), "serverset path under which any other name is found on --zk, e.g. /discovery/prod (NAME -> /discovery/prod/NAME)")
+    ("max-routes", po::value<std::string>()->default_value("100"), "routes made from --route-prefix at most, 1 to 10000; beyond: 404")
+    ("outbound-ca", po::value<std::string>(), "CA bundle that called services' certificates must chain to, PEM (default: --tls-client-ca)")
+    ("outbound-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to a member and its TLS handshake")
+    ("outbound-timeout", po::value<std::string>()->default_value("30s"), "deadline for a called service's response head, and longest pause mid-body; slower: 504")
+    ("outbound-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled connections to members idle longer than this are closed")
     ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
     ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file (its directory must exist), written by a background thread (off by default)");
   // clang-format on
@@ -203,7 +212,10 @@ void healthFlags(const po::variables_map& vm, AnnounceConfig& a) {
 std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
   AnnounceConfig a;
   healthFlags(vm, a);
-  const bool zk = vm.count("zk") || vm.count("zk-path");
+  // --zk alone may only name where routes are found (--route /path, --route-prefix).
+  const bool zkForRoutesOnly =
+      vm.count("zk") && !vm.count("zk-path") && (vm.count("route") || vm.count("route-prefix"));
+  const bool zk = (vm.count("zk") && !zkForRoutesOnly) || vm.count("zk-path");
   if (!zk && !vm.count("announce")) {
     for (const char* f : {"shard", "zk-auth-file", "advertise-host"}) {
       if (vm.count(f)) {
@@ -301,7 +313,11 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
       if (hasPlaceholder(value)) {
         throw FlagError{std::string(kv.substr(0, eq)) + ": a %word% sequence is not allowed"};
       }
-      if (flag == "allow-identity") {
+      if (flag == "route") {
+        for (auto& item : splitRouteList(value)) {
+          envArgs.push_back("--route=" + item);
+        }
+      } else if (flag == "allow-identity") {
         // An empty item used to be skipped, so "," (or "") allowed every caller. It is refused
         // even when the command line replaces the list: the variable is broken either way.
         for (std::size_t start = 0;;) {
@@ -322,9 +338,11 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
         envArgs.push_back("--" + flag + "=" + value);
       }
     }
-    if (vm.count("allow-identity")) {
-      // The command line's allow-list replaces the environment's rather than adding to it.
-      std::erase_if(envArgs, [](auto& a) { return a.rfind("--allow-identity=", 0) == 0; });
+    // A list on the command line replaces the environment's rather than adding to it.
+    for (std::string list : {"allow-identity", "route"}) {
+      if (vm.count(list)) {
+        std::erase_if(envArgs, [&](auto& a) { return a.rfind("--" + list + "=", 0) == 0; });
+      }
     }
     std::vector<const char*> envArgv{"sidecar"};
     for (auto& a : envArgs) {
@@ -388,6 +406,16 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     c.drainTimeout = durationFlag(vm, "drain-timeout");
     c.deregisterGrace = durationFlag(vm, "deregister-grace");
     c.announce = announceFlags(vm);
+    c.outbound = outboundFlags(vm, c.tlsClientCa);
+    if (c.outbound) {
+      for (const auto* other : {&c.listen, &c.adminListen}) {
+        if (c.outbound->listen.port != 0 && c.outbound->listen.port == other->port &&
+            c.outbound->listen.host == other->host) {
+          throw FlagError{"--outbound-listen: '" + c.outbound->listen.str() +
+                          "' is another listener's address too"};
+        }
+      }
+    }
     c.logLevel = vm["log-level"].as<std::string>();
     if (vm.count("access-log")) {
       c.accessLog = vm["access-log"].as<std::string>();

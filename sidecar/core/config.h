@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 namespace sidecar {
@@ -59,6 +60,36 @@ struct AnnounceConfig {
   unsigned fall = 3;
 };
 
+// One outbound route: a service name (the Host the local service calls) and where its members
+// are found. DEST is zk2!hosts!/path[!endpoint], /path[!endpoint] on --zk, or static!h:p[,h:p].
+struct RouteConfig {
+  std::string name;
+  std::string dest;  // as given, for the admin page
+  enum class Kind { serverset, fixed } kind = Kind::fixed;
+  std::string zkConnect;   // serverset: the ensemble
+  std::string zkPath;      // serverset: the path
+  std::string endpoint;    // serverset: the named additional endpoint, or empty
+  std::vector<HostPort> fixed;  // static members
+  // The identity the callee's certificate must carry: exact, or a prefix with a trailing '*';
+  // empty: any certificate --outbound-ca vouches for.
+  std::string identity;
+};
+
+// The outbound mesh: the local service's calls to other services by name (absent: off).
+struct OutboundConfig {
+  HostPort listen{"127.0.0.1", 4140};
+  bool allowRemote = false;             // --outbound-allow-remote: a non-loopback listener
+  std::vector<RouteConfig> routes;      // --route, in order
+  std::string routePrefix;              // --route-prefix: any other name is a path under it
+  std::string prefixZk;                 // the ensemble prefix routes use (--zk)
+  std::size_t maxRoutes = 100;          // prefix routes at most
+  std::string caFile;                   // --outbound-ca (default: --tls-client-ca)
+  Duration connectTimeout{1'000};
+  Duration timeout{30'000};             // the answer's head, and longest pause mid-body
+  Duration idleTimeout{30'000};         // pooled connections to members
+  Duration resolveTimeout{3'000};       // a first request waits this long for a new route's members
+};
+
 struct SidecarConfig {
   HostPort listen{"0.0.0.0", 8443};
   HostPort upstream{"127.0.0.1", 8080};
@@ -73,6 +104,7 @@ struct SidecarConfig {
   Duration drainTimeout{20'000};
   Duration deregisterGrace{2'000};
   std::optional<AnnounceConfig> announce;
+  std::optional<OutboundConfig> outbound;
   std::string logLevel = "info";
   std::string accessLog;  // "-" for stdout, a file path, or empty for none
 };
@@ -94,5 +126,13 @@ std::optional<Duration> parseDuration(std::string_view text);
 // "65536", "64k", "64KiB", "1m", "1MiB", "1g", "1GiB" (binary multiples). nullopt on anything else.
 std::optional<uint64_t> parseSize(std::string_view text);
 std::optional<HostPort> parseHostPort(std::string_view text);
+// "NAME=DEST[;identity=PATTERN]" (see RouteConfig); zk is the ensemble for /path routes (may be
+// empty: then such a route is an error). On failure: why, as one line without the flag's name.
+std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::string_view zk);
+// SIDECAR_ROUTE: routes separated by commas, where a comma that starts a new route is followed
+// by NAME= (static!h:p,h:p and zk2!h1,h2 keep theirs).
+std::vector<std::string> splitRouteList(std::string_view text);
+// A Host header's service name: the port stripped, lower case; empty when it is not a name.
+std::string serviceName(std::string_view host);
 
 }  // namespace sidecar

@@ -45,5 +45,7 @@ std::string_view fileKind(std::filesystem::file_type type);
 void checkRegularReadable(const char* name, const std::string& path);
 // A required flag naming such a file.
 std::string fileFlag(const po::variables_map& vm, const char* name);
+// The outbound mesh's flags (config_outbound.cpp); none when --outbound-listen is not given.
+std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm, const std::string& defaultCa);
 
 }  // namespace sidecar::flags

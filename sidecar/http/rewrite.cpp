@@ -240,6 +240,14 @@ void rewriteRequestHead(http::request_header<>& head, const ForwardContext& ctx)
   head.version(11);
 }
 
+void rewriteOutboundRequestHead(http::request_header<>& head) {
+  eraseHopByHop(head);
+  // The callee's sidecar sets its own from our certificate; one the local service wrote would be
+  // a claim nobody verified.
+  head.erase("X-Forwarded-Client-Cert");
+  head.version(11);
+}
+
 namespace {
 
 void appendVersion(std::string& out, unsigned version) {

@@ -44,6 +44,10 @@ std::size_t underscoreHeaders(http::fields& fields, bool erase);
 // had none). Transfer-Encoding stays: the body is re-framed as parsed.
 void rewriteRequestHead(http::request_header<>& head, const ForwardContext& ctx);
 
+// A request of the local service to another service: hop-by-hop headers and any
+// X-Forwarded-Client-Cert removed; out as HTTP/1.1 keep-alive (Host is the route's name).
+void rewriteOutboundRequestHead(http::request_header<>& head);
+
 // Removes hop-by-hop headers and sets the caller's HTTP version and keep-alive choice.
 void rewriteResponseHead(http::response_header<>& head, unsigned clientVersion, bool keepAlive);
 

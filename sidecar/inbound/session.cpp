@@ -15,6 +15,7 @@
 #include "http/access_log.h"
 #include "http/exchange.h"
 #include "http/local_reply.h"
+#include "http/read_head.h"
 #include "http/rewrite.h"
 #include "net/tls_context.h"
 #include "net/tls_stream.h"
@@ -212,7 +213,7 @@ class InboundSession final : public TrackedSession {
       req.body_limit(boost::none);
     }
     lowest.expires_after(shared_.limits.headTimeout);
-    error_code ec = co_await awaitHeadEnd();
+    error_code ec = co_await readRequestHead(stream_, buffer_, shared_.limits.maxHeadBytes);
     if (ec == http::error::bad_obs_fold) {
       logEvent(LogEvent::badRequest, spdlog::level::info,
                "event=bad_request peer={} identity={} status=400 reason=\"obsolete line "
@@ -222,7 +223,7 @@ class InboundSession final : public TrackedSession {
       co_return false;
     }
     if (!ec) {
-      // The whole head is buffered (awaitHeadEnd), so it parses here, with no operation to run
+      // The whole head is buffered (readRequestHead), so it parses here, with no operation to run
       // and complete.
       const std::size_t used = req.put(buffer_.data(), ec);
       buffer_.consume(used);
@@ -308,34 +309,6 @@ class InboundSession final : public TrackedSession {
     while (!ec) {
       auto [rec, n] = co_await lowest.socket().async_read_some(asio::buffer(discard), useTuple);
       ec = rec;
-    }
-  }
-
-  // Reads until buffer_ holds a whole request head (or as much as --max-head-bytes allows),
-  // and refuses obsolete line folding before Beast can join the folded lines.
-  awaitable<error_code> awaitHeadEnd() {
-    std::size_t from = 0;
-    for (;;) {
-      auto bytes = buffer_.cdata();
-      auto scan = scanHead({static_cast<const char*>(bytes.data()), bytes.size()}, from);
-      if (scan.state == HeadScan::obsFold) {
-        co_return http::error::bad_obs_fold;
-      }
-      // --max-head-size bounds the whole head, request line and fields together (Beast's own
-      // limit counts them apart), and no byte past it is ever parsed.
-      if (scan.state == HeadScan::complete) {
-        co_return scan.resumeAt > shared_.limits.maxHeadBytes ? error_code(http::error::header_limit)
-                                                              : error_code{};
-      }
-      if (bytes.size() >= shared_.limits.maxHeadBytes) {
-        co_return http::error::header_limit;
-      }
-      from = scan.resumeAt;
-      auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(2048), useTuple);
-      if (ec) {
-        co_return ec == asio::error::eof ? error_code(http::error::end_of_stream) : ec;
-      }
-      buffer_.commit(n);
     }
   }
 

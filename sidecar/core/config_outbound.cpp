@@ -1,0 +1,197 @@
+// The outbound mesh's flags: the listener, the routes and their destinations.
+#include <registry/serverset.h>
+
+#include <algorithm>
+
+#include "core/config.h"
+#include "core/flags.h"
+#include "core/text.h"
+
+namespace sidecar {
+
+namespace {
+
+bool isNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+}
+
+// A service name as a route and a Host header spell it: [a-z0-9][a-z0-9._-]*, lower case.
+bool validName(std::string_view name) {
+  return !name.empty() && name.size() <= 253 && isNameChar(name.front()) &&
+         name.front() != '.' && name.front() != '-' && name.front() != '_' &&
+         std::all_of(name.begin(), name.end(), isNameChar);
+}
+
+bool loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+}  // namespace
+
+std::string serviceName(std::string_view host) {
+  if (host.empty() || host.front() == '[') {
+    return {};
+  }
+  if (auto colon = host.rfind(':'); colon != std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  if (!host.empty() && host.back() == '.') {
+    host.remove_suffix(1);  // an absolute name
+  }
+  auto name = lower(host);
+  return validName(name) ? name : std::string{};
+}
+
+std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::string_view zk) {
+  const auto eq = text.find('=');
+  if (eq == std::string_view::npos) {
+    return "'" + std::string(text) + "' is not NAME=DEST";
+  }
+  RouteConfig r;
+  r.name = lower(text.substr(0, eq));
+  if (!validName(r.name)) {
+    return "'" + std::string(text.substr(0, eq)) +
+           "' is not a service name (letters, digits, '.', '-', '_')";
+  }
+  std::string_view dest = text.substr(eq + 1);
+  static constexpr std::string_view kIdentity = ";identity=";
+  if (auto at = dest.find(kIdentity); at != std::string_view::npos) {
+    r.identity = std::string(dest.substr(at + kIdentity.size()));
+    dest = dest.substr(0, at);
+    if (r.identity.empty() || flags::hasSpaceOrControl(r.identity)) {
+      return "route " + r.name + ": identity '" + r.identity + "' is empty or holds spaces";
+    }
+  }
+  r.dest = std::string(dest);
+  if (dest.starts_with("zk2!")) {
+    auto a = registry::parseResolveAddress(dest);
+    if (!a) {
+      return "route " + r.name + ": '" + r.dest + "' is not zk2!host:port[,host:port]!/path[!endpoint]";
+    }
+    r.kind = RouteConfig::Kind::serverset;
+    r.zkConnect = a->connect;
+    r.zkPath = a->path;
+    r.endpoint = a->endpoint;
+  } else if (dest.starts_with("static!")) {
+    auto list = dest.substr(7);
+    for (std::size_t start = 0;;) {
+      const auto comma = list.find(',', start);
+      auto item = list.substr(start, comma == std::string_view::npos ? std::string_view::npos
+                                                                     : comma - start);
+      auto hp = parseHostPort(item);
+      if (!hp) {
+        return "route " + r.name + ": '" + std::string(item) + "' is not host:port";
+      }
+      r.fixed.push_back(*hp);
+      if (comma == std::string_view::npos) {
+        break;
+      }
+      start = comma + 1;
+    }
+  } else if (dest.starts_with("/")) {
+    auto bang = dest.find('!');
+    r.kind = RouteConfig::Kind::serverset;
+    r.zkPath = std::string(dest.substr(0, bang));
+    if (bang != std::string_view::npos) {
+      r.endpoint = std::string(dest.substr(bang + 1));
+      if (r.endpoint.empty() || flags::hasSpaceOrControl(r.endpoint)) {
+        return "route " + r.name + ": '" + r.dest + "' names an empty endpoint";
+      }
+    }
+    if (!registry::validZkPath(r.zkPath) || r.zkPath == "/") {
+      return "route " + r.name + ": '" + r.zkPath + "' is not an absolute ZooKeeper path";
+    }
+    if (zk.empty()) {
+      return "route " + r.name + ": '" + r.dest + "' is a path, and --zk names no ensemble";
+    }
+    r.zkConnect = std::string(zk);
+  } else {
+    return "route " + r.name + ": '" + r.dest +
+           "' is not zk2!hosts!/path[!endpoint], /path[!endpoint] or static!host:port[,...]";
+  }
+  return r;
+}
+
+std::vector<std::string> splitRouteList(std::string_view text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != ',') {
+      continue;
+    }
+    // A new route starts here if NAME= follows (a name holds no ':', '!' or '/').
+    std::size_t j = i + 1;
+    while (j < text.size() && text[j] != '=' && text[j] != ',' && text[j] != '!' &&
+           text[j] != ':' && text[j] != '/') {
+      ++j;
+    }
+    if (j < text.size() && text[j] == '=' && j > i + 1) {
+      out.emplace_back(text.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  out.emplace_back(text.substr(start));
+  return out;
+}
+
+namespace flags {
+
+std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm,
+                                            const std::string& defaultCa) {
+  const bool any = vm.count("route") || vm.count("route-prefix");
+  if (!vm.count("outbound-listen")) {
+    if (any) {
+      throw FlagError{std::string("--") + (vm.count("route") ? "route" : "route-prefix") +
+                      " needs --outbound-listen"};
+    }
+    return std::nullopt;
+  }
+  OutboundConfig o;
+  o.listen = hostPortFlag(vm, "outbound-listen");
+  const auto allow = vm["outbound-allow-remote"].as<std::string>();
+  if (allow != "true" && allow != "false") {
+    throw FlagError{"--outbound-allow-remote: '" + allow + "' is not true or false"};
+  }
+  o.allowRemote = allow == "true";
+  if (!o.allowRemote && !loopback(o.listen.host)) {
+    throw FlagError{"--outbound-listen: '" + o.listen.str() +
+                    "' is not a loopback address; it would carry this pod's identity to anyone "
+                    "who reaches it (--outbound-allow-remote true to mean it)"};
+  }
+  const std::string zk = vm.count("zk") ? vm["zk"].as<std::string>() : std::string{};
+  if (vm.count("route")) {
+    for (const auto& text : vm["route"].as<std::vector<std::string>>()) {
+      auto r = parseRoute(text, zk);
+      if (auto* why = std::get_if<std::string>(&r)) {
+        throw FlagError{"--route: " + printable(*why)};
+      }
+      auto& route = std::get<RouteConfig>(r);
+      if (std::any_of(o.routes.begin(), o.routes.end(),
+                      [&](const RouteConfig& x) { return x.name == route.name; })) {
+        throw FlagError{"--route: " + route.name + " is routed twice"};
+      }
+      o.routes.push_back(std::move(route));
+    }
+  }
+  if (vm.count("route-prefix")) {
+    o.routePrefix = vm["route-prefix"].as<std::string>();
+    if (!registry::validZkPath(o.routePrefix)) {
+      throw FlagError{"--route-prefix: '" + printable(o.routePrefix) +
+                      "' is not an absolute ZooKeeper path like /discovery/prod"};
+    }
+    if (zk.empty()) {
+      throw FlagError{"--route-prefix needs --zk (the ensemble its services are announced in)"};
+    }
+    o.prefixZk = zk;
+  }
+  o.maxRoutes = countFlag(vm, "max-routes", 1, 10'000);
+  o.caFile = vm.count("outbound-ca") ? fileFlag(vm, "outbound-ca") : defaultCa;
+  o.connectTimeout = durationFlag(vm, "outbound-connect-timeout");
+  o.timeout = durationFlag(vm, "outbound-timeout");
+  o.idleTimeout = durationFlag(vm, "outbound-idle-timeout");
+  return o;
+}
+
+}  // namespace flags
+
+}  // namespace sidecar

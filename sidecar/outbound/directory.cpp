@@ -1,0 +1,245 @@
+// Routes, their resolvers and what the admin interface shows of them.
+#include "outbound/directory.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/serialize.hpp>
+
+namespace sidecar {
+
+RouteDirectory::RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
+                               Duration zkSessionTimeout, OutboundMetrics& metrics,
+                               Publish publish)
+    : control_(control),
+      config_(config),
+      zkSessionTimeout_(zkSessionTimeout),
+      metrics_(metrics),
+      publish_(std::move(publish)) {}
+
+RouteDirectory::~RouteDirectory() = default;
+
+void RouteDirectory::start() {
+  for (const auto& r : config_.routes) {
+    make(r);
+  }
+}
+
+RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config) {
+  const std::size_t slot = routes_.size();
+  auto& r = *routes_.emplace_back(std::make_unique<Runtime>());
+  r.config = std::move(config);
+  r.info = std::make_shared<RouteInfo>(RouteInfo{r.config.name, r.config.identity, slot, false});
+  byName_[r.config.name] = slot;
+  metrics_.name(slot, r.config.name);
+  auto members = std::make_shared<MemberSet>();
+  if (r.config.kind == RouteConfig::Kind::fixed) {
+    for (const auto& hp : r.config.fixed) {
+      error_code ec;
+      auto address = asio::ip::make_address(hp.host, ec);
+      if (ec) {
+        tcp::resolver resolver(control_);
+        auto results = resolver.resolve(hp.host, std::to_string(hp.port), ec);
+        if (ec || results.empty()) {
+          spdlog::warn("event=route_member_unresolved route={} member={} reason=\"{}\"",
+                       r.config.name, hp.str(), ec ? ec.message() : "no address");
+          continue;
+        }
+        members->members.push_back(results.begin()->endpoint());
+      } else {
+        members->members.emplace_back(address, hp.port);
+      }
+    }
+    members->resolved = true;
+  } else {
+    registry::ServersetAddress address{r.config.zkConnect, r.config.zkPath, std::nullopt,
+                                       r.config.endpoint};
+    r.resolver = std::make_unique<registry::ServersetResolver>(
+        control_, address, zkSessionTimeout_,
+        [this, &r](const registry::ServersetSnapshot& s) { resolved(r, s); });
+    r.resolver->start();
+  }
+  members->version = 1;
+  r.members = members;
+  metrics_.members->Add({{"route", r.config.name}}).Set(static_cast<double>(members->members.size()));
+  spdlog::info("event=route_added route={} dest={} identity={}", r.config.name, r.config.dest,
+               r.config.identity.empty() ? "-" : r.config.identity);
+  publish_(r.info, r.members);
+  return r;
+}
+
+void RouteDirectory::ensure(const std::string& name) {
+  if (auto it = byName_.find(name); it != byName_.end()) {
+    auto& r = *routes_[it->second];
+    publish_(r.info, r.members);
+    return;
+  }
+  if (prefixRoutes_ >= config_.maxRoutes) {
+    metrics_.routesRefused->Increment();
+    spdlog::warn("event=route_refused route={} reason=max_routes limit={}", name,
+                 config_.maxRoutes);
+    auto refused = std::make_shared<RouteInfo>(RouteInfo{name, {}, 0, true});
+    publish_(refused, std::make_shared<MemberSet>());
+    return;
+  }
+  ++prefixRoutes_;
+  RouteConfig c;
+  c.name = name;
+  c.kind = RouteConfig::Kind::serverset;
+  c.zkConnect = config_.prefixZk;
+  c.zkPath = config_.routePrefix + (config_.routePrefix.ends_with('/') ? "" : "/") + name;
+  c.dest = c.zkPath;
+  make(std::move(c));
+}
+
+void RouteDirectory::resolved(Runtime& r, const registry::ServersetSnapshot& s) {
+  auto members = std::make_shared<MemberSet>();
+  for (const auto& [node, m] : s.members) {
+    error_code ec;
+    auto address = asio::ip::make_address(m.endpoint.host, ec);
+    if (ec) {
+      // Members announce addresses (our announcer and Finagle's do); a name would need a DNS
+      // lookup on every change, on this thread.
+      spdlog::warn("event=member_skipped route={} member={} reason=\"host is not an address: {}\"",
+                   r.config.name, node, m.endpoint.host);
+      continue;
+    }
+    members->members.emplace_back(address, m.endpoint.port);
+  }
+  members->resolved = true;
+  members->version = r.members->version + 1;
+  r.malformed = s.malformed.size();
+  r.members = members;
+  metrics_.members->Add({{"route", r.config.name}}).Set(static_cast<double>(members->members.size()));
+  metrics_.stale->Add({{"route", r.config.name}}).Set(0);
+  spdlog::info("event=route_members route={} members={} malformed={}", r.config.name,
+               members->members.size(), s.malformed.size());
+  publish_(r.info, r.members);
+}
+
+void RouteDirectory::setStale(Runtime& r, bool stale) {
+  if (r.members->stale == stale) {
+    return;
+  }
+  auto members = std::make_shared<MemberSet>(*r.members);
+  members->stale = stale;
+  r.members = members;
+  metrics_.stale->Add({{"route", r.config.name}}).Set(stale ? 1 : 0);
+  publish_(r.info, r.members);
+}
+
+void RouteDirectory::report(unsigned worker, const std::string& route,
+                            std::vector<MemberView> views, std::uint64_t ejections) {
+  std::lock_guard lock(reportsMutex_);
+  reports_[route][worker] = Report{std::move(views), ejections};
+}
+
+std::size_t RouteDirectory::ejectedNow(const std::string& route) {
+  std::size_t most = 0;
+  auto it = reports_.find(route);
+  if (it == reports_.end()) {
+    return 0;
+  }
+  for (const auto& [worker, rep] : it->second) {
+    std::size_t n = 0;
+    for (const auto& v : rep.views) {
+      n += v.state == "ejected" ? 1 : 0;
+    }
+    most = std::max(most, n);
+  }
+  return most;
+}
+
+void RouteDirectory::refreshGauges() {
+  std::lock_guard lock(reportsMutex_);
+  for (const auto& r : routes_) {
+    metrics_.membersEjected->Add({{"route", r->config.name}})
+        .Set(static_cast<double>(ejectedNow(r->config.name)));
+  }
+}
+
+std::string RouteDirectory::clientsJson() {
+  std::lock_guard lock(reportsMutex_);
+  boost::json::array out;
+  for (const auto& r : routes_) {
+    boost::json::object route;
+    route["route"] = r->config.name;
+    route["dest"] = r->config.dest;
+    route["identity"] = r->config.identity;
+    route["resolved"] = r->members->resolved;
+    route["stale"] = r->members->stale;
+    route["malformed_members"] = r->malformed;
+    // Per member: the workers' views summed (pending) and averaged (cost, latency); the state is
+    // the worst any worker has it in.
+    std::map<std::string, boost::json::object> members;
+    for (const auto& e : r->members->members) {
+      boost::json::object m;
+      m["address"] = HostPort{e.address().to_string(), e.port()}.str();
+      m["pending"] = 0;
+      m["cost"] = 0.0;
+      m["ewma_ms"] = 0.0;
+      m["state"] = "alive";
+      members[HostPort{e.address().to_string(), e.port()}.str()] = m;
+    }
+    if (auto it = reports_.find(r->config.name); it != reports_.end()) {
+      std::map<std::string, int> seen;
+      for (const auto& [worker, rep] : it->second) {
+        for (const auto& v : rep.views) {
+          const auto key = HostPort{v.endpoint.address().to_string(), v.endpoint.port()}.str();
+          auto m = members.find(key);
+          if (m == members.end()) {
+            continue;
+          }
+          auto& o = m->second;
+          const int n = ++seen[key];
+          o["pending"] = o["pending"].to_number<std::int64_t>() + static_cast<std::int64_t>(v.pending);
+          o["cost"] = o["cost"].to_number<double>() + (v.cost - o["cost"].to_number<double>()) / n;
+          o["ewma_ms"] =
+              o["ewma_ms"].to_number<double>() + (v.ewmaMs - o["ewma_ms"].to_number<double>()) / n;
+          if (v.state != "alive") {
+            o["state"] = v.state;
+          }
+        }
+      }
+    }
+    boost::json::array list;
+    for (auto& [k, m] : members) {
+      list.push_back(std::move(m));
+    }
+    route["members"] = std::move(list);
+    out.push_back(std::move(route));
+  }
+  return boost::json::serialize(boost::json::object{{"clients", out}}) + "\n";
+}
+
+void RouteDirectory::addFinagleMetrics(boost::json::object& o) {
+  std::lock_guard lock(reportsMutex_);
+  for (const auto& r : routes_) {
+    const auto slot = r->info->slot;
+    const std::string prefix = "clnt/" + r->config.name + "/";
+    uint64_t requests = 0, failures = 0;
+    for (unsigned cls = 1; cls <= 5; ++cls) {
+      const auto n = metrics_.requests.value(OutboundMetrics::requestSeries(slot, cls * 100));
+      requests += n;
+      failures += cls == 5 ? n : 0;
+    }
+    o[prefix + "requests"] = requests;
+    o[prefix + "success"] = requests - failures;
+    o[prefix + "failures"] = failures;
+    o[prefix + "retries"] = metrics_.retries.value(slot);
+    o[prefix + "retries/budget_exhausted"] = metrics_.budgetExhausted.value(slot);
+    const auto size = r->members->members.size();
+    o[prefix + "loadbalancer/size"] = size;
+    o[prefix + "loadbalancer/available"] = size - std::min(size, ejectedNow(r->config.name));
+    auto s = metrics_.requestDuration.snapshot(slot);
+    const auto& bounds = metrics_.requestDuration.bounds();
+    o[prefix + "request_latency_ms.count"] = s.count;
+    for (auto [suffix, q] : {std::pair{".p50", 0.5}, {".p90", 0.9}, {".p99", 0.99},
+                             {".p9990", 0.999}}) {
+      o[prefix + "request_latency_ms" + suffix] = s.quantile(bounds, q) * 1000.0;
+    }
+  }
+}
+
+}  // namespace sidecar

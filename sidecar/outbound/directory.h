@@ -1,0 +1,76 @@
+#pragma once
+// The outbound routes on the control thread: one per --route at start, and one per name under
+// --route-prefix when a worker first asks. A serverset route has its own resolver (registry/),
+// whose member sets go to every worker as immutable snapshots; the data path never waits on
+// ZooKeeper, and keeps the last known members while ZooKeeper cannot be read.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/json/object.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <registry/resolver.h>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "outbound/handler.h"
+#include "outbound/metrics.h"
+
+namespace sidecar {
+
+class RouteDirectory {
+ public:
+  using Publish =
+      std::function<void(std::shared_ptr<const RouteInfo>, std::shared_ptr<const MemberSet>)>;
+
+  RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
+                 Duration zkSessionTimeout, OutboundMetrics& metrics, Publish publish);
+  ~RouteDirectory();
+  // Makes the declared routes (control thread).
+  void start();
+  // Makes the route NAME under --route-prefix if it does not exist, else publishes it again
+  // (control thread; workers ask through a post).
+  void ensure(const std::string& name);
+  // A worker's view of a route's members (any thread; once a second per worker).
+  void report(unsigned worker, const std::string& route, std::vector<MemberView> views,
+              std::uint64_t ejections);
+  // /admin/clients: per route, its destination, members and their state (control thread).
+  std::string clientsJson();
+  // Finagle's clnt/<route>/... names for /admin/metrics.json (control thread).
+  void addFinagleMetrics(boost::json::object& o);
+  // Brings the per-route gauges up to date before a scrape (control thread).
+  void refreshGauges();
+
+ private:
+  struct Runtime {
+    RouteConfig config;
+    std::shared_ptr<const RouteInfo> info;
+    std::shared_ptr<const MemberSet> members;
+    std::unique_ptr<registry::ServersetResolver> resolver;
+    std::size_t malformed = 0;
+  };
+  Runtime& make(RouteConfig config);
+  void resolved(Runtime& r, const registry::ServersetSnapshot& snapshot);
+  void setStale(Runtime& r, bool stale);
+  std::size_t ejectedNow(const std::string& route);
+
+  boost::asio::io_context& control_;
+  const OutboundConfig& config_;
+  Duration zkSessionTimeout_;
+  OutboundMetrics& metrics_;
+  Publish publish_;
+  std::vector<std::unique_ptr<Runtime>> routes_;  // by slot
+  std::map<std::string, std::size_t> byName_;
+  std::size_t prefixRoutes_ = 0;
+
+  std::mutex reportsMutex_;  // workers report once a second; never on the request path
+  struct Report {
+    std::vector<MemberView> views;
+    std::uint64_t ejections = 0;
+  };
+  std::map<std::string, std::map<unsigned, Report>> reports_;
+};
+
+}  // namespace sidecar

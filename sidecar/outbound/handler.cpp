@@ -1,0 +1,113 @@
+// The outbound handler's per-worker state: routes, their balancers, the pool and TLS sessions.
+#include "outbound/handler.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+
+#include "outbound/session.h"
+
+namespace sidecar {
+
+OutboundHandler::OutboundHandler(Worker& worker, const OutboundShared& shared,
+                                 std::shared_ptr<asio::ssl::context> tls)
+    : worker_(worker),
+      shared_(shared),
+      tls_(std::move(tls)),
+      pool_(PoolSettings{shared.config.idleTimeout, shared.limits.upstreamMaxIdle, nullptr,
+                         nullptr, nullptr}) {}
+
+void OutboundHandler::accepted(TcpSocket socket) {
+  asio::co_spawn(worker_.ioc(), serveOutbound(*this, std::move(socket)), asio::detached);
+}
+
+void OutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
+                               std::shared_ptr<const MemberSet> members) {
+  asio::post(worker_.ioc(), [this, info = std::move(info), members = std::move(members)] {
+    auto it = routes_.find(info->name);
+    if (it == routes_.end()) {
+      // Seeded per worker and route: the tests can repeat a run; workers do not pick in step.
+      const auto seed = std::hash<std::string>{}(info->name) ^ (0x9e3779b97f4a7c15ull * (worker_.index() + 1));
+      it = routes_.try_emplace(info->name, Route{info, members, P2cPeakEwma(seed), RetryBudget{}, {}, 0})
+               .first;
+    }
+    auto& r = it->second;
+    r.info = info;
+    r.members = members;
+    r.balancer.update(members->members, std::chrono::steady_clock::now());
+    if (members->resolved || info->refused) {
+      for (auto* t : r.waiters) {
+        t->cancel();
+      }
+    }
+  });
+}
+
+void OutboundHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
+  asio::post(worker_.ioc(), [this, ctx = std::move(ctx)]() mutable {
+    tls_ = std::move(ctx);
+    sessions_.clear();  // sessions of the old certificate
+  });
+}
+
+OutboundHandler::Route* OutboundHandler::route(const std::string& name) {
+  if (auto it = routes_.find(name); it != routes_.end()) {
+    return &it->second;
+  }
+  const auto& c = shared_.config;
+  if (c.routePrefix.empty() || requested_ >= c.maxRoutes) {
+    return nullptr;
+  }
+  ++requested_;
+  shared_.requestRoute(name);
+  // Waits for its members with an empty set; the control thread's answer replaces both.
+  auto info = std::make_shared<RouteInfo>(RouteInfo{name, {}, 0});
+  const auto seed = std::hash<std::string>{}(name) ^ (0x9e3779b97f4a7c15ull * (worker_.index() + 1));
+  auto& r = routes_
+                .try_emplace(name, Route{info, std::make_shared<MemberSet>(), P2cPeakEwma(seed),
+                                         RetryBudget{}, {}, 0})
+                .first->second;
+  return &r;
+}
+
+SSL_SESSION* OutboundHandler::session(const tcp::endpoint& e) {
+  for (auto& [endpoint, s] : sessions_) {
+    if (endpoint == e) {
+      return s.get();
+    }
+  }
+  return nullptr;
+}
+
+void OutboundHandler::keepSession(const tcp::endpoint& e, TlsStream::Session s) {
+  if (!s) {
+    return;
+  }
+  for (auto& [endpoint, kept] : sessions_) {
+    if (endpoint == e) {
+      kept = std::move(s);
+      return;
+    }
+  }
+  if (sessions_.size() >= 1024) {
+    sessions_.erase(sessions_.begin());
+  }
+  sessions_.emplace_back(e, std::move(s));
+}
+
+void OutboundHandler::tick() {
+  pool_.sweep();
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& [name, r] : routes_) {
+    const auto ejections = r.balancer.ejections();
+    if (ejections > r.ejectionsSeen) {
+      shared_.metrics->ejections.add(worker_.index(), r.info->slot, ejections - r.ejectionsSeen);
+      r.ejectionsSeen = ejections;
+    }
+    if (shared_.report) {
+      shared_.report(worker_.index(), name, r.balancer.members(now), ejections);
+    }
+  }
+}
+
+}  // namespace sidecar

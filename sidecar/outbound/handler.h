@@ -1,0 +1,110 @@
+#pragma once
+// The outbound handler: the local service's plain HTTP/1.1 calls on --outbound-listen, one
+// instance per worker. The Host header names a route; the route's members come from the control
+// thread (outbound/directory.h) as immutable snapshots; each request is balanced over them
+// (P2C peak EWMA) and carried over mTLS, with retries on another member within a budget.
+
+#include <spdlog/logger.h>
+
+#include <boost/asio/ssl/context.hpp>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/config.h"
+#include "net/log_limiter.h"
+#include "net/tls_stream.h"
+#include "net/worker.h"
+#include "outbound/metrics.h"
+#include "upstream/balancer.h"
+#include "upstream/pool.h"
+#include "upstream/retry_budget.h"
+
+namespace sidecar {
+
+inline TcpSocket& lowestSocket(TlsStream& s) { return s.lowest_layer().socket(); }
+
+// A route as the control thread made it; never changes.
+struct RouteInfo {
+  std::string name;
+  std::string identity;  // the callee's certificate must carry it (empty: any)
+  std::size_t slot = 0;  // its series in OutboundMetrics
+  bool refused = false;  // a prefix route beyond --max-routes: answered 404
+};
+
+// A route's members as last resolved; replaced whole, never changed.
+struct MemberSet {
+  std::vector<tcp::endpoint> members;
+  bool resolved = false;  // the first answer came (a static route: always)
+  bool stale = false;     // ZooKeeper cannot be read; these are the last known members
+  std::uint64_t version = 0;
+};
+
+// What every worker's outbound handler shares, read-only.
+struct OutboundShared {
+  OutboundConfig config;
+  ProxyLimits limits;  // head size, head and idle timeouts, underscore policy
+  OutboundMetrics* metrics;
+  std::shared_ptr<spdlog::logger> accessLog;  // null: off
+  // Asks the control thread for the route NAME (from --route-prefix); thread-safe. The answer
+  // comes back through OutboundHandler::setRoute on every worker.
+  std::function<void(std::string name)> requestRoute;
+  // Each worker's balancer views, once a second (thread-safe), for /admin/clients and gauges.
+  std::function<void(unsigned worker, const std::string& route, std::vector<MemberView> views,
+                     std::uint64_t ejections)>
+      report;
+};
+
+enum class OutboundLogEvent : unsigned { badRequest, noRoute, noMembers, memberFailed, count };
+
+class OutboundHandler final : public ConnectionHandler {
+ public:
+  OutboundHandler(Worker& worker, const OutboundShared& shared,
+                  std::shared_ptr<asio::ssl::context> tls);
+
+  void accepted(TcpSocket socket) override;
+  void tick() override;
+  void clear() override { pool_.clear(); }
+
+  // Thread-safe: a route made or its members changed.
+  void setRoute(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members);
+  // Thread-safe: new connections to members use ctx (a rotated certificate).
+  void setTls(std::shared_ptr<asio::ssl::context> ctx);
+
+  // Worker-thread only, for sessions.
+  struct Route {
+    std::shared_ptr<const RouteInfo> info;
+    std::shared_ptr<const MemberSet> members;
+    P2cPeakEwma balancer;
+    RetryBudget budget;
+    std::vector<SteadyTimer*> waiters;  // requests waiting for the first resolution
+    std::uint64_t ejectionsSeen = 0;
+  };
+  // The route for name, or none; with --route-prefix a missing one is asked for (and returned,
+  // waiting for its members) unless --max-routes are known.
+  Route* route(const std::string& name);
+  Worker& worker() { return worker_; }
+  const OutboundShared& shared() const { return shared_; }
+  const std::shared_ptr<asio::ssl::context>& tls() const { return tls_; }
+  BasicConnectionPool<TlsStream>& pool() { return pool_; }
+  LogLimiter& logLimiter(OutboundLogEvent e) { return logLimiters_[static_cast<unsigned>(e)]; }
+  // A TLS session to resume with a member, if one is kept.
+  SSL_SESSION* session(const tcp::endpoint& e);
+  void keepSession(const tcp::endpoint& e, TlsStream::Session s);
+
+ private:
+  Worker& worker_;
+  const OutboundShared& shared_;
+  std::shared_ptr<asio::ssl::context> tls_;
+  BasicConnectionPool<TlsStream> pool_;
+  std::unordered_map<std::string, Route> routes_;
+  std::size_t requested_ = 0;  // prefix routes asked for
+  std::vector<std::pair<tcp::endpoint, TlsStream::Session>> sessions_;
+  std::array<LogLimiter, static_cast<unsigned>(OutboundLogEvent::count)> logLimiters_{};
+};
+
+}  // namespace sidecar

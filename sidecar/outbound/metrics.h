@@ -1,0 +1,54 @@
+#pragma once
+// The outbound mesh's metrics, per route. A route has a slot, fixed when the control thread makes
+// the route: declared routes first, then those made from --route-prefix, up to --max-routes. The
+// request path adds to its worker's shard of the slot's series; no label lookup, no lock.
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <metrics/sharded.h>
+#include <string>
+
+#include "net/tls_context.h"
+
+namespace sidecar {
+
+struct OutboundMetrics {
+  OutboundMetrics(prometheus::Registry& registry, std::size_t slots, unsigned workers);
+
+  // Handshake failures to members: the inbound reasons, and a certificate that is not the
+  // route's expected identity.
+  static constexpr std::size_t kHandshakeReasons = 7;
+  static constexpr std::size_t kWrongIdentity = 6;
+  static constexpr std::size_t kClasses = 5;
+
+  std::size_t slots;
+  metrics::ShardedCounter requests;           // slot * kClasses + class
+  metrics::ShardedHistogram requestDuration;  // slot
+  metrics::ShardedCounter retries;            // slot
+  metrics::ShardedCounter budgetExhausted;    // slot
+  metrics::ShardedCounter ejections;          // slot
+  metrics::ShardedCounter noMembers;          // slot: answered 503
+  metrics::ShardedCounter handshakeFailures;  // slot * kHandshakeReasons + reason
+  metrics::ShardedCounter connects;           // slot
+  metrics::ShardedCollector collector;
+
+  // Set by the control thread.
+  prometheus::Family<prometheus::Gauge>* members;
+  prometheus::Family<prometheus::Gauge>* membersEjected;
+  prometheus::Family<prometheus::Gauge>* stale;
+  prometheus::Counter* noRoute;  // answered 404
+  prometheus::Counter* routesRefused;  // a prefix route beyond --max-routes
+
+  // Shows the slot's series, labelled with the route's name (control thread).
+  void name(std::size_t slot, const std::string& route);
+  static std::size_t requestSeries(std::size_t slot, unsigned status) {
+    unsigned cls = status / 100;
+    return slot * kClasses + (cls >= 1 && cls <= 5 ? cls - 1 : 4);
+  }
+};
+
+}  // namespace sidecar

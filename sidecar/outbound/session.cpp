@@ -1,0 +1,365 @@
+// One connection of the local service to the outbound listener: each request is routed by its
+// Host, balanced over the route's members and carried to one of them over mTLS.
+#include "outbound/session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/write.hpp>
+#include <boost/beast/http.hpp>
+
+#include "http/access_log.h"
+#include "http/exchange.h"
+#include "http/local_reply.h"
+#include "http/read_head.h"
+#include "http/rewrite.h"
+#include "outbound/handler.h"
+#include "upstream/connector.h"
+
+namespace sidecar {
+
+namespace http = beast::http;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Failure = ExchangeResult::Failure;
+
+// An answer of ours that names what it is about (a service), closing the connection.
+std::string replyNaming(unsigned status, const std::string& text) {
+  auto reason = http::obsolete_reason(http::int_to_status(status));
+  return "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason) +
+         "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(text.size()) +
+         "\r\nConnection: close\r\n\r\n" + text;
+}
+
+class OutboundSession final : public TrackedSession {
+ public:
+  OutboundSession(OutboundHandler& handler, TcpSocket socket)
+      : handler_(handler),
+        worker_(handler.worker()),
+        shared_(handler.shared()),
+        m_(*handler.shared().metrics),
+        shard_(handler.worker().index()),
+        caller_(std::move(socket)),
+        connecting_(handler.worker().ioc().get_executor()) {
+    buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
+    worker_.sessionStarted(*this);
+  }
+  ~OutboundSession() {
+    worker_.sessionEnded(*this);
+    worker_.connectionClosed();
+  }
+
+  bool closeIfIdle() override {
+    if (idle_) {
+      caller_.cancel();
+      idle_ = false;
+      return true;
+    }
+    return false;
+  }
+  void expireIfDue(Clock::time_point now) override {
+    caller_.expireIfDue(now);
+    connecting_.expireIfDue(now);
+    if (member_) {
+      member_->lowest_layer().expireIfDue(now);
+    }
+  }
+
+  awaitable<void> run() {
+    for (;;) {
+      if (buffer_.size() == 0) {
+        caller_.expires_after(shared_.limits.idleTimeout);
+        idle_ = !worker_.draining();
+        if (!idle_) {
+          break;
+        }
+        auto [ec] = co_await caller_.socket().async_wait(TcpSocket::wait_read, useTuple);
+        idle_ = false;
+        if (ec) {
+          break;
+        }
+      }
+      if (!co_await serveOne()) {
+        break;
+      }
+    }
+    error_code ignored;
+    caller_.socket().shutdown(TcpSocket::shutdown_send, ignored);
+  }
+
+ private:
+  template <class... Args>
+  void logEvent(OutboundLogEvent e, spdlog::level::level_enum level,
+                fmt::format_string<Args...> format, Args&&... args) {
+    std::uint64_t suppressed = 0;
+    if (!spdlog::should_log(level) || !handler_.logLimiter(e).allow(Clock::now(), suppressed)) {
+      return;
+    }
+    if (suppressed == 0) {
+      spdlog::log(level, format, std::forward<Args>(args)...);
+    } else {
+      spdlog::log(level, "{} suppressed={}", fmt::format(format, std::forward<Args>(args)...),
+                  suppressed);
+    }
+  }
+
+  awaitable<void> reply(const std::string& bytes) {
+    caller_.expires_after(shared_.limits.idleTimeout);
+    co_await asio::async_write(caller_, asio::buffer(bytes), useTuple);
+  }
+
+  // Serves one request; false when the local service's connection is to close.
+  awaitable<bool> serveOne() {
+    const auto start = Clock::now();
+    http::request_parser<http::buffer_body> req;
+    req.header_limit(static_cast<std::uint32_t>(shared_.limits.maxHeadBytes));
+    req.body_limit(shared_.limits.maxBodyBytes ? boost::optional<std::uint64_t>(
+                                                     shared_.limits.maxBodyBytes)
+                                               : boost::none);
+    caller_.expires_after(shared_.limits.headTimeout);
+    error_code ec = co_await readRequestHead(caller_, buffer_, shared_.limits.maxHeadBytes);
+    if (!ec) {
+      buffer_.consume(req.put(buffer_.data(), ec));
+    }
+    if (ec) {
+      if (ec == http::error::end_of_stream || ec == http::error::partial_message) {
+        co_return false;
+      }
+      const unsigned status = ec == http::error::bad_obs_fold ? 400 : statusForReadError(ec);
+      logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
+               "event=bad_request direction=outbound status={} reason=\"{}\"", status,
+               ec.message());
+      co_await reply(localReplyBytes(status));
+      co_return false;
+    }
+    auto& msg = req.get();
+    auto why = checkRequestHead(msg.base());
+    if (why.empty() && shared_.limits.underscoreHeaders != UnderscoreHeaders::allow) {
+      const bool drop = shared_.limits.underscoreHeaders == UnderscoreHeaders::drop;
+      if (underscoreHeaders(msg.base(), drop) && !drop) {
+        why = "header name with '_' (--headers-with-underscores reject)";
+      }
+    }
+    const auto host = msg.find(http::field::host);
+    const std::string name = host == msg.end() ? std::string{} : serviceName(host->value());
+    if (why.empty() && name.empty()) {
+      why = "no Host naming a service";
+    }
+    if (!why.empty()) {
+      logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
+               "event=bad_request direction=outbound status=400 reason=\"{}\"", why);
+      co_await reply(localReplyBytes(400));
+      co_return false;
+    }
+    if (auto expect = msg.find(http::field::expect); expect != msg.end()) {
+      if (!beast::iequals(expect->value(), "100-continue")) {
+        co_await reply(localReplyBytes(417));
+        co_return false;
+      }
+      msg.erase(http::field::expect);
+      if (msg.version() == 11 && !req.is_done()) {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        caller_.expires_after(shared_.limits.idleTimeout);
+        auto [wec, wn] = co_await asio::async_write(caller_, asio::buffer(kContinue), useTuple);
+        if (wec) {
+          co_return false;
+        }
+      }
+    }
+
+    auto* route = handler_.route(name);
+    if (route && !route->members->resolved && !route->info->refused) {
+      co_await awaitResolution(*route);
+    }
+    if (route && !route->members->resolved && !route->info->refused) {
+      // No answer from ZooKeeper in time for a route made on first use.
+      logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
+               "event=route_unresolved direction=outbound service={}", name);
+      co_await reply(replyNaming(503, "service " + name + " is not resolved yet\n"));
+      co_return false;
+    }
+    if (!route || route->info->refused) {
+      shared_.metrics->noRoute->Increment();
+      logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
+               "event=no_route direction=outbound service={}", name);
+      co_await reply(replyNaming(404, "no route to service " + name + "\n"));
+      co_return false;
+    }
+    const std::size_t slot = route->info->slot;
+    const ExchangeRequest info{msg.keep_alive(), msg.version(), msg.method() == http::verb::head,
+                               worker_.draining()};
+    const auto method = msg.method();
+    const bool hasBody = !req.is_done();
+    rewriteOutboundRequestHead(msg.base());
+    route->budget.deposit(Clock::now());
+
+    LazyRelayBuffer relay(worker_);
+    const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.config.timeout};
+    std::optional<tcp::endpoint> tried;
+    ExchangeResult r;
+    tcp::endpoint member;
+    for (;;) {
+      const auto now = Clock::now();
+      auto picked = route->balancer.pick(now, tried ? &*tried : nullptr);
+      if (!picked) {
+        m_.noMembers.add(shard_, slot);
+        logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
+                 "event=no_members direction=outbound route={}", name);
+        co_await reply(replyNaming(503, "no usable member of service " + name + "\n"));
+        co_return false;
+      }
+      member = *picked;
+      route->balancer.started(member, now);
+      MemberLink link{*this, *route, member};
+      r = co_await runExchange(caller_, req, info, link, relay,
+                               ExchangeBuffers{buffer_, upBuffer_, out_}, limits);
+      const bool memberOk = r.failure == Failure::none ? r.status < 500
+                            : r.failure == Failure::callerGone ||
+                                  r.failure == Failure::requestBroken ||
+                                  r.failure == Failure::requestTooLarge ||
+                                  r.failure == Failure::requestMalformed;
+      const auto done = Clock::now();
+      route->balancer.finished(member, done, done - now, memberOk);
+      // Nothing of the request reached the member (connect or handshake failed), or the member
+      // closed before answering an idempotent request we still hold whole: another member may
+      // take it, within the route's retry budget.
+      const bool retryable =
+          r.failure == Failure::connect ||
+          (r.failure == Failure::upstream && r.localStatus == 502 && !hasBody &&
+           exchange_detail::isIdempotent(method));
+      if (!retryable) {
+        break;
+      }
+      logEvent(OutboundLogEvent::memberFailed, spdlog::level::warn,
+               "event=member_failed direction=outbound route={} member={} reason=\"{}\"", name,
+               endpointLabel(member), r.ec.message());
+      if (!route->budget.tryWithdraw(Clock::now())) {
+        m_.budgetExhausted.add(shard_, slot);
+        break;
+      }
+      m_.retries.add(shard_, slot);
+      tried = member;
+    }
+    if (r.localStatus) {
+      finish(*route, r.localStatus, start, member, r);
+      co_await reply(localReplyBytes(r.localStatus));
+      co_return false;
+    }
+    if (r.status) {
+      finish(*route, r.status, start, member, r);
+    }
+    co_return r.failure == Failure::none && r.keepAlive;
+  }
+
+  static std::string endpointLabel(const tcp::endpoint& e) {
+    return HostPort{e.address().to_string(), e.port()}.str();
+  }
+
+  void finish(OutboundHandler::Route& route, unsigned status, Clock::time_point start,
+              const tcp::endpoint& member, const ExchangeResult& r) {
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    const std::size_t slot = route.info->slot;
+    m_.requests.add(shard_, OutboundMetrics::requestSeries(slot, status));
+    m_.requestDuration.observe(shard_, slot, seconds);
+    if (shared_.accessLog) {
+      shared_.accessLog->info(
+          "direction=outbound route={} member={} status={} req_bytes={} resp_bytes={} "
+          "duration_us={}",
+          route.info->name, endpointLabel(member), status, r.requestBytes, r.responseBytes,
+          static_cast<int64_t>(seconds * 1e6));
+    }
+  }
+
+  // A route made on first use has no members until its resolver first answers: this request
+  // waits for that (and only this request), up to the resolve timeout.
+  awaitable<void> awaitResolution(OutboundHandler::Route& route) {
+    SteadyTimer timer(worker_.ioc());
+    timer.expires_after(shared_.config.resolveTimeout);
+    route.waiters.push_back(&timer);
+    co_await timer.async_wait(useTuple);
+    std::erase(route.waiters, &timer);
+  }
+
+  // One member's side of an exchange: this worker's pool of TLS connections to it, or a new one.
+  struct MemberLink {
+    using stream_type = TlsStream;
+    OutboundSession& s;
+    OutboundHandler::Route& route;
+    const tcp::endpoint& endpoint;
+
+    TlsStream& stream() { return *s.member_; }
+    bool takePooled() {
+      s.member_.reset();
+      if (auto pooled = s.handler_.pool().take(endpoint)) {
+        s.member_.emplace(std::move(*pooled));
+        return true;
+      }
+      return false;
+    }
+    awaitable<error_code> connect() {
+      s.member_.reset();
+      auto& m = *s.handler_.shared().metrics;
+      const std::size_t slot = route.info->slot;
+      const auto timeout = s.shared_.config.connectTimeout;
+      auto ec = co_await connectPlain(s.connecting_, endpoint, timeout);
+      if (ec) {
+        co_return ec;
+      }
+      s.member_.emplace(std::move(s.connecting_.socket()), *s.handler_.tls(),
+                        TlsStream::Client{route.info->name, route.info->identity});
+      s.connecting_.socket() = TcpSocket(s.worker_.ioc().get_executor());
+      auto& tls = *s.member_;
+      tls.setSession(s.handler_.session(endpoint));
+      tls.lowest_layer().expires_after(timeout);
+      auto [hec] = co_await tls.async_handshake(useTuple);
+      if (hec) {
+        const std::size_t reason =
+            hec == TlsError::wrong_peer_identity
+                ? OutboundMetrics::kWrongIdentity
+                : static_cast<std::size_t>(
+                      classifyHandshakeFailure(hec, SSL_get_verify_result(tls.native_handle())));
+        m.handshakeFailures.add(s.shard_, slot * OutboundMetrics::kHandshakeReasons + reason);
+        s.member_.reset();
+        co_return hec == beast::error::timeout ? error_code(beast::error::timeout) : hec;
+      }
+      m.connects.add(s.shard_, slot);
+      co_return error_code{};
+    }
+    void release(bool reusable) {
+      if (!s.member_) {
+        return;
+      }
+      if (!s.handler_.session(endpoint)) {
+        s.handler_.keepSession(endpoint, s.member_->session());
+      }
+      if (reusable) {
+        s.member_->lowest_layer().expires_never();
+        s.handler_.pool().giveBack(endpoint, std::move(*s.member_));
+      }
+      s.member_.reset();
+    }
+  };
+
+  OutboundHandler& handler_;
+  Worker& worker_;
+  const OutboundShared& shared_;
+  OutboundMetrics& m_;
+  unsigned shard_;
+  DeadlineSocket caller_;
+  DeadlineSocket connecting_;      // a connection to a member before its handshake
+  std::optional<TlsStream> member_;  // the member's connection, while a request uses it
+  beast::flat_buffer buffer_;
+  beast::flat_buffer upBuffer_;
+  std::string out_;
+  bool idle_ = false;
+};
+
+}  // namespace
+
+awaitable<void> serveOutbound(OutboundHandler& handler, TcpSocket socket) {
+  OutboundSession session(handler, std::move(socket));
+  co_await session.run();
+}
+
+}  // namespace sidecar
