@@ -7,8 +7,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <zookeeper/zookeeper.h>
-
 #include <cstdio>
 
 namespace registry {
@@ -43,9 +41,10 @@ void Announcer::openSession() {
   busy_ = false;
   withdrawing_ = false;
   try {
-    session_ = std::make_unique<ZkSession>(
-        ioc_, config_.connect, config_.sessionTimeout, config_.digest,
-        [this](int type, ZkState state, const std::string& path) { onEvent(type, state, path); });
+    session_ = openZkSession(ioc_, {config_.connect, config_.sessionTimeout, config_.digest},
+                             [this](ZkEvent event, ZkState state, const std::string& path) {
+                               onEvent(event, state, path);
+                             });
   } catch (const std::exception& e) {
     lastError_ = e.what();
     spdlog::error("event=zk_session_failed error=\"{}\"", lastError_);
@@ -53,8 +52,8 @@ void Announcer::openSession() {
   }
 }
 
-void Announcer::onEvent(int type, ZkState state, const std::string& path) {
-  if (type == ZOO_SESSION_EVENT) {
+void Announcer::onEvent(ZkEvent event, ZkState state, const std::string& path) {
+  if (event == ZkEvent::Session) {
     if (events_.sessionState) {
       events_.sessionState(state);
     }
@@ -71,7 +70,7 @@ void Announcer::onEvent(int type, ZkState state, const std::string& path) {
         break;
       case ZkState::Expired:
         spdlog::warn("event=zk_session_expired member={} action=new_session", member_);
-        lastError_ = "session expired";
+        lastError_ = std::string(zkErrorName(ZkError::SessionExpired));
         member_.clear();
         retryLater();
         break;
@@ -83,7 +82,7 @@ void Announcer::onEvent(int type, ZkState state, const std::string& path) {
     }
     return;
   }
-  if (type == ZOO_DELETED_EVENT && path == member_ && !member_.empty() && !withdrawing_) {
+  if (event == ZkEvent::Deleted && path == member_ && !member_.empty() && !withdrawing_) {
     spdlog::warn("event=member_deleted member={} action=reannounce", member_);
     member_.clear();
     reconcile();
@@ -125,9 +124,9 @@ void Announcer::reconcile() {
 void Announcer::ensureParents(std::size_t depth) {
   auto next = config_.path.find('/', depth);
   std::string prefix = config_.path.substr(0, next);
-  session_->create(prefix, "", false, [this, next](int rc, const std::string&) {
-    if (rc != ZkCode::Ok && rc != ZkCode::NodeExists) {
-      return failed("create_parent", rc);
+  session_->create(prefix, "", ZkNodeKind::Persistent, [this, next](ZkError e, const std::string&) {
+    if (e != ZkError::Ok && e != ZkError::NodeExists) {
+      return failed("create_parent", e);
     }
     if (next == std::string::npos) {
       adoptOrCreate();
@@ -140,9 +139,9 @@ void Announcer::ensureParents(std::size_t depth) {
 // A create whose answer was lost may have made our node already: adopt a member whose
 // ephemeralOwner is this session instead of making a second one.
 void Announcer::adoptOrCreate() {
-  session_->children(config_.path, false, [this](int rc, std::vector<std::string> names) {
-    if (rc != ZkCode::Ok) {
-      return failed("list_members", rc);
+  session_->children(config_.path, false, [this](ZkError e, std::vector<std::string> names) {
+    if (e != ZkError::Ok) {
+      return failed("list_members", e);
     }
     std::erase_if(names, [](const std::string& n) { return !n.starts_with(kMemberPrefix); });
     auto pending = std::make_shared<std::size_t>(names.size());
@@ -153,8 +152,8 @@ void Announcer::adoptOrCreate() {
     const int64_t mine = session_->sessionId();
     for (const auto& name : names) {
       std::string full = config_.path + "/" + name;
-      session_->exists(full, false, [this, pending, found, full, mine](int rc, ZkStat stat) {
-        if (rc == ZkCode::Ok && stat.ephemeralOwner == mine) {
+      session_->exists(full, false, [this, pending, found, full, mine](ZkError e, ZkStat stat) {
+        if (e == ZkError::Ok && stat.ephemeralOwner == mine) {
           *found = full;
         }
         if (--*pending > 0) {
@@ -165,7 +164,7 @@ void Announcer::adoptOrCreate() {
         }
         member_ = *found;
         spdlog::info("event=member_adopted member={}", member_);
-        session_->exists(member_, true, [](int, ZkStat) {});
+        session_->exists(member_, true, [](ZkError, ZkStat) {});
         busy_ = false;
         reconcile();
       });
@@ -174,10 +173,10 @@ void Announcer::adoptOrCreate() {
 }
 
 void Announcer::createMember() {
-  session_->create(config_.path + "/" + std::string(kMemberPrefix), data_, true,
-                   [this](int rc, const std::string& created) {
-                     if (rc != ZkCode::Ok) {
-                       return failed("create_member", rc);
+  session_->create(config_.path + "/" + std::string(kMemberPrefix), data_,
+                   ZkNodeKind::EphemeralSequential, [this](ZkError e, const std::string& created) {
+                     if (e != ZkError::Ok) {
+                       return failed("create_member", e);
                      }
                      member_ = created;
                      lastError_.clear();
@@ -190,7 +189,7 @@ void Announcer::createMember() {
                      }
                      everAnnounced_ = true;
                      // Watch our own node, so that a deletion by someone else re-announces.
-                     session_->exists(member_, true, [](int, ZkStat) {});
+                     session_->exists(member_, true, [](ZkError, ZkStat) {});
                      busy_ = false;
                      reconcile();
                    });
@@ -198,10 +197,10 @@ void Announcer::createMember() {
 
 void Announcer::withdraw() {
   withdrawing_ = true;  // our own delete fires our own watch; that is not someone else's
-  session_->remove(member_, [this](int rc) {
+  session_->remove(member_, [this](ZkError e) {
     withdrawing_ = false;
-    if (rc != ZkCode::Ok && rc != ZkCode::NoNode) {
-      return failed("delete_member", rc);
+    if (e != ZkError::Ok && e != ZkError::NoNode) {
+      return failed("delete_member", e);
     }
     spdlog::info("event=withdrawn member={}", member_);
     member_.clear();
@@ -213,19 +212,22 @@ void Announcer::withdraw() {
   });
 }
 
-void Announcer::failed(const char* step, int rc) {
+void Announcer::failed(const char* step, ZkError e) {
   busy_ = false;
-  lastError_ = std::string(step) + ": " + zkError(rc);
-  if (rc == ZkCode::NoAuth || rc == ZkCode::InvalidAcl || rc == ZkCode::BadArguments) {
-    // Retrying cannot help: say so and stay withdrawn; the data path keeps serving.
-    spdlog::error("event=announce_failed step={} error=\"{}\" action=gave_up", step, zkError(rc));
+  lastError_ = std::string(step) + ": " + std::string(zkErrorName(e));
+  // NoNode: the serverset was deleted under us; the next attempt makes it again.
+  if (!retryable(e) && e != ZkError::NoNode) {
+    // Retrying cannot help: say so and stay withdrawn; the data path keeps serving. A reconnect
+    // or a change of health tries again.
+    spdlog::error("event=announce_failed step={} error=\"{}\" action=gave_up", step,
+                  zkErrorName(e));
     if (stopping_) {
       finishShutdown();
     }
     return;
   }
-  spdlog::warn("event=announce_failed step={} error=\"{}\" action=retry", step, zkError(rc));
-  if (rc == ZkCode::SessionExpired) {
+  spdlog::warn("event=announce_failed step={} error=\"{}\" action=retry", step, zkErrorName(e));
+  if (e == ZkError::SessionExpired) {
     return;  // the session event opens a new session
   }
   retryTimer_.expires_after(backoff_);

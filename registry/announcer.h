@@ -49,13 +49,13 @@ class Announcer {
 
  private:
   void openSession();
-  void onEvent(int type, ZkState state, const std::string& path);
+  void onEvent(ZkEvent event, ZkState state, const std::string& path);
   void reconcile();
   void ensureParents(std::size_t depth);
   void adoptOrCreate();
   void createMember();
   void withdraw();
-  void failed(const char* step, int rc);
+  void failed(const char* step, ZkError error);
   void retryLater();
   void finishShutdown();
 

@@ -3,7 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include <zookeeper/zookeeper.h>
+#include <algorithm>
 
 namespace registry {
 
@@ -39,13 +39,14 @@ ServersetResolver::ServersetResolver(boost::asio::io_context& ioc, ServersetAddr
 void ServersetResolver::start() { openSession(); }
 
 void ServersetResolver::openSession() {
-  session_ = std::make_unique<ZkSession>(
-      ioc_, address_.connect, sessionTimeout_, "",
-      [this](int type, ZkState state, const std::string& path) { onEvent(type, state, path); });
+  session_ = openZkSession(ioc_, {address_.connect, sessionTimeout_, ""},
+                           [this](ZkEvent event, ZkState state, const std::string& path) {
+                             onEvent(event, state, path);
+                           });
 }
 
-void ServersetResolver::onEvent(int type, ZkState state, const std::string&) {
-  if (type == ZOO_SESSION_EVENT) {
+void ServersetResolver::onEvent(ZkEvent event, ZkState state, const std::string&) {
+  if (event == ZkEvent::Session) {
     if (state == ZkState::Connected) {
       refresh();
     } else if (state == ZkState::Expired) {
@@ -64,18 +65,19 @@ void ServersetResolver::onEvent(int type, ZkState state, const std::string&) {
 
 void ServersetResolver::refresh() {
   const uint64_t generation = ++generation_;
-  session_->children(address_.path, true, [this, generation](int rc, std::vector<std::string> names) {
+  session_->children(address_.path, true, [this, generation](ZkError e,
+                                                              std::vector<std::string> names) {
     if (generation != generation_) {
       return;
     }
-    if (rc == ZkCode::NoNode) {
+    if (e == ZkError::NoNode) {
       // No serverset yet: watch for the path to appear; meanwhile it is empty.
-      session_->exists(address_.path, true, [](int, ZkStat) {});
+      session_->exists(address_.path, true, [](ZkError, ZkStat) {});
       cache_.clear();
       return publish();
     }
-    if (rc != ZkCode::Ok) {
-      spdlog::warn("event=resolve_failed path={} error=\"{}\"", address_.path, zkError(rc));
+    if (e != ZkError::Ok) {
+      spdlog::warn("event=resolve_failed path={} error=\"{}\"", address_.path, zkErrorName(e));
       return;  // a reconnect brings a session event, and with it another refresh
     }
     std::erase_if(names, [](const std::string& n) { return !n.starts_with("member_"); });
@@ -98,20 +100,20 @@ void ServersetResolver::refresh() {
     struct Fetch {
       std::size_t pending;
       std::size_t failed = 0;
-      int lastError = 0;
+      ZkError lastError = ZkError::Ok;
     };
     auto fetch = std::make_shared<Fetch>(Fetch{unknown.size()});
     for (const auto& n : unknown) {
       session_->get(address_.path + "/" + n, false,
-                    [this, n, fetch, generation](int rc, std::string data, ZkStat) {
+                    [this, n, fetch, generation](ZkError e, std::string data) {
                       if (generation != generation_) {
                         return;
                       }
-                      if (rc != ZkCode::Ok && rc != ZkCode::NoNode) {
+                      if (e != ZkError::Ok && e != ZkError::NoNode) {
                         ++fetch->failed;
-                        fetch->lastError = rc;
+                        fetch->lastError = e;
                       }
-                      if (rc == ZkCode::Ok) {
+                      if (e == ZkError::Ok) {
                         auto decoded = decodeServiceInstance(data);
                         Cached c;
                         if (decoded.instance) {
@@ -130,7 +132,7 @@ void ServersetResolver::refresh() {
                       // Keep the last good set; what was read is cached, so the next listing
                       // fetches only what failed.
                       spdlog::warn("event=resolve_incomplete path={} unread={} error=\"{}\"",
-                                   address_.path, fetch->failed, zkError(fetch->lastError));
+                                   address_.path, fetch->failed, zkErrorName(fetch->lastError));
                       refreshTimer_.expires_after(std::chrono::seconds(1));
                       refreshTimer_.async_wait([this, generation](auto ec) {
                         if (!ec && generation == generation_) {

@@ -44,7 +44,7 @@ class ServersetResolver {
     std::string malformed;
   };
   void openSession();
-  void onEvent(int type, ZkState state, const std::string& path);
+  void onEvent(ZkEvent event, ZkState state, const std::string& path);
   void refresh();
   void publish();
 
