@@ -7,13 +7,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace registry {
 
 namespace {
 
-constexpr std::chrono::milliseconds kMaxBackoff{60'000};
 constexpr std::string_view kMemberPrefix = "member_";
 
 std::string hexId(int64_t id) {
@@ -22,33 +22,48 @@ std::string hexId(int64_t id) {
   return buf;
 }
 
+// The delay to wait now; the next one is twice as long, up to max.
+std::chrono::milliseconds takeDelay(std::chrono::milliseconds& delay, std::chrono::milliseconds max) {
+  auto now = delay;
+  delay = std::min(delay * 2, max);
+  return now;
+}
+
 }  // namespace
 
-Announcer::Announcer(boost::asio::io_context& ioc, AnnouncerConfig config, AnnouncerEvents events)
-    : ioc_(ioc),
-      config_(std::move(config)),
+Announcer::Announcer(boost::asio::io_context& ioc, AnnouncerConfig config, AnnouncerEvents events,
+                     ZkSessionFactory connect)
+    : config_(std::move(config)),
       events_(std::move(events)),
+      connect_(connect ? std::move(connect)
+                       : [&ioc](const ZkSessionOptions& o, ZkSession::EventHandler h) {
+                           return openZkSession(ioc, o, std::move(h));
+                         }),
       data_(encodeServiceInstance(config_.instance)),
-      retryTimer_(ioc),
-      shutdownTimer_(ioc) {}
+      reopenTimer_(ioc),
+      reconcileTimer_(ioc),
+      shutdownTimer_(ioc),
+      reopenDelay_(config_.firstRetryDelay),
+      reconcileDelay_(config_.firstRetryDelay) {}
 
 Announcer::~Announcer() = default;
 
 void Announcer::start() { openSession(); }
 
 void Announcer::openSession() {
-  session_.reset();  // a new session, never a repaired one
+  session_.reset();  // a new session, never a repaired one; the old one's completions are dropped
+  reconcileTimer_.cancel();  // the new session reconciles when it connects
   busy_ = false;
   withdrawing_ = false;
   try {
-    session_ = openZkSession(ioc_, {config_.connect, config_.sessionTimeout, config_.digest},
-                             [this](ZkEvent event, ZkState state, const std::string& path) {
-                               onEvent(event, state, path);
-                             });
+    session_ = connect_({config_.connect, config_.sessionTimeout, config_.digest},
+                        [this](ZkEvent event, ZkState state, const std::string& path) {
+                          onEvent(event, state, path);
+                        });
   } catch (const std::exception& e) {
     lastError_ = e.what();
     spdlog::error("event=zk_session_failed error=\"{}\"", lastError_);
-    retryLater();
+    reopenTimer_.schedule(takeDelay(reopenDelay_, config_.maxRetryDelay), [this] { openSession(); });
   }
 }
 
@@ -61,7 +76,8 @@ void Announcer::onEvent(ZkEvent event, ZkState state, const std::string& path) {
       case ZkState::Connected:
         spdlog::info("event=zk_connected session={} server={}", hexId(session_->sessionId()),
                      session_->connectedServer());
-        backoff_ = std::chrono::milliseconds(1'000);
+        reopenDelay_ = config_.firstRetryDelay;
+        reconcileDelay_ = config_.firstRetryDelay;
         reconcile();
         break;
       case ZkState::Connecting:
@@ -72,7 +88,12 @@ void Announcer::onEvent(ZkEvent event, ZkState state, const std::string& path) {
         spdlog::warn("event=zk_session_expired member={} action=new_session", member_);
         lastError_ = std::string(zkErrorName(ZkError::SessionExpired));
         member_.clear();
-        retryLater();
+        if (stopping_) {
+          finishShutdown();  // the member went with the session: nothing left to withdraw
+        } else {
+          reopenTimer_.schedule(takeDelay(reopenDelay_, config_.maxRetryDelay),
+                                [this] { openSession(); });
+        }
         break;
       case ZkState::AuthFailed:
         lastError_ = "authentication failed (check --zk-auth-file)";
@@ -99,13 +120,10 @@ void Announcer::setHealthy(bool healthy) {
   reconcile();
 }
 
+// Each chain of ZooKeeper calls ends in succeeded() or failed(), which end the busy spell; a
+// change that arrives meanwhile is picked up by the reconcile() that follows.
 void Announcer::reconcile() {
-  if (busy_) {
-    dirty_ = true;
-    return;
-  }
-  dirty_ = false;
-  if (!session_ || session_->state() != ZkState::Connected) {
+  if (busy_ || !session_ || session_->state() != ZkState::Connected) {
     return;
   }
   const bool want = healthy_ && !stopping_;
@@ -144,29 +162,38 @@ void Announcer::adoptOrCreate() {
       return failed("list_members", e);
     }
     std::erase_if(names, [](const std::string& n) { return !n.starts_with(kMemberPrefix); });
-    auto pending = std::make_shared<std::size_t>(names.size());
-    auto found = std::make_shared<std::string>();
     if (names.empty()) {
       return createMember();
     }
+    struct Check {
+      std::size_t pending;
+      std::string found;
+      ZkError error = ZkError::Ok;
+    };
+    auto check = std::make_shared<Check>(Check{names.size(), {}});
     const int64_t mine = session_->sessionId();
     for (const auto& name : names) {
       std::string full = config_.path + "/" + name;
-      session_->exists(full, false, [this, pending, found, full, mine](ZkError e, ZkStat stat) {
+      session_->exists(full, false, [this, check, full, mine](ZkError e, ZkStat stat) {
         if (e == ZkError::Ok && stat.ephemeralOwner == mine) {
-          *found = full;
+          check->found = full;
+        } else if (e != ZkError::Ok && e != ZkError::NoNode) {
+          check->error = e;
         }
-        if (--*pending > 0) {
+        if (--check->pending > 0) {
           return;
         }
-        if (found->empty()) {
-          return createMember();
+        if (!check->found.empty()) {
+          member_ = check->found;
+          spdlog::info("event=member_adopted member={}", member_);
+          session_->exists(member_, true, [](ZkError, ZkStat) {});
+          return succeeded();
         }
-        member_ = *found;
-        spdlog::info("event=member_adopted member={}", member_);
-        session_->exists(member_, true, [](ZkError, ZkStat) {});
-        busy_ = false;
-        reconcile();
+        if (check->error != ZkError::Ok) {
+          // An unread member might be ours: creating now could leave two.
+          return failed("check_members", check->error);
+        }
+        createMember();
       });
     }
   });
@@ -179,9 +206,8 @@ void Announcer::createMember() {
                        return failed("create_member", e);
                      }
                      member_ = created;
-                     lastError_.clear();
                      spdlog::info("event=announced member={} data={}", member_, data_);
-                     if (everAnnounced_ ? (bool)events_.reannounced : false) {
+                     if (everAnnounced_ && events_.reannounced) {
                        events_.reannounced();
                      }
                      if (events_.announced) {
@@ -190,8 +216,7 @@ void Announcer::createMember() {
                      everAnnounced_ = true;
                      // Watch our own node, so that a deletion by someone else re-announces.
                      session_->exists(member_, true, [](ZkError, ZkStat) {});
-                     busy_ = false;
-                     reconcile();
+                     succeeded();
                    });
 }
 
@@ -207,9 +232,15 @@ void Announcer::withdraw() {
     if (events_.withdrawn) {
       events_.withdrawn();
     }
-    busy_ = false;
-    reconcile();
+    succeeded();
   });
+}
+
+void Announcer::succeeded() {
+  busy_ = false;
+  lastError_.clear();
+  reconcileDelay_ = config_.firstRetryDelay;
+  reconcile();
 }
 
 void Announcer::failed(const char* step, ZkError e) {
@@ -230,34 +261,16 @@ void Announcer::failed(const char* step, ZkError e) {
   if (e == ZkError::SessionExpired) {
     return;  // the session event opens a new session
   }
-  retryTimer_.expires_after(backoff_);
-  retryTimer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec) {
-      reconcile();
-    }
-  });
-  backoff_ = std::min(backoff_ * 2, kMaxBackoff);
-}
-
-void Announcer::retryLater() {
-  retryTimer_.expires_after(backoff_);
-  retryTimer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec) {
-      openSession();
-    }
-  });
-  backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+  reconcileTimer_.schedule(takeDelay(reconcileDelay_, config_.maxRetryDelay),
+                           [this] { reconcile(); });
 }
 
 void Announcer::shutdown(std::chrono::milliseconds timeout, std::function<void()> done) {
   stopping_ = true;
   onStopped_ = std::move(done);
-  shutdownTimer_.expires_after(timeout);
-  shutdownTimer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec && onStopped_) {
-      spdlog::warn("event=withdraw_timeout member={} action=continue_shutdown", member_);
-      finishShutdown();
-    }
+  shutdownTimer_.schedule(timeout, [this] {
+    spdlog::warn("event=withdraw_timeout member={} action=continue_shutdown", member_);
+    finishShutdown();
   });
   if (member_.empty()) {
     return finishShutdown();
@@ -267,7 +280,8 @@ void Announcer::shutdown(std::chrono::milliseconds timeout, std::function<void()
 
 void Announcer::finishShutdown() {
   shutdownTimer_.cancel();
-  retryTimer_.cancel();
+  reopenTimer_.cancel();
+  reconcileTimer_.cancel();
   if (auto done = std::exchange(onStopped_, {})) {
     done();
   }
