@@ -56,6 +56,7 @@ void ServersetResolver::start() { openSession(); }
 
 void ServersetResolver::openSession() {
   session_.reset();  // a new session, never a repaired one
+  refreshTimer_.cancel();  // the new session lists when it connects
   try {
     session_ = options_.connect({address_.connect, options_.sessionTimeout, ""},
                                 [this](ZkEvent event, ZkState state, const std::string& path) {
@@ -94,8 +95,8 @@ void ServersetResolver::refresh() {
     if (e == ZkError::NoNode) {
       // No serverset yet: it is empty, and a watch tells when the path appears. Made between the
       // two calls, it is there already: list again.
-      session_->exists(address_.path, true, [this, generation](ZkError e, ZkStat) {
-        if (generation == generation_ && e == ZkError::Ok) {
+      session_->exists(address_.path, true, [this, generation](ZkError appeared, ZkStat) {
+        if (generation == generation_ && appeared == ZkError::Ok) {
           refresh();
         }
       });
@@ -130,7 +131,7 @@ void ServersetResolver::refresh() {
     auto fetch = std::make_shared<Fetch>(Fetch{unknown.size()});
     for (const auto& n : unknown) {
       session_->get(address_.path + "/" + n, false,
-                    [this, n, fetch, generation](ZkError e, std::string data) {
+                    [this, n, fetch, generation](ZkError e, const std::string& data) {
                       if (generation != generation_) {
                         return;
                       }

@@ -7,6 +7,9 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <stdexcept>
+
 using namespace registry;
 using registry::testing::FakeZk;
 using registry::testing::runUntil;
@@ -198,4 +201,31 @@ TEST_CASE("a destroyed resolver closes its session and calls nothing back") {
   g.resolver.reset();
   runUntil(g.ioc, [] { return false; }, std::chrono::milliseconds(20));
   CHECK(g.zk.calls.size() == calls);
+}
+
+TEST_CASE("a session that cannot be made is tried again after the delay") {
+  boost::asio::io_context ioc;
+  FakeZk zk{ioc};
+  zk.put("/discovery", "");
+  zk.put("/discovery/prod", "");
+  zk.put(kPath, "");
+  int refusals = 2;
+  ResolverOptions options;
+  options.retryDelay = std::chrono::milliseconds(5);
+  options.connect = [&, real = zk.factory()](const ZkSessionOptions& o,
+                                             ZkSession::EventHandler h) {
+    if (refusals-- > 0) {
+      throw std::runtime_error("cannot start a ZooKeeper client");
+    }
+    return real(o, std::move(h));
+  };
+  int updates = 0;
+  ServersetResolver resolver(ioc, ServersetAddress{"fake:2181", kPath, std::nullopt, ""}, options,
+                             [&](const ServersetSnapshot&) { ++updates; });
+  resolver.start();
+  REQUIRE(runUntil(ioc, [&] { return zk.opened() == 1; }));
+  zk.connect();
+  settle(ioc);
+  CHECK(updates == 1);
+  CHECK(refusals == -1);
 }
