@@ -7,15 +7,13 @@
 
 #include <spdlog/spdlog.h>
 
-#include <zookeeper/zookeeper.h>
-
+#include <algorithm>
 #include <cstdio>
 
 namespace registry {
 
 namespace {
 
-constexpr std::chrono::milliseconds kMaxBackoff{60'000};
 constexpr std::string_view kMemberPrefix = "member_";
 
 std::string hexId(int64_t id) {
@@ -24,37 +22,53 @@ std::string hexId(int64_t id) {
   return buf;
 }
 
+// The delay to wait now; the next one is twice as long, up to max.
+std::chrono::milliseconds takeDelay(std::chrono::milliseconds& delay, std::chrono::milliseconds max) {
+  auto now = delay;
+  delay = std::min(delay * 2, max);
+  return now;
+}
+
 }  // namespace
 
-Announcer::Announcer(boost::asio::io_context& ioc, AnnouncerConfig config, AnnouncerEvents events)
-    : ioc_(ioc),
-      config_(std::move(config)),
+Announcer::Announcer(boost::asio::io_context& ioc, AnnouncerConfig config, AnnouncerEvents events,
+                     ZkSessionFactory connect)
+    : config_(std::move(config)),
       events_(std::move(events)),
+      connect_(connect ? std::move(connect)
+                       : [&ioc](const ZkSessionOptions& o, ZkSession::EventHandler h) {
+                           return openZkSession(ioc, o, std::move(h));
+                         }),
       data_(encodeServiceInstance(config_.instance)),
-      retryTimer_(ioc),
-      shutdownTimer_(ioc) {}
+      reopenTimer_(ioc),
+      reconcileTimer_(ioc),
+      shutdownTimer_(ioc),
+      reopenDelay_(config_.firstRetryDelay),
+      reconcileDelay_(config_.firstRetryDelay) {}
 
 Announcer::~Announcer() = default;
 
 void Announcer::start() { openSession(); }
 
 void Announcer::openSession() {
-  session_.reset();  // a new session, never a repaired one
+  session_.reset();  // a new session, never a repaired one; the old one's completions are dropped
+  reconcileTimer_.cancel();  // the new session reconciles when it connects
   busy_ = false;
   withdrawing_ = false;
   try {
-    session_ = std::make_unique<ZkSession>(
-        ioc_, config_.connect, config_.sessionTimeout, config_.digest,
-        [this](int type, ZkState state, const std::string& path) { onEvent(type, state, path); });
+    session_ = connect_({config_.connect, config_.sessionTimeout, config_.digest},
+                        [this](ZkEvent event, ZkState state, const std::string& path) {
+                          onEvent(event, state, path);
+                        });
   } catch (const std::exception& e) {
     lastError_ = e.what();
     spdlog::error("event=zk_session_failed error=\"{}\"", lastError_);
-    retryLater();
+    reopenTimer_.schedule(takeDelay(reopenDelay_, config_.maxRetryDelay), [this] { openSession(); });
   }
 }
 
-void Announcer::onEvent(int type, ZkState state, const std::string& path) {
-  if (type == ZOO_SESSION_EVENT) {
+void Announcer::onEvent(ZkEvent event, ZkState state, const std::string& path) {
+  if (event == ZkEvent::Session) {
     if (events_.sessionState) {
       events_.sessionState(state);
     }
@@ -62,7 +76,8 @@ void Announcer::onEvent(int type, ZkState state, const std::string& path) {
       case ZkState::Connected:
         spdlog::info("event=zk_connected session={} server={}", hexId(session_->sessionId()),
                      session_->connectedServer());
-        backoff_ = std::chrono::milliseconds(1'000);
+        reopenDelay_ = config_.firstRetryDelay;
+        reconcileDelay_ = config_.firstRetryDelay;
         reconcile();
         break;
       case ZkState::Connecting:
@@ -71,9 +86,14 @@ void Announcer::onEvent(int type, ZkState state, const std::string& path) {
         break;
       case ZkState::Expired:
         spdlog::warn("event=zk_session_expired member={} action=new_session", member_);
-        lastError_ = "session expired";
+        lastError_ = std::string(zkErrorName(ZkError::SessionExpired));
         member_.clear();
-        retryLater();
+        if (stopping_) {
+          finishShutdown();  // the member went with the session: nothing left to withdraw
+        } else {
+          reopenTimer_.schedule(takeDelay(reopenDelay_, config_.maxRetryDelay),
+                                [this] { openSession(); });
+        }
         break;
       case ZkState::AuthFailed:
         lastError_ = "authentication failed (check --zk-auth-file)";
@@ -83,7 +103,7 @@ void Announcer::onEvent(int type, ZkState state, const std::string& path) {
     }
     return;
   }
-  if (type == ZOO_DELETED_EVENT && path == member_ && !member_.empty() && !withdrawing_) {
+  if (event == ZkEvent::Deleted && path == member_ && !member_.empty() && !withdrawing_) {
     spdlog::warn("event=member_deleted member={} action=reannounce", member_);
     member_.clear();
     reconcile();
@@ -100,13 +120,10 @@ void Announcer::setHealthy(bool healthy) {
   reconcile();
 }
 
+// Each chain of ZooKeeper calls ends in succeeded() or failed(), which end the busy spell; a
+// change that arrives meanwhile is picked up by the reconcile() that follows.
 void Announcer::reconcile() {
-  if (busy_) {
-    dirty_ = true;
-    return;
-  }
-  dirty_ = false;
-  if (!session_ || session_->state() != ZkState::Connected) {
+  if (busy_ || !session_ || session_->state() != ZkState::Connected) {
     return;
   }
   const bool want = healthy_ && !stopping_;
@@ -125,9 +142,9 @@ void Announcer::reconcile() {
 void Announcer::ensureParents(std::size_t depth) {
   auto next = config_.path.find('/', depth);
   std::string prefix = config_.path.substr(0, next);
-  session_->create(prefix, "", false, [this, next](int rc, const std::string&) {
-    if (rc != ZkCode::Ok && rc != ZkCode::NodeExists) {
-      return failed("create_parent", rc);
+  session_->create(prefix, "", ZkNodeKind::Persistent, [this, next](ZkError e, const std::string&) {
+    if (e != ZkError::Ok && e != ZkError::NodeExists) {
+      return failed("create_parent", e);
     }
     if (next == std::string::npos) {
       adoptOrCreate();
@@ -140,49 +157,57 @@ void Announcer::ensureParents(std::size_t depth) {
 // A create whose answer was lost may have made our node already: adopt a member whose
 // ephemeralOwner is this session instead of making a second one.
 void Announcer::adoptOrCreate() {
-  session_->children(config_.path, false, [this](int rc, std::vector<std::string> names) {
-    if (rc != ZkCode::Ok) {
-      return failed("list_members", rc);
+  session_->children(config_.path, false, [this](ZkError e, std::vector<std::string> names) {
+    if (e != ZkError::Ok) {
+      return failed("list_members", e);
     }
     std::erase_if(names, [](const std::string& n) { return !n.starts_with(kMemberPrefix); });
-    auto pending = std::make_shared<std::size_t>(names.size());
-    auto found = std::make_shared<std::string>();
     if (names.empty()) {
       return createMember();
     }
+    struct Check {
+      std::size_t pending;
+      std::string found;
+      ZkError error = ZkError::Ok;
+    };
+    auto check = std::make_shared<Check>(Check{names.size(), {}});
     const int64_t mine = session_->sessionId();
     for (const auto& name : names) {
       std::string full = config_.path + "/" + name;
-      session_->exists(full, false, [this, pending, found, full, mine](int rc, ZkStat stat) {
-        if (rc == ZkCode::Ok && stat.ephemeralOwner == mine) {
-          *found = full;
+      session_->exists(full, false, [this, check, full, mine](ZkError e, ZkStat stat) {
+        if (e == ZkError::Ok && stat.ephemeralOwner == mine) {
+          check->found = full;
+        } else if (e != ZkError::Ok && e != ZkError::NoNode) {
+          check->error = e;
         }
-        if (--*pending > 0) {
+        if (--check->pending > 0) {
           return;
         }
-        if (found->empty()) {
-          return createMember();
+        if (!check->found.empty()) {
+          member_ = check->found;
+          spdlog::info("event=member_adopted member={}", member_);
+          session_->exists(member_, true, [](ZkError, ZkStat) {});
+          return succeeded();
         }
-        member_ = *found;
-        spdlog::info("event=member_adopted member={}", member_);
-        session_->exists(member_, true, [](int, ZkStat) {});
-        busy_ = false;
-        reconcile();
+        if (check->error != ZkError::Ok) {
+          // An unread member might be ours: creating now could leave two.
+          return failed("check_members", check->error);
+        }
+        createMember();
       });
     }
   });
 }
 
 void Announcer::createMember() {
-  session_->create(config_.path + "/" + std::string(kMemberPrefix), data_, true,
-                   [this](int rc, const std::string& created) {
-                     if (rc != ZkCode::Ok) {
-                       return failed("create_member", rc);
+  session_->create(config_.path + "/" + std::string(kMemberPrefix), data_,
+                   ZkNodeKind::EphemeralSequential, [this](ZkError e, const std::string& created) {
+                     if (e != ZkError::Ok) {
+                       return failed("create_member", e);
                      }
                      member_ = created;
-                     lastError_.clear();
                      spdlog::info("event=announced member={} data={}", member_, data_);
-                     if (everAnnounced_ ? (bool)events_.reannounced : false) {
+                     if (everAnnounced_ && events_.reannounced) {
                        events_.reannounced();
                      }
                      if (events_.announced) {
@@ -190,72 +215,62 @@ void Announcer::createMember() {
                      }
                      everAnnounced_ = true;
                      // Watch our own node, so that a deletion by someone else re-announces.
-                     session_->exists(member_, true, [](int, ZkStat) {});
-                     busy_ = false;
-                     reconcile();
+                     session_->exists(member_, true, [](ZkError, ZkStat) {});
+                     succeeded();
                    });
 }
 
 void Announcer::withdraw() {
   withdrawing_ = true;  // our own delete fires our own watch; that is not someone else's
-  session_->remove(member_, [this](int rc) {
+  session_->remove(member_, [this](ZkError e) {
     withdrawing_ = false;
-    if (rc != ZkCode::Ok && rc != ZkCode::NoNode) {
-      return failed("delete_member", rc);
+    if (e != ZkError::Ok && e != ZkError::NoNode) {
+      return failed("delete_member", e);
     }
     spdlog::info("event=withdrawn member={}", member_);
     member_.clear();
     if (events_.withdrawn) {
       events_.withdrawn();
     }
-    busy_ = false;
-    reconcile();
+    succeeded();
   });
 }
 
-void Announcer::failed(const char* step, int rc) {
+void Announcer::succeeded() {
   busy_ = false;
-  lastError_ = std::string(step) + ": " + zkError(rc);
-  if (rc == ZkCode::NoAuth || rc == ZkCode::InvalidAcl || rc == ZkCode::BadArguments) {
-    // Retrying cannot help: say so and stay withdrawn; the data path keeps serving.
-    spdlog::error("event=announce_failed step={} error=\"{}\" action=gave_up", step, zkError(rc));
+  lastError_.clear();
+  reconcileDelay_ = config_.firstRetryDelay;
+  reconcile();
+}
+
+void Announcer::failed(const char* step, ZkError e) {
+  busy_ = false;
+  lastError_ = std::string(step) + ": " + std::string(zkErrorName(e));
+  // NoNode: the serverset was deleted under us; the next attempt makes it again.
+  if (!retryable(e) && e != ZkError::NoNode) {
+    // Retrying cannot help: say so and stay withdrawn; the data path keeps serving. A reconnect
+    // or a change of health tries again.
+    spdlog::error("event=announce_failed step={} error=\"{}\" action=gave_up", step,
+                  zkErrorName(e));
     if (stopping_) {
       finishShutdown();
     }
     return;
   }
-  spdlog::warn("event=announce_failed step={} error=\"{}\" action=retry", step, zkError(rc));
-  if (rc == ZkCode::SessionExpired) {
+  spdlog::warn("event=announce_failed step={} error=\"{}\" action=retry", step, zkErrorName(e));
+  if (e == ZkError::SessionExpired) {
     return;  // the session event opens a new session
   }
-  retryTimer_.expires_after(backoff_);
-  retryTimer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec) {
-      reconcile();
-    }
-  });
-  backoff_ = std::min(backoff_ * 2, kMaxBackoff);
-}
-
-void Announcer::retryLater() {
-  retryTimer_.expires_after(backoff_);
-  retryTimer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec) {
-      openSession();
-    }
-  });
-  backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+  reconcileTimer_.schedule(takeDelay(reconcileDelay_, config_.maxRetryDelay),
+                           [this] { reconcile(); });
 }
 
 void Announcer::shutdown(std::chrono::milliseconds timeout, std::function<void()> done) {
   stopping_ = true;
   onStopped_ = std::move(done);
-  shutdownTimer_.expires_after(timeout);
-  shutdownTimer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec && onStopped_) {
-      spdlog::warn("event=withdraw_timeout member={} action=continue_shutdown", member_);
-      finishShutdown();
-    }
+  shutdownTimer_.schedule(timeout, [this] {
+    spdlog::warn("event=withdraw_timeout member={} action=continue_shutdown", member_);
+    finishShutdown();
   });
   if (member_.empty()) {
     return finishShutdown();
@@ -265,7 +280,8 @@ void Announcer::shutdown(std::chrono::milliseconds timeout, std::function<void()
 
 void Announcer::finishShutdown() {
   shutdownTimer_.cancel();
-  retryTimer_.cancel();
+  reopenTimer_.cancel();
+  reconcileTimer_.cancel();
   if (auto done = std::exchange(onStopped_, {})) {
     done();
   }

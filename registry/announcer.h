@@ -3,11 +3,11 @@
 // so: health-gated, re-announced after session expiry or deletion, never two members of ours.
 // Runs on the control io_context; the data path never waits on it.
 
+#include "detail/one_shot_timer.h"
 #include "serverset.h"
 #include "zk_session.h"
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <functional>
@@ -22,6 +22,10 @@ struct AnnouncerConfig {
   std::chrono::milliseconds sessionTimeout{10'000};
   std::string digest;   // "user:password" or empty; never logged
   ServiceInstance instance;
+  // Retries (a new session after expiry, a failed step again) wait this long, doubling up to
+  // maxRetryDelay; each kind of retry has its own delay, reset by success.
+  std::chrono::milliseconds firstRetryDelay{1'000};
+  std::chrono::milliseconds maxRetryDelay{60'000};
 };
 
 // Counts the announcer reports, for the metrics of whoever owns it.
@@ -34,8 +38,13 @@ struct AnnouncerEvents {
 
 class Announcer {
  public:
-  Announcer(boost::asio::io_context& ioc, AnnouncerConfig config, AnnouncerEvents events = {});
+  // connect: where sessions come from; empty means the ZooKeeper C client on ioc.
+  Announcer(boost::asio::io_context& ioc, AnnouncerConfig config, AnnouncerEvents events = {},
+            ZkSessionFactory connect = {});
+  // Closes the session (ZooKeeper then removes an ephemeral member); no callback runs afterwards.
   ~Announcer();
+  Announcer(const Announcer&) = delete;
+  Announcer& operator=(const Announcer&) = delete;
 
   void start();
   // The local service's health; the member exists only while healthy.
@@ -44,29 +53,31 @@ class Announcer {
   void shutdown(std::chrono::milliseconds timeout, std::function<void()> done);
 
   bool announced() const { return !member_.empty(); }
-  const std::string& member() const { return member_; }
   std::string statusJson() const;
 
  private:
   void openSession();
-  void onEvent(int type, ZkState state, const std::string& path);
+  void onEvent(ZkEvent event, ZkState state, const std::string& path);
   void reconcile();
   void ensureParents(std::size_t depth);
   void adoptOrCreate();
   void createMember();
   void withdraw();
-  void failed(const char* step, int rc);
-  void retryLater();
+  void succeeded();
+  void failed(const char* step, ZkError error);
   void finishShutdown();
 
-  boost::asio::io_context& ioc_;
   AnnouncerConfig config_;
   AnnouncerEvents events_;
+  ZkSessionFactory connect_;
   std::string data_;
   std::unique_ptr<ZkSession> session_;
-  boost::asio::steady_timer retryTimer_;
-  boost::asio::steady_timer shutdownTimer_;
-  std::chrono::milliseconds backoff_{1'000};
+  // One timer per purpose, so that arming one never cancels the other.
+  detail::OneShotTimer reopenTimer_;     // a new session after expiry, or after none could be made
+  detail::OneShotTimer reconcileTimer_;  // a failed step again, on the same session
+  detail::OneShotTimer shutdownTimer_;   // gives up on withdrawing at shutdown
+  std::chrono::milliseconds reopenDelay_;
+  std::chrono::milliseconds reconcileDelay_;
   std::string member_;  // full path of our member node, empty when none
   std::string lastError_;
   bool healthy_ = false;

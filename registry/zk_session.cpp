@@ -1,7 +1,12 @@
-// zookeeper_mt wrapper: async calls whose completions hop to our io_context.
+// The zookeeper_mt session: async calls whose completions hop to our io_context, and the one
+// place that translates the C client's numbers into our types.
 #include "zk_session.h"
 
+#include "detail/zk_codes.h"
+
 #include <boost/asio/post.hpp>
+
+#include <spdlog/spdlog.h>
 
 #include <zookeeper/zookeeper.h>
 
@@ -12,26 +17,6 @@
 #include <stdexcept>
 
 namespace registry {
-
-const int ZkCode::Ok = ZOK;
-const int ZkCode::NoNode = ZNONODE;
-const int ZkCode::NodeExists = ZNODEEXISTS;
-const int ZkCode::NoAuth = ZNOAUTH;
-const int ZkCode::ConnectionLoss = ZCONNECTIONLOSS;
-const int ZkCode::OperationTimeout = ZOPERATIONTIMEOUT;
-const int ZkCode::SessionExpired = ZSESSIONEXPIRED;
-const int ZkCode::SessionMoved = ZSESSIONMOVED;
-const int ZkCode::Closing = ZCLOSING;
-const int ZkCode::BadArguments = ZBADARGUMENTS;
-const int ZkCode::NotEmpty = ZNOTEMPTY;
-const int ZkCode::InvalidAcl = ZINVALIDACL;
-
-bool ZkCode::retryable(int rc) {
-  return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT || rc == ZSESSIONEXPIRED ||
-         rc == ZSESSIONMOVED || rc == ZCLOSING;
-}
-
-std::string zkError(int rc) { return zerror(rc); }
 
 std::string_view zkStateName(ZkState s) {
   switch (s) {
@@ -44,25 +29,118 @@ std::string_view zkStateName(ZkState s) {
   return "closed";
 }
 
-// What the C client's threads may touch: the io_context to post to, and whether the session
-// object still exists (completions after it died are dropped).
-struct ZkSession::Shared {
-  boost::asio::io_context* ioc;
-  std::mutex mutex;
-  ZkSession* owner;  // null once the session is destroyed
-  EventHandler onEvent;
-};
+std::string_view zkErrorName(ZkError e) {
+  switch (e) {
+    case ZkError::Ok: return "ok";
+    case ZkError::ConnectionLoss: return "connection loss";
+    case ZkError::OperationTimeout: return "operation timeout";
+    case ZkError::SessionExpired: return "session expired";
+    case ZkError::SessionMoved: return "session moved";
+    case ZkError::NoAuth: return "not authenticated";
+    case ZkError::BadArguments: return "bad arguments";
+    case ZkError::InvalidAcl: return "invalid acl";
+    case ZkError::NoNode: return "no node";
+    case ZkError::NodeExists: return "node exists";
+    case ZkError::Other: return "other error";
+  }
+  return "other error";
+}
+
+bool retryable(ZkError e) {
+  return e == ZkError::ConnectionLoss || e == ZkError::OperationTimeout ||
+         e == ZkError::SessionExpired || e == ZkError::SessionMoved;
+}
+
+namespace detail {
+
+ZkError zkErrorFromCode(int rc) {
+  switch (rc) {
+    case ZOK: return ZkError::Ok;
+    case ZCONNECTIONLOSS: return ZkError::ConnectionLoss;
+    // The server refused to do it now: as good as a timeout, try again later.
+    case ZOPERATIONTIMEOUT:
+    case ZTHROTTLEDOP: return ZkError::OperationTimeout;
+    // The handle is expired (or its authentication failed): this session is finished either way.
+    case ZSESSIONEXPIRED:
+    case ZINVALIDSTATE: return ZkError::SessionExpired;
+    case ZSESSIONMOVED: return ZkError::SessionMoved;
+    case ZNOAUTH:
+    case ZAUTHFAILED: return ZkError::NoAuth;
+    case ZBADARGUMENTS: return ZkError::BadArguments;
+    case ZINVALIDACL: return ZkError::InvalidAcl;
+    case ZNONODE: return ZkError::NoNode;
+    case ZNODEEXISTS: return ZkError::NodeExists;
+    default: return ZkError::Other;
+  }
+}
+
+ZkState zkStateFromCode(int state) {
+  if (state == ZOO_CONNECTED_STATE || state == ZOO_READONLY_STATE) {
+    return ZkState::Connected;
+  }
+  if (state == ZOO_EXPIRED_SESSION_STATE) {
+    return ZkState::Expired;
+  }
+  if (state == ZOO_AUTH_FAILED_STATE) {
+    return ZkState::AuthFailed;
+  }
+  return ZkState::Connecting;
+}
+
+ZkEvent zkEventFromCode(int type) {
+  if (type == ZOO_CREATED_EVENT) {
+    return ZkEvent::Created;
+  }
+  if (type == ZOO_DELETED_EVENT) {
+    return ZkEvent::Deleted;
+  }
+  if (type == ZOO_CHANGED_EVENT) {
+    return ZkEvent::DataChanged;
+  }
+  if (type == ZOO_CHILD_EVENT) {
+    return ZkEvent::ChildrenChanged;
+  }
+  if (type == ZOO_NOTWATCHING_EVENT) {
+    return ZkEvent::NotWatching;
+  }
+  return ZkEvent::Session;
+}
+
+}  // namespace detail
 
 namespace {
 
-using SharedPtr = std::shared_ptr<ZkSession::Shared>;
+using detail::zkErrorFromCode;
+
+// Runs on the C client's threads: translate, and name a code we do not know by its number, which
+// ZkError::Other would otherwise hide. ZCLOSING is ours: we closed the handle.
+ZkError translate(int rc) {
+  ZkError e = zkErrorFromCode(rc);
+  if (e == ZkError::Other && rc != ZCLOSING) {
+    spdlog::warn("event=zk_unexpected_result rc={} error=\"{}\"", rc, zerror(rc));
+  }
+  return e;
+}
+
+class ZkSessionImpl;
+
+// What the C client's threads may touch: the io_context to post to, and whether the session
+// object still exists (completions after it died are dropped).
+struct Shared {
+  boost::asio::io_context* ioc;
+  std::mutex mutex;
+  ZkSessionImpl* owner;  // null once the session is destroyed
+  ZkSession::EventHandler onEvent;
+};
+
+using SharedPtr = std::shared_ptr<Shared>;
 
 // Runs f(session) on the io_context, unless the session is gone by then.
 template <class F>
 void postTo(const SharedPtr& shared, F f) {
   boost::asio::post(*shared->ioc, [shared, f = std::move(f)]() mutable {
     std::unique_lock lock(shared->mutex);
-    ZkSession* owner = shared->owner;
+    ZkSessionImpl* owner = shared->owner;
     lock.unlock();
     if (owner) {
       f(*owner);
@@ -76,8 +154,10 @@ struct Call {
   SharedPtr shared;
   Fn done;
   template <class... A>
-  void finish(A... args) {
-    postTo(shared, [done = std::move(done), args...](ZkSession&) mutable { done(args...); });
+  void finish(int rc, A... args) {
+    postTo(shared, [done = std::move(done), e = translate(rc), args...](ZkSessionImpl&) mutable {
+      done(e, args...);
+    });
   }
 };
 
@@ -93,31 +173,42 @@ void launch(const SharedPtr& shared, Fn done, Start start, Fallback... fallback)
   }
 }
 
-}  // namespace
+class ZkSessionImpl final : public ZkSession {
+ public:
+  ZkSessionImpl(boost::asio::io_context& ioc, const ZkSessionOptions& options,
+                EventHandler onEvent);
+  ~ZkSessionImpl() override;
+  ZkSessionImpl(const ZkSessionImpl&) = delete;
+  ZkSessionImpl& operator=(const ZkSessionImpl&) = delete;
 
-namespace {
+  // ZkSession
+  ZkState state() const override { return state_; }
+  int64_t sessionId() const override;
+  std::string connectedServer() const override;
+  void create(const std::string& path, const std::string& data, ZkNodeKind kind,
+              std::function<void(ZkError, std::string)> done) override;
+  void remove(const std::string& path, std::function<void(ZkError)> done) override;
+  void exists(const std::string& path, bool watch,
+              std::function<void(ZkError, ZkStat)> done) override;
+  void get(const std::string& path, bool watch,
+           std::function<void(ZkError, std::string)> done) override;
+  void children(const std::string& path, bool watch,
+                std::function<void(ZkError, std::vector<std::string>)> done) override;
 
-ZkStat statOf(const Stat* s) { return s ? ZkStat{s->ephemeralOwner, s->version} : ZkStat{}; }
+ private:
+  static void onWatch(zhandle_t*, int type, int state, const char* path, void* context);
 
-ZkState stateOf(int state) {
-  if (state == ZOO_CONNECTED_STATE || state == ZOO_READONLY_STATE) {
-    return ZkState::Connected;
-  }
-  if (state == ZOO_EXPIRED_SESSION_STATE) {
-    return ZkState::Expired;
-  }
-  if (state == ZOO_AUTH_FAILED_STATE) {
-    return ZkState::AuthFailed;
-  }
-  return ZkState::Connecting;
-}
+  SharedPtr shared_;
+  zhandle_t* zh_ = nullptr;
+  ZkState state_ = ZkState::Connecting;
+  bool secured_ = false;
+};
 
-}  // namespace
+ZkStat statOf(const Stat* s) { return s ? ZkStat{s->ephemeralOwner} : ZkStat{}; }
 
-ZkSession::ZkSession(boost::asio::io_context& ioc, const std::string& connect,
-                     std::chrono::milliseconds timeout, const std::string& digest,
-                     EventHandler onEvent)
-    : ioc_(ioc), shared_(std::make_shared<Shared>()) {
+ZkSessionImpl::ZkSessionImpl(boost::asio::io_context& ioc, const ZkSessionOptions& options,
+                             EventHandler onEvent)
+    : shared_(std::make_shared<Shared>()) {
   shared_->ioc = &ioc;
   shared_->owner = this;
   shared_->onEvent = std::move(onEvent);
@@ -125,48 +216,47 @@ ZkSession::ZkSession(boost::asio::io_context& ioc, const std::string& connect,
   std::call_once(quiet, [] { zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR); });
   // The watcher context holds its own reference; released when the handle is closed.
   auto* ctx = new SharedPtr(shared_);
-  zh_ = zookeeper_init(
-      connect.c_str(),
-      [](zhandle_t*, int type, int state, const char* path, void* context) {
-        auto shared = *static_cast<SharedPtr*>(context);
-        std::string p = path ? path : "";
-        ZkState s = stateOf(state);
-        postTo(shared, [type, s, p, shared](ZkSession& self) {
-          if (type == ZOO_SESSION_EVENT) {
-            self.state_ = s;
-          }
-          shared->onEvent(type, s, p);
-        });
-      },
-      static_cast<int>(timeout.count()), nullptr, ctx, 0);
+  zh_ = zookeeper_init(options.connect.c_str(), &ZkSessionImpl::onWatch,
+                       static_cast<int>(options.timeout.count()), nullptr, ctx, 0);
   if (!zh_) {
     delete ctx;
-    throw std::runtime_error("cannot start a ZooKeeper client for '" + connect + "'");
+    throw std::runtime_error("cannot start a ZooKeeper client for '" + options.connect + "'");
   }
-  if (!digest.empty()) {
+  if (!options.digest.empty()) {
     secured_ = true;
-    zoo_add_auth(zh_, "digest", digest.data(), static_cast<int>(digest.size()), nullptr, nullptr);
+    zoo_add_auth(zh_, "digest", options.digest.data(), static_cast<int>(options.digest.size()),
+                 nullptr, nullptr);
   }
 }
 
-ZkSession::~ZkSession() {
+void ZkSessionImpl::onWatch(zhandle_t*, int type, int state, const char* path, void* context) {
+  auto shared = *static_cast<SharedPtr*>(context);
+  const ZkEvent event = detail::zkEventFromCode(type);
+  const ZkState s = detail::zkStateFromCode(state);
+  postTo(shared, [event, s, p = std::string(path ? path : ""), shared](ZkSessionImpl& self) {
+    if (event == ZkEvent::Session) {
+      self.state_ = s;
+    }
+    shared->onEvent(event, s, p);
+  });
+}
+
+ZkSessionImpl::~ZkSessionImpl() {
   {
     std::lock_guard lock(shared_->mutex);
     shared_->owner = nullptr;
   }
-  if (zh_) {
-    auto* ctx = static_cast<SharedPtr*>(const_cast<void*>(zoo_get_context(zh_)));
-    zookeeper_close(zh_);  // also ends the session on the server, removing ephemeral nodes
-    delete ctx;
-  }
+  auto* ctx = static_cast<SharedPtr*>(const_cast<void*>(zoo_get_context(zh_)));
+  zookeeper_close(zh_);  // also ends the session on the server, removing ephemeral nodes
+  delete ctx;
 }
 
-int64_t ZkSession::sessionId() const {
+int64_t ZkSessionImpl::sessionId() const {
   const clientid_t* id = zoo_client_id(zh_);
   return id ? id->client_id : 0;
 }
 
-std::string ZkSession::connectedServer() const {
+std::string ZkSessionImpl::connectedServer() const {
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
   if (!zookeeper_get_connected_host(zh_, reinterpret_cast<sockaddr*>(&addr), &len)) {
@@ -188,8 +278,8 @@ std::string ZkSession::connectedServer() const {
   return std::string(host) + ":" + std::to_string(port);
 }
 
-void ZkSession::create(const std::string& path, const std::string& data, bool ephemeralSequential,
-                       std::function<void(int, std::string)> done) {
+void ZkSessionImpl::create(const std::string& path, const std::string& data, ZkNodeKind kind,
+                           std::function<void(ZkError, std::string)> done) {
   // With credentials: the world may read, only the creator may change (Finagle's secure ACL).
   static ACL secured[] = {{ZOO_PERM_READ, {const_cast<char*>("world"), const_cast<char*>("anyone")}},
                           {ZOO_PERM_ALL, {const_cast<char*>("auth"), const_cast<char*>("")}}};
@@ -199,7 +289,7 @@ void ZkSession::create(const std::string& path, const std::string& data, bool ep
     return zoo_acreate(
         zh_, path.c_str(), data.data(), static_cast<int>(data.size()),
         secured_ ? &securedAcl : &ZOO_OPEN_ACL_UNSAFE,
-        ephemeralSequential ? ZOO_EPHEMERAL_SEQUENTIAL : ZOO_PERSISTENT,
+        kind == ZkNodeKind::EphemeralSequential ? ZOO_EPHEMERAL_SEQUENTIAL : ZOO_PERSISTENT,
         [](int rc, const char* value, const void* ctx) {
           auto* c = static_cast<C*>(const_cast<void*>(ctx));
           c->finish(rc, std::string(value ? value : ""));
@@ -209,7 +299,7 @@ void ZkSession::create(const std::string& path, const std::string& data, bool ep
   }, std::string{});
 }
 
-void ZkSession::remove(const std::string& path, std::function<void(int)> done) {
+void ZkSessionImpl::remove(const std::string& path, std::function<void(ZkError)> done) {
   using C = Call<decltype(done)>;
   launch(shared_, std::move(done), [&](C* call) {
     return zoo_adelete(
@@ -223,7 +313,8 @@ void ZkSession::remove(const std::string& path, std::function<void(int)> done) {
   });
 }
 
-void ZkSession::exists(const std::string& path, bool watch, std::function<void(int, ZkStat)> done) {
+void ZkSessionImpl::exists(const std::string& path, bool watch,
+                           std::function<void(ZkError, ZkStat)> done) {
   using C = Call<decltype(done)>;
   launch(shared_, std::move(done), [&](C* call) {
     return zoo_aexists(
@@ -237,24 +328,23 @@ void ZkSession::exists(const std::string& path, bool watch, std::function<void(i
   }, ZkStat{});
 }
 
-void ZkSession::get(const std::string& path, bool watch,
-                    std::function<void(int, std::string, ZkStat)> done) {
+void ZkSessionImpl::get(const std::string& path, bool watch,
+                        std::function<void(ZkError, std::string)> done) {
   using C = Call<decltype(done)>;
   launch(shared_, std::move(done), [&](C* call) {
     return zoo_aget(
         zh_, path.c_str(), watch ? 1 : 0,
-        [](int rc, const char* value, int len, const Stat* stat, const void* ctx) {
+        [](int rc, const char* value, int len, const Stat*, const void* ctx) {
           auto* c = static_cast<C*>(const_cast<void*>(ctx));
-          c->finish(rc, value && len > 0 ? std::string(value, static_cast<std::size_t>(len)) : "",
-                    statOf(stat));
+          c->finish(rc, value && len > 0 ? std::string(value, static_cast<std::size_t>(len)) : "");
           delete c;
         },
         call);
-  }, std::string{}, ZkStat{});
+  }, std::string{});
 }
 
-void ZkSession::children(const std::string& path, bool watch,
-                         std::function<void(int, std::vector<std::string>)> done) {
+void ZkSessionImpl::children(const std::string& path, bool watch,
+                             std::function<void(ZkError, std::vector<std::string>)> done) {
   using C = Call<decltype(done)>;
   launch(shared_, std::move(done), [&](C* call) {
     return zoo_aget_children(
@@ -270,6 +360,14 @@ void ZkSession::children(const std::string& path, bool watch,
         },
         call);
   }, std::vector<std::string>{});
+}
+
+}  // namespace
+
+std::unique_ptr<ZkSession> openZkSession(boost::asio::io_context& ioc,
+                                         const ZkSessionOptions& options,
+                                         ZkSession::EventHandler onEvent) {
+  return std::make_unique<ZkSessionImpl>(ioc, options, std::move(onEvent));
 }
 
 }  // namespace registry

@@ -1,7 +1,7 @@
 #pragma once
-// One ZooKeeper session over the zookeeper_mt C client. The client calls back on its own threads;
-// every callback here only posts to our io_context, where the completion runs. A session that
-// expired stays expired: make a new ZkSession, never repair one.
+// The ZooKeeper seam: our own types for session states, watch events and errors, and the session
+// interface that the announcer and the resolver drive. The real session wraps the zookeeper_mt C
+// client, whose API stays inside zk_session.cpp; unit tests drive a fake.
 
 #include <boost/asio/io_context.hpp>
 
@@ -9,67 +9,86 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
-typedef struct _zhandle zhandle_t;
-
 namespace registry {
-
-struct ZkStat {
-  int64_t ephemeralOwner = 0;
-  int32_t version = 0;
-};
-
-// ZooKeeper return codes we act on, named (the C client's ZOK, ZNONODE, ...).
-struct ZkCode {
-  static const int Ok, NoNode, NodeExists, NoAuth, ConnectionLoss, OperationTimeout,
-      SessionExpired, SessionMoved, Closing, BadArguments, NotEmpty, InvalidAcl;
-  // Worth another try after the session reconnects or is replaced.
-  static bool retryable(int rc);
-};
-
-std::string zkError(int rc);
 
 enum class ZkState { Connecting, Connected, Expired, AuthFailed, Closed };
 std::string_view zkStateName(ZkState s);
 
+// What the session reports: a change of its own state, or a watch that fired on a path.
+enum class ZkEvent { Session, Created, Deleted, DataChanged, ChildrenChanged, NotWatching };
+
+// The outcome of one operation; Ok is success, NoNode and NodeExists are often answers rather
+// than failures. Codes we never act on apart are Other (the session logs the C client's number).
+enum class ZkError {
+  Ok,
+  ConnectionLoss,
+  OperationTimeout,
+  SessionExpired,
+  SessionMoved,
+  NoAuth,
+  BadArguments,
+  InvalidAcl,
+  NoNode,
+  NodeExists,
+  Other,
+};
+
+// The C client's wording ("connection loss", "not authenticated"...), which operators search for.
+std::string_view zkErrorName(ZkError e);
+
+// Worth another try once the connection is back or the session replaced (DESIGN.md section 4).
+// Everything else (no auth, bad arguments, an invalid ACL) needs a person, not a retry.
+bool retryable(ZkError e);
+
+struct ZkStat {
+  int64_t ephemeralOwner = 0;  // the session that owns an ephemeral node, else 0
+};
+
+enum class ZkNodeKind { Persistent, EphemeralSequential };
+
+struct ZkSessionOptions {
+  std::string connect;  // host:port[,host:port][/chroot]
+  std::chrono::milliseconds timeout{10'000};
+  std::string digest;  // "user:password" or empty; never logged
+};
+
+// One ZooKeeper session. Events and completions run on the io_context the session was made with,
+// never inside the call that started them and never after the session is destroyed. A session
+// that expired stays expired: make a new one, never repair it.
 class ZkSession {
  public:
-  // onEvent runs on ioc for session state changes and watch triggers (type, path).
-  using EventHandler = std::function<void(int type, ZkState state, const std::string& path)>;
+  using EventHandler = std::function<void(ZkEvent event, ZkState state, const std::string& path)>;
 
-  // digest: "user:password" or empty. Throws std::runtime_error if the handle cannot be made.
-  ZkSession(boost::asio::io_context& ioc, const std::string& connect,
-            std::chrono::milliseconds timeout, const std::string& digest, EventHandler onEvent);
-  ~ZkSession();
-  ZkSession(const ZkSession&) = delete;
-  ZkSession& operator=(const ZkSession&) = delete;
+  virtual ~ZkSession() = default;
 
-  ZkState state() const { return state_; }
-  int64_t sessionId() const;
-  std::string connectedServer() const;
-  bool secured() const { return secured_; }
+  virtual ZkState state() const = 0;
+  virtual int64_t sessionId() const = 0;
+  virtual std::string connectedServer() const = 0;  // "host:port", empty when not connected
 
-  // Completions run on ioc, never after this session is destroyed.
-  void create(const std::string& path, const std::string& data, bool ephemeralSequential,
-              std::function<void(int rc, std::string created)> done);
-  void remove(const std::string& path, std::function<void(int rc)> done);
-  void exists(const std::string& path, bool watch, std::function<void(int rc, ZkStat)> done);
-  void get(const std::string& path, bool watch,
-           std::function<void(int rc, std::string data, ZkStat)> done);
-  void children(const std::string& path, bool watch,
-                std::function<void(int rc, std::vector<std::string>)> done);
-
-  struct Shared;  // what the C client's threads may touch; defined in the .cpp
-
- private:
-  boost::asio::io_context& ioc_;
-  std::shared_ptr<Shared> shared_;
-  zhandle_t* zh_ = nullptr;
-  ZkState state_ = ZkState::Connecting;
-  bool secured_ = false;
+  // With credentials, nodes are created world-readable and writable by their creator only.
+  virtual void create(const std::string& path, const std::string& data, ZkNodeKind kind,
+                      std::function<void(ZkError, std::string created)> done) = 0;
+  virtual void remove(const std::string& path, std::function<void(ZkError)> done) = 0;
+  virtual void exists(const std::string& path, bool watch,
+                      std::function<void(ZkError, ZkStat)> done) = 0;
+  virtual void get(const std::string& path, bool watch,
+                   std::function<void(ZkError, std::string data)> done) = 0;
+  virtual void children(const std::string& path, bool watch,
+                        std::function<void(ZkError, std::vector<std::string> names)> done) = 0;
 };
+
+// Makes a session; an empty factory means the real one on the owner's io_context.
+using ZkSessionFactory = std::function<std::unique_ptr<ZkSession>(const ZkSessionOptions&,
+                                                                  ZkSession::EventHandler)>;
+
+// The zookeeper_mt client: its threads only post to ioc. Throws std::runtime_error if the client
+// cannot make a handle.
+std::unique_ptr<ZkSession> openZkSession(boost::asio::io_context& ioc,
+                                         const ZkSessionOptions& options,
+                                         ZkSession::EventHandler onEvent);
 
 }  // namespace registry

@@ -56,8 +56,9 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config) {
     registry::ServersetAddress address{r.config.zkConnect, r.config.zkPath, std::nullopt,
                                        r.config.endpoint};
     r.resolver = std::make_unique<registry::ServersetResolver>(
-        control_, address, zkSessionTimeout_,
-        [this, &r](const registry::ServersetSnapshot& s) { resolved(r, s); });
+        control_, address, registry::ResolverOptions{zkSessionTimeout_},
+        [this, &r](const registry::ServersetSnapshot& s) { resolved(r, s); },
+        [this, &r](bool stale) { setStale(r, stale); });
     r.resolver->start();
   }
   members->version = 1;
