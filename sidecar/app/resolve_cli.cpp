@@ -11,6 +11,9 @@
 #include <boost/json/value.hpp>
 #include <boost/program_options.hpp>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <iostream>
 #include <map>
 #include <set>
@@ -82,6 +85,9 @@ int runResolveCommand(int argc, const char* const* argv) {
   }
   const bool watch = vm.count("watch") > 0;
 
+  // stdout carries the member lines; the resolver's own log lines (a stale or incomplete
+  // listing) go to stderr.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("resolve"));
   boost::asio::io_context ioc{1};
   boost::asio::steady_timer deadline(ioc);
   int exitCode = 0;
