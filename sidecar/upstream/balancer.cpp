@@ -1,0 +1,208 @@
+// Power of two choices over peak EWMA, with failure accrual and panic mode.
+#include "upstream/balancer.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+namespace sidecar {
+
+namespace {
+
+// Finagle's PeakEwma penalty (Long.MaxValue >> 16 ns, about 39 hours): the cost of a member
+// with no latency yet while a request to it is pending, so that it gets one request at a time
+// until its first answer says how fast it is.
+constexpr double kPenalty = static_cast<double>(std::numeric_limits<std::int64_t>::max() >> 16);
+
+constexpr double kNanosPerMs = 1e6;
+
+}  // namespace
+
+void PeakEwmaLoad::observe(SteadyTime now, double rttNanos) {
+  stamp_ = std::max(stamp_, now);
+  // Peak-sensitive: a sample above the average replaces it at once.
+  if (rttNanos > ewma_.last()) {
+    ewma_.reset();
+  }
+  ewma_.update(stamp_, rttNanos);
+}
+
+double PeakEwmaLoad::cost(double ewmaNanos) const {
+  if (ewmaNanos == 0.0 && pending_ != 0) {
+    return kPenalty + pending_;
+  }
+  return ewmaNanos * (pending_ + 1);
+}
+
+double PeakEwmaLoad::load(SteadyTime now) {
+  observe(now, 0.0);
+  return cost(ewma_.last());
+}
+
+double PeakEwmaLoad::ewmaNanos(SteadyTime now) const {
+  return ewma_.decayedTo(std::max(stamp_, now));
+}
+
+double PeakEwmaLoad::peek(SteadyTime now) const { return cost(ewmaNanos(now)); }
+
+void PeakEwmaLoad::end(SteadyTime now, std::chrono::nanoseconds rtt) {
+  if (pending_ > 0) {
+    --pending_;
+  }
+  observe(now, static_cast<double>(std::max<std::int64_t>(rtt.count(), 0)));
+}
+
+void PeakEwmaLoad::seed(SteadyTime now, double ewmaNanos) {
+  stamp_ = std::max(stamp_, now);
+  ewma_.reset();
+  ewma_.update(stamp_, ewmaNanos);
+}
+
+P2cPeakEwma::P2cPeakEwma(std::uint64_t seed, BalancerSettings settings)
+    : settings_(settings), rng_(seed) {}
+
+P2cPeakEwma::Member* P2cPeakEwma::find(const tcp::endpoint& e) {
+  for (auto& m : members_) {
+    if (m.endpoint == e) {
+      return &m;
+    }
+  }
+  return nullptr;
+}
+
+void P2cPeakEwma::update(const std::vector<tcp::endpoint>& endpoints, SteadyTime now) {
+  const auto listed = [&](const tcp::endpoint& e) {
+    return std::find(endpoints.begin(), endpoints.end(), e) != endpoints.end();
+  };
+  // What a new member is compared against: the kept members that have a latency. With none,
+  // it starts as Finagle's do (no history: free while idle, the penalty while busy).
+  double sum = 0;
+  std::size_t known = 0;
+  for (const auto& m : members_) {
+    const double ewma = m.load.ewmaNanos(now);
+    if (ewma > 0 && listed(m.endpoint)) {
+      sum += ewma;
+      ++known;
+    }
+  }
+
+  std::vector<Member> next;
+  next.reserve(endpoints.size());
+  for (const auto& e : endpoints) {
+    const bool duplicate =
+        std::any_of(next.begin(), next.end(), [&](const Member& m) { return m.endpoint == e; });
+    if (duplicate) {
+      continue;  // two serverset nodes for one address are one member
+    }
+    if (Member* kept = find(e)) {
+      next.push_back(std::move(*kept));
+      continue;
+    }
+    next.push_back(
+        Member{e, PeakEwmaLoad(settings_.decay, now), FailureAccrual(settings_.accrual, now)});
+    if (known > 0) {
+      next.back().load.seed(now, sum / static_cast<double>(known));
+    }
+  }
+  members_ = std::move(next);
+}
+
+std::optional<tcp::endpoint> P2cPeakEwma::pick(SteadyTime now, const tcp::endpoint* exclude) {
+  if (members_.empty()) {
+    return std::nullopt;
+  }
+  if (members_.size() == 1) {
+    return members_.front().endpoint;
+  }
+  const auto excluded = [&](const Member& m) {
+    return exclude != nullptr && m.endpoint == *exclude;
+  };
+
+  // A member back from its back-off is probed with the next request: its outcome decides.
+  for (const auto& m : members_) {
+    if (!excluded(m) && m.accrual.awaitingProbe(now)) {
+      return m.endpoint;
+    }
+  }
+
+  const std::size_t up = available(now);
+  const bool panic = 2 * (members_.size() - up) >= members_.size();
+  const auto candidate = [&](const Member& m) {
+    return !excluded(m) && (panic || m.accrual.available(now));
+  };
+  std::size_t n = 0;
+  for (const auto& m : members_) {
+    n += candidate(m) ? 1 : 0;
+  }
+  if (n == 0) {
+    return members_.front().endpoint;  // unreachable with two members or more
+  }
+  const auto nth = [&](std::size_t k) -> Member& {
+    for (auto& m : members_) {
+      if (candidate(m) && k-- == 0) {
+        return m;
+      }
+    }
+    return members_.front();  // unreachable: k < n
+  };
+  if (n == 1) {
+    return nth(0).endpoint;
+  }
+
+  // Two distinct members, uniformly (Finagle's P2CPick): the second draw skips the first.
+  const std::size_t a = rng_() % n;
+  std::size_t b = rng_() % (n - 1);
+  if (b >= a) {
+    ++b;
+  }
+  Member& first = nth(a);
+  Member& second = nth(b);
+  const double firstLoad = first.load.load(now);
+  const double secondLoad = second.load.load(now);
+  // The healthier first (it only differs in panic mode), then the cheaper.
+  const bool firstUp = first.accrual.available(now);
+  const bool secondUp = second.accrual.available(now);
+  if (firstUp != secondUp) {
+    return firstUp ? first.endpoint : second.endpoint;
+  }
+  return firstLoad <= secondLoad ? first.endpoint : second.endpoint;
+}
+
+void P2cPeakEwma::started(const tcp::endpoint& member, SteadyTime now) {
+  if (Member* m = find(member)) {
+    m->load.start();
+    m->accrual.started(now);
+  }
+}
+
+void P2cPeakEwma::finished(const tcp::endpoint& member, SteadyTime now,
+                           std::chrono::nanoseconds rtt, bool ok) {
+  Member* m = find(member);
+  if (m == nullptr) {
+    return;
+  }
+  // A failure's round-trip time counts too, as in Finagle; accrual deals with fast failures.
+  m->load.end(now, rtt);
+  const auto change = ok ? m->accrual.succeeded(now) : m->accrual.failed(now, rng_);
+  if (change == FailureAccrual::Change::ejected) {
+    ++ejections_;
+  }
+}
+
+std::size_t P2cPeakEwma::available(SteadyTime now) const {
+  return static_cast<std::size_t>(std::count_if(
+      members_.begin(), members_.end(), [&](const Member& m) { return m.accrual.available(now); }));
+}
+
+std::vector<MemberView> P2cPeakEwma::members(SteadyTime now) const {
+  std::vector<MemberView> views;
+  views.reserve(members_.size());
+  for (const auto& m : members_) {
+    views.push_back(MemberView{m.endpoint, m.load.peek(now) / kNanosPerMs,
+                               m.load.ewmaNanos(now) / kNanosPerMs, m.load.pending(),
+                               stateName(m.accrual.state(now))});
+  }
+  return views;
+}
+
+}  // namespace sidecar
