@@ -27,6 +27,7 @@ struct Fake {
         .metricsJson = [] { return std::string("{}"); },
         .serverInfoJson = [] { return std::string("{}"); },
         .announcerJson = [] { return std::string("{\"member\":null}"); },
+        .clientsJson = [] { return std::string("{\"clients\":[{\"route\":\"x\"}]}\n"); },
     };
   }
 };
@@ -48,6 +49,18 @@ TEST_CASE("ping, health, ready") {
   CHECK(health.body() == "draining\n");
   CHECK(handleAdminRequest(req(http::verb::get, "/ready"), h).result() ==
         http::status::service_unavailable);
+}
+
+TEST_CASE("/admin/clients is JSON from its hook, and an empty list without one") {
+  Fake f;
+  auto h = f.hooks();
+  auto res = handleAdminRequest(req(http::verb::get, "/admin/clients"), h);
+  CHECK(res.result() == http::status::ok);
+  CHECK(res[http::field::content_type] == "application/json");
+  CHECK(res.body().find("\"route\":\"x\"") != std::string::npos);
+  h.clientsJson = nullptr;
+  CHECK(handleAdminRequest(req(http::verb::get, "/admin/clients"), h).body() ==
+        "{\"clients\":[]}\n");
 }
 
 TEST_CASE("quitquitquit takes POST only, with an optional grace") {
