@@ -56,7 +56,7 @@ CNF
 }
 
 ca ca "Sidecar Dev CA"
-leaf server ca "$name" "DNS:localhost,IP:127.0.0.1,URI:spiffe://dev.local/$name" serverAuth
+leaf server ca "$name" "DNS:localhost,IP:127.0.0.1,URI:spiffe://dev.local/$name" serverAuth,clientAuth
 leaf client ca caller "URI:spiffe://dev.local/caller" clientAuth
 leaf intruder ca intruder "URI:spiffe://dev.local/intruder" clientAuth
 leaf expired ca caller "URI:spiffe://dev.local/caller" clientAuth 20200101000000Z 20200102000000Z

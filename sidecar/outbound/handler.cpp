@@ -13,9 +13,24 @@ OutboundHandler::OutboundHandler(Worker& worker, const OutboundShared& shared,
                                  std::shared_ptr<asio::ssl::context> tls)
     : worker_(worker),
       shared_(shared),
-      tls_(std::move(tls)),
-      pool_(PoolSettings{shared.config.idleTimeout, shared.limits.upstreamMaxIdle, nullptr,
-                         nullptr, nullptr}) {}
+      tls_(std::move(tls)) {}
+
+OutboundHandler::Route& OutboundHandler::add(std::shared_ptr<const RouteInfo> info,
+                                             std::shared_ptr<const MemberSet> members) {
+  // Seeded per worker and route: a run can be repeated, and workers do not pick in step.
+  const auto seed =
+      std::hash<std::string>{}(info->name) ^ (0x9e3779b97f4a7c15ull * (worker_.index() + 1));
+  const PoolSettings pool{shared_.config.idleTimeout, shared_.limits.upstreamMaxIdle, nullptr,
+                          nullptr, nullptr};
+  auto name = info->name;
+  return routes_.try_emplace(name, std::move(info), std::move(members), seed, pool).first->second;
+}
+
+void OutboundHandler::clear() {
+  for (auto& [name, r] : routes_) {
+    r.pool.clear();
+  }
+}
 
 void OutboundHandler::accepted(TcpSocket socket) {
   asio::co_spawn(worker_.ioc(), serveOutbound(*this, std::move(socket)), asio::detached);
@@ -25,13 +40,7 @@ void OutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
                                std::shared_ptr<const MemberSet> members) {
   asio::post(worker_.ioc(), [this, info = std::move(info), members = std::move(members)] {
     auto it = routes_.find(info->name);
-    if (it == routes_.end()) {
-      // Seeded per worker and route: the tests can repeat a run; workers do not pick in step.
-      const auto seed = std::hash<std::string>{}(info->name) ^ (0x9e3779b97f4a7c15ull * (worker_.index() + 1));
-      it = routes_.try_emplace(info->name, Route{info, members, P2cPeakEwma(seed), RetryBudget{}, {}, 0})
-               .first;
-    }
-    auto& r = it->second;
+    auto& r = it != routes_.end() ? it->second : add(info, members);
     r.info = info;
     r.members = members;
     r.balancer.update(members->members, std::chrono::steady_clock::now());
@@ -46,7 +55,9 @@ void OutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
 void OutboundHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
   asio::post(worker_.ioc(), [this, ctx = std::move(ctx)]() mutable {
     tls_ = std::move(ctx);
-    sessions_.clear();  // sessions of the old certificate
+    for (auto& [name, r] : routes_) {
+      r.sessions.clear();  // sessions of the old certificate
+    }
   });
 }
 
@@ -61,17 +72,12 @@ OutboundHandler::Route* OutboundHandler::route(const std::string& name) {
   ++requested_;
   shared_.requestRoute(name);
   // Waits for its members with an empty set; the control thread's answer replaces both.
-  auto info = std::make_shared<RouteInfo>(RouteInfo{name, {}, 0});
-  const auto seed = std::hash<std::string>{}(name) ^ (0x9e3779b97f4a7c15ull * (worker_.index() + 1));
-  auto& r = routes_
-                .try_emplace(name, Route{info, std::make_shared<MemberSet>(), P2cPeakEwma(seed),
-                                         RetryBudget{}, {}, 0})
-                .first->second;
-  return &r;
+  return &add(std::make_shared<RouteInfo>(RouteInfo{name, {}, 0, false}),
+              std::make_shared<MemberSet>());
 }
 
-SSL_SESSION* OutboundHandler::session(const tcp::endpoint& e) {
-  for (auto& [endpoint, s] : sessions_) {
+SSL_SESSION* OutboundHandler::Route::session(const tcp::endpoint& e) {
+  for (auto& [endpoint, s] : sessions) {
     if (endpoint == e) {
       return s.get();
     }
@@ -79,26 +85,26 @@ SSL_SESSION* OutboundHandler::session(const tcp::endpoint& e) {
   return nullptr;
 }
 
-void OutboundHandler::keepSession(const tcp::endpoint& e, TlsStream::Session s) {
+void OutboundHandler::Route::keepSession(const tcp::endpoint& e, TlsStream::Session s) {
   if (!s) {
     return;
   }
-  for (auto& [endpoint, kept] : sessions_) {
+  for (auto& [endpoint, kept] : sessions) {
     if (endpoint == e) {
       kept = std::move(s);
       return;
     }
   }
-  if (sessions_.size() >= 1024) {
-    sessions_.erase(sessions_.begin());
+  if (sessions.size() >= 1024) {
+    sessions.erase(sessions.begin());
   }
-  sessions_.emplace_back(e, std::move(s));
+  sessions.emplace_back(e, std::move(s));
 }
 
 void OutboundHandler::tick() {
-  pool_.sweep();
   const auto now = std::chrono::steady_clock::now();
   for (auto& [name, r] : routes_) {
+    r.pool.sweep();
     const auto ejections = r.balancer.ejections();
     if (ejections > r.ejectionsSeen) {
       shared_.metrics->ejections.add(worker_.index(), r.info->slot, ejections - r.ejectionsSeen);

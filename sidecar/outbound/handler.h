@@ -68,7 +68,7 @@ class OutboundHandler final : public ConnectionHandler {
 
   void accepted(TcpSocket socket) override;
   void tick() override;
-  void clear() override { pool_.clear(); }
+  void clear() override;
 
   // Thread-safe: a route made or its members changed.
   void setRoute(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members);
@@ -76,13 +76,24 @@ class OutboundHandler final : public ConnectionHandler {
   void setTls(std::shared_ptr<asio::ssl::context> ctx);
 
   // Worker-thread only, for sessions.
+  // A connection is the route's: it was verified against the route's expected identity, so
+  // another route to the same address (expecting someone else) never reuses it, nor its TLS
+  // session.
   struct Route {
+    Route(std::shared_ptr<const RouteInfo> i, std::shared_ptr<const MemberSet> m,
+          std::uint64_t seed, const PoolSettings& pool)
+        : info(std::move(i)), members(std::move(m)), balancer(seed), pool(pool) {}
     std::shared_ptr<const RouteInfo> info;
     std::shared_ptr<const MemberSet> members;
     P2cPeakEwma balancer;
     RetryBudget budget;
+    BasicConnectionPool<TlsStream> pool;
+    std::vector<std::pair<tcp::endpoint, TlsStream::Session>> sessions;
     std::vector<SteadyTimer*> waiters;  // requests waiting for the first resolution
     std::uint64_t ejectionsSeen = 0;
+    // A TLS session to resume with a member, if one is kept.
+    SSL_SESSION* session(const tcp::endpoint& e);
+    void keepSession(const tcp::endpoint& e, TlsStream::Session s);
   };
   // The route for name, or none; with --route-prefix a missing one is asked for (and returned,
   // waiting for its members) unless --max-routes are known.
@@ -90,20 +101,16 @@ class OutboundHandler final : public ConnectionHandler {
   Worker& worker() { return worker_; }
   const OutboundShared& shared() const { return shared_; }
   const std::shared_ptr<asio::ssl::context>& tls() const { return tls_; }
-  BasicConnectionPool<TlsStream>& pool() { return pool_; }
   LogLimiter& logLimiter(OutboundLogEvent e) { return logLimiters_[static_cast<unsigned>(e)]; }
-  // A TLS session to resume with a member, if one is kept.
-  SSL_SESSION* session(const tcp::endpoint& e);
-  void keepSession(const tcp::endpoint& e, TlsStream::Session s);
 
  private:
   Worker& worker_;
   const OutboundShared& shared_;
   std::shared_ptr<asio::ssl::context> tls_;
-  BasicConnectionPool<TlsStream> pool_;
+  Route& add(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members);
+
   std::unordered_map<std::string, Route> routes_;
   std::size_t requested_ = 0;  // prefix routes asked for
-  std::vector<std::pair<tcp::endpoint, TlsStream::Session>> sessions_;
   std::array<LogLimiter, static_cast<unsigned>(OutboundLogEvent::count)> logLimiters_{};
 };
 

@@ -196,12 +196,17 @@ class OutboundSession final : public TrackedSession {
 
     LazyRelayBuffer relay(worker_);
     const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.config.timeout};
-    std::optional<tcp::endpoint> tried;
+    // Each member is tried once per request, at most kMaxAttempts members.
+    static constexpr std::size_t kMaxAttempts = 5;
+    std::vector<tcp::endpoint> tried;
     ExchangeResult r;
     tcp::endpoint member;
     for (;;) {
       const auto now = Clock::now();
-      auto picked = route->balancer.pick(now, tried ? &*tried : nullptr);
+      auto picked = route->balancer.pick(now, tried.empty() ? nullptr : &tried.back());
+      if (picked && !tried.empty() && std::find(tried.begin(), tried.end(), *picked) != tried.end()) {
+        break;  // every member it would pick has failed this request already: r stands
+      }
       if (!picked) {
         m_.noMembers.add(shard_, slot);
         logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
@@ -228,7 +233,9 @@ class OutboundSession final : public TrackedSession {
           r.failure == Failure::connect ||
           (r.failure == Failure::upstream && r.localStatus == 502 && !hasBody &&
            exchange_detail::isIdempotent(method));
-      if (!retryable) {
+      tried.push_back(member);
+      if (!retryable || tried.size() >= kMaxAttempts ||
+          tried.size() >= route->members->members.size()) {
         break;
       }
       logEvent(OutboundLogEvent::memberFailed, spdlog::level::warn,
@@ -239,11 +246,16 @@ class OutboundSession final : public TrackedSession {
         break;
       }
       m_.retries.add(shard_, slot);
-      tried = member;
     }
     if (r.localStatus) {
       finish(*route, r.localStatus, start, member, r);
-      co_await reply(localReplyBytes(r.localStatus));
+      if (r.localStatus == 502 || r.localStatus == 504) {
+        co_await reply(replyNaming(r.localStatus, "service " + name +
+                                                      (r.localStatus == 502 ? " is unavailable\n"
+                                                                            : " timed out\n")));
+      } else {
+        co_await reply(localReplyBytes(r.localStatus));
+      }
       co_return false;
     }
     if (r.status) {
@@ -291,7 +303,7 @@ class OutboundSession final : public TrackedSession {
     TlsStream& stream() { return *s.member_; }
     bool takePooled() {
       s.member_.reset();
-      if (auto pooled = s.handler_.pool().take(endpoint)) {
+      if (auto pooled = route.pool.take(endpoint)) {
         s.member_.emplace(std::move(*pooled));
         return true;
       }
@@ -310,7 +322,7 @@ class OutboundSession final : public TrackedSession {
                         TlsStream::Client{route.info->name, route.info->identity});
       s.connecting_.socket() = TcpSocket(s.worker_.ioc().get_executor());
       auto& tls = *s.member_;
-      tls.setSession(s.handler_.session(endpoint));
+      tls.setSession(route.session(endpoint));
       tls.lowest_layer().expires_after(timeout);
       auto [hec] = co_await tls.async_handshake(useTuple);
       if (hec) {
@@ -330,12 +342,12 @@ class OutboundSession final : public TrackedSession {
       if (!s.member_) {
         return;
       }
-      if (!s.handler_.session(endpoint)) {
-        s.handler_.keepSession(endpoint, s.member_->session());
+      if (!route.session(endpoint)) {
+        route.keepSession(endpoint, s.member_->session());
       }
       if (reusable) {
         s.member_->lowest_layer().expires_never();
-        s.handler_.pool().giveBack(endpoint, std::move(*s.member_));
+        route.pool.giveBack(endpoint, std::move(*s.member_));
       }
       s.member_.reset();
     }
