@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one list of Debian packages the project needs; installs whichever are missing.
 # Usage: deploy/install-deps.sh [build] [run] [test] [bench] [image] [container]   (no argument: build run test)
-# image: what the Dockerfile's build stage adds to build; container: what tests/container needs.
+# image: what the Dockerfile's build stage adds to build; container: what tests/container needs
+# (and node, when npm is not on the machine already: tests/run.sh checks).
 set -euo pipefail
 
 declare -A groups=(
@@ -12,7 +13,8 @@ declare -A groups=(
           testssl.sh clang libclang-rt-14-dev"
   [bench]="haproxy nginx-light wrk gnuplot-nox"
   [image]="ca-certificates binutils"
-  [container]="podman runc debootstrap ca-certificates docker-compose python3 curl openssl npm"
+  [container]="podman runc debootstrap ca-certificates docker-compose python3 python3-yaml curl openssl"
+  [node]="nodejs npm"
 )
 
 wanted=()
