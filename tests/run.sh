@@ -6,8 +6,9 @@
 #   4. builds the libFuzzer targets with clang, replays their corpora and fuzzes each for a while;
 #   5. container: makes debian:12 offline (debootstrap) and the ZooKeeper and Prometheus images
 #      from Debian packages, then runs the `container` tests (the image under podman, compose,
-#      the pod, the manifests against the Kubernetes schema). SIDECAR_IMAGE_FROM_SOURCE=1 also
-#      builds the shipped Dockerfile from source (several minutes on 2 cores) and tests that image.
+#      the pod, the manifests against the Kubernetes schema) on the shipped Dockerfile's image,
+#      built from source (about 7 minutes on 2 cores); SIDECAR_IMAGE_FROM_SOURCE=0 tests an image
+#      assembled in seconds from this build's binaries instead.
 # Any sanitizer report fails the run. Arguments go to every ctest call (e.g. -R proxy).
 # SIDECAR_STAGES picks stages (default "plain asan tsan fuzz container"); FUZZ_SECONDS (default
 # 60) sets the fresh fuzzing time per target.
@@ -73,15 +74,15 @@ fi
 if has container; then
   "$root/deploy/install-deps.sh" container
   command -v npm >/dev/null || "$root/deploy/install-deps.sh" node
-  # The test image holds the plain build's binaries (seconds, instead of compiling again in the
-  # image: see deploy/README.md); built here when the plain stage did not run.
+  # The tests' own tools (sidecar resolve, probe) come from the plain build: built here when the
+  # plain stage did not run.
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECAR_WERROR=ON
   cmake --build "$build" -j"$jobs" --target sidecar pinghelp
   "$root/deploy/container/base-image.sh"
   "$root/deploy/container/service-images.sh"
   image_env=()
-  if [[ ${SIDECAR_IMAGE_FROM_SOURCE:-0} == 1 ]]; then
-    nice -n 10 "$root/deploy/container/build-image.sh" --tag sidecar:dev
+  if [[ ${SIDECAR_IMAGE_FROM_SOURCE:-1} == 1 ]]; then
+    "$root/deploy/container/build-image.sh" --tag sidecar:dev
     image_env=(SIDECAR_IMAGE=sidecar:dev)
   fi
   (cd "$build" && env "${image_env[@]}" ctest --output-on-failure --timeout 1200 -L container "$@")

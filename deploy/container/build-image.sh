@@ -28,7 +28,7 @@ build=("${engine[@]}" build)
 
 if [[ -z $prebuilt ]]; then
   "$here/base-image.sh"
-  exec "${build[@]}" -t "$tag" "$root"
+  exec nice -n 10 "${build[@]}" -t "$tag" "$root"
 fi
 
 prebuilt=$(cd "$prebuilt" && pwd)
