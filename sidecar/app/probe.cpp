@@ -95,8 +95,8 @@ asio::awaitable<std::string> probeOnce(const ProbeUrl& url, http::verb method) {
   }
   http::request<http::empty_body> req{method, url.target, 11};
   const bool v6 = url.host.find(':') != std::string::npos;
-  req.set(http::field::host, (v6 ? "[" + url.host + "]" : url.host) + ":" +
-                                 std::to_string(url.port));
+  req.set(http::field::host,
+          (v6 ? "[" + url.host + "]" : url.host) + ":" + std::to_string(url.port));
   req.set(http::field::user_agent, "sidecar-probe");
   req.keep_alive(false);
   if (method == http::verb::post) {
@@ -172,16 +172,14 @@ int runProbeCommand(int argc, const char* const* argv) {
 
   asio::io_context ioc{1};
   std::optional<std::string> failure;
-  asio::co_spawn(ioc, probeOnce(*url, method),
-                 [&](std::exception_ptr e, std::string why) {
-                   failure = e ? std::string("failed") : std::move(why);
-                 });
+  asio::co_spawn(ioc, probeOnce(*url, method), [&](std::exception_ptr e, std::string why) {
+    failure = e ? std::string("failed") : std::move(why);
+  });
   // One deadline for everything, name resolution included: run_for stops waiting, and the
   // pending operations are dropped with the io_context.
   ioc.run_for(*timeout);
   if (!failure) {
-    std::cerr << "sidecar probe: " << text << ": no answer within " << timeout->count()
-              << " ms\n";
+    std::cerr << "sidecar probe: " << text << ": no answer within " << timeout->count() << " ms\n";
     // Not a return: destroying the io_context joins Asio's resolver thread, which may sit in
     // getaddrinfo well past the deadline.
     std::_Exit(1);
