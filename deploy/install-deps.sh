@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The one list of Debian packages the project needs; installs whichever are missing.
-# Usage: deploy/install-deps.sh [build] [run] [test] [bench]   (no argument: build run test)
+# Usage: deploy/install-deps.sh [build] [run] [test] [bench] [image] [container]   (no argument: build run test)
+# image: what the Dockerfile's build stage adds to build; container: what tests/container needs
+# (and node, when npm is not on the machine already: tests/run.sh checks).
 set -euo pipefail
 
 declare -A groups=(
@@ -10,6 +12,9 @@ declare -A groups=(
   [test]="python3 python3-yaml curl openssl zookeeper prometheus haproxy nginx-light gnuplot-nox yamllint docker-compose
           testssl.sh clang libclang-rt-14-dev"
   [bench]="haproxy nginx-light wrk gnuplot-nox"
+  [image]="ca-certificates binutils"
+  [container]="podman runc debootstrap ca-certificates docker-compose python3 python3-yaml curl openssl"
+  [node]="nodejs npm"
 )
 
 wanted=()

@@ -3,14 +3,19 @@
 #   1. builds with warnings as errors and runs every test (ctest);
 #   2. builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs every test again;
 #   3. builds with ThreadSanitizer and runs the multi-worker and ZooKeeper tests;
-#   4. builds the libFuzzer targets with clang, replays their corpora and fuzzes each for a while.
+#   4. builds the libFuzzer targets with clang, replays their corpora and fuzzes each for a while;
+#   5. container: makes debian:12 offline (debootstrap) and the ZooKeeper and Prometheus images
+#      from Debian packages, then runs the `container` tests (the image under podman, compose,
+#      the pod, the manifests against the Kubernetes schema) on the shipped Dockerfile's image,
+#      built from source (about 7 minutes on 2 cores); SIDECAR_IMAGE_FROM_SOURCE=0 tests an image
+#      assembled in seconds from this build's binaries instead.
 # Any sanitizer report fails the run. Arguments go to every ctest call (e.g. -R proxy).
-# SIDECAR_STAGES picks stages (default "plain asan tsan fuzz"); FUZZ_SECONDS (default 60) sets the
-# fresh fuzzing time per target.
+# SIDECAR_STAGES picks stages (default "plain asan tsan fuzz container"); FUZZ_SECONDS (default
+# 60) sets the fresh fuzzing time per target.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
-stages=${SIDECAR_STAGES:-plain asan tsan fuzz}
+stages=${SIDECAR_STAGES:-plain asan tsan fuzz container}
 jobs=$(nproc)
 
 "$root/deploy/install-deps.sh" build run test
@@ -39,7 +44,7 @@ sanitized_ctest() {
 if has plain; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECAR_WERROR=ON
   cmake --build "$build" -j"$jobs"
-  (cd "$build" && ctest --output-on-failure -j2 --timeout 900 "$@")
+  (cd "$build" && ctest --output-on-failure -j2 --timeout 900 -LE container "$@")
 fi
 
 if has asan; then
@@ -47,7 +52,7 @@ if has asan; then
     -DSIDECAR_SANITIZE=address,undefined
   cmake --build "$build-asan" -j"$jobs"
   # The benchmark smoke run compares nothing a sanitizer would see that the proxy tests miss.
-  sanitized_ctest "$build-asan" -E 'bench\.smoke' "$@"
+  sanitized_ctest "$build-asan" -E 'bench\.smoke' -LE container "$@"
 fi
 
 if has tsan; then
@@ -64,4 +69,21 @@ if has fuzz; then
     -DSIDECAR_FUZZ=ON -DSIDECAR_SANITIZE=address,undefined -DSIDECAR_WERROR=OFF
   cmake --build "$build-fuzz" -j"$jobs" --target $(printf 'fuzz_%s ' $fuzzers)
   (cd "$build-fuzz" && FUZZ_SECONDS=${FUZZ_SECONDS:-60} ctest --output-on-failure -j2 "$@")
+fi
+
+if has container; then
+  "$root/deploy/install-deps.sh" container
+  command -v npm >/dev/null || "$root/deploy/install-deps.sh" node
+  # The tests' own tools (sidecar resolve, probe) come from the plain build: built here when the
+  # plain stage did not run.
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECAR_WERROR=ON
+  cmake --build "$build" -j"$jobs" --target sidecar pinghelp
+  "$root/deploy/container/base-image.sh"
+  "$root/deploy/container/service-images.sh"
+  image_env=()
+  if [[ ${SIDECAR_IMAGE_FROM_SOURCE:-1} == 1 ]]; then
+    "$root/deploy/container/build-image.sh" --tag sidecar:dev
+    image_env=(SIDECAR_IMAGE=sidecar:dev)
+  fi
+  (cd "$build" && env "${image_env[@]}" ctest --output-on-failure --timeout 1200 -L container "$@")
 fi

@@ -1,5 +1,6 @@
 // sidecar: terminates mTLS for callers and proxies to the local service.
 #include "core/config.h"
+#include "app/probe.h"
 #include "app/resolve_cli.h"
 #include "control/server.h"
 
@@ -9,6 +10,9 @@
 int main(int argc, char** argv, char** envp) {
   if (argc > 1 && std::string_view(argv[1]) == "resolve") {
     return sidecar::runResolveCommand(argc - 1, argv + 1);
+  }
+  if (argc > 1 && std::string_view(argv[1]) == "probe") {
+    return sidecar::runProbeCommand(argc - 1, argv + 1);
   }
   auto parsed = sidecar::parseSidecarArgs(argc, argv, envp);
   if (!parsed.config) {

@@ -3,7 +3,6 @@ and hooks, and the compose topology run as plain processes on loopback (no conta
 import glob
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -87,8 +86,9 @@ class DeployFilesTest(unittest.TestCase):
                 [sc] = [c for c in pool if c["name"] == "sidecar"]
                 if native:
                     self.assertEqual(sc["restartPolicy"], "Always")
-                self.assertEqual(sc["readinessProbe"]["httpGet"]["path"], "/ready")
-                self.assertEqual(sc["livenessProbe"]["httpGet"]["path"], "/health")
+                # exec probes (the image has no curl): tests/container runs them in the image.
+                self.assertEqual(sc["readinessProbe"]["exec"]["command"][-1], "http://127.0.0.1:9990/ready")
+                self.assertEqual(sc["livenessProbe"]["exec"]["command"][-1], "http://127.0.0.1:9990/health")
                 self.assertIn("http://127.0.0.1:9990/quitquitquit", " ".join(sc["lifecycle"]["preStop"]["exec"]["command"]))
                 env = {e["name"]: e.get("value") for e in sc["env"]}
                 drain = int(env.get("SIDECAR_DRAIN_TIMEOUT", "20s").rstrip("s"))
@@ -101,21 +101,7 @@ class DeployFilesTest(unittest.TestCase):
         cert = load(f"{DEPLOY}/k8s/certificate.yaml")
         self.assertEqual(cert["spec"]["secretName"], "pinghelp-mtls")
 
-    def test_dockerfile(self):
-        text = text_of(os.path.join(SOURCE, "Dockerfile"))
-        self.assertEqual(len(re.findall(r"^FROM ", text, re.M)), 2)
-        self.assertIn("deploy/install-deps.sh build", text)
-        self.assertIn("/build/tests/unit_tests", text)
-        self.assertRegex(text, r"(?m)^USER 10001$")
-        self.assertRegex(text, r"(?m)^EXPOSE 8443 9990$")
-        self.assertRegex(text, r"HEALTHCHECK[^\n]*\n\s+CMD curl -fsS http://127.0.0.1:9990/health")
-        ignore = text_of(os.path.join(SOURCE, ".dockerignore")).split()
-        self.assertIn("build/", ignore)
-        # The runtime stage's packages exist in Debian 12 under these names.
-        runtime = re.search(r"apt-get install -y --no-install-recommends ([^\\]+\\\n[^\\]+\\\n[^\\]+)\\", text).group(1)
-        packages = [p for p in runtime.replace("\\", " ").split() if p]
-        r = run("apt-cache", "show", *packages)
-        self.assertEqual(r.returncode, 0, r.stderr)
+    # The Dockerfile is built and its image run and inspected by tests/container (label container).
 
 
 class ComposeTopologyTest(SidecarTestCase):
