@@ -9,7 +9,7 @@ from unittest import mock
 import harness
 from harness import SidecarTestCase, wait_for, wait_port
 
-ADMIN_BOUND = 32  # kAdminMaxConnections in sidecar/server.cpp
+ADMIN_BOUND = 32  # kAdminMaxConnections in sidecar/control/server.cpp
 NOFILE = 128
 
 
