@@ -58,10 +58,6 @@ std::optional<tcp::endpoint> resolveOne(asio::io_context& ioc, const HostPort& h
   return results.begin()->endpoint();
 }
 
-std::string endpointText(const tcp::endpoint& e) {
-  return HostPort{e.address().to_string(), e.port()}.str();
-}
-
 std::string primaryAddress() {
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) {

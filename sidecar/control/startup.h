@@ -22,9 +22,6 @@ void warnIfReadableByOthers(const std::string& keyFile);
 std::optional<boost::asio::ip::tcp::endpoint> resolveOne(boost::asio::io_context& ioc,
                                                          const HostPort& hp);
 
-// "host:port", with brackets around an IPv6 address (HostPort::str).
-std::string endpointText(const boost::asio::ip::tcp::endpoint& e);
-
 // The first address of an interface that is up and not loopback, IPv4 preferred.
 std::string primaryAddress();
 

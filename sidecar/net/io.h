@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <string>
 
 namespace sidecar {
 
@@ -36,5 +37,11 @@ using awaitable = asio::awaitable<T, IoExecutor>;
 template <class Executor>
 constexpr auto useTupleOn = asio::as_tuple(asio::use_awaitable_t<Executor>{});
 constexpr auto useTuple = useTupleOn<IoExecutor>;
+
+// "host:port", an IPv6 address in brackets: for log lines, the admin pages and metrics.
+inline std::string endpointText(const tcp::endpoint& e) {
+  const auto address = e.address().to_string();
+  return (e.address().is_v6() ? "[" + address + "]" : address) + ":" + std::to_string(e.port());
+}
 
 }  // namespace sidecar

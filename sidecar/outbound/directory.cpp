@@ -176,18 +176,18 @@ std::string RouteDirectory::clientsJson() {
     std::map<std::string, boost::json::object> members;
     for (const auto& e : r->members->members) {
       boost::json::object m;
-      m["address"] = HostPort{e.address().to_string(), e.port()}.str();
+      m["address"] = endpointText(e);
       m["pending"] = 0;
       m["cost"] = 0.0;
       m["ewma_ms"] = 0.0;
       m["state"] = "alive";
-      members[HostPort{e.address().to_string(), e.port()}.str()] = m;
+      members[endpointText(e)] = m;
     }
     if (auto it = reports_.find(r->config.name); it != reports_.end()) {
       std::map<std::string, int> seen;
       for (const auto& [worker, rep] : it->second) {
         for (const auto& v : rep.views) {
-          const auto key = HostPort{v.endpoint.address().to_string(), v.endpoint.port()}.str();
+          const auto key = endpointText(v.endpoint);
           auto m = members.find(key);
           if (m == members.end()) {
             continue;

@@ -240,7 +240,7 @@ class OutboundSession final : public TrackedSession {
       }
       logEvent(OutboundLogEvent::memberFailed, spdlog::level::warn,
                "event=member_failed direction=outbound route={} member={} reason=\"{}\"", name,
-               endpointLabel(member), r.ec.message());
+               endpointText(member), r.ec.message());
       if (!route->budget.tryWithdraw(Clock::now())) {
         m_.budgetExhausted.add(shard_, slot);
         break;
@@ -264,10 +264,6 @@ class OutboundSession final : public TrackedSession {
     co_return r.failure == Failure::none && r.keepAlive;
   }
 
-  static std::string endpointLabel(const tcp::endpoint& e) {
-    return HostPort{e.address().to_string(), e.port()}.str();
-  }
-
   void finish(OutboundHandler::Route& route, unsigned status, Clock::time_point start,
               const tcp::endpoint& member, const ExchangeResult& r) {
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -278,7 +274,7 @@ class OutboundSession final : public TrackedSession {
       shared_.accessLog->info(
           "direction=outbound route={} member={} status={} req_bytes={} resp_bytes={} "
           "duration_us={}",
-          route.info->name, endpointLabel(member), status, r.requestBytes, r.responseBytes,
+          route.info->name, endpointText(member), status, r.requestBytes, r.responseBytes,
           static_cast<int64_t>(seconds * 1e6));
     }
   }
