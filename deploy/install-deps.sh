@@ -7,10 +7,11 @@ set -euo pipefail
 
 declare -A groups=(
   [build]="cmake make g++ pkg-config libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
-           libssl-dev libzookeeper-mt-dev prometheus-cpp-dev libspdlog-dev doctest-dev"
+           libssl-dev libzookeeper-mt-dev prometheus-cpp-dev libspdlog-dev doctest-dev
+           libthrift-dev thrift-compiler"
   [run]="openssl curl zookeeper"
   [test]="python3 python3-yaml curl openssl zookeeper prometheus haproxy nginx-light gnuplot-nox yamllint docker-compose
-          testssl.sh clang libclang-rt-14-dev"
+          testssl.sh clang libclang-rt-14-dev python3-thrift"
   [bench]="haproxy nginx-light wrk gnuplot-nox"
   [image]="ca-certificates binutils"
   [container]="podman runc debootstrap ca-certificates docker-compose python3 python3-yaml curl openssl"

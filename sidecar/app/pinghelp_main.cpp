@@ -1,5 +1,6 @@
 // pinghelp: the reference local service behind the sidecar.
 #include "app/pinghelp.h"
+#include "app/pinghelp_thrift.h"
 
 #include <metrics/metrics.h>
 
@@ -12,12 +13,15 @@
 #include <algorithm>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <optional>
 
 namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   po::options_description desc(
-      "pinghelp: the reference local service (GET /ping, GET /help, GET /help/<method>)\n\n"
+      "pinghelp: the reference local service (GET /ping, GET /help, GET /help/<method>; and\n"
+      "ping(), help(), helpFor(name) over Thrift with --thrift-listen)\n\n"
       "Usage: pinghelp [flags]\n\nFlags");
   desc.add_options()("help,h", "print this help and exit")(
       "listen", po::value<std::string>()->default_value("127.0.0.1:8080"), "host:port to serve on")(
@@ -25,7 +29,10 @@ int main(int argc, char** argv) {
       "folder of *.json method descriptions (when not given and the default is not installed: "
       "the source tree's proto/help, for runs from the build tree)")(
       "idle-timeout", po::value<std::string>()->default_value("60s"),
-      "close keep-alive connections idle this long");
+      "close keep-alive connections idle this long (HTTP and Thrift)")(
+      "thrift-listen", po::value<std::string>(),
+      "IP:port to serve ping(), help(), helpFor() on as framed, binary Thrift (off when not "
+      "given)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -42,6 +49,19 @@ int main(int argc, char** argv) {
   if (!listen) {
     std::cerr << "pinghelp: --listen: '" << vm["listen"].as<std::string>() << "' is not host:port\n";
     return 2;
+  }
+  std::optional<sidecar::HostPort> thriftListen;
+  if (vm.count("thrift-listen")) {
+    const auto& text = vm["thrift-listen"].as<std::string>();
+    thriftListen = sidecar::parseHostPort(text);
+    boost::system::error_code notAnAddress;
+    if (thriftListen) {
+      boost::asio::ip::make_address(thriftListen->host, notAnAddress);
+    }
+    if (!thriftListen || notAnAddress) {
+      std::cerr << "pinghelp: --thrift-listen: '" << text << "' is not IP:port\n";
+      return 2;
+    }
   }
   auto idle = sidecar::parseDuration(vm["idle-timeout"].as<std::string>());
   if (!idle) {
@@ -114,12 +134,28 @@ int main(int argc, char** argv) {
     std::cerr << "pinghelp: --listen " << listen->str() << ": " << e.code().message() << "\n";
     return 2;
   }
+  std::unique_ptr<sidecar::PinghelpThriftServer> thriftServer;
+  if (thriftListen) {
+    thriftServer = std::make_unique<sidecar::PinghelpThriftServer>(
+        sidecar::ThriftListenConfig{
+            .address = thriftListen->host, .port = thriftListen->port, .idleTimeout = *idle},
+        std::make_shared<sidecar::PingHelpHandler>(sidecar::thriftMethodsOf(catalog)));
+    if (auto error = thriftServer->start()) {
+      std::cerr << "pinghelp: --thrift-listen " << thriftListen->str() << ": " << *error << "\n";
+      return 2;
+    }
+    thriftListen->port = thriftServer->port();
+  }
   server.start();
   boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](auto, int) { ioc.stop(); });
-  spdlog::info("event=started service=pinghelp listen={} methods={}", listen->str(),
+  spdlog::info("event=started service=pinghelp listen={} thrift_listen={} methods={}",
+               listen->str(), thriftListen ? thriftListen->str() : "off",
                catalog.methodJson.size());
   ioc.run();
+  if (thriftServer) {
+    thriftServer->stop();  // in-flight calls get their replies; then every connection closes
+  }
   spdlog::info("event=stopped service=pinghelp");
   return 0;
 }
