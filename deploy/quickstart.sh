@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# One command from a fresh Debian 12 machine to a sidecar answering through mTLS:
-# installs what is missing, builds, makes development certificates, starts ZooKeeper, pinghelp
-# and the sidecar on loopback, and prints a curl line. Ctrl-C stops everything it started.
+# One command from a fresh Debian 12 machine to the whole mesh on loopback: installs what is
+# missing, builds, makes development certificates, starts ZooKeeper, two pinghelp instances each
+# behind its own sidecar (both announced in ZooKeeper), and a caller's sidecar whose outbound port
+# finds pinghelp by name; prints a curl line for each way in. Ctrl-C stops everything it started.
 #   deploy/quickstart.sh           run until Ctrl-C
-#   deploy/quickstart.sh --check   start, call /ping through mTLS, stop (used by the test suite)
+#   deploy/quickstart.sh --check   start, call /ping both ways, check that the outbound calls
+#                                  spread over both members, stop (used by the test suite)
+# Ports: ZK_PORT APP_PORT TLS_PORT ADMIN_PORT OUTBOUND_PORT, or the next free ones; the second
+# instance and the caller's sidecar take the next free ports after them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=${QUICKSTART_DIR:-$root/.quickstart}
@@ -30,12 +34,26 @@ fi
 [[ -f $state/certs/client.pem ]] || { say "making development certificates"; "$root/deploy/make-certs.sh" "$state/certs" >/dev/null; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick() { local p=$1; while ! port_free "$p"; do p=$((p + 1)); done; echo "$p"; }
-zk_port=$(pick "${ZK_PORT:-2181}")
-app_port=$(pick "${APP_PORT:-8080}")
-tls_port=$(pick "${TLS_PORT:-8443}")
-admin_port=$(pick "${ADMIN_PORT:-9990}")
-[[ $admin_port == "$tls_port" ]] && admin_port=$(pick $((admin_port + 1)))
+# pick VAR PORT: the first port from PORT that is free and not yet handed out by this run
+# (nothing is bound until the processes start, so a port must not be chosen twice).
+taken=" "
+pick() {
+  local p=$2
+  while [[ $taken == *" $p "* ]] || ! port_free "$p"; do p=$((p + 1)); done
+  taken+="$p "
+  printf -v "$1" '%s' "$p"
+}
+pick zk_port "${ZK_PORT:-2181}"
+pick app_port "${APP_PORT:-8080}"
+pick tls_port "${TLS_PORT:-8443}"
+pick admin_port "${ADMIN_PORT:-9990}"
+pick outbound_port "${OUTBOUND_PORT:-4140}"
+pick app2_port $((app_port + 1))
+pick tls2_port $((tls_port + 1))
+pick admin2_port $((admin_port + 1))
+pick caller_tls_port $((tls2_port + 1))
+pick caller_admin_port $((admin2_port + 1))
+pick caller_app_port $((app2_port + 1))
 
 pids=()
 cleanup() {
@@ -49,48 +67,94 @@ trap 'echo; say "stopping"; exit 0' INT TERM
 
 wait_port() { for _ in $(seq 1 300); do port_free "$1" || return 0; sleep 0.1; done; echo "nothing on port $1 ($2); see $state/$2.log" >&2; exit 1; }
 
+c=$state/certs
 say "starting ZooKeeper on 127.0.0.1:$zk_port"
 rm -rf "$state/zk"
 "$root/deploy/zookeeper.sh" "$state/zk" "$zk_port" > "$state/zookeeper.log" 2>&1 & pids+=($!)
-say "starting pinghelp on 127.0.0.1:$app_port"
-"$build/sidecar/pinghelp" --listen "127.0.0.1:$app_port" --help-dir "$root/proto/help" > "$state/pinghelp.log" 2>&1 & pids+=($!)
-wait_port "$app_port" pinghelp
-wait_port "$zk_port" zookeeper
-say "starting sidecar on 127.0.0.1:$tls_port (admin 127.0.0.1:$admin_port)"
-"$build/sidecar/sidecar" --listen "127.0.0.1:$tls_port" --upstream "127.0.0.1:$app_port" \
-  --admin-listen "127.0.0.1:$admin_port" \
-  --tls-cert "$state/certs/server.pem" --tls-key "$state/certs/server.key" \
-  --tls-client-ca "$state/certs/ca.pem" \
-  --zk "127.0.0.1:$zk_port" --zk-path /discovery/dev/pinghelp --advertise-host 127.0.0.1 \
-  ${QUICKSTART_SIDECAR_FLAGS:-} > "$state/sidecar.log" 2>&1 & pids+=($!)
-printf '%s\n' "${pids[@]}" > "$state/pids"
-wait_port "$tls_port" sidecar
 
-c=$state/certs
+# member N APP_PORT TLS_PORT ADMIN_PORT: pinghelp behind its own sidecar, announced in
+# /discovery/dev/pinghelp once /ping has answered twice.
+member() {
+  say "starting pinghelp-$1 on 127.0.0.1:$2 behind sidecar-$1 on 127.0.0.1:$3 (admin 127.0.0.1:$4)"
+  "$build/sidecar/pinghelp" --listen "127.0.0.1:$2" --help-dir "$root/proto/help" \
+    > "$state/pinghelp-$1.log" 2>&1 & pids+=($!)
+  wait_port "$2" "pinghelp-$1"
+  "$build/sidecar/sidecar" --listen "127.0.0.1:$3" --upstream "127.0.0.1:$2" \
+    --admin-listen "127.0.0.1:$4" \
+    --tls-cert "$c/server.pem" --tls-key "$c/server.key" --tls-client-ca "$c/ca.pem" \
+    --zk "127.0.0.1:$zk_port" --zk-path /discovery/dev/pinghelp --advertise-host 127.0.0.1 \
+    ${QUICKSTART_SIDECAR_FLAGS:-} > "$state/sidecar-$1.log" 2>&1 & pids+=($!)
+}
+wait_port "$zk_port" zookeeper
+member 1 "$app_port" "$tls_port" "$admin_port"
+member 2 "$app2_port" "$tls2_port" "$admin2_port"
+# The caller's sidecar: its local service is you, with curl. It announces nothing; its outbound
+# port maps Host: NAME to the serverset /discovery/dev/NAME and carries each call over mTLS with
+# the caller's certificate (spiffe://dev.local/caller). Its inbound side is unused here: nothing
+# listens on its --upstream.
+say "starting the caller's sidecar: outbound 127.0.0.1:$outbound_port (admin 127.0.0.1:$caller_admin_port)"
+"$build/sidecar/sidecar" --outbound-listen "127.0.0.1:$outbound_port" \
+  --zk "127.0.0.1:$zk_port" --route-prefix /discovery/dev \
+  --listen "127.0.0.1:$caller_tls_port" --upstream "127.0.0.1:$caller_app_port" \
+  --admin-listen "127.0.0.1:$caller_admin_port" \
+  --tls-cert "$c/client.pem" --tls-key "$c/client.key" --tls-client-ca "$c/ca.pem" \
+  > "$state/caller-sidecar.log" 2>&1 & pids+=($!)
+printf '%s\n' "${pids[@]}" > "$state/pids"
+wait_port "$tls_port" sidecar-1
+wait_port "$tls2_port" sidecar-2
+wait_port "$outbound_port" caller-sidecar
+
 call="curl --cacert $c/ca.pem --cert $c/client.pem --key $c/client.key https://localhost:$tls_port/ping"
+outbound="curl -H 'Host: pinghelp' http://127.0.0.1:$outbound_port/ping"
 resolve="$build/sidecar/sidecar resolve zk2!127.0.0.1:$zk_port!/discovery/dev/pinghelp"
+# Requests a member's sidecar has answered, from its /metrics.
+served() { curl -sS "http://127.0.0.1:$1/metrics" | awk '/^sidecar_requests_total/ { n += $NF } END { print n + 0 }'; }
+# Callers find the members once each has answered /ping twice (--rise) and announced itself.
+say "waiting for both members to be announced in /discovery/dev/pinghelp"
+announced() { [[ $members == *"\"port\":$tls_port"* && $members == *"\"port\":$tls2_port"* ]]; }
+for _ in $(seq 1 150); do
+  members=$($resolve 2>/dev/null || true)
+  announced && break
+  sleep 0.2
+done
+announced || { echo "quickstart: not both announced: '$members'; see $state/sidecar-*.log" >&2; exit 1; }
 if $check; then
   answer=$($call -sS)
   [[ $answer == pong ]] || { echo "quickstart: expected pong, got '$answer'" >&2; exit 1; }
   echo "quickstart check: pong through mTLS on port $tls_port"
-  for _ in $(seq 1 100); do
-    members=$($resolve 2>/dev/null || true)
-    [[ $members == *"\"port\":$tls_port"* ]] && break
-    sleep 0.2
+  echo "quickstart check: both members announced in ZooKeeper:"
+  echo "$members"
+  before1=$(served "$admin_port") before2=$(served "$admin2_port")
+  calls=40
+  for i in $(seq 1 $calls); do
+    answer=$(curl -sS -H 'Host: pinghelp' "http://127.0.0.1:$outbound_port/ping")
+    [[ $answer == pong ]] || { echo "quickstart: outbound call $i: expected pong, got '$answer'" >&2; exit 1; }
   done
-  [[ $members == *"\"port\":$tls_port"* ]] || { echo "quickstart: not announced: '$members'" >&2; exit 1; }
-  echo "quickstart check: announced in ZooKeeper: $members"
+  # The member sidecars count a request once its answer is written: let the last one land.
+  for _ in $(seq 1 20); do
+    got1=$(($(served "$admin_port") - before1)) got2=$(($(served "$admin2_port") - before2))
+    ((got1 + got2 >= calls)) && break
+    sleep 0.1
+  done
+  echo "quickstart check: $calls outbound calls answered pong, via member 1: $got1, member 2: $got2"
+  ((got1 > 0 && got2 > 0)) || { echo "quickstart: the outbound calls did not spread over both members" >&2; exit 1; }
   exit 0
 fi
 cat <<MSG
 
-Everything is up. Call pinghelp through the sidecar with mTLS:
+Everything is up. Call pinghelp through its sidecar with mTLS, as another service's sidecar would:
 
   $call
 
+Call it by name through the caller's sidecar, as a local service would (plain HTTP on loopback;
+the sidecar finds the members in ZooKeeper, balances over both and carries the call over mTLS):
+
+  $outbound
+
 Also try:  ${call%/ping}/help
 Members:   $resolve   (add --watch to follow changes)
-Admin:     curl http://127.0.0.1:$admin_port/metrics   (and /admin/ping, /health, /ready)
+Clients:   curl http://127.0.0.1:$caller_admin_port/admin/clients   (routes, members, their cost)
+Admin:     curl http://127.0.0.1:$admin_port/metrics   (members: $admin_port, $admin2_port; caller: $caller_admin_port)
 Logs:      $state/*.log
 Ctrl-C stops everything.
 MSG

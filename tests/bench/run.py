@@ -3,6 +3,7 @@
 one run, alternating targets, and prints a Markdown table of medians with the ratios.
 Run through tests/bench/run.sh; see tests/bench/README.md for how to read the output."""
 import argparse
+import http.client
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "../.."))
+OUTBOUND_ROUTE = "pinghelp"  # the Host the load generator sends to the outbound targets
 
 
 def free_port():
@@ -86,7 +88,7 @@ class Bench:
                 p.kill()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def setup(self):
+    def setup(self, outbound=False):
         certs = os.path.join(self.tmp, "certs")
         subprocess.run([os.path.join(ROOT, "deploy/make-certs.sh"), certs], check=True,
                        stdout=subprocess.DEVNULL)
@@ -94,6 +96,8 @@ class Bench:
         c = lambda n: os.path.join(certs, n)
         with open(c("server-combined.pem"), "w") as f:
             f.write(open(c("server.pem")).read() + open(c("server.key")).read())
+        with open(c("client-combined.pem"), "w") as f:
+            f.write(open(c("client.pem")).read() + open(c("client.key")).read())
 
         self.upstream_port = free_port()
         up = self.spawn([os.path.join(self.build, "tests/bench/bench-upstream"), str(self.upstream_port)],
@@ -183,14 +187,142 @@ http {{
         p = self.spawn(["nginx", "-c", cfg, "-p", t], self.proxy_cpu, "nginx.log")
         self.targets["nginx"] = (port, p, True)
         self.targets["direct"] = (self.upstream_port, up, False)
+        if outbound:
+            self.setup_outbound()
         for name, (port, proc, _) in self.targets.items():
             wait_port(port, proc)
         time.sleep(0.3)
         self.rest_rss = {n: rss_kib(p.pid) for n, (_, p, tls) in self.targets.items() if tls}
 
+    def setup_outbound(self):
+        """Scenario 6, the outbound mesh: the load generator speaks plain HTTP keep-alive to the
+        proxy under test, which originates mTLS to two members and balances over them. The members
+        are the same two for every target: nginx, one worker each, requiring a client certificate
+        from the CA, answering /ping themselves (no upstream hop, so that CPU 1, which also runs
+        the load generator, has room to spare). Every proxy verifies the members' certificates
+        and their name (the sidecar: the SPIFFE identity; HAProxy and nginx: DNS localhost)."""
+        c = lambda n: os.path.join(self.certs, n)
+        t = self.tmp
+        self.members = []
+        for i in (1, 2):
+            port = free_port()
+            cfg = os.path.join(t, f"member{i}.conf")
+            with open(cfg, "w") as f:
+                f.write(f"""worker_processes 1;
+daemon off;
+master_process off;
+pid {t}/member{i}.pid;
+error_log {t}/member{i}-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {t}/member{i}-body;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {c("server.pem")};
+    ssl_certificate_key {c("server.key")};
+    ssl_client_certificate {c("ca.pem")};
+    ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:M{i}:1m;
+    keepalive_timeout 60s;
+    keepalive_requests 100000000;
+    default_type text/plain;
+    location / {{ return 200 "pong"; }}
+  }}
+}}
+""")
+            p = self.spawn(["nginx", "-c", cfg, "-p", t], self.client_cpu, f"member{i}.log")
+            self.members.append(port)
+            # The no-proxy reference: mTLS from the load generator straight to one member.
+            if i == 1:
+                self.targets["out:direct"] = (port, p, True)
+        m1, m2 = (f"127.0.0.1:{p}" for p in self.members)
+
+        port = free_port()
+        p = self.spawn([os.path.join(self.build, "sidecar/sidecar"),
+                        "--outbound-listen", f"127.0.0.1:{port}",
+                        "--route", f"{OUTBOUND_ROUTE}=static!{m1},{m2};identity=spiffe://dev.local/pinghelp",
+                        "--listen", f"127.0.0.1:{free_port()}", "--upstream", f"127.0.0.1:{self.upstream_port}",
+                        "--admin-listen", f"127.0.0.1:{free_port()}", "--workers", "1",
+                        "--tls-cert", c("client.pem"), "--tls-key", c("client.key"),
+                        "--tls-client-ca", c("ca.pem"), "--log-level", "warn"],
+                       self.proxy_cpu, "sidecar-out.log")
+        self.targets["out:sidecar"] = (port, p, False)
+
+        port = free_port()
+        cfg = os.path.join(t, "haproxy-out.cfg")
+        server = (f"ssl crt {c('client-combined.pem')} ca-file {c('ca.pem')} verify required "
+                  f"verifyhost localhost sni str(localhost) ssl-min-ver TLSv1.2")
+        with open(cfg, "w") as f:
+            f.write(f"""global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 60s
+  timeout server 30s
+  timeout http-keep-alive 60s
+  option http-keep-alive
+  http-reuse always
+frontend outbound
+  bind 127.0.0.1:{port}
+  http-request del-header X-Forwarded-Client-Cert
+  default_backend members
+backend members
+  balance leastconn
+  server m1 {m1} {server}
+  server m2 {m2} {server}
+""")
+        p = self.spawn(["haproxy", "-f", cfg, "-db"], self.proxy_cpu, "haproxy-out.log")
+        self.targets["out:haproxy"] = (port, p, False)
+
+        port = free_port()
+        cfg = os.path.join(t, "nginx-out.conf")
+        with open(cfg, "w") as f:
+            f.write(f"""worker_processes 1;
+daemon off;
+master_process off;
+pid {t}/nginx-out.pid;
+error_log {t}/nginx-out-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {t}/nginx-out-body;
+  proxy_temp_path {t}/nginx-out-proxy;
+  upstream members {{ least_conn; server {m1}; server {m2}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    keepalive_timeout 60s;
+    keepalive_requests 100000000;
+    location / {{
+      proxy_pass https://members;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-Client-Cert "";
+      proxy_request_buffering off;
+      proxy_buffering off;
+      proxy_ssl_certificate {c("client.pem")};
+      proxy_ssl_certificate_key {c("client.key")};
+      proxy_ssl_trusted_certificate {c("ca.pem")};
+      proxy_ssl_verify on;
+      proxy_ssl_name localhost;
+      proxy_ssl_server_name on;
+      proxy_ssl_protocols TLSv1.2 TLSv1.3;
+      proxy_ssl_session_reuse on;
+    }}
+  }}
+}}
+""")
+        p = self.spawn(["nginx", "-c", cfg, "-p", t], self.proxy_cpu, "nginx-out.log")
+        self.targets["out:nginx"] = (port, p, False)
+
     def loadgen(self, target, *extra, timeout=120):
         port, _, tls = self.targets[target]
         args = [os.path.join(self.build, "tests/bench/loadgen"), "--target", f"127.0.0.1:{port}"]
+        if target.startswith("out:"):
+            args += ["--host", OUTBOUND_ROUTE]
         if tls:
             c = lambda n: os.path.join(self.certs, n)
             args += ["--tls", "--cert", c("client.pem"), "--key", c("client.key"), "--ca", c("ca.pem")]
@@ -199,6 +331,21 @@ http {{
         if r.returncode != 0:
             raise RuntimeError(f"loadgen {target}: {r.stderr}")
         return json.loads(r.stdout)
+
+    def check_outbound(self):
+        """One GET through each outbound proxy must come back 200 pong from a member: the load
+        generator counts any answer below 500 as one, and a 404 (no route) measures nothing."""
+        for target in ("out:sidecar", "out:haproxy", "out:nginx"):
+            port = self.targets[target][0]
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", "/ping", headers={"Host": OUTBOUND_ROUTE})
+                r = conn.getresponse()
+                body = r.read()
+            finally:
+                conn.close()
+            if r.status != 200 or body.strip() != b"pong":
+                raise RuntimeError(f"{target}: GET /ping answered {r.status} {body[:200]!r}")
 
     def hold(self, target, n, seconds):
         """Opens n idle mTLS connections, then reads the target's resident memory."""
@@ -242,7 +389,7 @@ def main():
                     help="idle connections for scenario 5 (default 10000, or what the fd limit allows)")
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench-results"))
     ap.add_argument("--idle-only", action="store_true", help="scenario 5 alone")
-    ap.add_argument("--only", default="1,2,3,4,5",
+    ap.add_argument("--only", default="1,2,3,4,5,6",
                     help="comma-separated scenarios to run, e.g. 1,5 (2 runs 1 first: its rate comes from 1)")
     ap.add_argument("--validate", action="store_true",
                     help="compare loadgen with wrk against a TLS target that needs no client certificate")
@@ -261,7 +408,7 @@ def main():
         args.idle = min(10000, b.haproxy_maxconn - 100)
     results = {}  # scenario -> target -> [runs]
     try:
-        b.setup()
+        b.setup(outbound="6" in only)
         if not only - {"5"}:
             raise _SkipLoad()
         proxies = ["sidecar", "haproxy", "nginx"]
@@ -273,7 +420,8 @@ def main():
                 return
             for _ in range(args.repeats):
                 for t in targets:  # alternating: A B C A B C ...
-                    results.setdefault(scenario, {}).setdefault(t, []).append(b.loadgen(t, "-d", d, *extra))
+                    column = t.removeprefix("out:")  # scenario 6's targets fill the same columns
+                    results.setdefault(scenario, {}).setdefault(column, []).append(b.loadgen(t, "-d", d, *extra))
 
         run("1 keep-alive GET, 32 conns", everyone, "-c", "32")
         if "2" in only:
@@ -285,6 +433,17 @@ def main():
         run("4a upload 1 MiB", everyone, "-c", "4", "--method", "POST", "--path", "/sink",
             "--body-size", str(1 << 20))
         run("4b download 1 MiB", everyone, "-c", "4", "--path", f"/bytes/{1 << 20}")
+        if "6" in only:
+            # The outbound mesh: plain HTTP in, mTLS out to two members, balanced.
+            b.check_outbound()
+            out = [f"out:{t}" for t in everyone]
+            s6a = "6a outbound keep-alive GET, 32 conns"
+            run(s6a, out, "-c", "32")
+            slowest = min(median([r["rps"] for r in results[s6a][t]]) for t in proxies)
+            rate = max(10, int(slowest / 2))
+            # Without direct: its 32 fresh mTLS handshakes at the start of each run would be its
+            # tail at a fixed rate, while the proxies' member connections are already pooled.
+            run(f"6b outbound fixed rate {rate}/s, 32 conns", out[:-1], "-c", "32", "-R", str(rate))
     except _SkipLoad:
         pass
     finally:
@@ -327,10 +486,10 @@ def main():
         unit = "MB/s" if key == "mbps" else "req/s"
         lines.append(f"| {s} | {unit} | {fmt(v['sidecar'])} | {fmt(v['haproxy'])} | {fmt(v['nginx'])} | "
                      f"{fmt(v['direct'])} | {ratio(v['sidecar'], v['haproxy'])} | {ratio(v['sidecar'], v['nginx'])} |")
-        if s.startswith(("1", "2")):
+        if s.startswith(("1", "2", "6")):
             lines.append(f"| {s} | p99 µs | {fmt(p99['sidecar'])} | {fmt(p99['haproxy'])} | {fmt(p99['nginx'])} | "
                          f"{fmt(p99['direct'])} | {ratio(p99['sidecar'], p99['haproxy'])} | {ratio(p99['sidecar'], p99['nginx'])} |")
-        if s.startswith("2"):
+        if s.startswith(("2", "6b")):
             for q in ("p50_us", "p999_us"):
                 vals = {t: fig(s, t, q) for t in v}
                 lines.append(f"| {s} | {q[:-3]} µs | {fmt(vals['sidecar'])} | {fmt(vals['haproxy'])} | "
@@ -347,7 +506,8 @@ def main():
                      f"{ratio(rest.get('sidecar'), rest.get('nginx'))} |")
     table = "\n".join(lines)
     print(f"\nmachine: {os.cpu_count()} cores; proxies pinned to CPU {b.proxy_cpu}, load generator and "
-          f"upstream to CPU {b.client_cpu}; {args.repeats} runs of {args.seconds}s each, medians\n")
+          f"upstream (and scenario 6's two members) to CPU {b.client_cpu}; {args.repeats} runs of "
+          f"{args.seconds}s each, medians\n")
     print(table)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -10,7 +10,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import SLOW, SOURCE, SidecarTestCase, wait_for
+from harness import SLOW, SOURCE, SidecarTestCase, free_port, wait_for
 
 PATH = "/discovery/test/pinghelp"
 
@@ -119,7 +119,9 @@ class MetricsTest(SidecarTestCase):
 
     def test_dashboard_and_rules_use_only_metrics_that_exist(self):
         ph = self.start_pinghelp()
-        sc = self.start_sidecar(ph.port)
+        # With an outbound port and a route: the outbound families exist only then.
+        sc = self.start_sidecar(ph.port, "--outbound-listen", f"127.0.0.1:{free_port()}",
+                                "--route", "pinghelp=static!127.0.0.1:1")
         _, text = self.admin_get(sc, "/metrics")
         exposed = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
         with open(os.path.join(SOURCE, "deploy/grafana/sidecar-dashboard.json")) as f:
