@@ -26,6 +26,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
+constexpr std::size_t kKeptBuffer = 64 * 1024;
 
 class ThriftSession final : public TrackedSession {
  public:
@@ -130,6 +131,13 @@ class ThriftSession final : public TrackedSession {
   awaitable<bool> readFrame() {
     auto& lowest = stream_.lowest_layer();
     lowest.expires_after(shared_.limits.idleTimeout);
+    // A large call's or reply's buffer is not kept while the connection waits.
+    if (frame_.capacity() > kKeptBuffer) {
+      std::string().swap(frame_);
+    }
+    if (reply_.capacity() > kKeptBuffer) {
+      std::string().swap(reply_);
+    }
     frame_.resize(4);
     idle_ = true;
     auto [ec, n] = co_await asio::async_read(stream_, asio::buffer(frame_.data(), 4), useTuple);
