@@ -136,7 +136,8 @@ std::string exceptionFrame(const MessageHeader& call, AppError type, std::string
     putVarint(out, static_cast<std::uint32_t>(message.size()));
     out += message;
     out.push_back(0x15);  // field delta 1, i32 (zigzag)
-    putVarint(out, (static_cast<std::uint32_t>(code) << 1) ^ static_cast<std::uint32_t>(code >> 31));
+    putVarint(out,
+              (static_cast<std::uint32_t>(code) << 1) ^ static_cast<std::uint32_t>(code >> 31));
     out.push_back(0);  // stop
   }
   const auto length = static_cast<std::uint32_t>(out.size() - 4);

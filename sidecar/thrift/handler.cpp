@@ -109,8 +109,8 @@ class ThriftSession final : public TrackedSession {
         // Finagle's TTwitter upgrade probe: refusing it makes the client fall back to plain
         // framed Thrift, which is all the local service speaks.
         m_.probes->Increment();
-        if (!co_await writeLocal(thrift::exceptionFrame(
-                *header, thrift::AppError::unknownMethod, "Unknown method " + header->name))) {
+        if (!co_await writeLocal(thrift::exceptionFrame(*header, thrift::AppError::unknownMethod,
+                                                        "Unknown method " + header->name))) {
           break;
         }
         continue;
@@ -145,8 +145,7 @@ class ThriftSession final : public TrackedSession {
     if (ec) {
       co_return false;
     }
-    const auto length =
-        thrift::frameLength(reinterpret_cast<const unsigned char*>(frame_.data()));
+    const auto length = thrift::frameLength(reinterpret_cast<const unsigned char*>(frame_.data()));
     if (length > shared_.maxFrame) {
       m_.framesTooLarge->Increment();
       spdlog::info("event=thrift_frame_too_large peer={} identity={} length={} max={}", clientIp_,
@@ -183,8 +182,8 @@ class ThriftSession final : public TrackedSession {
       auto ec = co_await connectPlain(upstream_, local, shared_.limits.upstreamConnectTimeout);
       if (ec) {
         m_.localConnect->Increment();
-        co_return co_await localFailure(header, "cannot connect to the local Thrift service: " +
-                                                    ec.message());
+        co_return co_await localFailure(
+            header, "cannot connect to the local Thrift service: " + ec.message());
       }
     }
     upstream_.expires_after(shared_.limits.upstreamTimeout);
@@ -203,8 +202,7 @@ class ThriftSession final : public TrackedSession {
     if (rec) {
       co_return co_await brokenLocal(header, rec, "waiting for the reply");
     }
-    const auto length =
-        thrift::frameLength(reinterpret_cast<const unsigned char*>(reply_.data()));
+    const auto length = thrift::frameLength(reinterpret_cast<const unsigned char*>(reply_.data()));
     if (length > shared_.maxFrame || length == 0) {
       m_.localBroken->Increment();
       co_return co_await localFailure(header, "the local Thrift service's reply frame of " +
@@ -227,10 +225,10 @@ class ThriftSession final : public TrackedSession {
                               const char* during) {
     const bool timedOut = ec == boost::beast::error::timeout;
     (timedOut ? m_.localTimeout : m_.localBroken)->Increment();
-    co_return co_await localFailure(
-        header, std::string(timedOut ? "the local Thrift service timed out "
-                                     : "the local Thrift service failed ") +
-                    during + (timedOut ? "" : ": " + ec.message()));
+    co_return co_await localFailure(header,
+                                    std::string(timedOut ? "the local Thrift service timed out "
+                                                         : "the local Thrift service failed ") +
+                                        during + (timedOut ? "" : ": " + ec.message()));
   }
 
   awaitable<bool> localFailure(const thrift::MessageHeader& header, const std::string& why) {

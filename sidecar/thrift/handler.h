@@ -18,16 +18,17 @@ namespace sidecar {
 
 // Read-only state every worker's Thrift handler shares.
 struct ThriftShared {
-  ProxyLimits limits;          // idle, upstream connect and call deadlines; the handshake's
+  ProxyLimits limits;  // idle, upstream connect and call deadlines; the handshake's
   IdentityAllowList allowList;
   ThriftMetrics* metrics;
-  tcp::endpoint local;         // the local Thrift service (--thrift-upstream)
-  std::uint32_t maxFrame;      // --thrift-max-frame
+  tcp::endpoint local;     // the local Thrift service (--thrift-upstream)
+  std::uint32_t maxFrame;  // --thrift-max-frame
 };
 
 class ThriftHandler final : public ConnectionHandler {
  public:
-  ThriftHandler(Worker& worker, const ThriftShared& shared, std::shared_ptr<asio::ssl::context> tls);
+  ThriftHandler(Worker& worker, const ThriftShared& shared,
+                std::shared_ptr<asio::ssl::context> tls);
 
   void accepted(TcpSocket socket) override;
   void tick() override { pool_.sweep(); }

@@ -36,9 +36,9 @@ ThriftMetrics::ThriftMetrics(prometheus::Registry& r) {
   localConnect = &local.Add({{"reason", "connect"}});
   localTimeout = &local.Add({{"reason", "timeout"}});
   localBroken = &local.Add({{"reason", "broken"}});
-  connections = &counters(r, "sidecar_thrift_connections_total",
-                          "Connections accepted on --thrift-listen")
-                     .Add({});
+  connections =
+      &counters(r, "sidecar_thrift_connections_total", "Connections accepted on --thrift-listen")
+           .Add({});
 }
 
 }  // namespace sidecar

@@ -49,7 +49,7 @@ TEST_CASE("Finagle's probe is a 44-byte frame with seqid 0") {
 TEST_CASE("what is not a Thrift message header") {
   CHECK_FALSE(parseHeader(""));
   CHECK_FALSE(parseHeader("GET / HTTP/1.1\r\n\r\n"));
-  CHECK_FALSE(parseHeader(binaryMessage(9, "ping", 1)));                   // unknown type
+  CHECK_FALSE(parseHeader(binaryMessage(9, "ping", 1)));                     // unknown type
   CHECK_FALSE(parseHeader(be32(0x80020001u) + be32(4) + "ping" + be32(1)));  // version 2
   CHECK_FALSE(parseHeader(be32(0x80010001u) + be32(100) + "ping"));          // name cut short
   CHECK_FALSE(parseHeader(be32(0x80010001u) + be32(4) + "ping"));            // no seqid
@@ -59,7 +59,8 @@ TEST_CASE("what is not a Thrift message header") {
 
 TEST_CASE("a compact CALL") {
   // 0x82, version 1 | CALL << 5, seqid 300 as a varint, name length, name.
-  const std::string payload = std::string("\x82\x21\xac\x02\x04", 5) + "ping" + std::string(1, '\0');
+  const std::string payload =
+      std::string("\x82\x21\xac\x02\x04", 5) + "ping" + std::string(1, '\0');
   auto h = parseHeader(payload);
   REQUIRE(h);
   CHECK(h->protocol == Protocol::compact);
