@@ -225,13 +225,18 @@ class ThriftSession final : public TrackedSession {
                               const char* during) {
     const bool timedOut = ec == boost::beast::error::timeout;
     (timedOut ? m_.localTimeout : m_.localBroken)->Increment();
-    co_return co_await localFailure(header,
-                                    std::string(timedOut ? "the local Thrift service timed out "
-                                                         : "the local Thrift service failed ") +
-                                        during + (timedOut ? "" : ": " + ec.message()));
+    // Built apart from the co_await: GCC 12 destroys a conditional temporary in a co_await
+    // expression that was never constructed (free(): invalid pointer).
+    std::string why =
+        timedOut ? "the local Thrift service timed out " : "the local Thrift service failed ";
+    why += during;
+    if (!timedOut) {
+      why += ": " + ec.message();
+    }
+    co_return co_await localFailure(header, std::move(why));
   }
 
-  awaitable<bool> localFailure(const thrift::MessageHeader& header, const std::string& why) {
+  awaitable<bool> localFailure(const thrift::MessageHeader& header, std::string why) {
     error_code ignored;
     upstream_.socket().close(ignored);
     upstream_.expires_never();

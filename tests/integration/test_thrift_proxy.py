@@ -35,8 +35,9 @@ class ThriftProxyTest(SidecarTestCase):
         from pinghelp import PingHelp, ttypes
         cls.PingHelp, cls.ttypes = PingHelp, ttypes
 
-    def start(self, *extra):
-        """pinghelp with a Thrift port, and a sidecar whose --thrift-listen passes to it."""
+    def start(self, *extra, thrift_upstream=None):
+        """pinghelp with a Thrift port, and a sidecar whose --thrift-listen passes to it (or to
+        thrift_upstream, a port of the test's own)."""
         ph = self.spawn_serving("pinghelp", lambda ports: (
             [PINGHELP, "--listen", f"127.0.0.1:{ports[0]}", "--thrift-listen",
              f"127.0.0.1:{ports[1]}"], None), 2)
@@ -45,7 +46,7 @@ class ThriftProxyTest(SidecarTestCase):
             SIDECAR, "--listen", f"127.0.0.1:{ports[0]}",
             "--upstream", f"127.0.0.1:{ph.http}", "--admin-listen", f"127.0.0.1:{ports[1]}",
             "--thrift-listen", f"127.0.0.1:{ports[2]}",
-            "--thrift-upstream", f"127.0.0.1:{ph.thrift}", "--workers", "2",
+            "--thrift-upstream", f"127.0.0.1:{thrift_upstream or ph.thrift}", "--workers", "2",
             "--tls-cert", self.certs.path("server.pem"), "--tls-key", self.certs.path("server.key"),
             "--tls-client-ca", self.certs.path("ca.pem"), *extra], None), 3)
         sc.port, sc.admin, sc.thrift = sc.ports
@@ -168,6 +169,21 @@ class ThriftProxyTest(SidecarTestCase):
                                              result="local_error"), 3)
         self.assertGreaterEqual(self.counter(sc, "sidecar_thrift_local_errors_total",
                                              reason="connect"), 2)
+
+    def test_local_service_too_slow_gives_internal_error_that_says_so(self):
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts (in the kernel) and never answers
+        self.addCleanup(silent.close)
+        _, sc = self.start("--upstream-timeout", "300ms", thrift_upstream=silent.getsockname()[1])
+        s = self.raw(sc.thrift)
+        s.sendall(frame(call("ping", 41)))
+        kind, name, seqid, rest = read_reply(s)
+        self.assertEqual((kind, name, seqid), (3, "ping", 41))
+        e = self.decode_exception(rest)
+        self.assertEqual(e.type, 6)
+        self.assertIn("timed out", e.message)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_local_errors_total", reason="timeout"), 1)
 
     def test_caller_not_allowed_gets_an_exception_and_the_connection_closes(self):
         from thrift.Thrift import TApplicationException
