@@ -25,6 +25,8 @@
 #include "outbound/handler.h"
 #include "net/listener.h"
 #include "net/worker.h"
+#include "thrift/handler.h"
+#include "thrift/metrics.h"
 
 namespace sidecar {
 
@@ -50,6 +52,9 @@ class Server {
              config.tlsReloadInterval, metrics_,
              [this](const TlsContext& ctx) {
                for (auto* h : inbound_) {
+                 h->setTls(ctx.ssl);
+               }
+               for (auto* h : thrift_) {
                  h->setTls(ctx.ssl);
                }
                reloadOutboundTls();
@@ -169,6 +174,9 @@ class Server {
                            }
                          });
     }
+    if (config_.thrift && !startThrift(limits, ctx)) {
+      return 2;
+    }
     try {
       admin_.listen(*adminListen);
     } catch (const boost::system::system_error& e) {
@@ -267,6 +275,42 @@ class Server {
     };
   }
 
+  // The inbound Thrift listener (--thrift-listen) on every worker; false after printing why not.
+  bool startThrift(const ProxyLimits& limits, const TlsContext& ctx) {
+    const auto& t = *config_.thrift;
+    auto local = resolveOne(control_, t.upstream);
+    if (!local) {
+      std::cerr << "sidecar: --thrift-upstream: cannot resolve '" << t.upstream.host << "'\n";
+      return false;
+    }
+    auto listen = resolveOne(control_, t.listen);
+    if (!listen) {
+      std::cerr << "sidecar: --thrift-listen: cannot resolve '" << t.listen.host << "'\n";
+      return false;
+    }
+    if (auto ec = probeUnshared(control_, *listen)) {
+      std::cerr << "sidecar: --thrift-listen " << t.listen.str() << ": " << ec.message() << "\n";
+      return false;
+    }
+    thriftMetrics_.emplace(*registry_);
+    thriftShared_.emplace(ThriftShared{limits, IdentityAllowList(config_.allowIdentities),
+                                       &*thriftMetrics_, *local, t.maxFrame});
+    try {
+      tcp::endpoint bound = *listen;
+      for (auto& w : workers_) {
+        auto handler = std::make_unique<ThriftHandler>(*w, *thriftShared_, ctx.ssl);
+        thrift_.push_back(handler.get());
+        const auto index = w->addListener(bound, std::move(handler));
+        bound = w->localEndpoint(index);
+      }
+    } catch (const boost::system::system_error& e) {
+      std::cerr << "sidecar: --thrift-listen " << t.listen.str() << ": " << e.code().message()
+                << "\n";
+      return false;
+    }
+    return true;
+  }
+
   TlsFiles outboundFiles() const {
     return TlsFiles{config_.tlsCert, config_.tlsKey, config_.outbound->caFile};
   }
@@ -358,6 +402,9 @@ class Server {
   std::optional<OutboundShared> outboundShared_;
   std::vector<OutboundHandler*> outbound_;  // owned by the workers, one each
   std::size_t outboundListener_ = 0;        // its index in each worker
+  std::optional<ThriftMetrics> thriftMetrics_;
+  std::optional<ThriftShared> thriftShared_;
+  std::vector<ThriftHandler*> thrift_;  // owned by the workers, one each
   std::optional<RouteDirectory> directory_;
   std::optional<Announcement> announcement_;
   std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();

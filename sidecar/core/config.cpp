@@ -120,6 +120,9 @@ po::options_description describeFlags() {
     ("outbound-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to a member and its TLS handshake")
     ("outbound-timeout", po::value<std::string>()->default_value("30s"), "deadline for a called service's response head, and longest pause mid-body; slower: 504")
     ("outbound-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled connections to members idle longer than this are closed")
+    ("thrift-listen", po::value<std::string>(), "inbound Thrift listener, host:port: callers' framed Thrift over mTLS (the same certificates and --allow-identity), passed to --thrift-upstream (off by default)")
+    ("thrift-upstream", po::value<std::string>(), "the local Thrift service, host:port (framed transport); required with --thrift-listen")
+    ("thrift-max-frame", po::value<std::string>()->default_value("16384000"), "largest Thrift frame, call or reply, in bytes (16384000, 64k, 16MiB), at most 1GiB; a larger call closes the connection")
     ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
     ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file (its directory must exist), written by a background thread (off by default)");
   // clang-format on
@@ -412,6 +415,16 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
         if (c.outbound->listen.port != 0 && c.outbound->listen.port == other->port &&
             c.outbound->listen.host == other->host) {
           throw FlagError{"--outbound-listen: '" + c.outbound->listen.str() +
+                          "' is another listener's address too"};
+        }
+      }
+    }
+    c.thrift = thriftFlags(vm);
+    if (c.thrift) {
+      for (const auto* other : {&c.listen, &c.adminListen}) {
+        if (c.thrift->listen.port != 0 && c.thrift->listen.port == other->port &&
+            c.thrift->listen.host == other->host) {
+          throw FlagError{"--thrift-listen: '" + c.thrift->listen.str() +
                           "' is another listener's address too"};
         }
       }

@@ -90,6 +90,14 @@ struct OutboundConfig {
   Duration resolveTimeout{3'000};       // a first request waits this long for a new route's members
 };
 
+// Inbound Thrift: callers' framed Thrift over mTLS, passed through to the local Thrift service
+// (absent: off).
+struct ThriftConfig {
+  HostPort listen;                     // --thrift-listen
+  HostPort upstream;                   // --thrift-upstream
+  std::uint32_t maxFrame = 16'384'000;  // --thrift-max-frame, Apache Thrift's default
+};
+
 struct SidecarConfig {
   HostPort listen{"0.0.0.0", 8443};
   HostPort upstream{"127.0.0.1", 8080};
@@ -105,6 +113,7 @@ struct SidecarConfig {
   Duration deregisterGrace{2'000};
   std::optional<AnnounceConfig> announce;
   std::optional<OutboundConfig> outbound;
+  std::optional<ThriftConfig> thrift;
   std::string logLevel = "info";
   std::string accessLog;  // "-" for stdout, a file path, or empty for none
 };

@@ -48,4 +48,7 @@ std::string fileFlag(const po::variables_map& vm, const char* name);
 // The outbound mesh's flags (config_outbound.cpp); none when --outbound-listen is not given.
 std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm, const std::string& defaultCa);
 
+// The inbound Thrift listener's flags (config_thrift.cpp); none when --thrift-listen is not given.
+std::optional<ThriftConfig> thriftFlags(const po::variables_map& vm);
+
 }  // namespace sidecar::flags

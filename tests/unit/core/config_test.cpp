@@ -100,6 +100,36 @@ TEST_CASE("defaults and flags") {
   CHECK(r.config->limits.maxBodyBytes == (1ull << 30));
 }
 
+TEST_CASE("inbound Thrift flags: off by default, --thrift-upstream required, frame limit") {
+  auto off = parse({});
+  REQUIRE(off.config);
+  CHECK_FALSE(off.config->thrift);
+  auto on = parse({"--thrift-listen", "127.0.0.1:9443", "--thrift-upstream", "127.0.0.1:9090"});
+  REQUIRE(on.config);
+  REQUIRE(on.config->thrift);
+  CHECK(on.config->thrift->listen.str() == "127.0.0.1:9443");
+  CHECK(on.config->thrift->upstream.str() == "127.0.0.1:9090");
+  CHECK(on.config->thrift->maxFrame == 16'384'000u);
+  auto small = parse({"--thrift-listen", "127.0.0.1:9443", "--thrift-upstream", "127.0.0.1:9090",
+                      "--thrift-max-frame", "64k"});
+  REQUIRE(small.config);
+  CHECK(small.config->thrift->maxFrame == 65536u);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--thrift-listen", "127.0.0.1:9443"},
+           {"--thrift-upstream", "127.0.0.1:9090"},
+           {"--thrift-listen", "127.0.0.1:9443", "--thrift-upstream", "127.0.0.1:9090",
+            "--thrift-max-frame", "0"},
+           {"--thrift-listen", "127.0.0.1:9443", "--thrift-upstream", "127.0.0.1:9090",
+            "--thrift-max-frame", "2g"},
+           {"--listen", "127.0.0.1:9443", "--thrift-listen", "127.0.0.1:9443",
+            "--thrift-upstream", "127.0.0.1:9090"}}) {
+    auto r = parse(args);
+    CHECK_FALSE(r.config);
+    CHECK(r.exitCode == 2);
+    CHECK(r.message.find("--thrift") != std::string::npos);
+  }
+}
+
 TEST_CASE("environment variables fill flags; the command line wins") {
   auto r = parse({"--workers", "2"}, {"SIDECAR_WORKERS=5", "SIDECAR_UPSTREAM=127.0.0.1:9000",
                                       "SIDECAR_SERVICE_HOST=10.0.0.1", "SIDECAR_ALLOW_IDENTITY=a,b*"});

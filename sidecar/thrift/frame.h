@@ -1,0 +1,42 @@
+#pragma once
+// Thrift's framed transport as the sidecar sees it: a 4-byte big-endian length, then a message
+// whose header (strict binary 0x8001000T or compact 0x82: type, name, seqid) is read without
+// decoding the arguments; and the TApplicationException replies the sidecar writes itself.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sidecar::thrift {
+
+enum class MessageType : std::uint8_t { call = 1, reply = 2, exception = 3, oneway = 4 };
+enum class Protocol : std::uint8_t { binary, compact };
+
+// TApplicationException's types the sidecar sends.
+enum class AppError : std::int32_t { unknownMethod = 1, internalError = 6 };
+
+// The caller's method name for Finagle's TTwitter upgrade probe.
+inline constexpr std::string_view kFinagleProbe = "__can__finagle__trace__v3__";
+// Apache Thrift's default largest frame.
+inline constexpr std::uint32_t kDefaultMaxFrame = 16'384'000;
+
+struct MessageHeader {
+  Protocol protocol = Protocol::binary;
+  MessageType type = MessageType::call;
+  std::string name;
+  std::int32_t seqid = 0;
+};
+
+// The frame's length from its 4-byte prefix (big-endian, read as unsigned).
+std::uint32_t frameLength(const unsigned char* prefix);
+
+// The header of the message in payload (the frame without its length); none if payload is not a
+// strict binary or compact message of a known type with a whole header.
+std::optional<MessageHeader> parseHeader(std::string_view payload);
+
+// A whole frame (length prefix included) holding an EXCEPTION reply to call: a
+// TApplicationException {1: message, 2: type}, in the call's protocol, with its name and seqid.
+std::string exceptionFrame(const MessageHeader& call, AppError type, std::string_view message);
+
+}  // namespace sidecar::thrift

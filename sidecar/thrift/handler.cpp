@@ -1,0 +1,293 @@
+// The inbound Thrift handler and its session: handshake, identity, then frame by frame to the
+// local Thrift service and back, answering Finagle's probe and the local service's failures
+// with TApplicationExceptions of our own.
+#include "thrift/handler.h"
+
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/write.hpp>
+#include <string>
+
+#include "http/access_log.h"
+#include "net/tls_context.h"
+#include "net/tls_stream.h"
+#include "thrift/frame.h"
+#include "upstream/connector.h"
+
+namespace sidecar {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
+constexpr std::size_t kKeptBuffer = 64 * 1024;
+
+class ThriftSession final : public TrackedSession {
+ public:
+  ThriftSession(ThriftHandler& handler, TcpSocket socket, std::shared_ptr<asio::ssl::context> tls)
+      : handler_(handler),
+        worker_(handler.worker()),
+        shared_(handler.shared()),
+        m_(*handler.shared().metrics),
+        tls_(std::move(tls)),
+        stream_(std::move(socket), *tls_),
+        upstream_(handler.worker().ioc().get_executor()) {
+    worker_.sessionStarted(*this);
+  }
+
+  ~ThriftSession() {
+    error_code ignored;
+    upstream_.socket().close(ignored);
+    worker_.connectionClosed();
+    worker_.sessionEnded(*this);
+  }
+
+  void expireIfDue(Clock::time_point now) override {
+    stream_.lowest_layer().expireIfDue(now);
+    upstream_.expireIfDue(now);
+  }
+
+  bool closeIfIdle() override {
+    if (idle_ || handshaking_) {
+      stream_.lowest_layer().cancel();
+      idle_ = handshaking_ = false;
+      evicted_ = true;
+      return true;
+    }
+    return false;
+  }
+
+  awaitable<void> run() {
+    auto& lowest = stream_.lowest_layer();
+    error_code ignored;
+    clientIp_ = lowest.socket().remote_endpoint(ignored).address().to_string();
+    m_.connections->Increment();
+
+    lowest.expires_after(shared_.limits.handshakeTimeout);
+    handshaking_ = true;
+    auto [ec] = co_await stream_.async_handshake(useTuple);
+    handshaking_ = false;
+    if (evicted_) {
+      co_return;
+    }
+    if (ec) {
+      auto why = classifyHandshakeFailure(ec, SSL_get_verify_result(stream_.native_handle()));
+      spdlog::info("event=thrift_handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
+                   handshakeFailureName(why), ec.message());
+      co_return;
+    }
+    const auto peer = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
+    const bool allowed = !peer.unusable && shared_.allowList.allows(peer.identity);
+    identityForLog_ = identityLogField(peer.identity);
+
+    while (!worker_.draining()) {
+      if (!co_await readFrame()) {
+        break;
+      }
+      const auto header = thrift::parseHeader(std::string_view(frame_).substr(4));
+      if (!header || (header->type != thrift::MessageType::call &&
+                      header->type != thrift::MessageType::oneway)) {
+        m_.framesNotThrift->Increment();
+        spdlog::info("event=thrift_not_thrift peer={} identity={}", clientIp_, identityForLog_);
+        break;
+      }
+      if (!allowed) {
+        m_.callsRefused->Increment();
+        spdlog::info("event=identity_refused peer={} identity={} listener=thrift", clientIp_,
+                     identityForLog_);
+        co_await writeLocal(thrift::exceptionFrame(*header, thrift::AppError::internalError,
+                                                   "caller identity not allowed"));
+        break;
+      }
+      if (header->type == thrift::MessageType::call && header->name == thrift::kFinagleProbe) {
+        // Finagle's TTwitter upgrade probe: refusing it makes the client fall back to plain
+        // framed Thrift, which is all the local service speaks.
+        m_.probes->Increment();
+        if (!co_await writeLocal(thrift::exceptionFrame(*header, thrift::AppError::unknownMethod,
+                                                        "Unknown method " + header->name))) {
+          break;
+        }
+        continue;
+      }
+      if (!co_await forward(*header)) {
+        break;
+      }
+    }
+    if (lowest.socket().is_open()) {
+      lowest.expires_after(kCloseNotifyDeadline);
+      co_await stream_.async_shutdown(useTuple);
+    }
+  }
+
+ private:
+  // Reads the next whole frame, length prefix included, into frame_; false when the connection
+  // is to close (the caller left, went idle too long, or sent a frame over --thrift-max-frame).
+  awaitable<bool> readFrame() {
+    auto& lowest = stream_.lowest_layer();
+    lowest.expires_after(shared_.limits.idleTimeout);
+    // A large call's or reply's buffer is not kept while the connection waits.
+    if (frame_.capacity() > kKeptBuffer) {
+      std::string().swap(frame_);
+    }
+    if (reply_.capacity() > kKeptBuffer) {
+      std::string().swap(reply_);
+    }
+    frame_.resize(4);
+    idle_ = true;
+    auto [ec, n] = co_await asio::async_read(stream_, asio::buffer(frame_.data(), 4), useTuple);
+    idle_ = false;
+    if (ec) {
+      co_return false;
+    }
+    const auto length = thrift::frameLength(reinterpret_cast<const unsigned char*>(frame_.data()));
+    if (length > shared_.maxFrame) {
+      m_.framesTooLarge->Increment();
+      spdlog::info("event=thrift_frame_too_large peer={} identity={} length={} max={}", clientIp_,
+                   identityForLog_, length, shared_.maxFrame);
+      co_return false;
+    }
+    if (length == 0) {
+      m_.framesNotThrift->Increment();
+      co_return false;
+    }
+    frame_.resize(4 + std::size_t{length});
+    lowest.expires_after(shared_.limits.idleTimeout);
+    auto [rec, rn] =
+        co_await asio::async_read(stream_, asio::buffer(frame_.data() + 4, length), useTuple);
+    co_return !rec;
+  }
+
+  awaitable<bool> writeLocal(const std::string& bytes) {
+    stream_.lowest_layer().expires_after(shared_.limits.idleTimeout);
+    auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(bytes), useTuple);
+    co_return !ec;
+  }
+
+  // Sends frame_ to the local service and relays its reply; when the local service fails, the
+  // caller gets an INTERNAL_ERROR with its call's name and seqid. False when the caller's
+  // connection is to close.
+  awaitable<bool> forward(const thrift::MessageHeader& header) {
+    const auto& local = shared_.local;
+    error_code ignored;
+    upstream_.socket().close(ignored);
+    if (auto idle = handler_.pool().take(local)) {
+      upstream_.socket() = std::move(*idle);
+    } else {
+      auto ec = co_await connectPlain(upstream_, local, shared_.limits.upstreamConnectTimeout);
+      if (ec) {
+        m_.localConnect->Increment();
+        co_return co_await localFailure(
+            header, "cannot connect to the local Thrift service: " + ec.message());
+      }
+    }
+    upstream_.expires_after(shared_.limits.upstreamTimeout);
+    auto [wec, wn] = co_await asio::async_write(upstream_, asio::buffer(frame_), useTuple);
+    if (wec) {
+      co_return co_await brokenLocal(header, wec, "sending the call");
+    }
+    if (header.type == thrift::MessageType::oneway) {
+      m_.callsOneway->Increment();
+      upstream_.expires_never();
+      handler_.pool().giveBack(local, std::move(upstream_.socket()));
+      co_return true;
+    }
+    reply_.resize(4);
+    auto [rec, rn] = co_await asio::async_read(upstream_, asio::buffer(reply_.data(), 4), useTuple);
+    if (rec) {
+      co_return co_await brokenLocal(header, rec, "waiting for the reply");
+    }
+    const auto length = thrift::frameLength(reinterpret_cast<const unsigned char*>(reply_.data()));
+    if (length > shared_.maxFrame || length == 0) {
+      m_.localBroken->Increment();
+      co_return co_await localFailure(header, "the local Thrift service's reply frame of " +
+                                                  std::to_string(length) +
+                                                  " bytes is over --thrift-max-frame or empty");
+    }
+    reply_.resize(4 + std::size_t{length});
+    auto [bec, bn] =
+        co_await asio::async_read(upstream_, asio::buffer(reply_.data() + 4, length), useTuple);
+    if (bec) {
+      co_return co_await brokenLocal(header, bec, "reading the reply");
+    }
+    upstream_.expires_never();
+    handler_.pool().giveBack(local, std::move(upstream_.socket()));
+    m_.callsReplied->Increment();
+    co_return co_await writeLocal(reply_);
+  }
+
+  awaitable<bool> brokenLocal(const thrift::MessageHeader& header, error_code ec,
+                              const char* during) {
+    const bool timedOut = ec == boost::beast::error::timeout;
+    (timedOut ? m_.localTimeout : m_.localBroken)->Increment();
+    // Built apart from the co_await: GCC 12 destroys a conditional temporary in a co_await
+    // expression that was never constructed (free(): invalid pointer).
+    std::string why =
+        timedOut ? "the local Thrift service timed out " : "the local Thrift service failed ";
+    why += during;
+    if (!timedOut) {
+      why += ": " + ec.message();
+    }
+    co_return co_await localFailure(header, std::move(why));
+  }
+
+  awaitable<bool> localFailure(const thrift::MessageHeader& header, std::string why) {
+    error_code ignored;
+    upstream_.socket().close(ignored);
+    upstream_.expires_never();
+    m_.callsLocalError->Increment();
+    spdlog::warn("event=thrift_local_failed identity={} method=\"{}\" seqid={} reason=\"{}\"",
+                 identityForLog_, header.name, header.seqid, why);
+    if (header.type == thrift::MessageType::oneway) {
+      co_return true;  // nobody waits for an answer
+    }
+    co_return co_await writeLocal(
+        thrift::exceptionFrame(header, thrift::AppError::internalError, why));
+  }
+
+  ThriftHandler& handler_;
+  Worker& worker_;
+  const ThriftShared& shared_;
+  ThriftMetrics& m_;
+  std::shared_ptr<asio::ssl::context> tls_;
+  TlsStream stream_;
+  DeadlineSocket upstream_;
+  std::string frame_;  // the call, length prefix included
+  std::string reply_;  // the local service's reply, length prefix included
+  std::string clientIp_;
+  std::string identityForLog_ = "-";
+  bool idle_ = false;
+  bool handshaking_ = false;
+  bool evicted_ = false;
+};
+
+awaitable<void> serveThrift(ThriftHandler& handler, TcpSocket socket,
+                            std::shared_ptr<asio::ssl::context> tls) {
+  ThriftSession session(handler, std::move(socket), std::move(tls));
+  co_await session.run();
+}
+
+}  // namespace
+
+ThriftHandler::ThriftHandler(Worker& worker, const ThriftShared& shared,
+                             std::shared_ptr<asio::ssl::context> tls)
+    : worker_(worker),
+      shared_(shared),
+      tls_(std::move(tls)),
+      pool_(PoolSettings{shared.limits.upstreamIdleTimeout, shared.limits.upstreamMaxIdle, nullptr,
+                         nullptr, nullptr}) {}
+
+void ThriftHandler::accepted(TcpSocket socket) {
+  asio::co_spawn(worker_.ioc(), serveThrift(*this, std::move(socket), tls_), asio::detached);
+}
+
+void ThriftHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
+  asio::post(worker_.ioc(), [this, ctx = std::move(ctx)]() mutable { tls_ = std::move(ctx); });
+}
+
+}  // namespace sidecar

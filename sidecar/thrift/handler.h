@@ -1,0 +1,52 @@
+#pragma once
+// The inbound Thrift handler: callers' mTLS connections on --thrift-listen, one instance per
+// worker. Each connection shakes hands, learns the caller's identity, checks the allow-list, and
+// then passes framed calls through to the local Thrift service (--thrift-upstream) over this
+// worker's pool, one call at a time, so that replies come back in the order of the calls.
+
+#include <boost/asio/ssl/context.hpp>
+#include <cstdint>
+#include <memory>
+
+#include "core/config.h"
+#include "net/identity.h"
+#include "net/worker.h"
+#include "thrift/metrics.h"
+#include "upstream/pool.h"
+
+namespace sidecar {
+
+// Read-only state every worker's Thrift handler shares.
+struct ThriftShared {
+  ProxyLimits limits;  // idle, upstream connect and call deadlines; the handshake's
+  IdentityAllowList allowList;
+  ThriftMetrics* metrics;
+  tcp::endpoint local;     // the local Thrift service (--thrift-upstream)
+  std::uint32_t maxFrame;  // --thrift-max-frame
+};
+
+class ThriftHandler final : public ConnectionHandler {
+ public:
+  ThriftHandler(Worker& worker, const ThriftShared& shared,
+                std::shared_ptr<asio::ssl::context> tls);
+
+  void accepted(TcpSocket socket) override;
+  void tick() override { pool_.sweep(); }
+  void clear() override { pool_.clear(); }
+
+  // Thread-safe: new handshakes use ctx; open connections keep theirs.
+  void setTls(std::shared_ptr<asio::ssl::context> ctx);
+
+  // Worker-thread only, for sessions.
+  Worker& worker() { return worker_; }
+  const ThriftShared& shared() const { return shared_; }
+  ConnectionPool& pool() { return pool_; }
+
+ private:
+  Worker& worker_;
+  const ThriftShared& shared_;
+  std::shared_ptr<asio::ssl::context> tls_;
+  ConnectionPool pool_;
+};
+
+}  // namespace sidecar
