@@ -84,19 +84,6 @@ namespace {
 
 using State = PlainHttpServer::State;
 
-template <class... Args>
-void logLimited(LogLimiter& limiter, fmt::format_string<Args...> format, Args&&... args) {
-  std::uint64_t suppressed = 0;
-  if (!spdlog::should_log(spdlog::level::warn) || !limiter.allow(SteadyClock::now(), suppressed)) {
-    return;
-  }
-  if (suppressed == 0) {
-    spdlog::warn(format, std::forward<Args>(args)...);
-  } else {
-    spdlog::warn("{} suppressed={}", fmt::format(format, std::forward<Args>(args)...), suppressed);
-  }
-}
-
 asio::awaitable<void> serve(tcp::socket socket, std::shared_ptr<State> state) {
   beast::tcp_stream stream(std::move(socket));
   auto self = state->connections.insert(state->connections.end(), State::Connection{&stream});
@@ -193,7 +180,7 @@ void PlainHttpServer::start() {
       if (o.refused) {
         o.refused();
       }
-      logLimited(state->refusalLog,
+      logWithin(state->refusalLog, spdlog::level::warn,
                  "event=connection_refused listener={} reason=max_connections limit={}", o.name,
                  o.maxConnections);
       beast::error_code ignored;

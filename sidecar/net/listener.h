@@ -54,11 +54,8 @@ asio::awaitable<void, typename Acceptor::executor_type> acceptLoop(Acceptor& acc
       if (!acceptor.is_open() || ec == asio::error::operation_aborted) {
         co_return;
       }
-      std::uint64_t suppressed = 0;
-      if (log.allow(std::chrono::steady_clock::now(), suppressed)) {
-        spdlog::warn("event=accept_failed {} reason=\"{}\"{}", who, ec.message(),
-                     suppressed ? fmt::format(" suppressed={}", suppressed) : "");
-      }
+      logWithin(log, spdlog::level::warn, "event=accept_failed {} reason=\"{}\"", who,
+                ec.message());
       backoff.expires_after(kAcceptBackoff);
       co_await backoff.async_wait(useTupleOn<Executor>);
       continue;

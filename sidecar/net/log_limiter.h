@@ -2,8 +2,11 @@
 // A budget of log lines per second, so that a flood of bad callers or an outage of the local
 // service under load cannot flood the log (or slow the data path down writing it).
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <cstdint>
+#include <utility>
 
 namespace sidecar {
 
@@ -33,5 +36,23 @@ class LogLimiter {
   unsigned written_ = 0;
   std::uint64_t dropped_ = 0;
 };
+
+// Writes one line at level within limiter's budget; the line after a gap says how many were left
+// out (`suppressed=N`).
+template <class... Args>
+void logWithin(LogLimiter& limiter, spdlog::level::level_enum level,
+               fmt::format_string<Args...> format, Args&&... args) {
+  std::uint64_t suppressed = 0;
+  if (!spdlog::should_log(level) ||
+      !limiter.allow(std::chrono::steady_clock::now(), suppressed)) {
+    return;
+  }
+  if (suppressed == 0) {
+    spdlog::log(level, format, std::forward<Args>(args)...);
+  } else {
+    spdlog::log(level, "{} suppressed={}", fmt::format(format, std::forward<Args>(args)...),
+                suppressed);
+  }
+}
 
 }  // namespace sidecar

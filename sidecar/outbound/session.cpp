@@ -92,16 +92,7 @@ class OutboundSession final : public TrackedSession {
   template <class... Args>
   void logEvent(OutboundLogEvent e, spdlog::level::level_enum level,
                 fmt::format_string<Args...> format, Args&&... args) {
-    std::uint64_t suppressed = 0;
-    if (!spdlog::should_log(level) || !handler_.logLimiter(e).allow(Clock::now(), suppressed)) {
-      return;
-    }
-    if (suppressed == 0) {
-      spdlog::log(level, format, std::forward<Args>(args)...);
-    } else {
-      spdlog::log(level, "{} suppressed={}", fmt::format(format, std::forward<Args>(args)...),
-                  suppressed);
-    }
+    logWithin(handler_.logLimiter(e), level, format, std::forward<Args>(args)...);
   }
 
   awaitable<void> reply(const std::string& bytes) {
