@@ -203,9 +203,11 @@ class OutboundSession final : public TrackedSession {
     tcp::endpoint member;
     for (;;) {
       const auto now = Clock::now();
-      auto picked = route->balancer.pick(now, tried.empty() ? nullptr : &tried.back());
-      if (picked && !tried.empty() && std::find(tried.begin(), tried.end(), *picked) != tried.end()) {
-        break;  // every member it would pick has failed this request already: r stands
+      // Never a member this request has failed on: with three members of which two are dead,
+      // the third is the one to try, not the first again.
+      auto picked = route->balancer.pick(now, tried);
+      if (picked && std::find(tried.begin(), tried.end(), *picked) != tried.end()) {
+        break;  // every member it could pick has failed this request already: r stands
       }
       if (!picked) {
         m_.noMembers.add(shard_, slot);

@@ -386,6 +386,22 @@ class OutboundTest(SidecarTestCase):
         self.assertSettles(lambda: self.outbound_metric(
             caller, "sidecar_outbound_requests_total", route="svc", code="5xx"), 1)
 
+    def test_two_dead_members_of_three_fail_no_get(self):
+        # Each member is tried at most once per call: a call that met two dead members goes to
+        # the third, not back to the first.
+        alive = self.service()
+        member = self.start_sidecar(alive.port)
+        dead = [reserve_port() for _ in range(2)]
+        for d in dead:
+            self.addCleanup(d.close)
+        ports = [dead[0].port, dead[1].port, member.port]
+        caller = self.start_outbound_sidecar(
+            "--workers", "1", "--route",
+            "svc=static!" + ",".join(f"127.0.0.1:{p}" for p in ports))
+        load = Load(caller.outbound, "svc", threads=1, total=60).run()
+        self.assertNoFailures(load, "two dead members of three")
+        self.assertEqual(alive.calls(), 60)
+
     def test_all_members_failing_retries_stop_at_the_budget(self):
         dead = [reserve_port() for _ in range(3)]
         for d in dead:
