@@ -77,9 +77,7 @@ void RouteDirectory::ensure(const std::string& name) {
     return;
   }
   if (prefixRoutes_ >= config_.maxRoutes) {
-    metrics_.routesRefused->Increment();
-    spdlog::warn("event=route_refused route={} reason=max_routes limit={}", name,
-                 config_.maxRoutes);
+    // The waiting call answers 404, counts and logs it (as every later call of the name does).
     auto refused = std::make_shared<RouteInfo>(RouteInfo{name, {}, 0, true});
     publish_(refused, std::make_shared<MemberSet>());
     return;

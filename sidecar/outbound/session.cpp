@@ -181,8 +181,17 @@ class OutboundSession final : public TrackedSession {
     }
     if (!route || route->info->refused) {
       shared_.metrics->noRoute->Increment();
-      logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
-               "event=no_route direction=outbound service={}", name);
+      if (shared_.config.routePrefix.empty()) {
+        logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
+                 "event=no_route direction=outbound service={}", name);
+      } else {
+        // The prefix would route any name: --max-routes stopped it. Counted here, per call,
+        // whether this worker or the control thread found the limit reached.
+        shared_.metrics->routesRefused->Increment();
+        logEvent(OutboundLogEvent::noRoute, spdlog::level::warn,
+                 "event=route_refused direction=outbound service={} reason=max_routes limit={}",
+                 name, shared_.config.maxRoutes);
+      }
       co_await reply(replyNaming(404, "no route to service " + name + "\n"));
       co_return false;
     }

@@ -505,12 +505,16 @@ class OutboundTest(SidecarTestCase):
         # A second name under the prefix with no serverset: a route, without members.
         self.assertEqual(self.outbound_call(caller.outbound, "beta")[:2],
                          (503, b"no usable member of service beta\n"))
-        # Beyond --max-routes: no route.
-        self.assertEqual(self.outbound_call(caller.outbound, "gamma")[:2],
-                         (404, b"no route to service gamma\n"))
-        self.assertEqual(self.metric(caller, "sidecar_outbound_routes_refused_total"), 1)
+        # Beyond --max-routes: no route, each call counted whichever worker took it.
+        refused = ["gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+        for name in refused:
+            self.assertEqual(self.outbound_call(caller.outbound, name)[:2],
+                             (404, f"no route to service {name}\n".encode()))
+        self.assertEqual(self.metric(caller, "sidecar_outbound_routes_refused_total"),
+                         len(refused))
+        self.assertEqual(self.metric(caller, "sidecar_outbound_no_route_total"), len(refused))
         self.assertEqual(sorted(self.clients(caller)), ["alpha", "beta"])
-        self.assertIn("event=route_refused route=gamma", caller.output())
+        self.assertIn("event=route_refused direction=outbound service=gamma", caller.output())
         # The route made stays: a later call is served without asking again.
         self.assertEqual(self.outbound_call(caller.outbound, "alpha", "/call")[0], 200)
 
