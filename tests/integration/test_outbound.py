@@ -427,6 +427,56 @@ class OutboundTest(SidecarTestCase):
         self.assertSettles(lambda: self.outbound_metric(
             caller, "sidecar_outbound_requests_total", route="svc", code="5xx"), n)
 
+    def test_a_slow_member_is_504_and_not_retried(self):
+        services = [self.service(), self.service()]
+        self.addCleanup(lambda: [s.release("slow") for s in services])
+        members = [self.start_sidecar(s.port) for s in services]
+        log = os.path.join(self.tmp, f"access-{self._testMethodName}.log")
+        caller = self.start_outbound_sidecar(
+            "--outbound-timeout", "300ms", "--access-log", log, "--route",
+            "svc=static!" + ",".join(f"127.0.0.1:{m.port}" for m in members))
+        t0 = time.monotonic()
+        status, body, _ = self.outbound_call(caller.outbound, "svc", "/hold?key=slow")
+        self.assertEqual((status, body), (504, b"service svc timed out\n"))
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(sum(s.got("GET", "/hold") for s in services), 1)
+        self.assertEqual(self.outbound_metric(caller, "sidecar_outbound_retries_total"), 0)
+        # Its access-log line, marked outbound.
+        def lines():
+            if not os.path.exists(log):
+                return []
+            with open(log) as f:
+                return [l for l in f if "status=504" in l]
+        line = wait_for(lines, what="the access-log line")[0]
+        self.assertIn("direction=outbound route=svc member=127.0.0.1:", line)
+
+    def test_bodies_stream_through_and_smuggling_is_refused(self):
+        up = self.start_upstream()
+        member = self.start_sidecar(up.port)
+        caller = self.start_outbound_sidecar("--route", f"svc=static!127.0.0.1:{member.port}")
+        body = os.urandom(3 << 20)
+        status, answer, _ = self.outbound_call(caller.outbound, "svc", "/sink", "POST", body)
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(json.loads(answer), {"bytes": len(body),
+                                              "sha256": hashlib.sha256(body).hexdigest()})
+        # Chunked both ways.
+        conn = http.client.HTTPConnection("127.0.0.1", caller.outbound, timeout=30)
+        conn.request("POST", "/sink", body=iter([body[:1000], body[1000:]]),
+                     headers={"Host": "svc"}, encode_chunked=True)
+        r = conn.getresponse()
+        self.assertEqual(json.loads(r.read())["sha256"], hashlib.sha256(body).hexdigest())
+        conn.request("GET", "/chunked?bytes=2000000", headers={"Host": "svc"})
+        r = conn.getresponse()
+        self.assertEqual(len(r.read()), 2000000)
+        conn.close()
+        # The outbound listener refuses what inbound refuses; nothing reaches the member.
+        before = self.metric_sum(member, "sidecar_requests_total")
+        with socket.create_connection(("127.0.0.1", caller.outbound), timeout=10) as s:
+            s.sendall(b"POST /sink HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 400 "))
+        self.assertEqual(self.metric_sum(member, "sidecar_requests_total"), before)
+
     # --- discovery -----------------------------------------------------------------------------
 
     def test_zookeeper_outage_keeps_the_known_members_serving(self):
@@ -466,6 +516,17 @@ class OutboundTest(SidecarTestCase):
         wait_for(lambda: newcomer.calls() > 0, timeout=5, what="traffic to the new member")
         load.stop()
         self.assertNoFailures(load, "across the outage")
+
+    def test_a_route_whose_zookeeper_never_answers_is_503_not_resolved(self):
+        down = reserve_port()
+        self.addCleanup(down.close)
+        caller = self.start_outbound_sidecar(
+            "--zk", f"127.0.0.1:{down.port}", "--route", f"svc={self.path()}")
+        t0 = time.monotonic()
+        self.assertEqual(self.outbound_call(caller.outbound, "svc")[:2],
+                         (503, b"service svc is not resolved yet\n"))
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertFalse(self.clients(caller)["svc"]["resolved"])
 
     def test_unknown_name_is_404_and_an_empty_serverset_503(self):
         zk = self.shared_zk()
