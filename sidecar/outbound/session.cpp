@@ -176,6 +176,7 @@ class OutboundSession final : public TrackedSession {
       // No answer from ZooKeeper in time for a route made on first use.
       logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
                "event=route_unresolved direction=outbound service={}", name);
+      finish(*route, 503, start, nullptr, ExchangeResult{});
       co_await reply(replyNaming(503, "service " + name + " is not resolved yet\n"));
       co_return false;
     }
@@ -192,6 +193,7 @@ class OutboundSession final : public TrackedSession {
                  "event=route_refused direction=outbound service={} reason=max_routes limit={}",
                  name, shared_.config.maxRoutes);
       }
+      logAccess(name, 404, start, nullptr, ExchangeResult{});
       co_await reply(replyNaming(404, "no route to service " + name + "\n"));
       co_return false;
     }
@@ -222,6 +224,7 @@ class OutboundSession final : public TrackedSession {
         m_.noMembers.add(shard_, slot);
         logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
                  "event=no_members direction=outbound route={}", name);
+        finish(*route, 503, start, nullptr, ExchangeResult{});
         co_await reply(replyNaming(503, "no usable member of service " + name + "\n"));
         co_return false;
       }
@@ -259,7 +262,7 @@ class OutboundSession final : public TrackedSession {
       m_.retries.add(shard_, slot);
     }
     if (r.localStatus) {
-      finish(*route, r.localStatus, start, member, r);
+      finish(*route, r.localStatus, start, &member, r);
       if (r.localStatus == 502 || r.localStatus == 504) {
         co_await reply(replyNaming(r.localStatus, "service " + name +
                                                       (r.localStatus == 502 ? " is unavailable\n"
@@ -270,24 +273,34 @@ class OutboundSession final : public TrackedSession {
       co_return false;
     }
     if (r.status) {
-      finish(*route, r.status, start, member, r);
+      finish(*route, r.status, start, &member, r);
     }
     co_return r.failure == Failure::none && r.keepAlive;
   }
 
+  // Every call that named a route counts in it, answered by a member or by us (502, 503, 504).
   void finish(OutboundHandler::Route& route, unsigned status, Clock::time_point start,
-              const tcp::endpoint& member, const ExchangeResult& r) {
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+              const tcp::endpoint* member, const ExchangeResult& r) {
     const std::size_t slot = route.info->slot;
     m_.requests.add(shard_, OutboundMetrics::requestSeries(slot, status));
-    m_.requestDuration.observe(shard_, slot, seconds);
-    if (shared_.accessLog) {
-      shared_.accessLog->info(
-          "direction=outbound route={} member={} status={} req_bytes={} resp_bytes={} "
-          "duration_us={}",
-          route.info->name, endpointText(member), status, r.requestBytes, r.responseBytes,
-          static_cast<int64_t>(seconds * 1e6));
+    m_.requestDuration.observe(shard_, slot,
+                               std::chrono::duration<double>(Clock::now() - start).count());
+    logAccess(route.info->name, status, start, member, r);
+  }
+
+  // member: the last one tried; none when the call was answered before one was picked.
+  void logAccess(const std::string& route, unsigned status, Clock::time_point start,
+                 const tcp::endpoint* member, const ExchangeResult& r) {
+    if (!shared_.accessLog) {
+      return;
     }
+    const auto micros =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+    shared_.accessLog->info(
+        "direction=outbound route={} member={} status={} req_bytes={} resp_bytes={} "
+        "duration_us={}",
+        route, member ? endpointText(*member) : std::string("-"), status, r.requestBytes,
+        r.responseBytes, static_cast<int64_t>(micros));
   }
 
   // A route made on first use has no members until its resolver first answers: this request

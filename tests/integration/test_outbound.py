@@ -532,9 +532,10 @@ class OutboundTest(SidecarTestCase):
         zk = self.shared_zk()
         for i in range(2, 5):
             self.zkctl(zk.port, "create", "/".join(self.path("empty").split("/")[:i]), "")
+        log = os.path.join(self.tmp, f"access-{self._testMethodName}.log")
         caller = self.start_outbound_sidecar(
             "--zk", f"127.0.0.1:{zk.port}", "--route", f"empty={self.path('empty')}",
-            "--route", f"nowhere={self.path('nowhere')}")
+            "--route", f"nowhere={self.path('nowhere')}", "--access-log", log)
         self.assertEqual(self.outbound_call(caller.outbound, "nosuch")[:2],
                          (404, b"no route to service nosuch\n"))
         self.assertEqual(self.outbound_call(caller.outbound, "NoSuch:4140")[:2],
@@ -545,7 +546,20 @@ class OutboundTest(SidecarTestCase):
             self.assertEqual(self.outbound_call(caller.outbound, name)[:2],
                              (503, f"no usable member of service {name}\n".encode()))
             self.assertEqual(self.metric(caller, "sidecar_outbound_no_members_total", route=name), 1)
+            self.assertSettles(lambda: self.metric(caller, "sidecar_outbound_requests_total",
+                                                   route=name, code="5xx"), 1)
         self.assertEqual(self.outbound_metric(caller, "sidecar_outbound_connections_total"), 0)
+        # Each call has its access-log line, marked outbound, without a member.
+
+        def lines():
+            with open(log) as f:
+                return sorted(l.split(" ", 1)[1].rsplit(" duration_us=", 1)[0] for l in f)
+        want = sorted([*["direction=outbound route=nosuch member=- status=404 req_bytes=0 "
+                         "resp_bytes=0"] * 2,
+                       "direction=outbound route=empty member=- status=503 req_bytes=0 resp_bytes=0",
+                       "direction=outbound route=nowhere member=- status=503 req_bytes=0 "
+                       "resp_bytes=0"])
+        self.assertSettles(lines, want)
 
     def test_route_prefix_makes_a_route_on_first_use(self):
         zk = self.shared_zk()
