@@ -17,7 +17,8 @@ import unittest
 from collections import Counter
 from urllib.parse import parse_qs, urlparse
 
-from harness import SIDECAR, SLOW, Certs, SidecarTestCase, free_port, reserve_port, wait_for, wait_port
+from harness import (SIDECAR, SLOW, Certs, SidecarTestCase, free_port, reserve_port, tcp_connections,
+                     wait_for, wait_port)
 from scripted_upstream import ScriptedUpstream
 
 
@@ -518,6 +519,44 @@ class OutboundTest(SidecarTestCase):
         wait_for(lambda: newcomer.calls() > 0, timeout=5, what="traffic to the new member")
         load.stop()
         self.assertNoFailures(load, "across the outage")
+
+    def test_a_member_that_leaves_gets_no_new_call_and_finishes_its_own(self):
+        zk = self.shared_zk()
+        services, members = self.mesh(zk, n=2, extra=("--deregister-grace", "5s"))
+        self.addCleanup(lambda: [s.release("leave") for s in services])
+        # The zk2! form of a route, to the same serverset.
+        caller = self.start_outbound_sidecar(
+            "--route", f"svc=zk2!127.0.0.1:{zk.port}!{self.path()}")
+        self.wait_members(caller, members)
+        out = {}
+
+        def call():
+            out["answer"] = self.outbound_call(caller.outbound, "svc", "/hold?key=leave")
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        i = wait_for(lambda: [k for k, s in enumerate(services) if s.got("GET", "/hold")],
+                     what="the call at a member")[0]
+        members[i].send(signal.SIGTERM)  # leaves ZooKeeper at once, serves for 5 s more
+        self.wait_members(caller, [members[1 - i]])
+        before = services[i].calls()
+        load = Load(caller.outbound, "svc", threads=2, total=100).run()
+        self.assertNoFailures(load, "after a member left")
+        self.assertEqual(services[i].calls(), before, "a member that left got new calls")
+        services[i].release("leave")
+        t.join(10)
+        self.assertEqual(out.get("answer", (None, None))[:2], (200, b"held"))
+
+    def test_idle_connections_to_members_close_after_the_idle_timeout(self):
+        svc = self.service()
+        # A host name in a static route is resolved at start.
+        member = self.start_sidecar(svc.port)
+        caller = self.start_outbound_sidecar("--outbound-idle-timeout", "500ms",
+                                             "--route", f"svc=static!localhost:{member.port}")
+        load = Load(caller.outbound, "svc", threads=4, total=200).run()
+        self.assertNoFailures(load, "static route by host name")
+        self.assertGreater(tcp_connections(remote_port=member.port), 0)
+        wait_for(lambda: tcp_connections(remote_port=member.port) == 0, timeout=5,
+                 what="pooled connections to the member closed")
 
     def test_a_route_whose_zookeeper_never_answers_is_503_not_resolved(self):
         down = reserve_port()
