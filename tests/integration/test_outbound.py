@@ -567,7 +567,11 @@ class OutboundTest(SidecarTestCase):
         self.assertEqual(self.outbound_call(caller.outbound, "svc")[:2],
                          (503, b"service svc is not resolved yet\n"))
         self.assertLess(time.monotonic() - t0, 10)
-        self.assertFalse(self.clients(caller)["svc"]["resolved"])
+        route = self.clients(caller)["svc"]
+        self.assertFalse(route["resolved"])
+        # ZooKeeper cannot be read: stale, as after losing it.
+        self.assertTrue(route["stale"])
+        self.assertEqual(self.metric(caller, "sidecar_outbound_resolver_stale", route="svc"), 1)
 
     def test_unknown_name_is_404_and_an_empty_serverset_503(self):
         zk = self.shared_zk()
