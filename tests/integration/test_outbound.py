@@ -500,6 +500,32 @@ class OutboundTest(SidecarTestCase):
             self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 400 "))
         self.assertEqual(self.metric_sum(member, "sidecar_requests_total"), before)
 
+    def test_a_draining_caller_finishes_its_outbound_calls(self):
+        svc = self.service()
+        self.addCleanup(svc.release, "drain")
+        member = self.start_sidecar(svc.port)
+        caller = self.start_outbound_sidecar("--route", f"svc=static!127.0.0.1:{member.port}")
+        idle = http.client.HTTPConnection("127.0.0.1", caller.outbound, timeout=10)
+        idle.request("GET", "/call", headers={"Host": "svc"})
+        self.assertEqual(idle.getresponse().read()[:5], b"xfcc=")  # kept alive, now idle
+        out = {}
+
+        def call():
+            out["answer"] = self.outbound_call(caller.outbound, "svc", "/hold?key=drain")
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        wait_for(lambda: svc.got("GET", "/hold"), what="the call at the member")
+        caller.send(signal.SIGTERM)
+        # The idle connection is closed, the listener too; the call in flight goes on.
+        wait_for(lambda: tcp_connections(local_port=caller.outbound) == 1, timeout=10,
+                 what="the idle connection closed")
+        self.assertIsNone(caller.poll())
+        svc.release("drain")
+        t.join(10)
+        self.assertEqual(out["answer"][:2], (200, b"held"))
+        self.assertEqual(caller.wait(15), 0)
+        idle.close()
+
     # --- discovery -----------------------------------------------------------------------------
 
     def test_zookeeper_outage_keeps_the_known_members_serving(self):
