@@ -319,6 +319,7 @@ class OutboundSession final : public TrackedSession {
     OutboundSession& s;
     OutboundHandler::Route& route;
     const tcp::endpoint& endpoint;
+    bool fullHandshake = false;  // connect() made a connection without resuming a session
 
     TlsStream& stream() { return *s.member_; }
     bool takePooled() {
@@ -356,13 +357,16 @@ class OutboundSession final : public TrackedSession {
         co_return hec == beast::error::timeout ? error_code(beast::error::timeout) : hec;
       }
       m.connects.add(s.shard_, slot);
+      fullHandshake = !tls.sessionReused();
       co_return error_code{};
     }
     void release(bool reusable) {
       if (!s.member_) {
         return;
       }
-      if (!route.session(endpoint)) {
+      // The kept session did not resume (the member restarted with new ticket keys, say): the
+      // one this full handshake brought replaces it, or no connection would resume again.
+      if (fullHandshake || !route.session(endpoint)) {
         route.keepSession(endpoint, s.member_->session());
       }
       if (reusable) {

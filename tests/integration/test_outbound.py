@@ -62,6 +62,55 @@ class Service(ScriptedUpstream):
             return any(m == method and urlparse(t).path == path for _, m, t in self.requests)
 
 
+class TlsMember:
+    """A member that is a bare TLS server in this process (Python's ssl, OpenSSL underneath),
+    requiring a client certificate of the dev CA, answering each request "ok" and closing the
+    connection: each call is a new connection, and `reused` tells, per connection, whether its
+    handshake resumed a session. A new TlsMember has new session-ticket keys."""
+
+    def __init__(self, certs, port=0):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(certs.path("server.pem"), certs.path("server.key"))
+        self.ctx.load_verify_locations(certs.path("ca.pem"))
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.reused = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept, which holds the port
+        except OSError:
+            pass
+        self.sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                self.reused.append(tls.session_reused)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        except OSError:
+            pass
+
+
 class Load:
     """Requests from `threads` keep-alive connections to an outbound port until stop() (or
     `total` in all); every outcome is kept: statuses, and errors (no answer at all)."""
@@ -744,6 +793,23 @@ class OutboundTest(SidecarTestCase):
         self.assertEqual(svc.calls(), 2)
         self.assertEqual(self.outbound_metric(caller, "sidecar_outbound_handshake_failures_total",
                                               route="right"), 0)
+
+    def test_new_connections_to_a_member_resume_its_tls_session(self):
+        member = TlsMember(self.certs)
+        self.addCleanup(member.close)
+        caller = self.start_outbound_sidecar("--workers", "1",
+                                             "--route", f"svc=static!127.0.0.1:{member.port}")
+        for _ in range(4):
+            self.assertEqual(self.outbound_call(caller.outbound, "svc")[:2], (200, b"ok"))
+        self.assertEqual(member.reused, [False, True, True, True])
+        # The member restarts with new ticket keys: the session kept for it no longer resumes,
+        # and the one its next full handshake brings replaces it.
+        member.close()
+        member = TlsMember(self.certs, member.port)
+        self.addCleanup(member.close)
+        for _ in range(4):
+            self.assertEqual(self.outbound_call(caller.outbound, "svc")[:2], (200, b"ok"))
+        self.assertEqual(member.reused, [False, True, True, True])
 
     def test_a_rotated_certificate_is_used_by_new_outbound_connections(self):
         svc = self.service()
