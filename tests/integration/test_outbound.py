@@ -773,6 +773,47 @@ class OutboundTest(SidecarTestCase):
         self.assertEqual(bad.connections, 0, "the refused member's local service was reached")
         self.assertEqual(self.metric_sum(bad_member, "sidecar_requests_total"), 0)
 
+    def test_a_member_that_never_completes_its_handshake_is_a_timeout_and_skipped(self):
+        silent = socket.socket()  # accepts (the kernel does) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        self.addCleanup(silent.close)
+        plain = socket.socket()  # answers in plain HTTP at once, as a web server on a TLS port
+        plain.bind(("127.0.0.1", 0))
+        plain.listen(64)
+        self.addCleanup(plain.close)
+
+        def answer_plain():
+            while True:
+                try:
+                    conn, _ = plain.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        threading.Thread(target=answer_plain, daemon=True).start()
+        good = self.service()
+        member = self.start_sidecar(good.port)
+        at = lambda *ports: "static!" + ",".join(f"127.0.0.1:{p}" for p in ports)
+        caller = self.start_outbound_sidecar(
+            "--outbound-connect-timeout", "300ms",
+            "--route", f"silent={at(silent.getsockname()[1])}",
+            "--route", f"plain={at(plain.getsockname()[1])}",
+            "--route", f"mixed={at(silent.getsockname()[1], plain.getsockname()[1], member.port)}")
+        t0 = time.monotonic()
+        self.assertEqual(self.outbound_call(caller.outbound, "silent")[:2],
+                         (504, b"service silent timed out\n"))
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_handshake_failures_total",
+                                     route="silent", reason="timeout"), 1)
+        self.assertEqual(self.outbound_call(caller.outbound, "plain")[:2],
+                         (502, b"service plain is unavailable\n"))
+        self.assertEqual(self.metric(caller, "sidecar_outbound_handshake_failures_total",
+                                     route="plain", reason="protocol"), 1)
+        load = Load(caller.outbound, "mixed", threads=2, total=40).run()
+        self.assertNoFailures(load, "a route with a silent and a plain-HTTP member")
+        self.assertEqual(good.calls(), 40)
+
     def test_a_member_without_the_routes_identity_is_refused_and_never_sent_a_byte(self):
         svc = self.service()
         member = self.start_sidecar(svc.port)  # spiffe://dev.local/pinghelp
