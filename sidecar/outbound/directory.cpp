@@ -59,14 +59,20 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config) {
         control_, address, registry::ResolverOptions{zkSessionTimeout_},
         [this, &r](const registry::ServersetSnapshot& s) { resolved(r, s); },
         [this, &r](bool stale) { setStale(r, stale); });
-    r.resolver->start();
+    // Not current until ZooKeeper first answers: a route whose ensemble cannot be reached from
+    // the start is as stale as one that lost it later.
+    members->stale = true;
   }
   members->version = 1;
   r.members = members;
   metrics_.members->Add({{"route", r.config.name}}).Set(static_cast<double>(members->members.size()));
+  metrics_.stale->Add({{"route", r.config.name}}).Set(members->stale ? 1 : 0);
   spdlog::info("event=route_added route={} dest={} identity={}", r.config.name, r.config.dest,
                r.config.identity.empty() ? "-" : r.config.identity);
   publish_(r.info, r.members);
+  if (r.resolver) {
+    r.resolver->start();  // its callbacks find the route's members set
+  }
   return r;
 }
 
@@ -77,9 +83,7 @@ void RouteDirectory::ensure(const std::string& name) {
     return;
   }
   if (prefixRoutes_ >= config_.maxRoutes) {
-    metrics_.routesRefused->Increment();
-    spdlog::warn("event=route_refused route={} reason=max_routes limit={}", name,
-                 config_.maxRoutes);
+    // The waiting call answers 404, counts and logs it (as every later call of the name does).
     auto refused = std::make_shared<RouteInfo>(RouteInfo{name, {}, 0, true});
     publish_(refused, std::make_shared<MemberSet>());
     return;
@@ -109,11 +113,14 @@ void RouteDirectory::resolved(Runtime& r, const registry::ServersetSnapshot& s) 
     members->members.emplace_back(address, m.endpoint.port);
   }
   members->resolved = true;
+  // A listing that answered while the session was already lost is complete but may be old: it
+  // stays stale until the resolver says it is current (setStale follows).
+  members->stale = r.resolver->stale();
   members->version = r.members->version + 1;
   r.malformed = s.malformed.size();
   r.members = members;
   metrics_.members->Add({{"route", r.config.name}}).Set(static_cast<double>(members->members.size()));
-  metrics_.stale->Add({{"route", r.config.name}}).Set(0);
+  metrics_.stale->Add({{"route", r.config.name}}).Set(members->stale ? 1 : 0);
   spdlog::info("event=route_members route={} members={} malformed={}", r.config.name,
                members->members.size(), s.malformed.size());
   publish_(r.info, r.members);

@@ -60,13 +60,14 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
                .Register(r);
   noRoute = &prometheus::BuildCounter()
                  .Name("sidecar_outbound_no_route_total")
-                 .Help("Outbound requests answered 404 because no route names their Host.")
+                 .Help("Outbound requests answered 404 because no route names their Host "
+                       "(those refused by --max-routes included).")
                  .Register(r)
                  .Add({});
   routesRefused = &prometheus::BuildCounter()
                        .Name("sidecar_outbound_routes_refused_total")
-                       .Help("Names that --route-prefix would have made a route for, refused "
-                             "because --max-routes routes exist.")
+                       .Help("Outbound requests answered 404 because --route-prefix would have "
+                             "made a route for their Host but --max-routes routes exist.")
                        .Register(r)
                        .Add({});
 }

@@ -41,7 +41,7 @@ struct OutboundMetrics {
   prometheus::Family<prometheus::Gauge>* membersEjected;
   prometheus::Family<prometheus::Gauge>* stale;
   prometheus::Counter* noRoute;  // answered 404
-  prometheus::Counter* routesRefused;  // a prefix route beyond --max-routes
+  prometheus::Counter* routesRefused;  // answered 404: a prefix route beyond --max-routes
 
   // Shows the slot's series, labelled with the route's name (control thread).
   void name(std::size_t slot, const std::string& route);

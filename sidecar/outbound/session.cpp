@@ -167,13 +167,24 @@ class OutboundSession final : public TrackedSession {
       // No answer from ZooKeeper in time for a route made on first use.
       logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
                "event=route_unresolved direction=outbound service={}", name);
+      finish(*route, 503, start, nullptr, ExchangeResult{});
       co_await reply(replyNaming(503, "service " + name + " is not resolved yet\n"));
       co_return false;
     }
     if (!route || route->info->refused) {
       shared_.metrics->noRoute->Increment();
-      logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
-               "event=no_route direction=outbound service={}", name);
+      if (shared_.config.routePrefix.empty()) {
+        logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
+                 "event=no_route direction=outbound service={}", name);
+      } else {
+        // The prefix would route any name: --max-routes stopped it. Counted here, per call,
+        // whether this worker or the control thread found the limit reached.
+        shared_.metrics->routesRefused->Increment();
+        logEvent(OutboundLogEvent::noRoute, spdlog::level::warn,
+                 "event=route_refused direction=outbound service={} reason=max_routes limit={}",
+                 name, shared_.config.maxRoutes);
+      }
+      logAccess(name, 404, start, nullptr, ExchangeResult{});
       co_await reply(replyNaming(404, "no route to service " + name + "\n"));
       co_return false;
     }
@@ -194,14 +205,17 @@ class OutboundSession final : public TrackedSession {
     tcp::endpoint member;
     for (;;) {
       const auto now = Clock::now();
-      auto picked = route->balancer.pick(now, tried.empty() ? nullptr : &tried.back());
-      if (picked && !tried.empty() && std::find(tried.begin(), tried.end(), *picked) != tried.end()) {
-        break;  // every member it would pick has failed this request already: r stands
+      // Never a member this request has failed on: with three members of which two are dead,
+      // the third is the one to try, not the first again.
+      auto picked = route->balancer.pick(now, tried);
+      if (picked && std::find(tried.begin(), tried.end(), *picked) != tried.end()) {
+        break;  // every member it could pick has failed this request already: r stands
       }
       if (!picked) {
         m_.noMembers.add(shard_, slot);
         logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
                  "event=no_members direction=outbound route={}", name);
+        finish(*route, 503, start, nullptr, ExchangeResult{});
         co_await reply(replyNaming(503, "no usable member of service " + name + "\n"));
         co_return false;
       }
@@ -239,7 +253,7 @@ class OutboundSession final : public TrackedSession {
       m_.retries.add(shard_, slot);
     }
     if (r.localStatus) {
-      finish(*route, r.localStatus, start, member, r);
+      finish(*route, r.localStatus, start, &member, r);
       if (r.localStatus == 502 || r.localStatus == 504) {
         co_await reply(replyNaming(r.localStatus, "service " + name +
                                                       (r.localStatus == 502 ? " is unavailable\n"
@@ -250,24 +264,34 @@ class OutboundSession final : public TrackedSession {
       co_return false;
     }
     if (r.status) {
-      finish(*route, r.status, start, member, r);
+      finish(*route, r.status, start, &member, r);
     }
     co_return r.failure == Failure::none && r.keepAlive;
   }
 
+  // Every call that named a route counts in it, answered by a member or by us (502, 503, 504).
   void finish(OutboundHandler::Route& route, unsigned status, Clock::time_point start,
-              const tcp::endpoint& member, const ExchangeResult& r) {
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+              const tcp::endpoint* member, const ExchangeResult& r) {
     const std::size_t slot = route.info->slot;
     m_.requests.add(shard_, OutboundMetrics::requestSeries(slot, status));
-    m_.requestDuration.observe(shard_, slot, seconds);
-    if (shared_.accessLog) {
-      shared_.accessLog->info(
-          "direction=outbound route={} member={} status={} req_bytes={} resp_bytes={} "
-          "duration_us={}",
-          route.info->name, endpointText(member), status, r.requestBytes, r.responseBytes,
-          static_cast<int64_t>(seconds * 1e6));
+    m_.requestDuration.observe(shard_, slot,
+                               std::chrono::duration<double>(Clock::now() - start).count());
+    logAccess(route.info->name, status, start, member, r);
+  }
+
+  // member: the last one tried; none when the call was answered before one was picked.
+  void logAccess(const std::string& route, unsigned status, Clock::time_point start,
+                 const tcp::endpoint* member, const ExchangeResult& r) {
+    if (!shared_.accessLog) {
+      return;
     }
+    const auto micros =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+    shared_.accessLog->info(
+        "direction=outbound route={} member={} status={} req_bytes={} resp_bytes={} "
+        "duration_us={}",
+        route, member ? endpointText(*member) : std::string("-"), status, r.requestBytes,
+        r.responseBytes, static_cast<int64_t>(micros));
   }
 
   // A route made on first use has no members until its resolver first answers: this request
@@ -286,6 +310,7 @@ class OutboundSession final : public TrackedSession {
     OutboundSession& s;
     OutboundHandler::Route& route;
     const tcp::endpoint& endpoint;
+    bool fullHandshake = false;  // connect() made a connection without resuming a session
 
     TlsStream& stream() { return *s.member_; }
     bool takePooled() {
@@ -323,13 +348,16 @@ class OutboundSession final : public TrackedSession {
         co_return hec == beast::error::timeout ? error_code(beast::error::timeout) : hec;
       }
       m.connects.add(s.shard_, slot);
+      fullHandshake = !tls.sessionReused();
       co_return error_code{};
     }
     void release(bool reusable) {
       if (!s.member_) {
         return;
       }
-      if (!route.session(endpoint)) {
+      // The kept session did not resume (the member restarted with new ticket keys, say): the
+      // one this full handshake brought replaces it, or no connection would resume again.
+      if (fullHandshake || !route.session(endpoint)) {
         route.keepSession(endpoint, s.member_->session());
       }
       if (reusable) {

@@ -107,7 +107,8 @@ void P2cPeakEwma::update(const std::vector<tcp::endpoint>& endpoints, SteadyTime
   members_ = std::move(next);
 }
 
-std::optional<tcp::endpoint> P2cPeakEwma::pick(SteadyTime now, const tcp::endpoint* exclude) {
+std::optional<tcp::endpoint> P2cPeakEwma::pick(SteadyTime now,
+                                               std::span<const tcp::endpoint> exclude) {
   if (members_.empty()) {
     return std::nullopt;
   }
@@ -115,7 +116,7 @@ std::optional<tcp::endpoint> P2cPeakEwma::pick(SteadyTime now, const tcp::endpoi
     return members_.front().endpoint;
   }
   const auto excluded = [&](const Member& m) {
-    return exclude != nullptr && m.endpoint == *exclude;
+    return std::find(exclude.begin(), exclude.end(), m.endpoint) != exclude.end();
   };
 
   // A member back from its back-off is probed with the next request: its outcome decides.
@@ -135,7 +136,7 @@ std::optional<tcp::endpoint> P2cPeakEwma::pick(SteadyTime now, const tcp::endpoi
     n += candidate(m) ? 1 : 0;
   }
   if (n == 0) {
-    return members_.front().endpoint;  // unreachable with two members or more
+    return members_.front().endpoint;  // every member usable now is excluded
   }
   const auto nth = [&](std::size_t k) -> Member& {
     for (auto& m : members_) {

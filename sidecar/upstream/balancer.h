@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <random>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -74,11 +75,17 @@ class P2cPeakEwma {
   // the others are dropped, and what is still in flight to them finishes harmlessly.
   void update(const std::vector<tcp::endpoint>& endpoints, SteadyTime now);
 
-  // The member for the next request, none when the route has none. `exclude` is the member a
-  // retry must avoid; it is returned only when it is the only member. A member whose back-off
-  // has just ended takes the next request (its probe). Does not allocate. Call started() with
-  // the member right away: the pending count is part of the cost.
-  std::optional<tcp::endpoint> pick(SteadyTime now, const tcp::endpoint* exclude = nullptr);
+  // The member for the next request, none when the route has none. `exclude` lists the members
+  // a retry must avoid (those the request has already failed on); one of them is returned only
+  // when every member is excluded (then the caller knows it has tried them all). A member whose
+  // back-off has just ended takes the next request (its probe). Does not allocate. Call
+  // started() with the member right away: the pending count is part of the cost.
+  std::optional<tcp::endpoint> pick(SteadyTime now, std::span<const tcp::endpoint> exclude = {});
+  // The same with at most one member to avoid.
+  std::optional<tcp::endpoint> pick(SteadyTime now, const tcp::endpoint* exclude) {
+    return pick(now, exclude ? std::span<const tcp::endpoint>(exclude, 1)
+                             : std::span<const tcp::endpoint>());
+  }
 
   // A request was sent (pending + 1), and it ended: `rtt` from start to end, `ok` as the
   // caller classifies it (a refused or reset connection, a 5xx: not ok). Unknown endpoints (a

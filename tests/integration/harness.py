@@ -1,5 +1,6 @@
 """Test harness: real binaries, real clients, loopback ports picked free, every process cleaned up."""
 import atexit
+import http.client
 import json
 import os
 import re
@@ -536,6 +537,65 @@ class SidecarTestCase(unittest.TestCase):
             cmd += ["-cert", self.certs.path(f"{cert}.pem"), "-key", self.certs.path(f"{cert}.key")]
         r = subprocess.run(cmd, input=data, capture_output=True, timeout=30)
         return r.stdout.decode(errors="replace"), r.returncode
+
+    # --- the outbound mesh ----------------------------------------------------------------------
+
+    def sidecar_defaults(self, ports, upstream_port):
+        """The flags every test sidecar gets unless the test gives them (as start_sidecar's)."""
+        return {"--listen": f"127.0.0.1:{ports[0]}", "--upstream": f"127.0.0.1:{upstream_port}",
+                "--admin-listen": f"127.0.0.1:{ports[1]}", "--workers": "2",
+                "--tls-cert": self.certs.path("server.pem"),
+                "--tls-key": self.certs.path("server.key"),
+                "--tls-client-ca": self.certs.path("ca.pem")}
+
+    def start_outbound_sidecar(self, *extra, upstream_port=None, env=None):
+        """A caller's sidecar with an outbound listener (.outbound) beside its inbound one (.port)
+        and its admin (.admin). Its local service is not needed: without upstream_port its
+        upstream is a port held refused for the test."""
+        if upstream_port is None:
+            held = reserve_port()
+            self.addCleanup(held.close)
+            upstream_port = held.port
+
+        def build(ports):
+            args = [SIDECAR]
+            defaults = self.sidecar_defaults(ports, upstream_port)
+            defaults["--outbound-listen"] = f"127.0.0.1:{ports[2]}"
+            for flag, value in defaults.items():
+                if flag not in extra:
+                    args += [flag, value]
+            return args + list(extra), env
+
+        p = self.spawn_serving("caller", build, 3)
+        p.port, p.admin, p.outbound = p.ports
+        return p
+
+    def start_member(self, zk, path, service_port, *extra, cert=None, wait=True):
+        """A member of the serverset path: a sidecar in front of the local service on
+        service_port, announced in zk (a process with .port, or "host:port") and, with wait,
+        ready (announced). cert: a Certs whose server.pem/server.key it presents instead."""
+        hosts = zk if isinstance(zk, str) else f"127.0.0.1:{zk.port}"
+        flags = ["--zk", hosts, "--zk-path", path, "--advertise-host", "127.0.0.1",
+                 "--health-interval", "100ms", "--rise", "1"]
+        if cert is not None:
+            flags += ["--tls-cert", cert.path("server.pem"), "--tls-key", cert.path("server.key")]
+        sc = self.start_sidecar(service_port, *flags, *extra)
+        if wait:
+            wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20 * SLOW,
+                     what=f"member on {sc.port} announced")
+        return sc
+
+    def outbound_call(self, port, host, path="/", method="GET", body=None, headers=None,
+                      timeout=30):
+        """One plain HTTP/1.1 request to an outbound listener naming the service host; returns
+        (status, body bytes, headers as a list of pairs)."""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers={"Host": host, **(headers or {})})
+            r = conn.getresponse()
+            return r.status, r.read(), r.getheaders()
+        finally:
+            conn.close()
 
     def admin_get(self, proc, path):
         try:

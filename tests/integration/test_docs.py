@@ -102,7 +102,16 @@ class DocsTest(SidecarTestCase):
         names = set(re.findall(r"^# HELP (\S+) ", text, re.M))
         with urllib.request.urlopen(f"http://127.0.0.1:{ph.port}/metrics", timeout=10) as resp:
             names |= set(re.findall(r"^# HELP (\S+) ", resp.read().decode(), re.M))
+        # A caller with an outbound route (to the sidecar above), called once: the outbound
+        # metrics appear with their route.
+        caller = self.start_outbound_sidecar("--route", f"pinghelp=static!127.0.0.1:{sc.port}")
+        status, body, _ = self.outbound_call(caller.outbound, "pinghelp", "/ping")
+        self.assertEqual((status, body), (200, b"pong"))
+        status, text = self.admin_get(caller, "/metrics")
+        self.assertEqual(status, 200)
+        names |= set(re.findall(r"^# HELP (\S+) ", text, re.M))
         self.assertIn("sidecar_requests_total", names)
+        self.assertIn("sidecar_outbound_requests_total", names)
         self.assertIn("pinghelp_requests_total", names)
         doc = self.read_doc("metrics.md")
         missing = sorted(n for n in names if f"`{n}`" not in doc)

@@ -1,0 +1,918 @@
+"""The outbound mesh (issue 14), with real processes: members are local services (in this process,
+or pinghelp where one must die by kill -9) each behind its own sidecar, announced in a real
+ZooKeeper; the caller is a sidecar with an outbound port that the test calls in plain HTTP/1.1,
+naming the service in Host, as a local service would."""
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import unittest
+from collections import Counter
+from urllib.parse import parse_qs, urlparse
+
+from harness import (SIDECAR, SLOW, Certs, SidecarTestCase, free_port, reserve_port, tcp_connections,
+                     wait_for, wait_port)
+from scripted_upstream import ScriptedUpstream
+
+LOADGEN = os.environ.get("LOADGEN_BIN", "")
+
+
+class Service(ScriptedUpstream):
+    """A member's local service in this process: ScriptedUpstream's behaviours (/echo shows the
+    X-Forwarded-Client-Cert it got, /headers the names of the fields), every answer `delay`
+    seconds late, and /hold?key=K, which answers only once the test calls release(K)."""
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+        self._holds = {}
+        self._holds_lock = threading.Lock()
+        super().__init__()
+
+    def _event(self, key):
+        with self._holds_lock:
+            return self._holds.setdefault(key, threading.Event())
+
+    def release(self, key):
+        self._event(key).set()
+
+    def _answer(self, conn, number, method, target, headers):
+        url = urlparse(target)
+        if url.path == "/hold":
+            self._event(parse_qs(url.query)["key"][0]).wait(30)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nheld")
+            return True
+        if self.delay and url.path != "/ping":  # not the member sidecar's health checks
+            time.sleep(self.delay)
+        return super()._answer(conn, number, method, target, headers)
+
+    def calls(self, prefix="/call"):
+        """Requests whose target starts with prefix (health checks are /ping)."""
+        with self.lock:
+            return sum(1 for _, _, target in self.requests if target.startswith(prefix))
+
+    def got(self, method, path):
+        with self.lock:
+            return any(m == method and urlparse(t).path == path for _, m, t in self.requests)
+
+
+class TlsMember:
+    """A member that is a bare TLS server in this process (Python's ssl, OpenSSL underneath),
+    requiring a client certificate of the dev CA, answering each request "ok" and closing the
+    connection: each call is a new connection, and `reused` tells, per connection, whether its
+    handshake resumed a session. A new TlsMember has new session-ticket keys."""
+
+    def __init__(self, certs, port=0):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(certs.path("server.pem"), certs.path("server.key"))
+        self.ctx.load_verify_locations(certs.path("ca.pem"))
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.reused = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept, which holds the port
+        except OSError:
+            pass
+        self.sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                self.reused.append(tls.session_reused)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        except OSError:
+            pass
+
+
+class Load:
+    """Requests from `threads` keep-alive connections to an outbound port until stop() (or
+    `total` in all); every outcome is kept: statuses, and errors (no answer at all)."""
+
+    def __init__(self, port, host, threads=4, total=None, path="/call", method="GET"):
+        self.port, self.host, self.path, self.method = port, host, path, method
+        self.total = total
+        self.statuses = Counter()
+        self.errors = []
+        self.bad = []  # (status, body) of every answer other than 200
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _ticket(self):
+        with self.lock:
+            if self.stopping.is_set() or (self.total is not None and self.sent >= self.total):
+                return False
+            self.sent += 1
+            return True
+
+    def _run(self):
+        conn = None
+        while self._ticket():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                conn.request(self.method, self.path, headers={"Host": self.host})
+                r = conn.getresponse()
+                body = r.read()
+                with self.lock:
+                    self.statuses[r.status] += 1
+                    if r.status != 200:
+                        self.bad.append((r.status, body[:200]))
+                if r.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                with self.lock:
+                    self.errors.append(repr(e))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def ok(self):
+        with self.lock:
+            return self.statuses[200]
+
+    def stop(self):
+        self.stopping.set()
+        return self.join()
+
+    def join(self):
+        for t in self.threads:
+            t.join(60)
+        return self
+
+    def run(self):
+        return self.start().join()
+
+
+def der_sha256(pem_path):
+    with open(pem_path) as f:
+        der = ssl.PEM_cert_to_DER_cert(f.read())
+    return hashlib.sha256(der).hexdigest()
+
+
+class OutboundTest(SidecarTestCase):
+    zk = None  # one ZooKeeper for the tests that do not stop it; each uses its own paths
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.zk is not None:
+            cls.zk.stop(signal.SIGKILL, timeout=10)
+            cls.zk = None
+        super().tearDownClass()
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def shared_zk(self):
+        if OutboundTest.zk is None or OutboundTest.zk.poll() is not None:
+            zk = self.start_zookeeper()
+            self.procs.remove(zk)  # outlives the test; tearDownClass stops it
+            OutboundTest.zk = zk
+        return OutboundTest.zk
+
+    def path(self, service="svc"):
+        return f"/discovery/{self._testMethodName}/{service}"
+
+    def service(self, delay=0.0):
+        s = Service(delay)
+        self.addCleanup(s.close)
+        return s
+
+    def mesh(self, zk, n=3, delays=(), extra=()):
+        """n members of self.path() in zk: (their local services, their sidecars)."""
+        services = [self.service(delays[i] if i < len(delays) else 0.0) for i in range(n)]
+        members = [self.start_member(zk, self.path(), s.port, *extra) for s in services]
+        return services, members
+
+    def caller(self, zk, *extra, route="svc"):
+        """A caller whose route `route` is self.path() on zk (None: only the flags given)."""
+        flags = []
+        if zk is not None:
+            flags += ["--zk", f"127.0.0.1:{zk.port}"]
+        if route:
+            flags += ["--route", f"{route}={self.path()}"]
+        return self.start_outbound_sidecar(*flags, *extra)
+
+    def clients(self, caller):
+        status, text = self.admin_get(caller, "/admin/clients")
+        self.assertEqual(status, 200, text)
+        return {c["route"]: c for c in json.loads(text)["clients"]}
+
+    def route_members(self, caller, route="svc"):
+        c = self.clients(caller).get(route)
+        return {m["address"]: m for m in c["members"]} if c else {}
+
+    def wait_members(self, caller, members, route="svc", timeout=10.0):
+        want = {f"127.0.0.1:{m.port}" for m in members}
+        wait_for(lambda: set(self.route_members(caller, route)) == want, timeout=timeout * SLOW,
+                 what=f"route {route} resolved to {sorted(want)}")
+
+    def outbound_metric(self, caller, name, **labels):
+        return self.metric_sum(caller, name, **labels)
+
+    def assertNoFailures(self, load, what):
+        self.assertEqual(load.errors, [], f"{what}: requests without an answer")
+        self.assertEqual(load.bad, [], f"{what}: answers other than 200")
+
+    # --- balancing -------------------------------------------------------------------------------
+
+    @unittest.skipUnless(LOADGEN, "LOADGEN_BIN not set")
+    def test_3000_gets_reach_all_three_members_none_more_than_half(self):
+        # Each local service its own process taking 10 ms, as a real service would: with answers
+        # in a millisecond, a scheduling stall of this loaded machine is a latency peak many
+        # times the average, which peak EWMA rightly avoids for seconds (its decay is 10 s), and
+        # the spread would measure the machine's noise instead of the balancer.
+        zk = self.shared_zk()
+        ups = [self.start_upstream() for _ in range(3)]
+        members = [self.start_member(zk, self.path(), u.port) for u in ups]
+        caller = self.caller(zk)
+        self.wait_members(caller, members)
+        # The load generator (plain HTTP, keep-alive, 16 connections) in rounds of a second
+        # until 3,000 calls were answered.
+        sent = errors = 0
+        for _ in range(30):
+            r = subprocess.run([LOADGEN, "--target", f"127.0.0.1:{caller.outbound}", "--host", "svc",
+                                "--path", "/slow?ms=10", "-c", "16", "-d", "1"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            result = json.loads(r.stdout)
+            sent += result["requests"]
+            errors += result["errors"]
+            if sent >= 3000:
+                break
+        self.assertGreaterEqual(sent, 3000)
+        self.assertEqual(errors, 0)
+        self.assertSettles(lambda: self.outbound_metric(
+            caller, "sidecar_outbound_requests_total", route="svc", code="2xx"), sent)
+        counts = [int(self.metric_sum(m, "sidecar_requests_total")) for m in members]
+        self.assertEqual(sum(counts), sent, counts)
+        for c in counts:
+            self.assertGreater(c, 0, counts)
+            self.assertLessEqual(c, sent / 2, counts)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_members", route="svc"), 3)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_resolver_stale", route="svc"), 0)
+        # Finagle's names, and the admin page of routes and members.
+        finagle = json.loads(self.admin_get(caller, "/admin/metrics.json")[1])
+        self.assertEqual(finagle["clnt/svc/requests"], sent)
+        self.assertEqual(finagle["clnt/svc/loadbalancer/size"], 3)
+        self.assertEqual(finagle["clnt/svc/loadbalancer/available"], 3)
+        route = self.clients(caller)["svc"]
+        self.assertEqual(route["dest"], self.path())
+        self.assertTrue(route["resolved"])
+        self.assertFalse(route["stale"])
+        # The workers report their views once a second: one after the load has none pending.
+        def settled():
+            view = self.route_members(caller)
+            return all(m["ewma_ms"] > 0 and m["pending"] == 0 for m in view.values()) and view
+        view = wait_for(settled, timeout=5, what="each member's latency, none pending")
+        self.assertEqual(len(view), 3)
+        for address, m in view.items():
+            self.assertEqual(m["state"], "alive", address)
+
+    def test_a_member_50ms_slower_gets_under_10_percent_after_warm_up(self):
+        zk = self.shared_zk()
+        services, members = self.mesh(zk, delays=(0.05,))
+        caller = self.caller(zk)
+        self.wait_members(caller, members)
+        warm = Load(caller.outbound, "svc", threads=4, total=300).run()
+        self.assertNoFailures(warm, "warm-up")
+        before = [s.calls() for s in services]
+        load = Load(caller.outbound, "svc", threads=4, total=1000).run()
+        self.assertNoFailures(load, "measured")
+        got = [s.calls() - b for s, b in zip(services, before)]
+        self.assertEqual(sum(got), 1000, got)
+        self.assertLess(got[0], 100, f"the slow member got {got[0]} of 1000: {got}")
+        self.assertGreater(got[1], 0, got)
+        self.assertGreater(got[2], 0, got)
+
+    def test_a_newly_announced_member_receives_traffic_within_1s(self):
+        zk = self.shared_zk()
+        services, members = self.mesh(zk, n=2)
+        caller = self.caller(zk)
+        self.wait_members(caller, members)
+        load = Load(caller.outbound, "svc", threads=2).start()
+        self.addCleanup(load.stop)
+        wait_for(lambda: load.ok() >= 50, what="load running")
+        newcomer = self.service()
+        member = self.start_member(zk, self.path(), newcomer.port, wait=False)
+        # The moment it is announced: the last poll of /ready that did not see it (an upper
+        # bound of the time since its member node was made).
+        last_not_ready = time.monotonic()
+        deadline = last_not_ready + 20 * SLOW
+        while self.admin_get(member, "/ready")[0] != 200:
+            self.assertLess(time.monotonic(), deadline, "the new member never announced")
+            last_not_ready = time.monotonic()
+            time.sleep(0.01)
+        wait_for(lambda: newcomer.calls() > 0, timeout=5, interval=0.01, what="traffic to it")
+        took = time.monotonic() - last_not_ready
+        load.stop()
+        self.assertNoFailures(load, "while a member joined")
+        self.assertLess(took, 1.0, "the new member's first request came too late")
+
+    # --- failures ------------------------------------------------------------------------------
+
+    def pinghelp_mesh(self, zk, n=3):
+        phs = [self.start_pinghelp() for _ in range(n)]
+        members = [self.start_member(zk, self.path(), p.port, "--zk-session-timeout", "2s")
+                   for p in phs]
+        return phs, members
+
+    @unittest.expectedFailure
+    def test_kill9_of_a_members_local_service_fails_no_get(self):
+        # Fails today: until its sidecar's health check withdraws it, the member answers 502
+        # ("local service unavailable") itself, and the caller relays that answer, since the
+        # shared exchange (sidecar/http/exchange.h) writes a final head to the caller as soon as
+        # it reads it. Retrying it needs a hook there that lets the outbound link refuse a 502 or
+        # 503 head of an idempotent call without a body before it is relayed.
+        zk = self.shared_zk()
+        phs, members = self.pinghelp_mesh(zk)
+        caller = self.caller(zk)
+        self.wait_members(caller, members)
+        load = Load(caller.outbound, "svc", threads=3, path="/ping").start()
+        self.addCleanup(load.stop)
+        wait_for(lambda: self.metric_sum(members[0], "sidecar_requests_total") >= 20,
+                 what="the member to kill served some")
+        phs[0].stop(signal.SIGKILL)
+        # Until its sidecar withdraws it, and well after.
+        wait_for(lambda: f"127.0.0.1:{members[0].port}" not in self.route_members(caller),
+                 timeout=15, what="the member withdrawn")
+        at = load.ok()
+        wait_for(lambda: load.ok() >= at + 300, what="more load")
+        load.stop()
+        self.assertNoFailures(load, "kill -9 of a local service")
+
+    def test_kill9_of_a_member_sidecar_fails_no_get(self):
+        zk = self.shared_zk()
+        phs, members = self.pinghelp_mesh(zk)
+        caller = self.caller(zk)
+        self.wait_members(caller, members)
+        load = Load(caller.outbound, "svc", threads=3, path="/ping").start()
+        self.addCleanup(load.stop)
+        wait_for(lambda: self.metric_sum(members[0], "sidecar_requests_total") >= 20,
+                 what="the member to kill served some")
+        members[0].stop(signal.SIGKILL)
+        dead = f"127.0.0.1:{members[0].port}"
+        # Failure accrual takes it out on the workers that met it, until its ZooKeeper session
+        # ends (2 s) and the serverset drops it.
+        wait_for(lambda: self.route_members(caller).get(dead, {}).get("state") == "ejected",
+                 timeout=5, what="the dead member ejected")
+        wait_for(lambda: dead not in self.route_members(caller), timeout=15,
+                 what="the dead member gone from the serverset")
+        at = load.ok()
+        wait_for(lambda: load.ok() >= at + 200, what="more load")
+        load.stop()
+        self.assertNoFailures(load, "kill -9 of a member's sidecar")
+        self.assertGreater(self.outbound_metric(caller, "sidecar_outbound_retries_total",
+                                                route="svc"), 0)
+        self.assertGreater(self.outbound_metric(caller, "sidecar_outbound_ejections_total",
+                                                route="svc"), 0)
+
+    def test_a_post_whose_body_was_sent_is_not_retried_a_get_is(self):
+        zk = self.shared_zk()
+        services, members = self.mesh(zk, extra=("--zk-session-timeout", "2s"))
+        caller = self.caller(zk)
+        self.wait_members(caller, members)
+        self.addCleanup(lambda: [s.release(k) for s in services for k in ("get", "post")])
+
+        def call_in_background(method, key, body=None):
+            out = {}
+
+            def run():
+                try:
+                    out["answer"] = self.outbound_call(caller.outbound, "svc", f"/hold?key={key}",
+                                                       method=method, body=body)
+                except Exception as e:  # reported by the assertion below
+                    out["error"] = repr(e)
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            return t, out
+
+        def holder(method):
+            found = wait_for(lambda: [i for i, s in enumerate(services) if s.got(method, "/hold")],
+                             what=f"the {method} at a member")
+            self.assertEqual(len(found), 1)
+            return found[0]
+
+        # A GET held by a member whose sidecar then dies is sent to another member.
+        t, out = call_in_background("GET", "get")
+        i = holder("GET")
+        for s in services:
+            if s is not services[i]:
+                s.release("get")
+        members[i].stop(signal.SIGKILL)
+        t.join(30)
+        self.assertEqual(out.get("answer", out)[:2], (200, b"held"))
+        self.assertEqual(self.outbound_metric(caller, "sidecar_outbound_retries_total",
+                                              route="svc"), 1)
+        self.assertEqual(sum(s.got("GET", "/hold") for s in services), 2)
+
+        # A POST whose body went out is not: 502, counted, no other member sees it. (The dead
+        # member leaves first: a call refused by it would be retried, rightly.)
+        live = [k for k in range(3) if k != i]
+        self.wait_members(caller, [members[k] for k in live])
+        t, out = call_in_background("POST", "post", body=b"x" * 1000)
+        j = holder("POST")
+        self.assertIn(j, live)
+        members[j].stop(signal.SIGKILL)
+        t.join(30)
+        status, body, _ = out.get("answer", (None, out, None))
+        self.assertEqual((status, body), (502, b"service svc is unavailable\n"))
+        self.assertEqual(sum(s.got("POST", "/hold") for s in services), 1)
+        self.assertEqual(self.outbound_metric(caller, "sidecar_outbound_retries_total",
+                                              route="svc"), 1)
+        self.assertSettles(lambda: self.outbound_metric(
+            caller, "sidecar_outbound_requests_total", route="svc", code="5xx"), 1)
+
+    def test_two_dead_members_of_three_fail_no_get(self):
+        # Each member is tried at most once per call: a call that met two dead members goes to
+        # the third, not back to the first.
+        alive = self.service()
+        member = self.start_sidecar(alive.port)
+        dead = [reserve_port() for _ in range(2)]
+        for d in dead:
+            self.addCleanup(d.close)
+        ports = [dead[0].port, dead[1].port, member.port]
+        caller = self.start_outbound_sidecar(
+            "--workers", "1", "--route",
+            "svc=static!" + ",".join(f"127.0.0.1:{p}" for p in ports))
+        load = Load(caller.outbound, "svc", threads=1, total=60).run()
+        self.assertNoFailures(load, "two dead members of three")
+        self.assertEqual(alive.calls(), 60)
+
+    def test_all_members_failing_retries_stop_at_the_budget(self):
+        dead = [reserve_port() for _ in range(3)]
+        for d in dead:
+            self.addCleanup(d.close)
+        caller = self.start_outbound_sidecar(
+            "--workers", "1", "--route",
+            "svc=static!" + ",".join(f"127.0.0.1:{d.port}" for d in dead))
+        n = 400
+        load = Load(caller.outbound, "svc", threads=2, total=n).run()
+        self.assertEqual(load.errors, [])
+        self.assertEqual(load.statuses, Counter({502: n}))
+        retries = self.outbound_metric(caller, "sidecar_outbound_retries_total", route="svc")
+        exhausted = self.outbound_metric(caller, "sidecar_outbound_retry_budget_exhausted_total",
+                                         route="svc")
+        # One worker's budget: 10 retries a second over 10 s in reserve, plus 20 % of the calls;
+        # each call would like two retries (three members).
+        budget = 100 + 0.2 * n
+        self.assertLessEqual(retries, budget + 1)
+        self.assertGreaterEqual(retries, 100)
+        self.assertGreater(exhausted, 0)
+        # A call either had its two retries or met the empty budget (once).
+        self.assertGreaterEqual(retries, 2 * (n - exhausted))
+        self.assertSettles(lambda: self.outbound_metric(
+            caller, "sidecar_outbound_requests_total", route="svc", code="5xx"), n)
+
+    def test_a_slow_member_is_504_and_not_retried(self):
+        services = [self.service(), self.service()]
+        self.addCleanup(lambda: [s.release("slow") for s in services])
+        members = [self.start_sidecar(s.port) for s in services]
+        log = os.path.join(self.tmp, f"access-{self._testMethodName}.log")
+        caller = self.start_outbound_sidecar(
+            "--outbound-timeout", "300ms", "--access-log", log, "--route",
+            "svc=static!" + ",".join(f"127.0.0.1:{m.port}" for m in members))
+        t0 = time.monotonic()
+        status, body, _ = self.outbound_call(caller.outbound, "svc", "/hold?key=slow")
+        self.assertEqual((status, body), (504, b"service svc timed out\n"))
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(sum(s.got("GET", "/hold") for s in services), 1)
+        self.assertEqual(self.outbound_metric(caller, "sidecar_outbound_retries_total"), 0)
+        # Its access-log line, marked outbound.
+        def lines():
+            if not os.path.exists(log):
+                return []
+            with open(log) as f:
+                return [l for l in f if "status=504" in l]
+        line = wait_for(lines, what="the access-log line")[0]
+        self.assertIn("direction=outbound route=svc member=127.0.0.1:", line)
+
+    def test_bodies_stream_through_and_smuggling_is_refused(self):
+        up = self.start_upstream()
+        member = self.start_sidecar(up.port)
+        caller = self.start_outbound_sidecar("--route", f"svc=static!127.0.0.1:{member.port}")
+        body = os.urandom(3 << 20)
+        status, answer, _ = self.outbound_call(caller.outbound, "svc", "/sink", "POST", body)
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(json.loads(answer), {"bytes": len(body),
+                                              "sha256": hashlib.sha256(body).hexdigest()})
+        # Chunked both ways.
+        conn = http.client.HTTPConnection("127.0.0.1", caller.outbound, timeout=30)
+        conn.request("POST", "/sink", body=iter([body[:1000], body[1000:]]),
+                     headers={"Host": "svc"}, encode_chunked=True)
+        r = conn.getresponse()
+        self.assertEqual(json.loads(r.read())["sha256"], hashlib.sha256(body).hexdigest())
+        conn.request("GET", "/chunked?bytes=2000000", headers={"Host": "svc"})
+        r = conn.getresponse()
+        self.assertEqual(len(r.read()), 2000000)
+        conn.close()
+        # The outbound listener refuses what inbound refuses; nothing reaches the member.
+        before = self.metric_sum(member, "sidecar_requests_total")
+        with socket.create_connection(("127.0.0.1", caller.outbound), timeout=10) as s:
+            s.sendall(b"POST /sink HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 400 "))
+        self.assertEqual(self.metric_sum(member, "sidecar_requests_total"), before)
+
+    def test_a_draining_caller_finishes_its_outbound_calls(self):
+        svc = self.service()
+        self.addCleanup(svc.release, "drain")
+        member = self.start_sidecar(svc.port)
+        caller = self.start_outbound_sidecar("--route", f"svc=static!127.0.0.1:{member.port}")
+        idle = http.client.HTTPConnection("127.0.0.1", caller.outbound, timeout=10)
+        idle.request("GET", "/call", headers={"Host": "svc"})
+        self.assertEqual(idle.getresponse().read()[:5], b"xfcc=")  # kept alive, now idle
+        out = {}
+
+        def call():
+            out["answer"] = self.outbound_call(caller.outbound, "svc", "/hold?key=drain")
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        wait_for(lambda: svc.got("GET", "/hold"), what="the call at the member")
+        caller.send(signal.SIGTERM)
+        # The idle connection is closed, the listener too; the call in flight goes on.
+        wait_for(lambda: tcp_connections(local_port=caller.outbound) == 1, timeout=10,
+                 what="the idle connection closed")
+        self.assertIsNone(caller.poll())
+        svc.release("drain")
+        t.join(10)
+        self.assertEqual(out["answer"][:2], (200, b"held"))
+        self.assertEqual(caller.wait(15), 0)
+        idle.close()
+
+    # --- discovery -----------------------------------------------------------------------------
+
+    def test_zookeeper_outage_keeps_the_known_members_serving(self):
+        zk = self.start_zookeeper()
+        services, members = self.mesh(zk, extra=("--zk-session-timeout", "2s"))
+        caller = self.caller(zk, "--zk-session-timeout", "2s")
+        self.wait_members(caller, members)
+        load = Load(caller.outbound, "svc", threads=2).start()
+        self.addCleanup(load.stop)
+        wait_for(lambda: load.ok() >= 50, what="load running")
+        hold = None
+        zk.stop(signal.SIGKILL)
+        hold = reserve_port(zk.port)  # nobody takes its port meanwhile
+        self.addCleanup(lambda: hold and hold.close())
+        stale = lambda: self.metric(caller, "sidecar_outbound_resolver_stale", route="svc")
+        wait_for(lambda: stale() == 1, timeout=10, what="the route marked stale")
+        # Longer than every session timeout (2 s): still served, still stale, all the while.
+        outage_end = time.monotonic() + 4
+        served_at = load.ok()
+        while time.monotonic() < outage_end:
+            self.assertEqual(stale(), 1)
+            self.assertTrue(self.clients(caller)["svc"]["stale"])
+            self.assertEqual(len(self.route_members(caller)), 3)
+            time.sleep(0.2)
+        self.assertGreater(load.ok(), served_at + 50, "served during the outage")
+        self.assertNoFailures(load, "during the outage")
+
+        if hold:
+            hold.close()
+        zk = self.start_zookeeper(directory=zk.dir, port=zk.port)
+        wait_for(lambda: stale() == 0, timeout=30 * SLOW, what="the route current again")
+        # Changes after the outage reach the caller: a member leaves, another joins.
+        newcomer = self.service()
+        joined = self.start_member(zk, self.path(), newcomer.port, "--zk-session-timeout", "2s")
+        members[0].stop(signal.SIGTERM)
+        self.wait_members(caller, [*members[1:], joined], timeout=15)
+        wait_for(lambda: newcomer.calls() > 0, timeout=5, what="traffic to the new member")
+        load.stop()
+        self.assertNoFailures(load, "across the outage")
+
+    def test_a_member_that_leaves_gets_no_new_call_and_finishes_its_own(self):
+        zk = self.shared_zk()
+        services, members = self.mesh(zk, n=2, extra=("--deregister-grace", "5s"))
+        self.addCleanup(lambda: [s.release("leave") for s in services])
+        # The zk2! form of a route, to the same serverset.
+        caller = self.start_outbound_sidecar(
+            "--route", f"svc=zk2!127.0.0.1:{zk.port}!{self.path()}")
+        self.wait_members(caller, members)
+        out = {}
+
+        def call():
+            out["answer"] = self.outbound_call(caller.outbound, "svc", "/hold?key=leave")
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        i = wait_for(lambda: [k for k, s in enumerate(services) if s.got("GET", "/hold")],
+                     what="the call at a member")[0]
+        members[i].send(signal.SIGTERM)  # leaves ZooKeeper at once, serves for 5 s more
+        self.wait_members(caller, [members[1 - i]])
+        before = services[i].calls()
+        load = Load(caller.outbound, "svc", threads=2, total=100).run()
+        self.assertNoFailures(load, "after a member left")
+        self.assertEqual(services[i].calls(), before, "a member that left got new calls")
+        services[i].release("leave")
+        t.join(10)
+        self.assertEqual(out.get("answer", (None, None))[:2], (200, b"held"))
+
+    def test_idle_connections_to_members_close_after_the_idle_timeout(self):
+        svc = self.service()
+        # A host name in a static route is resolved at start.
+        member = self.start_sidecar(svc.port)
+        caller = self.start_outbound_sidecar("--outbound-idle-timeout", "500ms",
+                                             "--route", f"svc=static!localhost:{member.port}")
+        load = Load(caller.outbound, "svc", threads=4, total=200).run()
+        self.assertNoFailures(load, "static route by host name")
+        self.assertGreater(tcp_connections(remote_port=member.port), 0)
+        wait_for(lambda: tcp_connections(remote_port=member.port) == 0, timeout=5,
+                 what="pooled connections to the member closed")
+
+    def test_a_route_whose_zookeeper_never_answers_is_503_not_resolved(self):
+        down = reserve_port()
+        self.addCleanup(down.close)
+        caller = self.start_outbound_sidecar(
+            "--zk", f"127.0.0.1:{down.port}", "--route", f"svc={self.path()}")
+        t0 = time.monotonic()
+        self.assertEqual(self.outbound_call(caller.outbound, "svc")[:2],
+                         (503, b"service svc is not resolved yet\n"))
+        self.assertLess(time.monotonic() - t0, 10)
+        route = self.clients(caller)["svc"]
+        self.assertFalse(route["resolved"])
+        # ZooKeeper cannot be read: stale, as after losing it.
+        self.assertTrue(route["stale"])
+        self.assertEqual(self.metric(caller, "sidecar_outbound_resolver_stale", route="svc"), 1)
+
+    def test_unknown_name_is_404_and_an_empty_serverset_503(self):
+        zk = self.shared_zk()
+        for i in range(2, 5):
+            self.zkctl(zk.port, "create", "/".join(self.path("empty").split("/")[:i]), "")
+        log = os.path.join(self.tmp, f"access-{self._testMethodName}.log")
+        caller = self.start_outbound_sidecar(
+            "--zk", f"127.0.0.1:{zk.port}", "--route", f"empty={self.path('empty')}",
+            "--route", f"nowhere={self.path('nowhere')}", "--access-log", log)
+        self.assertEqual(self.outbound_call(caller.outbound, "nosuch")[:2],
+                         (404, b"no route to service nosuch\n"))
+        self.assertEqual(self.outbound_call(caller.outbound, "NoSuch:4140")[:2],
+                         (404, b"no route to service nosuch\n"))
+        self.assertEqual(self.metric(caller, "sidecar_outbound_no_route_total"), 2)
+        # A serverset with no member, and a path that does not exist (yet).
+        for name in ("empty", "nowhere"):
+            self.assertEqual(self.outbound_call(caller.outbound, name)[:2],
+                             (503, f"no usable member of service {name}\n".encode()))
+            self.assertEqual(self.metric(caller, "sidecar_outbound_no_members_total", route=name), 1)
+            self.assertSettles(lambda: self.metric(caller, "sidecar_outbound_requests_total",
+                                                   route=name, code="5xx"), 1)
+        self.assertEqual(self.outbound_metric(caller, "sidecar_outbound_connections_total"), 0)
+        # Each call has its access-log line, marked outbound, without a member.
+
+        def lines():
+            with open(log) as f:
+                return sorted(l.split(" ", 1)[1].rsplit(" duration_us=", 1)[0] for l in f)
+        want = sorted([*["direction=outbound route=nosuch member=- status=404 req_bytes=0 "
+                         "resp_bytes=0"] * 2,
+                       "direction=outbound route=empty member=- status=503 req_bytes=0 resp_bytes=0",
+                       "direction=outbound route=nowhere member=- status=503 req_bytes=0 "
+                       "resp_bytes=0"])
+        self.assertSettles(lines, want)
+
+    def test_route_prefix_makes_a_route_on_first_use(self):
+        zk = self.shared_zk()
+        prefix = f"/discovery/{self._testMethodName}"
+        alpha = self.service()
+        member = self.start_member(zk, f"{prefix}/alpha", alpha.port)
+        caller = self.start_outbound_sidecar("--zk", f"127.0.0.1:{zk.port}", "--route-prefix",
+                                             prefix, "--max-routes", "2")
+        self.assertEqual(self.clients(caller), {})
+        status, body, _ = self.outbound_call(caller.outbound, "Alpha:4140", "/call")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(alpha.calls(), 1)
+        route = self.clients(caller)["alpha"]
+        self.assertEqual(route["dest"], f"{prefix}/alpha")
+        self.assertTrue(route["resolved"])
+        self.assertEqual([m["address"] for m in route["members"]], [f"127.0.0.1:{member.port}"])
+        self.assertIn(route["members"][0]["state"], ("alive",))
+        # A second name under the prefix with no serverset: a route, without members.
+        self.assertEqual(self.outbound_call(caller.outbound, "beta")[:2],
+                         (503, b"no usable member of service beta\n"))
+        # Beyond --max-routes: no route, each call counted whichever worker took it.
+        refused = ["gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+        for name in refused:
+            self.assertEqual(self.outbound_call(caller.outbound, name)[:2],
+                             (404, f"no route to service {name}\n".encode()))
+        self.assertEqual(self.metric(caller, "sidecar_outbound_routes_refused_total"),
+                         len(refused))
+        self.assertEqual(self.metric(caller, "sidecar_outbound_no_route_total"), len(refused))
+        self.assertEqual(sorted(self.clients(caller)), ["alpha", "beta"])
+        self.assertIn("event=route_refused direction=outbound service=gamma", caller.output())
+        # The route made stays: a later call is served without asking again.
+        self.assertEqual(self.outbound_call(caller.outbound, "alpha", "/call")[0], 200)
+
+    def test_non_loopback_outbound_listen_without_the_flag_exits_2(self):
+        ports = [free_port(), free_port()]
+        args = [SIDECAR]
+        for flag, value in self.sidecar_defaults(ports, free_port()).items():
+            args += [flag, value]
+        port = free_port()
+        r = subprocess.run(args + ["--outbound-listen", f"0.0.0.0:{port}"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("--outbound-listen", r.stderr)
+        self.assertIn("--outbound-allow-remote", r.stderr)
+        # With it said explicitly, it starts.
+        p = self.spawn("sidecar", args + ["--outbound-listen", f"0.0.0.0:{port}",
+                                          "--outbound-allow-remote", "true"])
+        wait_port(port, proc=p)
+
+    # --- mTLS ----------------------------------------------------------------------------------
+
+    def test_a_member_from_another_ca_is_refused_and_never_sent_a_byte(self):
+        other = Certs(os.path.join(self.tmp, f"other-{self._testMethodName}"))
+        good, bad = self.service(), self.service()
+        good_member = self.start_sidecar(good.port)
+        bad_member = self.start_sidecar(bad.port, "--tls-cert", other.path("server.pem"),
+                                        "--tls-key", other.path("server.key"))
+        caller = self.start_outbound_sidecar(
+            "--route", f"only=static!127.0.0.1:{bad_member.port}",
+            "--route", f"mixed=static!127.0.0.1:{good_member.port},127.0.0.1:{bad_member.port}")
+        self.assertEqual(self.outbound_call(caller.outbound, "only", "/call")[:2],
+                         (502, b"service only is unavailable\n"))
+        self.assertGreaterEqual(self.metric(caller, "sidecar_outbound_handshake_failures_total",
+                                            route="only", reason="unknown_ca"), 1)
+        load = Load(caller.outbound, "mixed", threads=2, total=40).run()
+        self.assertNoFailures(load, "a route with a member from another CA")
+        self.assertEqual(good.calls(), 40)
+        self.assertGreaterEqual(self.metric(caller, "sidecar_outbound_handshake_failures_total",
+                                            route="mixed", reason="unknown_ca"), 1)
+        self.assertEqual(bad.connections, 0, "the refused member's local service was reached")
+        self.assertEqual(self.metric_sum(bad_member, "sidecar_requests_total"), 0)
+
+    def test_a_member_that_never_completes_its_handshake_is_a_timeout_and_skipped(self):
+        silent = socket.socket()  # accepts (the kernel does) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        self.addCleanup(silent.close)
+        plain = socket.socket()  # answers in plain HTTP at once, as a web server on a TLS port
+        plain.bind(("127.0.0.1", 0))
+        plain.listen(64)
+        self.addCleanup(plain.close)
+
+        def answer_plain():
+            while True:
+                try:
+                    conn, _ = plain.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        threading.Thread(target=answer_plain, daemon=True).start()
+        good = self.service()
+        member = self.start_sidecar(good.port)
+        at = lambda *ports: "static!" + ",".join(f"127.0.0.1:{p}" for p in ports)
+        caller = self.start_outbound_sidecar(
+            "--outbound-connect-timeout", "300ms",
+            "--route", f"silent={at(silent.getsockname()[1])}",
+            "--route", f"plain={at(plain.getsockname()[1])}",
+            "--route", f"mixed={at(silent.getsockname()[1], plain.getsockname()[1], member.port)}")
+        t0 = time.monotonic()
+        self.assertEqual(self.outbound_call(caller.outbound, "silent")[:2],
+                         (504, b"service silent timed out\n"))
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_handshake_failures_total",
+                                     route="silent", reason="timeout"), 1)
+        self.assertEqual(self.outbound_call(caller.outbound, "plain")[:2],
+                         (502, b"service plain is unavailable\n"))
+        self.assertEqual(self.metric(caller, "sidecar_outbound_handshake_failures_total",
+                                     route="plain", reason="protocol"), 1)
+        load = Load(caller.outbound, "mixed", threads=2, total=40).run()
+        self.assertNoFailures(load, "a route with a silent and a plain-HTTP member")
+        self.assertEqual(good.calls(), 40)
+
+    def test_a_member_without_the_routes_identity_is_refused_and_never_sent_a_byte(self):
+        svc = self.service()
+        member = self.start_sidecar(svc.port)  # spiffe://dev.local/pinghelp
+        at = f"static!127.0.0.1:{member.port}"
+        caller = self.start_outbound_sidecar(
+            "--route", f"wrong={at};identity=spiffe://dev.local/billing",
+            "--route", f"prefix={at};identity=spiffe://dev.local/ping*",
+            "--route", f"right={at};identity=spiffe://dev.local/pinghelp")
+        for _ in range(3):
+            self.assertEqual(self.outbound_call(caller.outbound, "wrong", "/call")[:2],
+                             (502, b"service wrong is unavailable\n"))
+        self.assertEqual(self.metric(caller, "sidecar_outbound_handshake_failures_total",
+                                     route="wrong", reason="wrong_identity"), 3)
+        self.assertEqual(svc.connections, 0, "the member's local service was reached")
+        self.assertEqual(self.metric_sum(member, "sidecar_requests_total"), 0)
+        for name in ("prefix", "right"):
+            self.assertEqual(self.outbound_call(caller.outbound, name, "/call")[0], 200, name)
+        self.assertEqual(svc.calls(), 2)
+        self.assertEqual(self.outbound_metric(caller, "sidecar_outbound_handshake_failures_total",
+                                              route="right"), 0)
+
+    def test_new_connections_to_a_member_resume_its_tls_session(self):
+        member = TlsMember(self.certs)
+        self.addCleanup(member.close)
+        caller = self.start_outbound_sidecar("--workers", "1",
+                                             "--route", f"svc=static!127.0.0.1:{member.port}")
+        for _ in range(4):
+            self.assertEqual(self.outbound_call(caller.outbound, "svc")[:2], (200, b"ok"))
+        self.assertEqual(member.reused, [False, True, True, True])
+        # The member restarts with new ticket keys: the session kept for it no longer resumes,
+        # and the one its next full handshake brings replaces it.
+        member.close()
+        member = TlsMember(self.certs, member.port)
+        self.addCleanup(member.close)
+        for _ in range(4):
+            self.assertEqual(self.outbound_call(caller.outbound, "svc")[:2], (200, b"ok"))
+        self.assertEqual(member.reused, [False, True, True, True])
+
+    def test_a_rotated_certificate_is_used_by_new_outbound_connections(self):
+        svc = self.service()
+        member = self.start_sidecar(svc.port)
+        own = os.path.join(self.tmp, f"own-{self._testMethodName}")
+        os.makedirs(own)
+        cert, key = os.path.join(own, "cert.pem"), os.path.join(own, "key.pem")
+        shutil.copy(self.certs.path("server.pem"), cert)
+        shutil.copy(self.certs.path("server.key"), key)
+        caller = self.start_outbound_sidecar(
+            "--tls-cert", cert, "--tls-key", key, "--tls-reload-interval", "100ms",
+            "--outbound-idle-timeout", "300ms", "--route", f"svc=static!127.0.0.1:{member.port}")
+
+        def xfcc():
+            status, body, _ = self.outbound_call(caller.outbound, "svc", "/call")
+            self.assertEqual(status, 200, body)
+            return body.decode()
+
+        before = xfcc()
+        self.assertIn(f"Hash={der_sha256(self.certs.path('server.pem'))};", before)
+        self.assertIn("URI=spiffe://dev.local/pinghelp", before)
+        # Overwritten in place, the key first.
+        for src, dst in (("client.key", key), ("client.pem", cert)):
+            with open(self.certs.path(src), "rb") as f, open(dst, "wb") as out:
+                out.write(f.read())
+        wait_for(lambda: self.metric(caller, "sidecar_tls_reloads_total", result="ok") >= 1,
+                 what="the certificate reloaded")
+        # A connection pooled before the rotation may still carry a call (as in Envoy and
+        # Linkerd); each new one presents the new certificate, once idle ones have gone.
+        new_hash = f"Hash={der_sha256(self.certs.path('client.pem'))};"
+        seen = wait_for(lambda: (lambda body: body if new_hash in body else None)(xfcc()),
+                        timeout=5, interval=0.2, what="the member seeing the new certificate")
+        self.assertIn("URI=spiffe://dev.local/caller", seen)
+
+    def test_an_xfcc_set_by_the_local_service_never_reaches_the_member(self):
+        svc = self.service()
+        member = self.start_sidecar(svc.port)
+        caller = self.start_outbound_sidecar("--route", f"svc=static!127.0.0.1:{member.port}")
+        own = der_sha256(self.certs.path("server.pem"))
+
+        def raw(target, fields):
+            with socket.create_connection(("127.0.0.1", caller.outbound), timeout=10) as s:
+                s.sendall(f"GET {target} HTTP/1.1\r\nHost: svc\r\n{fields}"
+                          "Connection: close\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 200"), data)
+            return body.decode()
+
+        forged = ("X-Forwarded-Client-Cert: Hash=evil;URI=spiffe://dev.local/admin\r\n"
+                  "x-forwarded-client-cert: By=spiffe://evil\r\n"
+                  "X_Forwarded_Client_Cert: URI=spiffe://evil\r\n")
+        echo = raw("/echo", forged)
+        self.assertTrue(echo.startswith(f"xfcc=Hash={own};"), echo)
+        self.assertNotIn("evil", echo)
+        self.assertNotIn("admin", echo)
+        names = raw("/headers", forged).lower().splitlines()
+        self.assertEqual(names.count("x-forwarded-client-cert"), 1, names)
+        self.assertNotIn("x_forwarded_client_cert", names)
+
+
+if __name__ == "__main__":
+    unittest.main()
