@@ -166,7 +166,8 @@ class Server {
                   << e.code().message() << "\n";
         return 2;
       }
-      directory_.emplace(control_, *config_.outbound, zkSessionTimeout(), *outboundMetrics_,
+      directory_.emplace(control_, *config_.outbound, config_.outbound->zkSessionTimeout,
+                         *outboundMetrics_,
                          [this](std::shared_ptr<const RouteInfo> info,
                                 std::shared_ptr<const MemberSet> members) {
                            for (auto* h : outbound_) {
@@ -313,10 +314,6 @@ class Server {
 
   TlsFiles outboundFiles() const {
     return TlsFiles{config_.tlsCert, config_.tlsKey, config_.outbound->caFile};
-  }
-
-  Duration zkSessionTimeout() const {
-    return config_.announce ? config_.announce->zkSessionTimeout : Duration(10'000);
   }
 
   // The sidecar's own certificate, rotated, is presented by new connections to members too.

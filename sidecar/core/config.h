@@ -88,6 +88,7 @@ struct OutboundConfig {
   Duration timeout{30'000};             // the answer's head, and longest pause mid-body
   Duration idleTimeout{30'000};         // pooled connections to members
   Duration resolveTimeout{3'000};       // a first request waits this long for a new route's members
+  Duration zkSessionTimeout{10'000};    // the resolvers' sessions (--zk-session-timeout)
 };
 
 // Inbound Thrift: callers' framed Thrift over mTLS, passed through to the local Thrift service

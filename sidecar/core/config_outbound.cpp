@@ -189,6 +189,7 @@ std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm,
   o.connectTimeout = durationFlag(vm, "outbound-connect-timeout");
   o.timeout = durationFlag(vm, "outbound-timeout");
   o.idleTimeout = durationFlag(vm, "outbound-idle-timeout");
+  o.zkSessionTimeout = durationFlag(vm, "zk-session-timeout", Duration(60 * 60'000));
   return o;
 }
 

@@ -71,6 +71,25 @@ std::string configureCommon(SSL_CTX* native, const TlsFiles& files, std::string_
   if (SSL_CTX_load_verify_locations(native, files.clientCa.c_str(), nullptr) != 1) {
     return std::string(caFlag) + " '" + files.clientCa + "': " + opensslReason();
   }
+  // OpenSSL 3.0 fills a certificate's cache of decoded extensions on first use, and two workers
+  // verifying their first peers at once race on it (ThreadSanitizer: ASN1_STRING_cmp against
+  // ASN1_STRING_set on the CA's key identifier). Filled here, before any worker runs, it is only
+  // read afterwards.
+  STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(SSL_CTX_get_cert_store(native));
+  for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i) {
+    if (X509* x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objects, i))) {
+      X509_check_purpose(x, -1, 0);
+    }
+  }
+  if (X509* own = SSL_CTX_get0_certificate(native)) {
+    X509_check_purpose(own, -1, 0);
+  }
+  STACK_OF(X509)* chain = nullptr;
+  if (SSL_CTX_get0_chain_certs(native, &chain) == 1 && chain) {
+    for (int i = 0; i < sk_X509_num(chain); ++i) {
+      X509_check_purpose(sk_X509_value(chain, i), -1, 0);
+    }
+  }
   return {};
 }
 
