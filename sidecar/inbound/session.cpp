@@ -52,6 +52,9 @@ class InboundSession final : public TrackedSession {
     // Bounds what a caller can make us hold: a head, plus a relay's worth of body (a chunk-size
     // line with an endless extension fills it and is refused).
     buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
+    // And what the local service can make us hold: an answer's head, plus a relay's worth of
+    // body. (Beast's parser bounds a chunk line itself today; this bound does not depend on it.)
+    upBuffer_.max_size(ExchangeLimits{}.upstreamMaxHead + Worker::kRelayBufferSize + 4096);
     worker_.sessionStarted(*this);
   }
 

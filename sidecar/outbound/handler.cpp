@@ -55,8 +55,11 @@ void OutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
 void OutboundHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
   asio::post(worker_.ioc(), [this, ctx = std::move(ctx)]() mutable {
     tls_ = std::move(ctx);
+    // Sessions and idle connections of the old certificate: resuming or reusing them would go
+    // on presenting the old identity.
     for (auto& [name, r] : routes_) {
-      r.sessions.clear();  // sessions of the old certificate
+      r.sessions.clear();
+      r.pool.clear();
     }
   });
 }

@@ -43,6 +43,8 @@ class OutboundSession final : public TrackedSession {
         caller_(std::move(socket)),
         connecting_(handler.worker().ioc().get_executor()) {
     buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
+    // A member's answer can make us hold no more than its head and a relay's worth of body.
+    upBuffer_.max_size(ExchangeLimits{}.upstreamMaxHead + Worker::kRelayBufferSize + 4096);
     worker_.sessionStarted(*this);
   }
   ~OutboundSession() {
@@ -355,9 +357,21 @@ class OutboundSession final : public TrackedSession {
       if (!s.member_) {
         return;
       }
+      SSL* ssl = s.member_->native_handle();
+      // Records OpenSSL already read past the answer (read-ahead takes whole bursts) are as
+      // unsolicited as bytes on the socket: the connection is out of step, never reused.
+      if (reusable && ssl && SSL_has_pending(ssl)) {
+        reusable = false;
+      }
+      // A session of the certificate before a rotation is not kept: resuming it would present
+      // the old identity.
+      const bool currentTls = ssl && SSL_get_SSL_CTX(ssl) == s.handler_.tls()->native_handle();
+      if (!currentTls) {
+        reusable = false;
+      }
       // The kept session did not resume (the member restarted with new ticket keys, say): the
       // one this full handshake brought replaces it, or no connection would resume again.
-      if (fullHandshake || !route.session(endpoint)) {
+      if (currentTls && (fullHandshake || !route.session(endpoint))) {
         route.keepSession(endpoint, s.member_->session());
       }
       if (reusable) {

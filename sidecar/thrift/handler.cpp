@@ -27,6 +27,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
 constexpr std::size_t kKeptBuffer = 64 * 1024;
+// Frames are read this much at a time, so memory follows the bytes that came, not a length.
+constexpr std::size_t kReadStep = 64 * 1024;
 
 class ThriftSession final : public TrackedSession {
  public:
@@ -156,11 +158,20 @@ class ThriftSession final : public TrackedSession {
       m_.framesNotThrift->Increment();
       co_return false;
     }
-    frame_.resize(4 + std::size_t{length});
-    lowest.expires_after(shared_.limits.idleTimeout);
-    auto [rec, rn] =
-        co_await asio::async_read(stream_, asio::buffer(frame_.data() + 4, length), useTuple);
-    co_return !rec;
+    // Grown as the bytes arrive, not sized by the length the caller announced: a caller that
+    // announces 16 MB and sends nothing holds 4 bytes, not 16 MB.
+    const std::size_t total = 4 + std::size_t{length};
+    while (frame_.size() < total) {
+      const std::size_t have = frame_.size();
+      frame_.resize(std::min(total, have + kReadStep));
+      lowest.expires_after(shared_.limits.idleTimeout);
+      auto [rec, rn] = co_await asio::async_read(
+          stream_, asio::buffer(frame_.data() + have, frame_.size() - have), useTuple);
+      if (rec) {
+        co_return false;
+      }
+    }
+    co_return true;
   }
 
   awaitable<bool> writeLocal(const std::string& bytes) {
@@ -192,9 +203,11 @@ class ThriftSession final : public TrackedSession {
       co_return co_await brokenLocal(header, wec, "sending the call");
     }
     if (header.type == thrift::MessageType::oneway) {
+      // Not pooled: a service may answer a ONEWAY-typed message anyway (Apache Thrift's
+      // dispatcher does for an unknown name, or a two-way method), and that answer would be read
+      // as the next caller's reply.
       m_.callsOneway->Increment();
-      upstream_.expires_never();
-      handler_.pool().giveBack(local, std::move(upstream_.socket()));
+      upstream_.socket().close(ignored);
       co_return true;
     }
     reply_.resize(4);
@@ -209,11 +222,23 @@ class ThriftSession final : public TrackedSession {
                                                   std::to_string(length) +
                                                   " bytes is over --thrift-max-frame or empty");
     }
-    reply_.resize(4 + std::size_t{length});
-    auto [bec, bn] =
-        co_await asio::async_read(upstream_, asio::buffer(reply_.data() + 4, length), useTuple);
-    if (bec) {
-      co_return co_await brokenLocal(header, bec, "reading the reply");
+    const std::size_t total = 4 + std::size_t{length};
+    while (reply_.size() < total) {
+      const std::size_t have = reply_.size();
+      reply_.resize(std::min(total, have + kReadStep));
+      auto [bec, bn] = co_await asio::async_read(
+          upstream_, asio::buffer(reply_.data() + have, reply_.size() - have), useTuple);
+      if (bec) {
+        co_return co_await brokenLocal(header, bec, "reading the reply");
+      }
+    }
+    // The reply must be this call's: a connection out of step with its calls (a reply to a
+    // call that was not waited for) is closed, and the caller told, never handed another's.
+    const auto reply = thrift::parseHeader(std::string_view(reply_).substr(4));
+    if (!reply || reply->seqid != header.seqid || reply->name != header.name) {
+      m_.localBroken->Increment();
+      co_return co_await localFailure(header,
+                                      "the local Thrift service's reply is not this call's");
     }
     upstream_.expires_never();
     handler_.pool().giveBack(local, std::move(upstream_.socket()));
