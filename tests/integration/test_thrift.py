@@ -98,26 +98,37 @@ def read_reply(sock):
     return version & 0xFF, name, seqid, body[12 + name_len:]
 
 
+def require_thrift():
+    """The thrift compiler's path; skips the test class when it or the Python library is missing."""
+    compiler = shutil.which("thrift")
+    if not compiler:
+        raise unittest.SkipTest("the thrift compiler is not installed (Debian: thrift-compiler, "
+                                "deploy/install-deps.sh build)")
+    if not import_python_thrift():
+        raise unittest.SkipTest("Apache Thrift's Python library is not installed (Debian: "
+                                "python3-thrift, deploy/install-deps.sh test)")
+    return compiler
+
+
+def generate_python(compiler, tmp):
+    """pinghelp.thrift's Python code, generated into tmp: (PingHelp, ttypes)."""
+    gen = os.path.join(tmp, "gen-py")
+    os.makedirs(gen, exist_ok=True)
+    subprocess.run([compiler, "--gen", "py", "-out", gen, IDL], check=True)
+    sys.path.insert(0, gen)
+    from pinghelp import PingHelp, ttypes
+    return PingHelp, ttypes
+
+
 class ThriftTest(SidecarTestCase):
 
     @classmethod
     def setUpClass(cls):
         if not PINGHELP:
             raise unittest.SkipTest("PINGHELP_BIN must be set (run through ctest)")
-        compiler = shutil.which("thrift")
-        if not compiler:
-            raise unittest.SkipTest("the thrift compiler is not installed (Debian: thrift-compiler, "
-                                    "deploy/install-deps.sh build)")
-        if not import_python_thrift():
-            raise unittest.SkipTest("Apache Thrift's Python library is not installed (Debian: "
-                                    "python3-thrift, deploy/install-deps.sh test)")
+        compiler = require_thrift()
         super().setUpClass()
-        cls.gen = os.path.join(cls.tmp, "gen-py")
-        os.makedirs(cls.gen)
-        subprocess.run([compiler, "--gen", "py", "-out", cls.gen, IDL], check=True)
-        sys.path.insert(0, cls.gen)
-        from pinghelp import PingHelp, ttypes
-        cls.PingHelp, cls.ttypes = PingHelp, ttypes
+        cls.PingHelp, cls.ttypes = generate_python(compiler, cls.tmp)
 
     def start(self, *extra):
         p = self.spawn_serving("pinghelp", lambda ports: (

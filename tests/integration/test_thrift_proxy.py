@@ -3,37 +3,22 @@ port behind a sidecar, called over mTLS by Apache Thrift's Python library (pytho
 TSSLSocket with the client certificate, framed, binary); Finagle's upgrade probe answered by the
 sidecar; seqids echoed; oversized and non-Thrift frames closing the connection and counted; the
 local service down and a caller not allowed answered with a TApplicationException."""
-import os
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
-import sys
 import unittest
 
 from harness import PINGHELP, SIDECAR, SidecarTestCase
-from test_thrift import IDL, PROBE, call, frame, import_python_thrift, read_reply
+from test_thrift import PROBE, call, frame, generate_python, read_reply, require_thrift
 
 
 class ThriftProxyTest(SidecarTestCase):
 
     @classmethod
     def setUpClass(cls):
-        compiler = shutil.which("thrift")
-        if not compiler:
-            raise unittest.SkipTest("the thrift compiler is not installed (Debian: thrift-compiler, "
-                                    "deploy/install-deps.sh build)")
-        if not import_python_thrift():
-            raise unittest.SkipTest("Apache Thrift's Python library is not installed (Debian: "
-                                    "python3-thrift, deploy/install-deps.sh test)")
+        compiler = require_thrift()
         super().setUpClass()
-        cls.gen = os.path.join(cls.tmp, "gen-py")
-        os.makedirs(cls.gen)
-        subprocess.run([compiler, "--gen", "py", "-out", cls.gen, IDL], check=True)
-        sys.path.insert(0, cls.gen)
-        from pinghelp import PingHelp, ttypes
-        cls.PingHelp, cls.ttypes = PingHelp, ttypes
+        cls.PingHelp, cls.ttypes = generate_python(compiler, cls.tmp)
 
     def start(self, *extra, thrift_upstream=None):
         """pinghelp with a Thrift port, and a sidecar whose --thrift-listen passes to it (or to
