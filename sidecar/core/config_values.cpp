@@ -1,5 +1,6 @@
 // The value syntaxes of flags: durations, sizes, host:port.
 #include <cctype>
+#include <utility>
 
 #include "core/config.h"
 #include "core/text.h"
@@ -13,16 +14,25 @@ std::string HostPort::str() const {
   return host + ":" + std::to_string(port);
 }
 
-std::optional<Duration> parseDuration(std::string_view text) {
+namespace {
+
+// "250ms" -> (250, "ms"): the leading digits as a number (none if there are none or too many),
+// and what follows them.
+std::pair<std::optional<uint64_t>, std::string_view> numberAndUnit(std::string_view text) {
   std::size_t digits = 0;
   while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
     ++digits;
   }
-  auto number = parseNumber<uint64_t>(text.substr(0, digits));
+  return {parseNumber<uint64_t>(text.substr(0, digits)), text.substr(digits)};
+}
+
+}  // namespace
+
+std::optional<Duration> parseDuration(std::string_view text) {
+  auto [number, unit] = numberAndUnit(text);
   if (!number) {
     return std::nullopt;
   }
-  auto unit = text.substr(digits);
   uint64_t factor = 0;
   if (unit == "ms") {
     factor = 1;
@@ -40,15 +50,11 @@ std::optional<Duration> parseDuration(std::string_view text) {
 }
 
 std::optional<uint64_t> parseSize(std::string_view text) {
-  std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
-    ++digits;
-  }
-  auto number = parseNumber<uint64_t>(text.substr(0, digits));
+  auto [number, unitText] = numberAndUnit(text);
   if (!number) {
     return std::nullopt;
   }
-  auto unit = lower(text.substr(digits));
+  auto unit = lower(unitText);
   unsigned shift = 0;
   if (unit.empty() || unit == "b") {
     shift = 0;
