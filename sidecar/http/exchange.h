@@ -11,6 +11,9 @@
 //   bool takePooled();                  // a clean kept-alive connection, now; false if none
 //   awaitable<error_code> connect();    // a new connection (its own deadline)
 //   void release(bool reusable);        // the exchange is done with the connection
+//   bool refuseAnswer(unsigned status); // optional: true drops a 5xx final head of a request
+//                                       // we still hold whole, unrelayed, so the handler can
+//                                       // send it elsewhere (the outbound link: another member)
 // Relay: char* get(); static std::size_t size();   (a body buffer, borrowed on first use)
 
 #include <boost/asio/buffer.hpp>
@@ -88,6 +91,8 @@ struct ExchangeResult {
     requestBroken,     // the caller's body broke off (no answer: the caller is gone)
     upstreamBody,      // the answer's body failed (502 if its head had not gone out yet)
     callerGone,        // writing the answer to the caller failed
+    answerRefused,     // the link refused the answer's head (localStatus: its status); nothing
+                       // of it went to the caller, and the connection is closed
   };
   Failure failure = Failure::none;
   error_code ec;
@@ -285,6 +290,15 @@ awaitable<ExchangeResult> runExchange(Caller& caller, http::request_parser<http:
   }
 
   auto& rmsg = res->get();
+  if constexpr (requires { link.refuseAnswer(0u); }) {
+    // Only a request that went out whole from what we hold, so that sending it again is the
+    // same request; the answer's body is never read, so its connection is not reused.
+    if (replayable && link.refuseAnswer(rmsg.result_int())) {
+      r.failure = Failure::answerRefused;
+      r.localStatus = rmsg.result_int();
+      co_return r;
+    }
+  }
   bool upstreamReusable = rmsg.keep_alive();
   bool keepAlive = info.clientKeepAlive && !info.draining;
   if (!res->is_done() && res->need_eof()) {

@@ -117,7 +117,8 @@ class InboundSession final : public TrackedSession {
                "event=handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
                handshakeFailureName(why), ec.message());
       if (why != HandshakeFailure::Timeout) {
-        co_await lingeringClose();
+        // The caller has often sent its request already: see lingeringClose.
+        co_await lingeringClose(beast::get_lowest_layer(stream_));
       }
       co_return;
     }
@@ -290,22 +291,6 @@ class InboundSession final : public TrackedSession {
     co_return co_await forward(req, clientKeepAlive, clientVersion, isHead);
   }
 
-  // After a refused handshake the caller has often sent more (its request): closing with those
-  // bytes unread would send a reset that can overtake our alert, and the caller would see
-  // "connection reset" instead of "certificate required". Half-close, discard what arrives for a
-  // moment, then close.
-  awaitable<void> lingeringClose() {
-    auto& lowest = beast::get_lowest_layer(stream_);
-    error_code ec;
-    lowest.socket().shutdown(TcpSocket::shutdown_send, ec);
-    lowest.expires_after(kCloseNotifyDeadline);
-    char discard[512];
-    while (!ec) {
-      auto [rec, n] = co_await lowest.socket().async_read_some(asio::buffer(discard), useTuple);
-      ec = rec;
-    }
-  }
-
   // The local service's side of one exchange: this worker's pool, and plain connections.
   struct LocalLink {
     using stream_type = DeadlineSocket;
@@ -377,6 +362,7 @@ class InboundSession final : public TrackedSession {
       case Failure::none:
       case Failure::callerGone:
       case Failure::requestBroken:
+      case Failure::answerRefused:  // LocalLink refuses no answer
         break;
       case Failure::connect:
         m_.upstreamConnectErrors->Increment();

@@ -108,4 +108,26 @@ class DeadlineSocket {
   bool timedOut_ = false;
 };
 
+// How long a closing connection waits for its peer's last bytes (lingeringClose).
+inline constexpr std::chrono::milliseconds kLingerDeadline{500};
+
+// Our side is done and the connection is to close, maybe with the peer's bytes unread (a body we
+// answered without reading, a request after a refused handshake). Closing now would send a reset,
+// which can overtake the answer we wrote: the peer would see "connection reset" instead. So:
+// half-close, then read and discard until the peer closes, for at most `wait` and `maxBytes`
+// (a peer that keeps sending does not hold us).
+inline awaitable<void> lingeringClose(DeadlineSocket& s, std::chrono::milliseconds wait = kLingerDeadline,
+                                      std::size_t maxBytes = 256 * 1024) {
+  error_code ec;
+  s.socket().shutdown(TcpSocket::shutdown_send, ec);
+  s.expires_after(wait);
+  char discard[2048];
+  std::size_t total = 0;
+  while (!ec && total < maxBytes) {
+    auto [rec, n] = co_await s.async_read_some(asio::buffer(discard), useTuple);
+    ec = rec;
+    total += n;
+  }
+}
+
 }  // namespace sidecar

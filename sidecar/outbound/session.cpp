@@ -4,6 +4,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
+#include <span>
+
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 
@@ -86,8 +89,8 @@ class OutboundSession final : public TrackedSession {
         break;
       }
     }
-    error_code ignored;
-    caller_.socket().shutdown(TcpSocket::shutdown_send, ignored);
+    // An answer of ours (404, 503, 413...) may have gone out with the request's body unread.
+    co_await lingeringClose(caller_);
   }
 
  private:
@@ -202,15 +205,18 @@ class OutboundSession final : public TrackedSession {
     const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.config.timeout};
     // Each member is tried once per request, at most kMaxAttempts members.
     static constexpr std::size_t kMaxAttempts = 5;
-    std::vector<tcp::endpoint> tried;
+    // The members this call was sent to, in order: on the stack, no allocation per call.
+    std::array<tcp::endpoint, kMaxAttempts> triedAt;
+    std::size_t triedCount = 0;
+    const auto tried = [&] { return std::span<const tcp::endpoint>(triedAt.data(), triedCount); };
     ExchangeResult r;
     tcp::endpoint member;
     for (;;) {
       const auto now = Clock::now();
       // Never a member this request has failed on: with three members of which two are dead,
       // the third is the one to try, not the first again.
-      auto picked = route->balancer.pick(now, tried);
-      if (picked && std::find(tried.begin(), tried.end(), *picked) != tried.end()) {
+      auto picked = route->balancer.pick(now, tried());
+      if (picked && std::ranges::find(tried(), *picked) != tried().end()) {
         break;  // every member it could pick has failed this request already: r stands
       }
       if (!picked) {
@@ -223,7 +229,13 @@ class OutboundSession final : public TrackedSession {
       }
       member = *picked;
       route->balancer.started(member, now);
+      // A member that answers 502 or 503 to an idempotent call we hold whole (its local service
+      // is down or overloaded, and its health check has not withdrawn it yet) is as good as one
+      // that refused the connection: another member takes the call while one is left untried
+      // and the budget allows. The last member's answer is relayed as it is.
       MemberLink link{*this, *route, member};
+      link.untriedLeft =
+          triedCount + 1 < std::min(kMaxAttempts, route->members->members.size());
       r = co_await runExchange(caller_, req, info, link, relay,
                                ExchangeBuffers{buffer_, upBuffer_, out_}, limits);
       const bool memberOk = r.failure == Failure::none ? r.status < 500
@@ -237,18 +249,28 @@ class OutboundSession final : public TrackedSession {
       // closed before answering an idempotent request we still hold whole: another member may
       // take it, within the route's retry budget.
       const bool retryable =
-          r.failure == Failure::connect ||
+          r.failure == Failure::connect || r.failure == Failure::answerRefused ||
           (r.failure == Failure::upstream && r.localStatus == 502 && !hasBody &&
            exchange_detail::isIdempotent(method));
-      tried.push_back(member);
-      if (!retryable || tried.size() >= kMaxAttempts ||
-          tried.size() >= route->members->members.size()) {
+      triedAt[triedCount++] = member;
+      if (!retryable || triedCount >= kMaxAttempts ||
+          triedCount >= route->members->members.size()) {
         break;
       }
       logEvent(OutboundLogEvent::memberFailed, spdlog::level::warn,
                "event=member_failed direction=outbound route={} member={} reason=\"{}\"", name,
-               endpointText(member), r.ec.message());
-      if (!route->budget.tryWithdraw(Clock::now())) {
+               endpointText(member),
+               r.failure == Failure::answerRefused ? "answered " + std::to_string(r.localStatus)
+                                                   : r.ec.message());
+      if (Clock::now() - start >= shared_.config.timeout) {
+        // Retries are bounded by the call's time as well as by members and budget: a call that
+        // met slow connects to several members ends at --outbound-timeout, as one slow member's.
+        r.failure = Failure::upstream;
+        r.ec = beast::error::timeout;
+        r.localStatus = 504;
+        break;
+      }
+      if (!link.retryTaken && !route->budget.tryWithdraw(Clock::now())) {
         m_.budgetExhausted.add(shard_, slot);
         break;
       }
@@ -256,10 +278,10 @@ class OutboundSession final : public TrackedSession {
     }
     if (r.localStatus) {
       finish(*route, r.localStatus, start, &member, r);
-      if (r.localStatus == 502 || r.localStatus == 504) {
+      if (r.localStatus == 502 || r.localStatus == 503 || r.localStatus == 504) {
         co_await reply(replyNaming(r.localStatus, "service " + name +
-                                                      (r.localStatus == 502 ? " is unavailable\n"
-                                                                            : " timed out\n")));
+                                                      (r.localStatus == 504 ? " timed out\n"
+                                                                            : " is unavailable\n")));
       } else {
         co_await reply(localReplyBytes(r.localStatus));
       }
@@ -312,8 +334,23 @@ class OutboundSession final : public TrackedSession {
     OutboundSession& s;
     OutboundHandler::Route& route;
     const tcp::endpoint& endpoint;
+    bool untriedLeft = false;    // another member may take this call
+    bool retryTaken = false;     // refuseAnswer took the retry's token from the budget
     bool fullHandshake = false;  // connect() made a connection without resuming a session
 
+    // A 502 or 503 head, to an idempotent call the exchange still holds whole: dropped, so that
+    // another member takes the call, while one is left untried and the budget allows.
+    bool refuseAnswer(unsigned status) {
+      if ((status != 502 && status != 503) || !untriedLeft) {
+        return false;
+      }
+      if (!route.budget.tryWithdraw(Clock::now())) {
+        s.m_.budgetExhausted.add(s.shard_, route.info->slot);
+        return false;
+      }
+      retryTaken = true;
+      return true;
+    }
     TlsStream& stream() { return *s.member_; }
     bool takePooled() {
       s.member_.reset();

@@ -31,6 +31,7 @@ class Service(ScriptedUpstream):
 
     def __init__(self, delay=0.0):
         self.delay = delay
+        self.status = None  # e.g. 503: /call answers it, with a body naming this service
         self._holds = {}
         self._holds_lock = threading.Lock()
         super().__init__()
@@ -50,6 +51,11 @@ class Service(ScriptedUpstream):
             return True
         if self.delay and url.path != "/ping":  # not the member sidecar's health checks
             time.sleep(self.delay)
+        if self.status and url.path.startswith("/call"):
+            body = f"busy {self.port}".encode()
+            conn.sendall(b"HTTP/1.1 %d Busy\r\nContent-Length: %d\r\n\r\n%s"
+                         % (self.status, len(body), body))
+            return True
         return super()._answer(conn, number, method, target, headers)
 
     def calls(self, prefix="/call"):
@@ -352,13 +358,10 @@ class OutboundTest(SidecarTestCase):
                    for p in phs]
         return phs, members
 
-    @unittest.expectedFailure
     def test_kill9_of_a_members_local_service_fails_no_get(self):
-        # Fails today: until its sidecar's health check withdraws it, the member answers 502
-        # ("local service unavailable") itself, and the caller relays that answer, since the
-        # shared exchange (sidecar/http/exchange.h) writes a final head to the caller as soon as
-        # it reads it. Retrying it needs a hook there that lets the outbound link refuse a 502 or
-        # 503 head of an idempotent call without a body before it is relayed.
+        # Until its sidecar's health check withdraws it, the member answers 502 itself ("local
+        # service unavailable"): the caller drops that head unrelayed and sends the GET to another
+        # member.
         zk = self.shared_zk()
         phs, members = self.pinghelp_mesh(zk)
         caller = self.caller(zk)
@@ -457,6 +460,35 @@ class OutboundTest(SidecarTestCase):
                                               route="svc"), 1)
         self.assertSettles(lambda: self.outbound_metric(
             caller, "sidecar_outbound_requests_total", route="svc", code="5xx"), 1)
+
+    def test_a_502_or_503_of_a_member_sends_a_get_elsewhere_and_a_post_is_relayed(self):
+        services = [self.service() for _ in range(3)]
+        members = [self.start_sidecar(s.port) for s in services]
+        route = "svc=static!" + ",".join(f"127.0.0.1:{m.port}" for m in members)
+        caller = self.start_outbound_sidecar("--workers", "1", "--route", route)
+        services[0].status = 503
+        load = Load(caller.outbound, "svc", threads=2, total=90).run()
+        self.assertNoFailures(load, "one member answering 503")
+        self.assertGreater(services[0].calls(), 0, "the busy member was never tried")
+        retries = self.outbound_metric(caller, "sidecar_outbound_retries_total", route="svc")
+        self.assertEqual(retries, services[0].calls())
+
+        # Every member busy: each is tried once, and the last one's answer reaches the caller
+        # whole. A POST is never sent twice, whatever the answer.
+        for s in services:
+            s.status = 502
+        before = [s.calls() for s in services]
+        status, body, _ = self.outbound_call(caller.outbound, "svc", "/call-get")
+        self.assertEqual(status, 502)
+        self.assertRegex(body, rb"^busy \d+$")
+        self.assertEqual([s.calls() - b for s, b in zip(services, before)], [1, 1, 1])
+        before = [s.calls() for s in services]
+        status, body, _ = self.outbound_call(caller.outbound, "svc", "/call-post", method="POST",
+                                             body=b"x")
+        self.assertEqual((status, body[:5]), (502, b"busy "))
+        self.assertEqual(sum(s.calls() - b for s, b in zip(services, before)), 1)
+        self.assertEqual(self.outbound_metric(caller, "sidecar_outbound_retries_total",
+                                              route="svc"), retries + 2)
 
     def test_two_dead_members_of_three_fail_no_get(self):
         # Each member is tried at most once per call: a call that met two dead members goes to
@@ -700,6 +732,27 @@ class OutboundTest(SidecarTestCase):
                        "direction=outbound route=nowhere member=- status=503 req_bytes=0 "
                        "resp_bytes=0"])
         self.assertSettles(lines, want)
+
+    def test_an_answer_of_ours_before_the_body_is_read_reaches_the_caller(self):
+        # 404 at the head, with 96 KiB of body still coming: the sidecar half-closes and reads
+        # the rest away before it closes, so the caller gets the answer, not a reset.
+        caller = self.start_outbound_sidecar("--route", "svc=static!127.0.0.1:9")
+        body = b"x" * (96 * 1024)
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", caller.outbound), timeout=10) as s:
+                s.sendall(b"POST /up HTTP/1.1\r\nHost: nosuch\r\nContent-Length: %d\r\n\r\n"
+                          % len(body))
+                time.sleep(0.05)  # the answer is written and the connection half-closed
+                # Sent as a slow client would, after the answer came: a closed socket would
+                # answer these with a reset, and the send fail (what clients report).
+                for k in range(0, len(body), 12 * 1024):
+                    s.sendall(body[k:k + 12 * 1024])
+                    time.sleep(0.01)
+                got = b""
+                while chunk := s.recv(65536):
+                    got += chunk
+            self.assertTrue(got.startswith(b"HTTP/1.1 404 "), got[:100])
+            self.assertTrue(got.endswith(b"no route to service nosuch\n"), got[-100:])
 
     def test_route_prefix_makes_a_route_on_first_use(self):
         zk = self.shared_zk()
