@@ -71,7 +71,9 @@ struct ExchangeRequest {
   bool clientKeepAlive = true;
   unsigned clientVersion = 11;
   bool isHead = false;
-  bool draining = false;  // the answer closes the caller's connection
+  // Read when the answer's head goes out, not when the request came: a drain that began while
+  // the call was in flight still closes the caller's connection after this answer.
+  const bool* draining = nullptr;  // null: never
 };
 
 // The session's buffers, reused from one request to the next.
@@ -300,7 +302,7 @@ awaitable<ExchangeResult> runExchange(Caller& caller, http::request_parser<http:
     }
   }
   bool upstreamReusable = rmsg.keep_alive();
-  bool keepAlive = info.clientKeepAlive && !info.draining;
+  bool keepAlive = info.clientKeepAlive && !(info.draining && *info.draining);
   if (!res->is_done() && res->need_eof()) {
     // A body that ends when the upstream closes: chunk it for HTTP/1.1 callers.
     upstreamReusable = false;

@@ -343,7 +343,7 @@ class InboundSession final : public TrackedSession {
     LazyRelayBuffer relay(worker_);
     const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.limits.upstreamTimeout};
     auto r = co_await runExchange(
-        stream_, req, ExchangeRequest{clientKeepAlive, clientVersion, isHead, worker_.draining()},
+        stream_, req, ExchangeRequest{clientKeepAlive, clientVersion, isHead, &worker_.drainingFlag()},
         link, relay, ExchangeBuffers{buffer_, upBuffer_, out_}, limits);
 
     requestBytes_ = r.requestBytes;

@@ -86,6 +86,7 @@ class Worker {
   unsigned index() const { return index_; }
   const WorkerShared& shared() const { return shared_; }
   bool draining() const { return draining_; }
+  const bool& drainingFlag() const { return draining_; }  // for reads later on this thread
   void sessionStarted(TrackedSession& s);
   void sessionEnded(TrackedSession& s);
   // A connection this worker accepted is gone (see ConnectionHandler::accepted).

@@ -195,7 +195,7 @@ class OutboundSession final : public TrackedSession {
     }
     const std::size_t slot = route->info->slot;
     const ExchangeRequest info{msg.keep_alive(), msg.version(), msg.method() == http::verb::head,
-                               worker_.draining()};
+                               &worker_.drainingFlag()};
     const auto method = msg.method();
     const bool hasBody = !req.is_done();
     rewriteOutboundRequestHead(msg.base());
