@@ -195,8 +195,9 @@ class Server {
     admin_.start();
     if (config_.announce) {
       announcement_.emplace(control_, *config_.announce, *upstream,
-                            workers_.front()->localEndpoint().port(),
-                            admin_.localEndpoint().port(), announcerMetrics_);
+                            AnnouncedPorts{workers_.front()->localEndpoint().port(),
+                                           admin_.localEndpoint().port(), thriftPort_},
+                            announcerMetrics_);
     }
     waitForSignal();
     tls_.start();
@@ -304,6 +305,7 @@ class Server {
         const auto index = w->addListener(bound, std::move(handler));
         bound = w->localEndpoint(index);
       }
+      thriftPort_ = bound.port();
     } catch (const boost::system::system_error& e) {
       std::cerr << "sidecar: --thrift-listen " << t.listen.str() << ": " << e.code().message()
                 << "\n";
@@ -402,6 +404,7 @@ class Server {
   std::optional<ThriftMetrics> thriftMetrics_;
   std::optional<ThriftShared> thriftShared_;
   std::vector<ThriftHandler*> thrift_;  // owned by the workers, one each
+  std::optional<uint16_t> thriftPort_;  // as bound, for the announcement
   std::optional<RouteDirectory> directory_;
   std::optional<Announcement> announcement_;
   std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();

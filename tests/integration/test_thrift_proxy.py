@@ -2,13 +2,16 @@
 port behind a sidecar, called over mTLS by Apache Thrift's Python library (python3-thrift,
 TSSLSocket with the client certificate, framed, binary); Finagle's upgrade probe answered by the
 sidecar; seqids echoed; oversized and non-Thrift frames closing the connection and counted; the
-local service down and a caller not allowed answered with a TApplicationException."""
+local service down and a caller not allowed answered with a TApplicationException; the announced
+member's `thrift` endpoint."""
+import json
 import socket
 import ssl
 import struct
+import subprocess
 import unittest
 
-from harness import PINGHELP, SIDECAR, SidecarTestCase
+from harness import PINGHELP, SIDECAR, SLOW, SidecarTestCase, wait_for
 from test_thrift import PROBE, call, frame, generate_python, read_reply, require_thrift
 
 
@@ -185,6 +188,30 @@ class ThriftProxyTest(SidecarTestCase):
         self.assertClosed(s)
         self.assertEqual(self.client(sc.thrift).ping(), "pong", "the allowed caller is served")
         self.assertGreaterEqual(self.counter(sc, "sidecar_thrift_calls_total", result="refused"), 2)
+
+    def test_announced_member_carries_the_thrift_endpoint_and_resolves_by_name(self):
+        zk = self.start_zookeeper()
+        path = "/discovery/test/thrift"
+        _, sc = self.start("--zk", f"127.0.0.1:{zk.port}", "--zk-path", path,
+                           "--advertise-host", "127.0.0.1", "--health-interval", "200ms")
+        wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20 * SLOW,
+                 what="announced")
+        [member] = self.members(zk.port, path)
+        data = json.loads(self.zkctl(zk.port, "get", f"{path}/{member}").stdout.split("\n")[0])
+        self.assertEqual(data["serviceEndpoint"], {"host": "127.0.0.1", "port": sc.port})
+        self.assertEqual(data["additionalEndpoints"], {
+            "admin": {"host": "127.0.0.1", "port": sc.admin},
+            "http": {"host": "127.0.0.1", "port": sc.port},
+            "thrift": {"host": "127.0.0.1", "port": sc.thrift}})
+        address = f"zk2!127.0.0.1:{zk.port}!{path}!thrift"
+        r = subprocess.run([SIDECAR, "resolve", address], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        [line] = r.stdout.splitlines()
+        resolved = json.loads(line)
+        self.assertEqual((resolved["host"], resolved["port"]), ("127.0.0.1", sc.thrift))
+        self.assertEqual(self.client(resolved["port"]).ping(), "pong",
+                         "the resolved port is the Thrift listener")
 
 
 if __name__ == "__main__":
