@@ -250,12 +250,16 @@ class Server {
             },
         .metricsText =
             [this] {
-              if (!directory_) {
-                return metrics::serializeText({registry_.get(), &metrics_.collector});
+              std::vector<const prometheus::Collectable*> sources{registry_.get(),
+                                                                  &metrics_.collector};
+              if (directory_) {
+                directory_->refreshGauges();
+                sources.push_back(&outboundMetrics_->collector);
               }
-              directory_->refreshGauges();
-              return metrics::serializeText(
-                  {registry_.get(), &metrics_.collector, &outboundMetrics_->collector});
+              if (thriftMetrics_) {
+                sources.push_back(&thriftMetrics_->methods);
+              }
+              return metrics::serializeText(sources);
             },
         .metricsJson =
             [this] {
@@ -263,6 +267,9 @@ class Server {
                                         [this](boost::json::object& o) {
                                           if (directory_) {
                                             directory_->addFinagleMetrics(o);
+                                          }
+                                          if (thriftMetrics_) {
+                                            addThriftFinagleMetrics(o, *thriftMetrics_);
                                           }
                                         });
             },
@@ -294,9 +301,10 @@ class Server {
       std::cerr << "sidecar: --thrift-listen " << t.listen.str() << ": " << ec.message() << "\n";
       return false;
     }
-    thriftMetrics_.emplace(*registry_);
+    thriftMetrics_.emplace(*registry_, config_.workers);
     thriftShared_.emplace(ThriftShared{limits, IdentityAllowList(config_.allowIdentities),
-                                       &*thriftMetrics_, *local, t.maxFrame});
+                                       &*thriftMetrics_, *local, t.maxFrame,
+                                       inboundShared_->accessLog});
     try {
       tcp::endpoint bound = *listen;
       for (auto& w : workers_) {
