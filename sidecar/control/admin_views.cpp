@@ -10,6 +10,27 @@ namespace sidecar {
 
 using Clock = std::chrono::system_clock;
 
+namespace {
+
+// TwitterServer's stat of a histogram's series, in milliseconds: prefix.count, .sum, .min, .max,
+// .avg, .p50 ... .p9999.
+void addLatency(boost::json::object& o, const std::string& prefix,
+                const metrics::ShardedHistogram& h, std::size_t series = 0) {
+  auto s = h.snapshot(series);
+  auto ms = [](double seconds) { return seconds * 1000.0; };
+  o[prefix + ".count"] = s.count;
+  o[prefix + ".sum"] = ms(s.sum);
+  o[prefix + ".min"] = ms(s.min);
+  o[prefix + ".max"] = ms(s.max);
+  o[prefix + ".avg"] = s.count ? ms(s.sum) / static_cast<double>(s.count) : 0.0;
+  for (auto [suffix, q] : {std::pair{".p50", 0.5}, {".p90", 0.9}, {".p95", 0.95},
+                           {".p99", 0.99}, {".p9990", 0.999}, {".p9999", 0.9999}}) {
+    o[prefix + suffix] = ms(s.quantile(h.bounds(), q));
+  }
+}
+
+}  // namespace
+
 // TwitterServer's flat /admin/metrics.json, with Finagle's names where one exists.
 std::string finagleMetricsJson(const ProxyMetrics& m, const AnnouncerMetrics& a, bool draining,
                                const std::function<void(boost::json::object&)>& extra) {
@@ -36,22 +57,9 @@ std::string finagleMetricsJson(const ProxyMetrics& m, const AnnouncerMetrics& a,
     failedHandshakes += m.handshakes.value(i);
   }
   o["srv/http/handshake_failures"] = failedHandshakes;
-  auto stat = [&](const std::string& prefix, const metrics::ShardedHistogram& h) {
-    auto s = h.snapshot(0);
-    auto ms = [](double seconds) { return seconds * 1000.0; };
-    o[prefix + ".count"] = s.count;
-    o[prefix + ".sum"] = ms(s.sum);
-    o[prefix + ".min"] = ms(s.min);
-    o[prefix + ".max"] = ms(s.max);
-    o[prefix + ".avg"] = s.count ? ms(s.sum) / static_cast<double>(s.count) : 0.0;
-    for (auto [suffix, q] : {std::pair{".p50", 0.5}, {".p90", 0.9}, {".p95", 0.95},
-                             {".p99", 0.99}, {".p9990", 0.999}, {".p9999", 0.9999}}) {
-      o[prefix + suffix] = ms(s.quantile(h.bounds(), q));
-    }
-  };
-  stat("srv/http/request_latency_ms", m.requestDuration);
-  stat("srv/http/handshake_latency_ms", m.handshakeDuration);
-  stat("clnt/local/request_latency_ms", m.upstreamDuration);
+  addLatency(o, "srv/http/request_latency_ms", m.requestDuration);
+  addLatency(o, "srv/http/handshake_latency_ms", m.handshakeDuration);
+  addLatency(o, "clnt/local/request_latency_ms", m.upstreamDuration);
   o["clnt/local/connects"] = m.upstreamConnectsTotal->Value();
   o["clnt/local/connect_failures"] = m.upstreamConnectErrors->Value();
   o["clnt/local/timeouts"] = m.upstreamTimeouts->Value();
@@ -75,6 +83,30 @@ std::string finagleMetricsJson(const ProxyMetrics& m, const AnnouncerMetrics& a,
     extra(o);
   }
   return boost::json::serialize(o) + "\n";
+}
+
+void addThriftFinagleMetrics(boost::json::object& o, const ThriftMetrics& t) {
+  const auto& m = t.methods;
+  uint64_t requests = 0, success = 0, failures = 0;
+  for (const auto& [slot, name] : m.named()) {
+    const std::string prefix = "srv/thrift/" + name + "/";
+    const auto calls = m.calls.value(slot);
+    const auto replies = m.replies.value(slot);
+    const auto exceptions =
+        m.exceptions.value(ThriftMethodMetrics::exceptionSeries(slot, ThriftMethodMetrics::fromService)) +
+        m.exceptions.value(ThriftMethodMetrics::exceptionSeries(slot, ThriftMethodMetrics::fromSidecar));
+    o[prefix + "requests"] = calls;
+    o[prefix + "success"] = replies;
+    o[prefix + "failures"] = exceptions;
+    addLatency(o, prefix + "request_latency_ms", m.duration, slot);
+    requests += calls;
+    success += replies;
+    failures += exceptions;
+  }
+  o["srv/thrift/requests"] = requests;
+  o["srv/thrift/success"] = success;
+  o["srv/thrift/failures"] = failures;
+  o["srv/thrift/connects"] = t.connections->Value();
 }
 
 std::string serverInfoJson(Clock::time_point started) {

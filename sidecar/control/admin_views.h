@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/metrics.h"
+#include "thrift/metrics.h"
 
 namespace sidecar {
 
@@ -15,6 +16,11 @@ namespace sidecar {
 // extra adds what other parts name (the outbound routes' clnt/<route>/...).
 std::string finagleMetricsJson(const ProxyMetrics& m, const AnnouncerMetrics& a, bool draining,
                                const std::function<void(boost::json::object&)>& extra = {});
+
+// The Thrift listener's Finagle names: srv/thrift/<method>/requests, success (REPLY messages),
+// failures (EXCEPTION replies, the local service's and ours), request_latency_ms.*, for each
+// method with a series of its own and `other`; and their sums as srv/thrift/requests ...
+void addThriftFinagleMetrics(boost::json::object& o, const ThriftMetrics& t);
 
 // version, build, start_time and uptime (seconds).
 std::string serverInfoJson(std::chrono::system_clock::time_point started);

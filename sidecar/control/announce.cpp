@@ -3,21 +3,38 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "control/startup.h"
 
 namespace sidecar {
 
-Announcement::Announcement(boost::asio::io_context& ioc, const AnnounceConfig& a,
-                           const boost::asio::ip::tcp::endpoint& upstream, uint16_t port,
-                           uint16_t adminPort, AnnouncerMetrics& m) {
+registry::ServiceInstance announcedInstance(const AnnounceConfig& a, const std::string& host,
+                                            const AnnouncedPorts& ports) {
   registry::ServiceInstance instance;
-  const std::string host = a.advertiseHost.empty() ? primaryAddress() : a.advertiseHost;
-  instance.serviceEndpoint = {host, port};
-  instance.additionalEndpoints.emplace_back("admin", registry::Endpoint{host, adminPort});
-  if (!a.endpointName.empty() && a.endpointName != "admin") {
-    instance.additionalEndpoints.emplace_back(a.endpointName, registry::Endpoint{host, port});
+  instance.serviceEndpoint = {host, ports.service};
+  auto& extra = instance.additionalEndpoints;
+  // Finagle's multi-endpoint servers name each protocol's port, so that a client picks one with
+  // zk2!hosts!/path!thrift; a name given twice would leave readers to pick one of two ports.
+  extra.emplace_back("admin", registry::Endpoint{host, ports.admin});
+  extra.emplace_back("http", registry::Endpoint{host, ports.service});
+  if (ports.thrift) {
+    extra.emplace_back("thrift", registry::Endpoint{host, *ports.thrift});
+  }
+  const bool taken = std::any_of(extra.begin(), extra.end(),
+                                 [&](const auto& e) { return e.first == a.endpointName; });
+  if (!a.endpointName.empty() && !taken) {
+    extra.emplace_back(a.endpointName, registry::Endpoint{host, ports.service});
   }
   instance.shard = a.shard;
+  return instance;
+}
+
+Announcement::Announcement(boost::asio::io_context& ioc, const AnnounceConfig& a,
+                           const boost::asio::ip::tcp::endpoint& upstream,
+                           const AnnouncedPorts& ports, AnnouncerMetrics& m) {
+  const std::string host = a.advertiseHost.empty() ? primaryAddress() : a.advertiseHost;
+  const auto instance = announcedInstance(a, host, ports);
   announcer_ = std::make_unique<registry::Announcer>(
       ioc,
       registry::AnnouncerConfig{a.zkConnect, a.zkPath, a.zkSessionTimeout, a.zkDigest, instance},
@@ -39,8 +56,10 @@ Announcement::Announcement(boost::asio::io_context& ioc, const AnnounceConfig& a
       [this](bool healthy) { announcer_->setHealthy(healthy); },
       [&m](bool ok) { (ok ? m.healthOk : m.healthFailed)->Increment(); });
   health_->start();
-  spdlog::info("event=announcing zk={} path={} host={} port={} shard={}", a.zkConnect, a.zkPath,
-               host, port, a.shard ? std::to_string(*a.shard) : "none");
+  spdlog::info("event=announcing zk={} path={} host={} port={} thrift_port={} shard={}",
+               a.zkConnect, a.zkPath, host, ports.service,
+               ports.thrift ? std::to_string(*ports.thrift) : "none",
+               a.shard ? std::to_string(*a.shard) : "none");
 }
 
 void Announcement::withdraw(std::function<void()> done) {

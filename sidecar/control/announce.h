@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <registry/announcer.h>
 #include <string>
 
@@ -16,12 +17,25 @@
 
 namespace sidecar {
 
+// The ports this instance serves on, as bound.
+struct AnnouncedPorts {
+  uint16_t service = 0;                // the mTLS HTTP listener (--listen)
+  uint16_t admin = 0;                  // --admin-listen
+  std::optional<uint16_t> thrift;      // --thrift-listen, when set
+};
+
+// The member written into ZooKeeper: serviceEndpoint is the HTTP port; additionalEndpoints are
+// `admin`, `http`, `thrift` (with --thrift-listen), then the --announce endpoint name on the HTTP
+// port unless one of those already has that name, all on `host`.
+registry::ServiceInstance announcedInstance(const AnnounceConfig& a, const std::string& host,
+                                            const AnnouncedPorts& ports);
+
 class Announcement {
  public:
-  // Starts announcing `port` (and the admin port as the `admin` endpoint) while the local service
-  // at `upstream` answers its health path.
+  // Starts announcing ports (see announcedInstance) while the local service at `upstream`
+  // answers its health path.
   Announcement(boost::asio::io_context& ioc, const AnnounceConfig& a,
-               const boost::asio::ip::tcp::endpoint& upstream, uint16_t port, uint16_t adminPort,
+               const boost::asio::ip::tcp::endpoint& upstream, const AnnouncedPorts& ports,
                AnnouncerMetrics& m);
   bool announced() const { return announcer_->announced(); }
   std::string statusJson() const { return announcer_->statusJson(); }

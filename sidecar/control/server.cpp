@@ -195,8 +195,9 @@ class Server {
     admin_.start();
     if (config_.announce) {
       announcement_.emplace(control_, *config_.announce, *upstream,
-                            workers_.front()->localEndpoint().port(),
-                            admin_.localEndpoint().port(), announcerMetrics_);
+                            AnnouncedPorts{workers_.front()->localEndpoint().port(),
+                                           admin_.localEndpoint().port(), thriftPort_},
+                            announcerMetrics_);
     }
     waitForSignal();
     tls_.start();
@@ -249,12 +250,16 @@ class Server {
             },
         .metricsText =
             [this] {
-              if (!directory_) {
-                return metrics::serializeText({registry_.get(), &metrics_.collector});
+              std::vector<const prometheus::Collectable*> sources{registry_.get(),
+                                                                  &metrics_.collector};
+              if (directory_) {
+                directory_->refreshGauges();
+                sources.push_back(&outboundMetrics_->collector);
               }
-              directory_->refreshGauges();
-              return metrics::serializeText(
-                  {registry_.get(), &metrics_.collector, &outboundMetrics_->collector});
+              if (thriftMetrics_) {
+                sources.push_back(&thriftMetrics_->methods);
+              }
+              return metrics::serializeText(sources);
             },
         .metricsJson =
             [this] {
@@ -262,6 +267,9 @@ class Server {
                                         [this](boost::json::object& o) {
                                           if (directory_) {
                                             directory_->addFinagleMetrics(o);
+                                          }
+                                          if (thriftMetrics_) {
+                                            addThriftFinagleMetrics(o, *thriftMetrics_);
                                           }
                                         });
             },
@@ -293,9 +301,10 @@ class Server {
       std::cerr << "sidecar: --thrift-listen " << t.listen.str() << ": " << ec.message() << "\n";
       return false;
     }
-    thriftMetrics_.emplace(*registry_);
+    thriftMetrics_.emplace(*registry_, config_.workers);
     thriftShared_.emplace(ThriftShared{limits, IdentityAllowList(config_.allowIdentities),
-                                       &*thriftMetrics_, *local, t.maxFrame});
+                                       &*thriftMetrics_, *local, t.maxFrame,
+                                       inboundShared_->accessLog});
     try {
       tcp::endpoint bound = *listen;
       for (auto& w : workers_) {
@@ -304,6 +313,7 @@ class Server {
         const auto index = w->addListener(bound, std::move(handler));
         bound = w->localEndpoint(index);
       }
+      thriftPort_ = bound.port();
     } catch (const boost::system::system_error& e) {
       std::cerr << "sidecar: --thrift-listen " << t.listen.str() << ": " << e.code().message()
                 << "\n";
@@ -402,6 +412,7 @@ class Server {
   std::optional<ThriftMetrics> thriftMetrics_;
   std::optional<ThriftShared> thriftShared_;
   std::vector<ThriftHandler*> thrift_;  // owned by the workers, one each
+  std::optional<uint16_t> thriftPort_;  // as bound, for the announcement
   std::optional<RouteDirectory> directory_;
   std::optional<Announcement> announcement_;
   std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();

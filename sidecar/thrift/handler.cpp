@@ -30,6 +30,32 @@ constexpr std::size_t kKeptBuffer = 64 * 1024;
 // Frames are read this much at a time, so memory follows the bytes that came, not a length.
 constexpr std::size_t kReadStep = 64 * 1024;
 
+// How a forwarded call ended, for its metrics and its access-log line.
+enum class CallResult { reply, exception, oneway, localError };
+constexpr std::string_view resultName(CallResult r) {
+  switch (r) {
+    case CallResult::reply:
+      return "reply";
+    case CallResult::exception:
+      return "exception";
+    case CallResult::oneway:
+      return "oneway";
+    case CallResult::localError:
+      return "local_error";
+  }
+  return "unknown";
+}
+// A method name in a log line is cut to this many bytes (callers choose names up to a frame long).
+constexpr std::size_t kLoggedNameLength = 256;
+
+std::string methodLogField(std::string_view name) {
+  std::string out = "\"" + escapeForLog(name.substr(0, kLoggedNameLength)) + "\"";
+  if (name.size() > kLoggedNameLength) {
+    out += "...";
+  }
+  return out;
+}
+
 class ThriftSession final : public TrackedSession {
  public:
   ThriftSession(ThriftHandler& handler, TcpSocket socket, std::shared_ptr<asio::ssl::context> tls)
@@ -92,6 +118,8 @@ class ThriftSession final : public TrackedSession {
       if (!co_await readFrame()) {
         break;
       }
+      callStart_ = Clock::now();
+      answerBytes_ = 0;
       const auto header = thrift::parseHeader(std::string_view(frame_).substr(4));
       if (!header || (header->type != thrift::MessageType::call &&
                       header->type != thrift::MessageType::oneway)) {
@@ -105,19 +133,26 @@ class ThriftSession final : public TrackedSession {
                      identityForLog_);
         co_await writeLocal(thrift::exceptionFrame(*header, thrift::AppError::internalError,
                                                    "caller identity not allowed"));
+        logCall(*header, "refused");
         break;
       }
       if (header->type == thrift::MessageType::call && header->name == thrift::kFinagleProbe) {
         // Finagle's TTwitter upgrade probe: refusing it makes the client fall back to plain
         // framed Thrift, which is all the local service speaks.
         m_.probes->Increment();
-        if (!co_await writeLocal(thrift::exceptionFrame(*header, thrift::AppError::unknownMethod,
-                                                        "Unknown method " + header->name))) {
+        const bool written = co_await writeLocal(thrift::exceptionFrame(
+            *header, thrift::AppError::unknownMethod, "Unknown method " + header->name));
+        logCall(*header, "probe");
+        if (!written) {
           break;
         }
         continue;
       }
-      if (!co_await forward(*header)) {
+      slot_ = handler_.methodSlots().slotOf(header->name);
+      m_.methods.calls.add(shard_, slot_);
+      const bool goOn = co_await forward(*header);
+      finishCall(*header);
+      if (!goOn) {
         break;
       }
     }
@@ -145,6 +180,9 @@ class ThriftSession final : public TrackedSession {
     auto [ec, n] = co_await asio::async_read(stream_, asio::buffer(frame_.data(), 4), useTuple);
     idle_ = false;
     if (ec) {
+      if (n > 0) {
+        cutShort(n, 4, ec);
+      }
       co_return false;
     }
     const auto length = thrift::frameLength(reinterpret_cast<const unsigned char*>(frame_.data()));
@@ -168,15 +206,64 @@ class ThriftSession final : public TrackedSession {
       auto [rec, rn] = co_await asio::async_read(
           stream_, asio::buffer(frame_.data() + have, frame_.size() - have), useTuple);
       if (rec) {
+        cutShort(have + rn, total, rec);
         co_return false;
       }
     }
     co_return true;
   }
 
+  // Counts the call forwarded last under its method, once its answer (if any) went out.
+  void finishCall(const thrift::MessageHeader& call) {
+    auto& methods = m_.methods;
+    using Methods = ThriftMethodMetrics;
+    switch (result_) {
+      case CallResult::reply:
+        methods.replies.add(shard_, slot_);
+        break;
+      case CallResult::exception:
+        methods.exceptions.add(shard_, Methods::exceptionSeries(slot_, Methods::fromService));
+        break;
+      case CallResult::localError:
+        if (call.type != thrift::MessageType::oneway) {  // a ONEWAY call gets no exception
+          methods.exceptions.add(shard_, Methods::exceptionSeries(slot_, Methods::fromSidecar));
+        }
+        break;
+      case CallResult::oneway:
+        break;
+    }
+    methods.duration.observe(
+        shard_, slot_, std::chrono::duration<double>(Clock::now() - callStart_).count());
+    logCall(call, resultName(result_));
+  }
+
+  // The call's access-log line, once it is answered (a ONEWAY call: forwarded or failed).
+  void logCall(const thrift::MessageHeader& call, std::string_view result) {
+    if (!shared_.accessLog) {
+      return;
+    }
+    const auto micros =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - callStart_).count();
+    shared_.accessLog->info(
+        "listener=thrift identity={} method={} seqid={} type={} result={} req_bytes={} "
+        "resp_bytes={} duration_us={}",
+        identityForLog_, methodLogField(call.name), call.seqid,
+        call.type == thrift::MessageType::oneway ? "oneway" : "call", result, frame_.size(),
+        answerBytes_, static_cast<int64_t>(micros));
+  }
+
+  // A frame the caller began and did not finish: the connection ended, or was silent past the
+  // idle deadline, inside it.
+  void cutShort(std::size_t got, std::size_t expected, error_code ec) {
+    m_.framesCutShort->Increment();
+    spdlog::info("event=thrift_frame_cut_short peer={} identity={} got={} expected={} reason=\"{}\"",
+                 clientIp_, identityForLog_, got, expected, ec.message());
+  }
+
   awaitable<bool> writeLocal(const std::string& bytes) {
     stream_.lowest_layer().expires_after(shared_.limits.idleTimeout);
     auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(bytes), useTuple);
+    answerBytes_ = n;
     co_return !ec;
   }
 
@@ -207,6 +294,7 @@ class ThriftSession final : public TrackedSession {
       // dispatcher does for an unknown name, or a two-way method), and that answer would be read
       // as the next caller's reply.
       m_.callsOneway->Increment();
+      result_ = CallResult::oneway;
       upstream_.socket().close(ignored);
       co_return true;
     }
@@ -243,6 +331,8 @@ class ThriftSession final : public TrackedSession {
     upstream_.expires_never();
     handler_.pool().giveBack(local, std::move(upstream_.socket()));
     m_.callsReplied->Increment();
+    result_ = reply->type == thrift::MessageType::exception ? CallResult::exception
+                                                            : CallResult::reply;
     co_return co_await writeLocal(reply_);
   }
 
@@ -266,8 +356,9 @@ class ThriftSession final : public TrackedSession {
     upstream_.socket().close(ignored);
     upstream_.expires_never();
     m_.callsLocalError->Increment();
-    spdlog::warn("event=thrift_local_failed identity={} method=\"{}\" seqid={} reason=\"{}\"",
-                 identityForLog_, header.name, header.seqid, why);
+    result_ = CallResult::localError;
+    spdlog::warn("event=thrift_local_failed identity={} method={} seqid={} reason=\"{}\"",
+                 identityForLog_, methodLogField(header.name), header.seqid, escapeForLog(why));
     if (header.type == thrift::MessageType::oneway) {
       co_return true;  // nobody waits for an answer
     }
@@ -286,6 +377,12 @@ class ThriftSession final : public TrackedSession {
   std::string reply_;  // the local service's reply, length prefix included
   std::string clientIp_;
   std::string identityForLog_ = "-";
+  const unsigned shard_ = worker_.index();
+  // The call being forwarded: its method's slot, when it was read whole, how it ended.
+  std::size_t slot_ = ThriftMethodTable::kOther;
+  Clock::time_point callStart_;
+  std::size_t answerBytes_ = 0;  // the bytes written to the caller for it
+  CallResult result_ = CallResult::reply;
   bool idle_ = false;
   bool handshaking_ = false;
   bool evicted_ = false;
@@ -305,7 +402,8 @@ ThriftHandler::ThriftHandler(Worker& worker, const ThriftShared& shared,
       shared_(shared),
       tls_(std::move(tls)),
       pool_(PoolSettings{shared.limits.upstreamIdleTimeout, shared.limits.upstreamMaxIdle, nullptr,
-                         nullptr, nullptr}) {}
+                         nullptr, nullptr}),
+      methodSlots_(shared.metrics->methods.table) {}
 
 void ThriftHandler::accepted(TcpSocket socket) {
   asio::co_spawn(worker_.ioc(), serveThrift(*this, std::move(socket), tls_), asio::detached);

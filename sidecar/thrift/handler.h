@@ -4,6 +4,8 @@
 // then passes framed calls through to the local Thrift service (--thrift-upstream) over this
 // worker's pool, one call at a time, so that replies come back in the order of the calls.
 
+#include <spdlog/logger.h>
+
 #include <boost/asio/ssl/context.hpp>
 #include <cstdint>
 #include <memory>
@@ -23,6 +25,7 @@ struct ThriftShared {
   ThriftMetrics* metrics;
   tcp::endpoint local;     // the local Thrift service (--thrift-upstream)
   std::uint32_t maxFrame;  // --thrift-max-frame
+  std::shared_ptr<spdlog::logger> accessLog = nullptr;  // null: off
 };
 
 class ThriftHandler final : public ConnectionHandler {
@@ -41,12 +44,14 @@ class ThriftHandler final : public ConnectionHandler {
   Worker& worker() { return worker_; }
   const ThriftShared& shared() const { return shared_; }
   ConnectionPool& pool() { return pool_; }
+  ThriftMethodSlots& methodSlots() { return methodSlots_; }
 
  private:
   Worker& worker_;
   const ThriftShared& shared_;
   std::shared_ptr<asio::ssl::context> tls_;
   ConnectionPool pool_;
+  ThriftMethodSlots methodSlots_;
 };
 
 }  // namespace sidecar

@@ -1,7 +1,9 @@
-// Declares the inbound Thrift listener's metric families.
+// Declares the inbound Thrift listener's metric families and keeps the per-method names.
 #include "thrift/metrics.h"
 
 #include <prometheus/family.h>
+
+#include <algorithm>
 
 namespace sidecar {
 
@@ -12,9 +14,125 @@ prometheus::Family<prometheus::Counter>& counters(prometheus::Registry& r, const
   return prometheus::BuildCounter().Name(name).Help(help).Register(r);
 }
 
+std::vector<metrics::Labels> methodSeries(std::size_t perSlot) {
+  return std::vector<metrics::Labels>(ThriftMethodTable::kSlots * perSlot);
+}
+
+// family's series, one per slot times perSlot in slot order, kept only for the slots in use and
+// labelled with their method's name.
+prometheus::MetricFamily labelled(prometheus::MetricFamily family,
+                                  const std::vector<std::pair<std::size_t, std::string>>& named,
+                                  std::size_t perSlot) {
+  std::vector<prometheus::ClientMetric> kept;
+  for (const auto& [slot, name] : named) {
+    for (std::size_t i = 0; i < perSlot; ++i) {
+      auto m = family.metric[slot * perSlot + i];
+      m.label.insert(m.label.begin(), {"method", name});
+      kept.push_back(std::move(m));
+    }
+  }
+  family.metric = std::move(kept);
+  return family;
+}
+
 }  // namespace
 
-ThriftMetrics::ThriftMetrics(prometheus::Registry& r) {
+bool ThriftMethodTable::nameable(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength || name == kOtherName) {
+    return false;
+  }
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == ':';
+  });
+}
+
+std::size_t ThriftMethodTable::slotOf(std::string_view name) {
+  if (!nameable(name)) {
+    return kOther;
+  }
+  std::lock_guard lock(mutex_);
+  const auto it = std::find(names_.begin(), names_.end(), name);
+  if (it != names_.end()) {
+    return static_cast<std::size_t>(it - names_.begin());
+  }
+  if (names_.size() == kMaxMethods) {
+    return kOther;
+  }
+  names_.emplace_back(name);
+  if (names_.size() == kMaxMethods) {
+    full_.store(true, std::memory_order_release);
+  }
+  return names_.size() - 1;
+}
+
+std::vector<std::string> ThriftMethodTable::names() const {
+  std::lock_guard lock(mutex_);
+  return names_;
+}
+
+std::size_t ThriftMethodSlots::slotOf(std::string_view name) {
+  if (const auto it = known_.find(name); it != known_.end()) {
+    return it->second;
+  }
+  if (complete_ || !ThriftMethodTable::nameable(name)) {
+    return ThriftMethodTable::kOther;
+  }
+  if (table_.full()) {
+    const auto names = table_.names();
+    for (std::size_t slot = 0; slot < names.size(); ++slot) {
+      known_.emplace(names[slot], slot);
+    }
+    complete_ = true;
+    const auto it = known_.find(name);
+    return it != known_.end() ? it->second : ThriftMethodTable::kOther;
+  }
+  const auto slot = table_.slotOf(name);
+  if (slot != ThriftMethodTable::kOther) {
+    known_.emplace(std::string(name), slot);
+  }
+  return slot;
+}
+
+ThriftMethodMetrics::ThriftMethodMetrics(unsigned workers)
+    : calls("sidecar_thrift_method_calls_total",
+            "Thrift calls forwarded to the local service, by method (the first 64 names seen; "
+            "the rest as other)",
+            methodSeries(1), workers),
+      replies("sidecar_thrift_method_replies_total",
+              "REPLY messages relayed to Thrift callers, by method (a declared exception is a "
+              "REPLY too)",
+              methodSeries(1), workers),
+      exceptions("sidecar_thrift_method_exceptions_total",
+                 "EXCEPTION replies (TApplicationException) to Thrift callers, by method and "
+                 "source: service (the local service's, relayed) or sidecar (ours, INTERNAL_ERROR)",
+                 methodSeries(2), workers),
+      duration("sidecar_thrift_method_duration_seconds",
+               "Thrift calls from the whole call read to the reply written, by method",
+               metrics::latencyBuckets(), methodSeries(1), workers) {
+  for (std::size_t slot = 0; slot < ThriftMethodTable::kSlots; ++slot) {
+    exceptions.setLabels(exceptionSeries(slot, fromService), {{"source", "service"}});
+    exceptions.setLabels(exceptionSeries(slot, fromSidecar), {{"source", "sidecar"}});
+  }
+}
+
+std::vector<std::pair<std::size_t, std::string>> ThriftMethodMetrics::named() const {
+  std::vector<std::pair<std::size_t, std::string>> out;
+  auto names = table.names();
+  for (std::size_t slot = 0; slot < names.size(); ++slot) {
+    out.emplace_back(slot, std::move(names[slot]));
+  }
+  out.emplace_back(ThriftMethodTable::kOther, ThriftMethodTable::kOtherName);
+  return out;
+}
+
+std::vector<prometheus::MetricFamily> ThriftMethodMetrics::Collect() const {
+  const auto slots = named();
+  return {labelled(calls.collect(), slots, 1), labelled(replies.collect(), slots, 1),
+          labelled(exceptions.collect(), slots, 2), labelled(duration.collect(), slots, 1)};
+}
+
+ThriftMetrics::ThriftMetrics(prometheus::Registry& r, unsigned workers) : methods(workers) {
   auto& calls = counters(r, "sidecar_thrift_calls_total",
                          "Thrift calls on --thrift-listen by result: replied, oneway, "
                          "local_error (answered INTERNAL_ERROR), refused (identity)");
@@ -23,10 +141,12 @@ ThriftMetrics::ThriftMetrics(prometheus::Registry& r) {
   callsLocalError = &calls.Add({{"result", "local_error"}});
   callsRefused = &calls.Add({{"result", "refused"}});
   auto& frames = counters(r, "sidecar_thrift_frames_refused_total",
-                          "Thrift frames refused, closing the connection: too_large "
-                          "(--thrift-max-frame) or not_thrift");
+                          "Thrift frames that closed their connection: too_large "
+                          "(--thrift-max-frame), not_thrift, or cut_short (the caller left or "
+                          "was silent past --idle-timeout inside a frame)");
   framesTooLarge = &frames.Add({{"reason", "too_large"}});
   framesNotThrift = &frames.Add({{"reason", "not_thrift"}});
+  framesCutShort = &frames.Add({{"reason", "cut_short"}});
   probes = &counters(r, "sidecar_thrift_probes_total",
                      "Finagle upgrade probes (__can__finagle__trace__v3__) answered by the sidecar")
                 .Add({});

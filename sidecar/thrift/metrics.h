@@ -1,14 +1,93 @@
 #pragma once
 // The inbound Thrift listener's metrics: calls by result, frames refused, probes answered, the
-// local service's failures. Counters are resolved once; the data path only increments them.
+// local service's failures, and per method (a bounded set of names) calls, replies, exceptions
+// and latency. Counters are resolved once; the data path only increments them.
 
+#include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/registry.h>
 
+#include <atomic>
+#include <cstddef>
+#include <metrics/sharded.h>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
 namespace sidecar {
 
+// The method names that have a series of their own: the first kMaxMethods names seen, in that
+// order; any later name, and any name that is not a plain method name, is counted as `other`.
+// Callers choose the names, so the set is capped (a caller cannot grow the scrape or the memory).
+class ThriftMethodTable {
+ public:
+  static constexpr std::size_t kMaxMethods = 64;
+  static constexpr std::size_t kOther = kMaxMethods;  // the slot of every other name
+  static constexpr std::size_t kSlots = kMaxMethods + 1;
+  static constexpr std::size_t kMaxNameLength = 128;
+  static constexpr std::string_view kOtherName = "other";
+
+  // Letters, digits, '_', '.', ':' (a multiplexed "Service:method"), at most kMaxNameLength
+  // bytes, and not "other" itself.
+  static bool nameable(std::string_view name);
+
+  // name's slot: its own, a new one while the table is not full, else kOther. Takes the lock.
+  std::size_t slotOf(std::string_view name);
+  // True once every slot is named; the names never change after that.
+  bool full() const { return full_.load(std::memory_order_acquire); }
+  // The names so far, index = slot. Takes the lock.
+  std::vector<std::string> names() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> names_;
+  std::atomic<bool> full_{false};
+};
+
+// One worker's view of the table: a name seen before on this worker is found without a lock. A
+// worker takes the table's lock for a name it has not seen while the table still has room, and
+// once, to copy the table, when it finds it full; after that no call takes a lock.
+class ThriftMethodSlots {
+ public:
+  explicit ThriftMethodSlots(ThriftMethodTable& table) : table_(table) {}
+  std::size_t slotOf(std::string_view name);
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  ThriftMethodTable& table_;
+  std::unordered_map<std::string, std::size_t, Hash, std::equal_to<>> known_;
+  bool complete_ = false;  // known_ holds the whole (full) table
+};
+
+// Per-method series, labelled `method` at scrape time with the table's names; the slots not
+// named yet are left out.
+class ThriftMethodMetrics final : public prometheus::Collectable {
+ public:
+  explicit ThriftMethodMetrics(unsigned workers);
+
+  // Where an EXCEPTION reply came from.
+  enum Source : std::size_t { fromService = 0, fromSidecar = 1 };
+  static std::size_t exceptionSeries(std::size_t slot, Source s) { return slot * 2 + s; }
+
+  ThriftMethodTable table;
+  metrics::ShardedCounter calls;       // slot
+  metrics::ShardedCounter replies;     // slot: REPLY messages relayed
+  metrics::ShardedCounter exceptions;  // exceptionSeries(slot, source)
+  metrics::ShardedHistogram duration;  // slot
+
+  // (slot, name) of the slots in use, `other` last.
+  std::vector<std::pair<std::size_t, std::string>> named() const;
+
+  std::vector<prometheus::MetricFamily> Collect() const override;
+};
+
 struct ThriftMetrics {
-  explicit ThriftMetrics(prometheus::Registry& registry);
+  ThriftMetrics(prometheus::Registry& registry, unsigned workers);
 
   // sidecar_thrift_calls_total{result}
   prometheus::Counter* callsReplied;     // the local service's reply relayed
@@ -18,6 +97,7 @@ struct ThriftMetrics {
   // sidecar_thrift_frames_refused_total{reason}
   prometheus::Counter* framesTooLarge;
   prometheus::Counter* framesNotThrift;
+  prometheus::Counter* framesCutShort;
   // sidecar_thrift_probes_total
   prometheus::Counter* probes;
   // sidecar_thrift_local_errors_total{reason}
@@ -26,6 +106,8 @@ struct ThriftMetrics {
   prometheus::Counter* localBroken;
   // sidecar_thrift_connections_total
   prometheus::Counter* connections;
+  // sidecar_thrift_method_*{method}: a collector of its own, scraped beside the registry.
+  ThriftMethodMetrics methods;
 };
 
 }  // namespace sidecar

@@ -43,8 +43,8 @@ class AnnounceTest(SidecarTestCase):
         data, owner = self.zkctl(zk.port, "get", f"{PATH}/{names[0]}").stdout.rsplit("\n", 2)[:2]
         self.assertEqual(
             data, '{"serviceEndpoint":{"host":"127.0.0.1","port":%d},"additionalEndpoints":'
-                  '{"admin":{"host":"127.0.0.1","port":%d}},"status":"ALIVE","shard":0}'
-                  % (sc.port, sc.admin))
+                  '{"admin":{"host":"127.0.0.1","port":%d},"http":{"host":"127.0.0.1","port":%d}},'
+                  '"status":"ALIVE","shard":0}' % (sc.port, sc.admin, sc.port))
         self.assertNotEqual(owner, "ephemeralOwner=0x0")  # ephemeral
         self.assertEqual(self.zkctl(zk.port, "get", "/discovery/test").returncode, 0)  # parents
         info = self.announcer(sc)
@@ -250,6 +250,17 @@ class AnnounceTest(SidecarTestCase):
         data = json.loads(self.zkctl(zk.port, "get", f"{PATH}/{member}").stdout.split("\n")[0])
         self.assertEqual(data["shard"], 3)
         self.assertEqual(data["additionalEndpoints"]["https"], {"host": "127.0.0.1", "port": sc.port})
+
+    def test_announce_endpoint_name_already_announced_is_written_once(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port, "--announce", f"zk!127.0.0.1:{zk.port}!{PATH}!0!http",
+                                "--advertise-host", "127.0.0.1", "--health-interval", "200ms")
+        wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20, what="announced")
+        [member] = self.members(zk.port, PATH)
+        raw = self.zkctl(zk.port, "get", f"{PATH}/{member}").stdout.split("\n")[0]
+        self.assertEqual(raw.count('"http"'), 1, raw)
+        self.assertEqual(list(json.loads(raw)["additionalEndpoints"]), ["admin", "http"])
 
     def test_three_server_ensemble_survives_losing_the_connected_server(self):
         servers = self.start_ensemble(3)

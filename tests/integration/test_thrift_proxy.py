@@ -2,14 +2,101 @@
 port behind a sidecar, called over mTLS by Apache Thrift's Python library (python3-thrift,
 TSSLSocket with the client certificate, framed, binary); Finagle's upgrade probe answered by the
 sidecar; seqids echoed; oversized and non-Thrift frames closing the connection and counted; the
-local service down and a caller not allowed answered with a TApplicationException."""
+local service down and a caller not allowed answered with a TApplicationException; the announced
+member's `thrift` endpoint."""
+import json
+import os
+import re
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
+import tempfile
+import threading
+import time
 import unittest
 
-from harness import PINGHELP, SIDECAR, SidecarTestCase
-from test_thrift import PROBE, call, frame, generate_python, read_reply, require_thrift
+from harness import PINGHELP, SIDECAR, SLOW, SidecarTestCase, wait_for
+from test_thrift import (IDL, NPM_THRIFT, PROBE, call, frame, generate_python, read_exact,
+                         read_reply, require_thrift)
+
+ONEWAY = 4
+
+# Node's Apache Thrift over TLS with a client certificate (framed, binary): prints what it got as
+# one JSON line. argv: port, CA, certificate, key.
+NODE_TLS_CLIENT = r"""
+const fs = require('fs');
+const thrift = require('thrift');
+const PingHelp = require('./PingHelp');
+const types = require('./pinghelp_types');
+const [port, ca, cert, key] = process.argv.slice(2);
+const conn = thrift.createSSLConnection('127.0.0.1', Number(port), {
+  transport: thrift.TFramedTransport, protocol: thrift.TBinaryProtocol, connect_timeout: 5000,
+  ca: fs.readFileSync(ca), cert: fs.readFileSync(cert), key: fs.readFileSync(key),
+  servername: 'localhost'});
+conn.on('error', (e) => { console.error('connection error: ' + e); process.exit(1); });
+const client = thrift.createClient(PingHelp, conn);
+(async () => {
+  const out = {ping: await client.ping(), help: (await client.help()).map((m) => m.name),
+               helpFor: (await client.helpFor('ping')).name};
+  try {
+    await client.helpFor('nope');
+    out.unknown = null;
+  } catch (e) {
+    out.unknown = {isUnknownMethod: e instanceof types.UnknownMethod, name: e.name};
+  }
+  conn.end();
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(String(e)); process.exit(1); });
+"""
+
+
+def message(kind, name, seqid, rest=b"\x00"):
+    """A strict binary message of any type."""
+    name = name.encode()
+    return struct.pack(">Ii", 0x80010000 | kind, len(name)) + name + struct.pack(">i", seqid) + rest
+
+
+class ScriptedThrift:
+    """A local "Thrift service" of the test's own: for each call frame it reads, answer(payload)
+    gives the bytes to send back (None: close the connection)."""
+
+    def __init__(self, test, answer):
+        self.answer = answer
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        test.addCleanup(self.sock.close)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.connection, args=(conn,), daemon=True).start()
+
+    def connection(self, conn):
+        with conn:
+            try:
+                while True:
+                    (length,) = struct.unpack(">i", read_exact(conn, 4))
+                    out = self.answer(read_exact(conn, length))
+                    if out is None:
+                        return
+                    conn.sendall(out)
+            except (ConnectionError, OSError):
+                return
+
+
+def header_of(payload):
+    """(name, seqid) of a strict binary message."""
+    (name_len,) = struct.unpack(">i", payload[4:8])
+    (seqid,) = struct.unpack(">i", payload[8 + name_len:12 + name_len])
+    return payload[8:8 + name_len].decode(), seqid
 
 
 class ThriftProxyTest(SidecarTestCase):
@@ -185,6 +272,249 @@ class ThriftProxyTest(SidecarTestCase):
         self.assertClosed(s)
         self.assertEqual(self.client(sc.thrift).ping(), "pong", "the allowed caller is served")
         self.assertGreaterEqual(self.counter(sc, "sidecar_thrift_calls_total", result="refused"), 2)
+
+    def test_announced_member_carries_the_thrift_endpoint_and_resolves_by_name(self):
+        zk = self.start_zookeeper()
+        path = "/discovery/test/thrift"
+        _, sc = self.start("--zk", f"127.0.0.1:{zk.port}", "--zk-path", path,
+                           "--advertise-host", "127.0.0.1", "--health-interval", "200ms")
+        wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20 * SLOW,
+                 what="announced")
+        [member] = self.members(zk.port, path)
+        data = json.loads(self.zkctl(zk.port, "get", f"{path}/{member}").stdout.split("\n")[0])
+        self.assertEqual(data["serviceEndpoint"], {"host": "127.0.0.1", "port": sc.port})
+        self.assertEqual(data["additionalEndpoints"], {
+            "admin": {"host": "127.0.0.1", "port": sc.admin},
+            "http": {"host": "127.0.0.1", "port": sc.port},
+            "thrift": {"host": "127.0.0.1", "port": sc.thrift}})
+        address = f"zk2!127.0.0.1:{zk.port}!{path}!thrift"
+        r = subprocess.run([SIDECAR, "resolve", address], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        [line] = r.stdout.splitlines()
+        resolved = json.loads(line)
+        self.assertEqual((resolved["host"], resolved["port"]), ("127.0.0.1", sc.thrift))
+        self.assertEqual(self.client(resolved["port"]).ping(), "pong",
+                         "the resolved port is the Thrift listener")
+
+    # --- per-method metrics, access log -----------------------------------------------------------
+
+    def test_per_method_metrics_count_calls_replies_exceptions_and_latency(self):
+        from thrift.Thrift import TApplicationException
+        ph, sc = self.start()
+        c = self.client(sc.thrift)
+        self.assertEqual(c.ping(), "pong")
+        self.assertEqual(c.ping(), "pong")
+        c.help()
+        with self.assertRaises(self.ttypes.UnknownMethod):
+            c.helpFor("nope")  # a declared exception travels in a REPLY
+        s = self.raw(sc.thrift)
+        s.sendall(frame(call("noSuchMethod", 3)))
+        self.assertEqual(read_reply(s)[:3], (3, "noSuchMethod", 3))  # the service's EXCEPTION
+        m = lambda name, **labels: self.counter(sc, "sidecar_thrift_method_" + name, **labels)
+        self.assertSettles(lambda: m("calls_total", method="ping"), 2)
+        self.assertSettles(lambda: m("replies_total", method="ping"), 2)
+        self.assertSettles(lambda: m("replies_total", method="helpFor"), 1)
+        self.assertSettles(lambda: m("exceptions_total", method="noSuchMethod", source="service"), 1)
+        self.assertEqual(m("replies_total", method="noSuchMethod"), 0)
+        self.assertSettles(lambda: m("duration_seconds_count", method="ping"), 2)
+        self.assertGreater(m("duration_seconds_sum", method="ping"), 0)
+        ph.stop()
+        with self.assertRaises(TApplicationException):
+            c.ping()
+        self.assertSettles(lambda: m("exceptions_total", method="ping", source="sidecar"), 1)
+        _, body = self.admin_get(sc, "/admin/metrics.json")
+        j = json.loads(body)
+        self.assertEqual((j["srv/thrift/ping/requests"], j["srv/thrift/ping/success"],
+                          j["srv/thrift/ping/failures"]), (3, 2, 1))
+        self.assertEqual(j["srv/thrift/ping/request_latency_ms.count"], 3)
+        self.assertGreater(j["srv/thrift/ping/request_latency_ms.p99"], 0)
+        self.assertEqual(j["srv/thrift/noSuchMethod/failures"], 1)
+        self.assertEqual(j["srv/thrift/requests"], 6)
+        self.assertEqual(j["srv/thrift/failures"], 2)
+        self.assertEqual(j["srv/thrift/other/requests"], 0)
+        self.assertNotIn(f"srv/thrift/{PROBE}/requests", j)
+
+    def test_method_names_past_the_cap_are_counted_as_other(self):
+        _, sc = self.start()
+        s = self.raw(sc.thrift)
+        names = [f"m{i}" for i in range(70)] + ['bad"name', "other"]
+        s.sendall(b"".join(frame(call(n, i)) for i, n in enumerate(names)))
+        for i, n in enumerate(names):
+            self.assertEqual(read_reply(s)[:3], (3, n, i))  # pinghelp: UNKNOWN_METHOD
+        s.sendall(frame(call("ping", 1)))
+        self.assertEqual(read_reply(s)[:3], (2, "ping", 1))
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_method_calls_total",
+                                                method="other"), 9)  # m64..m69, 2 odd, ping
+        _, text = self.admin_get(sc, "/metrics")
+        labels = set(re.findall(r'^sidecar_thrift_method_calls_total\{method="([^"]*)"\}', text,
+                                re.M))
+        self.assertEqual(labels, {f"m{i}" for i in range(64)} | {"other"})
+        self.assertEqual(self.counter(sc, "sidecar_thrift_method_calls_total", method="m63"), 1)
+        j = json.loads(self.admin_get(sc, "/admin/metrics.json")[1])
+        self.assertEqual(j["srv/thrift/other/requests"], 9)
+        self.assertNotIn("srv/thrift/m64/requests", j)
+
+    def test_access_log_has_a_line_per_thrift_call(self):
+        log = os.path.join(tempfile.mkdtemp(dir=self.tmp), "access.log")
+        ph, sc = self.start("--access-log", log)
+        s = self.raw(sc.thrift)
+        s.sendall(frame(call(PROBE, 0)))
+        read_reply(s)
+        s.sendall(frame(call("ping", -4)))
+        self.assertEqual(read_reply(s)[:3], (2, "ping", -4))
+        s.sendall(frame(call('no"such', 9)))
+        self.assertEqual(read_reply(s)[:3], (3, 'no"such', 9))
+        s.sendall(frame(message(ONEWAY, "ping", 10)))
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_calls_total",
+                                                result="oneway"), 1)
+        ph.stop()
+        s.sendall(frame(call("help", 11)))
+        self.assertEqual(read_reply(s)[:3], (3, "help", 11))
+
+        def lines():
+            with open(log) as f:
+                return [l for l in f.read().splitlines() if "listener=thrift" in l]
+        wait_for(lambda: len(lines()) == 5, timeout=10, what="five Thrift access-log lines")
+        fields = [dict(re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', l)) for l in lines()]
+        want = [(f'"{PROBE}"', "0", "call", "probe"), ('"ping"', "-4", "call", "reply"),
+                ('"no\\"such"', "9", "call", "exception"), ('"ping"', "10", "oneway", "oneway"),
+                ('"help"', "11", "call", "local_error")]
+        self.assertEqual([(f["method"], f["seqid"], f["type"], f["result"]) for f in fields], want)
+        for f in fields:
+            self.assertEqual(f["identity"], '"spiffe://dev.local/caller"')
+            self.assertGreaterEqual(int(f["duration_us"]), 0)
+            self.assertIn("ts", f)
+        self.assertEqual(int(fields[1]["req_bytes"]), len(frame(call("ping", -4))))
+        self.assertGreater(int(fields[1]["resp_bytes"]), 4)
+
+    # --- frames cut short, growing past the limit ------------------------------------------------
+
+    def test_frame_cut_short_then_closed_is_counted_and_the_sidecar_carries_on(self):
+        _, sc = self.start()
+        s = self.raw(sc.thrift)
+        whole = frame(call("ping", 1))
+        s.sendall(whole[:len(whole) - 3])
+        s.close()
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_frames_refused_total",
+                                                reason="cut_short"), 1)
+        s = self.raw(sc.thrift)
+        s.sendall(whole[:2])  # inside the length prefix
+        s.close()
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_frames_refused_total",
+                                                reason="cut_short"), 2)
+        self.assertEqual(self.client(sc.thrift).ping(), "pong", "the sidecar carries on")
+        self.assertEqual(self.counter(sc, "sidecar_thrift_calls_total", result="replied"), 1)
+
+    def test_frame_cut_short_then_silent_is_closed_at_the_idle_deadline(self):
+        _, sc = self.start("--idle-timeout", "500ms")
+        s = self.raw(sc.thrift)
+        s.sendall(struct.pack(">i", 100) + b"\x80\x01\x00\x01")  # 4 of 100 bytes, then nothing
+        started = time.monotonic()
+        self.assertClosed(s, within=10 * SLOW)
+        self.assertGreaterEqual(time.monotonic() - started, 0.3)
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_frames_refused_total",
+                                                reason="cut_short"), 1)
+        self.assertEqual(self.client(sc.thrift).ping(), "pong", "the sidecar carries on")
+
+    def test_frame_over_the_limit_after_good_calls_closes_the_connection(self):
+        _, sc = self.start("--thrift-max-frame", "4096")
+        s = self.raw(sc.thrift)
+        big_string = b"\x0b\x00\x01" + struct.pack(">i", 8000) + b"x" * 8000 + b"\x00"
+        s.sendall(frame(call("ping", 1)) + frame(call("ping", 2)))
+        self.assertEqual(read_reply(s)[:3], (2, "ping", 1))
+        self.assertEqual(read_reply(s)[:3], (2, "ping", 2))
+        s.sendall(frame(call("helpFor", 3, big_string)))
+        self.assertClosed(s)
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_frames_refused_total",
+                                                reason="too_large"), 1)
+        self.assertEqual(self.client(sc.thrift).ping(), "pong", "the sidecar carries on")
+
+    def test_reply_over_the_limit_gives_internal_error(self):
+        service = ScriptedThrift(self, lambda p: struct.pack(">i", 5000) + b"\x00" * 5000)
+        _, sc = self.start("--thrift-max-frame", "4096", thrift_upstream=service.port)
+        s = self.raw(sc.thrift)
+        s.sendall(frame(call("ping", 21)))
+        kind, name, seqid, rest = read_reply(s)
+        self.assertEqual((kind, name, seqid), (3, "ping", 21))
+        e = self.decode_exception(rest)
+        self.assertEqual(e.type, 6)
+        self.assertIn("--thrift-max-frame", e.message)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_local_errors_total", reason="broken"), 1)
+
+    # --- replies out of step, ONEWAY ---------------------------------------------------------------
+
+    def test_reply_not_matching_the_call_gives_internal_error_and_is_counted(self):
+        def answer(payload):
+            name, seqid = header_of(payload)
+            if name == "wrongName":
+                return frame(message(2, "other", seqid))
+            return frame(message(2, name, seqid + 1))
+        service = ScriptedThrift(self, answer)
+        _, sc = self.start(thrift_upstream=service.port)
+        s = self.raw(sc.thrift)
+        for name, seqid in (("ping", 30), ("wrongName", 31)):
+            s.sendall(frame(call(name, seqid)))
+            kind, got_name, got_seqid, rest = read_reply(s)
+            self.assertEqual((kind, got_name, got_seqid), (3, name, seqid))
+            e = self.decode_exception(rest)
+            self.assertEqual(e.type, 6)
+            self.assertIn("not this call's", e.message)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_local_errors_total", reason="broken"), 2)
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_method_exceptions_total",
+                                                method="ping", source="sidecar"), 1)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_calls_total", result="replied"), 0)
+
+    def test_oneway_call_is_not_pooled_and_the_connection_goes_on(self):
+        # pinghelp answers a ONEWAY-typed ping anyway (Apache Thrift's processor does not look at
+        # the type): a pooled connection would hand that answer to the next call.
+        _, sc = self.start()
+        s = self.raw(sc.thrift)
+        s.sendall(frame(message(ONEWAY, "ping", 100)))
+        time.sleep(0.3)  # the stray answer arrives on the connection the sidecar closed
+        for seqid in (101, 102, 103):
+            s.sendall(frame(call("ping", seqid)))
+            self.assertEqual(read_reply(s)[:3], (2, "ping", seqid))
+        self.assertEqual(self.counter(sc, "sidecar_thrift_calls_total", result="oneway"), 1)
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_calls_total",
+                                                result="replied"), 3)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_local_errors_total", reason="broken"), 0)
+
+    # --- a second client library ---------------------------------------------------------------------
+
+    def test_node_client_calls_through_the_sidecar_over_mtls(self):
+        node, npm = shutil.which("node"), shutil.which("npm")
+        if not node or not npm:
+            self.skipTest("node and npm are not installed: the Node client is not tried")
+        work = tempfile.mkdtemp(prefix="thrift-node-", dir=self.tmp)
+        r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--silent",
+                            NPM_THRIFT], cwd=work, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            self.skipTest(f"npm install {NPM_THRIFT} failed (no registry?): {r.stderr[-500:]}")
+        subprocess.run(["thrift", "--gen", "js:node", "-out", work, IDL], check=True)
+        with open(os.path.join(work, "client.js"), "w") as f:
+            f.write(NODE_TLS_CLIENT)
+        _, sc = self.start("--allow-identity", "spiffe://dev.local/caller")
+        r = subprocess.run([node, "client.js", str(sc.thrift), self.certs.path("ca.pem"),
+                            self.certs.path("client.pem"), self.certs.path("client.key")],
+                           cwd=work, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = json.loads(r.stdout)
+        self.assertEqual(got["ping"], "pong")
+        self.assertIn("ping", got["help"])
+        self.assertEqual(got["helpFor"], "ping")
+        self.assertEqual(got["unknown"], {"isUnknownMethod": True, "name": "nope"})
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_calls_total",
+                                                result="replied"), 4)
+        # Without a certificate the handshake fails: the client certificate was what let it in.
+        r = subprocess.run([node, "-e", "require('tls').connect({host: '127.0.0.1', port: %d, "
+                            "ca: require('fs').readFileSync(%r), servername: 'localhost'})"
+                            ".on('data', () => process.exit(0)).on('error', () => process.exit(3))"
+                            ".on('end', () => process.exit(4)).on('close', () => process.exit(5))"
+                            ".write('x')"
+                            % (sc.thrift, self.certs.path("ca.pem"))],
+                           capture_output=True, text=True, timeout=30)
+        self.assertIn(r.returncode, (3, 4, 5), r.stderr)
 
 
 if __name__ == "__main__":
