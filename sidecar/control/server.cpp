@@ -27,6 +27,7 @@
 #include "net/worker.h"
 #include "thrift/handler.h"
 #include "thrift/metrics.h"
+#include "thrift/outbound.h"
 
 namespace sidecar {
 
@@ -115,17 +116,20 @@ class Server {
         return 2;
       }
       outboundTls = std::get<TlsContext>(client).ssl;
-      outboundListen = resolveOne(control_, o.listen);
-      if (!outboundListen) {
-        std::cerr << "sidecar: --outbound-listen: cannot resolve '" << o.listen.host << "'\n";
-        return 2;
+      if (o.httpListener) {
+        outboundListen = resolveOne(control_, o.listen);
+        if (!outboundListen) {
+          std::cerr << "sidecar: --outbound-listen: cannot resolve '" << o.listen.host << "'\n";
+          return 2;
+        }
+        if (auto ec = probeUnshared(control_, *outboundListen)) {
+          std::cerr << "sidecar: --outbound-listen " << o.listen.str() << ": " << ec.message()
+                    << "\n";
+          return 2;
+        }
       }
-      if (auto ec = probeUnshared(control_, *outboundListen)) {
-        std::cerr << "sidecar: --outbound-listen " << o.listen.str() << ": " << ec.message()
-                  << "\n";
-        return 2;
-      }
-      const std::size_t slots = o.routes.size() + (o.routePrefix.empty() ? 0 : o.maxRoutes);
+      const std::size_t slots = o.routes.size() + o.thriftRoutes.size() +
+                                (o.routePrefix.empty() ? 0 : o.maxRoutes);
       outboundMetrics_.emplace(*registry_, std::max<std::size_t>(slots, 1), config_.workers);
       outboundShared_.emplace(OutboundShared{
           o, limits, &*outboundMetrics_, accessLog,
@@ -152,7 +156,7 @@ class Server {
                 << "\n";
       return 2;
     }
-    if (outboundShared_) {
+    if (outboundShared_ && outboundListen) {
       try {
         tcp::endpoint bound = *outboundListen;
         for (auto& w : workers_) {
@@ -166,10 +170,21 @@ class Server {
                   << e.code().message() << "\n";
         return 2;
       }
+    }
+    if (outboundShared_) {
+      if (!startThriftRoutes(outboundTls)) {
+        return 2;
+      }
       directory_.emplace(control_, *config_.outbound, config_.outbound->zkSessionTimeout,
                          *outboundMetrics_,
                          [this](std::shared_ptr<const RouteInfo> info,
                                 std::shared_ptr<const MemberSet> members) {
+                           if (isThriftRouteName(info->name)) {
+                             for (auto* h : thriftOut_) {
+                               h->setRoute(info, members);  // the port's own handlers take it
+                             }
+                             return;
+                           }
                            for (auto* h : outbound_) {
                              h->setRoute(info, members);
                            }
@@ -206,8 +221,9 @@ class Server {
     spdlog::info("event=started listen={} admin={} upstream={} outbound={} workers={} version={}",
                  endpointText(workers_.front()->localEndpoint()),
                  endpointText(admin_.localEndpoint()), endpointText(*upstream),
-                 directory_ ? endpointText(workers_.front()->localEndpoint(outboundListener_))
-                            : std::string("off"),
+                 outbound_.empty()
+                     ? std::string("off")
+                     : endpointText(workers_.front()->localEndpoint(outboundListener_)),
                  workers_.size(), SIDECAR_VERSION);
     control_.run();
     for (auto& w : workers_) {
@@ -322,13 +338,46 @@ class Server {
     return true;
   }
 
+  // A listener per --thrift-route on every worker; false after printing why not.
+  bool startThriftRoutes(const std::shared_ptr<asio::ssl::context>& outboundTls) {
+    const auto& routes = config_.outbound->thriftRoutes;
+    if (routes.empty()) {
+      return true;
+    }
+    thriftOutMetrics_.emplace(*registry_);
+    for (const auto& t : routes) {
+      auto listen = resolveOne(control_, t.listen);
+      if (!listen) {
+        std::cerr << "sidecar: --thrift-route: cannot resolve '" << t.listen.host << "'\n";
+        return false;
+      }
+      if (auto ec = probeUnshared(control_, *listen)) {
+        std::cerr << "sidecar: --thrift-route " << t.listen.str() << ": " << ec.message() << "\n";
+        return false;
+      }
+      try {
+        for (auto& w : workers_) {
+          auto handler = std::make_unique<ThriftOutboundHandler>(*w, *outboundShared_,
+                                                                 *thriftOutMetrics_, t, outboundTls);
+          thriftOut_.push_back(handler.get());
+          w->addListener(*listen, std::move(handler));
+        }
+      } catch (const boost::system::system_error& e) {
+        std::cerr << "sidecar: --thrift-route " << t.listen.str() << ": " << e.code().message()
+                  << "\n";
+        return false;
+      }
+    }
+    return true;
+  }
+
   TlsFiles outboundFiles() const {
     return TlsFiles{config_.tlsCert, config_.tlsKey, config_.outbound->caFile};
   }
 
   // The sidecar's own certificate, rotated, is presented by new connections to members too.
   void reloadOutboundTls() {
-    if (outbound_.empty()) {
+    if (outbound_.empty() && thriftOut_.empty()) {
       return;
     }
     auto client = makeClientTlsContext(outboundFiles(), "--outbound-ca");
@@ -338,6 +387,9 @@ class Server {
       return;
     }
     for (auto* h : outbound_) {
+      h->setTls(std::get<TlsContext>(client).ssl);
+    }
+    for (auto* h : thriftOut_) {
       h->setTls(std::get<TlsContext>(client).ssl);
     }
   }
@@ -409,6 +461,8 @@ class Server {
   std::optional<OutboundShared> outboundShared_;
   std::vector<OutboundHandler*> outbound_;  // owned by the workers, one each
   std::size_t outboundListener_ = 0;        // its index in each worker
+  std::optional<ThriftOutboundMetrics> thriftOutMetrics_;
+  std::vector<ThriftOutboundHandler*> thriftOut_;  // per --thrift-route, one per worker each
   std::optional<ThriftMetrics> thriftMetrics_;
   std::optional<ThriftShared> thriftShared_;
   std::vector<ThriftHandler*> thrift_;  // owned by the workers, one each

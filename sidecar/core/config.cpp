@@ -123,6 +123,7 @@ po::options_description describeFlags() {
     ("thrift-listen", po::value<std::string>(), "inbound Thrift listener, host:port: callers' framed Thrift over mTLS (the same certificates and --allow-identity), passed to --thrift-upstream (off by default)")
     ("thrift-upstream", po::value<std::string>(), "the local Thrift service, host:port (framed transport); required with --thrift-listen")
     ("thrift-max-frame", po::value<std::string>()->default_value("16384000"), "largest Thrift frame, call or reply, in bytes (16384000, 64k, 16MiB), at most 1GiB; a larger call closes the connection")
+    ("thrift-route", po::value<std::vector<std::string>>()->composing(), "127.0.0.1:PORT=DEST[;identity=PATTERN], DEST as --route's (usually with the !thrift endpoint): the local Thrift client connects to the loopback PORT, each framed call goes to a member over mTLS; route name thrift:PORT; repeatable (environment: comma-separated)")
     ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
     ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file (its directory must exist), written by a background thread (off by default)");
   // clang-format on
@@ -217,7 +218,8 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
   healthFlags(vm, a);
   // --zk alone may only name where routes are found (--route /path, --route-prefix).
   const bool zkForRoutesOnly =
-      vm.count("zk") && !vm.count("zk-path") && (vm.count("route") || vm.count("route-prefix"));
+      vm.count("zk") && !vm.count("zk-path") &&
+      (vm.count("route") || vm.count("route-prefix") || vm.count("thrift-route"));
   const bool zk = (vm.count("zk") && !zkForRoutesOnly) || vm.count("zk-path");
   if (!zk && !vm.count("announce")) {
     for (const char* f : {"shard", "zk-auth-file", "advertise-host"}) {
@@ -320,6 +322,10 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
         for (auto& item : splitRouteList(value)) {
           envArgs.push_back("--route=" + item);
         }
+      } else if (flag == "thrift-route") {
+        for (auto& item : splitThriftRouteList(value)) {
+          envArgs.push_back("--thrift-route=" + item);
+        }
       } else if (flag == "allow-identity") {
         // An empty item used to be skipped, so "," (or "") allowed every caller. It is refused
         // even when the command line replaces the list: the variable is broken either way.
@@ -342,7 +348,7 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
       }
     }
     // A list on the command line replaces the environment's rather than adding to it.
-    for (std::string list : {"allow-identity", "route"}) {
+    for (std::string list : {"allow-identity", "route", "thrift-route"}) {
       if (vm.count(list)) {
         std::erase_if(envArgs, [&](auto& a) { return a.rfind("--" + list + "=", 0) == 0; });
       }
@@ -426,6 +432,24 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
             c.thrift->listen.host == other->host) {
           throw FlagError{"--thrift-listen: '" + c.thrift->listen.str() +
                           "' is another listener's address too"};
+        }
+      }
+    }
+    if (c.outbound) {
+      thriftRouteFlags(vm, *c.outbound);
+      std::vector<const HostPort*> others{&c.listen, &c.adminListen};
+      if (c.outbound->httpListener) {
+        others.push_back(&c.outbound->listen);
+      }
+      if (c.thrift) {
+        others.push_back(&c.thrift->listen);
+      }
+      for (const auto& t : c.outbound->thriftRoutes) {
+        for (const auto* other : others) {
+          if (t.listen.port == other->port && t.listen.host == other->host) {
+            throw FlagError{"--thrift-route: '" + t.listen.str() +
+                            "' is another listener's address too"};
+          }
         }
       }
     }

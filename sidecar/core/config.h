@@ -75,8 +75,17 @@ struct RouteConfig {
   std::string identity;
 };
 
+// An outbound Thrift route (--thrift-route 127.0.0.1:PORT=DEST): the local Thrift client
+// connects to listen, and each framed call goes to a member of route, named "thrift:PORT".
+struct ThriftRouteConfig {
+  HostPort listen;
+  RouteConfig route;
+  std::string serverName;  // SNI: the serverset path's last part, or the first static host
+};
+
 // The outbound mesh: the local service's calls to other services by name (absent: off).
 struct OutboundConfig {
+  bool httpListener = true;             // --outbound-listen given (else Thrift routes only)
   HostPort listen{"127.0.0.1", 4140};
   bool allowRemote = false;             // --outbound-allow-remote: a non-loopback listener
   std::vector<RouteConfig> routes;      // --route, in order
@@ -89,6 +98,8 @@ struct OutboundConfig {
   Duration idleTimeout{30'000};         // pooled connections to members
   Duration resolveTimeout{3'000};       // a first request waits this long for a new route's members
   Duration zkSessionTimeout{10'000};    // the resolvers' sessions (--zk-session-timeout)
+  std::vector<ThriftRouteConfig> thriftRoutes;  // --thrift-route, in order
+  std::uint32_t thriftMaxFrame = 16'384'000;    // --thrift-max-frame, calls and replies
 };
 
 // Inbound Thrift: callers' framed Thrift over mTLS, passed through to the local Thrift service
@@ -142,6 +153,14 @@ std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::st
 // SIDECAR_ROUTE: routes separated by commas, where a comma that starts a new route is followed
 // by NAME= (static!h:p,h:p and zk2!h1,h2 keep theirs).
 std::vector<std::string> splitRouteList(std::string_view text);
+// "127.0.0.1:PORT=DEST[;identity=PATTERN]" (see ThriftRouteConfig), DEST as parseRoute's; the
+// address must be loopback unless allowRemote. On failure: why, as one line.
+std::variant<ThriftRouteConfig, std::string> parseThriftRoute(std::string_view text,
+                                                              std::string_view zk,
+                                                              bool allowRemote);
+// SIDECAR_THRIFT_ROUTE: routes separated by commas, where a comma that starts a new route is
+// followed by HOST:PORT= (static!h:p,h:p and zk2!h1,h2 keep theirs).
+std::vector<std::string> splitThriftRouteList(std::string_view text);
 // A Host header's service name: the port stripped, lower case; empty when it is not a name.
 std::string serviceName(std::string_view host);
 

@@ -22,11 +22,11 @@ bool validName(std::string_view name) {
          std::all_of(name.begin(), name.end(), isNameChar);
 }
 
-bool loopback(const std::string& host) {
+}  // namespace
+
+bool flags::loopbackHost(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
-
-}  // namespace
 
 std::string serviceName(std::string_view host) {
   if (host.empty() || host.front() == '[') {
@@ -144,16 +144,21 @@ std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm,
       throw FlagError{std::string("--") + (vm.count("route") ? "route" : "route-prefix") +
                       " needs --outbound-listen"};
     }
-    return std::nullopt;
+    if (!vm.count("thrift-route")) {
+      return std::nullopt;
+    }
   }
   OutboundConfig o;
-  o.listen = hostPortFlag(vm, "outbound-listen");
+  o.httpListener = vm.count("outbound-listen") > 0;
+  if (o.httpListener) {
+    o.listen = hostPortFlag(vm, "outbound-listen");
+  }
   const auto allow = vm["outbound-allow-remote"].as<std::string>();
   if (allow != "true" && allow != "false") {
     throw FlagError{"--outbound-allow-remote: '" + allow + "' is not true or false"};
   }
   o.allowRemote = allow == "true";
-  if (!o.allowRemote && !loopback(o.listen.host)) {
+  if (o.httpListener && !o.allowRemote && !loopbackHost(o.listen.host)) {
     throw FlagError{"--outbound-listen: '" + o.listen.str() +
                     "' is not a loopback address; it would carry this pod's identity to anyone "
                     "who reaches it (--outbound-allow-remote true to mean it)"};

@@ -45,10 +45,15 @@ std::string_view fileKind(std::filesystem::file_type type);
 void checkRegularReadable(const char* name, const std::string& path);
 // A required flag naming such a file.
 std::string fileFlag(const po::variables_map& vm, const char* name);
-// The outbound mesh's flags (config_outbound.cpp); none when --outbound-listen is not given.
+// The outbound mesh's flags (config_outbound.cpp); none when neither --outbound-listen nor
+// --thrift-route is given.
 std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm, const std::string& defaultCa);
 
 // The inbound Thrift listener's flags (config_thrift.cpp); none when --thrift-listen is not given.
 std::optional<ThriftConfig> thriftFlags(const po::variables_map& vm);
+// --thrift-route, into the outbound mesh's config (config_thrift.cpp).
+void thriftRouteFlags(const po::variables_map& vm, OutboundConfig& o);
+// localhost, ::1 or 127.x: a listener only this host's processes reach.
+bool loopbackHost(const std::string& host);
 
 }  // namespace sidecar::flags

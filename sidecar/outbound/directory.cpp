@@ -24,6 +24,9 @@ void RouteDirectory::start() {
   for (const auto& r : config_.routes) {
     make(r);
   }
+  for (const auto& t : config_.thriftRoutes) {
+    make(t.route);  // named thrift:PORT, published to that port's handlers
+  }
 }
 
 RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config) {

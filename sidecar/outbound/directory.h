@@ -1,6 +1,6 @@
 #pragma once
-// The outbound routes on the control thread: one per --route at start, and one per name under
-// --route-prefix when a worker first asks. A serverset route has its own resolver (registry/),
+// The outbound routes on the control thread: one per --route and per --thrift-route at start,
+// and one per name under --route-prefix when a worker first asks. A serverset route has its own resolver (registry/),
 // whose member sets go to every worker as immutable snapshots; the data path never waits on
 // ZooKeeper, and keeps the last known members while ZooKeeper cannot be read.
 
@@ -28,7 +28,7 @@ class RouteDirectory {
   RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
                  Duration zkSessionTimeout, OutboundMetrics& metrics, Publish publish);
   ~RouteDirectory();
-  // Makes the declared routes (control thread).
+  // Makes the declared routes, HTTP then Thrift (control thread).
   void start();
   // Makes the route NAME under --route-prefix if it does not exist, else publishes it again
   // (control thread; workers ask through a post).

@@ -18,6 +18,7 @@
 #include "net/tls_context.h"
 #include "net/tls_stream.h"
 #include "thrift/frame.h"
+#include "thrift/frame_io.h"
 #include "upstream/connector.h"
 
 namespace sidecar {
@@ -27,8 +28,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
 constexpr std::size_t kKeptBuffer = 64 * 1024;
-// Frames are read this much at a time, so memory follows the bytes that came, not a length.
-constexpr std::size_t kReadStep = 64 * 1024;
 
 // How a forwarded call ended, for its metrics and its access-log line.
 enum class CallResult { reply, exception, oneway, localError };
@@ -175,17 +174,16 @@ class ThriftSession final : public TrackedSession {
     if (reply_.capacity() > kKeptBuffer) {
       std::string().swap(reply_);
     }
-    frame_.resize(4);
     idle_ = true;
-    auto [ec, n] = co_await asio::async_read(stream_, asio::buffer(frame_.data(), 4), useTuple);
+    auto ec = co_await thrift::readFramePrefix(stream_, frame_);
     idle_ = false;
     if (ec) {
-      if (n > 0) {
-        cutShort(n, 4, ec);
+      if (!frame_.empty()) {
+        cutShort(frame_.size(), 4, ec);
       }
       co_return false;
     }
-    const auto length = thrift::frameLength(reinterpret_cast<const unsigned char*>(frame_.data()));
+    const auto length = thrift::frameLength(frame_);
     if (length > shared_.maxFrame) {
       m_.framesTooLarge->Increment();
       spdlog::info("event=thrift_frame_too_large peer={} identity={} length={} max={}", clientIp_,
@@ -196,19 +194,12 @@ class ThriftSession final : public TrackedSession {
       m_.framesNotThrift->Increment();
       co_return false;
     }
-    // Grown as the bytes arrive, not sized by the length the caller announced: a caller that
-    // announces 16 MB and sends nothing holds 4 bytes, not 16 MB.
     const std::size_t total = 4 + std::size_t{length};
-    while (frame_.size() < total) {
-      const std::size_t have = frame_.size();
-      frame_.resize(std::min(total, have + kReadStep));
-      lowest.expires_after(shared_.limits.idleTimeout);
-      auto [rec, rn] = co_await asio::async_read(
-          stream_, asio::buffer(frame_.data() + have, frame_.size() - have), useTuple);
-      if (rec) {
-        cutShort(have + rn, total, rec);
-        co_return false;
-      }
+    const auto rec = co_await thrift::readFramePayload(
+        stream_, frame_, length, [&] { lowest.expires_after(shared_.limits.idleTimeout); });
+    if (rec) {
+      cutShort(frame_.size(), total, rec);
+      co_return false;
     }
     co_return true;
   }
@@ -298,27 +289,20 @@ class ThriftSession final : public TrackedSession {
       upstream_.socket().close(ignored);
       co_return true;
     }
-    reply_.resize(4);
-    auto [rec, rn] = co_await asio::async_read(upstream_, asio::buffer(reply_.data(), 4), useTuple);
+    const auto rec = co_await thrift::readFramePrefix(upstream_, reply_);
     if (rec) {
       co_return co_await brokenLocal(header, rec, "waiting for the reply");
     }
-    const auto length = thrift::frameLength(reinterpret_cast<const unsigned char*>(reply_.data()));
+    const auto length = thrift::frameLength(reply_);
     if (length > shared_.maxFrame || length == 0) {
       m_.localBroken->Increment();
       co_return co_await localFailure(header, "the local Thrift service's reply frame of " +
                                                   std::to_string(length) +
                                                   " bytes is over --thrift-max-frame or empty");
     }
-    const std::size_t total = 4 + std::size_t{length};
-    while (reply_.size() < total) {
-      const std::size_t have = reply_.size();
-      reply_.resize(std::min(total, have + kReadStep));
-      auto [bec, bn] = co_await asio::async_read(
-          upstream_, asio::buffer(reply_.data() + have, reply_.size() - have), useTuple);
-      if (bec) {
-        co_return co_await brokenLocal(header, bec, "reading the reply");
-      }
+    const auto bec = co_await thrift::readFramePayload(upstream_, reply_, length, [] {});
+    if (bec) {
+      co_return co_await brokenLocal(header, bec, "reading the reply");
     }
     // The reply must be this call's: a connection out of step with its calls (a reply to a
     // call that was not waited for) is closed, and the caller told, never handed another's.

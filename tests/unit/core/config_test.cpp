@@ -447,3 +447,98 @@ TEST_CASE("announcement strings: health path and advertised host") {
   CHECK(r.config->announce->healthPath == "/health?deep=1");
   CHECK(r.config->announce->advertiseHost == "::1");
 }
+
+TEST_CASE("--thrift-route: a loopback port per destination, named thrift:PORT, no HTTP listener") {
+  auto r = parse({"--thrift-route", "127.0.0.1:9100=static!10.0.0.1:9443,10.0.0.2:9443",
+                  "--thrift-route",
+                  "127.0.0.1:9101=zk2!z1:2181,z2:2181!/discovery/pinghelp!thrift;identity=spiffe://x/*"});
+  REQUIRE(r.config);
+  REQUIRE(r.config->outbound);
+  const auto& o = *r.config->outbound;
+  CHECK_FALSE(o.httpListener);
+  CHECK(o.routes.empty());
+  REQUIRE(o.thriftRoutes.size() == 2);
+  CHECK(o.thriftRoutes[0].listen.str() == "127.0.0.1:9100");
+  CHECK(o.thriftRoutes[0].route.name == "thrift:9100");
+  CHECK(o.thriftRoutes[0].route.kind == RouteConfig::Kind::fixed);
+  CHECK(o.thriftRoutes[0].route.fixed.size() == 2);
+  CHECK(o.thriftRoutes[0].serverName == "10.0.0.1");
+  const auto& zk = o.thriftRoutes[1];
+  CHECK(zk.route.name == "thrift:9101");
+  CHECK(zk.route.kind == RouteConfig::Kind::serverset);
+  CHECK(zk.route.zkConnect == "z1:2181,z2:2181");
+  CHECK(zk.route.zkPath == "/discovery/pinghelp");
+  CHECK(zk.route.endpoint == "thrift");
+  CHECK(zk.route.identity == "spiffe://x/*");
+  CHECK(zk.serverName == "pinghelp");
+  CHECK(o.thriftMaxFrame == 16'384'000u);
+  CHECK_FALSE(r.config->announce);  // no --zk-path: nothing to announce
+
+  // A path on --zk; with --outbound-listen both kinds of route live together.
+  auto both = parse({"--zk", "127.0.0.1:2181", "--outbound-listen", "127.0.0.1:4140",
+                     "--thrift-route", "127.0.0.1:9100=/discovery/pinghelp!thrift",
+                     "--thrift-max-frame", "64k"});
+  REQUIRE(both.config);
+  REQUIRE(both.config->outbound);
+  CHECK(both.config->outbound->httpListener);
+  CHECK(both.config->outbound->thriftRoutes.at(0).route.zkConnect == "127.0.0.1:2181");
+  CHECK(both.config->outbound->thriftMaxFrame == 65536u);
+  CHECK_FALSE(both.config->announce);
+
+  // A remote address only with the same flag as --outbound-listen's.
+  auto remote = parse({"--thrift-route", "0.0.0.0:9100=static!10.0.0.1:9443",
+                       "--outbound-allow-remote", "true"});
+  REQUIRE(remote.config);
+  CHECK(remote.config->outbound->thriftRoutes.at(0).listen.host == "0.0.0.0");
+}
+
+TEST_CASE("--thrift-route: bad values give one line naming the flag") {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--thrift-route", "0.0.0.0:9100=static!10.0.0.1:9443"},
+           {"--thrift-route", "10.1.2.3:9100=static!10.0.0.1:9443"},
+           {"--thrift-route", "127.0.0.1:0=static!10.0.0.1:9443"},
+           {"--thrift-route", "127.0.0.1=static!10.0.0.1:9443"},
+           {"--thrift-route", "127.0.0.1:9100"},
+           {"--thrift-route", "127.0.0.1:9100=static!nope"},
+           {"--thrift-route", "127.0.0.1:9100=/discovery/x"},  // a path, and no --zk
+           {"--thrift-route", "127.0.0.1:9100=http://x"},
+           {"--thrift-route", "127.0.0.1:9100=static!10.0.0.1:1", "--thrift-route",
+            "localhost:9100=static!10.0.0.1:2"},
+           {"--admin-listen", "127.0.0.1:9100", "--thrift-route",
+            "127.0.0.1:9100=static!10.0.0.1:1"},
+           {"--outbound-listen", "127.0.0.1:9100", "--thrift-route",
+            "127.0.0.1:9100=static!10.0.0.1:1"}}) {
+    auto r = parse(args);
+    CHECK_FALSE(r.config);
+    CHECK(r.exitCode == 2);
+    CHECK_MESSAGE(r.message.find("--thrift-route") != std::string::npos, r.message);
+    CHECK(std::count(r.message.begin(), r.message.end(), '\n') == 1);
+  }
+  // --route still needs the HTTP listener, whatever Thrift routes there are.
+  auto r = parse({"--route", "a=static!10.0.0.1:1", "--thrift-route",
+                  "127.0.0.1:9100=static!10.0.0.1:1"});
+  CHECK_FALSE(r.config);
+  CHECK(r.message.find("--route needs --outbound-listen") != std::string::npos);
+}
+
+TEST_CASE("SIDECAR_THRIFT_ROUTE: routes split at a comma followed by HOST:PORT=") {
+  CHECK(splitThriftRouteList("127.0.0.1:1=static!a:1,b:2,127.0.0.1:2=zk2!z1:1,z2:2!/p!thrift") ==
+        std::vector<std::string>{"127.0.0.1:1=static!a:1,b:2", "127.0.0.1:2=zk2!z1:1,z2:2!/p!thrift"});
+  CHECK(splitThriftRouteList("127.0.0.1:1=static!a:1;identity=x,[::1]:2=/p") ==
+        std::vector<std::string>{"127.0.0.1:1=static!a:1;identity=x", "[::1]:2=/p"});
+  CHECK(splitThriftRouteList("127.0.0.1:1=static!a:1,b:2;identity=spiffe://x") ==
+        std::vector<std::string>{"127.0.0.1:1=static!a:1,b:2;identity=spiffe://x"});
+  auto r = parse({}, {"SIDECAR_THRIFT_ROUTE=127.0.0.1:9100=static!10.0.0.1:1,10.0.0.2:1,"
+                      "127.0.0.1:9101=static!10.0.0.3:1"});
+  REQUIRE(r.config);
+  REQUIRE(r.config->outbound);
+  REQUIRE(r.config->outbound->thriftRoutes.size() == 2);
+  CHECK(r.config->outbound->thriftRoutes[0].route.fixed.size() == 2);
+  CHECK(r.config->outbound->thriftRoutes[1].route.name == "thrift:9101");
+  // The command line's list replaces the variable's.
+  auto cli = parse({"--thrift-route", "127.0.0.1:9200=static!10.0.0.9:1"},
+                   {"SIDECAR_THRIFT_ROUTE=127.0.0.1:9100=static!10.0.0.1:1"});
+  REQUIRE(cli.config);
+  REQUIRE(cli.config->outbound->thriftRoutes.size() == 1);
+  CHECK(cli.config->outbound->thriftRoutes[0].route.name == "thrift:9200");
+}

@@ -1,0 +1,483 @@
+// The outbound Thrift route's handler and its session: frame by frame from the local Thrift
+// client, each call to a member picked for it, carried over mTLS, its reply relayed back; when no
+// member can take a call, a TApplicationException of our own with the call's name and seqid.
+#include "thrift/outbound.h"
+
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+#include <string>
+#include <vector>
+
+#include "thrift/frame.h"
+#include "thrift/frame_io.h"
+#include "upstream/connector.h"
+
+namespace sidecar {
+
+ThriftOutboundMetrics::ThriftOutboundMetrics(prometheus::Registry& r)
+    : refused_(&prometheus::BuildCounter()
+                    .Name("sidecar_thrift_outbound_frames_refused_total")
+                    .Help("Frames from the local Thrift client on a --thrift-route port refused, "
+                          "closing its connection, by route and reason: too_large "
+                          "(--thrift-max-frame) or not_thrift")
+                    .Register(r)),
+      probes_(&prometheus::BuildCounter()
+                   .Name("sidecar_thrift_outbound_probes_total")
+                   .Help("Finagle upgrade probes from the local Thrift client answered by the "
+                         "sidecar on a --thrift-route port, by route")
+                   .Register(r)) {}
+
+ThriftOutboundMetrics::Route ThriftOutboundMetrics::route(const std::string& name) {
+  return Route{&refused_->Add({{"route", name}, {"reason", "too_large"}}),
+               &refused_->Add({{"route", name}, {"reason", "not_thrift"}}),
+               &probes_->Add({{"route", name}})};
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kKeptBuffer = 64 * 1024;
+// Each member is tried once per call, at most this many members.
+constexpr std::size_t kMaxAttempts = 5;
+
+// How one attempt on one member ended.
+enum class Attempt {
+  replied,   // the member's reply is in reply_
+  sent,      // a ONEWAY call went out whole
+  notSent,   // nothing of the call reached the member (connect, handshake): another may take it
+  failed,    // the call went out (or part of it) and no reply of its own came back
+  timedOut,  // --outbound-timeout passed
+};
+
+class ThriftOutboundSession final : public TrackedSession {
+ public:
+  ThriftOutboundSession(ThriftOutboundHandler& handler, TcpSocket socket)
+      : handler_(handler),
+        worker_(handler.worker()),
+        shared_(handler.shared()),
+        m_(*handler.shared().metrics),
+        shard_(handler.worker().index()),
+        caller_(std::move(socket)),
+        connecting_(handler.worker().ioc().get_executor()) {
+    worker_.sessionStarted(*this);
+  }
+  ~ThriftOutboundSession() {
+    worker_.sessionEnded(*this);
+    worker_.connectionClosed();
+  }
+
+  bool closeIfIdle() override {
+    if (idle_) {
+      caller_.cancel();
+      idle_ = false;
+      return true;
+    }
+    return false;
+  }
+  void expireIfDue(Clock::time_point now) override {
+    caller_.expireIfDue(now);
+    connecting_.expireIfDue(now);
+    if (member_) {
+      member_->lowest_layer().expireIfDue(now);
+    }
+  }
+
+  awaitable<void> run() {
+    const auto& name = handler_.config().route.name;
+    while (!worker_.draining()) {
+      if (!co_await readCall()) {
+        break;
+      }
+      const auto header = thrift::parseHeader(std::string_view(frame_).substr(4));
+      if (!header || (header->type != thrift::MessageType::call &&
+                      header->type != thrift::MessageType::oneway)) {
+        handler_.metrics().framesNotThrift->Increment();
+        logWithin(handler_.logLimiter(ThriftOutboundLogEvent::badFrame), spdlog::level::info,
+                  "event=thrift_not_thrift direction=outbound route={}", name);
+        break;
+      }
+      if (header->type == thrift::MessageType::call && header->name == thrift::kFinagleProbe) {
+        // A Finagle client's upgrade probe: the members' sidecars would refuse it too, so it is
+        // answered here and costs no member a call.
+        handler_.metrics().probes->Increment();
+        if (!co_await writeCaller(thrift::exceptionFrame(*header, thrift::AppError::unknownMethod,
+                                                         "Unknown method " + header->name))) {
+          break;
+        }
+        continue;
+      }
+      if (!co_await serveCall(*header)) {
+        break;
+      }
+    }
+    error_code ignored;
+    caller_.socket().shutdown(TcpSocket::shutdown_send, ignored);
+  }
+
+ private:
+  // The next whole call into frame_; false when the connection is to close (the client left,
+  // stayed idle past --idle-timeout, or sent a frame over --thrift-max-frame).
+  awaitable<bool> readCall() {
+    caller_.expires_after(shared_.limits.idleTimeout);
+    if (frame_.capacity() > kKeptBuffer) {
+      std::string().swap(frame_);
+    }
+    if (reply_.capacity() > kKeptBuffer) {
+      std::string().swap(reply_);
+    }
+    idle_ = true;
+    auto ec = co_await thrift::readFramePrefix(caller_, frame_);
+    idle_ = false;
+    if (ec) {
+      co_return false;
+    }
+    const auto length = thrift::frameLength(frame_);
+    const auto max = shared_.config.thriftMaxFrame;
+    if (length > max || length == 0) {
+      (length ? handler_.metrics().framesTooLarge : handler_.metrics().framesNotThrift)
+          ->Increment();
+      logWithin(handler_.logLimiter(ThriftOutboundLogEvent::badFrame), spdlog::level::info,
+                "event=thrift_frame_refused direction=outbound route={} length={} max={}",
+                handler_.config().route.name, length, max);
+      co_return false;
+    }
+    ec = co_await thrift::readFramePayload(
+        caller_, frame_, length, [&] { caller_.expires_after(shared_.limits.idleTimeout); });
+    co_return !ec;
+  }
+
+  awaitable<bool> writeCaller(const std::string& bytes) {
+    caller_.expires_after(shared_.limits.idleTimeout);
+    auto [ec, n] = co_await asio::async_write(caller_, asio::buffer(bytes), useTuple);
+    co_return !ec;
+  }
+
+  // Balances one call over the route's members, retrying on another one only while nothing of
+  // it was sent, and answers the local client. False when its connection is to close.
+  awaitable<bool> serveCall(const thrift::MessageHeader& header) {
+    const auto start = Clock::now();
+    const auto& name = handler_.config().route.name;
+    auto* route = handler_.route();
+    if (route && !route->members->resolved) {
+      co_await awaitResolution(*route);
+    }
+    if (!route || !route->members->resolved) {
+      co_return co_await answerOurs(route, header, 503, start, nullptr,
+                                    "route " + name + " is not resolved yet");
+    }
+    const std::size_t slot = route->info->slot;
+    route->budget.deposit(start);
+    const auto deadline = start + shared_.config.timeout;
+    std::vector<tcp::endpoint> tried;
+    tcp::endpoint member;
+    Attempt outcome = Attempt::notSent;
+    for (;;) {
+      const auto now = Clock::now();
+      auto picked = route->balancer.pick(now, tried);
+      if (picked && std::find(tried.begin(), tried.end(), *picked) != tried.end()) {
+        break;  // every member it could pick has failed this call already
+      }
+      if (!picked) {
+        m_.noMembers.add(shard_, slot);
+        logWithin(handler_.logLimiter(ThriftOutboundLogEvent::noMembers), spdlog::level::warn,
+                  "event=no_members direction=outbound route={}", name);
+        co_return co_await answerOurs(route, header, 503, start, nullptr,
+                                      "no usable member of route " + name);
+      }
+      member = *picked;
+      route->balancer.started(member, now);
+      outcome = co_await attempt(*route, member, header, deadline);
+      const auto done = Clock::now();
+      route->balancer.finished(member, done, done - now,
+                               outcome == Attempt::replied || outcome == Attempt::sent);
+      tried.push_back(member);
+      if (outcome != Attempt::notSent || tried.size() >= kMaxAttempts ||
+          tried.size() >= route->members->members.size() || done >= deadline) {
+        break;
+      }
+      logWithin(handler_.logLimiter(ThriftOutboundLogEvent::memberFailed), spdlog::level::warn,
+                "event=member_failed direction=outbound route={} member={} reason=\"{}\"", name,
+                endpointText(member), why_);
+      if (!route->budget.tryWithdraw(Clock::now())) {
+        m_.budgetExhausted.add(shard_, slot);
+        why_ = "the retry budget is exhausted; last: " + why_;
+        break;
+      }
+      m_.retries.add(shard_, slot);
+    }
+    switch (outcome) {
+      case Attempt::replied:
+        finish(*route, 200, start, &member, header);
+        co_return co_await writeCaller(reply_);
+      case Attempt::sent:
+        finish(*route, 200, start, &member, header);
+        co_return true;
+      case Attempt::timedOut:
+        co_return co_await answerOurs(route, header, 504, start, &member,
+                                      "route " + name + ": no reply within --outbound-timeout (" +
+                                          endpointText(member) + ")");
+      default:
+        logWithin(handler_.logLimiter(ThriftOutboundLogEvent::memberFailed), spdlog::level::warn,
+                  "event=member_failed direction=outbound route={} member={} reason=\"{}\"", name,
+                  endpointText(member), why_);
+        co_return co_await answerOurs(
+            route, header, 502, start, &member,
+            "route " + name + ": member " + endpointText(member) + " failed: " + why_);
+    }
+  }
+
+  // The call answered by us: an INTERNAL_ERROR with its name and seqid (a ONEWAY call gets
+  // nothing, as from a member), counted under status as an HTTP call of the route would be.
+  awaitable<bool> answerOurs(OutboundHandler::Route* route, const thrift::MessageHeader& header,
+                             unsigned status, Clock::time_point start, const tcp::endpoint* member,
+                             std::string why) {
+    if (route) {
+      finish(*route, status, start, member, header);
+    }
+    if (header.type == thrift::MessageType::oneway) {
+      co_return true;
+    }
+    co_return co_await writeCaller(
+        thrift::exceptionFrame(header, thrift::AppError::internalError, why));
+  }
+
+  // One try of the call on member: a pooled connection or a new one, the call, then its reply.
+  awaitable<Attempt> attempt(OutboundHandler::Route& route, const tcp::endpoint& member,
+                             const thrift::MessageHeader& header, Clock::time_point deadline) {
+    fullHandshake_ = false;
+    member_.reset();
+    if (auto pooled = route.pool.take(member)) {
+      member_.emplace(std::move(*pooled));
+    } else if (auto ec = co_await connect(route, member, deadline)) {
+      why_ = ec.message();
+      co_return ec == boost::beast::error::timeout&& Clock::now() >= deadline ? Attempt::timedOut
+                                                                              : Attempt::notSent;
+    }
+    auto& tls = *member_;
+    tls.lowest_layer().expires_at(deadline);
+    auto [wec, wn] = co_await asio::async_write(tls, asio::buffer(frame_), useTuple);
+    if (wec) {
+      co_return broken(route, member, wec, "sending the call");
+    }
+    if (header.type == thrift::MessageType::oneway) {
+      // Not pooled, as inbound: an answer to a ONEWAY-typed message would be read as the next
+      // call's reply.
+      release(route, member, false);
+      co_return Attempt::sent;
+    }
+    if (auto ec = co_await thrift::readFramePrefix(tls, reply_)) {
+      co_return broken(route, member, ec, "waiting for the reply");
+    }
+    const auto length = thrift::frameLength(reply_);
+    if (length == 0 || length > shared_.config.thriftMaxFrame) {
+      release(route, member, false);
+      why_ = "its reply frame of " + std::to_string(length) +
+             " bytes is over --thrift-max-frame or empty";
+      co_return Attempt::failed;
+    }
+    if (auto ec = co_await thrift::readFramePayload(tls, reply_, length, [] {})) {
+      co_return broken(route, member, ec, "reading the reply");
+    }
+    // The reply must be this call's: a connection out of step with its calls is closed, and
+    // the client told, never handed another's reply.
+    const auto reply = thrift::parseHeader(std::string_view(reply_).substr(4));
+    if (!reply || reply->seqid != header.seqid || reply->name != header.name) {
+      release(route, member, false);
+      why_ = "its reply is not this call's";
+      co_return Attempt::failed;
+    }
+    release(route, member, true);
+    co_return Attempt::replied;
+  }
+
+  Attempt broken(OutboundHandler::Route& route, const tcp::endpoint& member, error_code ec,
+                 const char* during) {
+    release(route, member, false);
+    why_ = std::string(during) + ": " + ec.message();
+    return ec == boost::beast::error::timeout ? Attempt::timedOut : Attempt::failed;
+  }
+
+  // A new mTLS connection to member, resuming the route's session with it when one is kept;
+  // handshake failures counted by reason, as the HTTP routes' are.
+  awaitable<error_code> connect(OutboundHandler::Route& route, const tcp::endpoint& member,
+                                Clock::time_point deadline) {
+    const std::size_t slot = route.info->slot;
+    const auto left = std::chrono::duration_cast<Duration>(deadline - Clock::now());
+    if (left <= Duration::zero()) {
+      co_return error_code(boost::beast::error::timeout);
+    }
+    const auto timeout = std::min(shared_.config.connectTimeout, left);
+    if (auto ec = co_await connectPlain(connecting_, member, timeout)) {
+      co_return ec;
+    }
+    member_.emplace(std::move(connecting_.socket()), *handler_.tls(),
+                    TlsStream::Client{handler_.config().serverName, route.info->identity});
+    connecting_.socket() = TcpSocket(worker_.ioc().get_executor());
+    auto& tls = *member_;
+    tls.setSession(route.session(member));
+    tls.lowest_layer().expires_after(timeout);
+    auto [hec] = co_await tls.async_handshake(useTuple);
+    if (hec) {
+      const std::size_t reason = hec == TlsError::wrong_peer_identity
+                                     ? OutboundMetrics::kWrongIdentity
+                                     : static_cast<std::size_t>(classifyHandshakeFailure(
+                                           hec, SSL_get_verify_result(tls.native_handle())));
+      m_.handshakeFailures.add(shard_, slot * OutboundMetrics::kHandshakeReasons + reason);
+      member_.reset();
+      co_return hec == boost::beast::error::timeout ? error_code(boost::beast::error::timeout)
+                                                    : hec;
+    }
+    m_.connects.add(shard_, slot);
+    fullHandshake_ = !tls.sessionReused();
+    co_return error_code{};
+  }
+
+  // Done with the member's connection: pooled if it may carry another call, and its TLS session
+  // kept for the next connection (the rules of the HTTP routes' MemberLink::release).
+  void release(OutboundHandler::Route& route, const tcp::endpoint& member, bool reusable) {
+    if (!member_) {
+      return;
+    }
+    SSL* ssl = member_->native_handle();
+    if (reusable && ssl && SSL_has_pending(ssl)) {
+      reusable = false;  // records read past the reply: out of step
+    }
+    const bool currentTls = ssl && SSL_get_SSL_CTX(ssl) == handler_.tls()->native_handle();
+    if (currentTls && (fullHandshake_ || !route.session(member))) {
+      route.keepSession(member, member_->session());
+    }
+    if (reusable && currentTls) {
+      member_->lowest_layer().expires_never();
+      route.pool.giveBack(member, std::move(*member_));
+    }
+    member_.reset();
+  }
+
+  // A route whose ZooKeeper has not answered yet: this call waits for it, up to the resolve
+  // timeout.
+  awaitable<void> awaitResolution(OutboundHandler::Route& route) {
+    SteadyTimer timer(worker_.ioc());
+    timer.expires_after(shared_.config.resolveTimeout);
+    route.waiters.push_back(&timer);
+    co_await timer.async_wait(useTuple);
+    std::erase(route.waiters, &timer);
+  }
+
+  void finish(OutboundHandler::Route& route, unsigned status, Clock::time_point start,
+              const tcp::endpoint* member, const thrift::MessageHeader& header) {
+    const std::size_t slot = route.info->slot;
+    m_.requests.add(shard_, OutboundMetrics::requestSeries(slot, status));
+    const auto elapsed = Clock::now() - start;
+    m_.requestDuration.observe(shard_, slot, std::chrono::duration<double>(elapsed).count());
+    if (shared_.accessLog) {
+      shared_.accessLog->info(
+          "direction=outbound protocol=thrift route={} member={} method=\"{}\" seqid={} "
+          "status={} req_bytes={} resp_bytes={} duration_us={}",
+          route.info->name, member ? endpointText(*member) : std::string("-"), header.name,
+          header.seqid, status, frame_.size(), status == 200 ? reply_.size() : 0,
+          static_cast<std::int64_t>(
+              std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()));
+    }
+  }
+
+  ThriftOutboundHandler& handler_;
+  Worker& worker_;
+  const OutboundShared& shared_;
+  OutboundMetrics& m_;
+  unsigned shard_;
+  DeadlineSocket caller_;
+  DeadlineSocket connecting_;        // a connection to a member before its handshake
+  std::optional<TlsStream> member_;  // the member's connection, while a call uses it
+  std::string frame_;                // the call, length prefix included
+  std::string reply_;                // the member's reply, length prefix included
+  std::string why_;                  // why the last attempt failed
+  bool fullHandshake_ = false;       // connect() made a connection without resuming a session
+  bool idle_ = false;
+};
+
+awaitable<void> serveThriftOutbound(ThriftOutboundHandler& handler, TcpSocket socket) {
+  ThriftOutboundSession session(handler, std::move(socket));
+  co_await session.run();
+}
+
+}  // namespace
+
+ThriftOutboundHandler::ThriftOutboundHandler(Worker& worker, const OutboundShared& shared,
+                                             ThriftOutboundMetrics& metrics,
+                                             const ThriftRouteConfig& config,
+                                             std::shared_ptr<asio::ssl::context> tls)
+    : worker_(worker),
+      shared_(shared),
+      config_(config),
+      metrics_(metrics.route(config.route.name)),
+      tls_(std::move(tls)) {}
+
+void ThriftOutboundHandler::accepted(TcpSocket socket) {
+  asio::co_spawn(worker_.ioc(), serveThriftOutbound(*this, std::move(socket)), asio::detached);
+}
+
+void ThriftOutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
+                                     std::shared_ptr<const MemberSet> members) {
+  if (info->name != config_.route.name) {
+    return;
+  }
+  asio::post(worker_.ioc(), [this, info = std::move(info), members = std::move(members)] {
+    if (!route_) {
+      // Seeded per worker and route, as the HTTP routes are.
+      const auto seed =
+          std::hash<std::string>{}(info->name) ^ (0x9e3779b97f4a7c15ull * (worker_.index() + 1));
+      route_.emplace(info, members, seed,
+                     PoolSettings{shared_.config.idleTimeout, shared_.limits.upstreamMaxIdle,
+                                  nullptr, nullptr, nullptr});
+    }
+    route_->info = info;
+    route_->members = members;
+    route_->balancer.update(members->members, Clock::now());
+    if (members->resolved) {
+      for (auto* t : route_->waiters) {
+        t->cancel();
+      }
+    }
+  });
+}
+
+void ThriftOutboundHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
+  asio::post(worker_.ioc(), [this, ctx = std::move(ctx)]() mutable {
+    tls_ = std::move(ctx);
+    if (route_) {
+      route_->sessions.clear();  // of the old certificate
+      route_->pool.clear();
+    }
+  });
+}
+
+void ThriftOutboundHandler::clear() {
+  if (route_) {
+    route_->pool.clear();
+  }
+}
+
+void ThriftOutboundHandler::tick() {
+  if (!route_) {
+    return;
+  }
+  auto& r = *route_;
+  r.pool.sweep();
+  const auto ejections = r.balancer.ejections();
+  if (ejections > r.ejectionsSeen) {
+    shared_.metrics->ejections.add(worker_.index(), r.info->slot, ejections - r.ejectionsSeen);
+    r.ejectionsSeen = ejections;
+  }
+  if (shared_.report) {
+    shared_.report(worker_.index(), r.info->name, r.balancer.members(Clock::now()), ejections);
+  }
+}
+
+}  // namespace sidecar
