@@ -115,6 +115,7 @@ po::options_description describeFlags() {
     ("outbound-allow-remote", po::value<std::string>()->default_value("false"), "true: let --outbound-listen bind a non-loopback address (it carries this pod's identity to anyone who reaches it)")
     ("route", po::value<std::vector<std::string>>()->composing(), "NAME=DEST[;identity=PATTERN], DEST one of zk2!host:port[,host:port]!/path[!endpoint], /path[!endpoint] (on --zk), static!host:port[,host:port]; repeatable (environment: comma-separated)")
     ("route-prefix", po::value<std::string>(), "serverset path under which any other name is found on --zk, e.g. /discovery/prod (NAME -> /discovery/prod/NAME)")
+    ("route-prefix-identity", po::value<std::string>(), "identity a --route-prefix route's members must carry, {name} standing for the service name (e.g. spiffe://prod/{name}); exact or trailing *; default: any the CA signed")
     ("max-routes", po::value<std::string>()->default_value("100"), "routes made from --route-prefix at most, 1 to 10000; beyond: 404")
     ("outbound-ca", po::value<std::string>(), "CA bundle that called services' certificates must chain to, PEM (default: --tls-client-ca)")
     ("outbound-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to a member and its TLS handshake")

@@ -91,6 +91,7 @@ struct OutboundConfig {
   std::vector<RouteConfig> routes;      // --route, in order
   std::string routePrefix;              // --route-prefix: any other name is a path under it
   std::string prefixZk;                 // the ensemble prefix routes use (--zk)
+  std::string prefixIdentity;           // --route-prefix-identity: {name} is the route's name
   std::size_t maxRoutes = 100;          // prefix routes at most
   std::string caFile;                   // --outbound-ca (default: --tls-client-ca)
   Duration connectTimeout{1'000};

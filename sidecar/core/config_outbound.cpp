@@ -189,6 +189,16 @@ std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm,
     }
     o.prefixZk = zk;
   }
+  if (vm.count("route-prefix-identity")) {
+    o.prefixIdentity = vm["route-prefix-identity"].as<std::string>();
+    if (o.routePrefix.empty()) {
+      throw FlagError{"--route-prefix-identity needs --route-prefix"};
+    }
+    if (o.prefixIdentity.empty() || flags::hasSpaceOrControl(o.prefixIdentity)) {
+      throw FlagError{"--route-prefix-identity: '" + printable(o.prefixIdentity) +
+                      "' is empty or holds spaces"};
+    }
+  }
   o.maxRoutes = countFlag(vm, "max-routes", 1, 10'000);
   o.caFile = vm.count("outbound-ca") ? fileFlag(vm, "outbound-ca") : defaultCa;
   o.connectTimeout = durationFlag(vm, "outbound-connect-timeout");

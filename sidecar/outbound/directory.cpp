@@ -59,7 +59,9 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config) {
     registry::ServersetAddress address{r.config.zkConnect, r.config.zkPath, std::nullopt,
                                        r.config.endpoint};
     r.resolver = std::make_unique<registry::ServersetResolver>(
-        control_, address, registry::ResolverOptions{zkSessionTimeout_},
+        control_, address,
+        registry::ResolverOptions{.sessionTimeout = zkSessionTimeout_,
+                                  .connect = sessions_.factory()},
         [this, &r](const registry::ServersetSnapshot& s) { resolved(r, s); },
         [this, &r](bool stale) { setStale(r, stale); });
     // Not current until ZooKeeper first answers: a route whose ensemble cannot be reached from
@@ -98,6 +100,11 @@ void RouteDirectory::ensure(const std::string& name) {
   c.zkConnect = config_.prefixZk;
   c.zkPath = config_.routePrefix + (config_.routePrefix.ends_with('/') ? "" : "/") + name;
   c.dest = c.zkPath;
+  c.identity = config_.prefixIdentity;
+  for (auto at = c.identity.find("{name}"); at != std::string::npos;
+       at = c.identity.find("{name}", at + name.size())) {
+    c.identity.replace(at, 6, name);
+  }
   make(std::move(c));
 }
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <registry/resolver.h>
+#include <registry/shared_session.h>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,8 @@ class RouteDirectory {
   Duration zkSessionTimeout_;
   OutboundMetrics& metrics_;
   Publish publish_;
+  // One ZooKeeper session per ensemble for all routes' resolvers; outlives them (declared first).
+  registry::SharedZkSessions sessions_{control_};
   std::vector<std::unique_ptr<Runtime>> routes_;  // by slot
   std::map<std::string, std::size_t> byName_;
   std::size_t prefixRoutes_ = 0;

@@ -89,8 +89,13 @@ class OutboundSession final : public TrackedSession {
         break;
       }
     }
-    // An answer of ours (404, 503, 413...) may have gone out with the request's body unread.
-    co_await lingeringClose(caller_);
+    if (unread_ || buffer_.size() > 0) {
+      // An answer of ours (404, 503, 413...) went out with the request's body unread.
+      co_await lingeringClose(caller_);
+    } else {
+      error_code ignored;
+      caller_.socket().shutdown(TcpSocket::shutdown_send, ignored);
+    }
   }
 
  private:
@@ -129,6 +134,7 @@ class OutboundSession final : public TrackedSession {
       co_await reply(localReplyBytes(status));
       co_return false;
     }
+    unread_ = !req.is_done();  // until the exchange has read the body
     auto& msg = req.get();
     auto why = checkRequestHead(msg.base());
     if (why.empty() && shared_.limits.underscoreHeaders != UnderscoreHeaders::allow) {
@@ -211,11 +217,15 @@ class OutboundSession final : public TrackedSession {
     const auto tried = [&] { return std::span<const tcp::endpoint>(triedAt.data(), triedCount); };
     ExchangeResult r;
     tcp::endpoint member;
+    std::optional<tcp::endpoint> next;  // a retry's member, chosen when an answer was refused
+    // The call's time, from its first pick: retries share it, each gets what is left.
+    Clock::time_point deadline{};
     for (;;) {
       const auto now = Clock::now();
       // Never a member this request has failed on: with three members of which two are dead,
       // the third is the one to try, not the first again.
-      auto picked = route->balancer.pick(now, tried());
+      auto picked = next ? next : route->balancer.pick(now, tried());
+      next.reset();
       if (picked && std::ranges::find(tried(), *picked) != tried().end()) {
         break;  // every member it could pick has failed this request already: r stands
       }
@@ -227,17 +237,27 @@ class OutboundSession final : public TrackedSession {
         co_await reply(replyNaming(503, "no usable member of service " + name + "\n"));
         co_return false;
       }
+      if (triedCount == 0) {
+        deadline = now + shared_.config.timeout;
+      }
       member = *picked;
       route->balancer.started(member, now);
-      // A member that answers 502 or 503 to an idempotent call we hold whole (its local service
-      // is down or overloaded, and its health check has not withdrawn it yet) is as good as one
-      // that refused the connection: another member takes the call while one is left untried
-      // and the budget allows. The last member's answer is relayed as it is.
-      MemberLink link{*this, *route, member};
-      link.untriedLeft =
-          triedCount + 1 < std::min(kMaxAttempts, route->members->members.size());
+      const auto left = std::max<Duration>(std::chrono::duration_cast<Duration>(deadline - now),
+                                            Duration(1));
+      ExchangeLimits attempt = limits;
+      attempt.upstreamTimeout = std::min(limits.upstreamTimeout, left);
+      triedAt[triedCount] = member;  // excluded from the pick refuseAnswer makes
+      MemberLink link{.s = *this,
+                      .route = *route,
+                      .endpoint = member,
+                      .connectTimeout = std::min(shared_.config.connectTimeout, left),
+                      .deadline = deadline,
+                      .exclude = std::span<const tcp::endpoint>(triedAt.data(), triedCount + 1),
+                      .mayRetry = triedCount + 1 < kMaxAttempts,
+                      .next = std::nullopt,
+                      .fullHandshake = false};
       r = co_await runExchange(caller_, req, info, link, relay,
-                               ExchangeBuffers{buffer_, upBuffer_, out_}, limits);
+                               ExchangeBuffers{buffer_, upBuffer_, out_}, attempt);
       const bool memberOk = r.failure == Failure::none ? r.status < 500
                             : r.failure == Failure::callerGone ||
                                   r.failure == Failure::requestBroken ||
@@ -247,14 +267,14 @@ class OutboundSession final : public TrackedSession {
       route->balancer.finished(member, done, done - now, memberOk);
       // Nothing of the request reached the member (connect or handshake failed), or the member
       // closed before answering an idempotent request we still hold whole: another member may
-      // take it, within the route's retry budget.
+      // take it, within the route's retry budget and the call's time. (A refused answer was
+      // decided on with the next member picked and the budget drawn: see refuseAnswer.)
       const bool retryable =
           r.failure == Failure::connect || r.failure == Failure::answerRefused ||
           (r.failure == Failure::upstream && r.localStatus == 502 && !hasBody &&
            exchange_detail::isIdempotent(method));
-      triedAt[triedCount++] = member;
-      if (!retryable || triedCount >= kMaxAttempts ||
-          triedCount >= route->members->members.size()) {
+      ++triedCount;
+      if (!retryable || triedCount >= kMaxAttempts || triedCount >= route->balancer.size()) {
         break;
       }
       logEvent(OutboundLogEvent::memberFailed, spdlog::level::warn,
@@ -262,15 +282,16 @@ class OutboundSession final : public TrackedSession {
                endpointText(member),
                r.failure == Failure::answerRefused ? "answered " + std::to_string(r.localStatus)
                                                    : r.ec.message());
-      if (Clock::now() - start >= shared_.config.timeout) {
-        // Retries are bounded by the call's time as well as by members and budget: a call that
-        // met slow connects to several members ends at --outbound-timeout, as one slow member's.
+      if (r.failure == Failure::answerRefused) {
+        next = link.next;
+      } else if (Clock::now() >= deadline) {
+        // Connects that failed slowly used the call's time up: it ends at --outbound-timeout,
+        // as a call to one slow member does.
         r.failure = Failure::upstream;
         r.ec = beast::error::timeout;
         r.localStatus = 504;
         break;
-      }
-      if (!link.retryTaken && !route->budget.tryWithdraw(Clock::now())) {
+      } else if (!route->budget.tryWithdraw(Clock::now())) {
         m_.budgetExhausted.add(shard_, slot);
         break;
       }
@@ -289,6 +310,9 @@ class OutboundSession final : public TrackedSession {
     }
     if (r.status) {
       finish(*route, r.status, start, &member, r);
+    }
+    if (r.failure == Failure::none) {
+      unread_ = false;
     }
     co_return r.failure == Failure::none && r.keepAlive;
   }
@@ -334,21 +358,33 @@ class OutboundSession final : public TrackedSession {
     OutboundSession& s;
     OutboundHandler::Route& route;
     const tcp::endpoint& endpoint;
-    bool untriedLeft = false;    // another member may take this call
-    bool retryTaken = false;     // refuseAnswer took the retry's token from the budget
+    Duration connectTimeout{};                // the connect's and handshake's share of the call
+    Clock::time_point deadline{};             // the call's
+    std::span<const tcp::endpoint> exclude;   // the members this call went to, this one last
+    bool mayRetry = false;                    // an attempt is left
+    std::optional<tcp::endpoint> next;        // refuseAnswer's pick for the retry
     bool fullHandshake = false;  // connect() made a connection without resuming a session
 
     // A 502 or 503 head, to an idempotent call the exchange still holds whole: dropped, so that
-    // another member takes the call, while one is left untried and the budget allows.
+    // another member takes the call, only when the balancer has one this call has not tried,
+    // time is left and the budget allows; else the answer is relayed as it is.
     bool refuseAnswer(unsigned status) {
-      if ((status != 502 && status != 503) || !untriedLeft) {
+      if ((status != 502 && status != 503) || !mayRetry) {
         return false;
       }
-      if (!route.budget.tryWithdraw(Clock::now())) {
+      const auto now = Clock::now();
+      if (now >= deadline) {
+        return false;
+      }
+      auto candidate = route.balancer.pick(now, exclude);
+      if (!candidate || std::ranges::find(exclude, *candidate) != exclude.end()) {
+        return false;
+      }
+      if (!route.budget.tryWithdraw(now)) {
         s.m_.budgetExhausted.add(s.shard_, route.info->slot);
         return false;
       }
-      retryTaken = true;
+      next = candidate;
       return true;
     }
     TlsStream& stream() { return *s.member_; }
@@ -364,7 +400,7 @@ class OutboundSession final : public TrackedSession {
       s.member_.reset();
       auto& m = *s.handler_.shared().metrics;
       const std::size_t slot = route.info->slot;
-      const auto timeout = s.shared_.config.connectTimeout;
+      const auto timeout = connectTimeout;
       auto ec = co_await connectPlain(s.connecting_, endpoint, timeout);
       if (ec) {
         co_return ec;
@@ -431,6 +467,7 @@ class OutboundSession final : public TrackedSession {
   beast::flat_buffer upBuffer_;
   std::string out_;
   bool idle_ = false;
+  bool unread_ = false;  // the current request's body is not read whole: linger when closing
 };
 
 }  // namespace

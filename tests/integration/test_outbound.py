@@ -204,6 +204,28 @@ class OutboundTest(SidecarTestCase):
 
     # --- set-up --------------------------------------------------------------------------------
 
+    @staticmethod
+    def zk_connections_of(zk, proc):
+        """The established TCP connections of process proc to ZooKeeper's port."""
+        inodes = set()
+        for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        found = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if (fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == zk.port
+                            and fields[9] in inodes):
+                        found.append(fields[1])
+        return found
+
     def shared_zk(self):
         if OutboundTest.zk is None or OutboundTest.zk.poll() is not None:
             zk = self.start_zookeeper()
@@ -785,6 +807,26 @@ class OutboundTest(SidecarTestCase):
         self.assertIn("event=route_refused direction=outbound service=gamma", caller.output())
         # The route made stays: a later call is served without asking again.
         self.assertEqual(self.outbound_call(caller.outbound, "alpha", "/call")[0], 200)
+
+    def test_prefix_routes_share_one_zookeeper_session_and_check_the_identity_template(self):
+        zk = self.shared_zk()
+        prefix = f"/discovery/{self._testMethodName}"
+        services = {name: self.service() for name in ("pinghelp", "billing")}
+        for name, svc in services.items():
+            self.start_member(zk, f"{prefix}/{name}", svc.port)  # both: spiffe://dev.local/pinghelp
+        caller = self.start_outbound_sidecar(
+            "--zk", f"127.0.0.1:{zk.port}", "--route-prefix", prefix,
+            "--route-prefix-identity", "spiffe://dev.local/{name}")
+        self.assertEqual(self.outbound_call(caller.outbound, "pinghelp", "/call")[:1], (200,))
+        # billing's member presents pinghelp's certificate: refused before any byte is sent.
+        self.assertEqual(self.outbound_call(caller.outbound, "billing", "/call")[:2],
+                         (502, b"service billing is unavailable\n"))
+        self.assertEqual(services["billing"].calls(), 0)
+        self.assertGreater(self.metric(caller, "sidecar_outbound_handshake_failures_total",
+                                       route="billing", reason="wrong_identity"), 0)
+        self.assertEqual(self.clients(caller)["billing"]["identity"], "spiffe://dev.local/billing")
+        # Both routes' resolvers read ZooKeeper over one session: one connection from the caller.
+        self.assertEqual(len(self.zk_connections_of(zk, caller)), 1)
 
     def test_non_loopback_outbound_listen_without_the_flag_exits_2(self):
         ports = [free_port(), free_port()]
