@@ -1,6 +1,8 @@
 // loadgen: an HTTP/1.1 load generator that can present a client certificate (wrk, hey and h2load
 // cannot). Closed loop (as fast as answers come) or open loop at a fixed rate with latency taken
 // from each request's intended send time, as wrk2 does, so a stall is not hidden.
+// With --thrift it makes Thrift ping() calls instead (framed, strict binary) and counts a call only
+// when its REPLY comes back with the call's seqid.
 // Prints one JSON object with the figures. Not part of the product; used by tests/bench/run.py.
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -12,7 +14,9 @@
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -42,6 +46,7 @@ struct Options {
   std::string path = "/ping";
   std::size_t bodySize = 0;
   int hold = 0;  // open this many connections, make one request on each, keep them idle
+  bool thrift = false;  // ping() calls over framed, strict binary Thrift instead of HTTP
 };
 
 struct Stats {
@@ -61,6 +66,7 @@ struct Shared {
   Stats stats;
   int held = 0;
   int connecting = 0;  // handshakes in flight; --hold ramps up as a real client fleet would
+  int32_t seqid = 0;    // --thrift: each call its own
 };
 
 // The first few failures are worth a line: a benchmark that silently errs measures nothing.
@@ -71,9 +77,69 @@ void report(const beast::error_code& ec, const char* what) {
   }
 }
 
+void putBigEndian32(unsigned char* out, uint32_t v) {
+  out[0] = static_cast<unsigned char>(v >> 24);
+  out[1] = static_cast<unsigned char>(v >> 16);
+  out[2] = static_cast<unsigned char>(v >> 8);
+  out[3] = static_cast<unsigned char>(v);
+}
+
+uint32_t getBigEndian32(const unsigned char* in) {
+  return (uint32_t{in[0]} << 24) | (uint32_t{in[1]} << 16) | (uint32_t{in[2]} << 8) | uint32_t{in[3]};
+}
+
+// One ping() call: the frame length, the strict binary header (version word 0x80010001 = CALL,
+// the name, the seqid), an empty args struct (STOP). A success is a REPLY (0x80010002) to "ping"
+// with the same seqid whose result struct starts with field 0, a string.
+template <class Stream>
+asio::awaitable<bool> thriftPing(Shared& s, Stream& stream, std::vector<char>& scratch) {
+  constexpr uint32_t kCall = 0x80010001, kReply = 0x80010002;
+  std::array<unsigned char, 21> call{};
+  putBigEndian32(call.data(), call.size() - 4);
+  putBigEndian32(call.data() + 4, kCall);
+  putBigEndian32(call.data() + 8, 4);
+  std::memcpy(call.data() + 12, "ping", 4);
+  const int32_t seqid = s.seqid++;
+  putBigEndian32(call.data() + 16, static_cast<uint32_t>(seqid));
+  call[20] = 0;  // STOP: no arguments
+  auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(call), useTuple);
+  if (wec) {
+    report(wec, "write");
+    co_return false;
+  }
+  std::array<unsigned char, 4> length{};
+  auto [lec, ln] = co_await asio::async_read(stream, asio::buffer(length), useTuple);
+  const uint32_t size = lec ? 0 : getBigEndian32(length.data());
+  if (lec || size < 19 || size > scratch.size()) {
+    report(lec ? lec : beast::error_code(asio::error::message_size), "read");
+    co_return false;
+  }
+  auto [rec, rn] = co_await asio::async_read(stream, asio::buffer(scratch.data(), size), useTuple);
+  if (rec) {
+    report(rec, "read");
+    co_return false;
+  }
+  s.stats.bytes += 4 + size;
+  const auto* r = reinterpret_cast<const unsigned char*>(scratch.data());
+  const bool ok = getBigEndian32(r) == kReply && getBigEndian32(r + 4) == 4 &&
+                  std::memcmp(r + 8, "ping", 4) == 0 &&
+                  static_cast<int32_t>(getBigEndian32(r + 12)) == seqid && r[16] == 11 /* string */ &&
+                  r[17] == 0 && r[18] == 0;  // field id 0: the success value
+  if (!ok) {
+    static int reported = 0;
+    if (reported++ < 3) {
+      std::fprintf(stderr, "loadgen: ping() seqid %d: not a matching REPLY (%u bytes)\n", seqid, size);
+    }
+  }
+  co_return ok;
+}
+
 template <class Stream>
 asio::awaitable<bool> exchange(Shared& s, Stream& stream, beast::flat_buffer& buffer,
                                std::vector<char>& scratch, bool& keepAlive) {
+  if (s.o.thrift) {
+    co_return co_await thriftPing(s, stream, scratch);
+  }
   // Head and body in separate writes: beast::flat_stream mishandles a gathered write larger
   // than one TLS record (seen here: the body's tail never left).
   auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(s.head), useTuple);
@@ -232,7 +298,7 @@ asio::awaitable<void> runPlain(Shared& s) {
 int main(int argc, char** argv) {
   Options o;
   std::string target, duration;
-  po::options_description d("loadgen: HTTP/1.1 load with optional mTLS\n\nFlags");
+  po::options_description d("loadgen: HTTP/1.1 (or Thrift ping()) load with optional mTLS\n\nFlags");
   d.add_options()("help,h", "this help")("target", po::value(&target)->required(), "ip:port")(
       "host", po::value(&o.host), "Host header and SNI (default localhost)")(
       "tls", po::bool_switch(&o.tls), "speak TLS")("cert", po::value(&o.cert), "client certificate")(
@@ -245,7 +311,8 @@ int main(int argc, char** argv) {
       "method", po::value(&o.method), "GET or POST (default GET)")(
       "path", po::value(&o.path), "request target (default /ping)")(
       "body-size", po::value(&o.bodySize), "request body bytes (POST)")(
-      "hold", po::value(&o.hold), "open this many TLS connections, one request each, keep them idle");
+      "hold", po::value(&o.hold), "open this many TLS connections, one request each, keep them idle")(
+      "thrift", po::bool_switch(&o.thrift), "Thrift ping() calls (framed, strict binary), not HTTP");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, d), vm);
