@@ -76,6 +76,13 @@ def timed_run(cmd, **kwargs):
     return r
 
 
+def cpu_us(pid):
+    """CPU time (user + system, µs) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
+
+
 def raise_fd_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
@@ -547,7 +554,11 @@ def main():
                 for g in gens:
                     for t in targets:
                         column = t.split(":")[-1]  # scenarios 6 and 7 fill the same columns
+                        # The target's CPU per request: what a loaded machine blurs least.
+                        pid = b.targets[t][1].pid
+                        before = cpu_us(pid)
                         r = b.loadgen(t, "-d", d, *extra) if g == "loadgen" else b.wrk(t, wrk_seconds, **wrk)
+                        r["target_cpu_us"] = (cpu_us(pid) - before) / max(1, r["requests"])
                         results.setdefault(scenario, {}).setdefault(g, {}).setdefault(column, []).append(r)
 
         def slowest_proxy(scenario):
@@ -624,6 +635,9 @@ def main():
             for q in quantiles:
                 lines.append(row(s, g, f"{q[:-3]} µs", fig(q)))
             if s.startswith(("1", "6a", "7")):
+                if g == "loadgen":  # wrk's closed-loop percentiles come corrected this way
+                    lines.append(row(s, g, "p99 µs, wrk's correction", fig("p99_corrected_us")))
+                lines.append(row(s, g, "target CPU µs/req", fig("target_cpu_us"), 1))
                 lines.append(row(s, g, "client CPU µs/req", fig("client_cpu_us"), 1))
     per = {t: median([r["per_conn_kib"] for r in runs]) for t, runs in idle.items()}
     rest = {t: median(v) for t, v in rest.items()}
