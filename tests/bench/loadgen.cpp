@@ -40,6 +40,7 @@ struct Options {
   int connections = 32;
   double seconds = 5;
   double rate = 0;  // 0: closed loop
+  bool pacePerConnection = false;  // open loop as wrk2: each connection its own schedule
   bool newConnection = false;
   bool resume = false;
   std::string method = "GET";
@@ -180,13 +181,26 @@ void record(Shared& s, bool ok, Clock::time_point intended) {
   s.stats.latencyUs.push_back(static_cast<uint32_t>(us.count()));
 }
 
-// Waits for the next open-loop slot; returns its intended time (now, in closed loop).
-asio::awaitable<Clock::time_point> nextSend(Shared& s, asio::steady_timer& timer) {
+// The open-loop schedule of one connection: its index, and how many of its own slots it used.
+struct Pace {
+  int index = 0;
+  uint64_t used = 0;
+};
+
+// Waits for the next open-loop slot; returns its intended time (now, in closed loop). By default
+// one schedule serves all connections (slot k at k / rate, taken by whichever connection is free:
+// a stalled connection delays only its own request). --pace-per-connection does as wrk2: each
+// connection sends at rate / connections on its own schedule (staggered by index), so requests
+// queue behind a stalled connection and an unfair proxy shows in the tail.
+asio::awaitable<Clock::time_point> nextSend(Shared& s, asio::steady_timer& timer, Pace& pace) {
   if (s.o.rate <= 0) {
     co_return Clock::now();
   }
-  auto intended = s.start + std::chrono::nanoseconds(static_cast<int64_t>(
-                                static_cast<double>(s.slot++) * 1e9 / s.o.rate));
+  const double slot = s.o.pacePerConnection
+                          ? static_cast<double>(pace.index) +
+                                static_cast<double>(pace.used++) * static_cast<double>(s.o.connections)
+                          : static_cast<double>(s.slot++);
+  auto intended = s.start + std::chrono::nanoseconds(static_cast<int64_t>(slot * 1e9 / s.o.rate));
   if (intended > Clock::now()) {
     timer.expires_at(intended);
     co_await timer.async_wait(useTuple);
@@ -194,7 +208,7 @@ asio::awaitable<Clock::time_point> nextSend(Shared& s, asio::steady_timer& timer
   co_return intended;
 }
 
-asio::awaitable<void> runTls(Shared& s, bool holdMode) {
+asio::awaitable<void> runTls(Shared& s, bool holdMode, Pace pace) {
   asio::steady_timer timer(s.ioc);
   std::vector<char> scratch(64 * 1024);
   std::optional<beast::ssl_stream<beast::tcp_stream>> stream;
@@ -231,7 +245,7 @@ asio::awaitable<void> runTls(Shared& s, bool holdMode) {
       lowest.expires_never();
       buffer.clear();
     }
-    auto intended = co_await nextSend(s, timer);
+    auto intended = co_await nextSend(s, timer, pace);
     if (Clock::now() >= s.end && !holdMode) {
       break;
     }
@@ -263,7 +277,7 @@ asio::awaitable<void> runTls(Shared& s, bool holdMode) {
   }
 }
 
-asio::awaitable<void> runPlain(Shared& s) {
+asio::awaitable<void> runPlain(Shared& s, Pace pace) {
   asio::steady_timer timer(s.ioc);
   std::vector<char> scratch(64 * 1024);
   std::optional<beast::tcp_stream> stream;
@@ -282,7 +296,7 @@ asio::awaitable<void> runPlain(Shared& s) {
       stream->socket().set_option(tcp::no_delay(true));
       buffer.clear();
     }
-    auto intended = co_await nextSend(s, timer);
+    auto intended = co_await nextSend(s, timer, pace);
     if (Clock::now() >= s.end) {
       break;
     }
@@ -306,6 +320,8 @@ int main(int argc, char** argv) {
       "connections,c", po::value(&o.connections), "concurrent connections (default 32)")(
       "seconds,d", po::value(&o.seconds), "how long to run (default 5)")(
       "rate,R", po::value(&o.rate), "open loop: requests per second in all (default: closed loop)")(
+      "pace-per-connection", po::bool_switch(&o.pacePerConnection),
+      "open loop as wrk2: each connection its own schedule at rate/connections")(
       "new-connection", po::bool_switch(&o.newConnection), "a new connection per request")(
       "resume", po::bool_switch(&o.resume), "resume TLS sessions on new connections")(
       "method", po::value(&o.method), "GET or POST (default GET)")(
@@ -355,9 +371,9 @@ int main(int argc, char** argv) {
   s.end = s.start + std::chrono::microseconds(static_cast<int64_t>(o.seconds * 1e6));
   for (int i = 0; i < n; ++i) {
     if (o.tls) {
-      asio::co_spawn(ioc, runTls(s, o.hold > 0), asio::detached);
+      asio::co_spawn(ioc, runTls(s, o.hold > 0, Pace{i}), asio::detached);
     } else {
-      asio::co_spawn(ioc, runPlain(s), asio::detached);
+      asio::co_spawn(ioc, runPlain(s, Pace{i}), asio::detached);
     }
   }
   ioc.run();

@@ -20,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "../.."))
 OUTBOUND_ROUTE = "pinghelp"  # the Host the load generator sends to the outbound targets
 GENERATORS = ("loadgen", "wrk")
+PACED = "loadgen, wrk2 pacing"  # scenario 2 again, each connection on its own schedule
 # wrk's figures, printed by its done() hook as one JSON line; the body of an upload from the
 # environment (wrk.format adds the Content-Length).
 WRK_SCRIPT = """local size = tonumber(os.getenv("WRK_BODY_SIZE") or "0")
@@ -132,8 +133,6 @@ class Bench:
             f.write(open(c("server.pem")).read() + open(c("server.key")).read())
         with open(c("client-combined.pem"), "w") as f:
             f.write(open(c("client.pem")).read() + open(c("client.key")).read())
-        if "wrk" in self.args.generators:
-            self.setup_wrk()
 
         self.upstream_port = free_port()
         up = self.spawn([os.path.join(self.build, "tests/bench/bench-upstream"), str(self.upstream_port)],
@@ -537,19 +536,23 @@ def main():
     results = {}  # scenario -> generator -> target column -> [runs]
     try:
         b.setup(outbound="6" in only, thrift="7" in only)
+        if "wrk" in args.generators:
+            b.setup_wrk()
         if not only - {"5"}:
             raise _SkipLoad()
         proxies = ["sidecar", "haproxy", "nginx"]
         everyone = proxies + ["direct"]
         d = str(args.seconds)
 
-        def run(scenario, targets, *extra, wrk=None):
+        def run(scenario, targets, *extra, wrk=None, paced=False):
             """Each repeat: every target with loadgen, then (when wrk fits the scenario, `wrk`
-            holds its arguments) every target with wrk; alternating, so drift hits all alike."""
+            holds its arguments) every target with wrk, then (fixed rate, `paced`) with loadgen
+            pacing each connection as wrk2 does; alternating, so drift hits all alike."""
             if scenario.split(" ")[0].rstrip("ab") not in only:
                 return
             in_smoke = wrk.pop("smoke", False) if wrk else False
             gens = [g for g in args.generators if g == "loadgen" or (wrk is not None and (in_smoke or not args.smoke))]
+            gens += [PACED] if paced else []
             for _ in range(args.repeats):
                 for g in gens:
                     for t in targets:
@@ -557,7 +560,10 @@ def main():
                         # The target's CPU per request: what a loaded machine blurs least.
                         pid = b.targets[t][1].pid
                         before = cpu_us(pid)
-                        r = b.loadgen(t, "-d", d, *extra) if g == "loadgen" else b.wrk(t, wrk_seconds, **wrk)
+                        if g == "wrk":
+                            r = b.wrk(t, wrk_seconds, **wrk)
+                        else:
+                            r = b.loadgen(t, "-d", d, *extra, *(["--pace-per-connection"] if g == PACED else []))
                         r["target_cpu_us"] = (cpu_us(pid) - before) / max(1, r["requests"])
                         results.setdefault(scenario, {}).setdefault(g, {}).setdefault(column, []).append(r)
 
@@ -568,7 +574,7 @@ def main():
         run(s1, everyone, "-c", "32", wrk={"connections": 32, "smoke": True})
         if "2" in only:
             rate = max(10, int(slowest_proxy(s1) / 2))
-            run(f"2 fixed rate {rate}/s, 32 conns", everyone, "-c", "32", "-R", str(rate))
+            run(f"2 fixed rate {rate}/s, 32 conns", everyone, "-c", "32", "-R", str(rate), paced=True)
         run("3a full handshakes", proxies, "-c", "16", "--new-connection")
         run("3b resumed handshakes", proxies, "-c", "16", "--new-connection", "--resume")
         run("4a upload 1 MiB", everyone, "-c", "4", "--method", "POST", "--path", "/sink",
