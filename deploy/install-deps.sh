@@ -11,7 +11,7 @@ declare -A groups=(
            libthrift-dev thrift-compiler"
   [run]="openssl curl zookeeper"
   [test]="python3 python3-yaml curl openssl zookeeper prometheus haproxy nginx-light gnuplot-nox yamllint docker-compose
-          testssl.sh clang libclang-rt-14-dev python3-thrift"
+          testssl.sh clang libclang-rt-14-dev python3-thrift wrk"
   [bench]="haproxy nginx-light wrk gnuplot-nox"
   [image]="ca-certificates binutils"
   [container]="podman runc debootstrap ca-certificates docker-compose python3 python3-yaml curl openssl"

@@ -1,6 +1,8 @@
 // loadgen: an HTTP/1.1 load generator that can present a client certificate (wrk, hey and h2load
 // cannot). Closed loop (as fast as answers come) or open loop at a fixed rate with latency taken
 // from each request's intended send time, as wrk2 does, so a stall is not hidden.
+// With --thrift it makes Thrift ping() calls instead (framed, strict binary) and counts a call only
+// when its REPLY comes back with the call's seqid.
 // Prints one JSON object with the figures. Not part of the product; used by tests/bench/run.py.
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -12,7 +14,9 @@
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -36,12 +40,14 @@ struct Options {
   int connections = 32;
   double seconds = 5;
   double rate = 0;  // 0: closed loop
+  bool pacePerConnection = false;  // open loop as wrk2: each connection its own schedule
   bool newConnection = false;
   bool resume = false;
   std::string method = "GET";
   std::string path = "/ping";
   std::size_t bodySize = 0;
   int hold = 0;  // open this many connections, make one request on each, keep them idle
+  bool thrift = false;  // ping() calls over framed, strict binary Thrift instead of HTTP
 };
 
 struct Stats {
@@ -61,6 +67,7 @@ struct Shared {
   Stats stats;
   int held = 0;
   int connecting = 0;  // handshakes in flight; --hold ramps up as a real client fleet would
+  int32_t seqid = 0;    // --thrift: each call its own
 };
 
 // The first few failures are worth a line: a benchmark that silently errs measures nothing.
@@ -71,9 +78,69 @@ void report(const beast::error_code& ec, const char* what) {
   }
 }
 
+void putBigEndian32(unsigned char* out, uint32_t v) {
+  out[0] = static_cast<unsigned char>(v >> 24);
+  out[1] = static_cast<unsigned char>(v >> 16);
+  out[2] = static_cast<unsigned char>(v >> 8);
+  out[3] = static_cast<unsigned char>(v);
+}
+
+uint32_t getBigEndian32(const unsigned char* in) {
+  return (uint32_t{in[0]} << 24) | (uint32_t{in[1]} << 16) | (uint32_t{in[2]} << 8) | uint32_t{in[3]};
+}
+
+// One ping() call: the frame length, the strict binary header (version word 0x80010001 = CALL,
+// the name, the seqid), an empty args struct (STOP). A success is a REPLY (0x80010002) to "ping"
+// with the same seqid whose result struct starts with field 0, a string.
+template <class Stream>
+asio::awaitable<bool> thriftPing(Shared& s, Stream& stream, std::vector<char>& scratch) {
+  constexpr uint32_t kCall = 0x80010001, kReply = 0x80010002;
+  std::array<unsigned char, 21> call{};
+  putBigEndian32(call.data(), call.size() - 4);
+  putBigEndian32(call.data() + 4, kCall);
+  putBigEndian32(call.data() + 8, 4);
+  std::memcpy(call.data() + 12, "ping", 4);
+  const int32_t seqid = s.seqid++;
+  putBigEndian32(call.data() + 16, static_cast<uint32_t>(seqid));
+  call[20] = 0;  // STOP: no arguments
+  auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(call), useTuple);
+  if (wec) {
+    report(wec, "write");
+    co_return false;
+  }
+  std::array<unsigned char, 4> length{};
+  auto [lec, ln] = co_await asio::async_read(stream, asio::buffer(length), useTuple);
+  const uint32_t size = lec ? 0 : getBigEndian32(length.data());
+  if (lec || size < 19 || size > scratch.size()) {
+    report(lec ? lec : beast::error_code(asio::error::message_size), "read");
+    co_return false;
+  }
+  auto [rec, rn] = co_await asio::async_read(stream, asio::buffer(scratch.data(), size), useTuple);
+  if (rec) {
+    report(rec, "read");
+    co_return false;
+  }
+  s.stats.bytes += 4 + size;
+  const auto* r = reinterpret_cast<const unsigned char*>(scratch.data());
+  const bool ok = getBigEndian32(r) == kReply && getBigEndian32(r + 4) == 4 &&
+                  std::memcmp(r + 8, "ping", 4) == 0 &&
+                  static_cast<int32_t>(getBigEndian32(r + 12)) == seqid && r[16] == 11 /* string */ &&
+                  r[17] == 0 && r[18] == 0;  // field id 0: the success value
+  if (!ok) {
+    static int reported = 0;
+    if (reported++ < 3) {
+      std::fprintf(stderr, "loadgen: ping() seqid %d: not a matching REPLY (%u bytes)\n", seqid, size);
+    }
+  }
+  co_return ok;
+}
+
 template <class Stream>
 asio::awaitable<bool> exchange(Shared& s, Stream& stream, beast::flat_buffer& buffer,
                                std::vector<char>& scratch, bool& keepAlive) {
+  if (s.o.thrift) {
+    co_return co_await thriftPing(s, stream, scratch);
+  }
   // Head and body in separate writes: beast::flat_stream mishandles a gathered write larger
   // than one TLS record (seen here: the body's tail never left).
   auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(s.head), useTuple);
@@ -114,13 +181,26 @@ void record(Shared& s, bool ok, Clock::time_point intended) {
   s.stats.latencyUs.push_back(static_cast<uint32_t>(us.count()));
 }
 
-// Waits for the next open-loop slot; returns its intended time (now, in closed loop).
-asio::awaitable<Clock::time_point> nextSend(Shared& s, asio::steady_timer& timer) {
+// The open-loop schedule of one connection: its index, and how many of its own slots it used.
+struct Pace {
+  int index = 0;
+  uint64_t used = 0;
+};
+
+// Waits for the next open-loop slot; returns its intended time (now, in closed loop). By default
+// one schedule serves all connections (slot k at k / rate, taken by whichever connection is free:
+// a stalled connection delays only its own request). --pace-per-connection does as wrk2: each
+// connection sends at rate / connections on its own schedule (staggered by index), so requests
+// queue behind a stalled connection and an unfair proxy shows in the tail.
+asio::awaitable<Clock::time_point> nextSend(Shared& s, asio::steady_timer& timer, Pace& pace) {
   if (s.o.rate <= 0) {
     co_return Clock::now();
   }
-  auto intended = s.start + std::chrono::nanoseconds(static_cast<int64_t>(
-                                static_cast<double>(s.slot++) * 1e9 / s.o.rate));
+  const double slot = s.o.pacePerConnection
+                          ? static_cast<double>(pace.index) +
+                                static_cast<double>(pace.used++) * static_cast<double>(s.o.connections)
+                          : static_cast<double>(s.slot++);
+  auto intended = s.start + std::chrono::nanoseconds(static_cast<int64_t>(slot * 1e9 / s.o.rate));
   if (intended > Clock::now()) {
     timer.expires_at(intended);
     co_await timer.async_wait(useTuple);
@@ -128,7 +208,7 @@ asio::awaitable<Clock::time_point> nextSend(Shared& s, asio::steady_timer& timer
   co_return intended;
 }
 
-asio::awaitable<void> runTls(Shared& s, bool holdMode) {
+asio::awaitable<void> runTls(Shared& s, bool holdMode, Pace pace) {
   asio::steady_timer timer(s.ioc);
   std::vector<char> scratch(64 * 1024);
   std::optional<beast::ssl_stream<beast::tcp_stream>> stream;
@@ -165,7 +245,7 @@ asio::awaitable<void> runTls(Shared& s, bool holdMode) {
       lowest.expires_never();
       buffer.clear();
     }
-    auto intended = co_await nextSend(s, timer);
+    auto intended = co_await nextSend(s, timer, pace);
     if (Clock::now() >= s.end && !holdMode) {
       break;
     }
@@ -197,7 +277,7 @@ asio::awaitable<void> runTls(Shared& s, bool holdMode) {
   }
 }
 
-asio::awaitable<void> runPlain(Shared& s) {
+asio::awaitable<void> runPlain(Shared& s, Pace pace) {
   asio::steady_timer timer(s.ioc);
   std::vector<char> scratch(64 * 1024);
   std::optional<beast::tcp_stream> stream;
@@ -216,7 +296,7 @@ asio::awaitable<void> runPlain(Shared& s) {
       stream->socket().set_option(tcp::no_delay(true));
       buffer.clear();
     }
-    auto intended = co_await nextSend(s, timer);
+    auto intended = co_await nextSend(s, timer, pace);
     if (Clock::now() >= s.end) {
       break;
     }
@@ -232,7 +312,7 @@ asio::awaitable<void> runPlain(Shared& s) {
 int main(int argc, char** argv) {
   Options o;
   std::string target, duration;
-  po::options_description d("loadgen: HTTP/1.1 load with optional mTLS\n\nFlags");
+  po::options_description d("loadgen: HTTP/1.1 (or Thrift ping()) load with optional mTLS\n\nFlags");
   d.add_options()("help,h", "this help")("target", po::value(&target)->required(), "ip:port")(
       "host", po::value(&o.host), "Host header and SNI (default localhost)")(
       "tls", po::bool_switch(&o.tls), "speak TLS")("cert", po::value(&o.cert), "client certificate")(
@@ -240,12 +320,15 @@ int main(int argc, char** argv) {
       "connections,c", po::value(&o.connections), "concurrent connections (default 32)")(
       "seconds,d", po::value(&o.seconds), "how long to run (default 5)")(
       "rate,R", po::value(&o.rate), "open loop: requests per second in all (default: closed loop)")(
+      "pace-per-connection", po::bool_switch(&o.pacePerConnection),
+      "open loop as wrk2: each connection its own schedule at rate/connections")(
       "new-connection", po::bool_switch(&o.newConnection), "a new connection per request")(
       "resume", po::bool_switch(&o.resume), "resume TLS sessions on new connections")(
       "method", po::value(&o.method), "GET or POST (default GET)")(
       "path", po::value(&o.path), "request target (default /ping)")(
       "body-size", po::value(&o.bodySize), "request body bytes (POST)")(
-      "hold", po::value(&o.hold), "open this many TLS connections, one request each, keep them idle");
+      "hold", po::value(&o.hold), "open this many TLS connections, one request each, keep them idle")(
+      "thrift", po::bool_switch(&o.thrift), "Thrift ping() calls (framed, strict binary), not HTTP");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, d), vm);
@@ -288,26 +371,44 @@ int main(int argc, char** argv) {
   s.end = s.start + std::chrono::microseconds(static_cast<int64_t>(o.seconds * 1e6));
   for (int i = 0; i < n; ++i) {
     if (o.tls) {
-      asio::co_spawn(ioc, runTls(s, o.hold > 0), asio::detached);
+      asio::co_spawn(ioc, runTls(s, o.hold > 0, Pace{i}), asio::detached);
     } else {
-      asio::co_spawn(ioc, runPlain(s), asio::detached);
+      asio::co_spawn(ioc, runPlain(s, Pace{i}), asio::detached);
     }
   }
   ioc.run();
   double elapsed = std::min(o.seconds, std::chrono::duration<double>(Clock::now() - s.start).count());
   auto& lat = s.stats.latencyUs;
   std::sort(lat.begin(), lat.end());
-  auto pct = [&](double q) -> uint32_t {
-    return lat.empty() ? 0 : lat[std::min(lat.size() - 1, static_cast<std::size_t>(q * static_cast<double>(lat.size())))];
+  auto pct = [](const std::vector<uint32_t>& v, double q) -> uint32_t {
+    return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
   };
+  // wrk 4's correction for coordinated omission, for comparing closed-loop tails with wrk's: with
+  // the expected interval = the run's time / requests per connection, each sample x >= 2 intervals
+  // also counts x - interval, x - 2 intervals, ... while above one interval (the requests a
+  // stalled connection did not send). Open loop needs none: latency runs from intended times.
+  std::vector<uint32_t> corrected = lat;
+  const auto perConnection = s.stats.requests / static_cast<uint64_t>(n);
+  if (o.rate <= 0 && perConnection > 0) {
+    const auto interval = static_cast<int64_t>(elapsed * 1e6) / static_cast<int64_t>(perConnection);
+    for (int64_t x : lat) {
+      if (interval <= 0 || x < 2 * interval) {
+        continue;
+      }
+      for (int64_t m = x - interval; m > interval; m -= interval) {
+        corrected.push_back(static_cast<uint32_t>(m));
+      }
+    }
+    std::sort(corrected.begin(), corrected.end());
+  }
   uint64_t sent = s.stats.requests * o.bodySize;
   std::printf(
       "{\"requests\":%llu,\"errors\":%llu,\"handshakes\":%llu,\"seconds\":%.3f,\"rps\":%.1f,"
       "\"mbps\":%.2f,\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,\"p999_us\":%u,\"max_us\":%u,"
-      "\"held\":%d}\n",
+      "\"p99_corrected_us\":%u,\"held\":%d}\n",
       (unsigned long long)s.stats.requests, (unsigned long long)s.stats.errors,
       (unsigned long long)s.stats.handshakes, elapsed, static_cast<double>(s.stats.requests) / elapsed,
-      static_cast<double>(s.stats.bytes + sent) / elapsed / 1e6, pct(0.5), pct(0.9), pct(0.99),
-      pct(0.999), lat.empty() ? 0 : lat.back(), s.held);
+      static_cast<double>(s.stats.bytes + sent) / elapsed / 1e6, pct(lat, 0.5), pct(lat, 0.9),
+      pct(lat, 0.99), pct(lat, 0.999), lat.empty() ? 0 : lat.back(), pct(corrected, 0.99), s.held);
   return 0;
 }

@@ -19,6 +19,24 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "../.."))
 OUTBOUND_ROUTE = "pinghelp"  # the Host the load generator sends to the outbound targets
+GENERATORS = ("loadgen", "wrk")
+PACED = "loadgen, wrk2 pacing"  # scenario 2 again, each connection on its own schedule
+# wrk's figures, printed by its done() hook as one JSON line; the body of an upload from the
+# environment (wrk.format adds the Content-Length).
+WRK_SCRIPT = """local size = tonumber(os.getenv("WRK_BODY_SIZE") or "0")
+if size > 0 then
+  wrk.method = "POST"
+  wrk.body = string.rep("x", size)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK_JSON {"requests":%d,"bytes":%d,"duration_us":%d,"errors":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d}\\n', summary.requests,
+    summary.bytes, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max))
+end
+"""
 
 
 def free_port():
@@ -47,6 +65,23 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def timed_run(cmd, **kwargs):
+    """subprocess.run, plus the CPU time (user + system, µs) the command used: the load generator
+    shares CPU 1 with the upstream, so its cost per request says whether it was the limit."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(cmd, **kwargs)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r.cpu_us = 1e6 * (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return r
+
+
+def cpu_us(pid):
+    """CPU time (user + system, µs) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
 
 
 def raise_fd_limit():
@@ -88,7 +123,7 @@ class Bench:
                 p.kill()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def setup(self, outbound=False):
+    def setup(self, outbound=False, thrift=False):
         certs = os.path.join(self.tmp, "certs")
         subprocess.run([os.path.join(ROOT, "deploy/make-certs.sh"), certs], check=True,
                        stdout=subprocess.DEVNULL)
@@ -189,10 +224,68 @@ http {{
         self.targets["direct"] = (self.upstream_port, up, False)
         if outbound:
             self.setup_outbound()
+        if thrift:
+            self.setup_thrift()
         for name, (port, proc, _) in self.targets.items():
             wait_port(port, proc)
         time.sleep(0.3)
         self.rest_rss = {n: rss_kib(p.pid) for n, (_, p, tls) in self.targets.items() if tls}
+
+    def setup_wrk(self):
+        """wrk has no client-certificate flag: wrk_cert.c, preloaded, loads one into its SSL_CTX."""
+        if not shutil.which("wrk"):
+            raise RuntimeError("wrk not found: deploy/install-deps.sh bench installs it "
+                               "(or leave it out with --generators loadgen)")
+        self.wrk_shim = os.path.join(self.tmp, "wrk_cert.so")
+        subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
+                        "-o", self.wrk_shim, os.path.join(HERE, "wrk_cert.c"), "-lssl", "-lcrypto", "-ldl"],
+                       check=True)
+        self.wrk_script = os.path.join(self.tmp, "bench.lua")
+        with open(self.wrk_script, "w") as f:
+            f.write(WRK_SCRIPT)
+
+    def setup_thrift(self):
+        """Scenario 7: ping() over keep-alive mTLS connections to pinghelp's Thrift port (pinned
+        with the load generator, as the HTTP upstream is), through the sidecar's --thrift-listen
+        and through HAProxy in TCP mode terminating the same mTLS; direct is plain framed Thrift
+        straight to pinghelp. HAProxy does not parse Thrift: the ceiling of a pass-through."""
+        c = lambda n: os.path.join(self.certs, n)
+        http_port, thrift_port = free_port(), free_port()
+        p = self.spawn([os.path.join(self.build, "sidecar/pinghelp"), "--listen", f"127.0.0.1:{http_port}",
+                        "--thrift-listen", f"127.0.0.1:{thrift_port}", "--help-dir", os.path.join(ROOT, "proto/help")],
+                       self.client_cpu, "pinghelp.log")
+        self.targets["thrift:direct"] = (thrift_port, p, False)
+        wait_port(thrift_port, p)
+
+        port = free_port()
+        p = self.spawn([os.path.join(self.build, "sidecar/sidecar"), "--listen", f"127.0.0.1:{free_port()}",
+                        "--upstream", f"127.0.0.1:{http_port}", "--thrift-listen", f"127.0.0.1:{port}",
+                        "--thrift-upstream", f"127.0.0.1:{thrift_port}",
+                        "--admin-listen", f"127.0.0.1:{free_port()}", "--workers", "1",
+                        "--tls-cert", c("server.pem"), "--tls-key", c("server.key"),
+                        "--tls-client-ca", c("ca.pem"), "--log-level", "warn"], self.proxy_cpu, "sidecar-thrift.log")
+        self.targets["thrift:sidecar"] = (port, p, True)
+
+        port = free_port()
+        cfg = os.path.join(self.tmp, "haproxy-thrift.cfg")
+        with open(cfg, "w") as f:
+            f.write(f"""global
+  nbthread 1
+  maxconn 4000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 60s
+  timeout server 60s
+frontend thrift
+  bind 127.0.0.1:{port} ssl crt {c("server-combined.pem")} ca-file {c("ca.pem")} verify required
+  default_backend pinghelp
+backend pinghelp
+  server p 127.0.0.1:{thrift_port}
+""")
+        p = self.spawn(["haproxy", "-f", cfg, "-db"], self.proxy_cpu, "haproxy-thrift.log")
+        self.targets["thrift:haproxy"] = (port, p, True)
 
     def setup_outbound(self):
         """Scenario 6, the outbound mesh: the load generator speaks plain HTTP keep-alive to the
@@ -327,10 +420,37 @@ http {{
             c = lambda n: os.path.join(self.certs, n)
             args += ["--tls", "--cert", c("client.pem"), "--key", c("client.key"), "--ca", c("ca.pem")]
         cmd = (["taskset", "-c", self.client_cpu] if shutil.which("taskset") else []) + args + list(extra)
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=raise_fd_limit)
+        r = timed_run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=raise_fd_limit)
         if r.returncode != 0:
             raise RuntimeError(f"loadgen {target}: {r.stderr}")
-        return json.loads(r.stdout)
+        out = json.loads(r.stdout)
+        out["client_cpu_us"] = r.cpu_us / max(1, out["requests"])
+        return out
+
+    def wrk(self, target, seconds, connections, path="/ping", body_size=0):
+        """One wrk round (one thread, closed loop) with loadgen's figures' names. wrk takes whole
+        seconds; its latency is from a request's first write to its answer's last byte."""
+        port, _, tls = self.targets[target]
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}"
+        args = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+                "-s", self.wrk_script]
+        if target.startswith("out:"):
+            args += ["-H", f"Host: {OUTBOUND_ROUTE}"]
+        env = dict(os.environ, WRK_BODY_SIZE=str(body_size))
+        if tls:
+            env.update(LD_PRELOAD=self.wrk_shim, WRK_CERT=os.path.join(self.certs, "client.pem"),
+                       WRK_KEY=os.path.join(self.certs, "client.key"))
+        cmd = (["taskset", "-c", self.client_cpu] if shutil.which("taskset") else []) + args + [url]
+        r = timed_run(cmd, capture_output=True, text=True, timeout=seconds + 60, env=env,
+                      preexec_fn=raise_fd_limit)
+        line = next((l for l in r.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+        if r.returncode != 0 or line is None:
+            raise RuntimeError(f"wrk {target}: exit {r.returncode}: {r.stderr[-2000:]} {r.stdout[-2000:]}")
+        w = json.loads(line.removeprefix("WRK_JSON "))
+        elapsed = w["duration_us"] / 1e6
+        w.update(seconds=elapsed, rps=w["requests"] / elapsed, client_cpu_us=r.cpu_us / max(1, w["requests"]),
+                 mbps=(w["bytes"] + w["requests"] * body_size) / elapsed / 1e6)
+        return w
 
     def check_outbound(self):
         """One GET through each outbound proxy must come back 200 pong from a member: the load
@@ -389,11 +509,16 @@ def main():
                     help="idle connections for scenario 5 (default 10000, or what the fd limit allows)")
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench-results"))
     ap.add_argument("--idle-only", action="store_true", help="scenario 5 alone")
-    ap.add_argument("--only", default="1,2,3,4,5,6",
+    ap.add_argument("--only", default="1,2,3,4,5,6,7",
                     help="comma-separated scenarios to run, e.g. 1,5 (2 runs 1 first: its rate comes from 1)")
+    ap.add_argument("--generators", default=",".join(GENERATORS),
+                    help="load generators, comma-separated: loadgen and/or wrk (wrk where it fits: 1, 4, 6a)")
     ap.add_argument("--validate", action="store_true",
                     help="compare loadgen with wrk against a TLS target that needs no client certificate")
     args = ap.parse_args()
+    args.generators = [g for g in args.generators.split(",") if g]
+    if set(args.generators) - set(GENERATORS) or "loadgen" not in args.generators:
+        ap.error(f"--generators: loadgen, optionally with wrk (got {','.join(args.generators)})")
     if args.validate:
         return validate(args)
     only = set(args.only.split(","))
@@ -403,47 +528,72 @@ def main():
         only.add("1")
     if args.smoke:
         args.seconds, args.repeats, args.idle = 0.5, 1, 50
+    # wrk's rounds are whole seconds; in a smoke run one short round per target is enough.
+    wrk_seconds = 1 if args.smoke else args.seconds
     b = Bench(args)
     if not args.idle:
         args.idle = min(10000, b.haproxy_maxconn - 100)
-    results = {}  # scenario -> target -> [runs]
+    results = {}  # scenario -> generator -> target column -> [runs]
     try:
-        b.setup(outbound="6" in only)
+        b.setup(outbound="6" in only, thrift="7" in only)
+        if "wrk" in args.generators:
+            b.setup_wrk()
         if not only - {"5"}:
             raise _SkipLoad()
         proxies = ["sidecar", "haproxy", "nginx"]
         everyone = proxies + ["direct"]
         d = str(args.seconds)
 
-        def run(scenario, targets, *extra):
+        def run(scenario, targets, *extra, wrk=None, paced=False):
+            """Each repeat: every target with loadgen, then (when wrk fits the scenario, `wrk`
+            holds its arguments) every target with wrk, then (fixed rate, `paced`) with loadgen
+            pacing each connection as wrk2 does; alternating, so drift hits all alike."""
             if scenario.split(" ")[0].rstrip("ab") not in only:
                 return
+            in_smoke = wrk.pop("smoke", False) if wrk else False
+            gens = [g for g in args.generators if g == "loadgen" or (wrk is not None and (in_smoke or not args.smoke))]
+            gens += [PACED] if paced else []
             for _ in range(args.repeats):
-                for t in targets:  # alternating: A B C A B C ...
-                    column = t.removeprefix("out:")  # scenario 6's targets fill the same columns
-                    results.setdefault(scenario, {}).setdefault(column, []).append(b.loadgen(t, "-d", d, *extra))
+                for g in gens:
+                    for t in targets:
+                        column = t.split(":")[-1]  # scenarios 6 and 7 fill the same columns
+                        # The target's CPU per request: what a loaded machine blurs least.
+                        pid = b.targets[t][1].pid
+                        before = cpu_us(pid)
+                        if g == "wrk":
+                            r = b.wrk(t, wrk_seconds, **wrk)
+                        else:
+                            r = b.loadgen(t, "-d", d, *extra, *(["--pace-per-connection"] if g == PACED else []))
+                        r["target_cpu_us"] = (cpu_us(pid) - before) / max(1, r["requests"])
+                        results.setdefault(scenario, {}).setdefault(g, {}).setdefault(column, []).append(r)
 
-        run("1 keep-alive GET, 32 conns", everyone, "-c", "32")
+        def slowest_proxy(scenario):
+            return min(median([r["rps"] for r in results[scenario]["loadgen"][t]]) for t in proxies)
+
+        s1 = "1 keep-alive GET, 32 conns"
+        run(s1, everyone, "-c", "32", wrk={"connections": 32, "smoke": True})
         if "2" in only:
-            slowest = min(median([r["rps"] for r in results["1 keep-alive GET, 32 conns"][t]]) for t in proxies)
-            rate = max(10, int(slowest / 2))
-            run(f"2 fixed rate {rate}/s, 32 conns", everyone, "-c", "32", "-R", str(rate))
+            rate = max(10, int(slowest_proxy(s1) / 2))
+            run(f"2 fixed rate {rate}/s, 32 conns", everyone, "-c", "32", "-R", str(rate), paced=True)
         run("3a full handshakes", proxies, "-c", "16", "--new-connection")
         run("3b resumed handshakes", proxies, "-c", "16", "--new-connection", "--resume")
         run("4a upload 1 MiB", everyone, "-c", "4", "--method", "POST", "--path", "/sink",
-            "--body-size", str(1 << 20))
-        run("4b download 1 MiB", everyone, "-c", "4", "--path", f"/bytes/{1 << 20}")
+            "--body-size", str(1 << 20), wrk={"connections": 4, "path": "/sink", "body_size": 1 << 20})
+        run("4b download 1 MiB", everyone, "-c", "4", "--path", f"/bytes/{1 << 20}",
+            wrk={"connections": 4, "path": f"/bytes/{1 << 20}"})
         if "6" in only:
             # The outbound mesh: plain HTTP in, mTLS out to two members, balanced.
             b.check_outbound()
             out = [f"out:{t}" for t in everyone]
             s6a = "6a outbound keep-alive GET, 32 conns"
-            run(s6a, out, "-c", "32")
-            slowest = min(median([r["rps"] for r in results[s6a][t]]) for t in proxies)
-            rate = max(10, int(slowest / 2))
+            run(s6a, out, "-c", "32", wrk={"connections": 32})
+            rate = max(10, int(slowest_proxy(s6a) / 2))
             # Without direct: its 32 fresh mTLS handshakes at the start of each run would be its
             # tail at a fixed rate, while the proxies' member connections are already pooled.
             run(f"6b outbound fixed rate {rate}/s, 32 conns", out[:-1], "-c", "32", "-R", str(rate))
+        # Thrift ping() through the sidecar and HAProxy (TCP mode); nginx is not set up for it.
+        run("7 Thrift ping(), 32 conns", ["thrift:sidecar", "thrift:haproxy", "thrift:direct"],
+            "-c", "32", "--thrift")
     except _SkipLoad:
         pass
     finally:
@@ -460,19 +610,10 @@ def main():
         finally:
             fresh.stop()
 
-    errors = sum(r["errors"] for s in results.values() for runs in s.values() for r in runs)
-    silent = [f"{s}/{t}" for s, ts in results.items() for t, runs in ts.items()
-              if sum(r["requests"] for r in runs) == 0]
+    every_run = [(s, g, t, runs) for s, gs in results.items() for g, ts in gs.items() for t, runs in ts.items()]
+    errors = sum(r["errors"] for *_, runs in every_run for r in runs)
+    silent = [f"{s}/{g}/{t}" for s, g, t, runs in every_run if sum(r["requests"] for r in runs) == 0]
     silent += [f"idle/{t}" for t, runs in idle.items() if all(r["held"] == 0 for r in runs)]
-
-    def fig(s, t, key):
-        return median([r[key] for r in results[s].get(t, [])]) if t in results[s] else None
-
-    rows = []
-    for s in results:
-        key = "mbps" if s.startswith("4") else "rps"
-        rows.append((s, key, {t: fig(s, t, key) for t in ["sidecar", "haproxy", "nginx", "direct"]},
-                     {t: fig(s, t, "p99_us") for t in ["sidecar", "haproxy", "nginx", "direct"]}))
 
     def fmt(v, digits=0):
         return "–" if v is None else f"{v:,.{digits}f}"
@@ -480,34 +621,39 @@ def main():
     def ratio(a, b):
         return "–" if not a or not b else f"{a / b:.2f}"
 
-    lines = ["| scenario | figure | sidecar | HAProxy | nginx | direct | sidecar/HAProxy | sidecar/nginx |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for s, key, v, p99 in rows:
-        unit = "MB/s" if key == "mbps" else "req/s"
-        lines.append(f"| {s} | {unit} | {fmt(v['sidecar'])} | {fmt(v['haproxy'])} | {fmt(v['nginx'])} | "
-                     f"{fmt(v['direct'])} | {ratio(v['sidecar'], v['haproxy'])} | {ratio(v['sidecar'], v['nginx'])} |")
-        if s.startswith(("1", "2", "6")):
-            lines.append(f"| {s} | p99 µs | {fmt(p99['sidecar'])} | {fmt(p99['haproxy'])} | {fmt(p99['nginx'])} | "
-                         f"{fmt(p99['direct'])} | {ratio(p99['sidecar'], p99['haproxy'])} | {ratio(p99['sidecar'], p99['nginx'])} |")
+    columns = ["sidecar", "haproxy", "nginx", "direct"]
+
+    def row(s, g, figure, vals, digits=0):
+        return (f"| {s} | {g} | {figure} | " + " | ".join(fmt(vals.get(t), digits) for t in columns) +
+                f" | {ratio(vals.get('sidecar'), vals.get('haproxy'))} | {ratio(vals.get('sidecar'), vals.get('nginx'))} |")
+
+    lines = ["| scenario | generator | figure | sidecar | HAProxy | nginx | direct | sidecar/HAProxy | sidecar/nginx |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s, gens in results.items():
+        key = "mbps" if s.startswith("4") else "rps"
+        unit = "MB/s" if key == "mbps" else "calls/s" if s.startswith("7") else "req/s"
+        quantiles = ["p99_us"] if s.startswith(("1", "6a", "7")) else []
         if s.startswith(("2", "6b")):
-            for q in ("p50_us", "p999_us"):
-                vals = {t: fig(s, t, q) for t in v}
-                lines.append(f"| {s} | {q[:-3]} µs | {fmt(vals['sidecar'])} | {fmt(vals['haproxy'])} | "
-                             f"{fmt(vals['nginx'])} | {fmt(vals['direct'])} | {ratio(vals['sidecar'], vals['haproxy'])} | "
-                             f"{ratio(vals['sidecar'], vals['nginx'])} |")
+            quantiles = ["p99_us", "p50_us", "p999_us"]
+        for g, runs in gens.items():
+            fig = lambda k: {t: median([r[k] for r in rs]) for t, rs in runs.items()}
+            lines.append(row(s, g, unit, fig(key)))
+            for q in quantiles:
+                lines.append(row(s, g, f"{q[:-3]} µs", fig(q)))
+            if s.startswith(("1", "6a", "7")):
+                if g == "loadgen":  # wrk's closed-loop percentiles come corrected this way
+                    lines.append(row(s, g, "p99 µs, wrk's correction", fig("p99_corrected_us")))
+                lines.append(row(s, g, "target CPU µs/req", fig("target_cpu_us"), 1))
+                lines.append(row(s, g, "client CPU µs/req", fig("client_cpu_us"), 1))
     per = {t: median([r["per_conn_kib"] for r in runs]) for t, runs in idle.items()}
     rest = {t: median(v) for t, v in rest.items()}
     if idle:
-        lines.append(f"| 5 {args.idle} idle mTLS conns | KiB per conn | {fmt(per.get('sidecar'), 1)} | "
-                     f"{fmt(per.get('haproxy'), 1)} | {fmt(per.get('nginx'), 1)} | – | "
-                     f"{ratio(per.get('sidecar'), per.get('haproxy'))} | {ratio(per.get('sidecar'), per.get('nginx'))} |")
-        lines.append(f"| 5 at rest | RSS KiB | {fmt(rest.get('sidecar'))} | {fmt(rest.get('haproxy'))} | "
-                     f"{fmt(rest.get('nginx'))} | – | {ratio(rest.get('sidecar'), rest.get('haproxy'))} | "
-                     f"{ratio(rest.get('sidecar'), rest.get('nginx'))} |")
+        lines.append(row(f"5 {args.idle} idle mTLS conns", "loadgen", "KiB per conn", per, 1))
+        lines.append(row("5 at rest", "–", "RSS KiB", rest))
     table = "\n".join(lines)
     print(f"\nmachine: {os.cpu_count()} cores; proxies pinned to CPU {b.proxy_cpu}, load generator and "
-          f"upstream (and scenario 6's two members) to CPU {b.client_cpu}; {args.repeats} runs of "
-          f"{args.seconds}s each, medians\n")
+          f"upstream (and scenario 6's two members, scenario 7's pinghelp) to CPU {b.client_cpu}; "
+          f"{args.repeats} runs of {args.seconds}s each (wrk: {max(1, round(wrk_seconds))}s), medians\n")
     print(table)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
@@ -572,6 +718,7 @@ def charts(results, out):
     targets = ["sidecar", "haproxy", "nginx", "direct"]
     s1 = next(s for s in results if s.startswith("1"))
     s2 = next(s for s in results if s.startswith("2"))
+    results = {s1: results[s1]["loadgen"], s2: results[s2]["loadgen"]}
     with open(os.path.join(out, "throughput.dat"), "w") as f:
         for t in targets:
             f.write(f"{t} {median([r['rps'] for r in results[s1].get(t, [])]) or 0}\n")

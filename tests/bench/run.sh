@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark: sidecar vs HAProxy vs nginx (and direct), in one run. Not part of CI's pass/fail
 # beyond --smoke. Usage: tests/bench/run.sh [--smoke] [--seconds S] [--repeats N] [--idle N] [--only 1,2,...]
+# [--generators loadgen,wrk]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$root/build}
@@ -12,5 +13,5 @@ done
 if [[ ! -x $build/tests/bench/loadgen || ! -x $build/sidecar/sidecar ]]; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
-cmake --build "$build" -j"$(nproc)" --target sidecar loadgen bench-upstream >/dev/null
+cmake --build "$build" -j"$(nproc)" --target sidecar pinghelp loadgen bench-upstream >/dev/null
 exec python3 "$root/tests/bench/run.py" --build "$build" "$@"
