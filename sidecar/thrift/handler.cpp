@@ -178,7 +178,9 @@ class ThriftSession final : public TrackedSession {
     auto ec = co_await thrift::readFramePrefix(stream_, frame_);
     idle_ = false;
     if (ec) {
-      if (!frame_.empty()) {
+      // (Cancelled by a drain or an eviction while the caller was between calls: not the
+      // caller's fault, whatever bytes of the next length had come.)
+      if (!frame_.empty() && ec != asio::error::operation_aborted) {
         cutShort(frame_.size(), 4, ec);
       }
       co_return false;
