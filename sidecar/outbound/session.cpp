@@ -16,7 +16,7 @@
 #include "http/read_head.h"
 #include "http/rewrite.h"
 #include "outbound/handler.h"
-#include "upstream/connector.h"
+#include "outbound/member.h"
 
 namespace sidecar {
 
@@ -44,7 +44,7 @@ class OutboundSession final : public TrackedSession {
         m_(*handler.shared().metrics),
         shard_(handler.worker().index()),
         caller_(std::move(socket)),
-        connecting_(handler.worker().ioc().get_executor()) {
+        member_(handler.worker().ioc().get_executor()) {
     buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
     // A member's answer can make us hold no more than its head and a relay's worth of body.
     upBuffer_.max_size(ExchangeLimits{}.upstreamMaxHead + Worker::kRelayBufferSize + 4096);
@@ -65,10 +65,7 @@ class OutboundSession final : public TrackedSession {
   }
   void expireIfDue(Clock::time_point now) override {
     caller_.expireIfDue(now);
-    connecting_.expireIfDue(now);
-    if (member_) {
-      member_->lowest_layer().expireIfDue(now);
-    }
+    member_.expireIfDue(now);
   }
 
   awaitable<void> run() {
@@ -254,8 +251,7 @@ class OutboundSession final : public TrackedSession {
                       .deadline = deadline,
                       .exclude = std::span<const tcp::endpoint>(triedAt.data(), triedCount + 1),
                       .mayRetry = triedCount + 1 < kMaxAttempts,
-                      .next = std::nullopt,
-                      .fullHandshake = false};
+                      .next = std::nullopt};
       r = co_await runExchange(caller_, req, info, link, relay,
                                ExchangeBuffers{buffer_, upBuffer_, out_}, attempt);
       const bool memberOk = r.failure == Failure::none ? r.status < 500
@@ -363,7 +359,6 @@ class OutboundSession final : public TrackedSession {
     std::span<const tcp::endpoint> exclude;   // the members this call went to, this one last
     bool mayRetry = false;                    // an attempt is left
     std::optional<tcp::endpoint> next;        // refuseAnswer's pick for the retry
-    bool fullHandshake = false;  // connect() made a connection without resuming a session
 
     // A 502 or 503 head, to an idempotent call the exchange still holds whole: dropped, so that
     // another member takes the call, only when the balancer has one this call has not tried,
@@ -387,72 +382,13 @@ class OutboundSession final : public TrackedSession {
       next = candidate;
       return true;
     }
-    TlsStream& stream() { return *s.member_; }
-    bool takePooled() {
-      s.member_.reset();
-      if (auto pooled = route.pool.take(endpoint)) {
-        s.member_.emplace(std::move(*pooled));
-        return true;
-      }
-      return false;
-    }
+    TlsStream& stream() { return s.member_.stream(); }
+    bool takePooled() { return s.member_.takePooled(route, endpoint); }
     awaitable<error_code> connect() {
-      s.member_.reset();
-      auto& m = *s.handler_.shared().metrics;
-      const std::size_t slot = route.info->slot;
-      const auto timeout = connectTimeout;
-      auto ec = co_await connectPlain(s.connecting_, endpoint, timeout);
-      if (ec) {
-        co_return ec;
-      }
-      s.member_.emplace(std::move(s.connecting_.socket()), *s.handler_.tls(),
-                        TlsStream::Client{route.info->name, route.info->identity});
-      s.connecting_.socket() = TcpSocket(s.worker_.ioc().get_executor());
-      auto& tls = *s.member_;
-      tls.setSession(route.session(endpoint));
-      tls.lowest_layer().expires_after(timeout);
-      auto [hec] = co_await tls.async_handshake(useTuple);
-      if (hec) {
-        const std::size_t reason =
-            hec == TlsError::wrong_peer_identity
-                ? OutboundMetrics::kWrongIdentity
-                : static_cast<std::size_t>(
-                      classifyHandshakeFailure(hec, SSL_get_verify_result(tls.native_handle())));
-        m.handshakeFailures.add(s.shard_, slot * OutboundMetrics::kHandshakeReasons + reason);
-        s.member_.reset();
-        co_return hec == beast::error::timeout ? error_code(beast::error::timeout) : hec;
-      }
-      m.connects.add(s.shard_, slot);
-      fullHandshake = !tls.sessionReused();
-      co_return error_code{};
+      return s.member_.open(route, endpoint, *s.handler_.tls(), route.info->name, connectTimeout,
+                            s.m_, s.shard_);
     }
-    void release(bool reusable) {
-      if (!s.member_) {
-        return;
-      }
-      SSL* ssl = s.member_->native_handle();
-      // Records OpenSSL already read past the answer (read-ahead takes whole bursts) are as
-      // unsolicited as bytes on the socket: the connection is out of step, never reused.
-      if (reusable && ssl && SSL_has_pending(ssl)) {
-        reusable = false;
-      }
-      // A session of the certificate before a rotation is not kept: resuming it would present
-      // the old identity.
-      const bool currentTls = ssl && SSL_get_SSL_CTX(ssl) == s.handler_.tls()->native_handle();
-      if (!currentTls) {
-        reusable = false;
-      }
-      // The kept session did not resume (the member restarted with new ticket keys, say): the
-      // one this full handshake brought replaces it, or no connection would resume again.
-      if (currentTls && (fullHandshake || !route.session(endpoint))) {
-        route.keepSession(endpoint, s.member_->session());
-      }
-      if (reusable) {
-        s.member_->lowest_layer().expires_never();
-        route.pool.giveBack(endpoint, std::move(*s.member_));
-      }
-      s.member_.reset();
-    }
+    void release(bool reusable) { s.member_.release(route, endpoint, reusable, *s.handler_.tls()); }
   };
 
   OutboundHandler& handler_;
@@ -461,8 +397,7 @@ class OutboundSession final : public TrackedSession {
   OutboundMetrics& m_;
   unsigned shard_;
   DeadlineSocket caller_;
-  DeadlineSocket connecting_;      // a connection to a member before its handshake
-  std::optional<TlsStream> member_;  // the member's connection, while a request uses it
+  MemberConnection member_;  // to the member a request is on
   beast::flat_buffer buffer_;
   beast::flat_buffer upBuffer_;
   std::string out_;

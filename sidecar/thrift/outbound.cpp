@@ -17,7 +17,7 @@
 
 #include "thrift/frame.h"
 #include "thrift/frame_io.h"
-#include "upstream/connector.h"
+#include "outbound/member.h"
 
 namespace sidecar {
 
@@ -65,7 +65,7 @@ class ThriftOutboundSession final : public TrackedSession {
         m_(*handler.shared().metrics),
         shard_(handler.worker().index()),
         caller_(std::move(socket)),
-        connecting_(handler.worker().ioc().get_executor()) {
+        member_(handler.worker().ioc().get_executor()) {
     worker_.sessionStarted(*this);
   }
   ~ThriftOutboundSession() {
@@ -83,10 +83,7 @@ class ThriftOutboundSession final : public TrackedSession {
   }
   void expireIfDue(Clock::time_point now) override {
     caller_.expireIfDue(now);
-    connecting_.expireIfDue(now);
-    if (member_) {
-      member_->lowest_layer().expireIfDue(now);
-    }
+    member_.expireIfDue(now);
   }
 
   awaitable<void> run() {
@@ -251,16 +248,15 @@ class ThriftOutboundSession final : public TrackedSession {
   // One try of the call on member: a pooled connection or a new one, the call, then its reply.
   awaitable<Attempt> attempt(OutboundHandler::Route& route, const tcp::endpoint& member,
                              const thrift::MessageHeader& header, Clock::time_point deadline) {
-    fullHandshake_ = false;
-    member_.reset();
-    if (auto pooled = route.pool.take(member)) {
-      member_.emplace(std::move(*pooled));
-    } else if (auto ec = co_await connect(route, member, deadline)) {
+    if (!member_.takePooled(route, member)) {
+      if (auto ec = co_await connect(route, member, deadline)) {
       why_ = ec.message();
-      co_return ec == boost::beast::error::timeout&& Clock::now() >= deadline ? Attempt::timedOut
-                                                                              : Attempt::notSent;
+        co_return ec == boost::beast::error::timeout && Clock::now() >= deadline
+            ? Attempt::timedOut
+            : Attempt::notSent;
+      }
     }
-    auto& tls = *member_;
+    auto& tls = member_.stream();
     tls.lowest_layer().expires_at(deadline);
     auto [wec, wn] = co_await asio::async_write(tls, asio::buffer(frame_), useTuple);
     if (wec) {
@@ -308,56 +304,17 @@ class ThriftOutboundSession final : public TrackedSession {
   // handshake failures counted by reason, as the HTTP routes' are.
   awaitable<error_code> connect(OutboundHandler::Route& route, const tcp::endpoint& member,
                                 Clock::time_point deadline) {
-    const std::size_t slot = route.info->slot;
     const auto left = std::chrono::duration_cast<Duration>(deadline - Clock::now());
     if (left <= Duration::zero()) {
       co_return error_code(boost::beast::error::timeout);
     }
-    const auto timeout = std::min(shared_.config.connectTimeout, left);
-    if (auto ec = co_await connectPlain(connecting_, member, timeout)) {
-      co_return ec;
-    }
-    member_.emplace(std::move(connecting_.socket()), *handler_.tls(),
-                    TlsStream::Client{handler_.config().serverName, route.info->identity});
-    connecting_.socket() = TcpSocket(worker_.ioc().get_executor());
-    auto& tls = *member_;
-    tls.setSession(route.session(member));
-    tls.lowest_layer().expires_after(timeout);
-    auto [hec] = co_await tls.async_handshake(useTuple);
-    if (hec) {
-      const std::size_t reason = hec == TlsError::wrong_peer_identity
-                                     ? OutboundMetrics::kWrongIdentity
-                                     : static_cast<std::size_t>(classifyHandshakeFailure(
-                                           hec, SSL_get_verify_result(tls.native_handle())));
-      m_.handshakeFailures.add(shard_, slot * OutboundMetrics::kHandshakeReasons + reason);
-      member_.reset();
-      co_return hec == boost::beast::error::timeout ? error_code(boost::beast::error::timeout)
-                                                    : hec;
-    }
-    m_.connects.add(shard_, slot);
-    fullHandshake_ = !tls.sessionReused();
-    co_return error_code{};
+    co_return co_await member_.open(route, member, *handler_.tls(), handler_.config().serverName,
+                                    std::min(shared_.config.connectTimeout, left), m_, shard_);
   }
 
-  // Done with the member's connection: pooled if it may carry another call, and its TLS session
-  // kept for the next connection (the rules of the HTTP routes' MemberLink::release).
+  // Done with the member's connection (the rules every outbound route shares).
   void release(OutboundHandler::Route& route, const tcp::endpoint& member, bool reusable) {
-    if (!member_) {
-      return;
-    }
-    SSL* ssl = member_->native_handle();
-    if (reusable && ssl && SSL_has_pending(ssl)) {
-      reusable = false;  // records read past the reply: out of step
-    }
-    const bool currentTls = ssl && SSL_get_SSL_CTX(ssl) == handler_.tls()->native_handle();
-    if (currentTls && (fullHandshake_ || !route.session(member))) {
-      route.keepSession(member, member_->session());
-    }
-    if (reusable && currentTls) {
-      member_->lowest_layer().expires_never();
-      route.pool.giveBack(member, std::move(*member_));
-    }
-    member_.reset();
+    member_.release(route, member, reusable, *handler_.tls());
   }
 
   // A route whose ZooKeeper has not answered yet: this call waits for it, up to the resolve
@@ -393,12 +350,10 @@ class ThriftOutboundSession final : public TrackedSession {
   OutboundMetrics& m_;
   unsigned shard_;
   DeadlineSocket caller_;
-  DeadlineSocket connecting_;        // a connection to a member before its handshake
-  std::optional<TlsStream> member_;  // the member's connection, while a call uses it
+  MemberConnection member_;  // to the member a call is on
   std::string frame_;                // the call, length prefix included
   std::string reply_;                // the member's reply, length prefix included
   std::string why_;                  // why the last attempt failed
-  bool fullHandshake_ = false;       // connect() made a connection without resuming a session
   bool idle_ = false;
 };
 

@@ -200,7 +200,23 @@ class ThriftOutboundTest(SidecarTestCase):
             except TApplicationException as e:
                 self.fail(f"call {i} failed: {e.message}")
         self.assertEqual(self.replied(b) - before, 30)
-        # Calls that found a's connections dead or refused went to b, not to the client.
+        # (Whether any call met a's dead connections depends on the balancer: with two members
+        # P2C always weighs both, and may prefer b throughout. The next test makes it meet one.)
+
+    def test_a_call_refused_by_a_dead_member_is_retried_on_the_other(self):
+        from thrift.Thrift import TApplicationException
+        held = reserve_port()  # bound, not listening: connections refused
+        self.addCleanup(held.close)
+        b = self.member()
+        caller = self.caller(f"static!127.0.0.1:{held.port},127.0.0.1:{b.thrift}")
+        c = self.client(caller.route)
+        for i in range(20):
+            try:
+                self.assertEqual(c.ping(), "pong")
+            except TApplicationException as e:
+                self.fail(f"call {i} failed: {e.message}")
+        self.assertEqual(self.replied(b), 20)
+        # The dead member was tried (a new member is) and each such call went on to b.
         self.assertGreaterEqual(self.metric_sum(caller, "sidecar_outbound_retries_total",
                                                 route=caller.name), 1)
 

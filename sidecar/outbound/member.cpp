@@ -1,0 +1,84 @@
+#include "outbound/member.h"
+
+#include "net/tls_context.h"
+#include "upstream/connector.h"
+
+namespace sidecar {
+
+bool MemberConnection::takePooled(OutboundHandler::Route& route, const tcp::endpoint& member) {
+  conn_.reset();
+  fullHandshake_ = false;
+  if (auto pooled = route.pool.take(member)) {
+    conn_.emplace(std::move(*pooled));
+    return true;
+  }
+  return false;
+}
+
+awaitable<error_code> MemberConnection::open(OutboundHandler::Route& route,
+                                             const tcp::endpoint& member, asio::ssl::context& tls,
+                                             const std::string& serverName, Duration timeout,
+                                             OutboundMetrics& m, unsigned shard) {
+  conn_.reset();
+  fullHandshake_ = false;
+  const std::size_t slot = route.info->slot;
+  if (auto ec = co_await connectPlain(connecting_, member, timeout)) {
+    co_return ec;
+  }
+  conn_.emplace(std::move(connecting_.socket()), tls,
+                TlsStream::Client{serverName, route.info->identity});
+  connecting_.socket() = TcpSocket(connecting_.get_executor());
+  auto& s = *conn_;
+  s.setSession(route.session(member));
+  s.lowest_layer().expires_after(timeout);
+  auto [hec] = co_await s.async_handshake(useTuple);
+  if (hec) {
+    const std::size_t reason =
+        hec == TlsError::wrong_peer_identity
+            ? OutboundMetrics::kWrongIdentity
+            : static_cast<std::size_t>(
+                  classifyHandshakeFailure(hec, SSL_get_verify_result(s.native_handle())));
+    m.handshakeFailures.add(shard, slot * OutboundMetrics::kHandshakeReasons + reason);
+    conn_.reset();
+    co_return hec == boost::beast::error::timeout ? error_code(boost::beast::error::timeout) : hec;
+  }
+  m.connects.add(shard, slot);
+  fullHandshake_ = !s.sessionReused();
+  co_return error_code{};
+}
+
+void MemberConnection::release(OutboundHandler::Route& route, const tcp::endpoint& member,
+                               bool reusable, asio::ssl::context& current) {
+  if (!conn_) {
+    return;
+  }
+  SSL* ssl = conn_->native_handle();
+  // Records OpenSSL already read past the answer (read-ahead takes whole bursts) are as
+  // unsolicited as bytes on the socket: the connection is out of step, never reused.
+  if (reusable && ssl && SSL_has_pending(ssl)) {
+    reusable = false;
+  }
+  // A session of the certificate before a rotation is not kept, nor its connection: resuming
+  // it would present the old identity.
+  const bool currentTls =
+      ssl && SSL_get_SSL_CTX(ssl) == current.native_handle();
+  // The kept session did not resume (the member restarted with new ticket keys, say): the one
+  // this full handshake brought replaces it, or no connection would resume again.
+  if (currentTls && (fullHandshake_ || !route.session(member))) {
+    route.keepSession(member, conn_->session());
+  }
+  if (reusable && currentTls) {
+    conn_->lowest_layer().expires_never();
+    route.pool.giveBack(member, std::move(*conn_));
+  }
+  conn_.reset();
+}
+
+void MemberConnection::expireIfDue(DeadlineSocket::Clock::time_point now) {
+  connecting_.expireIfDue(now);
+  if (conn_) {
+    conn_->lowest_layer().expireIfDue(now);
+  }
+}
+
+}  // namespace sidecar

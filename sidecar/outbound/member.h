@@ -1,0 +1,46 @@
+#pragma once
+// A worker's connection to one member of a route, for every kind of outbound route (HTTP on
+// --outbound-listen, Thrift on --thrift-route): opened with the route's TLS session to resume
+// and its expected identity, and let go by the same rules, so that the two never differ on
+// what may be pooled or which session is kept.
+
+#include <boost/asio/ssl/context.hpp>
+#include <optional>
+#include <string>
+
+#include "core/config.h"
+#include "net/deadline_socket.h"
+#include "net/tls_stream.h"
+#include "outbound/handler.h"
+#include "outbound/metrics.h"
+
+namespace sidecar {
+
+class MemberConnection {
+ public:
+  explicit MemberConnection(const DeadlineSocket::executor_type& ex) : connecting_(ex) {}
+
+  // A pooled connection to member, if the route has a clean one; true if taken.
+  bool takePooled(OutboundHandler::Route& route, const tcp::endpoint& member);
+  // Connects and shakes hands within timeout (SNI serverName, the route's identity, its TLS
+  // session with member resumed if kept). A failed handshake is counted by its reason.
+  awaitable<error_code> open(OutboundHandler::Route& route, const tcp::endpoint& member,
+                             asio::ssl::context& tls, const std::string& serverName,
+                             Duration timeout, OutboundMetrics& m, unsigned shard);
+  // Done with the connection: pooled when reusable, unless OpenSSL holds bytes past the answer
+  // (out of step) or it was made with a certificate since rotated (current is the context new
+  // connections use); the TLS session kept when a full handshake brought a new one.
+  void release(OutboundHandler::Route& route, const tcp::endpoint& member, bool reusable,
+               asio::ssl::context& current);
+
+  TlsStream& stream() { return *conn_; }
+  bool open() const { return conn_.has_value(); }
+  void expireIfDue(DeadlineSocket::Clock::time_point now);
+
+ private:
+  DeadlineSocket connecting_;           // before its handshake
+  std::optional<TlsStream> conn_;       // while a call uses it
+  bool fullHandshake_ = false;          // open() did not resume a session
+};
+
+}  // namespace sidecar
