@@ -48,6 +48,23 @@ const client = thrift.createClient(PingHelp, conn);
 """
 
 
+def node_client(test, script):
+    """Node and a work directory holding the npm `thrift` package, the code generated from the
+    IDL and client.js (script); skips test when node, npm or the registry is missing."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        test.skipTest("node and npm are not installed: the Node client is not tried")
+    work = tempfile.mkdtemp(prefix="thrift-node-", dir=test.tmp)
+    r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--silent",
+                        NPM_THRIFT], cwd=work, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        test.skipTest(f"npm install {NPM_THRIFT} failed (no registry?): {r.stderr[-500:]}")
+    subprocess.run(["thrift", "--gen", "js:node", "-out", work, IDL], check=True)
+    with open(os.path.join(work, "client.js"), "w") as f:
+        f.write(script)
+    return node, work
+
+
 def import_python_thrift():
     """Apache Thrift's Python library. Debian's python3-thrift lives in Debian's dist-packages,
     which another python3 on PATH (pyenv, a venv) does not search: look there last."""
@@ -216,17 +233,7 @@ class ThriftTest(SidecarTestCase):
         self.assertEqual(rest, b"\x0b\x00\x00\x00\x00\x00\x04pong\x00")
 
     def test_node_client(self):
-        node, npm = shutil.which("node"), shutil.which("npm")
-        if not node or not npm:
-            self.skipTest("node and npm are not installed: the Node client is not tried")
-        work = tempfile.mkdtemp(prefix="thrift-node-", dir=self.tmp)
-        r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--silent",
-                            NPM_THRIFT], cwd=work, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            self.skipTest(f"npm install {NPM_THRIFT} failed (no registry?): {r.stderr[-500:]}")
-        subprocess.run(["thrift", "--gen", "js:node", "-out", work, IDL], check=True)
-        with open(os.path.join(work, "client.js"), "w") as f:
-            f.write(NODE_CLIENT)
+        node, work = node_client(self, NODE_CLIENT)
         p = self.start()
         r = subprocess.run([node, "client.js", str(p.thrift)], cwd=work, capture_output=True,
                            text=True, timeout=60)

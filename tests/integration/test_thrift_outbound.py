@@ -11,7 +11,8 @@ import subprocess
 import unittest
 
 from harness import PINGHELP, SIDECAR, SidecarTestCase, free_port, reserve_port
-from test_thrift import PROBE, call, frame, generate_python, read_reply, require_thrift
+from test_thrift import (NODE_CLIENT, PROBE, call, frame, generate_python, node_client, read_reply,
+                         require_thrift)
 
 
 class ThriftOutboundTest(SidecarTestCase):
@@ -202,6 +203,23 @@ class ThriftOutboundTest(SidecarTestCase):
         self.assertEqual(self.replied(b) - before, 30)
         # (Whether any call met a's dead connections depends on the balancer: with two members
         # P2C always weighs both, and may prefer b throughout. The next test makes it meet one.)
+
+    def test_node_client_calls_across_two_members(self):
+        node, work = node_client(self, NODE_CLIENT)
+        a, b = self.member(), self.member()
+        caller = self.caller(self.static(a, b))
+        for _ in range(4):  # each run a new connection; its calls balanced on their own
+            r = subprocess.run([node, "client.js", str(caller.route)], cwd=work,
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = json.loads(r.stdout)
+            self.assertEqual(got["ping"], "pong")
+            self.assertIn("ping", [m["name"] for m in got["help"]])
+            self.assertEqual(got["helpFor"]["name"], "ping")
+            self.assertEqual(got["unknown"], {"isUnknownMethod": True, "name": "nope"})
+        self.assertEqual(self.replied(a) + self.replied(b), 16)
+        self.assertGreater(self.replied(a), 0)
+        self.assertGreater(self.replied(b), 0)
 
     def test_a_call_refused_by_a_dead_member_is_retried_on_the_other(self):
         from thrift.Thrift import TApplicationException

@@ -7,7 +7,6 @@ member's `thrift` endpoint."""
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
 import struct
@@ -18,8 +17,8 @@ import time
 import unittest
 
 from harness import PINGHELP, SIDECAR, SLOW, SidecarTestCase, wait_for
-from test_thrift import (IDL, NPM_THRIFT, PROBE, call, frame, generate_python, read_exact,
-                         read_reply, require_thrift)
+from test_thrift import (PROBE, call, frame, generate_python, node_client, read_exact, read_reply,
+                         require_thrift)
 
 ONEWAY = 4
 
@@ -483,17 +482,7 @@ class ThriftProxyTest(SidecarTestCase):
     # --- a second client library ---------------------------------------------------------------------
 
     def test_node_client_calls_through_the_sidecar_over_mtls(self):
-        node, npm = shutil.which("node"), shutil.which("npm")
-        if not node or not npm:
-            self.skipTest("node and npm are not installed: the Node client is not tried")
-        work = tempfile.mkdtemp(prefix="thrift-node-", dir=self.tmp)
-        r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--silent",
-                            NPM_THRIFT], cwd=work, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            self.skipTest(f"npm install {NPM_THRIFT} failed (no registry?): {r.stderr[-500:]}")
-        subprocess.run(["thrift", "--gen", "js:node", "-out", work, IDL], check=True)
-        with open(os.path.join(work, "client.js"), "w") as f:
-            f.write(NODE_TLS_CLIENT)
+        node, work = node_client(self, NODE_TLS_CLIENT)
         _, sc = self.start("--allow-identity", "spiffe://dev.local/caller")
         r = subprocess.run([node, "client.js", str(sc.thrift), self.certs.path("ca.pem"),
                             self.certs.path("client.pem"), self.certs.path("client.key")],
