@@ -27,15 +27,19 @@ class View final : public ZkSession {
  public:
   View(boost::asio::io_context& ioc, std::shared_ptr<SharedZkSessions::Core> core,
        EventHandler onEvent)
-      : core_(std::move(core)), onEvent_(std::move(onEvent)) {
+      : core_(std::move(core)),
+        onEvent_(std::make_shared<EventHandler>(std::move(onEvent))) {
     core_->views.push_back(this);
     // A reader starts on a Connected event: one that joins a session already past connecting
-    // is told where it stands, as a session of its own would tell it (never inside this call).
-    const ZkState now = core_->session->state();
-    if (now != ZkState::Connecting) {
-      boost::asio::post(ioc, [alive = std::weak_ptr<bool>(alive_), this, now] {
-        if (alive.lock()) {
-          onEvent_(ZkEvent::Session, now, "");
+    // is told where it stands, as a session of its own would tell it (never inside this call):
+    // the state when the post runs, unless the session has spoken to this view meanwhile.
+    if (core_->session->state() != ZkState::Connecting) {
+      boost::asio::post(ioc, [alive = std::weak_ptr<bool>(alive_), this] {
+        if (alive.lock() && !told_) {
+          const ZkState now = core_->session->state();
+          if (now != ZkState::Connecting) {
+            deliver(ZkEvent::Session, now, "");
+          }
         }
       });
     }
@@ -70,15 +74,18 @@ class View final : public ZkSession {
   }
 
   void deliver(ZkEvent event, ZkState state, const std::string& path) {
+    // The handler may destroy this view: it runs from a copy that outlives it.
+    const auto handler = onEvent_;
     if (event == ZkEvent::Session) {
+      told_ = true;
       if (state == ZkState::Expired) {
         watched_.clear();  // an expired session's watches are gone with it
       }
-      return onEvent_(event, state, path);
+      return (*handler)(event, state, path);
     }
     // ZooKeeper's watches fire once: the reader sets it again when it reads again.
     if (watched_.erase(path) > 0) {
-      onEvent_(event, state, path);
+      (*handler)(event, state, path);
     }
   }
 
@@ -99,7 +106,8 @@ class View final : public ZkSession {
   }
 
   std::shared_ptr<SharedZkSessions::Core> core_;
-  EventHandler onEvent_;
+  std::shared_ptr<EventHandler> onEvent_;
+  bool told_ = false;  // a Session event reached this view
   std::set<std::string> watched_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
@@ -131,7 +139,12 @@ ZkSessionFactory SharedZkSessions::factory() {
     const std::string key = options.connect + '\n' + std::to_string(options.timeout.count()) +
                             '\n' + options.digest;
     auto core = cores_[key].lock();
-    if (!core || core->session->state() == ZkState::Expired) {
+    // An expired session is never repaired, nor one whose credentials were refused or that
+    // closed: a new one, for this reader and those that follow.
+    const auto dead = [](ZkState st) {
+      return st == ZkState::Expired || st == ZkState::AuthFailed || st == ZkState::Closed;
+    };
+    if (!core || dead(core->session->state())) {
       core = std::make_shared<Core>();
       core->session = real_(options, [this, weak = std::weak_ptr<Core>(core)](
                                          ZkEvent e, ZkState s, const std::string& path) {

@@ -20,8 +20,10 @@ OutboundHandler::Route& OutboundHandler::add(std::shared_ptr<const RouteInfo> in
   // Seeded per worker and route: a run can be repeated, and workers do not pick in step.
   const auto seed =
       std::hash<std::string>{}(info->name) ^ (0x9e3779b97f4a7c15ull * (worker_.index() + 1));
+  // --upstream-max-idle bounds the worker's idle connections to members of all routes together:
+  // a hundred prefix routes must not keep a hundred times as many.
   const PoolSettings pool{shared_.config.idleTimeout, shared_.limits.upstreamMaxIdle, nullptr,
-                          nullptr, nullptr};
+                          nullptr, nullptr, &idleToMembers_};
   auto name = info->name;
   return routes_.try_emplace(name, std::move(info), std::move(members), seed, pool).first->second;
 }

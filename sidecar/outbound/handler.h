@@ -109,6 +109,7 @@ class OutboundHandler final : public ConnectionHandler {
   std::shared_ptr<asio::ssl::context> tls_;
   Route& add(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members);
 
+  std::size_t idleToMembers_ = 0;  // all routes' pools together (declared before them)
   std::unordered_map<std::string, Route> routes_;
   std::size_t requested_ = 0;  // prefix routes asked for
   std::array<LogLimiter, static_cast<unsigned>(OutboundLogEvent::count)> logLimiters_{};

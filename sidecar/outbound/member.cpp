@@ -16,8 +16,9 @@ bool MemberConnection::takePooled(OutboundHandler::Route& route, const tcp::endp
 }
 
 awaitable<error_code> MemberConnection::open(OutboundHandler::Route& route,
-                                             const tcp::endpoint& member, asio::ssl::context& tls,
-                                             const std::string& serverName, Duration timeout,
+                                             const tcp::endpoint& member,
+                                             std::shared_ptr<asio::ssl::context> tls,
+                                             std::string serverName, Duration timeout,
                                              OutboundMetrics& m, unsigned shard) {
   conn_.reset();
   fullHandshake_ = false;
@@ -25,8 +26,8 @@ awaitable<error_code> MemberConnection::open(OutboundHandler::Route& route,
   if (auto ec = co_await connectPlain(connecting_, member, timeout)) {
     co_return ec;
   }
-  conn_.emplace(std::move(connecting_.socket()), tls,
-                TlsStream::Client{serverName, route.info->identity});
+  conn_.emplace(std::move(connecting_.socket()), *tls,
+                TlsStream::Client{std::move(serverName), route.info->identity});
   connecting_.socket() = TcpSocket(connecting_.get_executor());
   auto& s = *conn_;
   s.setSession(route.session(member));

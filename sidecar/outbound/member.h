@@ -5,6 +5,7 @@
 // what may be pooled or which session is kept.
 
 #include <boost/asio/ssl/context.hpp>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -24,8 +25,9 @@ class MemberConnection {
   bool takePooled(OutboundHandler::Route& route, const tcp::endpoint& member);
   // Connects and shakes hands within timeout (SNI serverName, the route's identity, its TLS
   // session with member resumed if kept). A failed handshake is counted by its reason.
+  // The context and name are held by value: a rotation during the connect must not free them.
   awaitable<error_code> open(OutboundHandler::Route& route, const tcp::endpoint& member,
-                             asio::ssl::context& tls, const std::string& serverName,
+                             std::shared_ptr<asio::ssl::context> tls, std::string serverName,
                              Duration timeout, OutboundMetrics& m, unsigned shard);
   // Done with the connection: pooled when reusable, unless OpenSSL holds bytes past the answer
   // (out of step) or it was made with a certificate since rotated (current is the context new

@@ -368,11 +368,12 @@ class OutboundSession final : public TrackedSession {
         return false;
       }
       const auto now = Clock::now();
-      if (now >= deadline) {
-        return false;
+      if (deadline - now < s.shared_.config.connectTimeout) {
+        return false;  // too little time left for another member: this answer is the call's
       }
       auto candidate = route.balancer.pick(now, exclude);
-      if (!candidate || std::ranges::find(exclude, *candidate) != exclude.end()) {
+      if (!candidate || std::ranges::find(exclude, *candidate) != exclude.end() ||
+          !route.balancer.usable(*candidate, now)) {
         return false;
       }
       if (!route.budget.tryWithdraw(now)) {
@@ -385,7 +386,7 @@ class OutboundSession final : public TrackedSession {
     TlsStream& stream() { return s.member_.stream(); }
     bool takePooled() { return s.member_.takePooled(route, endpoint); }
     awaitable<error_code> connect() {
-      return s.member_.open(route, endpoint, *s.handler_.tls(), route.info->name, connectTimeout,
+      return s.member_.open(route, endpoint, s.handler_.tls(), route.info->name, connectTimeout,
                             s.m_, s.shard_);
     }
     void release(bool reusable) { s.member_.release(route, endpoint, reusable, *s.handler_.tls()); }

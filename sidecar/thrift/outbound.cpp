@@ -308,7 +308,7 @@ class ThriftOutboundSession final : public TrackedSession {
     if (left <= Duration::zero()) {
       co_return error_code(boost::beast::error::timeout);
     }
-    co_return co_await member_.open(route, member, *handler_.tls(), handler_.config().serverName,
+    co_return co_await member_.open(route, member, handler_.tls(), handler_.config().serverName,
                                     std::min(shared_.config.connectTimeout, left), m_, shard_);
   }
 
@@ -390,7 +390,7 @@ void ThriftOutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
           std::hash<std::string>{}(info->name) ^ (0x9e3779b97f4a7c15ull * (worker_.index() + 1));
       route_.emplace(info, members, seed,
                      PoolSettings{shared_.config.idleTimeout, shared_.limits.upstreamMaxIdle,
-                                  nullptr, nullptr, nullptr});
+                                  nullptr, nullptr, nullptr, nullptr});
     }
     route_->info = info;
     route_->members = members;

@@ -195,6 +195,12 @@ std::size_t P2cPeakEwma::available(SteadyTime now) const {
       members_.begin(), members_.end(), [&](const Member& m) { return m.accrual.available(now); }));
 }
 
+bool P2cPeakEwma::usable(const tcp::endpoint& member, SteadyTime now) const {
+  const auto m = std::find_if(members_.begin(), members_.end(),
+                              [&](const Member& x) { return x.endpoint == member; });
+  return m != members_.end() && (m->accrual.available(now) || m->accrual.awaitingProbe(now));
+}
+
 std::vector<MemberView> P2cPeakEwma::members(SteadyTime now) const {
   std::vector<MemberView> views;
   views.reserve(members_.size());

@@ -24,6 +24,9 @@ struct PoolSettings {
   prometheus::Gauge* idle = nullptr;           // idle connections now (all workers)
   prometheus::Counter* closedByPeer = nullptr;  // found closed by the upstream when looked at
   prometheus::Counter* unsolicited = nullptr;   // found holding bytes nobody asked for
+  // Idle connections of every pool that shares maxIdle (a worker's outbound routes: the bound is
+  // the worker's, not each route's); null: this pool's own.
+  std::size_t* sharedIdle = nullptr;
 };
 
 // What a pooled connection holds while nobody reads it: nothing (it may serve the next request),
@@ -110,6 +113,9 @@ void BasicConnectionPool<Conn>::dropped(std::size_t n) {
     return;
   }
   idleCount_ -= n;
+  if (settings_.sharedIdle) {
+    *settings_.sharedIdle -= n;
+  }
   if (settings_.idle) {
     settings_.idle->Decrement(static_cast<double>(n));
   }
@@ -165,11 +171,14 @@ void BasicConnectionPool<Conn>::giveBack(const tcp::endpoint& e, Conn socket) {
   }
   idle.erase(idle.begin(), idle.begin() + static_cast<std::ptrdiff_t>(expired));
   dropped(expired);
-  if (idleCount_ >= settings_.maxIdle) {
+  if ((settings_.sharedIdle ? *settings_.sharedIdle : idleCount_) >= settings_.maxIdle) {
     return;
   }
   idle.push_back(Idle{std::move(socket), now});
   ++idleCount_;
+  if (settings_.sharedIdle) {
+    ++*settings_.sharedIdle;
+  }
   if (settings_.idle) {
     settings_.idle->Increment();
   }

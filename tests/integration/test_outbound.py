@@ -495,22 +495,25 @@ class OutboundTest(SidecarTestCase):
         retries = self.outbound_metric(caller, "sidecar_outbound_retries_total", route="svc")
         self.assertEqual(retries, services[0].calls())
 
-        # Every member busy: each is tried once, and the last one's answer reaches the caller
-        # whole. A POST is never sent twice, whatever the answer.
+        # Every member busy: each is tried at most once (the first may be ejected by now, after
+        # its 503s: it is not retried on), and the last one's answer reaches the caller whole. A
+        # POST is never sent twice, whatever the answer.
         for s in services:
             s.status = 502
         before = [s.calls() for s in services]
         status, body, _ = self.outbound_call(caller.outbound, "svc", "/call-get")
         self.assertEqual(status, 502)
         self.assertRegex(body, rb"^busy \d+$")
-        self.assertEqual([s.calls() - b for s, b in zip(services, before)], [1, 1, 1])
+        got = [s.calls() - b for s, b in zip(services, before)]
+        self.assertEqual(got[1:], [1, 1])
+        self.assertLessEqual(got[0], 1)
         before = [s.calls() for s in services]
         status, body, _ = self.outbound_call(caller.outbound, "svc", "/call-post", method="POST",
                                              body=b"x")
         self.assertEqual((status, body[:5]), (502, b"busy "))
         self.assertEqual(sum(s.calls() - b for s, b in zip(services, before)), 1)
         self.assertEqual(self.outbound_metric(caller, "sidecar_outbound_retries_total",
-                                              route="svc"), retries + 2)
+                                              route="svc"), retries + sum(got) - 1)
 
     def test_two_dead_members_of_three_fail_no_get(self):
         # Each member is tried at most once per call: a call that met two dead members goes to

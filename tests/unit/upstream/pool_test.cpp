@@ -118,6 +118,31 @@ TEST_CASE("pool: no more idle connections than the bound are kept") {
   CHECK(c.idle.Value() == 0);
 }
 
+TEST_CASE("pool: pools that share a bound keep no more idle connections together") {
+  Loopback lo;
+  Counters c;
+  std::size_t shared = 0;
+  auto settings = c.settings(Duration(30'000), 3);
+  settings.sharedIdle = &shared;
+  {
+    ConnectionPool a(settings);
+    ConnectionPool b(settings);
+    a.giveBack(lo.endpoint(), lo.connect());
+    a.giveBack(lo.endpoint(), lo.connect());
+    b.giveBack(lo.endpoint(), lo.connect());
+    b.giveBack(lo.endpoint(), lo.connect());  // over the shared bound: closed
+    CHECK(a.idle() == 2);
+    CHECK(b.idle() == 1);
+    CHECK(shared == 3);
+    REQUIRE(a.take(lo.endpoint()));
+    CHECK(shared == 2);
+    b.giveBack(lo.endpoint(), lo.connect());  // room again
+    CHECK(b.idle() == 2);
+    CHECK(shared == 3);
+  }
+  CHECK(shared == 0);  // pools gone: their connections too
+}
+
 TEST_CASE("pool: requests in flight are counted per endpoint") {
   Loopback a;
   Loopback b;
