@@ -17,9 +17,7 @@ OutboundHandler::OutboundHandler(Worker& worker, const OutboundShared& shared,
 
 OutboundHandler::Route& OutboundHandler::add(std::shared_ptr<const RouteInfo> info,
                                              std::shared_ptr<const MemberSet> members) {
-  // Seeded per worker and route: a run can be repeated, and workers do not pick in step.
-  const auto seed =
-      std::hash<std::string>{}(info->name) ^ (0x9e3779b97f4a7c15ull * (worker_.index() + 1));
+  const auto seed = Route::seed(info->name, worker_.index());
   // --upstream-max-idle bounds the worker's idle connections to members of all routes together:
   // a hundred prefix routes must not keep a hundred times as many.
   const PoolSettings pool{shared_.config.idleTimeout, shared_.limits.upstreamMaxIdle, nullptr,
@@ -43,14 +41,7 @@ void OutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
   asio::post(worker_.ioc(), [this, info = std::move(info), members = std::move(members)] {
     auto it = routes_.find(info->name);
     auto& r = it != routes_.end() ? it->second : add(info, members);
-    r.info = info;
-    r.members = members;
-    r.balancer.update(members->members, std::chrono::steady_clock::now());
-    if (members->resolved || info->refused) {
-      for (auto* t : r.waiters) {
-        t->cancel();
-      }
-    }
+    r.update(info, members);
   });
 }
 
@@ -60,8 +51,7 @@ void OutboundHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
     // Sessions and idle connections of the old certificate: resuming or reusing them would go
     // on presenting the old identity.
     for (auto& [name, r] : routes_) {
-      r.sessions.clear();
-      r.pool.clear();
+      r.forgetTls();
     }
   });
 }
@@ -106,18 +96,33 @@ void OutboundHandler::Route::keepSession(const tcp::endpoint& e, TlsStream::Sess
   sessions.emplace_back(e, std::move(s));
 }
 
+void OutboundHandler::Route::update(std::shared_ptr<const RouteInfo> i,
+                                    std::shared_ptr<const MemberSet> m) {
+  info = std::move(i);
+  members = std::move(m);
+  balancer.update(members->members, std::chrono::steady_clock::now());
+  if (members->resolved || info->refused) {
+    for (auto* t : waiters) {
+      t->cancel();
+    }
+  }
+}
+
+void OutboundHandler::Route::tick(unsigned worker, const OutboundShared& shared) {
+  pool.sweep();
+  const auto ejected = balancer.ejections();
+  if (ejected > ejectionsSeen) {
+    shared.metrics->ejections.add(worker, info->slot, ejected - ejectionsSeen);
+    ejectionsSeen = ejected;
+  }
+  if (shared.report) {
+    shared.report(worker, info->name, balancer.members(std::chrono::steady_clock::now()), ejected);
+  }
+}
+
 void OutboundHandler::tick() {
-  const auto now = std::chrono::steady_clock::now();
   for (auto& [name, r] : routes_) {
-    r.pool.sweep();
-    const auto ejections = r.balancer.ejections();
-    if (ejections > r.ejectionsSeen) {
-      shared_.metrics->ejections.add(worker_.index(), r.info->slot, ejections - r.ejectionsSeen);
-      r.ejectionsSeen = ejections;
-    }
-    if (shared_.report) {
-      shared_.report(worker_.index(), name, r.balancer.members(now), ejections);
-    }
+    r.tick(worker_.index(), shared_);
   }
 }
 

@@ -94,6 +94,20 @@ class OutboundHandler final : public ConnectionHandler {
     // A TLS session to resume with a member, if one is kept.
     SSL_SESSION* session(const tcp::endpoint& e);
     void keepSession(const tcp::endpoint& e, TlsStream::Session s);
+    // The control thread's new view of the route: its members go to the balancer, and calls
+    // waiting for the first resolution go on.
+    void update(std::shared_ptr<const RouteInfo> i, std::shared_ptr<const MemberSet> m);
+    // Once a second: the pool swept, new ejections counted, the balancer's view reported.
+    void tick(unsigned worker, const OutboundShared& shared);
+    // A new certificate: connections and sessions of the old one are not used again.
+    void forgetTls() {
+      sessions.clear();
+      pool.clear();
+    }
+    // Per worker and route: a run can be repeated, and workers do not pick in step.
+    static std::uint64_t seed(const std::string& route, unsigned worker) {
+      return std::hash<std::string>{}(route) ^ (0x9e3779b97f4a7c15ull * (worker + 1));
+    }
   };
   // The route for name, or none; with --route-prefix a missing one is asked for (and returned,
   // waiting for its members) unless --max-routes are known.

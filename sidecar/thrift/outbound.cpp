@@ -385,21 +385,11 @@ void ThriftOutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
   }
   asio::post(worker_.ioc(), [this, info = std::move(info), members = std::move(members)] {
     if (!route_) {
-      // Seeded per worker and route, as the HTTP routes are.
-      const auto seed =
-          std::hash<std::string>{}(info->name) ^ (0x9e3779b97f4a7c15ull * (worker_.index() + 1));
-      route_.emplace(info, members, seed,
+      route_.emplace(info, members, OutboundHandler::Route::seed(info->name, worker_.index()),
                      PoolSettings{shared_.config.idleTimeout, shared_.limits.upstreamMaxIdle,
                                   nullptr, nullptr, nullptr, nullptr});
     }
-    route_->info = info;
-    route_->members = members;
-    route_->balancer.update(members->members, Clock::now());
-    if (members->resolved) {
-      for (auto* t : route_->waiters) {
-        t->cancel();
-      }
-    }
+    route_->update(info, members);
   });
 }
 
@@ -407,8 +397,7 @@ void ThriftOutboundHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
   asio::post(worker_.ioc(), [this, ctx = std::move(ctx)]() mutable {
     tls_ = std::move(ctx);
     if (route_) {
-      route_->sessions.clear();  // of the old certificate
-      route_->pool.clear();
+      route_->forgetTls();
     }
   });
 }
@@ -420,18 +409,8 @@ void ThriftOutboundHandler::clear() {
 }
 
 void ThriftOutboundHandler::tick() {
-  if (!route_) {
-    return;
-  }
-  auto& r = *route_;
-  r.pool.sweep();
-  const auto ejections = r.balancer.ejections();
-  if (ejections > r.ejectionsSeen) {
-    shared_.metrics->ejections.add(worker_.index(), r.info->slot, ejections - r.ejectionsSeen);
-    r.ejectionsSeen = ejections;
-  }
-  if (shared_.report) {
-    shared_.report(worker_.index(), r.info->name, r.balancer.members(Clock::now()), ejections);
+  if (route_) {
+    route_->tick(worker_.index(), shared_);
   }
 }
 
