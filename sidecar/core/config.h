@@ -153,6 +153,10 @@ std::optional<HostPort> parseHostPort(std::string_view text);
 std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::string_view zk);
 // SIDECAR_ROUTE: routes separated by commas, where a comma that starts a new route is followed
 // by NAME= (static!h:p,h:p and zk2!h1,h2 keep theirs).
+// Splits an environment variable's "KEY=VALUE,KEY=VALUE" whose values may hold commas: a comma
+// starts a new entry only where what follows it, up to the next '=', is a key.
+std::vector<std::string> splitKeyedList(std::string_view text,
+                                        bool (*isKey)(std::string_view key));
 std::vector<std::string> splitRouteList(std::string_view text);
 // "127.0.0.1:PORT=DEST[;identity=PATTERN]" (see ThriftRouteConfig), DEST as parseRoute's; the
 // address must be loopback unless allowRemote. On failure: why, as one line.

@@ -112,26 +112,29 @@ std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::st
   return r;
 }
 
-std::vector<std::string> splitRouteList(std::string_view text) {
+std::vector<std::string> splitKeyedList(std::string_view text,
+                                        bool (*isKey)(std::string_view key)) {
   std::vector<std::string> out;
   std::size_t start = 0;
   for (std::size_t i = 0; i < text.size(); ++i) {
     if (text[i] != ',') {
       continue;
     }
-    // A new route starts here if NAME= follows (a name holds no ':', '!' or '/').
-    std::size_t j = i + 1;
-    while (j < text.size() && text[j] != '=' && text[j] != ',' && text[j] != '!' &&
-           text[j] != ':' && text[j] != '/') {
-      ++j;
-    }
-    if (j < text.size() && text[j] == '=' && j > i + 1) {
+    const auto eq = text.find('=', i + 1);
+    if (eq != std::string_view::npos && isKey(text.substr(i + 1, eq - i - 1))) {
       out.emplace_back(text.substr(start, i - start));
       start = i + 1;
     }
   }
   out.emplace_back(text.substr(start));
   return out;
+}
+
+std::vector<std::string> splitRouteList(std::string_view text) {
+  // A route's NAME holds no ',', '!', ':' or '/' (a DEST's member list, ensemble or path would).
+  return splitKeyedList(text, [](std::string_view key) {
+    return !key.empty() && key.find_first_of(",!:/") == std::string_view::npos;
+  });
 }
 
 namespace flags {

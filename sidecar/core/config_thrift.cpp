@@ -70,28 +70,12 @@ std::variant<ThriftRouteConfig, std::string> parseThriftRoute(std::string_view t
 }
 
 std::vector<std::string> splitThriftRouteList(std::string_view text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != ',') {
-      continue;
-    }
-    // A new route starts here if HOST:PORT= follows: up to the '=', no ',', '!', '/' or ';'
-    // (which a static member list, a zk2! ensemble or an identity would hold), and a ':'.
-    std::size_t j = i + 1;
-    bool colon = false;
-    while (j < text.size() && text[j] != '=' && text[j] != ',' && text[j] != '!' &&
-           text[j] != '/' && text[j] != ';') {
-      colon = colon || text[j] == ':';
-      ++j;
-    }
-    if (j < text.size() && text[j] == '=' && colon) {
-      out.emplace_back(text.substr(start, i - start));
-      start = i + 1;
-    }
-  }
-  out.emplace_back(text.substr(start));
-  return out;
+  // A Thrift route's HOST:PORT holds a ':' and no ',', '!', '/' or ';' (which a static member
+  // list, a zk2! ensemble or an identity would hold).
+  return splitKeyedList(text, [](std::string_view key) {
+    return key.find(':') != std::string_view::npos &&
+           key.find_first_of(",!/;") == std::string_view::npos;
+  });
 }
 
 namespace flags {
