@@ -65,6 +65,26 @@ def node_client(test, script):
     return node, work
 
 
+def plain_client(test, port):
+    """Apache Thrift's Python client for PingHelp (test.PingHelp), plain framed binary, as a local
+    service's would be; closed at the end of the test."""
+    from thrift.protocol import TBinaryProtocol
+    from thrift.transport import TSocket, TTransport
+    sock = TSocket.TSocket("127.0.0.1", port)
+    sock.setTimeout(10_000)
+    transport = TTransport.TFramedTransport(sock)
+    transport.open()
+    test.addCleanup(transport.close)
+    return test.PingHelp.Client(TBinaryProtocol.TBinaryProtocol(transport))
+
+
+def raw_connection(test, port):
+    """A plain TCP connection for hand-made frames; closed at the end of the test."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    test.addCleanup(s.close)
+    return s
+
+
 def import_python_thrift():
     """Apache Thrift's Python library. Debian's python3-thrift lives in Debian's dist-packages,
     which another python3 on PATH (pyenv, a venv) does not search: look there last."""
@@ -155,20 +175,10 @@ class ThriftTest(SidecarTestCase):
         return p
 
     def client(self, port):
-        """A Python Apache Thrift client, framed and binary; closed at the end of the test."""
-        from thrift.protocol import TBinaryProtocol
-        from thrift.transport import TSocket, TTransport
-        sock = TSocket.TSocket("127.0.0.1", port)
-        sock.setTimeout(10_000)
-        transport = TTransport.TFramedTransport(sock)
-        transport.open()
-        self.addCleanup(transport.close)
-        return self.PingHelp.Client(TBinaryProtocol.TBinaryProtocol(transport))
+        return plain_client(self, port)
 
     def raw(self, port):
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.addCleanup(s.close)
-        return s
+        return raw_connection(self, port)
 
     def http_help(self, p):
         with urllib.request.urlopen(f"http://127.0.0.1:{p.http}/help", timeout=10) as r:

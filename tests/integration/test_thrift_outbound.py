@@ -5,14 +5,13 @@ Members are found statically, or in a real ZooKeeper where the test writes them 
 carrying the additional endpoint `thrift`."""
 import json
 import signal
-import socket
 import struct
 import subprocess
 import unittest
 
 from harness import PINGHELP, SIDECAR, SidecarTestCase, free_port, reserve_port
-from test_thrift import (NODE_CLIENT, PROBE, call, frame, generate_python, node_client, read_reply,
-                         require_thrift)
+from test_thrift import (NODE_CLIENT, PROBE, call, frame, generate_python, node_client, plain_client,
+                         raw_connection, read_reply, require_thrift)
 
 
 class ThriftOutboundTest(SidecarTestCase):
@@ -89,20 +88,10 @@ class ThriftOutboundTest(SidecarTestCase):
     # --- clients ---------------------------------------------------------------------------------
 
     def client(self, port):
-        """Apache Thrift's Python client, plain framed binary, as a local service's would be."""
-        from thrift.protocol import TBinaryProtocol
-        from thrift.transport import TSocket, TTransport
-        sock = TSocket.TSocket("127.0.0.1", port)
-        sock.setTimeout(10_000)
-        transport = TTransport.TFramedTransport(sock)
-        transport.open()
-        self.addCleanup(transport.close)
-        return self.PingHelp.Client(TBinaryProtocol.TBinaryProtocol(transport))
+        return plain_client(self, port)
 
     def raw(self, port):
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.addCleanup(s.close)
-        return s
+        return raw_connection(self, port)
 
     def decode_exception(self, rest):
         from thrift.Thrift import TApplicationException
