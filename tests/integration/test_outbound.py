@@ -17,8 +17,8 @@ import unittest
 from collections import Counter
 from urllib.parse import parse_qs, urlparse
 
-from harness import (SIDECAR, SLOW, Certs, SidecarTestCase, free_port, reserve_port, tcp_connections,
-                     wait_for, wait_port)
+from harness import (SIDECAR, SLOW, Certs, SidecarTestCase, _socket_inodes, free_port, reserve_port,
+                     tcp_connections, wait_for, wait_port)
 from scripted_upstream import ScriptedUpstream
 
 LOADGEN = os.environ.get("LOADGEN_BIN", "")
@@ -207,14 +207,7 @@ class OutboundTest(SidecarTestCase):
     @staticmethod
     def zk_connections_of(zk, proc):
         """The established TCP connections of process proc to ZooKeeper's port."""
-        inodes = set()
-        for fd in os.listdir(f"/proc/{proc.pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
+        inodes = _socket_inodes(proc.pid)
         found = []
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
             with open(table) as f:
