@@ -98,6 +98,7 @@ class Server {
     limits.maxConnections = resolveMaxConnections(limits.maxConnections);
     workerShared_.maxConnections = limits.maxConnections;
     workerShared_.metrics = &metrics_;
+    workerShared_.busyPoll = config_.busyPoll;
     inboundShared_.emplace(InboundShared{limits, IdentityAllowList(config_.allowIdentities),
                                          &metrics_, accessLog, StaticCluster("local", {*upstream}),
                                          config_.upstream.str()});

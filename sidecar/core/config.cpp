@@ -31,6 +31,7 @@ namespace {
 constexpr uint64_t kMinHeadBytes = 1024;
 constexpr uint64_t kMaxHeadBytes = 1024 * 1024;
 constexpr uint64_t kMaxWorkers = 256;
+constexpr uint64_t kMaxBusyPollUs = 10'000;
 constexpr uint64_t kMaxUpstreamIdle = 100'000;
 constexpr uint64_t kMaxConnections = 10'000'000;
 constexpr uint64_t kMaxPending = 10'000'000;
@@ -86,6 +87,7 @@ po::options_description describeFlags() {
     ("allow-identity", po::value<std::vector<std::string>>()->composing(), "caller identity allowed to call, exact or with a trailing '*'; repeatable (environment: comma-separated). Default: any identity the CA vouches for")
     ("admin-listen", po::value<std::string>()->default_value("127.0.0.1:9990"), "admin HTTP listener, host:port")
     ("workers", po::value<std::string>()->default_value("0"), "worker threads, each with its own acceptor and upstream pool, 0 to 256 (0: one per core, up to 256)")
+    ("busy-poll-us", po::value<std::string>()->default_value("0"), "microseconds a worker keeps polling for events after its last one before it sleeps, 0 to 10000 (0: it sleeps at once); trades CPU for the wake-up at moderate load")
     ("max-head-size", po::value<std::string>()->default_value("64KiB"), "largest request head (request line and headers), 1KiB to 1MiB; larger: 431")
     ("max-body-size", po::value<std::string>()->default_value("1GiB"), "largest request body; larger: 413 (0: unlimited)")
     ("headers-with-underscores", po::value<std::string>()->default_value("drop"), "request header names holding '_': drop (removed before forwarding, counted), reject (400) or allow (forwarded as they are). CGI/WSGI servers read X_Forwarded_Client_Cert as X-Forwarded-Client-Cert")
@@ -399,6 +401,7 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
       c.workers = std::clamp(std::thread::hardware_concurrency(), 1u,
                              static_cast<unsigned>(kMaxWorkers));
     }
+    c.busyPoll = std::chrono::microseconds(countFlag(vm, "busy-poll-us", 0, kMaxBusyPollUs));
     // The parser's header limit is 32 bits: 8GiB became 0 and every request a 431.
     c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size", kMinHeadBytes, kMaxHeadBytes);
     c.limits.maxBodyBytes = sizeFlag(vm, "max-body-size");

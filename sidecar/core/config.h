@@ -121,6 +121,8 @@ struct SidecarConfig {
   Duration tlsReloadInterval{2'000};
   std::vector<std::string> allowIdentities;
   unsigned workers = 0;  // 0: one per core
+  // After its last event a worker polls this long before it sleeps in epoll_wait (0: never).
+  std::chrono::microseconds busyPoll{0};
   ProxyLimits limits;
   Duration drainTimeout{20'000};
   Duration deregisterGrace{2'000};

@@ -30,6 +30,7 @@ struct ConnectionCount {
 // What every worker shares, read-only but for the connection count.
 struct WorkerShared {
   std::size_t maxConnections = 0;  // across all workers and listeners
+  std::chrono::microseconds busyPoll{0};  // --busy-poll-us
   ProxyMetrics* metrics = nullptr;
   std::unique_ptr<ConnectionCount> connections = std::make_unique<ConnectionCount>();
 };
@@ -103,6 +104,8 @@ class Worker {
   static constexpr unsigned kTickEvery = 10;
 
  private:
+  // The thread's loop: io_context::run(), or with --busy-poll-us, polls while events came lately.
+  void loop();
   void accept(std::size_t listener);
   void admit(std::size_t listener, TcpSocket socket);
   void sweep();

@@ -146,7 +146,7 @@ class Bench:
                         "--admin-listen", f"127.0.0.1:{free_port()}", "--workers", "1",
                         "--tls-cert", c("server.pem"), "--tls-key", c("server.key"),
                         "--tls-client-ca", c("ca.pem"), "--log-level", "warn",
-                        "--max-body-size", "0"], self.proxy_cpu, "sidecar.log")
+                        "--max-body-size", "0", *self.args.sidecar_flags.split()], self.proxy_cpu, "sidecar.log")
         self.targets["sidecar"] = (port, p, True)
 
         port = free_port()
@@ -503,6 +503,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--smoke", action="store_true", help="a few seconds; checks every target answers")
+    ap.add_argument("--sidecar-flags", default="",
+                    help="more flags for the inbound sidecar, e.g. '--busy-poll-us 50'")
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--idle", type=int, default=0,
@@ -643,6 +645,12 @@ def main():
             if s.startswith(("1", "6a", "7")):
                 if g == "loadgen":  # wrk's closed-loop percentiles come corrected this way
                     lines.append(row(s, g, "p99 µs, wrk's correction", fig("p99_corrected_us")))
+                    # Fairness between connections (loadgen keeps each connection's latencies):
+                    # the slowest connection's own p99, and Jain's index over the requests each
+                    # connection made (1 = all alike).
+                    lines.append(row(s, g, "p999 µs", fig("p999_us")))
+                    lines.append(row(s, g, "slowest connection's p99 µs", fig("conn_p99_max_us")))
+                    lines.append(row(s, g, "fairness (Jain's index)", fig("conn_jain"), 3))
                 lines.append(row(s, g, "target CPU µs/req", fig("target_cpu_us"), 1))
                 lines.append(row(s, g, "client CPU µs/req", fig("client_cpu_us"), 1))
     per = {t: median([r["per_conn_kib"] for r in runs]) for t, runs in idle.items()}

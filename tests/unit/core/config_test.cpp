@@ -188,6 +188,16 @@ TEST_CASE("bad input gives one line naming it and exit code 2") {
   bad({"--allow-identity", "a*b"}, "--allow-identity");
   bad({"--log-level", "loud"}, "--log-level");
   bad({"--workers", "many"}, "workers");
+  bad({"--busy-poll-us", "10001"}, "--busy-poll-us");
+}
+
+TEST_CASE("--busy-poll-us: off by default, in microseconds") {
+  auto off = parse({});
+  REQUIRE(off.config);
+  CHECK(off.config->busyPoll.count() == 0);
+  auto on = parse({"--busy-poll-us", "50"});
+  REQUIRE(on.config);
+  CHECK(on.config->busyPoll == std::chrono::microseconds(50));
 }
 
 TEST_CASE("an unreadable file is named") {

@@ -100,5 +100,33 @@ TEST_CASE("worker: at --max-connections an idle connection makes room; with none
   w.stop();
 }
 
+// With --busy-poll-us the loop polls while events come, sleeps once a window passes without any,
+// and is woken from that sleep by the next connection; stop() ends either state.
+TEST_CASE("worker: a busy-poll window serves connections after it fell asleep, and stops") {
+  auto registry = metrics::makeRegistry();
+  ProxyMetrics m(*registry, 1);
+  WorkerShared shared;
+  shared.maxConnections = 100;
+  shared.metrics = &m;
+  shared.busyPoll = std::chrono::microseconds(200);
+  std::atomic<bool> nextIdle{true};
+  std::atomic<int> accepted{0};
+  Worker w(shared, 0);
+  w.addListener(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
+                std::make_unique<TestHandler>(w, nextIdle, accepted));
+  const auto at = w.localEndpoint();
+  w.start();
+  asio::io_context client;
+  std::vector<tcp::socket> sockets;
+  for (int i = 1; i <= 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // past the window: asleep
+    sockets.emplace_back(client).connect(at);
+    CHECK(eventually([&] { return accepted == i; }));
+  }
+  const auto before = std::chrono::steady_clock::now();
+  w.stop();
+  CHECK(std::chrono::steady_clock::now() - before < std::chrono::seconds(1));
+}
+
 }  // namespace
 }  // namespace sidecar
