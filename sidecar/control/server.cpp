@@ -84,10 +84,9 @@ class Server {
                 << (listen ? config_.adminListen.host : config_.listen.host) << "'\n";
       return 2;
     }
-    std::shared_ptr<spdlog::logger> accessLog;
     if (!config_.accessLog.empty()) {
       try {
-        accessLog = makeAccessLog(config_.accessLog);
+        accessLog_ = std::make_unique<AccessLog>(config_.accessLog, metrics_.accessLogDropped);
       } catch (const std::exception& e) {
         std::cerr << "sidecar: --access-log '" << config_.accessLog << "': " << e.what() << "\n";
         return 2;
@@ -99,8 +98,9 @@ class Server {
     workerShared_.maxConnections = limits.maxConnections;
     workerShared_.metrics = &metrics_;
     workerShared_.busyPoll = config_.busyPoll;
+    workerShared_.accessLog = accessLog_.get();
     inboundShared_.emplace(InboundShared{limits, IdentityAllowList(config_.allowIdentities),
-                                         &metrics_, accessLog, StaticCluster("local", {*upstream}),
+                                         &metrics_, StaticCluster("local", {*upstream}),
                                          config_.upstream.str()});
 
     if (auto ec = probeUnshared(control_, *listen)) {
@@ -133,7 +133,7 @@ class Server {
                                 (o.routePrefix.empty() ? 0 : o.maxRoutes);
       outboundMetrics_.emplace(*registry_, std::max<std::size_t>(slots, 1), config_.workers);
       outboundShared_.emplace(OutboundShared{
-          o, limits, &*outboundMetrics_, accessLog,
+          o, limits, &*outboundMetrics_,
           [this](std::string name) {
             asio::post(control_, [this, name = std::move(name)] { directory_->ensure(name); });
           },
@@ -320,8 +320,7 @@ class Server {
     }
     thriftMetrics_.emplace(*registry_, config_.workers);
     thriftShared_.emplace(ThriftShared{limits, IdentityAllowList(config_.allowIdentities),
-                                       &*thriftMetrics_, *local, t.maxFrame,
-                                       inboundShared_->accessLog});
+                                       &*thriftMetrics_, *local, t.maxFrame});
     try {
       tcp::endpoint bound = *listen;
       for (auto& w : workers_) {
@@ -449,6 +448,7 @@ class Server {
   std::shared_ptr<prometheus::Registry> registry_;
   ProxyMetrics metrics_;
   AnnouncerMetrics announcerMetrics_;
+  std::unique_ptr<AccessLog> accessLog_;  // before the workers: they write to it until they end
   WorkerShared workerShared_;
   std::optional<InboundShared> inboundShared_;
   asio::signal_set signals_;

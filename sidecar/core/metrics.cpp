@@ -112,6 +112,11 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
                           "Times freed memory was handed back to the system (malloc_trim) "
                           "after the open connections fell 256 or more below their peak.")
                      .Add({});
+  accessLogDropped = &counters(r, "sidecar_access_log_dropped_lines_total",
+                               "Access-log lines dropped, never written: the writer was more "
+                               "than 4 MiB behind (a stalled disk or a full pipe), or a write "
+                               "failed. Requests are never slowed by the log.")
+                          .Add({});
   upstreamUnsolicited = &counters(r, "sidecar_upstream_unsolicited_closed_total",
                                   "Connections to the local service closed, never reused, "
                                   "because they held bytes past the end of the answer just "

@@ -75,6 +75,7 @@ struct ProxyMetrics {
   prometheus::Counter* upstreamConnectsTotal;
   prometheus::Gauge* upstreamPoolIdle;
   prometheus::Counter* memoryTrims;
+  prometheus::Counter* accessLogDropped;
   prometheus::Counter* certReloadOk;
   prometheus::Counter* certReloadFailed;
   prometheus::Gauge* certNotAfter;

@@ -26,7 +26,6 @@ struct InboundShared {
   ProxyLimits limits;
   IdentityAllowList allowList;
   ProxyMetrics* metrics;
-  std::shared_ptr<spdlog::logger> accessLog;  // null: off
   StaticCluster local;            // the local service (--upstream)
   std::string upstreamAuthority;  // "host:port" of the local service, Host for HTTP/1.0 callers
 };

@@ -237,7 +237,7 @@ class InboundSession final : public TrackedSession {
     }
     auto& msg = req.get();
     method_ = ProxyMetrics::methodIndex(msg.method());
-    if (shared_.accessLog) {
+    if (worker_.accessLog()) {
       target_ = msg.target();
     }
     auto why = checkRequestHead(msg.base());
@@ -409,8 +409,8 @@ class InboundSession final : public TrackedSession {
     m_.requestDuration.observe(shard_, 0, seconds);
     m_.receivedBytes.add(shard_, 0, requestBytes_);
     m_.sentBytes.add(shard_, 0, responseBytes);
-    if (shared_.accessLog) {
-      shared_.accessLog->info(
+    if (auto* log = worker_.accessLog()) {
+      log->line(
           "identity={} method={} path=\"{}\" status={} req_bytes={} resp_bytes={} "
           "duration_us={} upstream_us={}",
           identityForLog_, ProxyMetrics::kMethods[method_],

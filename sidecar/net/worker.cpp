@@ -45,9 +45,15 @@ void Worker::start() {
   }
   sweepTimer_.emplace(*ioc_);
   sweep();
+  if (shared_.accessLog) {
+    accessLog_.emplace(*shared_.accessLog);
+  }
   thread_ = std::thread([this] {
     spdlog::debug("event=worker_started worker={}", index_);
     loop();
+    if (accessLog_) {
+      accessLog_->flush();
+    }
   });
 }
 
@@ -139,6 +145,9 @@ void Worker::sweep() {
     const auto now = std::chrono::steady_clock::now();
     for (auto& s : sessions_) {
       s.expireIfDue(now);
+    }
+    if (accessLog_) {
+      accessLog_->flush();
     }
     if (++sweeps_ % kTickEvery == 0) {
       for (auto& l : listeners_) {

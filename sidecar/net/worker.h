@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/metrics.h"
+#include "http/access_log.h"
 #include "net/io.h"
 #include "net/log_limiter.h"
 
@@ -31,6 +32,7 @@ struct ConnectionCount {
 struct WorkerShared {
   std::size_t maxConnections = 0;  // across all workers and listeners
   std::chrono::microseconds busyPoll{0};  // --busy-poll-us
+  AccessLog* accessLog = nullptr;         // --access-log; null: off
   ProxyMetrics* metrics = nullptr;
   std::unique_ptr<ConnectionCount> connections = std::make_unique<ConnectionCount>();
 };
@@ -88,6 +90,8 @@ class Worker {
   const WorkerShared& shared() const { return shared_; }
   bool draining() const { return draining_; }
   const bool& drainingFlag() const { return draining_; }  // for reads later on this thread
+  // This worker's access-log lines (handed to the writer at 16 KiB and every sweep); null: off.
+  AccessLog::Buffer* accessLog() { return accessLog_ ? &*accessLog_ : nullptr; }
   void sessionStarted(TrackedSession& s);
   void sessionEnded(TrackedSession& s);
   // A connection this worker accepted is gone (see ConnectionHandler::accepted).
@@ -139,6 +143,7 @@ class Worker {
   bool draining_ = false;
   std::function<void()> onDrained_;
   std::vector<std::unique_ptr<char[]>> freeRelayBuffers_;
+  std::optional<AccessLog::Buffer> accessLog_;
   LogLimiter acceptLog_;
   std::thread thread_;
 };

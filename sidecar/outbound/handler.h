@@ -49,7 +49,6 @@ struct OutboundShared {
   OutboundConfig config;
   ProxyLimits limits;  // head size, head and idle timeouts, underscore policy
   OutboundMetrics* metrics;
-  std::shared_ptr<spdlog::logger> accessLog;  // null: off
   // Asks the control thread for the route NAME (from --route-prefix); thread-safe. The answer
   // comes back through OutboundHandler::setRoute on every worker.
   std::function<void(std::string name)> requestRoute;

@@ -326,12 +326,13 @@ class OutboundSession final : public TrackedSession {
   // member: the last one tried; none when the call was answered before one was picked.
   void logAccess(const std::string& route, unsigned status, Clock::time_point start,
                  const tcp::endpoint* member, const ExchangeResult& r) {
-    if (!shared_.accessLog) {
+    auto* log = worker_.accessLog();
+    if (!log) {
       return;
     }
     const auto micros =
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
-    shared_.accessLog->info(
+    log->line(
         "direction=outbound route={} member={} status={} req_bytes={} resp_bytes={} "
         "duration_us={}",
         route, member ? endpointText(*member) : std::string("-"), status, r.requestBytes,

@@ -232,12 +232,13 @@ class ThriftSession final : public TrackedSession {
 
   // The call's access-log line, once it is answered (a ONEWAY call: forwarded or failed).
   void logCall(const thrift::MessageHeader& call, std::string_view result) {
-    if (!shared_.accessLog) {
+    auto* log = worker_.accessLog();
+    if (!log) {
       return;
     }
     const auto micros =
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - callStart_).count();
-    shared_.accessLog->info(
+    log->line(
         "listener=thrift identity={} method={} seqid={} type={} result={} req_bytes={} "
         "resp_bytes={} duration_us={}",
         identityForLog_, methodLogField(call.name), call.seqid,

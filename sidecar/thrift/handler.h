@@ -25,7 +25,6 @@ struct ThriftShared {
   ThriftMetrics* metrics;
   tcp::endpoint local;     // the local Thrift service (--thrift-upstream)
   std::uint32_t maxFrame;  // --thrift-max-frame
-  std::shared_ptr<spdlog::logger> accessLog = nullptr;  // null: off
 };
 
 class ThriftHandler final : public ConnectionHandler {

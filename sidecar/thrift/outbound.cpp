@@ -333,8 +333,8 @@ class ThriftOutboundSession final : public TrackedSession {
     m_.requests.add(shard_, OutboundMetrics::requestSeries(slot, status));
     const auto elapsed = Clock::now() - start;
     m_.requestDuration.observe(shard_, slot, std::chrono::duration<double>(elapsed).count());
-    if (shared_.accessLog) {
-      shared_.accessLog->info(
+    if (auto* log = worker_.accessLog()) {
+      log->line(
           "direction=outbound protocol=thrift route={} member={} method=\"{}\" seqid={} "
           "status={} req_bytes={} resp_bytes={} duration_us={}",
           route.info->name, member ? endpointText(*member) : std::string("-"), header.name,

@@ -109,6 +109,9 @@ class MetricsTest(SidecarTestCase):
                          if len(open(log).read().splitlines() if os.path.exists(log) else []) >= 3 else None,
                          what="three access log lines")
         self.assertEqual(len(lines), 3)
+        # Each worker writes its own batches, so lines of different workers may come out of
+        # order; their time stamps put them back in the order the requests were answered.
+        lines.sort(key=lambda l: l.split(" ", 1)[0])
         parsed = [pattern.match(l) for l in lines]
         self.assertTrue(all(parsed), lines)
         self.assertEqual([(p[1], p[2], p[3], p[4]) for p in parsed],
