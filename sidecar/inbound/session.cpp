@@ -124,6 +124,7 @@ class InboundSession final : public TrackedSession {
     }
     m_.handshakes.add(shard_, 0);
     peer_ = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
+    dropPeerChainCopies(stream_.native_handle());
     allowed_ = !peer_.unusable && shared_.allowList.allows(peer_.identity);
     // A URI SAN may hold spaces, '=' and quotes: in a log line it is one quoted value, never
     // fields of its own. Formatted once, for every line this connection writes.

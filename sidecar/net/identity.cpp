@@ -2,6 +2,7 @@
 #include "net/identity.h"
 
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -102,6 +103,16 @@ bool usableName(std::string_view v) {
 }
 
 }  // namespace
+
+void dropPeerChainCopies(SSL* ssl) {
+  // On the server side the stack does not hold the client's own certificate (OpenSSL keeps that
+  // apart, as the session's peer); on the client side it would, so this is for servers only.
+  if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl)) {
+    while (sk_X509_num(chain) > 0) {
+      X509_free(sk_X509_pop(chain));
+    }
+  }
+}
 
 PeerIdentity peerIdentityFromCert(X509* cert) {
   PeerIdentity out;

@@ -7,6 +7,7 @@
 #include <vector>
 
 typedef struct x509_st X509;
+typedef struct ssl_st SSL;
 
 namespace sidecar {
 
@@ -25,6 +26,14 @@ struct PeerIdentity {
 
 // Computed once per connection, after the handshake verified the certificate.
 PeerIdentity peerIdentityFromCert(X509* cert);
+
+// Server side, after a verified handshake: frees the parsed copies of the certificates a client
+// sent beside its own (its CA, any intermediates), which OpenSSL keeps in the session for the
+// life of the connection. Clients whose OpenSSL builds their chain from the CA they trust (curl,
+// Python, OpenSSL's own tools) send that CA: its copy is about 5 KiB of every idle connection's
+// 27. Nothing reads them after the handshake: the identity is the client's own certificate (kept),
+// the verified chain holds its own references, and a TLS 1.3 ticket carries no chain.
+void dropPeerChainCopies(SSL* ssl);
 
 // Exact names, or prefixes written with a trailing '*'. An empty list allows everyone.
 class IdentityAllowList {

@@ -110,6 +110,7 @@ class ThriftSession final : public TrackedSession {
       co_return;
     }
     const auto peer = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
+    dropPeerChainCopies(stream_.native_handle());
     const bool allowed = !peer.unusable && shared_.allowList.allows(peer.identity);
     identityForLog_ = identityLogField(peer.identity);
 

@@ -361,6 +361,35 @@ TEST_SUITE("net/tls_stream") {
     }
   }
 
+  TEST_CASE("the server frees its copies of the client's chain; identity and resumption stay") {
+    asio::io_context ioc;
+    TlsStream::Session session;
+    {
+      Connection first(ioc, kPinghelp);
+      auto hs = first.handshake();
+      REQUIRE_FALSE(*hs.client);
+      REQUIRE_FALSE(*hs.server);
+      // Our client, like curl, sends its CA beside its own certificate (OpenSSL builds the chain
+      // from the CA it trusts); the server's session keeps a parsed copy of it.
+      STACK_OF(X509)* chain = SSL_get_peer_cert_chain(first.server.native_handle());
+      REQUIRE(chain);
+      CHECK(sk_X509_num(chain) >= 1);
+      dropPeerChainCopies(first.server.native_handle());
+      CHECK(sk_X509_num(chain) == 0);
+      CHECK(first.serverSeesIdentity() == "spiffe://test/caller");
+      CHECK(exchange(first) == "echo ping /echo");
+      session = first.client.session();
+      REQUIRE(session);
+    }
+    Connection again(ioc, kPinghelp, *pki().server, session.get());
+    auto hs = again.handshake();
+    REQUIRE_FALSE(*hs.client);
+    REQUIRE_FALSE(*hs.server);
+    CHECK(again.client.sessionReused());
+    CHECK(again.serverSeesIdentity() == "spiffe://test/caller");  // from the ticket
+    CHECK(exchange(again) == "echo ping /echo");
+  }
+
   TEST_CASE("makeClientTlsContext: one line naming the file and what is wrong") {
     auto& p = pki();
     auto leaf = p.ca.issue("caller", "URI:spiffe://test/caller");
