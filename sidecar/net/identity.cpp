@@ -105,6 +105,13 @@ bool usableName(std::string_view v) {
 }  // namespace
 
 void dropPeerChainCopies(SSL* ssl) {
+  // TLS 1.3 full handshakes only: their session is this connection's own (with stateless
+  // tickets nothing is put in the server's session cache, and the ticket is made from a copy).
+  // A TLS 1.2 session without a ticket goes into that cache, and another worker's connection may
+  // resume the very same object while this one would be changing it.
+  if (SSL_version(ssl) != TLS1_3_VERSION || SSL_session_reused(ssl) != 0) {
+    return;
+  }
   // On the server side the stack does not hold the client's own certificate (OpenSSL keeps that
   // apart, as the session's peer); on the client side it would, so this is for servers only.
   if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl)) {

@@ -32,7 +32,8 @@ PeerIdentity peerIdentityFromCert(X509* cert);
 // life of the connection. Clients whose OpenSSL builds their chain from the CA they trust (curl,
 // Python, OpenSSL's own tools) send that CA: its copy is about 5 KiB of every idle connection's
 // 27. Nothing reads them after the handshake: the identity is the client's own certificate (kept),
-// the verified chain holds its own references, and a TLS 1.3 ticket carries no chain.
+// the verified chain holds its own references, and a TLS 1.3 ticket carries no chain. TLS 1.3
+// full handshakes only: a TLS 1.2 session may be shared through the server's session cache.
 void dropPeerChainCopies(SSL* ssl);
 
 // Exact names, or prefixes written with a trailing '*'. An empty list allows everyone.

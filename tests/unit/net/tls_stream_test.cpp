@@ -388,6 +388,18 @@ TEST_SUITE("net/tls_stream") {
     CHECK(again.client.sessionReused());
     CHECK(again.serverSeesIdentity() == "spiffe://test/caller");  // from the ticket
     CHECK(exchange(again) == "echo ping /echo");
+
+    // TLS 1.2: the session may be shared through the server's session cache; left alone.
+    Connection old(ioc, kPinghelp);
+    SSL_set_max_proto_version(old.client.native_handle(), TLS1_2_VERSION);
+    hs = old.handshake();
+    REQUIRE_FALSE(*hs.server);
+    STACK_OF(X509)* chain = SSL_get_peer_cert_chain(old.server.native_handle());
+    REQUIRE(chain);
+    const int before = sk_X509_num(chain);
+    CHECK(before >= 1);
+    dropPeerChainCopies(old.server.native_handle());
+    CHECK(sk_X509_num(chain) == before);
   }
 
   TEST_CASE("makeClientTlsContext: one line naming the file and what is wrong") {
