@@ -115,7 +115,7 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
   accessLogDropped = &counters(r, "sidecar_access_log_dropped_lines_total",
                                "Access-log lines dropped, never written: the writer was more "
                                "than 4 MiB behind (a stalled disk or a full pipe), or a write "
-                               "failed. Requests are never slowed by the log.")
+                               "failed. Requests never wait for the access log.")
                           .Add({});
   upstreamUnsolicited = &counters(r, "sidecar_upstream_unsolicited_closed_total",
                                   "Connections to the local service closed, never reused, "

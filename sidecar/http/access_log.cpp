@@ -46,10 +46,10 @@ void AccessLog::Buffer::flush() {
   if (lines_ == 0) {
     return;
   }
-  std::string batch;
-  batch.reserve(kBatchBytes + 1024);
-  batch.swap(text_);
-  log_.take(std::move(batch), lines_);
+  // An exact-size copy, so that the queue's bound counts the memory it holds (a swapped-out
+  // buffer would carry 16 KiB of capacity for one line); the worker keeps its buffer.
+  log_.take(std::string(text_), lines_);
+  text_.clear();
   lines_ = 0;
 }
 
@@ -108,25 +108,35 @@ void AccessLog::run() {
     }
     for (auto& b : batches) {
       write(b);
+      const std::size_t size = b.size();
+      std::string().swap(b);  // freed now, not after the whole set
       std::lock_guard lock(mutex_);
-      queuedBytes_ -= b.size();
+      queuedBytes_ -= size;
     }
     batches.clear();
   }
 }
 
 // Whole lines only: to a pipe (a container's log collector) a write of more than PIPE_BUF bytes
-// may be split by another writer's (the sidecar's own log, with `--access-log -`).
+// may be split by another writer's (the sidecar's own log, with `--access-log -`). So at most
+// PIPE_BUF bytes at a time, cut at a line's end; a single line longer than that (a long request
+// target) goes in one write of its own, which the kernel keeps whole unless the pipe fills.
 void AccessLog::write(const std::string& text) {
   std::size_t at = 0;
   while (at < text.size()) {
     std::size_t n = text.size() - at;
     if (pipe_ && n > PIPE_BUF) {
       const auto end = text.rfind('\n', at + PIPE_BUF - 1);
-      n = end != std::string::npos && end >= at ? end + 1 - at : PIPE_BUF;
+      if (end != std::string::npos && end >= at) {
+        n = end + 1 - at;
+      } else {
+        const auto lineEnd = text.find('\n', at);
+        n = (lineEnd == std::string::npos ? text.size() : lineEnd + 1) - at;
+      }
     }
     const ssize_t w = ::write(fd_, text.data() + at, n);
-    if (w < 0 && errno == EINTR) {
+    const int error = w < 0 ? errno : EIO;
+    if (w < 0 && error == EINTR) {
       continue;
     }
     if (w <= 0) {
@@ -137,12 +147,13 @@ void AccessLog::write(const std::string& text) {
       if (!writeFailed_) {
         writeFailed_ = true;
         spdlog::warn("event=access_log_write_failed reason=\"{}\"",
-                     std::system_category().message(errno));
+                     std::system_category().message(error));
       }
       return;
     }
     at += static_cast<std::size_t>(w);
   }
+  writeFailed_ = false;  // the next failure is logged again
 }
 
 std::string escapeForLog(std::string_view s) {

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "http/access_log.h"
 #include "thrift/frame.h"
 #include "thrift/frame_io.h"
 #include "outbound/member.h"
@@ -337,7 +338,8 @@ class ThriftOutboundSession final : public TrackedSession {
       log->line(
           "direction=outbound protocol=thrift route={} member={} method=\"{}\" seqid={} "
           "status={} req_bytes={} resp_bytes={} duration_us={}",
-          route.info->name, member ? endpointText(*member) : std::string("-"), header.name,
+          route.info->name, member ? endpointText(*member) : std::string("-"),
+          escapeForLog(header.name),
           header.seqid, status, frame_.size(), status == 200 ? reply_.size() : 0,
           static_cast<std::int64_t>(
               std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()));

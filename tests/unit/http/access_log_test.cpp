@@ -103,6 +103,38 @@ TEST_CASE("access log: a stalled pipe drops lines past 4 MiB and counts them; no
   CHECK(written + static_cast<int>(dropped.Value()) == kLines);
 }
 
+TEST_CASE("access log: to a pipe, a line longer than PIPE_BUF still arrives whole and in order") {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  std::string got;
+  std::thread reader([&] {
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) {
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+  });
+  const std::string longPath(3 * PIPE_BUF, 'p');
+  {
+    AccessLog log("/dev/fd/" + std::to_string(fds[1]), nullptr);
+    AccessLog::Buffer b(log);
+    b.line("n=1");
+    b.line("n=2 path=\"{}\"", longPath);
+    b.line("n=3");
+  }
+  ::close(fds[1]);
+  reader.join();
+  ::close(fds[0]);
+  std::istringstream in(got);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) {
+    lines.push_back(l.substr(l.find(' ') + 1));  // without the time stamp
+  }
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0] == "n=1");
+  CHECK(lines[1] == "n=2 path=\"" + longPath + "\"");
+  CHECK(lines[2] == "n=3");
+}
+
 TEST_CASE("access log: a file that cannot be opened throws") {
   prometheus::Counter dropped;
   CHECK_THROWS_AS(AccessLog("/nonexistent-dir/access.log", &dropped), std::system_error);
