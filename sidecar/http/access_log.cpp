@@ -176,4 +176,13 @@ std::string identityLogField(std::string_view identity) {
   return identity.empty() ? "-" : "\"" + escapeForLog(identity) + "\"";
 }
 
+std::string methodLogField(std::string_view name) {
+  constexpr std::size_t kLogged = 256;
+  std::string out = "\"" + escapeForLog(name.substr(0, kLogged)) + "\"";
+  if (name.size() > kLogged) {
+    out += "...";
+  }
+  return out;
+}
+
 }  // namespace sidecar

@@ -95,4 +95,8 @@ std::string escapeForLog(std::string_view s);
 // An identity as one log field: quoted and escaped, or "-" when there is none.
 std::string identityLogField(std::string_view identity);
 
+// A Thrift method name as one log field: quoted and escaped, cut to 256 bytes with "..." after
+// (callers choose names up to a frame long).
+std::string methodLogField(std::string_view name);
+
 }  // namespace sidecar

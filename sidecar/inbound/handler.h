@@ -49,6 +49,12 @@ class InboundHandler final : public ConnectionHandler {
 
   void accepted(TcpSocket socket) override;
   void tick() override { pool_.sweep(); }
+
+  // The first-byte wait's hooks (net/first_byte_wait.h).
+  Duration handshakeTimeout() const { return shared_.limits.handshakeTimeout; }
+  void waitStarted();
+  void firstByte(TcpSocket socket, std::chrono::steady_clock::time_point handshakeDeadline);
+  void neverSpoke(bool timedOut);
   void clear() override { pool_.clear(); }
 
   // Thread-safe: new handshakes use ctx; open connections keep theirs.

@@ -62,6 +62,7 @@ std::optional<MessageHeader> parseBinary(std::string_view in) {
   h.type = static_cast<MessageType>(version & 0xffu);
   h.name.assign(in.substr(8, nameLength));
   h.seqid = static_cast<std::int32_t>(be32(p + 8 + nameLength));
+  h.headerSize = 12 + nameLength;
   return h;
 }
 
@@ -87,10 +88,258 @@ std::optional<MessageHeader> parseCompact(std::string_view in) {
   h.type = static_cast<MessageType>(second >> 5);
   h.name.assign(in.substr(at, *nameLength));
   h.seqid = static_cast<std::int32_t>(*seqid);
+  h.headerSize = static_cast<std::uint32_t>(at + *nameLength);
   return h;
 }
 
+// Walks one value of a message's body without decoding it, as TProtocol's skip() does. Every
+// step checks what is left, so a walk is linear in the payload and never reads past it; a
+// container's count is checked against the bytes left (each element takes one at least) before
+// its elements are walked.
+class Walker {
+ public:
+  Walker(std::string_view in, std::size_t at) : in_(in), at_(at) {}
+  std::size_t at() const { return at_; }
+
+  // Binary protocol types: 2 bool, 3 byte, 4 double, 6 i16, 8 i32, 10 i64, 11 string/binary,
+  // 12 struct, 13 map, 14 set, 15 list, 16 uuid.
+  bool binaryValue(unsigned type, unsigned depth) {
+    switch (type) {
+      case 2:
+      case 3:
+        return take(1);
+      case 6:
+        return take(2);
+      case 8:
+        return take(4);
+      case 4:
+      case 10:
+        return take(8);
+      case 16:
+        return take(16);
+      case 11: {
+        std::uint32_t n = 0;
+        return be(n) && take(n);
+      }
+      case 12:
+        return binaryStruct(depth + 1);
+      case 13: {
+        std::uint32_t n = 0;
+        if (!take(2) || !be(n) || n > left()) {
+          return false;
+        }
+        const auto key = byteAt(at_ - 6);
+        const auto value = byteAt(at_ - 5);
+        return nested(depth, [&] {
+          for (std::uint32_t i = 0; i < n; ++i) {
+            if (!binaryValue(key, depth + 1) || !binaryValue(value, depth + 1)) {
+              return false;
+            }
+          }
+          return true;
+        });
+      }
+      case 14:
+      case 15: {
+        std::uint32_t n = 0;
+        if (!take(1) || !be(n) || n > left()) {
+          return false;
+        }
+        const auto element = byteAt(at_ - 5);
+        return nested(depth, [&] {
+          for (std::uint32_t i = 0; i < n; ++i) {
+            if (!binaryValue(element, depth + 1)) {
+              return false;
+            }
+          }
+          return true;
+        });
+      }
+      default:
+        return false;
+    }
+  }
+
+  bool binaryStruct(unsigned depth) {
+    if (depth > kMaxDepth) {
+      return false;
+    }
+    while (true) {
+      if (!take(1)) {
+        return false;
+      }
+      const auto type = byteAt(at_ - 1);
+      if (type == 0) {
+        return true;
+      }
+      if (!take(2) || !binaryValue(type, depth)) {  // the field id, then its value
+        return false;
+      }
+    }
+  }
+
+  // Compact protocol types: 1 true, 2 false (in a field header, the value itself; in a
+  // container, one byte), 3 byte, 4 i16, 5 i32, 6 i64, 7 double, 8 binary, 9 list, 10 set,
+  // 11 map, 12 struct, 13 uuid.
+  bool compactValue(unsigned type, unsigned depth, bool inContainer) {
+    switch (type) {
+      case 1:
+      case 2:
+        return !inContainer || take(1);
+      case 3:
+        return take(1);
+      case 4:
+      case 5:
+      case 6:
+        return varint();
+      case 7:
+        return take(8);
+      case 13:
+        return take(16);
+      case 8: {
+        std::uint64_t n = 0;
+        return varint(&n) && n <= left() && take(static_cast<std::size_t>(n));
+      }
+      case 12:
+        return compactStruct(depth + 1);
+      case 9:
+      case 10: {
+        if (!take(1)) {
+          return false;
+        }
+        const auto head = byteAt(at_ - 1);
+        std::uint64_t n = head >> 4;
+        if (n == 15 && !varint(&n)) {
+          return false;
+        }
+        if (n > left()) {
+          return false;
+        }
+        const unsigned element = head & 0x0fu;
+        return nested(depth, [&] {
+          for (std::uint64_t i = 0; i < n; ++i) {
+            if (!compactValue(element, depth + 1, true)) {
+              return false;
+            }
+          }
+          return true;
+        });
+      }
+      case 11: {
+        std::uint64_t n = 0;
+        if (!varint(&n)) {
+          return false;
+        }
+        if (n == 0) {
+          return true;  // an empty map has no types byte
+        }
+        if (n > left() || !take(1)) {
+          return false;
+        }
+        const auto types = byteAt(at_ - 1);
+        return nested(depth, [&] {
+          for (std::uint64_t i = 0; i < n; ++i) {
+            if (!compactValue(types >> 4, depth + 1, true) ||
+                !compactValue(types & 0x0fu, depth + 1, true)) {
+              return false;
+            }
+          }
+          return true;
+        });
+      }
+      default:
+        return false;
+    }
+  }
+
+  bool compactStruct(unsigned depth) {
+    if (depth > kMaxDepth) {
+      return false;
+    }
+    while (true) {
+      if (!take(1)) {
+        return false;
+      }
+      const auto head = byteAt(at_ - 1);
+      if (head == 0) {
+        return true;
+      }
+      if ((head >> 4) == 0 && !varint()) {  // no delta: the field id follows, zigzag
+        return false;
+      }
+      if (!compactValue(head & 0x0fu, depth, false)) {
+        return false;
+      }
+    }
+  }
+
+ private:
+  std::size_t left() const { return in_.size() - at_; }
+  unsigned byteAt(std::size_t i) const { return static_cast<unsigned char>(in_[i]); }
+  bool take(std::size_t n) {
+    if (n > left()) {
+      return false;
+    }
+    at_ += n;
+    return true;
+  }
+  bool be(std::uint32_t& v) {
+    if (left() < 4) {
+      return false;
+    }
+    v = be32(reinterpret_cast<const unsigned char*>(in_.data() + at_));
+    at_ += 4;
+    return true;
+  }
+  // A compact varint of at most 10 bytes (64 bits).
+  bool varint(std::uint64_t* out = nullptr) {
+    std::uint64_t v = 0;
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+      if (left() == 0) {
+        return false;
+      }
+      const auto b = byteAt(at_++);
+      v |= static_cast<std::uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) {
+        if (out) {
+          *out = v;
+        }
+        return true;
+      }
+    }
+    return false;
+  }
+  // A container's elements sit one level deeper than the container.
+  template <class Elements>
+  static bool nested(unsigned depth, Elements elements) {
+    return depth + 1 <= kMaxDepth && elements();
+  }
+
+  std::string_view in_;
+  std::size_t at_;
+};
+
 }  // namespace
+
+bool holdsOneMessage(std::string_view payload, const MessageHeader& header) {
+  if (header.headerSize > payload.size()) {
+    return false;
+  }
+  Walker w(payload, header.headerSize);
+  const bool whole =
+      header.protocol == Protocol::binary ? w.binaryStruct(1) : w.compactStruct(1);
+  return whole && w.at() == payload.size();
+}
+
+std::optional<MessageType> replyType(std::string_view payload, const MessageHeader& call) {
+  const auto reply = parseHeader(payload);
+  if (!reply || (reply->type != MessageType::reply && reply->type != MessageType::exception) ||
+      reply->seqid != call.seqid || reply->name != call.name ||
+      reply->protocol != call.protocol || !holdsOneMessage(payload, *reply)) {
+    return std::nullopt;
+  }
+  return reply->type;
+}
 
 std::uint32_t frameLength(const unsigned char* prefix) { return be32(prefix); }
 

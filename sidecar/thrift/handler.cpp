@@ -15,6 +15,8 @@
 #include <string>
 
 #include "http/access_log.h"
+#include "net/first_byte_wait.h"
+#include "net/log_limiter.h"
 #include "net/tls_context.h"
 #include "net/tls_stream.h"
 #include "thrift/frame.h"
@@ -28,6 +30,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
 constexpr std::size_t kKeptBuffer = 64 * 1024;
+// A refused caller's first frame is read only this far: enough for its call's name and seqid.
+constexpr std::size_t kRefusedFrameBytes = 4096;
+// After its refusal, what is left of its frame is read away (so that the refusal is not lost to
+// a reset) up to this many bytes or kCloseNotifyDeadline.
+constexpr std::size_t kRefusedDiscardBytes = 256 * 1024;
 
 // How a forwarded call ended, for its metrics and its access-log line.
 enum class CallResult { reply, exception, oneway, localError };
@@ -44,21 +51,13 @@ constexpr std::string_view resultName(CallResult r) {
   }
   return "unknown";
 }
-// A method name in a log line is cut to this many bytes (callers choose names up to a frame long).
-constexpr std::size_t kLoggedNameLength = 256;
-
-std::string methodLogField(std::string_view name) {
-  std::string out = "\"" + escapeForLog(name.substr(0, kLoggedNameLength)) + "\"";
-  if (name.size() > kLoggedNameLength) {
-    out += "...";
-  }
-  return out;
-}
 
 class ThriftSession final : public TrackedSession {
  public:
-  ThriftSession(ThriftHandler& handler, TcpSocket socket, std::shared_ptr<asio::ssl::context> tls)
-      : handler_(handler),
+  ThriftSession(ThriftHandler& handler, TcpSocket socket, std::shared_ptr<asio::ssl::context> tls,
+                Clock::time_point handshakeDeadline)
+      : handshakeDeadline_(handshakeDeadline),
+        handler_(handler),
         worker_(handler.worker()),
         shared_(handler.shared()),
         m_(*handler.shared().metrics),
@@ -94,9 +93,8 @@ class ThriftSession final : public TrackedSession {
     auto& lowest = stream_.lowest_layer();
     error_code ignored;
     clientIp_ = lowest.socket().remote_endpoint(ignored).address().to_string();
-    m_.connections->Increment();
-
-    lowest.expires_after(shared_.limits.handshakeTimeout);
+    // The deadline runs from the accept: the wait for the first byte took part of it.
+    lowest.expires_at(handshakeDeadline_);
     handshaking_ = true;
     auto [ec] = co_await stream_.async_handshake(useTuple);
     handshaking_ = false;
@@ -105,15 +103,72 @@ class ThriftSession final : public TrackedSession {
     }
     if (ec) {
       auto why = classifyHandshakeFailure(ec, SSL_get_verify_result(stream_.native_handle()));
-      spdlog::info("event=thrift_handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
-                   handshakeFailureName(why), ec.message());
+      logWithin(handler_.logLimiter(ThriftLogEvent::handshakeFailed), spdlog::level::info,
+                "event=thrift_handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
+                handshakeFailureName(why), ec.message());
       co_return;
     }
     const auto peer = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
     dropPeerChainCopies(stream_.native_handle());
-    const bool allowed = !peer.unusable && shared_.allowList.allows(peer.identity);
     identityForLog_ = identityLogField(peer.identity);
+    if (peer.unusable || !shared_.allowList.allows(peer.identity)) {
+      co_await refuse();
+    } else {
+      co_await serveCalls();
+    }
+    if (lowest.socket().is_open()) {
+      lowest.expires_after(kCloseNotifyDeadline);
+      co_await stream_.async_shutdown(useTuple);
+    }
+  }
 
+ private:
+  // A caller whose identity is not allowed, refused right after its handshake: its first frame
+  // is read only as far as its call's name and seqid (kRefusedFrameBytes), never buffered whole,
+  // and a CALL gets an INTERNAL_ERROR saying why. The connection then closes.
+  awaitable<void> refuse() {
+    m_.callsRefused->Increment();
+    logWithin(handler_.logLimiter(ThriftLogEvent::identityRefused), spdlog::level::info,
+              "event=identity_refused peer={} identity={} listener=thrift", clientIp_,
+              identityForLog_);
+    auto& lowest = stream_.lowest_layer();
+    lowest.expires_after(shared_.limits.idleTimeout);
+    if (co_await thrift::readFramePrefix(stream_, frame_)) {
+      co_return;
+    }
+    const std::size_t length = thrift::frameLength(frame_);
+    const std::size_t head = std::min(length, kRefusedFrameBytes);
+    frame_.resize(4 + head);
+    auto [ec, n] =
+        co_await asio::async_read(stream_, asio::buffer(frame_.data() + 4, head), useTuple);
+    if (ec) {
+      co_return;
+    }
+    callStart_ = Clock::now();
+    const auto header = thrift::parseHeader(std::string_view(frame_).substr(4));
+    if (!header || header->type != thrift::MessageType::call) {
+      co_return;  // nothing to answer
+    }
+    if (!co_await writeLocal(thrift::exceptionFrame(*header, thrift::AppError::internalError,
+                                                    "caller identity not allowed"))) {
+      co_return;
+    }
+    logCall(*header, "refused");
+    std::size_t left = std::min(length - head, kRefusedDiscardBytes);
+    lowest.expires_after(kCloseNotifyDeadline);
+    while (left > 0) {
+      frame_.resize(std::min(left, kKeptBuffer));
+      auto [rec, got] = co_await stream_.async_read_some(asio::buffer(frame_), useTuple);
+      if (rec) {
+        break;
+      }
+      left -= std::min(left, got);
+    }
+  }
+
+  // Calls of an allowed caller, one at a time, until it leaves, breaks the protocol or the
+  // worker drains.
+  awaitable<void> serveCalls() {
     while (!worker_.draining()) {
       if (!co_await readFrame()) {
         break;
@@ -124,16 +179,22 @@ class ThriftSession final : public TrackedSession {
       if (!header || (header->type != thrift::MessageType::call &&
                       header->type != thrift::MessageType::oneway)) {
         m_.framesNotThrift->Increment();
-        spdlog::info("event=thrift_not_thrift peer={} identity={}", clientIp_, identityForLog_);
+        logWithin(handler_.logLimiter(ThriftLogEvent::badFrame), spdlog::level::info,
+                  "event=thrift_not_thrift peer={} identity={}", clientIp_, identityForLog_);
         break;
       }
-      if (!allowed) {
-        m_.callsRefused->Increment();
-        spdlog::info("event=identity_refused peer={} identity={} listener=thrift", clientIp_,
-                     identityForLog_);
-        co_await writeLocal(thrift::exceptionFrame(*header, thrift::AppError::internalError,
-                                                   "caller identity not allowed"));
-        logCall(*header, "refused");
+      if (!thrift::holdsOneMessage(std::string_view(frame_).substr(4), *header)) {
+        // The local service would answer a second message in the frame with a second reply,
+        // which the next caller on that pooled connection would read as its own.
+        m_.framesMalformed->Increment();
+        logWithin(handler_.logLimiter(ThriftLogEvent::badFrame), spdlog::level::info,
+                  "event=thrift_malformed_frame peer={} identity={} method={} seqid={}",
+                  clientIp_, identityForLog_, methodLogField(header->name), header->seqid);
+        if (header->type == thrift::MessageType::call) {
+          co_await writeLocal(thrift::exceptionFrame(*header, thrift::AppError::protocolError,
+                                                     thrift::kNotOneMessage));
+        }
+        logCall(*header, "malformed");
         break;
       }
       if (header->type == thrift::MessageType::call && header->name == thrift::kFinagleProbe) {
@@ -156,13 +217,8 @@ class ThriftSession final : public TrackedSession {
         break;
       }
     }
-    if (lowest.socket().is_open()) {
-      lowest.expires_after(kCloseNotifyDeadline);
-      co_await stream_.async_shutdown(useTuple);
-    }
   }
 
- private:
   // Reads the next whole frame, length prefix included, into frame_; false when the connection
   // is to close (the caller left, went idle too long, or sent a frame over --thrift-max-frame).
   awaitable<bool> readFrame() {
@@ -189,8 +245,9 @@ class ThriftSession final : public TrackedSession {
     const auto length = thrift::frameLength(frame_);
     if (length > shared_.maxFrame) {
       m_.framesTooLarge->Increment();
-      spdlog::info("event=thrift_frame_too_large peer={} identity={} length={} max={}", clientIp_,
-                   identityForLog_, length, shared_.maxFrame);
+      logWithin(handler_.logLimiter(ThriftLogEvent::badFrame), spdlog::level::info,
+                "event=thrift_frame_too_large peer={} identity={} length={} max={}", clientIp_,
+                identityForLog_, length, shared_.maxFrame);
       co_return false;
     }
     if (length == 0) {
@@ -251,8 +308,9 @@ class ThriftSession final : public TrackedSession {
   // idle deadline, inside it.
   void cutShort(std::size_t got, std::size_t expected, error_code ec) {
     m_.framesCutShort->Increment();
-    spdlog::info("event=thrift_frame_cut_short peer={} identity={} got={} expected={} reason=\"{}\"",
-                 clientIp_, identityForLog_, got, expected, ec.message());
+    logWithin(handler_.logLimiter(ThriftLogEvent::badFrame), spdlog::level::info,
+              "event=thrift_frame_cut_short peer={} identity={} got={} expected={} reason=\"{}\"",
+              clientIp_, identityForLog_, got, expected, ec.message());
   }
 
   awaitable<bool> writeLocal(const std::string& bytes) {
@@ -310,8 +368,8 @@ class ThriftSession final : public TrackedSession {
     }
     // The reply must be this call's: a connection out of step with its calls (a reply to a
     // call that was not waited for) is closed, and the caller told, never handed another's.
-    const auto reply = thrift::parseHeader(std::string_view(reply_).substr(4));
-    if (!reply || reply->seqid != header.seqid || reply->name != header.name) {
+    const auto reply = thrift::replyType(std::string_view(reply_).substr(4), header);
+    if (!reply) {
       m_.localBroken->Increment();
       co_return co_await localFailure(header,
                                       "the local Thrift service's reply is not this call's");
@@ -319,8 +377,7 @@ class ThriftSession final : public TrackedSession {
     upstream_.expires_never();
     handler_.pool().giveBack(local, std::move(upstream_.socket()));
     m_.callsReplied->Increment();
-    result_ = reply->type == thrift::MessageType::exception ? CallResult::exception
-                                                            : CallResult::reply;
+    result_ = *reply == thrift::MessageType::exception ? CallResult::exception : CallResult::reply;
     co_return co_await writeLocal(reply_);
   }
 
@@ -345,8 +402,9 @@ class ThriftSession final : public TrackedSession {
     upstream_.expires_never();
     m_.callsLocalError->Increment();
     result_ = CallResult::localError;
-    spdlog::warn("event=thrift_local_failed identity={} method={} seqid={} reason=\"{}\"",
-                 identityForLog_, methodLogField(header.name), header.seqid, escapeForLog(why));
+    logWithin(handler_.logLimiter(ThriftLogEvent::localFailed), spdlog::level::warn,
+              "event=thrift_local_failed identity={} method={} seqid={} reason=\"{}\"",
+              identityForLog_, methodLogField(header.name), header.seqid, escapeForLog(why));
     if (header.type == thrift::MessageType::oneway) {
       co_return true;  // nobody waits for an answer
     }
@@ -354,6 +412,7 @@ class ThriftSession final : public TrackedSession {
         thrift::exceptionFrame(header, thrift::AppError::internalError, why));
   }
 
+  Clock::time_point handshakeDeadline_;
   ThriftHandler& handler_;
   Worker& worker_;
   const ThriftShared& shared_;
@@ -377,8 +436,9 @@ class ThriftSession final : public TrackedSession {
 };
 
 awaitable<void> serveThrift(ThriftHandler& handler, TcpSocket socket,
-                            std::shared_ptr<asio::ssl::context> tls) {
-  ThriftSession session(handler, std::move(socket), std::move(tls));
+                            std::shared_ptr<asio::ssl::context> tls,
+                            Clock::time_point handshakeDeadline) {
+  ThriftSession session(handler, std::move(socket), std::move(tls), handshakeDeadline);
   co_await session.run();
 }
 
@@ -394,7 +454,14 @@ ThriftHandler::ThriftHandler(Worker& worker, const ThriftShared& shared,
       methodSlots_(shared.metrics->methods.table) {}
 
 void ThriftHandler::accepted(TcpSocket socket) {
-  asio::co_spawn(worker_.ioc(), serveThrift(*this, std::move(socket), tls_), asio::detached);
+  FirstByteWait<ThriftHandler>::start(*this, std::move(socket));
+}
+
+void ThriftHandler::waitStarted() { shared_.metrics->connections->Increment(); }
+
+void ThriftHandler::firstByte(TcpSocket socket, Clock::time_point handshakeDeadline) {
+  asio::co_spawn(worker_.ioc(), serveThrift(*this, std::move(socket), tls_, handshakeDeadline),
+                 asio::detached);
 }
 
 void ThriftHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {

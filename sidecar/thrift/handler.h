@@ -6,12 +6,14 @@
 
 #include <spdlog/logger.h>
 
+#include <array>
 #include <boost/asio/ssl/context.hpp>
 #include <cstdint>
 #include <memory>
 
 #include "core/config.h"
 #include "net/identity.h"
+#include "net/log_limiter.h"
 #include "net/worker.h"
 #include "thrift/metrics.h"
 #include "upstream/pool.h"
@@ -27,6 +29,9 @@ struct ThriftShared {
   std::uint32_t maxFrame;  // --thrift-max-frame
 };
 
+// Data-path events logged one line each, within a budget per worker and event.
+enum class ThriftLogEvent : unsigned { handshakeFailed, badFrame, identityRefused, localFailed, count };
+
 class ThriftHandler final : public ConnectionHandler {
  public:
   ThriftHandler(Worker& worker, const ThriftShared& shared,
@@ -36,6 +41,12 @@ class ThriftHandler final : public ConnectionHandler {
   void tick() override { pool_.sweep(); }
   void clear() override { pool_.clear(); }
 
+  // The first-byte wait's hooks (net/first_byte_wait.h): no TLS state before the first byte.
+  Duration handshakeTimeout() const { return shared_.limits.handshakeTimeout; }
+  void waitStarted();
+  void firstByte(TcpSocket socket, std::chrono::steady_clock::time_point handshakeDeadline);
+  void neverSpoke(bool) {}
+
   // Thread-safe: new handshakes use ctx; open connections keep theirs.
   void setTls(std::shared_ptr<asio::ssl::context> ctx);
 
@@ -44,6 +55,7 @@ class ThriftHandler final : public ConnectionHandler {
   const ThriftShared& shared() const { return shared_; }
   ConnectionPool& pool() { return pool_; }
   ThriftMethodSlots& methodSlots() { return methodSlots_; }
+  LogLimiter& logLimiter(ThriftLogEvent e) { return logLimiters_[static_cast<unsigned>(e)]; }
 
  private:
   Worker& worker_;
@@ -51,6 +63,7 @@ class ThriftHandler final : public ConnectionHandler {
   std::shared_ptr<asio::ssl::context> tls_;
   ConnectionPool pool_;
   ThriftMethodSlots methodSlots_;
+  std::array<LogLimiter, static_cast<unsigned>(ThriftLogEvent::count)> logLimiters_{};
 };
 
 }  // namespace sidecar

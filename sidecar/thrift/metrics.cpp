@@ -142,10 +142,12 @@ ThriftMetrics::ThriftMetrics(prometheus::Registry& r, unsigned workers) : method
   callsRefused = &calls.Add({{"result", "refused"}});
   auto& frames = counters(r, "sidecar_thrift_frames_refused_total",
                           "Thrift frames that closed their connection: too_large "
-                          "(--thrift-max-frame), not_thrift, or cut_short (the caller left or "
-                          "was silent past --idle-timeout inside a frame)");
+                          "(--thrift-max-frame), not_thrift, malformed (not exactly one whole "
+                          "message), or cut_short (the caller left or was silent past "
+                          "--idle-timeout inside a frame)");
   framesTooLarge = &frames.Add({{"reason", "too_large"}});
   framesNotThrift = &frames.Add({{"reason", "not_thrift"}});
+  framesMalformed = &frames.Add({{"reason", "malformed"}});
   framesCutShort = &frames.Add({{"reason", "cut_short"}});
   probes = &counters(r, "sidecar_thrift_probes_total",
                      "Finagle upgrade probes (__can__finagle__trace__v3__) answered by the sidecar")

@@ -97,6 +97,7 @@ struct ThriftMetrics {
   // sidecar_thrift_frames_refused_total{reason}
   prometheus::Counter* framesTooLarge;
   prometheus::Counter* framesNotThrift;
+  prometheus::Counter* framesMalformed;  // a CALL whose frame is not exactly one whole message
   prometheus::Counter* framesCutShort;
   // sidecar_thrift_probes_total
   prometheus::Counter* probes;

@@ -27,7 +27,8 @@ ThriftOutboundMetrics::ThriftOutboundMetrics(prometheus::Registry& r)
                     .Name("sidecar_thrift_outbound_frames_refused_total")
                     .Help("Frames from the local Thrift client on a --thrift-route port refused, "
                           "closing its connection, by route and reason: too_large "
-                          "(--thrift-max-frame) or not_thrift")
+                          "(--thrift-max-frame), not_thrift, or malformed (not exactly one whole "
+                          "message)")
                     .Register(r)),
       probes_(&prometheus::BuildCounter()
                    .Name("sidecar_thrift_outbound_probes_total")
@@ -38,6 +39,7 @@ ThriftOutboundMetrics::ThriftOutboundMetrics(prometheus::Registry& r)
 ThriftOutboundMetrics::Route ThriftOutboundMetrics::route(const std::string& name) {
   return Route{&refused_->Add({{"route", name}, {"reason", "too_large"}}),
                &refused_->Add({{"route", name}, {"reason", "not_thrift"}}),
+               &refused_->Add({{"route", name}, {"reason", "malformed"}}),
                &probes_->Add({{"route", name}})};
 }
 
@@ -99,6 +101,19 @@ class ThriftOutboundSession final : public TrackedSession {
         handler_.metrics().framesNotThrift->Increment();
         logWithin(handler_.logLimiter(ThriftOutboundLogEvent::badFrame), spdlog::level::info,
                   "event=thrift_not_thrift direction=outbound route={}", name);
+        break;
+      }
+      if (!thrift::holdsOneMessage(std::string_view(frame_).substr(4), *header)) {
+        // A second message in the frame would be answered by the member as a second reply,
+        // which the next call on that pooled connection would read as its own.
+        handler_.metrics().framesMalformed->Increment();
+        logWithin(handler_.logLimiter(ThriftOutboundLogEvent::badFrame), spdlog::level::info,
+                  "event=thrift_malformed_frame direction=outbound route={} method={} seqid={}",
+                  name, methodLogField(header->name), header->seqid);
+        if (header->type == thrift::MessageType::call) {
+          co_await writeCaller(thrift::exceptionFrame(*header, thrift::AppError::protocolError,
+                                                      thrift::kNotOneMessage));
+        }
         break;
       }
       if (header->type == thrift::MessageType::call && header->name == thrift::kFinagleProbe) {
@@ -284,8 +299,7 @@ class ThriftOutboundSession final : public TrackedSession {
     }
     // The reply must be this call's: a connection out of step with its calls is closed, and
     // the client told, never handed another's reply.
-    const auto reply = thrift::parseHeader(std::string_view(reply_).substr(4));
-    if (!reply || reply->seqid != header.seqid || reply->name != header.name) {
+    if (!thrift::replyType(std::string_view(reply_).substr(4), header)) {
       release(route, member, false);
       why_ = "its reply is not this call's";
       co_return Attempt::failed;
@@ -336,11 +350,10 @@ class ThriftOutboundSession final : public TrackedSession {
     m_.requestDuration.observe(shard_, slot, std::chrono::duration<double>(elapsed).count());
     if (auto* log = worker_.accessLog()) {
       log->line(
-          "direction=outbound protocol=thrift route={} member={} method=\"{}\" seqid={} "
+          "direction=outbound protocol=thrift route={} member={} method={} seqid={} "
           "status={} req_bytes={} resp_bytes={} duration_us={}",
           route.info->name, member ? endpointText(*member) : std::string("-"),
-          escapeForLog(header.name),
-          header.seqid, status, frame_.size(), status == 200 ? reply_.size() : 0,
+          methodLogField(header.name), header.seqid, status, frame_.size(), status == 200 ? reply_.size() : 0,
           static_cast<std::int64_t>(
               std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()));
     }

@@ -32,6 +32,7 @@ class ThriftOutboundMetrics {
   struct Route {
     prometheus::Counter* framesTooLarge;  // sidecar_thrift_outbound_frames_refused_total{reason}
     prometheus::Counter* framesNotThrift;
+    prometheus::Counter* framesMalformed;  // a CALL whose frame is not exactly one whole message
     prometheus::Counter* probes;  // sidecar_thrift_outbound_probes_total
   };
   // The route's series, made once at start-up.

@@ -1,7 +1,8 @@
 // The Thrift frame and message-header reader, and the exception replies the sidecar writes.
 // Invariants: the length prefix reads as big-endian; a header that parses names bytes of the
 // payload; an exception reply to any call (the parsed one, and one made from the input) is a
-// whole frame whose header parses back to the call's protocol, name and seqid, type EXCEPTION.
+// whole frame whose header parses back to the call's protocol, name and seqid, type EXCEPTION;
+// the one-message walk reads only the payload, and a whole message is whole at one length only.
 #include "fuzz.h"
 
 #include <thrift/frame.h>
@@ -50,6 +51,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(t >= 1 && t <= 4);
     FUZZ_CHECK(h->protocol == (data[0] == 0x80 ? Protocol::binary : Protocol::compact));
     checkExceptionFrame(*h, AppError::unknownMethod, "Unknown method " + h->name);
+    // The walk stays inside the payload (ASan would see it), and a message that is whole stops
+    // being whole with any byte after it.
+    FUZZ_CHECK(h->headerSize <= size);
+    if (sidecar::thrift::holdsOneMessage(in, *h)) {
+      FUZZ_CHECK(!sidecar::thrift::holdsOneMessage(std::string(in) + '\0', *h));
+      FUZZ_CHECK(!sidecar::thrift::holdsOneMessage(in.substr(0, size - 1), *h));
+    }
   }
   // A call made from the input: any name bytes, any seqid (negative ones too), either protocol.
   if (size >= 5) {

@@ -272,6 +272,23 @@ class ThriftOutboundTest(SidecarTestCase):
                                                route=caller.name, reason="too_large"), 1.0)
         self.assertEqual(self.client(caller.route).ping(), "pong", "the sidecar carries on")
 
+    def test_a_frame_with_a_second_message_is_refused_before_any_member_sees_it(self):
+        # A member would answer both messages, and the second answer would wait on the pooled
+        # member connection for the next call of the same name and seqid.
+        a = self.member()
+        caller = self.caller(self.static(a))
+        s = self.raw(caller.route)
+        s.sendall(frame(call("ping", 0) + call("ping", 0)))
+        kind, name, seqid, rest = read_reply(s)
+        self.assertEqual((kind, name, seqid), (3, "ping", 0))
+        self.assertEqual(self.decode_exception(rest).type, 7)  # PROTOCOL_ERROR
+        s.settimeout(5)
+        self.assertEqual(s.recv(100), b"")
+        self.assertSettles(lambda: self.metric(caller, "sidecar_thrift_outbound_frames_refused_total",
+                                               route=caller.name, reason="malformed"), 1.0)
+        self.assertEqual(self.replied(a), 0, "the member never saw the frame")
+        self.assertEqual(self.client(caller.route).ping(), "pong", "the sidecar carries on")
+
     def test_a_non_loopback_route_port_without_the_flag_exits_2_with_one_line(self):
         r = subprocess.run([
             SIDECAR, "--thrift-route", f"0.0.0.0:{free_port()}=static!127.0.0.1:1",

@@ -479,6 +479,94 @@ class ThriftProxyTest(SidecarTestCase):
                                                 result="replied"), 3)
         self.assertEqual(self.counter(sc, "sidecar_thrift_local_errors_total", reason="broken"), 0)
 
+    # --- one message per frame, one reply per call (issue: injected replies) --------------------
+
+    def test_frame_with_a_second_message_is_refused_and_never_reaches_another_caller(self):
+        # An attacker packs a second call into its frame: pinghelp would answer both, and the
+        # second answer (helpFor's UnknownMethod, carrying the attacker's string, with the seqid
+        # 0 every Apache Thrift client sends) would wait on the pooled connection for the next
+        # caller's helpFor. The frame is refused whole: PROTOCOL_ERROR, closed, counted.
+        _, sc = self.start()
+        evil = "INJECTED-BY-ANOTHER-CALLER"
+        helpfor_args = b"\x0b\x00\x01" + struct.pack(">i", len(evil)) + evil.encode() + b"\x00"
+        victim = self.client(sc.thrift)
+        for _ in range(20):
+            s = self.raw(sc.thrift)
+            s.sendall(frame(call("ping", 0) + call("helpFor", 0, helpfor_args)))
+            kind, name, seqid, rest = read_reply(s)
+            self.assertEqual((kind, name, seqid), (3, "ping", 0))
+            e = self.decode_exception(rest)
+            self.assertEqual(e.type, 7)  # PROTOCOL_ERROR
+            self.assertIn("exactly one", e.message)
+            self.assertClosed(s)
+            for _ in range(5):
+                got = victim.helpFor("ping")
+                self.assertEqual(got.name, "ping")
+                self.assertNotIn(evil, repr(got))
+        # A stray byte after a whole message is refused the same way; a ONEWAY gets no answer.
+        s = self.raw(sc.thrift)
+        s.sendall(frame(call("ping", 3) + b"\x00"))
+        self.assertEqual(read_reply(s)[:3], (3, "ping", 3))
+        self.assertClosed(s)
+        s = self.raw(sc.thrift)
+        s.sendall(frame(message(ONEWAY, "ping", 4) + message(ONEWAY, "ping", 5)))
+        self.assertClosed(s)
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_frames_refused_total",
+                                                reason="malformed"), 22)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_calls_total", result="oneway"), 0)
+        self.assertEqual(victim.ping(), "pong")
+
+    def test_reply_that_is_not_one_reply_message_gives_internal_error(self):
+        # A CALL-typed "reply", a reply frame holding two messages, and one with a stray byte:
+        # none is relayed, and the connection that carried it is not pooled.
+        def answer(payload):
+            name, seqid = header_of(payload)
+            if name == "asCall":
+                return frame(message(1, name, seqid))
+            if name == "twice":
+                return frame(message(2, name, seqid) + message(2, name, seqid))
+            if name == "stray":
+                return frame(message(2, name, seqid) + b"\x00")
+            return frame(message(2, name, seqid))
+        service = ScriptedThrift(self, answer)
+        _, sc = self.start(thrift_upstream=service.port)
+        s = self.raw(sc.thrift)
+        for seqid, name in enumerate(("asCall", "twice", "stray")):
+            s.sendall(frame(call(name, seqid)))
+            kind, got_name, got_seqid, rest = read_reply(s)
+            self.assertEqual((kind, got_name, got_seqid), (3, name, seqid))
+            self.assertIn("not this call's", self.decode_exception(rest).message)
+        s.sendall(frame(call("fine", 9)))
+        self.assertEqual(read_reply(s)[:3], (2, "fine", 9))
+        self.assertEqual(self.counter(sc, "sidecar_thrift_local_errors_total", reason="broken"), 3)
+
+    def test_silent_connections_hold_no_tls_state_and_close_at_the_handshake_deadline(self):
+        # As on --listen: no TLS state before the first byte (it held 48 KB each before).
+        from test_flood import SANITIZED, raise_fd_limit
+        n = min(1000, (raise_fd_limit() - 200) // 2)
+        _, sc = self.start("--handshake-timeout", "2s")
+        c = self.client(sc.thrift)
+        for _ in range(20):
+            self.assertEqual(c.ping(), "pong")
+        time.sleep(0.5)
+        base = sc.rss_kib()
+        socks = [socket.create_connection(("127.0.0.1", sc.thrift)) for _ in range(n)]
+        try:
+            wait_for(lambda: self.counter(sc, "sidecar_thrift_connections_total") >= n + 1,
+                     what=f"{n} accepted")
+            per_conn = (sc.rss_kib() - base) * 1024 / n
+            if not SANITIZED:
+                self.assertLess(per_conn, 4096, f"{per_conn:.0f} bytes per silent connection")
+            self.assertEqual(c.ping(), "pong", "a real caller is served all along")
+            deadline = time.monotonic() + 20 * SLOW
+            for s in socks:
+                s.settimeout(max(0.1, deadline - time.monotonic()))
+                self.assertEqual(s.recv(1), b"", "closed at --handshake-timeout")
+        finally:
+            for s in socks:
+                s.close()
+        self.assertEqual(c.ping(), "pong")
+
     # --- a second client library ---------------------------------------------------------------------
 
     def test_node_client_calls_through_the_sidecar_over_mtls(self):
