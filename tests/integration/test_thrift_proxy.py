@@ -272,6 +272,50 @@ class ThriftProxyTest(SidecarTestCase):
         self.assertEqual(self.client(sc.thrift).ping(), "pong", "the allowed caller is served")
         self.assertGreaterEqual(self.counter(sc, "sidecar_thrift_calls_total", result="refused"), 2)
 
+    def test_refused_callers_large_frames_are_never_buffered(self):
+        # A refused caller's frame is read only as far as its call's header: 20 of them sending
+        # 4 MB frames at once cost the sidecar a few MB, not 80 (30 x 16 MB took it to 501 MB).
+        from test_flood import SANITIZED
+        _, sc = self.start("--allow-identity", "spiffe://dev.local/caller")
+        self.assertEqual(self.client(sc.thrift).ping(), "pong")
+        base = sc.rss_kib()
+        size = 4 << 20
+        payload = call("ping", 1, b"\x0b\x00\x01" + struct.pack(">i", size) + b"x" * size + b"\x00")
+        peak = [0]
+        answers = []
+
+        def refused_caller():
+            try:
+                s = self.tls_socket(sc.thrift, cert="intruder")
+                s.settimeout(10)
+                try:
+                    s.sendall(frame(payload))
+                except OSError:
+                    pass  # closed after the refusal, with part of the frame unsent
+                try:
+                    answers.append(read_reply(s)[:3])
+                except Exception:
+                    pass
+                s.close()
+            except OSError:
+                pass
+
+        threads = [threading.Thread(target=refused_caller) for _ in range(20)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            peak[0] = max(peak[0], sc.rss_kib())
+            time.sleep(0.02)
+        for t in threads:
+            t.join()
+        grown_mb = (peak[0] - base) / 1024
+        if not SANITIZED:
+            self.assertLess(grown_mb, 30, f"grew {grown_mb:.0f} MB under 20 refused 4 MB frames")
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_calls_total",
+                                                result="refused"), 20)
+        self.assertIn((3, "ping", 1), answers, "the refusal reached at least one of them")
+        self.assertEqual(self.client(sc.thrift).ping(), "pong")
+
     def test_announced_member_carries_the_thrift_endpoint_and_resolves_by_name(self):
         zk = self.start_zookeeper()
         path = "/discovery/test/thrift"
