@@ -95,7 +95,11 @@ class Server {
     warnIfReadableByOthers(config_.tlsKey);
     ProxyLimits limits = config_.limits;
     limits.maxConnections = resolveMaxConnections(limits.maxConnections);
-    workerShared_.maxConnections = limits.maxConnections;
+    (*workerShared_.connections)[Budget::listen].limit = limits.maxConnections;
+    (*workerShared_.connections)[Budget::thrift].limit =
+        resolveMaxConnections(limits.thriftMaxConnections);
+    (*workerShared_.connections)[Budget::outbound].limit =
+        resolveMaxConnections(limits.outboundMaxConnections);
     workerShared_.metrics = &metrics_;
     workerShared_.busyPoll = config_.busyPoll;
     workerShared_.accessLog = accessLog_.get();
@@ -149,7 +153,7 @@ class Server {
         auto handler =
             std::make_unique<InboundHandler>(w, *inboundShared_, config_.workers, ctx.ssl);
         inbound_.push_back(handler.get());
-        w.addListener(bound, std::move(handler));
+        w.addListener(bound, std::move(handler), Budget::listen);
         bound = w.localEndpoint();  // port 0 becomes the port the first one got
       }
     } catch (const boost::system::system_error& e) {
@@ -163,7 +167,7 @@ class Server {
         for (auto& w : workers_) {
           auto handler = std::make_unique<OutboundHandler>(*w, *outboundShared_, outboundTls);
           outbound_.push_back(handler.get());
-          outboundListener_ = w->addListener(bound, std::move(handler));
+          outboundListener_ = w->addListener(bound, std::move(handler), Budget::outbound);
           bound = w->localEndpoint(outboundListener_);
         }
       } catch (const boost::system::system_error& e) {
@@ -326,7 +330,7 @@ class Server {
       for (auto& w : workers_) {
         auto handler = std::make_unique<ThriftHandler>(*w, *thriftShared_, ctx.ssl);
         thrift_.push_back(handler.get());
-        const auto index = w->addListener(bound, std::move(handler));
+        const auto index = w->addListener(bound, std::move(handler), Budget::thrift);
         bound = w->localEndpoint(index);
       }
       thriftPort_ = bound.port();
@@ -360,7 +364,7 @@ class Server {
           auto handler = std::make_unique<ThriftOutboundHandler>(*w, *outboundShared_,
                                                                  *thriftOutMetrics_, t, outboundTls);
           thriftOut_.push_back(handler.get());
-          w->addListener(*listen, std::move(handler));
+          w->addListener(*listen, std::move(handler), Budget::outbound);
         }
       } catch (const boost::system::system_error& e) {
         std::cerr << "sidecar: --thrift-route " << t.listen.str() << ": " << e.code().message()

@@ -99,6 +99,8 @@ po::options_description describeFlags() {
     ("upstream-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled upstream connections idle longer than this are closed, not reused")
     ("upstream-max-idle", po::value<std::string>()->default_value("128"), "idle upstream connections kept per worker, 0 to 100000 (0: none, a connection per request)")
     ("max-connections", po::value<std::string>()->default_value("0"), "inbound connections open at once, 0 to 10000000; beyond it the worker's oldest connection that is idle between requests or not yet through its handshake is closed to make room, else the new one is (0: (descriptor limit - 64) / 2)")
+    ("thrift-max-connections", po::value<std::string>()->default_value("0"), "connections open at once on --thrift-listen, a budget of its own, 0 to 10000000, evicting as --max-connections does (0: as --max-connections's default)")
+    ("outbound-max-connections", po::value<std::string>()->default_value("0"), "the local service's connections open at once on --outbound-listen and the --thrift-route ports together, a budget of its own that remote callers cannot fill, 0 to 10000000 (0: as --max-connections's default)")
     ("max-pending", po::value<std::string>()->default_value("1024"), "requests at the local service at once, 1 to 10000000, split evenly across workers; beyond it: 503 at once")
     ("drain-timeout", po::value<std::string>()->default_value("20s"), "on shutdown, how long in-flight requests may take to finish")
     ("zk", po::value<std::string>(), "ZooKeeper ensemble: host:port[,host:port][/chroot]; announces with --zk-path, and holds the services of /path routes and --route-prefix")
@@ -414,6 +416,9 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
     c.limits.upstreamMaxIdle = countFlag(vm, "upstream-max-idle", 0, kMaxUpstreamIdle);
     c.limits.maxConnections = countFlag(vm, "max-connections", 0, kMaxConnections);
+    c.limits.thriftMaxConnections = countFlag(vm, "thrift-max-connections", 0, kMaxConnections);
+    c.limits.outboundMaxConnections =
+        countFlag(vm, "outbound-max-connections", 0, kMaxConnections);
     // Bounded also because each worker's share is (max-pending + workers - 1) / workers.
     c.limits.maxPending = countFlag(vm, "max-pending", 1, kMaxPending);
     c.drainTimeout = durationFlag(vm, "drain-timeout");

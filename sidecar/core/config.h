@@ -40,7 +40,9 @@ struct ProxyLimits {
   Duration upstreamTimeout{30'000};
   Duration upstreamIdleTimeout{30'000};
   std::size_t upstreamMaxIdle = 128;  // per worker
-  std::size_t maxConnections = 0;     // 0: derived from the descriptor limit at start-up
+  std::size_t maxConnections = 0;     // --listen's; 0: derived from the descriptor limit at start-up
+  std::size_t thriftMaxConnections = 0;    // --thrift-listen's own; 0: derived likewise
+  std::size_t outboundMaxConnections = 0;  // --outbound-listen's and --thrift-route's; 0: likewise
   std::size_t maxPending = 1024;      // requests at the local service at once, all workers
   UnderscoreHeaders underscoreHeaders = UnderscoreHeaders::drop;
 };

@@ -89,14 +89,18 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
                                "caller's identity (first URI SAN, else first DNS SAN, else CN) is "
                                "empty or holds a control or non-ASCII byte.")
                           .Add({});
-  connectionsRefused = &counters(r, "sidecar_inbound_connections_refused_total",
-                                 "Inbound connections closed at once because --max-connections "
-                                 "were open and none was idle.")
-                            .Add({});
-  connectionsEvicted = &counters(r, "sidecar_inbound_connections_evicted_total",
-                                 "Idle keep-alive connections closed to make room for a new one "
-                                 "at --max-connections.")
-                            .Add({});
+  auto& refused = counters(r, "sidecar_inbound_connections_refused_total",
+                           "Connections closed at once because their listener's budget was full "
+                           "and none of its connections was idle, by listener: listen "
+                           "(--max-connections), thrift (--thrift-max-connections), outbound "
+                           "(--outbound-max-connections: --outbound-listen and --thrift-route).");
+  auto& evicted = counters(r, "sidecar_inbound_connections_evicted_total",
+                           "Idle keep-alive (or not yet handshaken) connections closed to make "
+                           "room for a new one at their listener's budget, by listener.");
+  for (std::size_t i = 0; i < kListenerNames.size(); ++i) {
+    connectionsRefused[i] = &refused.Add({{"listener", kListenerNames[i]}});
+    connectionsEvicted[i] = &evicted.Add({{"listener", kListenerNames[i]}});
+  }
   upstreamConnectErrors = &counters(r, "sidecar_upstream_connect_errors_total",
                                     "Connections to the local service that failed or timed out.")
                                .Add({});

@@ -15,6 +15,9 @@
 
 namespace sidecar {
 
+// The connection budgets' names, as the `listener` label says them (net/worker.h's Budget order).
+inline constexpr std::array<const char*, 3> kListenerNames = {"listen", "thrift", "outbound"};
+
 struct ProxyMetrics {
   ProxyMetrics(prometheus::Registry& registry, unsigned workers);
 
@@ -66,8 +69,9 @@ struct ProxyMetrics {
   prometheus::Counter* identityRefused;
   prometheus::Counter* identityUnusable;
   prometheus::Counter* underscoreHeaders;
-  prometheus::Counter* connectionsRefused;
-  prometheus::Counter* connectionsEvicted;
+  // By listener budget (net/worker.h's Budget, named as kListenerNames): listen, thrift, outbound.
+  std::array<prometheus::Counter*, 3> connectionsRefused;
+  std::array<prometheus::Counter*, 3> connectionsEvicted;
   prometheus::Counter* upstreamConnectErrors;
   prometheus::Counter* upstreamTimeouts;
   prometheus::Counter* upstreamStaleRetries;

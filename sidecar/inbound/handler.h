@@ -51,6 +51,7 @@ class InboundHandler final : public ConnectionHandler {
   void tick() override { pool_.sweep(); }
 
   // The first-byte wait's hooks (net/first_byte_wait.h).
+  static constexpr Budget kBudget = Budget::listen;
   Duration handshakeTimeout() const { return shared_.limits.handshakeTimeout; }
   void waitStarted();
   void firstByte(TcpSocket socket, std::chrono::steady_clock::time_point handshakeDeadline);

@@ -40,7 +40,8 @@ class InboundSession final : public TrackedSession {
  public:
   InboundSession(InboundHandler& handler, TcpSocket socket, std::shared_ptr<ssl::context> tls,
                  Clock::time_point handshakeDeadline)
-      : handshakeDeadline_(handshakeDeadline),
+      : TrackedSession(Budget::listen),
+        handshakeDeadline_(handshakeDeadline),
         handler_(handler),
         worker_(handler.worker()),
         shared_(handler.shared()),
@@ -59,7 +60,7 @@ class InboundSession final : public TrackedSession {
   }
 
   ~InboundSession() {
-    worker_.connectionClosed();
+    worker_.connectionClosed(budget());
     m_.connectionsOpen.sub(shard_, 0);
     worker_.sessionEnded(*this);
   }

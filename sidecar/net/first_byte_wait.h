@@ -21,6 +21,7 @@ namespace sidecar {
 //   void firstByte(TcpSocket, steady_clock::time_point handshakeDeadline);  // becomes a session
 //   void neverSpoke(bool timedOut);  // closed before its first byte (timed out, evicted, drain)
 // neverSpoke is called before the socket closes and Worker::connectionClosed() is called here.
+// Handler::kBudget names the connection budget its listener counts in.
 template <class Handler>
 class FirstByteWait final : public TrackedSession {
  public:
@@ -57,7 +58,8 @@ class FirstByteWait final : public TrackedSession {
 
  private:
   FirstByteWait(Handler& handler, TcpSocket socket)
-      : handler_(handler),
+      : TrackedSession(Handler::kBudget),
+        handler_(handler),
         socket_(std::move(socket)),
         deadline_(Clock::now() + handler.handshakeTimeout()) {
     handler_.waitStarted();
@@ -74,7 +76,7 @@ class FirstByteWait final : public TrackedSession {
     handler_.neverSpoke(timedOut_);
     error_code ignored;
     socket_.close(ignored);
-    w.connectionClosed();
+    w.connectionClosed(budget());
   }
 
   Handler& handler_;

@@ -25,10 +25,19 @@ Worker::~Worker() {
   ioc_.reset();
 }
 
+std::size_t ConnectionCount::open() const {
+  std::size_t n = 0;
+  for (const auto& b : budgets) {
+    n += b.open.load(std::memory_order_relaxed);
+  }
+  return n;
+}
+
 std::size_t Worker::addListener(const tcp::endpoint& endpoint,
-                                std::unique_ptr<ConnectionHandler> handler) {
+                                std::unique_ptr<ConnectionHandler> handler, Budget budget) {
   Listener l;
   l.handler = std::move(handler);
+  l.budget = budget;
   l.acceptor.emplace(*ioc_);
   bindAndListen(*l.acceptor, endpoint, true);
   listeners_.push_back(std::move(l));
@@ -167,7 +176,7 @@ void Worker::sweep() {
 // last trim, malloc_trim hands the free pages back (it walks every arena, a few milliseconds
 // after a flood of thousands of connections, and nothing in steady state).
 void Worker::trimAfterFlood() {
-  const std::size_t open = shared_.connections->open.load(std::memory_order_relaxed);
+  const std::size_t open = shared_.connections->open();
   peakOpen_ = std::max(peakOpen_, open);
   // Only once the count has settled (no longer falling), so that one trim comes after the
   // last of the flood's connections is gone, not one per second while they go.
@@ -180,9 +189,9 @@ void Worker::trimAfterFlood() {
   }
 }
 
-bool Worker::evictIdle() {
+bool Worker::evictIdle(Budget b) {
   for (auto& s : sessions_) {  // oldest first
-    if (s.closeIfIdle()) {
+    if (s.budget() == b && s.closeIfIdle()) {
       return true;
     }
   }
@@ -202,17 +211,20 @@ void Worker::accept(std::size_t listener) {
 void Worker::admit(std::size_t listener, TcpSocket socket) {
   // At the limit, an idle keep-alive connection makes room for a new caller (as nginx does);
   // with none idle, the new connection is closed at once.
-  auto& open = shared_.connections->open;
-  if (open.fetch_add(1, std::memory_order_relaxed) >= shared_.maxConnections) {
-    if (evictIdle()) {
-      shared_.metrics->connectionsEvicted->Increment();
+  const Budget b = listeners_[listener].budget;
+  const auto i = static_cast<std::size_t>(b);
+  auto& budget = (*shared_.connections)[b];
+  if (budget.open.fetch_add(1, std::memory_order_relaxed) >= budget.limit) {
+    if (evictIdle(b)) {
+      shared_.metrics->connectionsEvicted[i]->Increment();
     } else {
-      open.fetch_sub(1, std::memory_order_relaxed);
-      shared_.metrics->connectionsRefused->Increment();
-      if (!refusalLogged_) {  // once per burst, not once per connection
-        spdlog::warn("event=connection_refused worker={} reason=max_connections limit={}", index_,
-                     shared_.maxConnections);
-        refusalLogged_ = true;
+      budget.open.fetch_sub(1, std::memory_order_relaxed);
+      shared_.metrics->connectionsRefused[i]->Increment();
+      if (!refusalLogged_[i]) {  // once per burst, not once per connection
+        spdlog::warn("event=connection_refused worker={} listener={} reason=max_connections "
+                     "limit={}",
+                     index_, kListenerNames[i], budget.limit);
+        refusalLogged_[i] = true;
       }
       error_code ignored;
       socket.set_option(asio::socket_base::linger(true, 0), ignored);  // RST, no TIME_WAIT
@@ -220,7 +232,7 @@ void Worker::admit(std::size_t listener, TcpSocket socket) {
       return;
     }
   }
-  refusalLogged_ = false;
+  refusalLogged_[i] = false;
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   listeners_[listener].handler->accepted(std::move(socket));

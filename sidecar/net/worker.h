@@ -23,14 +23,32 @@
 
 namespace sidecar {
 
-// Connections open across all workers: touched once per connection, never per request.
-struct ConnectionCount {
+// Which connection budget a listener's connections count in. Each has its own limit, so that
+// callers of one listener at their limit never lock out another's: remote callers on --listen
+// cannot refuse the local service's own calls on --outbound-listen, nor Thrift callers.
+enum class Budget : std::uint8_t {
+  listen,    // --listen, --max-connections
+  thrift,    // --thrift-listen, --thrift-max-connections
+  outbound,  // --outbound-listen and every --thrift-route port, --outbound-max-connections
+  count
+};
+inline constexpr std::size_t kBudgets = static_cast<std::size_t>(Budget::count);
+
+// One budget's connections open across all workers: touched once per connection, never per
+// request.
+struct ConnectionBudget {
+  std::size_t limit = 0;
   std::atomic<std::size_t> open{0};
 };
+struct ConnectionCount {
+  std::array<ConnectionBudget, kBudgets> budgets;
+  ConnectionBudget& operator[](Budget b) { return budgets[static_cast<std::size_t>(b)]; }
+  std::size_t open() const;  // all budgets together
+};
 
-// What every worker shares, read-only but for the connection count.
+// What every worker shares, read-only but for the connection counts (and their limits, set
+// before the workers start).
 struct WorkerShared {
-  std::size_t maxConnections = 0;  // across all workers and listeners
   std::chrono::microseconds busyPoll{0};  // --busy-poll-us
   AccessLog* accessLog = nullptr;         // --access-log; null: off
   ProxyMetrics* metrics = nullptr;
@@ -42,6 +60,9 @@ struct WorkerShared {
 class TrackedSession : public boost::intrusive::list_base_hook<
                            boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
  public:
+  explicit TrackedSession(Budget budget) : budget_(budget) {}
+  // The budget its connection counts in; at a budget's limit only its own sessions are evicted.
+  Budget budget() const { return budget_; }
   // Closes the connection if it waits for a request (or is not yet a caller); true if it did.
   virtual bool closeIfIdle() = 0;
   // Ends what waits past its deadline (called by the worker's sweep).
@@ -49,6 +70,9 @@ class TrackedSession : public boost::intrusive::list_base_hook<
 
  protected:
   ~TrackedSession() = default;
+
+ private:
+  Budget budget_;
 };
 
 // A listener's handler on one worker: it takes over each accepted connection. One instance per
@@ -57,7 +81,7 @@ class ConnectionHandler {
  public:
   virtual ~ConnectionHandler() = default;
   // The worker counted the connection in WorkerShared::connections; the handler calls
-  // Worker::connectionClosed() once it is gone.
+  // Worker::connectionClosed(budget) once it is gone.
   virtual void accepted(TcpSocket socket) = 0;
   // Once a second (pools, caches).
   virtual void tick() {}
@@ -74,7 +98,8 @@ class Worker {
 
   // Binds endpoint with SO_REUSEPORT for handler; throws boost::system::system_error. Returns the
   // listener's index (for localEndpoint). Before start() only.
-  std::size_t addListener(const tcp::endpoint& endpoint, std::unique_ptr<ConnectionHandler> handler);
+  std::size_t addListener(const tcp::endpoint& endpoint, std::unique_ptr<ConnectionHandler> handler,
+                          Budget budget);
   tcp::endpoint localEndpoint(std::size_t listener = 0) const;
   ConnectionHandler& handler(std::size_t listener) { return *listeners_[listener].handler; }
   void start();
@@ -94,8 +119,11 @@ class Worker {
   AccessLog::Buffer* accessLog() { return accessLog_ ? &*accessLog_ : nullptr; }
   void sessionStarted(TrackedSession& s);
   void sessionEnded(TrackedSession& s);
-  // A connection this worker accepted is gone (see ConnectionHandler::accepted).
-  void connectionClosed() { shared_.connections->open.fetch_sub(1, std::memory_order_relaxed); }
+  // A connection this worker accepted on a listener of budget b is gone (see
+  // ConnectionHandler::accepted).
+  void connectionClosed(Budget b) {
+    (*shared_.connections)[b].open.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   // Body relay buffers, lent while a body streams so that idle connections hold none.
   static constexpr std::size_t kRelayBufferSize = 16 * 1024;
@@ -117,12 +145,14 @@ class Worker {
   void trimAfterFlood();
   static constexpr std::size_t kTrimAfterDrop = 256;  // connections fewer than the peak
   static constexpr std::size_t kTrimSettled = 16;     // fewer gone in the last second
-  // At --max-connections: closes this worker's longest-idle connection; false if none is idle.
-  bool evictIdle();
+  // At a budget's limit: closes this worker's longest-idle connection of that budget; false if
+  // none is idle.
+  bool evictIdle(Budget b);
 
   struct Listener {
     std::optional<TcpAcceptor> acceptor;
     std::unique_ptr<ConnectionHandler> handler;
+    Budget budget;
   };
   using SessionList =
       boost::intrusive::list<TrackedSession, boost::intrusive::constant_time_size<false>>;
@@ -139,7 +169,7 @@ class Worker {
   unsigned sweeps_ = 0;
   std::size_t peakOpen_ = 0;  // connections open across all workers, highest since the last trim
   std::size_t lastOpen_ = 0;  // and a second ago
-  bool refusalLogged_ = false;
+  std::array<bool, kBudgets> refusalLogged_{};
   bool draining_ = false;
   std::function<void()> onDrained_;
   std::vector<std::unique_ptr<char[]>> freeRelayBuffers_;

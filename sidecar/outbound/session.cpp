@@ -38,7 +38,8 @@ std::string replyNaming(unsigned status, const std::string& text) {
 class OutboundSession final : public TrackedSession {
  public:
   OutboundSession(OutboundHandler& handler, TcpSocket socket)
-      : handler_(handler),
+      : TrackedSession(Budget::outbound),
+        handler_(handler),
         worker_(handler.worker()),
         shared_(handler.shared()),
         m_(*handler.shared().metrics),
@@ -52,7 +53,7 @@ class OutboundSession final : public TrackedSession {
   }
   ~OutboundSession() {
     worker_.sessionEnded(*this);
-    worker_.connectionClosed();
+    worker_.connectionClosed(budget());
   }
 
   bool closeIfIdle() override {

@@ -56,7 +56,8 @@ class ThriftSession final : public TrackedSession {
  public:
   ThriftSession(ThriftHandler& handler, TcpSocket socket, std::shared_ptr<asio::ssl::context> tls,
                 Clock::time_point handshakeDeadline)
-      : handshakeDeadline_(handshakeDeadline),
+      : TrackedSession(Budget::thrift),
+        handshakeDeadline_(handshakeDeadline),
         handler_(handler),
         worker_(handler.worker()),
         shared_(handler.shared()),
@@ -70,7 +71,7 @@ class ThriftSession final : public TrackedSession {
   ~ThriftSession() {
     error_code ignored;
     upstream_.socket().close(ignored);
-    worker_.connectionClosed();
+    worker_.connectionClosed(budget());
     worker_.sessionEnded(*this);
   }
 

@@ -42,6 +42,7 @@ class ThriftHandler final : public ConnectionHandler {
   void clear() override { pool_.clear(); }
 
   // The first-byte wait's hooks (net/first_byte_wait.h): no TLS state before the first byte.
+  static constexpr Budget kBudget = Budget::thrift;
   Duration handshakeTimeout() const { return shared_.limits.handshakeTimeout; }
   void waitStarted();
   void firstByte(TcpSocket socket, std::chrono::steady_clock::time_point handshakeDeadline);

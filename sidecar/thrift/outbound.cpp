@@ -62,7 +62,8 @@ enum class Attempt {
 class ThriftOutboundSession final : public TrackedSession {
  public:
   ThriftOutboundSession(ThriftOutboundHandler& handler, TcpSocket socket)
-      : handler_(handler),
+      : TrackedSession(Budget::outbound),
+        handler_(handler),
         worker_(handler.worker()),
         shared_(handler.shared()),
         m_(*handler.shared().metrics),
@@ -73,7 +74,7 @@ class ThriftOutboundSession final : public TrackedSession {
   }
   ~ThriftOutboundSession() {
     worker_.sessionEnded(*this);
-    worker_.connectionClosed();
+    worker_.connectionClosed(budget());
   }
 
   bool closeIfIdle() override {

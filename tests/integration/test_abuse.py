@@ -58,7 +58,7 @@ class AbuseTest(SidecarTestCase):
         wait_for(lambda: self.metric(sc, "sidecar_inbound_connections_open") == 4, what="4 open")
         with self.tls_socket(sc.port) as s:
             self.assertEqual(self.get(s)[0], 200)
-        self.assertEqual(self.metric(sc, "sidecar_inbound_connections_evicted_total"), 1)
+        self.assertEqual(self.metric(sc, "sidecar_inbound_connections_evicted_total", listener="listen"), 1)
         stalled[0].settimeout(5)
         self.assertEqual(stalled[0].recv(1), b"", "the oldest silent connection was closed")
         for s in stalled:
@@ -72,7 +72,7 @@ class AbuseTest(SidecarTestCase):
         with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
             with self.tls_socket(sc.port) as s:
                 self.get(s)
-        self.assertEqual(self.metric(sc, "sidecar_inbound_connections_refused_total"), 1)
+        self.assertEqual(self.metric(sc, "sidecar_inbound_connections_refused_total", listener="listen"), 1)
         for s in busy:
             s.close()
         wait_for(lambda: self.metric(sc, "sidecar_inbound_connections_open") == 0, timeout=15,
@@ -83,7 +83,7 @@ class AbuseTest(SidecarTestCase):
             self.assertEqual(self.get(s)[0], 200)
         with self.tls_socket(sc.port) as s:
             self.assertEqual(self.get(s)[0], 200)
-        self.assertEqual(self.metric(sc, "sidecar_inbound_connections_evicted_total"), 2)
+        self.assertEqual(self.metric(sc, "sidecar_inbound_connections_evicted_total", listener="listen"), 2)
         idle[0].settimeout(5)
         self.assertEqual(idle[0].recv(1), b"", "the longest-idle connection was closed")
         self.assertEqual(self.get(idle[3])[0], 200, "the others still work")

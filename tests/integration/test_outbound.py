@@ -572,6 +572,48 @@ class OutboundTest(SidecarTestCase):
         line = wait_for(lines, what="the access-log line")[0]
         self.assertIn("direction=outbound route=svc member=127.0.0.1:", line)
 
+    def test_remote_callers_at_their_limit_never_refuse_the_local_services_calls(self):
+        # --listen, --thrift-listen and the outbound listener each have their own budget: remote
+        # callers holding every --listen slot (busy: mid-head, so none can be evicted) do not
+        # lock the local service out of its own outbound calls.
+        up = self.start_upstream()
+        member = self.start_sidecar(up.port)
+        caller = self.start_outbound_sidecar("--route", f"svc=static!127.0.0.1:{member.port}",
+                                             "--max-connections", "2", "--workers", "1",
+                                             upstream_port=up.port)
+        for _ in range(2):
+            s = self.tls_socket(caller.port)
+            self.addCleanup(s.close)
+            # One whole request (the handshake is over once its answer is back), then a head
+            # begun: not idle, not handshaking, so not evictable.
+            s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(self.read_response(s)[0], 200)
+            s.sendall(b"GET /ping HTTP/1.1\r\n")
+        time.sleep(0.3 * SLOW)  # both heads read by the worker
+        third = self.tls_socket_or_none(caller.port)
+        refused = lambda: self.metric(caller, "sidecar_inbound_connections_refused_total",
+                                      listener="listen")
+        self.assertSettles(refused, 1)
+        if third is not None:
+            third.close()
+        for i in range(5):  # new connections each time: the outbound budget is not the full one
+            status, answer, _ = self.outbound_call(caller.outbound, "svc", "/ping")
+            self.assertEqual(status, 200, f"call {i}: {answer!r}")
+        self.assertEqual(self.metric(caller, "sidecar_inbound_connections_refused_total",
+                                     listener="outbound"), 0)
+        self.assertEqual(self.metric(caller, "sidecar_inbound_connections_evicted_total",
+                                     listener="outbound"), 0)
+
+    def tls_socket_or_none(self, port):
+        """A TLS connection, or None when the sidecar resets it during the handshake."""
+        try:
+            s = self.tls_socket(port)
+            s.settimeout(5)
+            s.recv(1)  # the reset (or close) arrives here when it came after the handshake
+            return s
+        except (OSError, ssl.SSLError):
+            return None
+
     def test_bodies_stream_through_and_smuggling_is_refused(self):
         up = self.start_upstream()
         member = self.start_sidecar(up.port)

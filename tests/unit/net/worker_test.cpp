@@ -13,7 +13,8 @@ namespace {
 // A connection that is idle (evictable) until told it is busy.
 class TestSession final : public TrackedSession {
  public:
-  TestSession(Worker& w, TcpSocket s, bool idle) : worker_(w), socket_(std::move(s)), idle_(idle) {
+  TestSession(Worker& w, TcpSocket s, bool idle, Budget b)
+      : TrackedSession(b), worker_(w), socket_(std::move(s)), idle_(idle) {
     worker_.sessionStarted(*this);
   }
   ~TestSession() { worker_.sessionEnded(*this); }
@@ -23,7 +24,7 @@ class TestSession final : public TrackedSession {
     }
     error_code ignored;
     socket_.close(ignored);
-    worker_.connectionClosed();
+    worker_.connectionClosed(budget());
     return true;
   }
   void expireIfDue(std::chrono::steady_clock::time_point) override {}
@@ -36,10 +37,12 @@ class TestSession final : public TrackedSession {
 
 class TestHandler final : public ConnectionHandler {
  public:
-  TestHandler(Worker& w, std::atomic<bool>& nextIdle, std::atomic<int>& accepted)
-      : worker_(w), nextIdle_(nextIdle), accepted_(accepted) {}
+  TestHandler(Worker& w, std::atomic<bool>& nextIdle, std::atomic<int>& accepted,
+              Budget b = Budget::listen)
+      : worker_(w), nextIdle_(nextIdle), accepted_(accepted), budget_(b) {}
   void accepted(TcpSocket socket) override {
-    sessions_.push_back(std::make_unique<TestSession>(worker_, std::move(socket), nextIdle_.load()));
+    sessions_.push_back(
+        std::make_unique<TestSession>(worker_, std::move(socket), nextIdle_.load(), budget_));
     ++accepted_;
   }
   void clear() override { sessions_.clear(); }
@@ -48,6 +51,7 @@ class TestHandler final : public ConnectionHandler {
   Worker& worker_;
   std::atomic<bool>& nextIdle_;
   std::atomic<int>& accepted_;
+  Budget budget_;
   std::vector<std::unique_ptr<TestSession>> sessions_;
 };
 
@@ -73,14 +77,21 @@ TEST_CASE("worker: at --max-connections an idle connection makes room; with none
   auto registry = metrics::makeRegistry();
   ProxyMetrics m(*registry, 1);
   WorkerShared shared;
-  shared.maxConnections = 1;
+  (*shared.connections)[Budget::listen].limit = 1;
+  (*shared.connections)[Budget::outbound].limit = 1;
   shared.metrics = &m;
   std::atomic<bool> nextIdle{true};
   std::atomic<int> accepted{0};
+  std::atomic<bool> outboundIdle{true};
+  std::atomic<int> outboundAccepted{0};
   Worker w(shared, 0);
-  w.addListener(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
-                std::make_unique<TestHandler>(w, nextIdle, accepted));
+  const auto loopback = tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0);
+  w.addListener(loopback, std::make_unique<TestHandler>(w, nextIdle, accepted), Budget::listen);
+  const auto outboundIndex = w.addListener(
+      loopback, std::make_unique<TestHandler>(w, outboundIdle, outboundAccepted, Budget::outbound),
+      Budget::outbound);
   const auto at = w.localEndpoint();
+  const auto outboundAt = w.localEndpoint(outboundIndex);
   w.start();
 
   asio::io_context client;
@@ -91,12 +102,24 @@ TEST_CASE("worker: at --max-connections an idle connection makes room; with none
   second.connect(at);
   REQUIRE(eventually([&] { return accepted == 2; }));
   CHECK(closedByPeer(first));  // evicted to make room
-  CHECK(m.connectionsEvicted->Value() == 1);
+  CHECK(m.connectionsEvicted[0]->Value() == 1);
 
   third.connect(at);
   CHECK(closedByPeer(third));  // refused: the only connection is busy
-  CHECK(eventually([&] { return m.connectionsRefused->Value() == 1; }));
+  CHECK(eventually([&] { return m.connectionsRefused[0]->Value() == 1; }));
   CHECK(accepted == 2);
+
+  // Another listener's budget is its own: the full one neither refuses it nor is evicted for it.
+  tcp::socket out1(client), out2(client);
+  out1.connect(outboundAt);
+  REQUIRE(eventually([&] { return outboundAccepted == 1; }));
+  outboundIdle = false;
+  out2.connect(outboundAt);
+  REQUIRE(eventually([&] { return outboundAccepted == 2; }));
+  CHECK(closedByPeer(out1));  // its own idle one made room
+  CHECK(m.connectionsEvicted[2]->Value() == 1);
+  CHECK(m.connectionsEvicted[0]->Value() == 1);
+  CHECK(m.connectionsRefused[2]->Value() == 0);
   w.stop();
 }
 
@@ -106,14 +129,14 @@ TEST_CASE("worker: a busy-poll window serves connections after it fell asleep, a
   auto registry = metrics::makeRegistry();
   ProxyMetrics m(*registry, 1);
   WorkerShared shared;
-  shared.maxConnections = 100;
+  (*shared.connections)[Budget::listen].limit = 100;
   shared.metrics = &m;
   shared.busyPoll = std::chrono::microseconds(200);
   std::atomic<bool> nextIdle{true};
   std::atomic<int> accepted{0};
   Worker w(shared, 0);
   w.addListener(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
-                std::make_unique<TestHandler>(w, nextIdle, accepted));
+                std::make_unique<TestHandler>(w, nextIdle, accepted), Budget::listen);
   const auto at = w.localEndpoint();
   w.start();
   asio::io_context client;
