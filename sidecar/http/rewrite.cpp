@@ -34,6 +34,63 @@ bool allDigits(std::string_view s) {
   return true;
 }
 
+bool hexDigit(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// RFC 3986's unreserved and sub-delims: what a reg-name holds besides pct-encoded octets.
+bool regNameChar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+    return true;
+  }
+  return std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos;
+}
+
+// RFC 9110 7.2: Host = uri-host [ ":" port ], uri-host being an IP-literal in brackets or a
+// reg-name (an IPv4 address is one). Empty is refused too: an origin-form request names in Host
+// the origin it wants, and the local service would otherwise see a Host the caller made up
+// (`Host: u@evil`, `Host: a b`) that no URI could hold.
+bool validHost(std::string_view v) {
+  std::string_view host = v;
+  std::string_view port;
+  if (!v.empty() && v.front() == '[') {
+    const auto close = v.find(']');
+    if (close == std::string_view::npos || close == 1) {
+      return false;
+    }
+    for (char c : v.substr(1, close - 1)) {  // IPv6address or IPvFuture
+      if (!regNameChar(c) && c != ':') {
+        return false;
+      }
+    }
+    const auto rest = v.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':') {
+      return false;
+    }
+    port = rest.empty() ? rest : rest.substr(1);
+  } else {
+    const auto colon = v.find(':');
+    if (colon != std::string_view::npos) {
+      host = v.substr(0, colon);
+      port = v.substr(colon + 1);
+    }
+    if (host.empty()) {
+      return false;
+    }
+    for (std::size_t i = 0; i < host.size(); ++i) {
+      if (host[i] == '%') {
+        if (i + 2 >= host.size() || !hexDigit(host[i + 1]) || !hexDigit(host[i + 2])) {
+          return false;
+        }
+        i += 2;
+      } else if (!regNameChar(host[i])) {
+        return false;
+      }
+    }
+  }
+  return port.size() <= 5 && (port.empty() || allDigits(port));
+}
+
 // http: or https: absolute-form -> origin form, with the authority as the only Host.
 std::string_view absoluteToOrigin(http::request_header<>& head) {
   std::string_view target = head.target();
@@ -145,6 +202,9 @@ std::string_view checkRequestHead(http::request_header<>& head) {
   if (hosts > 1 || (hosts == 0 && head.version() >= 11)) {
     return "Host missing or repeated";
   }
+  if (hosts == 1 && !validHost(head[http::field::host])) {
+    return "Host is not a valid host[:port]";
+  }
   if (head.method() == http::verb::connect) {
     return "CONNECT is not proxied";
   }
@@ -158,7 +218,11 @@ std::string_view checkRequestHead(http::request_header<>& head) {
   if (target == "*") {
     return head.method() == http::verb::options ? std::string_view{} : "asterisk-form not OPTIONS";
   }
-  return absoluteToOrigin(head);
+  if (auto why = absoluteToOrigin(head); !why.empty()) {
+    return why;
+  }
+  return validHost(head[http::field::host]) ? std::string_view{}
+                                            : "absolute-form target's authority is not host[:port]";
 }
 
 std::size_t underscoreHeaders(http::fields& fields, bool erase) {

@@ -214,6 +214,11 @@ class SmugglingTest(SidecarTestCase):
         self.assertRefused(b"GET /a HTTP/1.1\r\n\r\n")
         self.assertRefused(b"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
 
+    def test_host_that_is_not_host_port_is_refused(self):
+        # RFC 9110 7.2: uri-host [":" port]. The local service never sees a made-up Host.
+        for host in (b"a b", b"u@evil", b"", b"a/b", b"svc:80:80", b"[::1"):
+            self.assertRefused(b"GET /a HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+
     def test_http09(self):
         ex = self.send(b"GET /\r\n\r\n", close_wait=CLOSING)
         self.assertIn(ex.statuses, ([400], []))

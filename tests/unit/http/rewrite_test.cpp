@@ -144,6 +144,22 @@ TEST_CASE("checkRequestHead: targets") {
   CHECK_FALSE(check(V::connect, "e.com:443", 11, {{"Host", "e.com:443"}}).empty());
 }
 
+TEST_CASE("checkRequestHead: Host must be host[:port] as RFC 9110 and 3986 say") {
+  using V = http::verb;
+  for (const char* good : {"a", "svc:8080", "127.0.0.1", "127.0.0.1:80", "[::1]", "[::1]:8443",
+                           "Example.COM", "a-b.c_d~e", "x%41y", "a:", "[v1.fe]"}) {
+    INFO(good);
+    CHECK(check(V::get, "/", 11, {{"Host", good}}).empty());
+  }
+  for (const char* bad : {"", "a b", "u@evil", "a/b", "a:b:c", "a:99999x", "a:123456", "[::1",
+                          "[]", "[::1]x", "x%4", "x%zz", ":80", "a\"b", "a?b", "a#b"}) {
+    INFO(bad);
+    CHECK_FALSE(check(V::get, "/", 11, {{"Host", bad}}).empty());
+  }
+  CHECK_FALSE(check(V::get, "http://a b/", 11, {{"Host", "x"}}).empty());
+  CHECK_FALSE(check(V::get, "http://a:b:c/", 11, {{"Host", "x"}}).empty());
+}
+
 TEST_CASE("request: an HTTP/1.0 request without Host gets the local service's as it becomes 1.1") {
   http::request_header<> h;
   h.method(http::verb::get);
