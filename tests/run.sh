@@ -9,6 +9,10 @@
 #      the pod, the manifests against the Kubernetes schema) on the shipped Dockerfile's image,
 #      built from source (about 7 minutes on 2 cores); SIDECAR_IMAGE_FROM_SOURCE=0 tests an image
 #      assembled in seconds from this build's binaries instead.
+# First, for each selected stage, deploy/install-deps.sh --stage installs what that stage calls
+# and is missing (its one list of programs, modules and files per stage), then checks each is
+# there: a missing one that cannot be installed stops the run before any stage, in one line
+# naming it, its package and the stage (exit 2). SIDECAR_NO_INSTALL=1 only checks.
 # Any sanitizer report fails the run. Arguments go to every ctest call (e.g. -R proxy).
 # SIDECAR_STAGES picks stages (default "plain asan tsan fuzz container"); FUZZ_SECONDS (default
 # 60) sets the fresh fuzzing time per target.
@@ -18,9 +22,13 @@ build=${BUILD_DIR:-$root/build}
 stages=${SIDECAR_STAGES:-plain asan tsan fuzz container}
 jobs=$(nproc)
 
-"$root/deploy/install-deps.sh" build run test
-
 has() { [[ " $stages " == *" $1 "* ]]; }
+
+check=()
+[[ ${SIDECAR_NO_INSTALL:-0} == 1 ]] && check=(--check)
+for stage in $stages; do
+  "$root/deploy/install-deps.sh" "${check[@]}" --stage "$stage"
+done
 
 # Runs ctest in $1 with sanitizer logs going to $1/sanitizer; fails on any report.
 sanitized_ctest() {
@@ -72,8 +80,6 @@ if has fuzz; then
 fi
 
 if has container; then
-  "$root/deploy/install-deps.sh" container
-  command -v npm >/dev/null || "$root/deploy/install-deps.sh" node
   # The tests' own tools (sidecar resolve, probe) come from the plain build: built here when the
   # plain stage did not run.
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECAR_WERROR=ON
