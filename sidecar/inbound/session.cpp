@@ -303,7 +303,9 @@ class InboundSession final : public TrackedSession {
     bool takePooled() {
       error_code ignored;
       s.upstream_.socket().close(ignored);
-      if (auto idle = s.handler_.pool().take(endpoint)) {
+      // Connections to the local service serve one caller identity each: an answer it writes
+      // late can only ever reach a later request of the same caller.
+      if (auto idle = s.handler_.pool().take(endpoint, s.peer_.identity)) {
         s.upstream_.socket() = std::move(*idle);
         return true;
       }
@@ -318,7 +320,7 @@ class InboundSession final : public TrackedSession {
     }
     void release(bool reusable) {
       if (reusable) {
-        s.handler_.pool().giveBack(endpoint, std::move(s.upstream_.socket()));
+        s.handler_.pool().giveBack(endpoint, std::move(s.upstream_.socket()), s.peer_.identity);
       } else {
         error_code ignored;
         s.upstream_.socket().close(ignored);

@@ -112,6 +112,7 @@ class ThriftSession final : public TrackedSession {
     const auto peer = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
     dropPeerChainCopies(stream_.native_handle());
     identityForLog_ = identityLogField(peer.identity);
+    identity_ = peer.identity;
     if (peer.unusable || !shared_.allowList.allows(peer.identity)) {
       co_await refuse();
     } else {
@@ -328,7 +329,8 @@ class ThriftSession final : public TrackedSession {
     const auto& local = shared_.local;
     error_code ignored;
     upstream_.socket().close(ignored);
-    if (auto idle = handler_.pool().take(local)) {
+    // One caller identity per pooled connection, as on --listen.
+    if (auto idle = handler_.pool().take(local, identity_)) {
       upstream_.socket() = std::move(*idle);
     } else {
       auto ec = co_await connectPlain(upstream_, local, shared_.limits.upstreamConnectTimeout);
@@ -376,7 +378,7 @@ class ThriftSession final : public TrackedSession {
                                       "the local Thrift service's reply is not this call's");
     }
     upstream_.expires_never();
-    handler_.pool().giveBack(local, std::move(upstream_.socket()));
+    handler_.pool().giveBack(local, std::move(upstream_.socket()), identity_);
     m_.callsReplied->Increment();
     result_ = *reply == thrift::MessageType::exception ? CallResult::exception : CallResult::reply;
     co_return co_await writeLocal(reply_);
@@ -424,6 +426,7 @@ class ThriftSession final : public TrackedSession {
   std::string frame_;  // the call, length prefix included
   std::string reply_;  // the local service's reply, length prefix included
   std::string clientIp_;
+  std::string identity_;  // the caller's; its pooled connections to the local service are its own
   std::string identityForLog_ = "-";
   const unsigned shard_ = worker_.index();
   // The call being forwarded: its method's slot, when it was read whole, how it ended.

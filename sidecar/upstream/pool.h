@@ -1,17 +1,25 @@
 #pragma once
-// Keep-alive connections to upstream endpoints, owned by one worker and keyed by endpoint. A
-// connection is handed out only when it holds nothing: a byte the local service wrote after its
-// last answer would otherwise be read as the next caller's answer.
+// Keep-alive connections to upstream endpoints, owned by one worker and keyed by endpoint and
+// owner (the caller identity a connection to the local service serves). A connection is handed
+// out only when it holds nothing, and is watched while it sits idle: a byte the local service
+// wrote after its last answer would otherwise be read as the next caller's answer. Keyed by
+// owner, an answer written late can only ever reach a later request of the same caller.
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <sys/socket.h>
-#include <list>
+#include <unordered_map>
 
 #include "core/config.h"
 #include "net/io.h"
@@ -47,64 +55,106 @@ class BasicConnectionPool {
   BasicConnectionPool(const BasicConnectionPool&) = delete;
   BasicConnectionPool& operator=(const BasicConnectionPool&) = delete;
 
-  // The most recently returned idle connection to e that is young enough and clean now (looked
-  // at with one peek); those found closed or holding bytes are closed and counted on the way.
-  std::optional<Conn> take(const tcp::endpoint& e);
-  void giveBack(const tcp::endpoint& e, Conn socket);
+  // The most recently returned idle connection to e for owner that is young enough and clean now
+  // (looked at with one peek); those found closed or holding bytes are closed and counted on the
+  // way. owner: the caller identity the connection serves (empty where there is one caller, the
+  // local service, as on outbound routes).
+  std::optional<Conn> take(const tcp::endpoint& e, std::string_view owner = {});
+  // Keeps socket for owner's next request to e, watched: any byte or end-of-file that arrives
+  // while it is idle closes it at once (as nginx's keepalive close handler does).
+  void giveBack(const tcp::endpoint& e, Conn socket, std::string_view owner = {});
   // Closes idle connections past the idle timeout, closed by the upstream, or holding bytes
   // nobody asked for. One peek per idle connection; the worker calls it once a second.
   void sweep();
   void clear();
   std::size_t idle() const { return idleCount_; }
-  std::size_t idle(const tcp::endpoint& e) const;
+  std::size_t idle(const tcp::endpoint& e, std::string_view owner = {}) const;
 
   // Requests in flight per endpoint, for a load balancer: an exchange counts itself in and out.
-  void started(const tcp::endpoint& e) { ++bucket(e).inFlight; }
-  void finished(const tcp::endpoint& e) { --bucket(e).inFlight; }
+  void started(const tcp::endpoint& e) { ++bucket(e, {}).inFlight; }
+  void finished(const tcp::endpoint& e) { --bucket(e, {}).inFlight; }
   std::size_t inFlight(const tcp::endpoint& e) const;
 
  private:
   struct Idle {
     Conn socket;
     std::chrono::steady_clock::time_point since;
+    std::uint64_t id;  // what its watch finds it by
   };
   struct Bucket {
-    tcp::endpoint endpoint;
     std::deque<Idle> idle;  // oldest first
     std::size_t inFlight = 0;
+    std::size_t watches = 0;  // waits not yet completed: the bucket stays while any is pending
   };
-  // A handful of endpoints per worker (one for the local service; the members of a few routes
-  // outbound): a linear search beats hashing at that size.
-  Bucket& bucket(const tcp::endpoint& e);
-  const Bucket* find(const tcp::endpoint& e) const;
+  struct Key {
+    tcp::endpoint endpoint;
+    std::string owner;
+  };
+  struct KeyView {
+    const tcp::endpoint& endpoint;
+    std::string_view owner;
+  };
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(const KeyView& k) const {
+      std::size_t h = std::hash<std::string_view>{}(k.owner) ^ k.endpoint.port();
+      if (k.endpoint.address().is_v4()) {
+        h ^= std::hash<std::uint32_t>{}(k.endpoint.address().to_v4().to_uint()) << 1;
+      } else {
+        const auto bytes = k.endpoint.address().to_v6().to_bytes();
+        h ^= std::hash<std::string_view>{}(
+                 std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()))
+             << 1;
+      }
+      return h;
+    }
+    std::size_t operator()(const Key& k) const { return (*this)(KeyView{k.endpoint, k.owner}); }
+  };
+  struct KeyEq {
+    using is_transparent = void;
+    static KeyView view(const Key& k) { return {k.endpoint, k.owner}; }
+    static KeyView view(const KeyView& k) { return k; }
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const {
+      const KeyView x = view(a), y = view(b);
+      return x.endpoint == y.endpoint && x.owner == y.owner;
+    }
+  };
+
+  Bucket& bucket(const tcp::endpoint& e, std::string_view owner);
+  const Bucket* find(const tcp::endpoint& e, std::string_view owner) const;
   void dropped(std::size_t n);
+  void count(PooledState state);
+  void watch(Bucket& b, Idle& item);
+  void onIdleReadable(Bucket& b, std::uint64_t id);
 
   PoolSettings settings_;
-  std::list<Bucket> buckets_;  // stable: a Bucket& survives another endpoint's arrival
+  // Nodes are stable: a Bucket& (and a watch's pointer) survives other buckets' arrival; a bucket
+  // goes only when it is empty and no watch of its is pending.
+  std::unordered_map<Key, Bucket, KeyHash, KeyEq> buckets_;
   std::size_t idleCount_ = 0;
+  std::uint64_t nextId_ = 0;
+  // Watches hold it weakly: one that completes after the pool is gone (a route removed) does
+  // nothing.
+  std::shared_ptr<char> alive_ = std::make_shared<char>();
 };
 
 using ConnectionPool = BasicConnectionPool<TcpSocket>;
 
 template <class Conn>
-typename BasicConnectionPool<Conn>::Bucket& BasicConnectionPool<Conn>::bucket(const tcp::endpoint& e) {
-  for (auto& b : buckets_) {
-    if (b.endpoint == e) {
-      return b;
-    }
+typename BasicConnectionPool<Conn>::Bucket& BasicConnectionPool<Conn>::bucket(
+    const tcp::endpoint& e, std::string_view owner) {
+  if (auto it = buckets_.find(KeyView{e, owner}); it != buckets_.end()) {
+    return it->second;
   }
-  buckets_.push_back(Bucket{e, {}, 0});
-  return buckets_.back();
+  return buckets_.emplace(Key{e, std::string(owner)}, Bucket{}).first->second;
 }
 
 template <class Conn>
-const typename BasicConnectionPool<Conn>::Bucket* BasicConnectionPool<Conn>::find(const tcp::endpoint& e) const {
-  for (const auto& b : buckets_) {
-    if (b.endpoint == e) {
-      return &b;
-    }
-  }
-  return nullptr;
+const typename BasicConnectionPool<Conn>::Bucket* BasicConnectionPool<Conn>::find(
+    const tcp::endpoint& e, std::string_view owner) const {
+  const auto it = buckets_.find(KeyView{e, owner});
+  return it == buckets_.end() ? nullptr : &it->second;
 }
 
 template <class Conn>
@@ -122,47 +172,93 @@ void BasicConnectionPool<Conn>::dropped(std::size_t n) {
 }
 
 template <class Conn>
-std::size_t BasicConnectionPool<Conn>::idle(const tcp::endpoint& e) const {
-  const auto* b = find(e);
+void BasicConnectionPool<Conn>::count(PooledState state) {
+  auto* counter = state == PooledState::closed ? settings_.closedByPeer : settings_.unsolicited;
+  if (counter) {
+    counter->Increment();
+  }
+}
+
+template <class Conn>
+std::size_t BasicConnectionPool<Conn>::idle(const tcp::endpoint& e, std::string_view owner) const {
+  const auto* b = find(e, owner);
   return b ? b->idle.size() : 0;
 }
 
 template <class Conn>
 std::size_t BasicConnectionPool<Conn>::inFlight(const tcp::endpoint& e) const {
-  const auto* b = find(e);
+  const auto* b = find(e, {});
   return b ? b->inFlight : 0;
 }
 
 template <class Conn>
-std::optional<Conn> BasicConnectionPool<Conn>::take(const tcp::endpoint& e) {
-  auto& idle = bucket(e).idle;
+void BasicConnectionPool<Conn>::watch(Bucket& b, Idle& item) {
+  // No syscall: the socket is registered with the reactor already; this queues a wait that
+  // completes on the next byte or end-of-file, or is cancelled when the connection is taken.
+  ++b.watches;
+  lowestSocket(item.socket)
+      .async_wait(TcpSocket::wait_read,
+                  [this, alive = std::weak_ptr<char>(alive_), bucket = &b, id = item.id](
+                      error_code ec) {
+                    if (alive.expired()) {
+                      return;
+                    }
+                    --bucket->watches;
+                    if (!ec) {
+                      onIdleReadable(*bucket, id);
+                    }
+                  });
+}
+
+template <class Conn>
+void BasicConnectionPool<Conn>::onIdleReadable(Bucket& b, std::uint64_t id) {
+  auto it = std::find_if(b.idle.begin(), b.idle.end(), [id](const Idle& i) { return i.id == id; });
+  if (it == b.idle.end()) {
+    return;  // taken (and looked at then) before this ran
+  }
+  const auto state = pooledState(lowestSocket(it->socket));
+  if (state == PooledState::clean) {
+    watch(b, *it);  // woken for nothing it can read (an error cleared, say): watch on
+    return;
+  }
+  count(state);
+  b.idle.erase(it);
+  dropped(1);
+}
+
+template <class Conn>
+std::optional<Conn> BasicConnectionPool<Conn>::take(const tcp::endpoint& e,
+                                                     std::string_view owner) {
+  auto& idle = bucket(e, owner).idle;
   const auto now = std::chrono::steady_clock::now();
   while (!idle.empty()) {
     Idle item = std::move(idle.back());
     idle.pop_back();
     dropped(1);
+    error_code ignored;
+    lowestSocket(item.socket).cancel(ignored);  // its watch ends (operation_aborted)
     if (now - item.since >= settings_.idleTimeout) {
       continue;
     }
     // Every reused connection is looked at before it carries a request, whatever the method:
     // bytes the upstream wrote after its last answer (a second response after a 204, a body after
     // a HEAD answer) would otherwise be read as this caller's answer, and this caller's answer
-    // would go to the next one.
+    // would go to the next one. (Bytes that arrived with the answer raise no new readiness, so
+    // the watch alone would not see them.)
     const auto state = pooledState(lowestSocket(item.socket));
     if (state == PooledState::clean) {
       return std::move(item.socket);
     }
-    auto* counter = state == PooledState::closed ? settings_.closedByPeer : settings_.unsolicited;
-    if (counter) {
-      counter->Increment();
-    }
+    count(state);
   }
   return std::nullopt;
 }
 
 template <class Conn>
-void BasicConnectionPool<Conn>::giveBack(const tcp::endpoint& e, Conn socket) {
-  auto& idle = bucket(e).idle;
+void BasicConnectionPool<Conn>::giveBack(const tcp::endpoint& e, Conn socket,
+                                         std::string_view owner) {
+  auto& b = bucket(e, owner);
+  auto& idle = b.idle;
   const auto now = std::chrono::steady_clock::now();
   // The oldest sit at the front; drop those past their idle time so they do not linger.
   std::size_t expired = 0;
@@ -174,7 +270,8 @@ void BasicConnectionPool<Conn>::giveBack(const tcp::endpoint& e, Conn socket) {
   if ((settings_.sharedIdle ? *settings_.sharedIdle : idleCount_) >= settings_.maxIdle) {
     return;
   }
-  idle.push_back(Idle{std::move(socket), now});
+  idle.push_back(Idle{std::move(socket), now, nextId_++});
+  watch(b, idle.back());
   ++idleCount_;
   if (settings_.sharedIdle) {
     ++*settings_.sharedIdle;
@@ -189,7 +286,7 @@ void BasicConnectionPool<Conn>::sweep() {
   // A connection the upstream closed would otherwise sit in CLOSE-WAIT until the pool is next
   // used, and one past its idle time would stay open: both go now.
   const auto now = std::chrono::steady_clock::now();
-  for (auto& b : buckets_) {
+  for (auto& [key, b] : buckets_) {
     const auto before = b.idle.size();
     std::erase_if(b.idle, [&](Idle& item) {
       if (now - item.since >= settings_.idleTimeout) {
@@ -197,23 +294,23 @@ void BasicConnectionPool<Conn>::sweep() {
       }
       const auto state = pooledState(lowestSocket(item.socket));
       if (state != PooledState::clean) {
-        auto* counter =
-            state == PooledState::closed ? settings_.closedByPeer : settings_.unsolicited;
-        if (counter) {
-          counter->Increment();
-        }
+        count(state);
       }
       return state != PooledState::clean;
     });
     dropped(before - b.idle.size());
   }
-  // Endpoints that left (members gone from a cluster) leave no empty bucket behind.
-  std::erase_if(buckets_, [](const Bucket& b) { return b.idle.empty() && b.inFlight == 0; });
+  // Endpoints that left (members gone from a cluster) and owners that went quiet leave no empty
+  // bucket behind.
+  std::erase_if(buckets_, [](const auto& kv) {
+    const Bucket& b = kv.second;
+    return b.idle.empty() && b.inFlight == 0 && b.watches == 0;
+  });
 }
 
 template <class Conn>
 void BasicConnectionPool<Conn>::clear() {
-  for (auto& b : buckets_) {
+  for (auto& [key, b] : buckets_) {
     dropped(b.idle.size());
     b.idle.clear();
   }

@@ -118,6 +118,26 @@ class IntegrityTest(SidecarTestCase):
             self.assertEqual(status, 200, method)
             self.assertIn(f"URI={INTRUDER_URI}".encode(), body, method)
 
+    def test_late_answer_never_reaches_a_caller_of_another_identity(self):
+        # The local service writes a second answer 300 ms after a 204, and another caller asks
+        # 50 ms after the 204, before the late bytes exist: no peek can see them. Connections to
+        # the local service serve one identity, so that caller is never on this connection.
+        for _ in range(3):
+            before, injected = self.unsolicited(), self.up.injected
+            self.assertEqual(self.get("/204-then-inject?ms=300")[0], 204)
+            time.sleep(0.05)
+            status, body = self.get("/echo", "intruder")
+            self.assertEqual(status, 200, body)
+            self.assertIn(f"URI={INTRUDER_URI}".encode(), body)
+            self.assertNotIn(b"injected", body)
+            wait_for(lambda: self.up.injected > injected, what="the late answer")
+            # The watch closes the dirty connection when the bytes land, counted, with no sweep
+            # or take needed (the sweep runs once a second).
+            self.assertSettles(self.unsolicited, before + 1, timeout=3)
+        status, body = self.get("/echo", "client")
+        self.assertIn(f"URI={CLIENT_URI}".encode(), body)
+        self.assertNotIn(b"injected", body)
+
     def head(self, path, cert="client"):
         with self.tls_socket(self.sc.port, cert) as s:
             s.sendall(b"HEAD " + path.encode() + b" HTTP/1.1\r\n" + H + b"\r\n")

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <boost/asio/write.hpp>
+#include <string>
 #include <thread>
 
 namespace sidecar {
@@ -81,6 +82,68 @@ TEST_CASE("pool: a connection the upstream closed, or that holds bytes, is never
   CHECK(c.unsolicited.Value() == 1);
   CHECK(pool.idle() == 0);
   CHECK(c.idle.Value() == 0);
+}
+
+TEST_CASE("pool: an idle connection is closed the moment a byte or end-of-file arrives on it") {
+  Loopback lo;
+  Counters c;
+  ConnectionPool pool(c.settings());
+  pool.giveBack(lo.endpoint(), lo.connect());
+  pool.giveBack(lo.endpoint(), lo.connect());
+  pool.giveBack(lo.endpoint(), lo.connect());
+  lo.ioc.poll();
+  CHECK(pool.idle() == 3);  // nothing arrived: all watched, none closed
+  // A late answer on one, a close on another: no take and no sweep, only the watch sees them.
+  asio::write(lo.serverEnds[0], asio::buffer(std::string_view("HTTP/1.1 200 OK\r\n\r\n")));
+  lo.serverEnds[1].close();
+  settle();
+  lo.ioc.poll();
+  CHECK(pool.idle() == 1);
+  CHECK(c.unsolicited.Value() == 1);
+  CHECK(c.closed.Value() == 1);
+  CHECK(c.idle.Value() == 1);
+  // The one left is still clean, and its watch ends when it is taken.
+  auto s = pool.take(lo.endpoint());
+  REQUIRE(s);
+  lo.ioc.poll();
+  asio::write(lo.serverEnds[2], asio::buffer(std::string_view("x")));
+  settle();
+  lo.ioc.poll();
+  CHECK(s->is_open());
+  CHECK(c.unsolicited.Value() == 1);
+}
+
+TEST_CASE("pool: a connection serves one owner; another owner never gets it") {
+  Loopback lo;
+  Counters c;
+  ConnectionPool pool(c.settings());
+  pool.giveBack(lo.endpoint(), lo.connect(), "spiffe://a");
+  CHECK_FALSE(pool.take(lo.endpoint(), "spiffe://b"));
+  CHECK_FALSE(pool.take(lo.endpoint()));
+  CHECK(pool.idle(lo.endpoint(), "spiffe://a") == 1);
+  CHECK(pool.take(lo.endpoint(), "spiffe://a"));
+  // Many owners: the total bound holds over all of them, and quiet owners leave no bucket.
+  for (int i = 0; i < 20; ++i) {
+    pool.giveBack(lo.endpoint(), lo.connect(), "spiffe://owner/" + std::to_string(i));
+  }
+  CHECK(pool.idle() == 8);
+  pool.clear();
+  lo.ioc.poll();
+  pool.sweep();
+  CHECK(pool.idle() == 0);
+}
+
+TEST_CASE("pool: a watch that completes after its pool is gone does nothing") {
+  Loopback lo;
+  Counters c;
+  {
+    ConnectionPool pool(c.settings());
+    pool.giveBack(lo.endpoint(), lo.connect());
+    asio::write(lo.serverEnds[0], asio::buffer(std::string_view("late")));
+    settle();
+  }
+  lo.ioc.poll();  // the wait's completion runs now, after the pool: no use of it
+  CHECK(c.unsolicited.Value() == 0);
 }
 
 TEST_CASE("pool: the sweep closes what the upstream closed and what is past its idle time") {
