@@ -8,6 +8,7 @@ import json
 import os
 import re
 import resource
+import select
 import shutil
 import socket
 import statistics
@@ -21,6 +22,11 @@ ROOT = os.path.abspath(os.path.join(HERE, "../.."))
 OUTBOUND_ROUTE = "pinghelp"  # the Host the load generator sends to the outbound targets
 GENERATORS = ("loadgen", "wrk")
 PACED = "loadgen, wrk2 pacing"  # scenario 2 again, each connection on its own schedule
+# A smoke round that counted no request is made again, each time twice as long, until this many
+# seconds passed since its first try (wrk: rounds of 1, 2, 4 and 8 s; loadgen: 0.5, 1, 2, 4 s, each
+# with up to its length again to connect, or 10 s when a handshake hangs): a target that answers
+# nothing then fails the run, some 15 to 25 s later than it would have.
+SMOKE_PATIENCE = 15
 # wrk's figures, printed by its done() hook as one JSON line; the body of an upload from the
 # environment (wrk.format adds the Content-Length).
 WRK_SCRIPT = """local size = tonumber(os.getenv("WRK_BODY_SIZE") or "0")
@@ -45,7 +51,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, proc, timeout=20):
+def wait_port(port, proc, timeout=60):
+    """Until the port takes connections: returns at once when it does, so the generous timeout
+    costs nothing on a quiet machine and lets a loaded one start the process."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -78,9 +86,12 @@ def timed_run(cmd, **kwargs):
 
 
 def cpu_us(pid):
-    """CPU time (user + system, µs) a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    """CPU time (user + system, µs) a process has used so far; None once it ended and was reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
     return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
 
 
@@ -96,6 +107,7 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="sidecar-bench-")
         self.build = args.build
         self.procs = []
+        self.waits = []  # (port, process) to wait for besides the targets
         self.cpus = os.cpu_count() or 1
         self.proxy_cpu = "0"
         # HAProxy reserves two descriptors per connection; stay inside this machine's hard limit.
@@ -226,7 +238,7 @@ http {{
             self.setup_outbound()
         if thrift:
             self.setup_thrift()
-        for name, (port, proc, _) in self.targets.items():
+        for port, proc in self.waits + [(port, proc) for port, proc, _ in self.targets.values()]:
             wait_port(port, proc)
         time.sleep(0.3)
         self.rest_rss = {n: rss_kib(p.pid) for n, (_, p, tls) in self.targets.items() if tls}
@@ -327,6 +339,7 @@ http {{
 """)
             p = self.spawn(["nginx", "-c", cfg, "-p", t], self.client_cpu, f"member{i}.log")
             self.members.append(port)
+            self.waits.append((port, p))  # member 2 is no target, but every proxy balances to it
             # The no-proxy reference: mTLS from the load generator straight to one member.
             if i == 1:
                 self.targets["out:direct"] = (port, p, True)
@@ -454,18 +467,27 @@ http {{
 
     def check_outbound(self):
         """One GET through each outbound proxy must come back 200 pong from a member: the load
-        generator counts any answer below 500 as one, and a 404 (no route) measures nothing."""
+        generator counts any answer below 500 as one, and a 404 (no route) measures nothing.
+        A loaded machine may be slow to make the proxy's first mTLS connection to a member: no
+        answer or a 5xx is asked again for up to a minute; a wrong answer below 500 fails at once."""
         for target in ("out:sidecar", "out:haproxy", "out:nginx"):
             port = self.targets[target][0]
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            try:
-                conn.request("GET", "/ping", headers={"Host": OUTBOUND_ROUTE})
-                r = conn.getresponse()
-                body = r.read()
-            finally:
-                conn.close()
-            if r.status != 200 or body.strip() != b"pong":
-                raise RuntimeError(f"{target}: GET /ping answered {r.status} {body[:200]!r}")
+            deadline = time.monotonic() + 60
+            while True:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                try:
+                    conn.request("GET", "/ping", headers={"Host": OUTBOUND_ROUTE})
+                    r = conn.getresponse()
+                    status, body = r.status, r.read()
+                except OSError as e:
+                    status, body = None, repr(e).encode()
+                finally:
+                    conn.close()
+                if status == 200 and body.strip() == b"pong":
+                    break
+                if (status is not None and status < 500) or time.monotonic() > deadline:
+                    raise RuntimeError(f"{target}: GET /ping answered {status} {body[:200]!r}")
+                time.sleep(0.5)
 
     def hold(self, target, n, seconds):
         """Opens n idle mTLS connections, then reads the target's resident memory."""
@@ -478,10 +500,21 @@ http {{
                 "--hold", str(n), "--seconds", str(seconds + 600)]
         before = rss_kib(proc.pid)
         lg = subprocess.Popen((["taskset", "-c", self.client_cpu] if shutil.which("taskset") else []) + args,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=raise_fd_limit)
-        line = lg.stderr.readline()
-        held = int(line.split()[1]) if line.startswith("held") else 0
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=raise_fd_limit)
+        # loadgen prints "held N" once all N are open, maybe after up to three lines about
+        # connections that failed and were made again. A slow machine gets time: 60 s, plus 50 ms
+        # a connection; a target that never lets them all in ends with held 0.
+        held, text, deadline = 0, b"", time.monotonic() + 60 + n / 20
+        while time.monotonic() < deadline and select.select([lg.stderr], [], [], deadline - time.monotonic())[0]:
+            chunk = os.read(lg.stderr.fileno(), 4096)
+            text += chunk
+            m = re.search(rb"^held (\d+)\n", text, re.M)
+            if m or not chunk:
+                held = int(m.group(1)) if m else 0
+                break
+        for line in text.decode(errors="replace").splitlines():
+            if not line.startswith("held"):
+                print(f"hold {target}: {line}", file=sys.stderr)
         time.sleep(0.5)
         during = rss_kib(proc.pid)
         lg.kill()
@@ -544,7 +577,7 @@ def main():
             raise _SkipLoad()
         proxies = ["sidecar", "haproxy", "nginx"]
         everyone = proxies + ["direct"]
-        d = str(args.seconds)
+        gave_up = set()  # smoke: targets that stayed silent through every retry
 
         def run(scenario, targets, *extra, wrk=None, paced=False):
             """Each repeat: every target with loadgen, then (when wrk fits the scenario, `wrk`
@@ -560,13 +593,37 @@ def main():
                     for t in targets:
                         column = t.split(":")[-1]  # scenarios 6 and 7 fill the same columns
                         # The target's CPU per request: what a loaded machine blurs least.
-                        pid = b.targets[t][1].pid
-                        before = cpu_us(pid)
-                        if g == "wrk":
-                            r = b.wrk(t, wrk_seconds, **wrk)
-                        else:
-                            r = b.loadgen(t, "-d", d, *extra, *(["--pace-per-connection"] if g == PACED else []))
-                        r["target_cpu_us"] = (cpu_us(pid) - before) / max(1, r["requests"])
+                        proc = b.targets[t][1]
+                        seconds, tries, began = wrk_seconds if g == "wrk" else args.seconds, 0, time.monotonic()
+                        while True:
+                            tries += 1
+                            before = cpu_us(proc.pid)
+                            if g == "wrk":
+                                r = b.wrk(t, seconds, **wrk)
+                            else:
+                                r = b.loadgen(t, "-d", str(seconds), *extra,
+                                              *(["--pace-per-connection"] if g == PACED else []))
+                            after = cpu_us(proc.pid)
+                            r["target_cpu_us"] = (None if before is None or after is None
+                                                  else (after - before) / max(1, r["requests"]))
+                            # A smoke round is short: on a loaded machine its handshakes can take
+                            # all of it, and no request is counted. Such a round is made again,
+                            # twice as long each time, for up to SMOKE_PATIENCE s; then it counts
+                            # as silent, and so does every later silent round of that target at
+                            # once. A target whose process ended gets no second chance.
+                            if r["requests"] or not args.smoke or t in gave_up:
+                                break
+                            if proc.poll() is not None:
+                                print(f"smoke: {t} exited with {proc.returncode}", file=sys.stderr)
+                                break
+                            if time.monotonic() - began >= SMOKE_PATIENCE:
+                                break
+                            print(f"smoke: {scenario}/{g}/{t}: no answer in a {seconds} s round "
+                                  f"({r['errors']} errors), again for {2 * seconds} s", file=sys.stderr)
+                            seconds *= 2
+                        if not r["requests"]:
+                            gave_up.add(t)
+                        r["tries"] = tries
                         results.setdefault(scenario, {}).setdefault(g, {}).setdefault(column, []).append(r)
 
         def slowest_proxy(scenario):
