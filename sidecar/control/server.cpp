@@ -324,7 +324,8 @@ class Server {
     }
     thriftMetrics_.emplace(*registry_, config_.workers);
     thriftShared_.emplace(ThriftShared{limits, IdentityAllowList(config_.allowIdentities),
-                                       &*thriftMetrics_, *local, t.maxFrame});
+                                       &*thriftMetrics_, *local, t.maxFrame,
+                                       std::max<std::size_t>(t.maxBuffered, t.maxFrame + 4)});
     try {
       tcp::endpoint bound = *listen;
       for (auto& w : workers_) {

@@ -128,6 +128,7 @@ po::options_description describeFlags() {
     ("thrift-listen", po::value<std::string>(), "inbound Thrift listener, host:port: callers' framed Thrift over mTLS (the same certificates and --allow-identity), passed to --thrift-upstream (off by default)")
     ("thrift-upstream", po::value<std::string>(), "the local Thrift service, host:port (framed transport); required with --thrift-listen")
     ("thrift-max-frame", po::value<std::string>()->default_value("16384000"), "largest Thrift frame, call or reply, in bytes (16384000, 64k, 16MiB), at most 1GiB; a larger call closes the connection")
+    ("thrift-max-buffered", po::value<std::string>()->default_value("64MiB"), "callers' Thrift frame bytes a worker holds at once, over all its --thrift-listen connections, at most 1TiB (never less than --thrift-max-frame); a call whose frame would go past it gets INTERNAL_ERROR and its connection closes")
     ("thrift-route", po::value<std::vector<std::string>>()->composing(), "127.0.0.1:PORT=DEST[;identity=PATTERN], DEST as --route's (usually with the !thrift endpoint): the local Thrift client connects to the loopback PORT, each framed call goes to a member over mTLS; route name thrift:PORT; repeatable (environment: comma-separated)")
     ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
     ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file (its directory must exist), written by a background thread (off by default)");

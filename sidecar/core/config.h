@@ -111,6 +111,7 @@ struct ThriftConfig {
   HostPort listen;                     // --thrift-listen
   HostPort upstream;                   // --thrift-upstream
   std::uint32_t maxFrame = 16'384'000;  // --thrift-max-frame, Apache Thrift's default
+  std::uint64_t maxBuffered = 64ull << 20;  // --thrift-max-buffered, per worker
 };
 
 struct SidecarConfig {

@@ -19,6 +19,7 @@ std::optional<ThriftConfig> thriftFlags(const po::variables_map& vm) {
   t.listen = hostPortFlag(vm, "thrift-listen");
   t.upstream = hostPortFlag(vm, "thrift-upstream");
   t.maxFrame = static_cast<std::uint32_t>(sizeFlag(vm, "thrift-max-frame", 1, 1ull << 30));
+  t.maxBuffered = sizeFlag(vm, "thrift-max-buffered", 1, 1ull << 40);
   return t;
 }
 

@@ -7,6 +7,7 @@
 #include <boost/asio/read.hpp>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "net/io.h"
 #include "thrift/frame.h"
@@ -35,8 +36,9 @@ inline std::uint32_t frameLength(const std::string& frame) {
 
 // Reads the rest of a frame whose prefix is in frame, length bytes of payload. Grown as the
 // bytes arrive, not sized by the length the peer announced: a peer that announces 16 MB and
-// sends nothing holds 4 bytes, not 16 MB. beforeRead() runs before each read (to arm a deadline).
-// On failure frame holds the bytes that came.
+// sends nothing holds 4 bytes, not 16 MB. beforeRead() runs before each read, the frame already
+// grown for it (to arm a deadline; one that returns bool may refuse the growth, and the read ends
+// with no_buffer_space). On failure frame holds the bytes that came.
 template <class Stream, class BeforeRead>
 awaitable<error_code> readFramePayload(Stream& stream, std::string& frame, std::uint32_t length,
                                        BeforeRead beforeRead) {
@@ -44,7 +46,14 @@ awaitable<error_code> readFramePayload(Stream& stream, std::string& frame, std::
   while (frame.size() < total) {
     const std::size_t have = frame.size();
     frame.resize(std::min(total, have + kReadStep));
-    beforeRead();
+    if constexpr (std::is_same_v<decltype(beforeRead()), bool>) {
+      if (!beforeRead()) {
+        frame.resize(have);
+        co_return asio::error::no_buffer_space;
+      }
+    } else {
+      beforeRead();
+    }
     auto [ec, n] = co_await asio::async_read(
         stream, asio::buffer(frame.data() + have, frame.size() - have), useTuple);
     if (ec) {

@@ -69,6 +69,7 @@ class ThriftSession final : public TrackedSession {
   }
 
   ~ThriftSession() {
+    releaseFrameBytes();
     error_code ignored;
     upstream_.socket().close(ignored);
     worker_.connectionClosed(budget());
@@ -125,6 +126,46 @@ class ThriftSession final : public TrackedSession {
   }
 
  private:
+  // The frame bytes this session holds are given back to its worker's --thrift-max-buffered.
+  void releaseFrameBytes() {
+    handler_.buffered() -= charged_;
+    charged_ = 0;
+  }
+
+  // Charges frame_'s growth to the worker's budget; false when it would go past it. A frame's
+  // first step (kReadStep) always fits: small calls are never refused for big ones.
+  bool chargeFrameBytes() {
+    const std::size_t want = frame_.size();
+    if (want <= charged_) {
+      return true;
+    }
+    const std::size_t more = want - charged_;
+    if (want > thrift::kReadStep + 4 &&
+        handler_.buffered() + more > shared_.maxBuffered) {
+      return false;
+    }
+    handler_.buffered() += more;
+    charged_ = want;
+    return true;
+  }
+
+  // What is left of a frame the caller is still sending is read away (up to
+  // kRefusedDiscardBytes or kCloseNotifyDeadline) before the connection closes, so that the
+  // answer written before it is not lost to a reset.
+  awaitable<void> readAway(std::size_t left) {
+    left = std::min(left, kRefusedDiscardBytes);
+    stream_.lowest_layer().expires_after(kCloseNotifyDeadline);
+    std::string scratch;
+    while (left > 0) {
+      scratch.resize(std::min(left, kKeptBuffer));
+      auto [ec, got] = co_await stream_.async_read_some(asio::buffer(scratch), useTuple);
+      if (ec) {
+        break;
+      }
+      left -= std::min(left, got);
+    }
+  }
+
   // A caller whose identity is not allowed, refused right after its handshake: its first frame
   // is read only as far as its call's name and seqid (kRefusedFrameBytes), never buffered whole,
   // and a CALL gets an INTERNAL_ERROR saying why. The connection then closes.
@@ -156,16 +197,7 @@ class ThriftSession final : public TrackedSession {
       co_return;
     }
     logCall(*header, "refused");
-    std::size_t left = std::min(length - head, kRefusedDiscardBytes);
-    lowest.expires_after(kCloseNotifyDeadline);
-    while (left > 0) {
-      frame_.resize(std::min(left, kKeptBuffer));
-      auto [rec, got] = co_await stream_.async_read_some(asio::buffer(frame_), useTuple);
-      if (rec) {
-        break;
-      }
-      left -= std::min(left, got);
-    }
+    co_await readAway(length - head);
   }
 
   // Calls of an allowed caller, one at a time, until it leaves, breaks the protocol or the
@@ -230,6 +262,7 @@ class ThriftSession final : public TrackedSession {
     if (frame_.capacity() > kKeptBuffer) {
       std::string().swap(frame_);
     }
+    releaseFrameBytes();
     if (reply_.capacity() > kKeptBuffer) {
       std::string().swap(reply_);
     }
@@ -257,13 +290,41 @@ class ThriftSession final : public TrackedSession {
       co_return false;
     }
     const std::size_t total = 4 + std::size_t{length};
-    const auto rec = co_await thrift::readFramePayload(
-        stream_, frame_, length, [&] { lowest.expires_after(shared_.limits.idleTimeout); });
+    const auto rec = co_await thrift::readFramePayload(stream_, frame_, length, [&] {
+      lowest.expires_after(shared_.limits.idleTimeout);
+      return chargeFrameBytes();
+    });
+    if (rec == asio::error::no_buffer_space) {
+      co_await refuseOverloaded(total);
+      co_return false;
+    }
     if (rec) {
       cutShort(frame_.size(), total, rec);
       co_return false;
     }
     co_return true;
+  }
+
+  // The worker holds --thrift-max-buffered of callers' frames already: this call is refused
+  // (INTERNAL_ERROR saying so, when its header came whole) and its connection closes, rather
+  // than the sidecar's memory growing with every large frame at once.
+  awaitable<void> refuseOverloaded(std::size_t total) {
+    m_.framesOverloaded->Increment();
+    logWithin(handler_.logLimiter(ThriftLogEvent::badFrame), spdlog::level::warn,
+              "event=thrift_overloaded peer={} identity={} length={} buffered={} max={}",
+              clientIp_, identityForLog_, total - 4, handler_.buffered(), shared_.maxBuffered);
+    const std::size_t have = frame_.size();
+    const auto header = thrift::parseHeader(std::string_view(frame_).substr(4));
+    releaseFrameBytes();
+    std::string().swap(frame_);
+    if (header && header->type == thrift::MessageType::call) {
+      callStart_ = Clock::now();
+      if (co_await writeLocal(thrift::exceptionFrame(
+              *header, thrift::AppError::internalError,
+              "the sidecar holds --thrift-max-buffered of frames now; try again"))) {
+        co_await readAway(total - have);
+      }
+    }
   }
 
   // Counts the call forwarded last under its method, once its answer (if any) went out.
@@ -424,6 +485,7 @@ class ThriftSession final : public TrackedSession {
   TlsStream stream_;
   DeadlineSocket upstream_;
   std::string frame_;  // the call, length prefix included
+  std::size_t charged_ = 0;  // of frame_'s bytes, those counted in handler_.buffered()
   std::string reply_;  // the local service's reply, length prefix included
   std::string clientIp_;
   std::string identity_;  // the caller's; its pooled connections to the local service are its own

@@ -27,6 +27,8 @@ struct ThriftShared {
   ThriftMetrics* metrics;
   tcp::endpoint local;     // the local Thrift service (--thrift-upstream)
   std::uint32_t maxFrame;  // --thrift-max-frame
+  // --thrift-max-buffered: callers' frame bytes held at once per worker (at least maxFrame).
+  std::size_t maxBuffered;
 };
 
 // Data-path events logged one line each, within a budget per worker and event.
@@ -57,6 +59,8 @@ class ThriftHandler final : public ConnectionHandler {
   ConnectionPool& pool() { return pool_; }
   ThriftMethodSlots& methodSlots() { return methodSlots_; }
   LogLimiter& logLimiter(ThriftLogEvent e) { return logLimiters_[static_cast<unsigned>(e)]; }
+  // Callers' frame bytes this worker's sessions hold now, bounded by shared().maxBuffered.
+  std::size_t& buffered() { return buffered_; }
 
  private:
   Worker& worker_;
@@ -65,6 +69,7 @@ class ThriftHandler final : public ConnectionHandler {
   ConnectionPool pool_;
   ThriftMethodSlots methodSlots_;
   std::array<LogLimiter, static_cast<unsigned>(ThriftLogEvent::count)> logLimiters_{};
+  std::size_t buffered_ = 0;
 };
 
 }  // namespace sidecar

@@ -143,11 +143,13 @@ ThriftMetrics::ThriftMetrics(prometheus::Registry& r, unsigned workers) : method
   auto& frames = counters(r, "sidecar_thrift_frames_refused_total",
                           "Thrift frames that closed their connection: too_large "
                           "(--thrift-max-frame), not_thrift, malformed (not exactly one whole "
-                          "message), or cut_short (the caller left or was silent past "
+                          "message), overloaded (its worker held --thrift-max-buffered of frames "
+                          "already), or cut_short (the caller left or was silent past "
                           "--idle-timeout inside a frame)");
   framesTooLarge = &frames.Add({{"reason", "too_large"}});
   framesNotThrift = &frames.Add({{"reason", "not_thrift"}});
   framesMalformed = &frames.Add({{"reason", "malformed"}});
+  framesOverloaded = &frames.Add({{"reason", "overloaded"}});
   framesCutShort = &frames.Add({{"reason", "cut_short"}});
   probes = &counters(r, "sidecar_thrift_probes_total",
                      "Finagle upgrade probes (__can__finagle__trace__v3__) answered by the sidecar")

@@ -98,6 +98,7 @@ struct ThriftMetrics {
   prometheus::Counter* framesTooLarge;
   prometheus::Counter* framesNotThrift;
   prometheus::Counter* framesMalformed;  // a CALL whose frame is not exactly one whole message
+  prometheus::Counter* framesOverloaded;  // past --thrift-max-buffered on its worker
   prometheus::Counter* framesCutShort;
   // sidecar_thrift_probes_total
   prometheus::Counter* probes;

@@ -106,7 +106,7 @@ class ThriftProxyTest(SidecarTestCase):
         super().setUpClass()
         cls.PingHelp, cls.ttypes = generate_python(compiler, cls.tmp)
 
-    def start(self, *extra, thrift_upstream=None):
+    def start(self, *extra, thrift_upstream=None, workers=2):
         """pinghelp with a Thrift port, and a sidecar whose --thrift-listen passes to it (or to
         thrift_upstream, a port of the test's own)."""
         ph = self.spawn_serving("pinghelp", lambda ports: (
@@ -117,7 +117,8 @@ class ThriftProxyTest(SidecarTestCase):
             SIDECAR, "--listen", f"127.0.0.1:{ports[0]}",
             "--upstream", f"127.0.0.1:{ph.http}", "--admin-listen", f"127.0.0.1:{ports[1]}",
             "--thrift-listen", f"127.0.0.1:{ports[2]}",
-            "--thrift-upstream", f"127.0.0.1:{thrift_upstream or ph.thrift}", "--workers", "2",
+            "--thrift-upstream", f"127.0.0.1:{thrift_upstream or ph.thrift}",
+            "--workers", str(workers),
             "--tls-cert", self.certs.path("server.pem"), "--tls-key", self.certs.path("server.key"),
             "--tls-client-ca", self.certs.path("ca.pem"), *extra], None), 3)
         sc.port, sc.admin, sc.thrift = sc.ports
@@ -315,6 +316,34 @@ class ThriftProxyTest(SidecarTestCase):
                                                 result="refused"), 20)
         self.assertIn((3, "ping", 1), answers, "the refusal reached at least one of them")
         self.assertEqual(self.client(sc.thrift).ping(), "pong")
+
+    def test_frames_past_the_workers_buffer_budget_are_refused_and_the_rest_go_on(self):
+        # --thrift-max-buffered bounds the frame bytes a worker holds over all its callers: one
+        # caller holding 800 KB of an unfinished frame leaves no room for a 500 KB one; the
+        # second is told (INTERNAL_ERROR) and counted, and the first finishes normally.
+        _, sc = self.start("--thrift-max-buffered", "1MiB", "--thrift-max-frame", "950000",
+                           workers=1)
+        big = lambda seqid, n: frame(call("ping", seqid, b"\x0b\x00\x09" + struct.pack(">i", n) +
+                                          b"x" * n + b"\x00"))
+        a = self.raw(sc.thrift)
+        first = big(1, 900_000)
+        a.sendall(first[:800_000])
+        time.sleep(0.3 * SLOW)  # the worker holds what came of it
+        b = self.raw(sc.thrift)
+        b.sendall(big(2, 500_000))
+        kind, name, seqid, rest = read_reply(b)
+        self.assertEqual((kind, name, seqid), (3, "ping", 2))
+        e = self.decode_exception(rest)
+        self.assertEqual(e.type, 6)
+        self.assertIn("--thrift-max-buffered", e.message)
+        self.assertClosed(b)
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_frames_refused_total",
+                                                reason="overloaded"), 1)
+        a.sendall(first[800_000:])
+        self.assertEqual(read_reply(a)[:3], (2, "ping", 1))
+        c = self.raw(sc.thrift)  # room again once the first call was answered
+        c.sendall(big(3, 500_000))
+        self.assertEqual(read_reply(c)[:3], (2, "ping", 3))
 
     def test_announced_member_carries_the_thrift_endpoint_and_resolves_by_name(self):
         zk = self.start_zookeeper()
