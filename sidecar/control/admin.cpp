@@ -4,6 +4,8 @@
 
 #include <metrics/metrics.h>
 
+#include "control/admin_views.h"
+
 namespace sidecar {
 
 namespace {
@@ -28,6 +30,27 @@ std::optional<std::string_view> queryParam(std::string_view target, std::string_
     rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
   }
   return std::nullopt;
+}
+
+// A query value as written in a URL: %XX and '+' decoded (a filter's regex is full of both).
+std::string percentDecode(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (v[i] == '%' && i + 2 < v.size() && hex(v[i + 1]) >= 0 && hex(v[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex(v[i + 1]) * 16 + hex(v[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(v[i] == '+' ? ' ' : v[i]);
+    }
+  }
+  return out;
 }
 
 PlainResponse methodNotAllowed(const PlainRequest& req, const char* allow) {
@@ -78,7 +101,18 @@ PlainResponse handleAdminRequest(const PlainRequest& req, const AdminHooks& hook
     return textResponse(req, http::status::ok, hooks.metricsText(), metrics::kTextContentType);
   }
   if (path == "/admin/metrics.json") {
-    return textResponse(req, http::status::ok, hooks.metricsJson(), "application/json");
+    // TwitterServer's parameters: pretty=true (sorted, indented) and filter=REGEX (the names
+    // that match it whole).
+    const auto pretty = queryParam(req.target(), "pretty");
+    const auto filter = queryParam(req.target(), "filter");
+    auto body = renderMetricsJson(hooks.metricsJson(), pretty && (*pretty == "true" || *pretty == "1"),
+                                  filter ? std::optional<std::string>(percentDecode(*filter))
+                                         : std::nullopt);
+    if (!body) {
+      return textResponse(req, http::status::bad_request,
+                          "filter: not a regular expression (ECMAScript, at most 256 bytes)\n");
+    }
+    return textResponse(req, http::status::ok, *body, "application/json");
   }
   if (path == "/admin/announcer") {
     return textResponse(req, http::status::ok, hooks.announcerJson(), "application/json");

@@ -3,6 +3,7 @@
 
 #include "http/plain_server.h"
 
+#include <boost/json/object.hpp>
 #include <functional>
 #include <optional>
 #include <string>
@@ -15,7 +16,7 @@ struct AdminHooks {
   std::function<void(std::optional<Duration> grace)> quit;
   std::function<void()> abort;
   std::function<std::string()> metricsText;
-  std::function<std::string()> metricsJson;
+  std::function<boost::json::object()> metricsJson;  // rendered by renderMetricsJson
   std::function<std::string()> serverInfoJson;
   std::function<std::string()> announcerJson;
   std::function<std::string()> clientsJson;  // the outbound routes (none: an empty list)

@@ -1,10 +1,18 @@
 // The admin interface's JSON views (see admin_views.h).
 #include "control/admin_views.h"
 
+#include <fmt/format.h>
 #include <metrics/metrics.h>
 
+#include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <cmath>
+#include <cstdint>
+#include <ctime>
+#include <regex>
+#include <utility>
+#include <vector>
 
 namespace sidecar {
 
@@ -32,8 +40,9 @@ void addLatency(boost::json::object& o, const std::string& prefix,
 }  // namespace
 
 // TwitterServer's flat /admin/metrics.json, with Finagle's names where one exists.
-std::string finagleMetricsJson(const ProxyMetrics& m, const AnnouncerMetrics& a, bool draining,
-                               const std::function<void(boost::json::object&)>& extra) {
+boost::json::object finagleMetrics(const ProxyMetrics& m, const AnnouncerMetrics& a,
+                                   bool draining,
+                                   const std::function<void(boost::json::object&)>& extra) {
   boost::json::object o;
   uint64_t requests = 0, failures = 0;
   for (std::size_t method = 0; method < ProxyMetrics::kMethods.size(); ++method) {
@@ -82,7 +91,54 @@ std::string finagleMetricsJson(const ProxyMetrics& m, const AnnouncerMetrics& a,
   if (extra) {
     extra(o);
   }
-  return boost::json::serialize(o) + "\n";
+  return o;
+}
+
+std::optional<std::string> renderMetricsJson(boost::json::object o, bool pretty,
+                                             const std::optional<std::string>& filter) {
+  std::optional<std::regex> match;
+  if (filter) {
+    if (filter->size() > 256) {
+      return std::nullopt;
+    }
+    try {
+      match.emplace(*filter, std::regex::ECMAScript | std::regex::optimize);
+    } catch (const std::regex_error&) {
+      return std::nullopt;
+    }
+  }
+  std::vector<std::pair<std::string_view, boost::json::value*>> kept;
+  kept.reserve(o.size());
+  for (auto& kv : o) {
+    if (match && !std::regex_match(kv.key().begin(), kv.key().end(), *match)) {
+      continue;
+    }
+    auto& v = kv.value();
+    // 2^53: every integer up to it is exact in a double, and a JSON reader's too.
+    if (v.is_double() && std::isfinite(v.get_double()) && std::trunc(v.get_double()) == v.get_double() &&
+        std::fabs(v.get_double()) <= 9007199254740992.0) {
+      v = static_cast<std::int64_t>(v.get_double());
+    }
+    kept.emplace_back(kv.key(), &v);
+  }
+  if (pretty) {
+    std::sort(kept.begin(), kept.end());
+  }
+  std::string out = pretty ? "{\n" : "{";
+  for (std::size_t i = 0; i < kept.size(); ++i) {
+    out += pretty ? "  " : "";
+    out += boost::json::serialize(boost::json::value(kept[i].first));
+    out += pretty ? " : " : ":";
+    const auto& v = *kept[i].second;
+    if (v.is_double()) {  // shortest exact form, as Jackson writes it (Boost.JSON: 1.5E0)
+      out += std::isfinite(v.get_double()) ? fmt::format("{}", v.get_double()) : "null";
+    } else {
+      out += boost::json::serialize(v);
+    }
+    out += i + 1 < kept.size() ? (pretty ? ",\n" : ",") : (pretty ? "\n" : "");
+  }
+  out += "}\n";
+  return out;
 }
 
 void addThriftFinagleMetrics(boost::json::object& o, const ThriftMetrics& t) {
@@ -110,12 +166,16 @@ void addThriftFinagleMetrics(boost::json::object& o, const ThriftMetrics& t) {
 }
 
 std::string serverInfoJson(Clock::time_point started) {
-  auto start = std::chrono::duration_cast<std::chrono::seconds>(started.time_since_epoch());
-  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started);
+  const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  const std::time_t t = Clock::to_time_t(started);
+  std::tm utc{};
+  ::gmtime_r(&t, &utc);
+  char when[64];
+  std::strftime(when, sizeof when, "%a %b %d %H:%M:%S UTC %Y", &utc);
   boost::json::value v = {{"name", "sidecar"},
                           {"version", SIDECAR_VERSION},
                           {"build", SIDECAR_BUILD},
-                          {"start_time", start.count()},
+                          {"start_time", when},
                           {"uptime", uptime.count()}};
   return boost::json::serialize(v) + "\n";
 }

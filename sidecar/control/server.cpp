@@ -284,7 +284,7 @@ class Server {
             },
         .metricsJson =
             [this] {
-              return finagleMetricsJson(metrics_, announcerMetrics_, drain_.draining(),
+              return finagleMetrics(metrics_, announcerMetrics_, drain_.draining(),
                                         [this](boost::json::object& o) {
                                           if (directory_) {
                                             directory_->addFinagleMetrics(o);

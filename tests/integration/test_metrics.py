@@ -91,9 +91,27 @@ class MetricsTest(SidecarTestCase):
         self.assertEqual(m["srv/http/request_latency_ms.count"], 4)
         self.assertLessEqual(m["srv/http/request_latency_ms.min"], m["srv/http/request_latency_ms.p50"])
         self.assertLessEqual(m["srv/http/request_latency_ms.p50"], m["srv/http/request_latency_ms.max"])
+        # As twitter-server writes them: counters as integers, never 4E0 or 4.0.
+        self.assertIn('"srv/http/requests":4', body)
+        self.assertNotRegex(body, r"\d[eE][+-]?\d")
+        self.assertTrue(all(isinstance(v, int) for k, v in m.items()
+                            if k.endswith(("/requests", "/success", "/failures", "/connects"))))
+        status, pretty = self.admin_get(sc, "/admin/metrics.json?pretty=true")
+        lines = pretty.strip().splitlines()
+        self.assertEqual((lines[0], lines[-1]), ("{", "}"))
+        names = [l.split('"')[1] for l in lines[1:-1]]
+        self.assertEqual(names, sorted(names))
+        self.assertEqual(set(json.loads(pretty)), set(m))
+        status, only = self.admin_get(sc, "/admin/metrics.json?filter=srv/http/(requests|success)")
+        self.assertEqual(json.loads(only), {"srv/http/requests": 4, "srv/http/success": 4})
+        self.assertEqual(self.admin_get(sc, "/admin/metrics.json?filter=(")[0], 400)
         status, body = self.admin_get(sc, "/admin/server_info")
         info = json.loads(body)
         self.assertEqual(set(info), {"name", "version", "build", "start_time", "uptime"})
+        # twitter-server: start_time as Java's Date.toString, uptime in milliseconds.
+        time.strptime(info["start_time"], "%a %b %d %H:%M:%S UTC %Y")
+        self.assertIsInstance(info["uptime"], int)
+        self.assertGreater(info["uptime"], 0)
         self.assertEqual(self.admin_post(sc, "/admin/metrics.json")[0], 405)
 
     def test_access_log_has_one_parseable_line_per_request(self):

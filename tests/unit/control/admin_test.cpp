@@ -24,7 +24,11 @@ struct Fake {
         .quit = [this](std::optional<Duration> g) { ++quits; grace = g; },
         .abort = [] {},
         .metricsText = [] { return std::string("# metrics\n"); },
-        .metricsJson = [] { return std::string("{}"); },
+        .metricsJson =
+            [] {
+              return boost::json::object{{"srv/http/requests", 3.0}, {"a/gauge", 1.5},
+                                         {"clnt/x/connects", 0.0}};
+            },
         .serverInfoJson = [] { return std::string("{}"); },
         .announcerJson = [] { return std::string("{\"member\":null}"); },
         .clientsJson = [] { return std::string("{\"clients\":[{\"route\":\"x\"}]}\n"); },
@@ -197,4 +201,24 @@ TEST_CASE("plain server: connections outliving the server do not call its observ
   }
   ioc.reset();  // destroys the suspended connection
   CHECK(opened == 42);
+}
+
+TEST_CASE("/admin/metrics.json: integers as integers, pretty=true sorted and indented, filter=REGEX") {
+  Fake f;
+  auto h = f.hooks();
+  auto get = [&](std::string target) { return handleAdminRequest(req(http::verb::get, target), h); };
+  auto plain = get("/admin/metrics.json");
+  CHECK(plain[http::field::content_type] == "application/json");
+  CHECK(plain.body().find("\"srv/http/requests\":3") != std::string::npos);
+  CHECK(plain.body().find("\"clnt/x/connects\":0") != std::string::npos);
+  CHECK(plain.body().find("E0") == std::string::npos);
+  CHECK(plain.body().find("\"a/gauge\":1.5") != std::string::npos);
+  auto pretty = get("/admin/metrics.json?pretty=true");
+  CHECK(pretty.body() ==
+        "{\n  \"a/gauge\" : 1.5,\n  \"clnt/x/connects\" : 0,\n  \"srv/http/requests\" : 3\n}\n");
+  auto filtered = get("/admin/metrics.json?filter=srv%2F.*");
+  CHECK(filtered.body() == "{\"srv/http/requests\":3}\n");
+  CHECK(get("/admin/metrics.json?filter=srv").body() == "{}\n");  // the whole name must match
+  auto bad = get("/admin/metrics.json?filter=%28");
+  CHECK(bad.result() == http::status::bad_request);
 }
