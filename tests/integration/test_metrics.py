@@ -192,6 +192,15 @@ class MetricsTest(SidecarTestCase):
                       timeout=60, interval=0.5, what="sidecar up in Prometheus")
         self.assertEqual(up[0]["metric"]["instance"], f"127.0.0.1:{sc.admin}")
         self.assertEqual(up[0]["metric"]["serverset"], PATH)
+        # A member announced on IPv6: its admin address is scraped as [::1]:port.
+        admin6 = free_port()
+        self.start_sidecar(ph.port, "--zk", f"127.0.0.1:{zk.port}", "--zk-path", PATH,
+                           "--advertise-host", "::1", "--health-interval", "200ms",
+                           "--listen", f"[::1]:{free_port()}", "--admin-listen", f"[::1]:{admin6}",
+                           wait=False)
+        wait_for(lambda: [r for r in query('up{job="sidecar"}')
+                          if r["metric"]["instance"] == f"[::1]:{admin6}" and r["value"][1] == "1"],
+                 timeout=60, interval=0.5, what="the IPv6 member up in Prometheus as [::1]:port")
         wait_for(lambda: query('sidecar_requests_total{code="2xx",method="GET"} >= 1'),
                  timeout=30, interval=0.5, what="a sidecar_ series")
 
