@@ -26,7 +26,9 @@ registry::ServiceInstance announcedInstance(const AnnounceConfig& a, const std::
   if (!a.endpointName.empty() && !taken) {
     extra.emplace_back(a.endpointName, registry::Endpoint{host, ports.service});
   }
-  instance.shard = a.shard;
+  // Always written, as Finagle's announcer does (its announce form requires one): Linkerd 1's
+  // `#N` shard selection, and Prometheus' __meta_serverset_shard, read it.
+  instance.shard = a.shard.value_or(0);
   return instance;
 }
 
@@ -59,7 +61,7 @@ Announcement::Announcement(boost::asio::io_context& ioc, const AnnounceConfig& a
   spdlog::info("event=announcing zk={} path={} host={} port={} thrift_port={} shard={}",
                a.zkConnect, a.zkPath, host, ports.service,
                ports.thrift ? std::to_string(*ports.thrift) : "none",
-               a.shard ? std::to_string(*a.shard) : "none");
+               a.shard.value_or(0));
 }
 
 void Announcement::withdraw(std::function<void()> done) {

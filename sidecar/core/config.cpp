@@ -106,7 +106,7 @@ po::options_description describeFlags() {
     ("zk", po::value<std::string>(), "ZooKeeper ensemble: host:port[,host:port][/chroot]; announces with --zk-path, and holds the services of /path routes and --route-prefix")
     ("zk-path", po::value<std::string>(), "serverset path to announce under, e.g. /discovery/prod/pinghelp")
     ("announce", po::value<std::string>(), "Finagle's form instead of --zk/--zk-path: zk!host:port[,host:port]!/path!shard[!endpointName]")
-    ("shard", po::value<int32_t>(), "shard id written in the member (with --zk)")
+    ("shard", po::value<int32_t>(), "shard id written in the member (with --zk); default 0, always written as Finagle's announcer does")
     ("zk-auth-file", po::value<std::string>(), "file holding user:password for ZooKeeper digest auth; members become world-read, creator-all")
     ("zk-session-timeout", po::value<std::string>()->default_value("10s"), "ZooKeeper session timeout, at most 60m; a dead sidecar's member goes after this long")
     ("advertise-host", po::value<std::string>(), "host written in the member (default: the primary non-loopback address)")

@@ -36,7 +36,7 @@ class AnnounceTest(SidecarTestCase):
     def test_member_is_ephemeral_sequential_with_the_exact_bytes(self):
         zk = self.start_zookeeper()
         ph = self.start_pinghelp()
-        sc = self.announced_sidecar(zk, ph.port, "--shard", "0")
+        sc = self.announced_sidecar(zk, ph.port)  # no --shard: 0 is written all the same
         names = self.members(zk.port, PATH)
         self.assertEqual(len(names), 1)
         self.assertRegex(names[0], r"^member_\d{10}$")
