@@ -56,7 +56,8 @@ void Announcer::openSession() {
   busy_ = false;
   withdrawing_ = false;
   try {
-    session_ = connect_({config_.connect, config_.sessionTimeout, config_.digest},
+    session_ = connect_({config_.connect, config_.sessionTimeout, config_.digest,
+                         config_.secureParents},
                         [this](ZkEvent event, ZkState state, const std::string& path) {
                           onEvent(event, state, path);
                         });

@@ -21,6 +21,7 @@ struct AnnouncerConfig {
   std::string path;     // the serverset, e.g. /discovery/prod/pinghelp
   std::chrono::milliseconds sessionTimeout{10'000};
   std::string digest;   // "user:password" or empty; never logged
+  bool secureParents = false;  // see ZkSessionOptions
   ServiceInstance instance;
   // Retries (a new session after expiry, a failed step again) wait this long, doubling up to
   // maxRetryDelay; each kind of retry has its own delay, reset by success.

@@ -137,7 +137,7 @@ ZkSessionFactory SharedZkSessions::factory() {
   return [this](const ZkSessionOptions& options,
                 ZkSession::EventHandler onEvent) -> std::unique_ptr<ZkSession> {
     const std::string key = options.connect + '\n' + std::to_string(options.timeout.count()) +
-                            '\n' + options.digest;
+                            '\n' + options.digest + (options.secureParents ? "\ns" : "");
     auto core = cores_[key].lock();
     // An expired session is never repaired, nor one whose credentials were refused or that
     // closed: a new one, for this reader and those that follow.

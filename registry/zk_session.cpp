@@ -202,6 +202,7 @@ class ZkSessionImpl final : public ZkSession {
   zhandle_t* zh_ = nullptr;
   ZkState state_ = ZkState::Connecting;
   bool secured_ = false;
+  bool secureParents_ = false;
 };
 
 ZkStat statOf(const Stat* s) { return s ? ZkStat{s->ephemeralOwner} : ZkStat{}; }
@@ -224,6 +225,7 @@ ZkSessionImpl::ZkSessionImpl(boost::asio::io_context& ioc, const ZkSessionOption
   }
   if (!options.digest.empty()) {
     secured_ = true;
+    secureParents_ = options.secureParents;
     zoo_add_auth(zh_, "digest", options.digest.data(), static_cast<int>(options.digest.size()),
                  nullptr, nullptr);
   }
@@ -280,7 +282,8 @@ std::string ZkSessionImpl::connectedServer() const {
 
 void ZkSessionImpl::create(const std::string& path, const std::string& data, ZkNodeKind kind,
                            std::function<void(ZkError, std::string)> done) {
-  // With credentials: the world may read, only the creator may change (Finagle's secure ACL).
+  // With credentials: the world may read, only the creator may change (Finagle's secure ACL),
+  // for our own members always and for parents only when asked (secureParents).
   static ACL secured[] = {{ZOO_PERM_READ, {const_cast<char*>("world"), const_cast<char*>("anyone")}},
                           {ZOO_PERM_ALL, {const_cast<char*>("auth"), const_cast<char*>("")}}};
   static ACL_vector securedAcl{2, secured};
@@ -288,7 +291,9 @@ void ZkSessionImpl::create(const std::string& path, const std::string& data, ZkN
   launch(shared_, std::move(done), [&](C* call) {
     return zoo_acreate(
         zh_, path.c_str(), data.data(), static_cast<int>(data.size()),
-        secured_ ? &securedAcl : &ZOO_OPEN_ACL_UNSAFE,
+        secured_ && (kind == ZkNodeKind::EphemeralSequential || secureParents_)
+            ? &securedAcl
+            : &ZOO_OPEN_ACL_UNSAFE,
         kind == ZkNodeKind::EphemeralSequential ? ZOO_EPHEMERAL_SEQUENTIAL : ZOO_PERSISTENT,
         [](int rc, const char* value, const void* ctx) {
           auto* c = static_cast<C*>(const_cast<void*>(ctx));

@@ -54,6 +54,10 @@ struct ZkSessionOptions {
   std::string connect;  // host:port[,host:port][/chroot]
   std::chrono::milliseconds timeout{10'000};
   std::string digest;  // "user:password" or empty; never logged
+  // With a digest: persistent nodes it creates (a serverset's parents) are world-read,
+  // creator-all as its ephemeral ones are. Without (the default) they are open, as Finagle's
+  // announcer makes them, so that announcers with other credentials (or none) can add members.
+  bool secureParents = false;
 };
 
 // One ZooKeeper session. Events and completions run on the io_context the session was made with,

@@ -39,7 +39,8 @@ Announcement::Announcement(boost::asio::io_context& ioc, const AnnounceConfig& a
   const auto instance = announcedInstance(a, host, ports);
   announcer_ = std::make_unique<registry::Announcer>(
       ioc,
-      registry::AnnouncerConfig{a.zkConnect, a.zkPath, a.zkSessionTimeout, a.zkDigest, instance},
+      registry::AnnouncerConfig{a.zkConnect, a.zkPath, a.zkSessionTimeout, a.zkDigest,
+                                a.zkSecureParents, instance},
       registry::AnnouncerEvents{
           .announced = [&m] { m.announcements->Increment(); m.announced->Set(1); },
           .reannounced = [&m] { m.reannouncements->Increment(); },

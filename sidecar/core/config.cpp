@@ -108,6 +108,7 @@ po::options_description describeFlags() {
     ("announce", po::value<std::string>(), "Finagle's form instead of --zk/--zk-path: zk!host:port[,host:port]!/path!shard[!endpointName]")
     ("shard", po::value<int32_t>(), "shard id written in the member (with --zk); default 0, always written as Finagle's announcer does")
     ("zk-auth-file", po::value<std::string>(), "file holding user:password for ZooKeeper digest auth; members become world-read, creator-all")
+    ("zk-parent-acl", po::value<std::string>()->default_value("open"), "ACL of the serverset parents the sidecar creates: open (anyone may add members, as Finagle's announcer leaves them) or creator-all (world-read, creator-all; needs --zk-auth-file; other announcers without these credentials are refused)")
     ("zk-session-timeout", po::value<std::string>()->default_value("10s"), "ZooKeeper session timeout, at most 60m; a dead sidecar's member goes after this long")
     ("advertise-host", po::value<std::string>(), "host written in the member (default: the primary non-loopback address)")
     ("health-path", po::value<std::string>()->default_value("/ping"), "path of the local service polled before announcing")
@@ -220,6 +221,11 @@ void healthFlags(const po::variables_map& vm, AnnounceConfig& a) {
 }
 
 std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
+  // Checked whether or not the sidecar announces: a typo is an error, never ignored.
+  const auto parentAcl = vm["zk-parent-acl"].as<std::string>();
+  if (parentAcl != "open" && parentAcl != "creator-all") {
+    throw FlagError{"--zk-parent-acl: '" + parentAcl + "' is neither open nor creator-all"};
+  }
   AnnounceConfig a;
   healthFlags(vm, a);
   // --zk alone may only name where routes are found (--route /path, --route-prefix).
@@ -270,6 +276,10 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
   if (vm.count("zk-auth-file")) {
     a.zkDigest = readDigest(vm["zk-auth-file"].as<std::string>());
   }
+  if (parentAcl == "creator-all" && a.zkDigest.empty()) {
+    throw FlagError{"--zk-parent-acl creator-all needs --zk-auth-file (the creator's credentials)"};
+  }
+  a.zkSecureParents = parentAcl == "creator-all";
   if (vm.count("advertise-host")) {
     a.advertiseHost = vm["advertise-host"].as<std::string>();
     // Empty would silently mean "the primary address"; callers could not dial a host with spaces.

@@ -54,6 +54,7 @@ struct AnnounceConfig {
   std::optional<int32_t> shard;
   std::string endpointName;  // from --announce's optional last part
   std::string zkDigest;      // "user:password" from --zk-auth-file; never logged
+  bool zkSecureParents = false;  // --zk-parent-acl creator-all
   Duration zkSessionTimeout{10'000};
   std::string advertiseHost;  // empty: the primary non-loopback address
   std::string healthPath = "/ping";

@@ -192,6 +192,25 @@ class AnnounceTest(SidecarTestCase):
         self.assertTrue(any(a.startswith("digest:sidecar:") and a.endswith(":31") for a in acl), acl)
         self.assertNotIn("s3cret", sc.output())
 
+        # The parents it created are open (as Finagle's announcer leaves them): an announcer
+        # with other credentials, or none (a Finagle server), adds its member beside ours.
+        for parent in (PATH, "/discovery/test"):
+            self.assertIn("world:anyone:31", self.zkctl(zk.port, "getacl", parent).stdout.split())
+        self.announced_sidecar(zk, ph.port, "--zk-auth-file", bad)
+        self.assertEqual(len(self.members(zk.port, PATH)), 2)
+
+    def test_creator_all_parents_lock_out_other_credentials(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        good, bad = os.path.join(self.tmp, "zk-good"), os.path.join(self.tmp, "zk-bad")
+        with open(good, "w") as f:
+            f.write("sidecar:s3cret\n")
+        with open(bad, "w") as f:
+            f.write("sidecar:wrong\n")
+        self.announced_sidecar(zk, ph.port, "--zk-auth-file", good, "--zk-parent-acl", "creator-all")
+        acl = self.zkctl(zk.port, "getacl", PATH).stdout.split()
+        self.assertIn("world:anyone:1", acl)
+        self.assertNotIn("world:anyone:31", acl)
         other = self.announced_sidecar(zk, ph.port, "--zk-auth-file", bad, wait=False)
         wait_port(other.port, proc=other)
         wait_for(lambda: "not authenticated" in self.announcer(other)["last_error"].lower()
