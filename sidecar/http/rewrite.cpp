@@ -38,13 +38,22 @@ bool hexDigit(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-// RFC 3986's unreserved and sub-delims: what a reg-name holds besides pct-encoded octets.
-bool regNameChar(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
-    return true;
+// RFC 3986's unreserved and sub-delims: what a reg-name holds besides pct-encoded octets. A
+// table: Host is checked on every request.
+constexpr std::array<bool, 256> kRegNameChars = [] {
+  std::array<bool, 256> t{};
+  for (int c = 'a'; c <= 'z'; ++c) {
+    t[c] = t[c - 'a' + 'A'] = true;
   }
-  return std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos;
-}
+  for (int c = '0'; c <= '9'; ++c) {
+    t[c] = true;
+  }
+  for (char c : std::string_view("-._~!$&'()*+,;=")) {
+    t[static_cast<unsigned char>(c)] = true;
+  }
+  return t;
+}();
+bool regNameChar(char c) { return kRegNameChars[static_cast<unsigned char>(c)]; }
 
 // RFC 9110 7.2: Host = uri-host [ ":" port ], uri-host being an IP-literal in brackets or a
 // reg-name (an IPv4 address is one). Empty is refused too: an origin-form request names in Host
@@ -163,11 +172,12 @@ HeadScan scanHead(std::string_view bytes, std::size_t from) {
 
 std::string_view checkRequestHead(http::request_header<>& head) {
   std::size_t hosts = 0, lengths = 0, codings = 0, expects = 0;
-  std::string_view length, coding;
+  std::string_view length, coding, host;
   for (const auto& f : head) {
     switch (f.name()) {
       case http::field::host:
         ++hosts;
+        host = f.value();
         break;
       case http::field::content_length:
         ++lengths;
@@ -202,7 +212,7 @@ std::string_view checkRequestHead(http::request_header<>& head) {
   if (hosts > 1 || (hosts == 0 && head.version() >= 11)) {
     return "Host missing or repeated";
   }
-  if (hosts == 1 && !validHost(head[http::field::host])) {
+  if (hosts == 1 && !validHost(host)) {
     return "Host is not a valid host[:port]";
   }
   if (head.method() == http::verb::connect) {

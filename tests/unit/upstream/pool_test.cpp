@@ -84,15 +84,16 @@ TEST_CASE("pool: a connection the upstream closed, or that holds bytes, is never
   CHECK(c.idle.Value() == 0);
 }
 
-TEST_CASE("pool: an idle connection is closed the moment a byte or end-of-file arrives on it") {
+TEST_CASE("pool: once swept, an idle connection is closed the moment a byte or EOF arrives") {
   Loopback lo;
   Counters c;
   ConnectionPool pool(c.settings());
   pool.giveBack(lo.endpoint(), lo.connect());
   pool.giveBack(lo.endpoint(), lo.connect());
   pool.giveBack(lo.endpoint(), lo.connect());
+  pool.sweep();  // all clean: kept, and watched from now on
   lo.ioc.poll();
-  CHECK(pool.idle() == 3);  // nothing arrived: all watched, none closed
+  CHECK(pool.idle() == 3);
   // A late answer on one, a close on another: no take and no sweep, only the watch sees them.
   asio::write(lo.serverEnds[0], asio::buffer(std::string_view("HTTP/1.1 200 OK\r\n\r\n")));
   lo.serverEnds[1].close();
@@ -139,6 +140,7 @@ TEST_CASE("pool: a watch that completes after its pool is gone does nothing") {
   {
     ConnectionPool pool(c.settings());
     pool.giveBack(lo.endpoint(), lo.connect());
+    pool.sweep();
     asio::write(lo.serverEnds[0], asio::buffer(std::string_view("late")));
     settle();
   }
