@@ -130,6 +130,8 @@ class BasicConnectionPool {
   void dropped(std::size_t n);
   void count(PooledState state);
   void watch(Bucket& b, Idle& item);
+  // At the bound: closes the oldest idle connection of another bucket; false if there is none.
+  bool evictOldest(const Bucket& keep);
   void onIdleReadable(Bucket& b, std::uint64_t id);
 
   PoolSettings settings_;
@@ -284,7 +286,8 @@ void BasicConnectionPool<Conn>::giveBack(const tcp::endpoint& e, Conn socket,
   }
   idle.erase(idle.begin(), idle.begin() + static_cast<std::ptrdiff_t>(expired));
   dropped(expired);
-  if ((settings_.sharedIdle ? *settings_.sharedIdle : idleCount_) >= settings_.maxIdle) {
+  if (settings_.sharedIdle ? *settings_.sharedIdle >= settings_.maxIdle
+                           : idleCount_ >= settings_.maxIdle && !evictOldest(b)) {
     return;
   }
   idle.push_back(Idle{std::move(socket), now, nextId_++});
@@ -295,6 +298,25 @@ void BasicConnectionPool<Conn>::giveBack(const tcp::endpoint& e, Conn socket,
   if (settings_.idle) {
     settings_.idle->Increment();
   }
+}
+
+template <class Conn>
+bool BasicConnectionPool<Conn>::evictOldest(const Bucket& keep) {
+  // The caller giving this connection back is active; the oldest idle one of another owner
+  // belongs, most likely, to a caller that has gone. Only at the bound, so a scan is fine.
+  Bucket* oldest = nullptr;
+  for (auto& [key, b] : buckets_) {
+    if (&b != &keep && !b.idle.empty() &&
+        (!oldest || b.idle.front().since < oldest->idle.front().since)) {
+      oldest = &b;
+    }
+  }
+  if (!oldest) {
+    return false;
+  }
+  oldest->idle.pop_front();
+  dropped(1);
+  return true;
 }
 
 template <class Conn>

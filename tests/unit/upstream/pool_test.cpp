@@ -128,6 +128,12 @@ TEST_CASE("pool: a connection serves one owner; another owner never gets it") {
     pool.giveBack(lo.endpoint(), lo.connect(), "spiffe://owner/" + std::to_string(i));
   }
   CHECK(pool.idle() == 8);
+  // At the bound the oldest idle connection (a caller that has likely gone) makes room for the
+  // caller giving one back: the newest owners are kept.
+  CHECK(pool.idle(lo.endpoint(), "spiffe://owner/19") == 1);
+  CHECK(pool.idle(lo.endpoint(), "spiffe://owner/12") == 1);
+  CHECK(pool.idle(lo.endpoint(), "spiffe://owner/11") == 0);
+  CHECK(pool.idle(lo.endpoint(), "spiffe://owner/0") == 0);
   pool.clear();
   lo.ioc.poll();
   pool.sweep();
