@@ -40,7 +40,8 @@ enum class ZkError {
 // The C client's wording ("connection loss", "not authenticated"...), which operators search for.
 std::string_view zkErrorName(ZkError e);
 
-// Worth another try once the connection is back or the session replaced (DESIGN.md section 4).
+// Worth another try once the connection is back or the session replaced (docs/zookeeper.md,
+// "Lifecycle").
 // Everything else (no auth, bad arguments, an invalid ACL) needs a person, not a retry.
 bool retryable(ZkError e);
 

@@ -1,5 +1,6 @@
 #pragma once
-// The graceful shutdown, as DESIGN.md section 4 orders it: report not ready, delete the member,
+// The graceful shutdown, in the order docs/configuration.md ("Signals and shutdown") gives:
+// report not ready, delete the member,
 // wait --deregister-grace so that callers' resolvers see it gone, stop accepting, let in-flight
 // requests finish until the drain timeout, then stop.
 

@@ -54,7 +54,7 @@ TEST_CASE("session states and watch events become ours") {
 }
 
 TEST_CASE("retry what a reconnect or a new session can fix, nothing that needs a person") {
-  // DESIGN.md section 4.
+  // docs/zookeeper.md, "Lifecycle".
   for (auto e : {ZkError::ConnectionLoss, ZkError::OperationTimeout, ZkError::SessionExpired,
                  ZkError::SessionMoved}) {
     CHECK(retryable(e));
