@@ -1,6 +1,7 @@
 """Start-up errors, the admin interface, and graceful shutdown."""
 import os
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -60,6 +61,39 @@ class LifecycleTest(SidecarTestCase):
                                                "--admin-listen", "127.0.0.1:0"]))
             self.assertEqual(r.returncode, 2)
             self.assertIn("--listen", r.stderr.decode())
+
+    def test_files_that_are_not_pem_say_which_and_what_was_expected(self):
+        c = self.certs
+        der = os.path.join(self.tmp, "server.der")
+        with open(c.path("server.pem")) as f, open(der, "wb") as out:
+            out.write(ssl.PEM_cert_to_DER_cert(f.read()))
+        empty = os.path.join(self.tmp, "empty.pem")
+        open(empty, "w").close()
+        cut = os.path.join(self.tmp, "cut.pem")
+        with open(c.path("server.pem")) as f, open(cut, "w") as out:
+            out.write(f.read()[:200])
+        files = {"cert": c.path("server.pem"), "key": c.path("server.key"), "ca": c.path("ca.pem")}
+        cases = [
+            ("cert", der, f"--tls-cert '{der}': not a PEM certificate (expected a '-----BEGIN CERTIFICATE-----' "
+                          "block; from DER: openssl x509 -inform DER -in FILE -out FILE.pem)"),
+            ("cert", c.path("server.key"), f"--tls-cert '{c.path('server.key')}': not a PEM certificate ("),
+            ("key", c.path("server.pem"), f"--tls-key '{c.path('server.pem')}': not a PEM private key (expected a "
+                                          "'-----BEGIN PRIVATE KEY-----' block"),
+            ("key", der, f"--tls-key '{der}': not a PEM private key ("),
+            ("ca", empty, f"--tls-client-ca '{empty}': not a PEM certificate bundle ("),
+            ("cert", cut, f"--tls-cert '{cut}': broken PEM (bad end line)"),
+        ]
+        for which, path, says in cases:
+            with self.subTest(which=which, path=path):
+                given = dict(files, **{which: path})
+                r = self.run_sidecar("--tls-cert", given["cert"], "--tls-key", given["key"],
+                                     "--tls-client-ca", given["ca"], "--listen", "127.0.0.1:0",
+                                     "--admin-listen", "127.0.0.1:0")
+                err = r.stderr.decode()
+                self.assertEqual(r.returncode, 2, err)
+                self.assertEqual(err.count("\n"), 1, err)
+                self.assertTrue(err.startswith("sidecar: " + says), err)
+                self.assertNotIn("PEM lib", err)
 
     def test_help_and_environment(self):
         r = self.run_sidecar("--help")
