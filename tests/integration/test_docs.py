@@ -191,3 +191,43 @@ class DocsTest(SidecarTestCase):
         self.assertEqual(configure_flags(quickstart, "deploy/quickstart.sh"), configure_flags(plain, "tests/run.sh"))
         self.assertIn('QUICKSTART_BUILD:-$root/build', quickstart)
         self.assertIn('build=${BUILD_DIR:-$root/build}', script)
+
+    # --- sidecar(1) and the bash completion, generated from --help at build time.
+
+    def test_the_man_page_and_completion_are_the_flag_table(self):
+        import shutil
+        import tempfile
+        out = tempfile.mkdtemp(prefix="sidecar-doc-")
+        self.addCleanup(shutil.rmtree, out, True)
+        generator = os.path.join(SOURCE, "deploy", "docs-from-help.py")
+        r = subprocess.run(["python3", generator, SIDECAR, out], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "sidecar.1"), encoding="utf-8") as f:
+            man = f.read()
+        with open(os.path.join(out, "sidecar.bash"), encoding="utf-8") as f:
+            bash = f.read()
+        # The build made the same files next to the binary: they are current, not a stale copy.
+        built = os.path.join(os.path.dirname(SIDECAR), "doc")
+        for name, fresh in (("sidecar.1", man), ("sidecar.bash", bash)):
+            with self.subTest(built=name), open(os.path.join(built, name), encoding="utf-8") as f:
+                self.assertEqual(f.read(), fresh, f"{built}/{name} differs from what --help gives now")
+        flags = help_flags(subprocess.run([SIDECAR, "--help"], capture_output=True, text=True, timeout=30).stdout)
+        self.assertGreater(len(flags), 30)
+        for flag, default in flags.items():
+            with self.subTest(flag=flag):
+                self.assertTrue("\\fB\\-\\-" + flag.replace("-", "\\-") + "\\fR" in man, "not in the man page")
+                self.assertRegex(bash, rf'\*\) opts="[^"]*--{flag}\b')
+                if default is not None:
+                    self.assertTrue(f"(default: {default.replace('-', chr(92) + '-')})" in man, "default not in the man page")
+        for sub in ("resolve", "probe"):
+            self.assertIn(f".SH SIDECAR {sub.upper()}", man)
+        if shutil.which("man"):
+            r = subprocess.run(["man", "--warnings", "-l", os.path.join(out, "sidecar.1")], capture_output=True,
+                               text=True, timeout=60, env=dict(os.environ, MANWIDTH="100", MANPAGER="cat"))
+            self.assertEqual((r.returncode, r.stderr.strip()), (0, ""))
+            self.assertIn("--thrift-route", r.stdout)
+        # The completion itself, as bash runs it.
+        script = (f"source {os.path.join(out, 'sidecar.bash')}; COMP_WORDS=(sidecar --tls-c); COMP_CWORD=1; "
+                  "_sidecar; echo \"${COMPREPLY[*]}\"; COMP_WORDS=(sidecar pro); _sidecar; echo \"${COMPREPLY[*]}\"")
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.stdout.splitlines(), ["--tls-cert --tls-client-ca", "probe"], r.stderr)
