@@ -32,7 +32,8 @@ ENV SIDECAR_LISTEN=0.0.0.0:8443 \
     SIDECAR_TLS_KEY=/certs/server.key \
     SIDECAR_TLS_CLIENT_CA=/certs/ca.pem
 EXPOSE 8443 9990
-# The admin listener's port as set above; change both together.
+# `sidecar probe` without a URL asks /health on the admin listener SIDECAR_ADMIN_LISTEN names
+# (0.0.0.0 on loopback), so a container given another admin address stays healthy.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["/usr/local/bin/sidecar", "probe", "http://127.0.0.1:9990/health"]
+  CMD ["/usr/local/bin/sidecar", "probe"]
 ENTRYPOINT ["/usr/local/bin/sidecar"]

@@ -2,10 +2,15 @@
 # One command from a fresh Debian 12 machine to the whole mesh on loopback: installs what is
 # missing, builds, makes development certificates, starts ZooKeeper, two pinghelp instances each
 # behind its own sidecar (both announced in ZooKeeper), and a caller's sidecar whose outbound port
-# finds pinghelp by name; prints a curl line for each way in. Ctrl-C stops everything it started.
-#   deploy/quickstart.sh           run until Ctrl-C
+# finds pinghelp by name; prints a curl line for each way in. Ctrl-C stops everything it started:
+# the sidecars first (each withdraws its member and drains), then pinghelp, then ZooKeeper.
+#   deploy/quickstart.sh           run until Ctrl-C (or SIGTERM: started in the background, as
+#                                  `setsid deploy/quickstart.sh &`, bash ignores SIGINT, so stop
+#                                  it with kill -TERM PID)
 #   deploy/quickstart.sh --check   start, call /ping both ways, check that the outbound calls
 #                                  spread over both members, stop (used by the test suite)
+# It builds build/ (QUICKSTART_BUILD) with tests/run.sh's plain-stage flags, so that tests/run.sh
+# afterwards reuses it; a QUICKSTART_BUILD that holds both binaries is used as it is.
 # Ports: ZK_PORT APP_PORT TLS_PORT ADMIN_PORT OUTBOUND_PORT, or the next free ones; the second
 # instance and the caller's sidecar take the next free ports after them.
 set -euo pipefail
@@ -18,10 +23,15 @@ check=false
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 "$root/deploy/install-deps.sh" build run
-if [[ ! -x $build/sidecar/sidecar || ! -x $build/sidecar/pinghelp ]] || ! $check; then
-  say "building in $build"
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "$build" -j"$(nproc)" --target sidecar pinghelp >/dev/null
+if [[ ! -x $build/sidecar/sidecar || ! -x $build/sidecar/pinghelp ]] ||
+  { ! $check && [[ -z ${QUICKSTART_BUILD:-} ]]; }; then
+  # Exactly tests/run.sh's plain-stage flags: a second configure with other flags would rebuild
+  # the whole tree.
+  say "building sidecar and pinghelp in $build (the first time about 10 minutes on 2 cores; tests/run.sh reuses it)"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECAR_WERROR=ON >/dev/null
+  # The build's own progress lines; compiler errors go to stderr as they are.
+  cmake --build "$build" -j"$(nproc)" --target sidecar pinghelp |
+    awk '/^\[ *[0-9]+%\]/ { print "    " $0; fflush() }'
 fi
 
 # A second run stops what the first one left behind.
@@ -55,35 +65,66 @@ pick caller_tls_port $((tls2_port + 1))
 pick caller_admin_port $((admin2_port + 1))
 pick caller_app_port $((app2_port + 1))
 
-pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+# Every process runs in a session of its own (setsid), so that the terminal's Ctrl-C reaches
+# this script alone: a sidecar that got the terminal's SIGINT and then this script's SIGTERM took
+# the second one as "exit at once", withdrew nothing and dropped what was in flight. Each gets one
+# SIGTERM, in order: the sidecars (each withdraws its member while ZooKeeper still runs, then
+# drains), then pinghelp, then ZooKeeper.
+pids=() sidecar_pids=() app_pids=() zk_pids=()
+# start LIST LOG COMMAND...: COMMAND in its own session, output to LOG, its pid added to LIST.
+start() {
+  local -n list=$1
+  local log=$2
+  shift 2
+  setsid "$@" > "$log" 2>&1 &
+  list+=($!)
+  pids+=($!)
+}
+# stop_group PID...: one SIGTERM each, then wait until each has exited. A second Ctrl-C during
+# the wait sends a second SIGTERM, which a sidecar takes as "exit at once".
+stop_group() {
+  (($#)) || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  local pid
+  for pid; do
+    # wait returns early (above 128) when a trapped signal arrives: wait again while it runs.
+    until wait "$pid" 2>/dev/null || ! kill -0 "$pid" 2>/dev/null; do :; done
+  done
+}
+stopped=false
+stop_all() {
+  $stopped && return
+  stopped=true
+  trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' INT TERM HUP
+  stop_group "${sidecar_pids[@]}"
+  stop_group "${app_pids[@]}"
+  stop_group "${zk_pids[@]}"
   rm -f "$state/pids" "$state/zk/data" -r 2>/dev/null || true
 }
-trap cleanup EXIT
-trap 'echo; say "stopping"; exit 0' INT TERM
+trap stop_all EXIT
+trap 'echo; say "stopping: the sidecars withdraw their members and drain (Ctrl-C again: at once)"; stop_all; exit 0' INT TERM HUP
 
 wait_port() { for _ in $(seq 1 300); do port_free "$1" || return 0; sleep 0.1; done; echo "nothing on port $1 ($2); see $state/$2.log" >&2; exit 1; }
 
 c=$state/certs
 say "starting ZooKeeper on 127.0.0.1:$zk_port"
 rm -rf "$state/zk"
-"$root/deploy/zookeeper.sh" "$state/zk" "$zk_port" > "$state/zookeeper.log" 2>&1 & pids+=($!)
+start zk_pids "$state/zookeeper.log" "$root/deploy/zookeeper.sh" "$state/zk" "$zk_port"
 
 # member N APP_PORT TLS_PORT ADMIN_PORT: pinghelp behind its own sidecar, announced in
 # /discovery/dev/pinghelp once /ping has answered twice.
 member() {
   say "starting pinghelp-$1 on 127.0.0.1:$2 behind sidecar-$1 on 127.0.0.1:$3 (admin 127.0.0.1:$4)"
-  "$build/sidecar/pinghelp" --listen "127.0.0.1:$2" --help-dir "$root/proto/help" \
-    > "$state/pinghelp-$1.log" 2>&1 & pids+=($!)
+  start app_pids "$state/pinghelp-$1.log" \
+    "$build/sidecar/pinghelp" --listen "127.0.0.1:$2" --help-dir "$root/proto/help"
   wait_port "$2" "pinghelp-$1"
-  "$build/sidecar/sidecar" --listen "127.0.0.1:$3" --upstream "127.0.0.1:$2" \
+  # shellcheck disable=SC2086 # QUICKSTART_SIDECAR_FLAGS is a list of flags
+  start sidecar_pids "$state/sidecar-$1.log" \
+    "$build/sidecar/sidecar" --listen "127.0.0.1:$3" --upstream "127.0.0.1:$2" \
     --admin-listen "127.0.0.1:$4" \
     --tls-cert "$c/server.pem" --tls-key "$c/server.key" --tls-client-ca "$c/ca.pem" \
     --zk "127.0.0.1:$zk_port" --zk-path /discovery/dev/pinghelp --advertise-host 127.0.0.1 \
-    ${QUICKSTART_SIDECAR_FLAGS:-} > "$state/sidecar-$1.log" 2>&1 & pids+=($!)
+    ${QUICKSTART_SIDECAR_FLAGS:-}
 }
 wait_port "$zk_port" zookeeper
 member 1 "$app_port" "$tls_port" "$admin_port"
@@ -93,12 +134,12 @@ member 2 "$app2_port" "$tls2_port" "$admin2_port"
 # the caller's certificate (spiffe://dev.local/caller). Its inbound side is unused here: nothing
 # listens on its --upstream.
 say "starting the caller's sidecar: outbound 127.0.0.1:$outbound_port (admin 127.0.0.1:$caller_admin_port)"
-"$build/sidecar/sidecar" --outbound-listen "127.0.0.1:$outbound_port" \
+start sidecar_pids "$state/caller-sidecar.log" \
+  "$build/sidecar/sidecar" --outbound-listen "127.0.0.1:$outbound_port" \
   --zk "127.0.0.1:$zk_port" --route-prefix /discovery/dev \
   --listen "127.0.0.1:$caller_tls_port" --upstream "127.0.0.1:$caller_app_port" \
   --admin-listen "127.0.0.1:$caller_admin_port" \
-  --tls-cert "$c/client.pem" --tls-key "$c/client.key" --tls-client-ca "$c/ca.pem" \
-  > "$state/caller-sidecar.log" 2>&1 & pids+=($!)
+  --tls-cert "$c/client.pem" --tls-key "$c/client.key" --tls-client-ca "$c/ca.pem"
 printf '%s\n' "${pids[@]}" > "$state/pids"
 wait_port "$tls_port" sidecar-1
 wait_port "$tls2_port" sidecar-2
@@ -106,14 +147,17 @@ wait_port "$outbound_port" caller-sidecar
 
 call="curl --cacert $c/ca.pem --cert $c/client.pem --key $c/client.key https://localhost:$tls_port/ping"
 outbound="curl -H 'Host: pinghelp' http://127.0.0.1:$outbound_port/ping"
-resolve="$build/sidecar/sidecar resolve zk2!127.0.0.1:$zk_port!/discovery/dev/pinghelp"
+# The address in single quotes where it is printed: an interactive bash expands '!' in double
+# quotes and bare words (history expansion).
+serverset="zk2!127.0.0.1:$zk_port!/discovery/dev/pinghelp"
+resolve=("$build/sidecar/sidecar" resolve "$serverset")
 # Requests a member's sidecar has answered, from its /metrics.
 served() { curl -sS "http://127.0.0.1:$1/metrics" | awk '/^sidecar_requests_total/ { n += $NF } END { print n + 0 }'; }
 # Callers find the members once each has answered /ping twice (--rise) and announced itself.
 say "waiting for both members to be announced in /discovery/dev/pinghelp"
 announced() { [[ $members == *"\"port\":$tls_port"* && $members == *"\"port\":$tls2_port"* ]]; }
 for _ in $(seq 1 150); do
-  members=$($resolve 2>/dev/null || true)
+  members=$("${resolve[@]}" 2>/dev/null || true)
   announced && break
   sleep 0.2
 done
@@ -152,10 +196,11 @@ the sidecar finds the members in ZooKeeper, balances over both and carries the c
   $outbound
 
 Also try:  ${call%/ping}/help
-Members:   $resolve   (add --watch to follow changes)
+Members:   $build/sidecar/sidecar resolve '$serverset'   (add --watch to follow changes)
 Clients:   curl http://127.0.0.1:$caller_admin_port/admin/clients   (routes, members, their cost)
 Admin:     curl http://127.0.0.1:$admin_port/metrics   (members: $admin_port, $admin2_port; caller: $caller_admin_port)
 Logs:      $state/*.log
-Ctrl-C stops everything.
+Ctrl-C stops everything (in the background: kill -TERM $$).
 MSG
+# Until a signal; wait returns when one arrives, and its trap stops everything.
 wait

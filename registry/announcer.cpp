@@ -302,7 +302,15 @@ std::string Announcer::statusJson() const {
                                        : healthy_          ? "announcing"
                                                            : "waiting_for_health";
   o["data"] = data_;
-  o["last_error"] = lastError_;
+  // No server reachable says more than the last step that failed (or nothing at all, before the
+  // first session ever connected).
+  std::string lastError = lastError_;
+  if (session_ && session_->state() != ZkState::Connected) {
+    if (auto why = session_->unreachableReason(); !why.empty()) {
+      lastError = "zookeeper unreachable: " + why;
+    }
+  }
+  o["last_error"] = lastError;
   return boost::json::serialize(o) + "\n";
 }
 

@@ -64,6 +64,10 @@ class ServersetResolver {
   // The snapshot may be out of date: there is none yet, the session is disconnected or expired,
   // or the last listing could not be read whole. It keeps serving; the caller says it is stale.
   bool stale() const { return stale_; }
+  // Why no ZooKeeper server could be reached lately (ZkSession::unreachableReason), or empty.
+  std::string unreachableReason() const {
+    return session_ ? session_->unreachableReason() : std::string();
+  }
 
  private:
   struct Cached {

@@ -49,6 +49,7 @@ class View final : public ZkSession {
   ZkState state() const override { return core_->session->state(); }
   int64_t sessionId() const override { return core_->session->sessionId(); }
   std::string connectedServer() const override { return core_->session->connectedServer(); }
+  std::string unreachableReason() const override { return core_->session->unreachableReason(); }
 
   void create(const std::string& path, const std::string& data, ZkNodeKind kind,
               std::function<void(ZkError, std::string)> done) override {

@@ -13,8 +13,11 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <array>
+#include <chrono>
 #include <mutex>
 #include <stdexcept>
+#include <utility>
 
 namespace registry {
 
@@ -106,9 +109,155 @@ ZkEvent zkEventFromCode(int type) {
   return ZkEvent::Session;
 }
 
+ZkClientMessage parseZkClientMessage(std::string_view line) {
+  ZkClientMessage m;
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r' || line.back() == ' ')) {
+    line.remove_suffix(1);
+  }
+  std::string_view text = line;
+  if (auto zoo = line.find(":ZOO_"); zoo != std::string_view::npos) {
+    auto rest = line.substr(zoo + 5);
+    const auto at = rest.find('@');
+    const auto colon = rest.find(": ");
+    if (at != std::string_view::npos && colon != std::string_view::npos && at < colon) {
+      m.level = std::string(rest.substr(0, at));
+      text = rest.substr(colon + 2);
+    }
+  }
+  m.text = std::string(text);
+  m.error = m.text;
+  // "errno=111(Connection refused)": the words are what a person searches for.
+  if (auto e = text.find("errno="); e != std::string_view::npos) {
+    const auto open = text.find('(', e);
+    const auto close = open == std::string_view::npos ? open : text.find(')', open);
+    if (close != std::string_view::npos) {
+      m.error = std::string(text.substr(open + 1, close - open - 1));
+    }
+    m.unreachable = true;
+  } else if (text.starts_with("getaddrinfo") || text.find("resolve") != std::string_view::npos) {
+    m.unreachable = true;  // a server name that does not resolve
+  }
+  return m;
+}
+
 }  // namespace detail
 
 namespace {
+
+// The C client's log lines, once per session through our logger: a server that cannot be reached
+// is one `event=zk_unreachable` line at once and then at most one per kLinePeriod while it lasts
+// (the client retries about 7 times a second, each retry an ERROR line of its own), and its
+// reason is kept for /admin/announcer and `sidecar resolve`.
+class ClientLog {
+ public:
+  static constexpr std::chrono::seconds kLinePeriod{30};
+
+  explicit ClientLog(std::string servers) : servers_(std::move(servers)) {}
+
+  // Runs on the C client's threads, and on ours inside zookeeper_init.
+  void write(const char* line) {
+    const auto m = detail::parseZkClientMessage(line ? line : "");
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(mutex_);
+    if (m.unreachable) {
+      reason_ = m.error;
+    }
+    if (quiet_) {
+      return;  // zookeeper_init failed: the caller reports it, with reason()
+    }
+    auto& gate = m.unreachable ? unreachableLine_ : otherLine_;
+    if (gate.written && now - gate.at < kLinePeriod) {
+      ++gate.suppressed;
+      return;
+    }
+    const auto suppressed = std::exchange(gate.suppressed, 0);
+    const std::string tail = suppressed ? " suppressed=" + std::to_string(suppressed) : "";
+    if (m.unreachable) {
+      spdlog::warn("event=zk_unreachable servers={} error=\"{}\"{}", servers_, m.error, tail);
+    } else {
+      spdlog::warn("event=zk_client servers={} level={} message=\"{}\"{}", servers_,
+                   m.level.empty() ? "unknown" : m.level, m.text, tail);
+    }
+    gate.written = true;
+    gate.at = now;
+  }
+  // A server answered: the next failure is news again.
+  void connected() {
+    std::lock_guard lock(mutex_);
+    reason_.clear();
+    unreachableLine_ = {};
+  }
+  void setQuiet(bool quiet) {
+    std::lock_guard lock(mutex_);
+    quiet_ = quiet;
+  }
+  std::string reason() const {
+    std::lock_guard lock(mutex_);
+    return reason_;
+  }
+
+ private:
+  struct Gate {
+    bool written = false;
+    std::chrono::steady_clock::time_point at{};
+    uint64_t suppressed = 0;
+  };
+  const std::string servers_;
+  mutable std::mutex mutex_;
+  std::string reason_;
+  Gate unreachableLine_;
+  Gate otherLine_;
+  bool quiet_ = false;
+};
+
+// The C client's log callback takes the line only, no context: each live session holds one of
+// these slots, whose function finds its ClientLog. Past kLogSlots sessions at once (never seen:
+// one per ensemble), a session shares the unnamed log.
+constexpr std::size_t kLogSlots = 64;
+std::mutex logSlotsMutex;
+std::array<std::shared_ptr<ClientLog>, kLogSlots> logSlots;
+
+ClientLog& unnamedLog() {
+  static ClientLog log("unknown");
+  return log;
+}
+
+void unnamedCallback(const char* line) { unnamedLog().write(line); }
+
+template <std::size_t I>
+void slotCallback(const char* line) {
+  std::shared_ptr<ClientLog> log;
+  {
+    std::lock_guard lock(logSlotsMutex);
+    log = logSlots[I];
+  }
+  (log ? *log : unnamedLog()).write(line);
+}
+
+template <std::size_t... I>
+constexpr std::array<log_callback_fn, kLogSlots> makeSlotCallbacks(std::index_sequence<I...>) {
+  return {&slotCallback<I>...};
+}
+constexpr auto kSlotCallbacks = makeSlotCallbacks(std::make_index_sequence<kLogSlots>{});
+
+// A slot for log, or kLogSlots when none is free.
+std::size_t takeLogSlot(std::shared_ptr<ClientLog> log) {
+  std::lock_guard lock(logSlotsMutex);
+  for (std::size_t i = 0; i < kLogSlots; ++i) {
+    if (!logSlots[i]) {
+      logSlots[i] = std::move(log);
+      return i;
+    }
+  }
+  return kLogSlots;
+}
+
+void releaseLogSlot(std::size_t slot) {
+  if (slot < kLogSlots) {
+    std::lock_guard lock(logSlotsMutex);
+    logSlots[slot].reset();
+  }
+}
 
 using detail::zkErrorFromCode;
 
@@ -131,6 +280,7 @@ struct Shared {
   std::mutex mutex;
   ZkSessionImpl* owner;  // null once the session is destroyed
   ZkSession::EventHandler onEvent;
+  std::shared_ptr<ClientLog> log;
 };
 
 using SharedPtr = std::shared_ptr<Shared>;
@@ -185,6 +335,7 @@ class ZkSessionImpl final : public ZkSession {
   ZkState state() const override { return state_; }
   int64_t sessionId() const override;
   std::string connectedServer() const override;
+  std::string unreachableReason() const override { return shared_->log->reason(); }
   void create(const std::string& path, const std::string& data, ZkNodeKind kind,
               std::function<void(ZkError, std::string)> done) override;
   void remove(const std::string& path, std::function<void(ZkError)> done) override;
@@ -200,6 +351,7 @@ class ZkSessionImpl final : public ZkSession {
 
   SharedPtr shared_;
   zhandle_t* zh_ = nullptr;
+  std::size_t logSlot_ = kLogSlots;
   ZkState state_ = ZkState::Connecting;
   bool secured_ = false;
   bool secureParents_ = false;
@@ -215,13 +367,21 @@ ZkSessionImpl::ZkSessionImpl(boost::asio::io_context& ioc, const ZkSessionOption
   shared_->onEvent = std::move(onEvent);
   static std::once_flag quiet;
   std::call_once(quiet, [] { zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR); });
+  shared_->log = std::make_shared<ClientLog>(options.connect);
+  logSlot_ = takeLogSlot(shared_->log);
   // The watcher context holds its own reference; released when the handle is closed.
   auto* ctx = new SharedPtr(shared_);
-  zh_ = zookeeper_init(options.connect.c_str(), &ZkSessionImpl::onWatch,
-                       static_cast<int>(options.timeout.count()), nullptr, ctx, 0);
+  shared_->log->setQuiet(true);  // a failure here is the exception's to report
+  zh_ = zookeeper_init2(options.connect.c_str(), &ZkSessionImpl::onWatch,
+                        static_cast<int>(options.timeout.count()), nullptr, ctx, 0,
+                        logSlot_ < kLogSlots ? kSlotCallbacks[logSlot_] : &unnamedCallback);
+  shared_->log->setQuiet(false);
   if (!zh_) {
     delete ctx;
-    throw std::runtime_error("cannot start a ZooKeeper client for '" + options.connect + "'");
+    releaseLogSlot(logSlot_);
+    const auto why = shared_->log->reason();
+    throw std::runtime_error("cannot start a ZooKeeper client for '" + options.connect + "'" +
+                             (why.empty() ? std::string() : ": " + why));
   }
   if (!options.digest.empty()) {
     secured_ = true;
@@ -235,6 +395,9 @@ void ZkSessionImpl::onWatch(zhandle_t*, int type, int state, const char* path, v
   auto shared = *static_cast<SharedPtr*>(context);
   const ZkEvent event = detail::zkEventFromCode(type);
   const ZkState s = detail::zkStateFromCode(state);
+  if (event == ZkEvent::Session && s == ZkState::Connected) {
+    shared->log->connected();
+  }
   postTo(shared, [event, s, p = std::string(path ? path : ""), shared](ZkSessionImpl& self) {
     if (event == ZkEvent::Session) {
       self.state_ = s;
@@ -251,6 +414,7 @@ ZkSessionImpl::~ZkSessionImpl() {
   auto* ctx = static_cast<SharedPtr*>(const_cast<void*>(zoo_get_context(zh_)));
   zookeeper_close(zh_);  // also ends the session on the server, removing ephemeral nodes
   delete ctx;
+  releaseLogSlot(logSlot_);  // the client's threads are gone: nothing logs through it now
 }
 
 int64_t ZkSessionImpl::sessionId() const {

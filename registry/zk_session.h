@@ -73,6 +73,9 @@ class ZkSession {
   virtual ZkState state() const = 0;
   virtual int64_t sessionId() const = 0;
   virtual std::string connectedServer() const = 0;  // "host:port", empty when not connected
+  // Why no server of the ensemble could be reached lately, in the C client's words
+  // ("Connection refused"); empty while connected, or when nothing failed yet.
+  virtual std::string unreachableReason() const { return {}; }
 
   // With credentials, nodes are created world-readable and writable by their creator only.
   virtual void create(const std::string& path, const std::string& data, ZkNodeKind kind,

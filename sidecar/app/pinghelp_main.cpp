@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
       "ping(), help(), helpFor(name) over Thrift with --thrift-listen)\n\n"
       "Usage: pinghelp [flags]\n\nFlags");
   desc.add_options()("help,h", "print this help and exit")(
+      "version", "print the version and exit")(
       "listen", po::value<std::string>()->default_value("127.0.0.1:8080"), "host:port to serve on")(
       "help-dir", po::value<std::string>()->default_value(PINGHELP_DEFAULT_HELP_DIR),
       "folder of *.json method descriptions (when not given and the default is not installed: "
@@ -43,6 +44,10 @@ int main(int argc, char** argv) {
   }
   if (vm.count("help")) {
     std::cout << desc;
+    return 0;
+  }
+  if (vm.count("version")) {
+    std::cout << "pinghelp " SIDECAR_VERSION "\n";  // the project's version, as sidecar's
     return 0;
   }
   auto listen = sidecar::parseHostPort(vm["listen"].as<std::string>());

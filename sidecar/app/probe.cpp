@@ -75,6 +75,18 @@ std::optional<ProbeUrl> parseProbeUrl(std::string_view text) {
   return url;
 }
 
+std::optional<ProbeUrl> adminHealthUrl(std::string_view adminListen) {
+  auto hp = parseHostPort(adminListen);
+  if (!hp || hp->port == 0) {
+    return std::nullopt;
+  }
+  ProbeUrl url;
+  url.host = hp->host == "0.0.0.0" ? "127.0.0.1" : hp->host == "::" ? "::1" : hp->host;
+  url.port = hp->port;
+  url.target = "/health";
+  return url;
+}
+
 namespace {
 
 constexpr auto useTuple = asio::as_tuple(asio::use_awaitable);
@@ -124,10 +136,12 @@ asio::awaitable<std::string> probeOnce(const ProbeUrl& url, http::verb method) {
 int runProbeCommand(int argc, const char* const* argv) {
   po::options_description desc(
       "sidecar probe: one HTTP/1.1 request, for health checks in images without curl\n\n"
-      "Usage: sidecar probe http://host[:port]/path [--timeout 2s] [--method GET|POST]\n\n"
+      "Usage: sidecar probe [http://host[:port]/path] [--timeout 2s] [--method GET|POST]\n\n"
       "Exits 0 when the answer is 2xx; otherwise 1, with one line on stderr saying why (refused,\n"
       "timed out, the status). A bad argument exits 2. Plain HTTP only: point it at the admin\n"
-      "listener (http://127.0.0.1:9990/health, /ready), not at the mTLS port.\n\nFlags");
+      "listener (http://127.0.0.1:9990/health, /ready), not at the mTLS port. Without a URL it\n"
+      "asks /health on the admin listener SIDECAR_ADMIN_LISTEN names (default 127.0.0.1:9990;\n"
+      "0.0.0.0 and :: are asked on loopback), as the sidecar beside it reads it.\n\nFlags");
   desc.add_options()("help,h", "print this help and exit")(
       "timeout", po::value<std::string>()->default_value("2s"),
       "give up after this long, resolving and connecting included (exit 1)")(
@@ -147,15 +161,28 @@ int runProbeCommand(int argc, const char* const* argv) {
     std::cout << desc;
     return 0;
   }
-  if (!vm.count("url")) {
-    std::cerr << "sidecar probe: the URL is required (http://127.0.0.1:9990/health)\n";
-    return 2;
-  }
-  const auto text = vm["url"].as<std::string>();
-  const auto url = parseProbeUrl(text);
-  if (!url) {
-    std::cerr << "sidecar probe: '" << text << "' is not http://host[:port]/path\n";
-    return 2;
+  std::optional<ProbeUrl> url;
+  std::string text;
+  if (vm.count("url")) {
+    text = vm["url"].as<std::string>();
+    url = parseProbeUrl(text);
+    if (!url) {
+      std::cerr << "sidecar probe: '" << text << "' is not http://host[:port]/path\n";
+      return 2;
+    }
+  } else {
+    // The image's HEALTHCHECK: whatever admin address the container was given.
+    const char* env = std::getenv("SIDECAR_ADMIN_LISTEN");
+    const std::string admin = env ? env : "127.0.0.1:9990";
+    url = adminHealthUrl(admin);
+    if (!url) {
+      std::cerr << "sidecar probe: SIDECAR_ADMIN_LISTEN: '" << admin
+                << "' is not host:port with a port from 1 to 65535\n";
+      return 2;
+    }
+    const bool v6 = url->host.find(':') != std::string::npos;
+    text = "http://" + (v6 ? "[" + url->host + "]" : url->host) + ":" +
+           std::to_string(url->port) + url->target;
   }
   const auto timeoutText = vm["timeout"].as<std::string>();
   const auto timeout = parseDuration(timeoutText);

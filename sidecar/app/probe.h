@@ -18,6 +18,11 @@ struct ProbeUrl {
 // "http://host[:port][/path[?query]]"; nullopt for any other scheme, an empty host or a bad port.
 std::optional<ProbeUrl> parseProbeUrl(std::string_view text);
 
+// /health on the admin listener the sidecar would bind for adminListen (--admin-listen's form,
+// host:port): a wildcard address (0.0.0.0, ::) is asked on loopback. nullopt when it is not
+// host:port or its port is 0 (nothing to ask).
+std::optional<ProbeUrl> adminHealthUrl(std::string_view adminListen);
+
 int runProbeCommand(int argc, const char* const* argv);
 
 }  // namespace sidecar

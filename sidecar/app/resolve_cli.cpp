@@ -86,8 +86,10 @@ int runResolveCommand(int argc, const char* const* argv) {
   const bool watch = vm.count("watch") > 0;
 
   // stdout carries the member lines; the resolver's own log lines (a stale or incomplete
-  // listing) go to stderr.
+  // listing, ZooKeeper out of reach while watching) go to stderr. A one-shot listing says why
+  // it failed in its last line, so it shows errors only.
   spdlog::set_default_logger(spdlog::stderr_color_mt("resolve"));
+  spdlog::set_level(watch ? spdlog::level::info : spdlog::level::err);
   boost::asio::io_context ioc{1};
   boost::asio::steady_timer deadline(ioc);
   int exitCode = 0;
@@ -123,8 +125,10 @@ int runResolveCommand(int argc, const char* const* argv) {
   deadline.expires_after(*timeout);
   deadline.async_wait([&](const boost::system::error_code& ec) {
     if (!ec && first) {
+      const auto why = resolver.unreachableReason();
       std::cerr << "sidecar resolve: no answer from ZooKeeper at " << address->connect
-                << " within " << timeout->count() << " ms\n";
+                << " within " << timeout->count() << " ms"
+                << (why.empty() ? std::string() : ": " + why) << "\n";
       exitCode = 1;
       ioc.stop();
     }

@@ -65,9 +65,11 @@ Announcement::Announcement(boost::asio::io_context& ioc, const AnnounceConfig& a
                a.shard.value_or(0));
 }
 
-void Announcement::withdraw(std::function<void()> done) {
+void Announcement::withdraw(std::function<void(bool hadMember)> done) {
   health_->stop();
-  announcer_->shutdown(std::chrono::seconds(5), std::move(done));
+  const bool hadMember = announcer_->announced();
+  announcer_->shutdown(std::chrono::seconds(5),
+                       [done = std::move(done), hadMember] { done(hadMember); });
 }
 
 }  // namespace sidecar

@@ -39,8 +39,9 @@ class Announcement {
                AnnouncerMetrics& m);
   bool announced() const { return announcer_->announced(); }
   std::string statusJson() const { return announcer_->statusJson(); }
-  // Stops the health checks and deletes the member (bounded), then calls done.
-  void withdraw(std::function<void()> done);
+  // Stops the health checks and deletes the member (bounded), then calls done, saying whether
+  // there was a member to delete.
+  void withdraw(std::function<void(bool hadMember)> done);
 
  private:
   std::unique_ptr<registry::Announcer> announcer_;

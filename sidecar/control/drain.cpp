@@ -29,7 +29,11 @@ void DrainController::begin(const char* source, std::optional<Duration> grace) {
   }
   // The member goes first; the listener keeps accepting for --deregister-grace so that callers'
   // resolvers see it gone before connections are refused.
-  steps_.withdraw([this, timeout] {
+  steps_.withdraw([this, timeout](bool hadMember) {
+    if (!hadMember) {
+      drainWorkers(timeout);
+      return;
+    }
     spdlog::info("event=deregistered grace_ms={}", deregisterGrace_.count());
     graceTimer_.expires_after(deregisterGrace_);
     graceTimer_.async_wait([this, timeout](const boost::system::error_code& ec) {

@@ -17,8 +17,10 @@ namespace sidecar {
 class DrainController {
  public:
   struct Steps {
-    // Deletes the member and calls done (null when nothing is announced).
-    std::function<void(std::function<void()> done)> withdraw;
+    // Deletes the member and calls done, saying whether there was one (null when nothing is
+    // announced). Without a member there is nothing for callers' resolvers to catch up with:
+    // no --deregister-grace.
+    std::function<void(std::function<void(bool hadMember)> done)> withdraw;
     // Tells every worker to drain; each calls oneDrained (on the control thread) when it has no
     // connection left. Returns how many workers were told.
     std::function<std::size_t(std::function<void()> oneDrained)> drainWorkers;

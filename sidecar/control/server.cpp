@@ -223,13 +223,16 @@ class Server {
     tls_.start();
     started_ = std::chrono::system_clock::now();
     ready_ = true;
-    spdlog::info("event=started listen={} admin={} upstream={} outbound={} workers={} version={}",
-                 endpointText(workers_.front()->localEndpoint()),
-                 endpointText(admin_.localEndpoint()), endpointText(*upstream),
-                 outbound_.empty()
-                     ? std::string("off")
-                     : endpointText(workers_.front()->localEndpoint(outboundListener_)),
-                 workers_.size(), SIDECAR_VERSION);
+    spdlog::info(
+        "event=started listen={} admin={} upstream={} outbound={} thrift_listen={} "
+        "thrift_routes={} workers={} version={}",
+        endpointText(workers_.front()->localEndpoint()), endpointText(admin_.localEndpoint()),
+        endpointText(*upstream),
+        outbound_.empty() ? std::string("off")
+                          : endpointText(workers_.front()->localEndpoint(outboundListener_)),
+        thriftListen_.empty() ? std::string("off") : thriftListen_,
+        thriftRouteListens_.empty() ? std::string("off") : thriftRouteListens_,
+        workers_.size(), SIDECAR_VERSION);
     control_.run();
     for (auto& w : workers_) {
       w->stop();
@@ -335,6 +338,7 @@ class Server {
         bound = w->localEndpoint(index);
       }
       thriftPort_ = bound.port();
+      thriftListen_ = endpointText(bound);
     } catch (const boost::system::system_error& e) {
       std::cerr << "sidecar: --thrift-listen " << t.listen.str() << ": " << e.code().message()
                 << "\n";
@@ -367,6 +371,7 @@ class Server {
           thriftOut_.push_back(handler.get());
           w->addListener(*listen, std::move(handler), Budget::outbound);
         }
+        thriftRouteListens_ += (thriftRouteListens_.empty() ? "" : ",") + endpointText(*listen);
       } catch (const boost::system::system_error& e) {
         std::cerr << "sidecar: --thrift-route " << t.listen.str() << ": " << e.code().message()
                   << "\n";
@@ -400,14 +405,18 @@ class Server {
   }
 
   DrainController::Steps drainSteps() {
+    using Withdraw = decltype(DrainController::Steps::withdraw);
     return DrainController::Steps{
-        .withdraw = [this](std::function<void()> done) {
-          if (announcement_) {
-            announcement_->withdraw(std::move(done));
-          } else {
-            done();
-          }
-        },
+        // A sidecar that announces nothing has nothing to withdraw: it drains at once.
+        .withdraw = !config_.announce
+                        ? Withdraw{}
+                        : Withdraw([this](std::function<void(bool)> done) {
+                            if (announcement_) {
+                              announcement_->withdraw(std::move(done));
+                            } else {
+                              done(false);  // a signal before the announcement started
+                            }
+                          }),
         .drainWorkers = [this](std::function<void()> oneDrained) {
           for (auto& w : workers_) {
             w->drain(oneDrained);
@@ -473,6 +482,8 @@ class Server {
   std::optional<ThriftShared> thriftShared_;
   std::vector<ThriftHandler*> thrift_;  // owned by the workers, one each
   std::optional<uint16_t> thriftPort_;  // as bound, for the announcement
+  std::string thriftListen_;            // as bound, for the started line
+  std::string thriftRouteListens_;      // the --thrift-route ports, comma-separated
   std::optional<RouteDirectory> directory_;
   std::optional<Announcement> announcement_;
   std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();

@@ -4,7 +4,24 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <ctime>
+
 namespace sidecar {
+
+namespace {
+
+// "2031-05-04T12:00:00Z": what a person compares with a date (the metric keeps epoch seconds).
+std::string isoUtc(long epochSeconds) {
+  const std::time_t t = epochSeconds;
+  std::tm tm{};
+  char text[32] = "unknown";
+  if (epochSeconds > 0 && gmtime_r(&t, &tm)) {
+    std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  }
+  return text;
+}
+
+}  // namespace
 
 TlsReloader::TlsReloader(boost::asio::io_context& ioc, TlsFiles files, Duration interval,
                          ProxyMetrics& m, std::function<void(const TlsContext&)> apply)
@@ -57,7 +74,7 @@ void TlsReloader::reload(const char* reason) {
   apply_(ctx);
   m_.certReloadOk->Increment();
   m_.certNotAfter->Set(static_cast<double>(ctx.certNotAfter));
-  spdlog::info("event=tls_reloaded trigger={} not_after={}", reason, ctx.certNotAfter);
+  spdlog::info("event=tls_reloaded trigger={} not_after={}", reason, isoUtc(ctx.certNotAfter));
 }
 
 }  // namespace sidecar

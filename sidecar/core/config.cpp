@@ -71,9 +71,13 @@ std::string envToFlag(const po::options_description& desc, const std::string& va
 }
 
 po::options_description describeFlags() {
-  po::options_description d("sidecar: mTLS-terminating reverse proxy for one local service\n\n"
-                            "Usage: sidecar [flags]   (every flag also reads SIDECAR_<FLAG>, e.g. "
-                            "SIDECAR_TLS_CERT)\n\nFlags");
+  po::options_description d(
+      "sidecar: mTLS-terminating reverse proxy for one local service\n\n"
+      "Usage: sidecar [flags]   (every flag also reads SIDECAR_<FLAG>, e.g. SIDECAR_TLS_CERT)\n"
+      "       sidecar resolve zk2!host:port[,host:port]!/path [--watch]   print a serverset's "
+      "members (resolve --help)\n"
+      "       sidecar probe [http://host:port/path]   one HTTP request for health checks; no URL: "
+      "/health on SIDECAR_ADMIN_LISTEN (probe --help)\n\nFlags");
   // clang-format off
   d.add_options()
     ("help,h", "print this help and exit")

@@ -25,6 +25,51 @@ std::string opensslReason() {
   return reason ? reason : "error " + std::to_string(e);
 }
 
+// What a TLS file must hold, for the line that says it does not.
+enum class PemKind { certificate, privateKey, caBundle };
+
+// Why OpenSSL could not load `path` for `flag`. Its last error is "PEM lib", which says nothing;
+// the first says why: no PEM block of the kind wanted ("no start line": a DER file, a key where a
+// certificate belongs, an empty file; the key decoder's "unsupported"; the CA store's "no
+// certificate or crl found"), or a block that is broken ("bad end line", "bad base64 decode").
+std::string loadError(std::string_view flag, const std::string& path, PemKind kind) {
+  unsigned long first = 0;
+  unsigned long last = 0;
+  for (unsigned long e = ERR_get_error(); e != 0; e = ERR_get_error()) {
+    if (first == 0) {
+      first = e;
+    }
+    last = e;
+  }
+  const std::string head = std::string(flag) + " '" + path + "': ";
+  const int lib = ERR_GET_LIB(first);
+  const int reason = ERR_GET_REASON(first);
+  const bool nothingOfItsKind =
+      (lib == ERR_LIB_PEM && reason == PEM_R_NO_START_LINE) ||
+      (lib == ERR_LIB_OSSL_DECODER && reason == ERR_R_UNSUPPORTED) ||
+      (lib == ERR_LIB_X509 && reason == X509_R_NO_CERTIFICATE_OR_CRL_FOUND);
+  if (nothingOfItsKind) {
+    switch (kind) {
+      case PemKind::certificate:
+      case PemKind::caBundle:
+        return head + "not a PEM certificate" + (kind == PemKind::caBundle ? " bundle" : "") +
+               " (expected a '-----BEGIN CERTIFICATE-----' block; from DER: openssl x509 "
+               "-inform DER -in FILE -out FILE.pem)";
+      case PemKind::privateKey:
+        return head +
+               "not a PEM private key (expected a '-----BEGIN PRIVATE KEY-----' block, or RSA/EC "
+               "PRIVATE KEY; from DER: openssl pkey -inform DER -in FILE -out FILE.pem)";
+    }
+  }
+  if (lib == ERR_LIB_PEM) {
+    const char* why = ERR_reason_error_string(first);
+    return head + "broken PEM (" + (why ? why : "error " + std::to_string(first)) + ")";
+  }
+  const unsigned long e = last ? last : first;
+  const char* why = e ? ERR_reason_error_string(e) : nullptr;
+  return head + (why ? why : e ? "error " + std::to_string(e) : "unknown error");
+}
+
 long notAfterOf(SSL_CTX* ctx) {
   X509* cert = SSL_CTX_get0_certificate(ctx);
   if (!cert) {
@@ -56,20 +101,20 @@ std::string configureCommon(SSL_CTX* native, const TlsFiles& files, std::string_
     return "TLS: cannot set cipher list: " + opensslReason();
   }
   if (SSL_CTX_use_certificate_chain_file(native, files.cert.c_str()) != 1) {
-    return "--tls-cert '" + files.cert + "': " + opensslReason();
+    return loadError("--tls-cert", files.cert, PemKind::certificate);
   }
   if (SSL_CTX_use_PrivateKey_file(native, files.key.c_str(), SSL_FILETYPE_PEM) != 1) {
     if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
       ERR_clear_error();
       return "--tls-key '" + files.key + "' does not match --tls-cert '" + files.cert + "'";
     }
-    return "--tls-key '" + files.key + "': " + opensslReason();
+    return loadError("--tls-key", files.key, PemKind::privateKey);
   }
   if (SSL_CTX_check_private_key(native) != 1) {
     return "--tls-key '" + files.key + "' does not match --tls-cert '" + files.cert + "'";
   }
   if (SSL_CTX_load_verify_locations(native, files.clientCa.c_str(), nullptr) != 1) {
-    return std::string(caFlag) + " '" + files.clientCa + "': " + opensslReason();
+    return loadError(caFlag, files.clientCa, PemKind::caBundle);
   }
   // OpenSSL 3.0 fills a certificate's cache of decoded extensions on first use, and two workers
   // verifying their first peers at once race on it (ThreadSanitizer: ASN1_STRING_cmp against

@@ -90,6 +90,7 @@ class OutboundHandler final : public ConnectionHandler {
     std::vector<std::pair<tcp::endpoint, TlsStream::Session>> sessions;
     std::vector<SteadyTimer*> waiters;  // requests waiting for the first resolution
     std::uint64_t ejectionsSeen = 0;
+    LogLimiter refusedLog;  // members refused for the identity their certificate carries
     // A TLS session to resume with a member, if one is kept.
     SSL_SESSION* session(const tcp::endpoint& e);
     void keepSession(const tcp::endpoint& e, TlsStream::Session s);

@@ -1,9 +1,29 @@
+// A worker's connection to one member: opened, counted when refused, pooled when let go.
 #include "outbound/member.h"
 
+#include "http/access_log.h"
+#include "net/identity.h"
+#include "net/io.h"
 #include "net/tls_context.h"
 #include "upstream/connector.h"
 
 namespace sidecar {
+
+namespace {
+
+// The identity a refused member's certificate carried, quoted for a log line. After a refusal
+// OpenSSL keeps the chain it was sent (the leaf first), not the peer certificate; after a
+// resumed handshake it is the session's certificate.
+std::string presentedIdentity(SSL* ssl) {
+  X509* leaf = ssl ? SSL_get0_peer_certificate(ssl) : nullptr;
+  if (STACK_OF(X509)* chain = ssl && !leaf ? SSL_get_peer_cert_chain(ssl) : nullptr;
+      chain && sk_X509_num(chain) > 0) {
+    leaf = sk_X509_value(chain, 0);
+  }
+  return leaf ? identityLogField(peerIdentityFromCert(leaf).identity) : std::string("-");
+}
+
+}  // namespace
 
 bool MemberConnection::takePooled(OutboundHandler::Route& route, const tcp::endpoint& member) {
   conn_.reset();
@@ -40,6 +60,15 @@ awaitable<error_code> MemberConnection::open(OutboundHandler::Route& route,
             : static_cast<std::size_t>(
                   classifyHandshakeFailure(hec, SSL_get_verify_result(s.native_handle())));
     m.handshakeFailures.add(shard, slot * OutboundMetrics::kHandshakeReasons + reason);
+    if (hec == TlsError::wrong_peer_identity) {
+      // The metric says that it happened; the line says who answered instead (a member
+      // announced in the wrong serverset, a certificate issued for another service).
+      logWithin(route.refusedLog, spdlog::level::warn,
+                "event=member_refused direction=outbound route={} member={} "
+                "reason=wrong_identity expected={} presented={}",
+                route.info->name, endpointText(member),
+                identityLogField(route.info->identity), presentedIdentity(s.native_handle()));
+    }
     conn_.reset();
     co_return hec == boost::beast::error::timeout ? error_code(boost::beast::error::timeout) : hec;
   }

@@ -26,8 +26,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def probe(*args):
-    return subprocess.run([SIDECAR, "probe", *args], capture_output=True, text=True, timeout=30)
+def probe(*args, env=None):
+    full = {k: v for k, v in os.environ.items() if k != "SIDECAR_ADMIN_LISTEN"}
+    full.update(env or {})
+    return subprocess.run([SIDECAR, "probe", *args], capture_output=True, text=True, timeout=30, env=full)
 
 
 class ProbeTest(unittest.TestCase):
@@ -74,8 +76,29 @@ class ProbeTest(unittest.TestCase):
         self.assertIn("no answer within 300 ms", r.stderr)
         self.assertLess(elapsed, 2)
 
+    def test_no_url_asks_health_on_the_admin_listener_the_environment_names(self):
+        """The image's HEALTHCHECK: SIDECAR_ADMIN_LISTEN moved, the probe follows; a wildcard
+        address is asked on loopback."""
+        port = self.server.server_address[1]
+        for admin in (f"127.0.0.1:{port}", f"0.0.0.0:{port}"):
+            with self.subTest(admin=admin):
+                r = probe(env={"SIDECAR_ADMIN_LISTEN": admin})
+                self.assertEqual((r.returncode, r.stderr), (0, ""))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            free = s.getsockname()[1]
+        r = probe(env={"SIDECAR_ADMIN_LISTEN": f"0.0.0.0:{free}"})
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"http://127.0.0.1:{free}/health: cannot connect", r.stderr)
+        for bad in ("nowhere", "0.0.0.0:0"):
+            with self.subTest(bad=bad):
+                r = probe(env={"SIDECAR_ADMIN_LISTEN": bad})
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertEqual(r.stderr, f"sidecar probe: SIDECAR_ADMIN_LISTEN: '{bad}' is not host:port "
+                                           "with a port from 1 to 65535\n")
+
     def test_bad_arguments_exit_2_naming_them(self):
-        for args, word in [([], "URL is required"), (["https://x/"], "'https://x/'"), (["http://:80/"], "'http://:80/'"),
+        for args, word in [(["https://x/"], "'https://x/'"), (["http://:80/"], "'http://:80/'"),
                            (["http://h:99999/"], "99999"), (["--timeout", "2", "http://h/"], "--timeout"),
                            (["--method", "PUT", "http://h/"], "--method"), (["--nope", "http://h/"], "nope")]:
             with self.subTest(args=args):

@@ -145,6 +145,53 @@ class AnnounceTest(SidecarTestCase):
         zk = self.start_zookeeper(port=zk_port)
         wait_for(lambda: len(self.members(zk.port, PATH)) == 1, timeout=30, what="announced late")
 
+    def zk_lines(self, text):
+        """The C client's own log lines (ZOO_ERROR@check_events…), which must not reach stderr."""
+        return [l for l in text.splitlines() if "ZOO_" in l]
+
+    def test_zookeeper_out_of_reach_is_one_line_of_ours_and_the_announcers_last_error(self):
+        # A port nothing listens on: every connect is refused, about 7 a second.
+        hold = reserve_port()
+        self.addCleanup(hold.close)
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(f"127.0.0.1:{hold.port}", ph.port, wait=False)
+        wait_port(sc.port, proc=sc)
+        wait_for(lambda: self.announcer(sc)["last_error"] == "zookeeper unreachable: Connection refused",
+                 timeout=10, what="last_error")
+        time.sleep(3)  # some 20 refused connects
+        out = sc.output()
+        self.assertEqual(self.zk_lines(out), [])
+        unreachable = [l for l in out.splitlines() if "event=zk_unreachable" in l]
+        self.assertEqual(len(unreachable), 1, out[-3000:])  # then at most one per 30 s
+        self.assertTrue(unreachable[0].endswith(
+            f'warning event=zk_unreachable servers=127.0.0.1:{hold.port} error="Connection refused"'), unreachable)
+        # sidecar resolve: one line that says why, not the client's retries.
+        r = subprocess.run([SIDECAR, "resolve", f"zk2!127.0.0.1:{hold.port}!/nowhere", "--timeout", "2s"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual((r.returncode, r.stdout), (1, ""))
+        self.assertEqual(r.stderr, f"sidecar resolve: no answer from ZooKeeper at 127.0.0.1:{hold.port} "
+                                   "within 2000 ms: Connection refused\n")
+
+    def test_zookeeper_stopped_is_logged_once_and_cleared_when_it_is_back(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(zk, ph.port, "--zk-session-timeout", "20s")
+        self.assertEqual(self.announcer(sc)["last_error"], "")
+        before = len(sc.output())
+        zk.stop()
+        hold = self.hold_port(zk.port)
+        wait_for(lambda: self.announcer(sc)["last_error"].startswith("zookeeper unreachable: "),
+                 timeout=15, what="last_error while ZooKeeper is down")
+        time.sleep(2)
+        during = sc.output()[before:]
+        self.assertEqual(self.zk_lines(during), [])
+        self.assertEqual(during.count("event=zk_unreachable"), 1, during)
+        self.assertIn(f"event=zk_unreachable servers=127.0.0.1:{zk.port} error=", during)
+        hold()
+        self.start_zookeeper(directory=zk.dir, port=zk.port)
+        wait_for(lambda: self.announcer(sc)["session"] == "connected", timeout=30, what="reconnected")
+        wait_for(lambda: self.announcer(sc)["last_error"] == "", timeout=10, what="last_error cleared")
+
     def test_short_zookeeper_outage_keeps_the_same_member(self):
         zk = self.start_zookeeper()
         ph = self.start_pinghelp()

@@ -125,3 +125,109 @@ class DocsTest(SidecarTestCase):
         for page in sorted(os.listdir(DOCS)):
             if page.endswith(".md"):
                 self.assertIn(f"(docs/{page})", readme, f"README.md does not link docs/{page}")
+
+    # --- What the README and docs/testing.md say about tests/run.sh, against the script itself.
+
+    def read_readme(self):
+        with open(os.path.join(SOURCE, "README.md"), encoding="utf-8") as f:
+            return f.read()
+
+    def run_sh(self):
+        with open(os.path.join(SOURCE, "tests", "run.sh"), encoding="utf-8") as f:
+            return f.read()
+
+    def run_sh_stages(self):
+        """(the default SIDECAR_STAGES, the stages in the order the script runs them)."""
+        script = self.run_sh()
+        default = re.search(r'stages=\$\{SIDECAR_STAGES:-([a-z ]+)\}', script).group(1).split()
+        blocks = re.findall(r"^if has ([a-z]+); then", script, re.M)
+        return default, blocks
+
+    def test_the_stages_the_docs_name_are_the_stages_run_sh_runs(self):
+        default, blocks = self.run_sh_stages()
+        self.assertEqual(default, blocks, "tests/run.sh runs its stages in another order than its default list")
+        readme = self.read_readme()
+        start = readme.index("`tests/run.sh` takes ctest arguments")
+        paragraph = readme[start:readme.index("\n\n", start)]
+        named = [w for w in re.findall(r"`([a-z]+)`", paragraph)]
+        self.assertEqual(named, default, "the stages README.md names")
+        words = ["one", "two", "three", "four", "five", "six", "seven"]
+        m = re.search(r"runs (\w+) stages.*then a fifth, `", paragraph, re.S)
+        self.assertIsNotNone(m, paragraph)
+        self.assertEqual(words.index(m.group(1)) + 1, len(default) - 1, "README.md's count of stages")
+        testing = self.read_doc("testing.md")
+        m = re.search(r"`tests/run.sh` runs (\w+) stages \(`SIDECAR_STAGES`, default `([a-z ]+)`\)", testing)
+        self.assertIsNotNone(m, "docs/testing.md no longer says which stages run")
+        self.assertEqual(words.index(m.group(1)) + 1, len(default))
+        self.assertEqual(m.group(2).split(), default, "docs/testing.md's default SIDECAR_STAGES")
+        listed = re.findall(r"^\d+\. `([a-z]+)`:", testing, re.M)
+        self.assertEqual(listed, default, "docs/testing.md's numbered list of stages")
+
+    def test_the_suite_times_agree_between_readme_and_testing_md(self):
+        readme = self.read_readme()
+        testing = self.read_doc("testing.md")
+        times = {}
+        for name, text in (("README.md", readme), ("docs/testing.md", testing)):
+            four = re.search(r"first four stages take about (\d+)(?:-| to )(\d+) minutes", text)
+            five = re.search(r"all five about (\d+)", text)
+            container = re.search(r"adds about (\d+)", text)
+            self.assertTrue(four and five and container, f"{name} no longer states the suite's time")
+            times[name] = (int(four.group(1)), int(four.group(2)), int(five.group(1)), int(container.group(1)))
+        self.assertEqual(times["README.md"], times["docs/testing.md"])
+        low, high, all_five, container = times["README.md"]
+        self.assertTrue(low <= all_five - container <= high,
+                        f"all five ({all_five}) minus the container stage ({container}) is not the first four ({low}-{high})")
+
+    def test_the_quick_start_builds_with_the_plain_stage_flags(self):
+        """So that tests/run.sh after the quick start reuses its build/ instead of rebuilding it."""
+        def configure_flags(text, where):
+            m = re.search(r'cmake -S "\$root" -B "\$build" ((?:-D\S+ ?)+)', text)
+            self.assertIsNotNone(m, f"no configure line in {where}")
+            return sorted(m.group(1).split())
+        with open(os.path.join(SOURCE, "deploy", "quickstart.sh"), encoding="utf-8") as f:
+            quickstart = f.read()
+        script = self.run_sh()
+        plain = script[script.index("if has plain; then"):]
+        self.assertEqual(configure_flags(quickstart, "deploy/quickstart.sh"), configure_flags(plain, "tests/run.sh"))
+        self.assertIn('QUICKSTART_BUILD:-$root/build', quickstart)
+        self.assertIn('build=${BUILD_DIR:-$root/build}', script)
+
+    # --- sidecar(1) and the bash completion, generated from --help at build time.
+
+    def test_the_man_page_and_completion_are_the_flag_table(self):
+        import shutil
+        import tempfile
+        out = tempfile.mkdtemp(prefix="sidecar-doc-")
+        self.addCleanup(shutil.rmtree, out, True)
+        generator = os.path.join(SOURCE, "deploy", "docs-from-help.py")
+        r = subprocess.run(["python3", generator, SIDECAR, out], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "sidecar.1"), encoding="utf-8") as f:
+            man = f.read()
+        with open(os.path.join(out, "sidecar.bash"), encoding="utf-8") as f:
+            bash = f.read()
+        # The build made the same files next to the binary: they are current, not a stale copy.
+        built = os.path.join(os.path.dirname(SIDECAR), "doc")
+        for name, fresh in (("sidecar.1", man), ("sidecar.bash", bash)):
+            with self.subTest(built=name), open(os.path.join(built, name), encoding="utf-8") as f:
+                self.assertEqual(f.read(), fresh, f"{built}/{name} differs from what --help gives now")
+        flags = help_flags(subprocess.run([SIDECAR, "--help"], capture_output=True, text=True, timeout=30).stdout)
+        self.assertGreater(len(flags), 30)
+        for flag, default in flags.items():
+            with self.subTest(flag=flag):
+                self.assertTrue("\\fB\\-\\-" + flag.replace("-", "\\-") + "\\fR" in man, "not in the man page")
+                self.assertRegex(bash, rf'\*\) opts="[^"]*--{flag}\b')
+                if default is not None:
+                    self.assertTrue(f"(default: {default.replace('-', chr(92) + '-')})" in man, "default not in the man page")
+        for sub in ("resolve", "probe"):
+            self.assertIn(f".SH SIDECAR {sub.upper()}", man)
+        if shutil.which("man"):
+            r = subprocess.run(["man", "--warnings", "-l", os.path.join(out, "sidecar.1")], capture_output=True,
+                               text=True, timeout=60, env=dict(os.environ, MANWIDTH="100", MANPAGER="cat"))
+            self.assertEqual((r.returncode, r.stderr.strip()), (0, ""))
+            self.assertIn("--thrift-route", r.stdout)
+        # The completion itself, as bash runs it.
+        script = (f"source {os.path.join(out, 'sidecar.bash')}; COMP_WORDS=(sidecar --tls-c); COMP_CWORD=1; "
+                  "_sidecar; echo \"${COMPREPLY[*]}\"; COMP_WORDS=(sidecar pro); _sidecar; echo \"${COMPREPLY[*]}\"")
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.stdout.splitlines(), ["--tls-cert --tls-client-ca", "probe"], r.stderr)

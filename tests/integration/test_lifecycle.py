@@ -1,12 +1,13 @@
 """Start-up errors, the admin interface, and graceful shutdown."""
 import os
 import signal
+import ssl
 import subprocess
 import threading
 import time
 import unittest
 
-from harness import PINGHELP, SIDECAR, SidecarTestCase, wait_for
+from harness import PINGHELP, SIDECAR, SidecarTestCase, free_port, wait_for
 
 
 class LifecycleTest(SidecarTestCase):
@@ -60,6 +61,77 @@ class LifecycleTest(SidecarTestCase):
                                                "--admin-listen", "127.0.0.1:0"]))
             self.assertEqual(r.returncode, 2)
             self.assertIn("--listen", r.stderr.decode())
+
+    def test_files_that_are_not_pem_say_which_and_what_was_expected(self):
+        c = self.certs
+        der = os.path.join(self.tmp, "server.der")
+        with open(c.path("server.pem")) as f, open(der, "wb") as out:
+            out.write(ssl.PEM_cert_to_DER_cert(f.read()))
+        empty = os.path.join(self.tmp, "empty.pem")
+        open(empty, "w").close()
+        cut = os.path.join(self.tmp, "cut.pem")
+        with open(c.path("server.pem")) as f, open(cut, "w") as out:
+            out.write(f.read()[:200])
+        files = {"cert": c.path("server.pem"), "key": c.path("server.key"), "ca": c.path("ca.pem")}
+        cases = [
+            ("cert", der, f"--tls-cert '{der}': not a PEM certificate (expected a '-----BEGIN CERTIFICATE-----' "
+                          "block; from DER: openssl x509 -inform DER -in FILE -out FILE.pem)"),
+            ("cert", c.path("server.key"), f"--tls-cert '{c.path('server.key')}': not a PEM certificate ("),
+            ("key", c.path("server.pem"), f"--tls-key '{c.path('server.pem')}': not a PEM private key (expected a "
+                                          "'-----BEGIN PRIVATE KEY-----' block"),
+            ("key", der, f"--tls-key '{der}': not a PEM private key ("),
+            ("ca", empty, f"--tls-client-ca '{empty}': not a PEM certificate bundle ("),
+            ("cert", cut, f"--tls-cert '{cut}': broken PEM (bad end line)"),
+        ]
+        for which, path, says in cases:
+            with self.subTest(which=which, path=path):
+                given = dict(files, **{which: path})
+                r = self.run_sidecar("--tls-cert", given["cert"], "--tls-key", given["key"],
+                                     "--tls-client-ca", given["ca"], "--listen", "127.0.0.1:0",
+                                     "--admin-listen", "127.0.0.1:0")
+                err = r.stderr.decode()
+                self.assertEqual(r.returncode, 2, err)
+                self.assertEqual(err.count("\n"), 1, err)
+                self.assertTrue(err.startswith("sidecar: " + says), err)
+                self.assertNotIn("PEM lib", err)
+
+    def test_help_names_the_subcommands_and_pinghelp_has_a_version(self):
+        out = self.run_sidecar("--help").stdout.decode()
+        self.assertIn("sidecar resolve zk2!", out)
+        self.assertIn("sidecar probe [http://", out)
+        version = self.run_sidecar("--version")
+        ph = subprocess.run([PINGHELP, "--version"], capture_output=True, text=True, timeout=10)
+        self.assertEqual((ph.returncode, ph.stderr), (0, ""))
+        self.assertEqual(ph.stdout.replace("pinghelp", "sidecar"), version.stdout.decode())
+
+    def test_a_sidecar_that_announces_nothing_stops_without_the_deregister_grace(self):
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port, "--deregister-grace", "10s")
+        t0 = time.monotonic()
+        sc.send(signal.SIGTERM)
+        self.assertEqual(sc.wait(15), 0)
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertNotIn("event=deregistered", sc.output())
+        self.assertIn("event=drain_done reason=drained", sc.output())
+
+    def test_the_started_line_names_every_listener(self):
+        ph = self.start_pinghelp()
+        route = free_port()
+        sc = self.start_sidecar(ph.port, "--thrift-listen", "127.0.0.1:0", "--thrift-upstream",
+                                f"127.0.0.1:{ph.port}", "--thrift-route", f"127.0.0.1:{route}=static!127.0.0.1:1")
+        wait_for(lambda: "event=started" in sc.output(), what="the started line")
+        line = next(l for l in sc.output().splitlines() if "event=started" in l)
+        self.assertRegex(line, rf"outbound=off thrift_listen=127\.0\.0\.1:[1-9]\d* thrift_routes=127\.0\.0\.1:{route} ")
+        plain = self.start_sidecar(ph.port)
+        wait_for(lambda: "event=started" in plain.output(), what="the started line")
+        self.assertIn("outbound=off thrift_listen=off thrift_routes=off ", plain.output())
+
+    def test_a_certificate_reload_dates_not_after_in_utc(self):
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port)
+        sc.send(signal.SIGHUP)
+        wait_for(lambda: "event=tls_reloaded" in sc.output(), what="the reload line")
+        self.assertRegex(sc.output(), r"event=tls_reloaded trigger=sighup not_after=20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ\n")
 
     def test_help_and_environment(self):
         r = self.run_sidecar("--help")

@@ -960,6 +960,12 @@ class OutboundTest(SidecarTestCase):
                              (502, b"service wrong is unavailable\n"))
         self.assertEqual(self.metric(caller, "sidecar_outbound_handshake_failures_total",
                                      route="wrong", reason="wrong_identity"), 3)
+        # The log says who answered, not only the metric that something did.
+        refused = [l for l in caller.output().splitlines() if "event=member_refused" in l]
+        self.assertEqual(len(refused), 3, caller.output()[-3000:])
+        self.assertIn(f'event=member_refused direction=outbound route=wrong member=127.0.0.1:{member.port} '
+                      'reason=wrong_identity expected="spiffe://dev.local/billing" '
+                      'presented="spiffe://dev.local/pinghelp"', refused[0])
         self.assertEqual(svc.connections, 0, "the member's local service was reached")
         self.assertEqual(self.metric_sum(member, "sidecar_requests_total"), 0)
         for name in ("prefix", "right"):

@@ -53,6 +53,32 @@ TEST_CASE("session states and watch events become ours") {
   CHECK(zkEventFromCode(ZOO_NOTWATCHING_EVENT) == ZkEvent::NotWatching);
 }
 
+TEST_CASE("the C client's own log lines are read for the reason a server is out of reach") {
+  using detail::parseZkClientMessage;
+  // As zookeeper_mt 3.8 writes them to its log callback.
+  auto refused = parseZkClientMessage(
+      "2026-12-04 19:07:37,763:19289(0x7f1cd7f606c0):ZOO_ERROR@check_events@2985: Socket "
+      "127.0.0.1:1 zk retcode=-4, errno=111(Connection refused): server refused to accept the "
+      "client");
+  CHECK(refused.level == "ERROR");
+  CHECK(refused.unreachable);
+  CHECK(refused.error == "Connection refused");
+  CHECK(refused.text.starts_with("Socket 127.0.0.1:1 zk retcode=-4"));
+  auto name = parseZkClientMessage(
+      "2026-12-04 19:07:39,779:19293(0x7efe4df02740):ZOO_ERROR@resolve_hosts@947: getaddrinfo: "
+      "Name or service not known\n");
+  CHECK(name.unreachable);
+  CHECK(name.error == "getaddrinfo: Name or service not known");  // the newline is gone
+  auto other = parseZkClientMessage(
+      "2026-12-04 19:07:39,779:1(0x1):ZOO_WARN@zookeeper_interest@1234: Exceeded deadline by 5ms");
+  CHECK(other.level == "WARN");
+  CHECK_FALSE(other.unreachable);
+  CHECK(other.error == "Exceeded deadline by 5ms");
+  auto bare = parseZkClientMessage("something else entirely");
+  CHECK(bare.level.empty());
+  CHECK(bare.text == "something else entirely");
+}
+
 TEST_CASE("retry what a reconnect or a new session can fix, nothing that needs a person") {
   // docs/zookeeper.md, "Lifecycle".
   for (auto e : {ZkError::ConnectionLoss, ZkError::OperationTimeout, ZkError::SessionExpired,
