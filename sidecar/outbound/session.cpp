@@ -353,6 +353,9 @@ class OutboundSession final : public TrackedSession {
   // One member's side of an exchange: this worker's pool of TLS connections to it, or a new one.
   struct MemberLink {
     using stream_type = TlsStream;
+    // A member that reset a pooled connection may have read the request: the call's retry loop
+    // sends it to another member, never again to this one.
+    static constexpr bool kReplayStale = false;
     OutboundSession& s;
     OutboundHandler::Route& route;
     const tcp::endpoint& endpoint;

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -115,6 +116,47 @@ class TlsMember:
                 tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
         except OSError:
             pass
+
+
+class KeepAliveTlsMember(TlsMember):
+    """A TlsMember that keeps its connections: the first request on each is answered (keep-alive),
+    a later one whose path starts with /reset is read and the connection reset (SO_LINGER 0), as
+    a member that restarts or drops idle connections does. `delivered` counts each path received,
+    `open` the connections still open."""
+
+    def __init__(self, certs):
+        self.delivered = Counter()
+        self.open = 0
+        self.lock = threading.Lock()
+        super().__init__(certs)
+
+    def _serve(self, conn):
+        with self.lock:
+            self.open += 1
+        try:
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                data, served = b"", 0
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        chunk = tls.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    path = head.split(b" ", 2)[1].decode()
+                    with self.lock:
+                        self.delivered[path] += 1
+                    if served > 0 and path.startswith("/reset"):
+                        tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+                        return
+                    served += 1
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.open -= 1
 
 
 class Load:
@@ -1046,6 +1088,32 @@ class OutboundTest(SidecarTestCase):
         self.assertEqual(names.count("x-forwarded-client-cert"), 1, names)
         self.assertNotIn("x_forwarded_client_cert", names)
 
+
+    # --- issue 25: nothing crosses, nothing starves -------------------------------------------
+
+    def test_a_get_reset_on_a_pooled_connection_reaches_each_member_at_most_once(self):
+        # Item 7: the member reads the GET on a pooled connection, then resets it. It was sent
+        # again to the same member on a new connection, then to the next: one GET reached 2
+        # members 4 times. Now each member gets it at most once (docs/outbound.md).
+        members = [KeepAliveTlsMember(self.certs) for _ in range(2)]
+        for m in members:
+            self.addCleanup(m.close)
+        caller = self.start_outbound_sidecar(
+            "--workers", "1",
+            "--route", "svc=static!" + ",".join(f"127.0.0.1:{m.port}" for m in members))
+        # Both members used, so that each has a connection in the worker's pool.
+        for _ in range(20):
+            Load(caller.outbound, "svc", threads=4, total=8, path="/warm").run()
+            if all(m.open > 0 for m in members):
+                break
+        self.assertTrue(all(m.open > 0 for m in members), [m.delivered for m in members])
+        for k in range(3):
+            path = f"/reset?call={k}"
+            status, body, _ = self.outbound_call(caller.outbound, "svc", path)
+            self.assertIn(status, (200, 502), body)
+            got = [m.delivered[path] for m in members]
+            self.assertTrue(all(n <= 1 for n in got), f"call {k}: deliveries per member {got}")
+            self.assertGreaterEqual(sum(got), 1)
 
 if __name__ == "__main__":
     unittest.main()
