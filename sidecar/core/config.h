@@ -176,6 +176,8 @@ std::vector<std::string> splitThriftRouteList(std::string_view text);
 std::string serviceName(std::string_view host);
 // A Host header that names an address (127.0.0.1, 10.1.2.3:8080, [::1]:80), not a service.
 bool hostIsAddress(std::string_view host);
+// Such a Host without its port, as answers and logs name it.
+std::string addressName(std::string_view host);
 // ZooKeeper's own subtree (/zookeeper: quotas, configuration), which no route may read.
 bool reservedZkPath(std::string_view path);
 

@@ -67,6 +67,8 @@ bool hostIsAddress(std::string_view host) {
   });
 }
 
+std::string addressName(std::string_view host) { return lower(hostPart(host)); }
+
 bool reservedZkPath(std::string_view path) {
   return path == "/zookeeper" || path.starts_with("/zookeeper/");
 }

@@ -558,7 +558,8 @@ TEST_CASE("outbound values are range-checked whether outbound is on or not") {
   refused(parse({"--max-routes", "0"}), "--max-routes: '0' is not a whole number from 1 to 10000");
   refused(parse({"--max-routes", "4294967297"}),
           "--max-routes: '4294967297' is not a whole number from 1 to 10000");
-  refused(parse({"--outbound-timeout", "0"}), "--outbound-timeout: '0' is too short (at least 1ms)");
+  refused(parse({"--outbound-timeout", "0ms"}),
+          "--outbound-timeout: '0ms' is too short (at least 1ms)");
   refused(parse({"--route-idle-timeout", "soon"}),
           "--route-idle-timeout: 'soon' is not a duration (use e.g. 250ms, 5s, 1m)");
   auto on = parse({"--outbound-listen", "127.0.0.1:0", "--max-routes", "4294967297"});
