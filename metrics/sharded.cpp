@@ -77,6 +77,17 @@ ShardedHistogram::ShardedHistogram(std::string name, std::string help, std::vect
   }
 }
 
+void ShardedHistogram::reset(std::size_t series) {
+  const std::size_t base = series * stride();
+  for (auto& shard : shards_) {
+    for (std::size_t k = 0; k < stride(); ++k) {
+      const bool min = k == bounds_.size() + 2;
+      shard->values[base + k].store(min ? std::numeric_limits<uint64_t>::max() : 0,
+                                    std::memory_order_relaxed);
+    }
+  }
+}
+
 void ShardedHistogram::observe(unsigned shard, std::size_t series, double seconds) {
   auto& slots = *shards_[shard];
   const std::size_t base = series * stride();

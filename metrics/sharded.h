@@ -45,6 +45,15 @@ class ShardedCounter {
     series_[series] = std::move(labels);
     shown_[series] = true;
   }
+  // A series whose owner is gone (an expired route): hidden, and zero when it is given to the
+  // next one. Control thread; a writer still holding the old owner (a call in flight) may add to
+  // it meanwhile, which is counted under the next owner.
+  void hide(std::size_t series) { shown_[series] = false; }
+  void reset(std::size_t series) {
+    for (auto& shard : shards_) {
+      shard->values[series].store(0, std::memory_order_relaxed);
+    }
+  }
 
  private:
   std::string name_, help_;
@@ -78,6 +87,9 @@ class ShardedHistogram {
     series_[series] = std::move(labels);
     shown_[series] = true;
   }
+  // As ShardedCounter's.
+  void hide(std::size_t series) { shown_[series] = false; }
+  void reset(std::size_t series);
 
  private:
   std::size_t stride() const { return bounds_.size() + 4; }  // buckets, +Inf, sum(ns), min, max

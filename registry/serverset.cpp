@@ -38,7 +38,9 @@ std::optional<Endpoint> endpointFrom(const json::value& v) {
     return std::nullopt;
   }
   auto p = port->is_int64() ? port->as_int64() : static_cast<int64_t>(port->as_uint64());
-  if (p < 0 || p > 65535 || host->as_string().empty()) {
+  // Port 0 is no one's: connecting to it fails, so a member announcing it is malformed, not
+  // alive.
+  if (p < 1 || p > 65535 || host->as_string().empty()) {
     return std::nullopt;
   }
   return Endpoint{std::string(host->as_string()), static_cast<uint16_t>(p)};
@@ -148,7 +150,7 @@ Decoded decodeServiceInstance(std::string_view text) {
   const auto* se = obj->if_contains("serviceEndpoint");
   auto service = se ? endpointFrom(*se) : std::nullopt;
   if (!service) {
-    return {std::nullopt, "serviceEndpoint needs a string host and an integer port"};
+    return {std::nullopt, "serviceEndpoint needs a string host and a port from 1 to 65535"};
   }
   inst.serviceEndpoint = *service;
   if (const auto* ae = obj->if_contains("additionalEndpoints"); ae && ae->is_object()) {

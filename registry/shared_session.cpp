@@ -19,6 +19,8 @@ struct SharedZkSessions::Core {
   std::vector<View*> views;
 
   void dispatch(ZkEvent event, ZkState state, const std::string& path);
+  // Whether a view alive now watches path.
+  bool watches(const std::string& path) const;
 };
 
 namespace {
@@ -44,7 +46,17 @@ class View final : public ZkSession {
       });
     }
   }
-  ~View() override { std::erase(core_->views, this); }
+  ~View() override {
+    std::erase(core_->views, this);
+    // Its watches would fire for no one (and cost the ensemble a watch each, for the session's
+    // life): removed, unless another reader watches the same path.
+    for (const auto& path : watched_) {
+      if (!core_->watches(path)) {
+        core_->session->removeWatches(path);
+      }
+    }
+  }
+  bool watches(const std::string& path) const { return watched_.count(path) > 0; }
 
   ZkState state() const override { return core_->session->state(); }
   int64_t sessionId() const override { return core_->session->sessionId(); }
@@ -72,6 +84,12 @@ class View final : public ZkSession {
                 std::function<void(ZkError, std::vector<std::string>)> done) override {
     watching(path, watch);
     core_->session->children(path, watch, guard(std::move(done)));
+  }
+  void removeWatches(const std::string& path) override {
+    watched_.erase(path);
+    if (!core_->watches(path)) {
+      core_->session->removeWatches(path);
+    }
   }
 
   void deliver(ZkEvent event, ZkState state, const std::string& path) {
@@ -123,6 +141,10 @@ void SharedZkSessions::Core::dispatch(ZkEvent event, ZkState state, const std::s
       v->deliver(event, state, path);
     }
   }
+}
+
+bool SharedZkSessions::Core::watches(const std::string& path) const {
+  return std::any_of(views.begin(), views.end(), [&](const View* v) { return v->watches(path); });
 }
 
 SharedZkSessions::SharedZkSessions(boost::asio::io_context& ioc, ZkSessionFactory real)

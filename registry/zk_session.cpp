@@ -345,6 +345,7 @@ class ZkSessionImpl final : public ZkSession {
            std::function<void(ZkError, std::string)> done) override;
   void children(const std::string& path, bool watch,
                 std::function<void(ZkError, std::vector<std::string>)> done) override;
+  void removeWatches(const std::string& path) override;
 
  private:
   static void onWatch(zhandle_t*, int type, int state, const char* path, void* context);
@@ -529,6 +530,15 @@ void ZkSessionImpl::children(const std::string& path, bool watch,
         },
         call);
   }, std::vector<std::string>{});
+}
+
+void ZkSessionImpl::removeWatches(const std::string&) {
+  // Left on the server. Debian 12's client (3.8.0) has zoo_aremove_watches, but removing the
+  // default watcher's watch on a path that does not exist (a route without serverset) crashed
+  // the sidecar (a null mutex in the client, with local=1) or aborted it (local=0), as did
+  // zoo_aremove_all_watches. A watch left behind fires at most once (never, for a path never
+  // created) and goes with the session; when it fires, SharedZkSessions finds no reader watching
+  // the path and drops the event on the control thread: a post and a lookup, nothing more.
 }
 
 }  // namespace

@@ -87,6 +87,11 @@ class ZkSession {
                    std::function<void(ZkError, std::string data)> done) = 0;
   virtual void children(const std::string& path, bool watch,
                         std::function<void(ZkError, std::vector<std::string> names)> done) = 0;
+  // Forgets this session's watches on path where the client can, so that a reader that is gone
+  // costs the ensemble nothing. Best effort: the real session leaves them on the server (Debian
+  // 12's C client, 3.8.0, crashed in zoo_aremove_watches: see zk_session.cpp); a watch that fires
+  // for no reader is dropped by SharedZkSessions.
+  virtual void removeWatches(const std::string& path) = 0;
 };
 
 // Makes a session; an empty factory means the real one on the owner's io_context.

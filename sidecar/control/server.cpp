@@ -142,8 +142,8 @@ class Server {
             asio::post(control_, [this, name = std::move(name)] { directory_->ensure(name); });
           },
           [this](unsigned worker, const std::string& route, std::vector<MemberView> views,
-                 std::uint64_t ejections) {
-            directory_->report(worker, route, std::move(views), ejections);
+                 std::uint64_t ejections, bool used) {
+            directory_->report(worker, route, std::move(views), ejections, used);
           }});
     }
     try {
@@ -192,6 +192,12 @@ class Server {
                            }
                            for (auto* h : outbound_) {
                              h->setRoute(info, members);
+                           }
+                         },
+                         [this](std::shared_ptr<const RouteInfo> info) {
+                           // Only prefix routes expire, and they are all HTTP routes.
+                           for (auto* h : outbound_) {
+                             h->dropRoute(info);
                            }
                          });
     }

@@ -96,6 +96,7 @@ struct OutboundConfig {
   std::string prefixZk;                 // the ensemble prefix routes use (--zk)
   std::string prefixIdentity;           // --route-prefix-identity: {name} is the route's name
   std::size_t maxRoutes = 100;          // prefix routes at most
+  Duration routeIdleTimeout{600'000};   // a prefix route unused this long is removed
   std::string caFile;                   // --outbound-ca (default: --tls-client-ca)
   Duration connectTimeout{1'000};
   Duration timeout{30'000};             // the answer's head, and longest pause mid-body
@@ -172,7 +173,14 @@ std::variant<ThriftRouteConfig, std::string> parseThriftRoute(std::string_view t
 // SIDECAR_THRIFT_ROUTE: routes separated by commas, where a comma that starts a new route is
 // followed by HOST:PORT= (static!h:p,h:p and zk2!h1,h2 keep theirs).
 std::vector<std::string> splitThriftRouteList(std::string_view text);
-// A Host header's service name: the port stripped, lower case; empty when it is not a name.
+// A Host header's service name: the port and one trailing dot stripped, lower case; empty when it
+// is not a name (an address, an empty label).
 std::string serviceName(std::string_view host);
+// A Host header that names an address (127.0.0.1, 10.1.2.3:8080, [::1]:80), not a service.
+bool hostIsAddress(std::string_view host);
+// Such a Host without its port, as answers and logs name it.
+std::string addressName(std::string_view host);
+// ZooKeeper's own subtree (/zookeeper: quotas, configuration), which no route may read.
+bool reservedZkPath(std::string_view path);
 
 }  // namespace sidecar

@@ -15,11 +15,26 @@ bool isNameChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
 }
 
-// A service name as a route and a Host header spell it: [a-z0-9][a-z0-9._-]*, lower case.
+// A service name as a route and a Host header spell it: [a-z0-9][a-z0-9._-]*, lower case, and
+// no empty label: `a..b` or a trailing dot would make a second route for the same service (or
+// none DNS would know).
 bool validName(std::string_view name) {
   return !name.empty() && name.size() <= 253 && isNameChar(name.front()) &&
          name.front() != '.' && name.front() != '-' && name.front() != '_' &&
+         name.back() != '.' && name.find("..") == std::string_view::npos &&
          std::all_of(name.begin(), name.end(), isNameChar);
+}
+
+// The host part of a Host value, without its port; an IPv6 literal keeps its brackets.
+std::string_view hostPart(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    const auto close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(0, close + 1);
+  }
+  if (auto colon = host.rfind(':'); colon != std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  return host;
 }
 
 }  // namespace
@@ -29,17 +44,33 @@ bool flags::loopbackHost(const std::string& host) {
 }
 
 std::string serviceName(std::string_view host) {
+  host = hostPart(host);
   if (host.empty() || host.front() == '[') {
     return {};
   }
-  if (auto colon = host.rfind(':'); colon != std::string_view::npos) {
-    host = host.substr(0, colon);
-  }
-  if (!host.empty() && host.back() == '.') {
-    host.remove_suffix(1);  // an absolute name
+  if (host.back() == '.') {
+    host.remove_suffix(1);  // an absolute name, as DNS reads it: one dot only
   }
   auto name = lower(host);
   return validName(name) ? name : std::string{};
+}
+
+bool hostIsAddress(std::string_view host) {
+  host = hostPart(host);
+  if (!host.empty() && host.front() == '[') {
+    return true;  // only an IPv6 literal is bracketed
+  }
+  // Dotted digits: what inet_aton would take for IPv4 (127.1 and 2130706433 included); no
+  // service name is all digits and dots.
+  return !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
+    return (c >= '0' && c <= '9') || c == '.';
+  });
+}
+
+std::string addressName(std::string_view host) { return lower(hostPart(host)); }
+
+bool reservedZkPath(std::string_view path) {
+  return path == "/zookeeper" || path.starts_with("/zookeeper/");
 }
 
 std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::string_view zk) {
@@ -67,6 +98,9 @@ std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::st
     auto a = registry::parseResolveAddress(dest);
     if (!a) {
       return "route " + r.name + ": '" + r.dest + "' is not zk2!host:port[,host:port]!/path[!endpoint]";
+    }
+    if (reservedZkPath(a->path)) {
+      return "route " + r.name + ": '" + a->path + "' is ZooKeeper's own subtree, not a serverset";
     }
     r.kind = RouteConfig::Kind::serverset;
     r.zkConnect = a->connect;
@@ -100,6 +134,9 @@ std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::st
     }
     if (!registry::validZkPath(r.zkPath) || r.zkPath == "/") {
       return "route " + r.name + ": '" + r.zkPath + "' is not an absolute ZooKeeper path";
+    }
+    if (reservedZkPath(r.zkPath)) {
+      return "route " + r.name + ": '" + r.zkPath + "' is ZooKeeper's own subtree, not a serverset";
     }
     if (zk.empty()) {
       return "route " + r.name + ": '" + r.dest + "' is a path, and --zk names no ensemble";
@@ -139,8 +176,20 @@ std::vector<std::string> splitRouteList(std::string_view text) {
 
 namespace flags {
 
+// The outbound values that have defaults, checked whether outbound is on or not: a wrong one is a
+// mistake to name now, not when someone turns outbound on.
+void outboundValues(const po::variables_map& vm, OutboundConfig& o) {
+  o.maxRoutes = countFlag(vm, "max-routes", 1, 10'000);
+  o.routeIdleTimeout = durationFlag(vm, "route-idle-timeout");
+  o.connectTimeout = durationFlag(vm, "outbound-connect-timeout");
+  o.timeout = durationFlag(vm, "outbound-timeout");
+  o.idleTimeout = durationFlag(vm, "outbound-idle-timeout");
+}
+
 std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm,
                                             const std::string& defaultCa) {
+  OutboundConfig o;
+  outboundValues(vm, o);
   const bool any = vm.count("route") || vm.count("route-prefix");
   if (!vm.count("outbound-listen")) {
     if (any) {
@@ -151,7 +200,6 @@ std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm,
       return std::nullopt;
     }
   }
-  OutboundConfig o;
   o.httpListener = vm.count("outbound-listen") > 0;
   if (o.httpListener) {
     o.listen = hostPortFlag(vm, "outbound-listen");
@@ -183,9 +231,13 @@ std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm,
   }
   if (vm.count("route-prefix")) {
     o.routePrefix = vm["route-prefix"].as<std::string>();
-    if (!registry::validZkPath(o.routePrefix)) {
+    if (!registry::validZkPath(o.routePrefix) || o.routePrefix == "/") {
       throw FlagError{"--route-prefix: '" + printable(o.routePrefix) +
                       "' is not an absolute ZooKeeper path like /discovery/prod"};
+    }
+    if (reservedZkPath(o.routePrefix)) {
+      throw FlagError{"--route-prefix: '" + printable(o.routePrefix) +
+                      "' is ZooKeeper's own subtree, not where services are announced"};
     }
     if (zk.empty()) {
       throw FlagError{"--route-prefix needs --zk (the ensemble its services are announced in)"};
@@ -202,11 +254,7 @@ std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm,
                       "' is empty or holds spaces"};
     }
   }
-  o.maxRoutes = countFlag(vm, "max-routes", 1, 10'000);
   o.caFile = vm.count("outbound-ca") ? fileFlag(vm, "outbound-ca") : defaultCa;
-  o.connectTimeout = durationFlag(vm, "outbound-connect-timeout");
-  o.timeout = durationFlag(vm, "outbound-timeout");
-  o.idleTimeout = durationFlag(vm, "outbound-idle-timeout");
   o.zkSessionTimeout = durationFlag(vm, "zk-session-timeout", Duration(60 * 60'000));
   return o;
 }

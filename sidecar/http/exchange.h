@@ -14,6 +14,9 @@
 //   bool refuseAnswer(unsigned status); // optional: true drops a 5xx final head of a request
 //                                       // we still hold whole, unrelayed, so the handler can
 //                                       // send it elsewhere (the outbound link: another member)
+//   static constexpr bool kReplayStale;  // optional, default true: a stale pooled connection's
+//                                       // request goes out again on a new connection to the
+//                                       // same upstream; false leaves that to the handler
 // Relay: char* get(); static std::size_t size();   (a body buffer, borrowed on first use)
 
 #include <boost/asio/buffer.hpp>
@@ -123,6 +126,19 @@ inline bool isIdempotent(http::verb v) {
       return true;
     default:
       return false;
+  }
+}
+
+// Whether a request that failed on a stale pooled connection is sent again to the same upstream.
+// The local service is one upstream, so yes; a member may have read the request before it reset
+// the connection, and the outbound handler sends it to another member instead (each member at
+// most once per call).
+template <class Link>
+constexpr bool replaysStale() {
+  if constexpr (requires { Link::kReplayStale; }) {
+    return Link::kReplayStale;
+  } else {
+    return true;
   }
 }
 
@@ -278,7 +294,7 @@ awaitable<ExchangeResult> runExchange(Caller& caller, http::request_parser<http:
       r.upstreamSeconds = std::chrono::duration<double>(Clock::now() - upstreamStart).count();
       break;
     }
-    if (attempt == 0 && reused && replayable && looksStale(ec)) {
+    if (replaysStale<Link>() && attempt == 0 && reused && replayable && looksStale(ec)) {
       ++r.staleRetries;
       continue;
     }

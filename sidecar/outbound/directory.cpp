@@ -11,27 +11,53 @@ namespace sidecar {
 
 RouteDirectory::RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
                                Duration zkSessionTimeout, OutboundMetrics& metrics,
-                               Publish publish)
+                               Publish publish, Retract retract)
     : control_(control),
       config_(config),
       zkSessionTimeout_(zkSessionTimeout),
       metrics_(metrics),
-      publish_(std::move(publish)) {}
+      publish_(std::move(publish)),
+      retract_(std::move(retract)) {}
 
 RouteDirectory::~RouteDirectory() = default;
 
 void RouteDirectory::start() {
   for (const auto& r : config_.routes) {
-    make(r);
+    make(r, false);
   }
   for (const auto& t : config_.thriftRoutes) {
-    make(t.route);  // named thrift:PORT, published to that port's handlers
+    make(t.route, false);  // named thrift:PORT, published to that port's handlers
+  }
+  if (!config_.routePrefix.empty()) {
+    scheduleSweep();
   }
 }
 
-RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config) {
-  const std::size_t slot = routes_.size();
-  auto& r = *routes_.emplace_back(std::make_unique<Runtime>());
+void RouteDirectory::scheduleSweep() {
+  sweep_.expires_after(std::chrono::seconds(1));
+  sweep_.async_wait([this](error_code ec) {
+    if (!ec) {
+      expire(Clock::now());
+      scheduleSweep();
+    }
+  });
+}
+
+std::size_t RouteDirectory::freeSlot() {
+  for (std::size_t slot = 0; slot < routes_.size(); ++slot) {
+    if (!routes_[slot]) {
+      return slot;
+    }
+  }
+  routes_.emplace_back();
+  return routes_.size() - 1;
+}
+
+RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
+  const std::size_t slot = freeSlot();
+  auto& r = *(routes_[slot] = std::make_unique<Runtime>());
+  r.prefix = prefix;
+  r.usedAt = r.emptySince = Clock::now();
   r.config = std::move(config);
   r.info = std::make_shared<RouteInfo>(RouteInfo{r.config.name, r.config.identity, slot, false});
   byName_[r.config.name] = slot;
@@ -88,10 +114,11 @@ void RouteDirectory::ensure(const std::string& name) {
     return;
   }
   if (prefixRoutes_ >= config_.maxRoutes) {
-    // The waiting call answers 404, counts and logs it (as every later call of the name does).
-    auto refused = std::make_shared<RouteInfo>(RouteInfo{name, {}, 0, true});
-    publish_(refused, std::make_shared<MemberSet>());
-    return;
+    // As Linkerd 1's binding cache: the least recently used makes room, so that names that do
+    // not exist (typos, a flood) cannot keep out one that does.
+    if (auto* lru = leastRecentlyUsed()) {
+      remove(*lru, Expiry::evicted);
+    }
   }
   ++prefixRoutes_;
   RouteConfig c;
@@ -105,7 +132,66 @@ void RouteDirectory::ensure(const std::string& name) {
        at = c.identity.find("{name}", at + name.size())) {
     c.identity.replace(at, 6, name);
   }
-  make(std::move(c));
+  make(std::move(c), true);
+}
+
+RouteDirectory::Runtime* RouteDirectory::leastRecentlyUsed() {
+  Runtime* oldest = nullptr;
+  const auto rank = [](const Runtime& r) {
+    return std::pair{!r.members->members.empty(), r.usedAt};  // without members first
+  };
+  for (auto& r : routes_) {
+    if (r && r->prefix && (!oldest || rank(*r) < rank(*oldest))) {
+      oldest = r.get();
+    }
+  }
+  return oldest;
+}
+
+void RouteDirectory::expire(Clock::time_point now) {
+  {
+    std::lock_guard lock(reportsMutex_);
+    for (auto& r : routes_) {
+      if (r && r->prefix) {
+        if (auto it = usedAt_.find(r->config.name); it != usedAt_.end()) {
+          r->usedAt = std::max(r->usedAt, it->second);
+        }
+      }
+    }
+  }
+  for (auto& r : routes_) {
+    if (!r || !r->prefix) {
+      continue;
+    }
+    if (r->members->members.empty() && now - r->emptySince >= kNegativeLife) {
+      remove(*r, Expiry::negative);
+    } else if (now - r->usedAt >= config_.routeIdleTimeout) {
+      remove(*r, Expiry::idle);
+    }
+  }
+}
+
+void RouteDirectory::remove(Runtime& r, Expiry why) {
+  static constexpr const char* kWhy[] = {"negative", "idle", "evicted"};
+  spdlog::info("event=route_expired route={} reason={} members={}", r.config.name,
+               kWhy[static_cast<int>(why)], r.members->members.size());
+  (why == Expiry::negative ? metrics_.routesExpiredNegative
+   : why == Expiry::idle   ? metrics_.routesExpiredIdle
+                           : metrics_.routesExpiredEvicted)
+      ->Increment();
+  const std::size_t slot = r.info->slot;
+  const auto info = r.info;
+  metrics_.unname(slot, r.config.name);
+  {
+    std::lock_guard lock(reportsMutex_);
+    reports_.erase(r.config.name);
+    usedAt_.erase(r.config.name);
+  }
+  byName_.erase(r.config.name);
+  --prefixRoutes_;
+  // The resolver goes with its session view, which removes its watches from ZooKeeper.
+  routes_[slot].reset();
+  retract_(info);
 }
 
 void RouteDirectory::resolved(Runtime& r, const registry::ServersetSnapshot& s) {
@@ -121,6 +207,9 @@ void RouteDirectory::resolved(Runtime& r, const registry::ServersetSnapshot& s) 
       continue;
     }
     members->members.emplace_back(address, m.endpoint.port);
+  }
+  if (!members->members.empty() || !r.members->members.empty()) {
+    r.emptySince = Clock::now();  // a negative entry's life runs from its last member
   }
   members->resolved = true;
   // A listing that answered while the session was already lost is complete but may be old: it
@@ -148,8 +237,11 @@ void RouteDirectory::setStale(Runtime& r, bool stale) {
 }
 
 void RouteDirectory::report(unsigned worker, const std::string& route,
-                            std::vector<MemberView> views, std::uint64_t ejections) {
+                            std::vector<MemberView> views, std::uint64_t ejections, bool used) {
   std::lock_guard lock(reportsMutex_);
+  if (used) {
+    usedAt_[route] = Clock::now();
+  }
   reports_[route][worker] = Report{std::move(views), ejections};
 }
 
@@ -171,9 +263,14 @@ std::size_t RouteDirectory::ejectedNow(const std::string& route) {
 
 void RouteDirectory::refreshGauges() {
   std::lock_guard lock(reportsMutex_);
+  // Reports of routes that expired after the worker's last one are dropped here.
+  std::erase_if(reports_, [this](const auto& kv) { return !byName_.contains(kv.first); });
+  std::erase_if(usedAt_, [this](const auto& kv) { return !byName_.contains(kv.first); });
   for (const auto& r : routes_) {
-    metrics_.membersEjected->Add({{"route", r->config.name}})
-        .Set(static_cast<double>(ejectedNow(r->config.name)));
+    if (r) {
+      metrics_.membersEjected->Add({{"route", r->config.name}})
+          .Set(static_cast<double>(ejectedNow(r->config.name)));
+    }
   }
 }
 
@@ -181,6 +278,9 @@ std::string RouteDirectory::clientsJson() {
   std::lock_guard lock(reportsMutex_);
   boost::json::array out;
   for (const auto& r : routes_) {
+    if (!r) {
+      continue;
+    }
     boost::json::object route;
     route["route"] = r->config.name;
     route["dest"] = r->config.dest;
@@ -234,6 +334,9 @@ std::string RouteDirectory::clientsJson() {
 void RouteDirectory::addFinagleMetrics(boost::json::object& o) {
   std::lock_guard lock(reportsMutex_);
   for (const auto& r : routes_) {
+    if (!r) {
+      continue;
+    }
     const auto slot = r->info->slot;
     const std::string prefix = "clnt/" + r->config.name + "/";
     uint64_t requests = 0, failures = 0;

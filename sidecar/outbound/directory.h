@@ -5,6 +5,8 @@
 // ZooKeeper, and keeps the last known members while ZooKeeper cannot be read.
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <boost/json/object.hpp>
 #include <functional>
 #include <map>
@@ -23,20 +25,29 @@ namespace sidecar {
 
 class RouteDirectory {
  public:
+  using Clock = std::chrono::steady_clock;
   using Publish =
       std::function<void(std::shared_ptr<const RouteInfo>, std::shared_ptr<const MemberSet>)>;
+  using Retract = std::function<void(std::shared_ptr<const RouteInfo>)>;
+  // A prefix route without members this long is removed (a negative entry's life).
+  static constexpr std::chrono::seconds kNegativeLife{5};
 
   RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
-                 Duration zkSessionTimeout, OutboundMetrics& metrics, Publish publish);
+                 Duration zkSessionTimeout, OutboundMetrics& metrics, Publish publish,
+                 Retract retract);
   ~RouteDirectory();
   // Makes the declared routes, HTTP then Thrift (control thread).
   void start();
   // Makes the route NAME under --route-prefix if it does not exist, else publishes it again
-  // (control thread; workers ask through a post).
+  // (control thread; workers ask through a post). At --max-routes the least recently used prefix
+  // route (one without members first) makes room.
   void ensure(const std::string& name);
-  // A worker's view of a route's members (any thread; once a second per worker).
+  // A worker's view of a route's members (any thread; once a second per worker); used: it had
+  // calls since the last report.
   void report(unsigned worker, const std::string& route, std::vector<MemberView> views,
-              std::uint64_t ejections);
+              std::uint64_t ejections, bool used);
+  // Removes the prefix routes whose life is over (control thread; once a second).
+  void expire(Clock::time_point now);
   // /admin/clients: per route, its destination, members and their state (control thread).
   std::string clientsJson();
   // Finagle's clnt/<route>/... names for /admin/metrics.json (control thread).
@@ -51,8 +62,16 @@ class RouteDirectory {
     std::shared_ptr<const MemberSet> members;
     std::unique_ptr<registry::ServersetResolver> resolver;
     std::size_t malformed = 0;
+    bool prefix = false;                // made from --route-prefix: expires
+    Clock::time_point usedAt{};         // made, or last called (as the workers report)
+    Clock::time_point emptySince{};     // without members since (or made)
   };
-  Runtime& make(RouteConfig config);
+  enum class Expiry { negative, idle, evicted };
+  Runtime& make(RouteConfig config, bool prefix);
+  std::size_t freeSlot();
+  void remove(Runtime& r, Expiry why);
+  Runtime* leastRecentlyUsed();
+  void scheduleSweep();
   void resolved(Runtime& r, const registry::ServersetSnapshot& snapshot);
   void setStale(Runtime& r, bool stale);
   std::size_t ejectedNow(const std::string& route);
@@ -62,9 +81,11 @@ class RouteDirectory {
   Duration zkSessionTimeout_;
   OutboundMetrics& metrics_;
   Publish publish_;
+  Retract retract_;
+  boost::asio::steady_timer sweep_{control_};
   // One ZooKeeper session per ensemble for all routes' resolvers; outlives them (declared first).
   registry::SharedZkSessions sessions_{control_};
-  std::vector<std::unique_ptr<Runtime>> routes_;  // by slot
+  std::vector<std::unique_ptr<Runtime>> routes_;  // by slot; null: free (an expired route's)
   std::map<std::string, std::size_t> byName_;
   std::size_t prefixRoutes_ = 0;
 
@@ -74,6 +95,7 @@ class RouteDirectory {
     std::uint64_t ejections = 0;
   };
   std::map<std::string, std::map<unsigned, Report>> reports_;
+  std::map<std::string, Clock::time_point> usedAt_;  // by route, from the reports
 };
 
 }  // namespace sidecar

@@ -23,12 +23,14 @@ OutboundHandler::Route& OutboundHandler::add(std::shared_ptr<const RouteInfo> in
   const PoolSettings pool{shared_.config.idleTimeout, shared_.limits.upstreamMaxIdle, nullptr,
                           nullptr, nullptr, &idleToMembers_};
   auto name = info->name;
-  return routes_.try_emplace(name, std::move(info), std::move(members), seed, pool).first->second;
+  auto& r = routes_[name];
+  r = std::make_shared<Route>(std::move(info), std::move(members), seed, pool);
+  return *r;
 }
 
 void OutboundHandler::clear() {
   for (auto& [name, r] : routes_) {
-    r.pool.clear();
+    r->pool.clear();
   }
 }
 
@@ -40,8 +42,17 @@ void OutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
                                std::shared_ptr<const MemberSet> members) {
   asio::post(worker_.ioc(), [this, info = std::move(info), members = std::move(members)] {
     auto it = routes_.find(info->name);
-    auto& r = it != routes_.end() ? it->second : add(info, members);
+    auto& r = it != routes_.end() ? *it->second : add(info, members);
     r.update(info, members);
+  });
+}
+
+void OutboundHandler::dropRoute(std::shared_ptr<const RouteInfo> info) {
+  asio::post(worker_.ioc(), [this, info = std::move(info)] {
+    auto it = routes_.find(info->name);
+    if (it != routes_.end() && it->second->info == info) {
+      routes_.erase(it);  // its idle connections close; calls in flight hold it until they end
+    }
   });
 }
 
@@ -51,24 +62,27 @@ void OutboundHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
     // Sessions and idle connections of the old certificate: resuming or reusing them would go
     // on presenting the old identity.
     for (auto& [name, r] : routes_) {
-      r.forgetTls();
+      r->forgetTls();
     }
   });
 }
 
-OutboundHandler::Route* OutboundHandler::route(const std::string& name) {
+std::shared_ptr<OutboundHandler::Route> OutboundHandler::route(const std::string& name,
+                                                                bool mayMake) {
   if (auto it = routes_.find(name); it != routes_.end()) {
-    return &it->second;
+    return it->second;
   }
   const auto& c = shared_.config;
-  if (c.routePrefix.empty() || requested_ >= c.maxRoutes) {
+  // The control thread keeps --max-routes prefix routes, expiring the least recently used; a
+  // worker holds those and at most as many again that it asked for and waits for.
+  const std::size_t most = c.routes.size() + 2 * c.maxRoutes;
+  if (!mayMake || c.routePrefix.empty() || routes_.size() >= most) {
     return nullptr;
   }
-  ++requested_;
   shared_.requestRoute(name);
   // Waits for its members with an empty set; the control thread's answer replaces both.
-  return &add(std::make_shared<RouteInfo>(RouteInfo{name, {}, 0, false}),
-              std::make_shared<MemberSet>());
+  add(std::make_shared<RouteInfo>(RouteInfo{name, {}, 0, false}), std::make_shared<MemberSet>());
+  return routes_[name];
 }
 
 SSL_SESSION* OutboundHandler::Route::session(const tcp::endpoint& e) {
@@ -116,13 +130,15 @@ void OutboundHandler::Route::tick(unsigned worker, const OutboundShared& shared)
     ejectionsSeen = ejected;
   }
   if (shared.report) {
-    shared.report(worker, info->name, balancer.members(std::chrono::steady_clock::now()), ejected);
+    shared.report(worker, info->name, balancer.members(std::chrono::steady_clock::now()), ejected,
+                  calls != callsReported);
+    callsReported = calls;
   }
 }
 
 void OutboundHandler::tick() {
   for (auto& [name, r] : routes_) {
-    r.tick(worker_.index(), shared_);
+    r->tick(worker_.index(), shared_);
   }
 }
 

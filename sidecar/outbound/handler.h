@@ -52,9 +52,10 @@ struct OutboundShared {
   // Asks the control thread for the route NAME (from --route-prefix); thread-safe. The answer
   // comes back through OutboundHandler::setRoute on every worker.
   std::function<void(std::string name)> requestRoute;
-  // Each worker's balancer views, once a second (thread-safe), for /admin/clients and gauges.
+  // Each worker's balancer views, once a second (thread-safe), for /admin/clients and gauges;
+  // used: the route had calls since the last report (a prefix route unused expires).
   std::function<void(unsigned worker, const std::string& route, std::vector<MemberView> views,
-                     std::uint64_t ejections)>
+                     std::uint64_t ejections, bool used)>
       report;
 };
 
@@ -71,6 +72,9 @@ class OutboundHandler final : public ConnectionHandler {
 
   // Thread-safe: a route made or its members changed.
   void setRoute(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members);
+  // Thread-safe: the route the control thread made as info expired. Calls in flight finish on it;
+  // a newer route of the same name (asked for meanwhile) stays.
+  void dropRoute(std::shared_ptr<const RouteInfo> info);
   // Thread-safe: new connections to members use ctx (a rotated certificate).
   void setTls(std::shared_ptr<asio::ssl::context> ctx);
 
@@ -91,6 +95,8 @@ class OutboundHandler final : public ConnectionHandler {
     std::vector<SteadyTimer*> waiters;  // requests waiting for the first resolution
     std::uint64_t ejectionsSeen = 0;
     LogLimiter refusedLog;  // members refused for the identity their certificate carries
+    std::uint64_t calls = 0;          // routed here by this worker (a plain count: one thread)
+    std::uint64_t callsReported = 0;  // as of the last report
     // A TLS session to resume with a member, if one is kept.
     SSL_SESSION* session(const tcp::endpoint& e);
     void keepSession(const tcp::endpoint& e, TlsStream::Session s);
@@ -109,9 +115,10 @@ class OutboundHandler final : public ConnectionHandler {
       return std::hash<std::string>{}(route) ^ (0x9e3779b97f4a7c15ull * (worker + 1));
     }
   };
-  // The route for name, or none; with --route-prefix a missing one is asked for (and returned,
-  // waiting for its members) unless --max-routes are known.
-  Route* route(const std::string& name);
+  // The route for name, or none; with --route-prefix and mayMake a missing one is asked for (and
+  // returned, waiting for its members) unless --max-routes new ones are awaited already. Shared:
+  // a call keeps its route while the control thread expires it.
+  std::shared_ptr<Route> route(const std::string& name, bool mayMake);
   Worker& worker() { return worker_; }
   const OutboundShared& shared() const { return shared_; }
   const std::shared_ptr<asio::ssl::context>& tls() const { return tls_; }
@@ -124,8 +131,7 @@ class OutboundHandler final : public ConnectionHandler {
   Route& add(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members);
 
   std::size_t idleToMembers_ = 0;  // all routes' pools together (declared before them)
-  std::unordered_map<std::string, Route> routes_;
-  std::size_t requested_ = 0;  // prefix routes asked for
+  std::unordered_map<std::string, std::shared_ptr<Route>> routes_;
   std::array<LogLimiter, static_cast<unsigned>(OutboundLogEvent::count)> logLimiters_{};
 };
 

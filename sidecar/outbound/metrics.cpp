@@ -64,12 +64,50 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
                        "(those refused by --max-routes included).")
                  .Register(r)
                  .Add({});
+  badHost = &prometheus::BuildCounter()
+                 .Name("sidecar_outbound_bad_host_total")
+                 .Help("Outbound requests answered 400 because their Host is missing or names no "
+                       "service (an empty label, say).")
+                 .Register(r)
+                 .Add({});
   routesRefused = &prometheus::BuildCounter()
                        .Name("sidecar_outbound_routes_refused_total")
                        .Help("Outbound requests answered 404 because --route-prefix would have "
-                             "made a route for their Host but --max-routes routes exist.")
+                             "made a route for their Host but the worker already waits for "
+                             "--max-routes new ones.")
                        .Register(r)
                        .Add({});
+  auto& expired = prometheus::BuildCounter()
+                      .Name("sidecar_outbound_routes_expired_total")
+                      .Help("Routes made from --route-prefix that were removed (their resolvers "
+                            "closed, their watches ignored), by reason: negative (no member for 5 "
+                            "s), idle "
+                            "(unused for --route-idle-timeout), evicted (the least recently used, "
+                            "to make room at --max-routes).")
+                      .Register(r);
+  routesExpiredNegative = &expired.Add({{"reason", "negative"}});
+  routesExpiredIdle = &expired.Add({{"reason", "idle"}});
+  routesExpiredEvicted = &expired.Add({{"reason", "evicted"}});
+}
+
+void OutboundMetrics::unname(std::size_t slot, const std::string& route) {
+  for (std::size_t c = 0; c < kClasses; ++c) {
+    requests.hide(slot * kClasses + c);
+    requests.reset(slot * kClasses + c);
+  }
+  for (std::size_t reason = 0; reason < kHandshakeReasons; ++reason) {
+    handshakeFailures.hide(slot * kHandshakeReasons + reason);
+    handshakeFailures.reset(slot * kHandshakeReasons + reason);
+  }
+  for (auto* c : {&retries, &budgetExhausted, &ejections, &noMembers, &connects}) {
+    c->hide(slot);
+    c->reset(slot);
+  }
+  requestDuration.hide(slot);
+  requestDuration.reset(slot);
+  for (auto* family : {members, membersEjected, stale}) {
+    family->Remove(&family->Add({{"route", route}}));
+  }
 }
 
 void OutboundMetrics::name(std::size_t slot, const std::string& route) {

@@ -41,10 +41,19 @@ struct OutboundMetrics {
   prometheus::Family<prometheus::Gauge>* membersEjected;
   prometheus::Family<prometheus::Gauge>* stale;
   prometheus::Counter* noRoute;  // answered 404
+  prometheus::Counter* badHost;  // answered 400: no Host, or one that is no name
   prometheus::Counter* routesRefused;  // answered 404: a prefix route beyond --max-routes
+  // Prefix routes removed: without members for 5 s, unused for --route-idle-timeout, or the least
+  // recently used when a new one needed the place.
+  prometheus::Counter* routesExpiredNegative;
+  prometheus::Counter* routesExpiredIdle;
+  prometheus::Counter* routesExpiredEvicted;
 
   // Shows the slot's series, labelled with the route's name (control thread).
   void name(std::size_t slot, const std::string& route);
+  // Hides the slot's series and removes the route's gauges (control thread); the slot's counts
+  // start from zero when name() gives it to another route.
+  void unname(std::size_t slot, const std::string& route);
   static std::size_t requestSeries(std::size_t slot, unsigned status) {
     unsigned cls = status / 100;
     return slot * kClasses + (cls >= 1 && cls <= 5 ? cls - 1 : 4);

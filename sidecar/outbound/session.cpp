@@ -142,14 +142,31 @@ class OutboundSession final : public TrackedSession {
       }
     }
     const auto host = msg.find(http::field::host);
-    const std::string name = host == msg.end() ? std::string{} : serviceName(host->value());
-    if (why.empty() && name.empty()) {
-      why = "no Host naming a service";
+    const std::string_view hostValue =
+        host == msg.end() ? std::string_view{}
+                          : std::string_view(host->value().data(), host->value().size());
+    // An address names no service: it is looked up among the routes made (a --route may be
+    // named so), never made from --route-prefix (as Envoy, which has no virtual host for it: 404).
+    const bool address = hostIsAddress(hostValue);
+    const std::string name = address ? addressName(hostValue) : serviceName(hostValue);
+    std::string_view answer;  // a 400 that says what is wrong with the Host
+    if (host == msg.end()) {
+      why = why.empty() ? "no Host header" : why;  // HTTP/1.1's check says so already
+      answer = "missing Host header: it names the service to call\n";
+    } else if (why.empty() && name.empty() && !address) {
+      why = "Host is not a service name";
+      answer = "Host is not a service name (letters, digits, '.', '-', '_', no empty label)\n";
+    }
+    if (!answer.empty()) {
+      shared_.metrics->badHost->Increment();
     }
     if (!why.empty()) {
       logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
                "event=bad_request direction=outbound status=400 reason=\"{}\"", why);
-      co_await reply(localReplyBytes(400));
+      // Made before the co_await: GCC 12 destroyed a conditional's temporary there twice.
+      std::string bytes = answer.empty() ? std::string(localReplyBytes(400))
+                                         : replyNaming(400, std::string(answer));
+      co_await reply(bytes);
       co_return false;
     }
     if (auto expect = msg.find(http::field::expect); expect != msg.end()) {
@@ -168,7 +185,7 @@ class OutboundSession final : public TrackedSession {
       }
     }
 
-    auto* route = handler_.route(name);
+    const auto route = handler_.route(name, !address);
     if (route && !route->members->resolved && !route->info->refused) {
       co_await awaitResolution(*route);
     }
@@ -182,12 +199,20 @@ class OutboundSession final : public TrackedSession {
     }
     if (!route || route->info->refused) {
       shared_.metrics->noRoute->Increment();
+      if (address) {
+        logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
+                 "event=no_route direction=outbound service={} reason=address", name);
+        logAccess(name, 404, start, nullptr, ExchangeResult{});
+        co_await reply(replyNaming(
+            404, "no route to service " + name + " (an address is not a service name)\n"));
+        co_return false;
+      }
       if (shared_.config.routePrefix.empty()) {
         logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
                  "event=no_route direction=outbound service={}", name);
       } else {
-        // The prefix would route any name: --max-routes stopped it. Counted here, per call,
-        // whether this worker or the control thread found the limit reached.
+        // The prefix would route any name: this worker already waits for --max-routes new
+        // routes (a burst faster than the control thread answers). Counted per call.
         shared_.metrics->routesRefused->Increment();
         logEvent(OutboundLogEvent::noRoute, spdlog::level::warn,
                  "event=route_refused direction=outbound service={} reason=max_routes limit={}",
@@ -197,6 +222,7 @@ class OutboundSession final : public TrackedSession {
       co_await reply(replyNaming(404, "no route to service " + name + "\n"));
       co_return false;
     }
+    ++route->calls;
     const std::size_t slot = route->info->slot;
     const ExchangeRequest info{msg.keep_alive(), msg.version(), msg.method() == http::verb::head,
                                &worker_.drainingFlag()};
@@ -353,6 +379,9 @@ class OutboundSession final : public TrackedSession {
   // One member's side of an exchange: this worker's pool of TLS connections to it, or a new one.
   struct MemberLink {
     using stream_type = TlsStream;
+    // A member that reset a pooled connection may have read the request: the call's retry loop
+    // sends it to another member, never again to this one.
+    static constexpr bool kReplayStale = false;
     OutboundSession& s;
     OutboundHandler::Route& route;
     const tcp::endpoint& endpoint;

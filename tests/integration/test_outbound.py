@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -115,6 +116,47 @@ class TlsMember:
                 tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
         except OSError:
             pass
+
+
+class KeepAliveTlsMember(TlsMember):
+    """A TlsMember that keeps its connections: the first request on each is answered (keep-alive),
+    a later one whose path starts with /reset is read and the connection reset (SO_LINGER 0), as
+    a member that restarts or drops idle connections does. `delivered` counts each path received,
+    `open` the connections still open."""
+
+    def __init__(self, certs):
+        self.delivered = Counter()
+        self.open = 0
+        self.lock = threading.Lock()
+        super().__init__(certs)
+
+    def _serve(self, conn):
+        with self.lock:
+            self.open += 1
+        try:
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                data, served = b"", 0
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        chunk = tls.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    path = head.split(b" ", 2)[1].decode()
+                    with self.lock:
+                        self.delivered[path] += 1
+                    if served > 0 and path.startswith("/reset"):
+                        tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+                        return
+                    served += 1
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.open -= 1
 
 
 class Load:
@@ -833,16 +875,18 @@ class OutboundTest(SidecarTestCase):
         # A second name under the prefix with no serverset: a route, without members.
         self.assertEqual(self.outbound_call(caller.outbound, "beta")[:2],
                          (503, b"no usable member of service beta\n"))
-        # Beyond --max-routes: no route, each call counted whichever worker took it.
-        refused = ["gamma", "delta", "epsilon", "zeta", "eta", "theta"]
-        for name in refused:
+        # Beyond --max-routes each new name replaces the least recently used route, one without
+        # members first (issue 25: it was a 404 until restart): alpha, which has a member, stays.
+        later = ["gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+        for name in later:
             self.assertEqual(self.outbound_call(caller.outbound, name)[:2],
-                             (404, f"no route to service {name}\n".encode()))
-        self.assertEqual(self.metric(caller, "sidecar_outbound_routes_refused_total"),
-                         len(refused))
-        self.assertEqual(self.metric(caller, "sidecar_outbound_no_route_total"), len(refused))
-        self.assertEqual(sorted(self.clients(caller)), ["alpha", "beta"])
-        self.assertIn("event=route_refused direction=outbound service=gamma", caller.output())
+                             (503, f"no usable member of service {name}\n".encode()))
+        self.assertEqual(self.metric(caller, "sidecar_outbound_routes_expired_total",
+                                     reason="evicted"), len(later))
+        self.assertEqual(self.metric(caller, "sidecar_outbound_routes_refused_total"), 0)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_no_route_total"), 0)
+        self.assertEqual(sorted(self.clients(caller)), ["alpha", "theta"])
+        self.assertIn("event=route_expired route=beta reason=evicted", caller.output())
         # The route made stays: a later call is served without asking again.
         self.assertEqual(self.outbound_call(caller.outbound, "alpha", "/call")[0], 200)
 
@@ -1051,6 +1095,118 @@ class OutboundTest(SidecarTestCase):
         names = raw("/headers", forged).lower().splitlines()
         self.assertEqual(names.count("x-forwarded-client-cert"), 1, names)
         self.assertNotIn("x_forwarded_client_cert", names)
+
+
+    # --- issue 25: nothing crosses, nothing starves -------------------------------------------
+
+    def test_a_get_reset_on_a_pooled_connection_reaches_each_member_at_most_once(self):
+        # Item 7: the member reads the GET on a pooled connection, then resets it. It was sent
+        # again to the same member on a new connection, then to the next: one GET reached 2
+        # members 4 times. Now each member gets it at most once (docs/outbound.md).
+        members = [KeepAliveTlsMember(self.certs) for _ in range(2)]
+        for m in members:
+            self.addCleanup(m.close)
+        caller = self.start_outbound_sidecar(
+            "--workers", "1",
+            "--route", "svc=static!" + ",".join(f"127.0.0.1:{m.port}" for m in members))
+        # Both members used, so that each has a connection in the worker's pool.
+        for _ in range(20):
+            Load(caller.outbound, "svc", threads=4, total=8, path="/warm").run()
+            if all(m.open > 0 for m in members):
+                break
+        self.assertTrue(all(m.open > 0 for m in members), [m.delivered for m in members])
+        for k in range(3):
+            path = f"/reset?call={k}"
+            status, body, _ = self.outbound_call(caller.outbound, "svc", path)
+            self.assertIn(status, (200, 502), body)
+            got = [m.delivered[path] for m in members]
+            self.assertTrue(all(n <= 1 for n in got), f"call {k}: deliveries per member {got}")
+            self.assertGreaterEqual(sum(got), 1)
+
+    @staticmethod
+    def zk_watch_count(zk):
+        """The watches the ZooKeeper server holds now, of every session (mntr's zk_watch_count)."""
+        with socket.create_connection(("127.0.0.1", zk.port), timeout=10) as s:
+            s.sendall(b"mntr")
+            text = b""
+            while chunk := s.recv(65536):
+                text += chunk
+        for line in text.decode().splitlines():
+            key, _, value = line.partition("\t")
+            if key == "zk_watch_count":
+                return int(value)
+        raise AssertionError(f"no zk_watch_count in mntr: {text[:300]!r}")
+
+    def test_names_that_do_not_exist_never_keep_out_one_that_does(self):
+        # Item 6: 100 names that do not exist (typos, or a Host that is an address) filled the
+        # prefix route table for good: the announced pinghelp then got 404 until restart, and
+        # ZooKeeper held a watch for each of them.
+        zk = self.start_zookeeper()  # its own: the watch count is this test's alone
+        prefix = f"/discovery/{self._testMethodName}"
+        svc = self.service()
+        self.start_member(zk, f"{prefix}/pinghelp", svc.port)
+        caller = self.start_outbound_sidecar(
+            "--zk", f"127.0.0.1:{zk.port}", "--route-prefix", prefix, "--max-routes", "5",
+            "--route-idle-timeout", "8s")
+        watches = self.zk_watch_count(zk)  # the member's own
+        for i in range(5):
+            self.assertEqual(self.outbound_call(caller.outbound, f"typo{i}")[:2],
+                             (503, f"no usable member of service typo{i}\n".encode()))
+        # Each waits for its serverset to appear (an exists watch, set after the listing).
+        wait_for(lambda: self.zk_watch_count(zk) >= watches + 5, timeout=10 * SLOW,
+                 what="a watch per name")
+        # An address is no service name: no route is made for it.
+        self.assertEqual(self.outbound_call(caller.outbound, "127.0.0.1:8080")[:2],
+                         (404, b"no route to service 127.0.0.1 (an address is not a service name)\n"))
+        self.assertEqual(self.outbound_call(caller.outbound, "[::1]:8080")[:2],
+                         (404, b"no route to service [::1] (an address is not a service name)\n"))
+        self.assertNotIn("127.0.0.1", self.clients(caller))
+        # The table is full of names without members: the least recently used makes room.
+        status, body, _ = self.outbound_call(caller.outbound, "pinghelp", "/call")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(svc.calls(), 1)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_routes_expired_total",
+                                     reason="evicted"), 1)
+        # A missing Host, or one with an empty label, gets a 400 that names the header.
+        for version in (b"1.0", b"1.1"):
+            with socket.create_connection(("127.0.0.1", caller.outbound), timeout=10) as s:
+                s.sendall(b"GET /call HTTP/" + version + b"\r\n\r\n")
+                got = b""
+                while chunk := s.recv(65536):
+                    got += chunk
+            self.assertTrue(got.startswith(b"HTTP/1.1 400 "), got)
+            self.assertTrue(got.endswith(b"missing Host header: it names the service to call\n"),
+                            got)
+        status, body, _ = self.outbound_call(caller.outbound, "pinghelp..")
+        self.assertEqual(status, 400)
+        self.assertIn(b"Host is not a service name", body)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_bad_host_total"), 3)
+        # Names without members live 5 s.
+        wait_for(lambda: not any(n.startswith("typo") for n in self.clients(caller)),
+                 timeout=15 * SLOW, what="the routes without members expired")
+        self.assertEqual(self.metric(caller, "sidecar_outbound_routes_expired_total",
+                                     reason="negative"), 4)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_members", route="typo1"), 0)
+        # Debian 12's ZooKeeper client cannot remove a watch safely (zk_session.cpp): an expired
+        # route's watch stays until it fires, and then reaches no one.
+        left = self.zk_watch_count(zk)
+        for i in range(1, 5):
+            self.assertEqual(self.zkctl(zk.port, "create", f"{prefix}/typo{i}", "").returncode, 0)
+        wait_for(lambda: self.zk_watch_count(zk) <= left - 4, timeout=10 * SLOW,
+                 what="the expired routes' watches fired")
+        time.sleep(0.5)
+        self.assertFalse(any(n.startswith("typo") for n in self.clients(caller)))
+        self.assertNotIn("route_members route=typo1", caller.output().split("route_expired")[-1])
+        # An unused route expires after --route-idle-timeout; with the last one goes the
+        # ZooKeeper session, and every watch of the caller with it. The next call makes it again.
+        wait_for(lambda: "pinghelp" not in self.clients(caller), timeout=15 * SLOW,
+                 what="the unused route expired")
+        self.assertEqual(self.metric(caller, "sidecar_outbound_routes_expired_total",
+                                     reason="idle"), 1)
+        wait_for(lambda: self.zk_watch_count(zk) == watches, timeout=10 * SLOW,
+                 what=f"ZooKeeper back to {watches} watches")
+        self.assertEqual(self.outbound_call(caller.outbound, "pinghelp", "/call")[0], 200)
+        self.assertEqual(svc.calls(), 2)
 
 
 if __name__ == "__main__":

@@ -552,3 +552,61 @@ TEST_CASE("SIDECAR_THRIFT_ROUTE: routes split at a comma followed by HOST:PORT="
   REQUIRE(cli.config->outbound->thriftRoutes.size() == 1);
   CHECK(cli.config->outbound->thriftRoutes[0].route.name == "thrift:9200");
 }
+
+// Issue 25, item 9: drifts between what the flags accept and what the mesh can use.
+TEST_CASE("outbound values are range-checked whether outbound is on or not") {
+  refused(parse({"--max-routes", "0"}), "--max-routes: '0' is not a whole number from 1 to 10000");
+  refused(parse({"--max-routes", "4294967297"}),
+          "--max-routes: '4294967297' is not a whole number from 1 to 10000");
+  refused(parse({"--outbound-timeout", "0ms"}),
+          "--outbound-timeout: '0ms' is too short (at least 1ms)");
+  refused(parse({"--route-idle-timeout", "soon"}),
+          "--route-idle-timeout: 'soon' is not a duration (use e.g. 250ms, 5s, 1m)");
+  auto on = parse({"--outbound-listen", "127.0.0.1:0", "--max-routes", "4294967297"});
+  CHECK_FALSE(on.config);
+  CHECK(on.message.find("--max-routes") != std::string::npos);
+  auto d = parse({"--outbound-listen", "127.0.0.1:0", "--route", "a=static!10.0.0.1:1"});
+  REQUIRE(d.config);
+  CHECK(d.config->outbound->routeIdleTimeout == Duration(600'000));
+}
+
+TEST_CASE("--route-prefix / and ZooKeeper's own subtree are refused") {
+  const std::vector<std::string> on{"--outbound-listen", "127.0.0.1:0", "--zk", "127.0.0.1:2181"};
+  auto with = [&](std::vector<std::string> more) {
+    auto args = on;
+    args.insert(args.end(), more.begin(), more.end());
+    return parse(args);
+  };
+  refused(with({"--route-prefix", "/"}),
+          "--route-prefix: '/' is not an absolute ZooKeeper path like /discovery/prod");
+  refused(with({"--route-prefix", "/zookeeper"}),
+          "--route-prefix: '/zookeeper' is ZooKeeper's own subtree, not where services are "
+          "announced");
+  for (const char* route : {"q=/zookeeper/quota", "q=zk2!127.0.0.1:2181!/zookeeper",
+                            "q=/zookeeper"}) {
+    auto r = with({"--route", route});
+    CHECK_FALSE(r.config);
+    CHECK_MESSAGE(r.message.find("ZooKeeper's own subtree") != std::string::npos, r.message);
+  }
+  CHECK(with({"--route-prefix", "/zookeeperish"}).config);
+  CHECK(with({"--route", "q=/zookeeper-services/q"}).config);
+}
+
+TEST_CASE("a Host names a service by DNS's rules: one trailing dot, no empty label") {
+  CHECK(serviceName("pinghelp") == "pinghelp");
+  CHECK(serviceName("PingHelp.:4140") == "pinghelp");
+  CHECK(serviceName("pinghelp..").empty());
+  CHECK(serviceName("a..b").empty());
+  CHECK(serviceName(".a").empty());
+  CHECK(serviceName("a.b.c") == "a.b.c");
+  CHECK(serviceName("[::1]:80").empty());
+  CHECK(hostIsAddress("127.0.0.1"));
+  CHECK(hostIsAddress("127.0.0.1:8080"));
+  CHECK(hostIsAddress("[::1]:80"));
+  CHECK(hostIsAddress("[fe80::1]"));
+  CHECK_FALSE(hostIsAddress("pinghelp"));
+  CHECK_FALSE(hostIsAddress("a1.b2:80"));
+  auto dots = parse({"--outbound-listen", "127.0.0.1:0", "--route", "a..b=static!10.0.0.1:1"});
+  CHECK_FALSE(dots.config);
+  CHECK(dots.message.find("is not a service name") != std::string::npos);
+}

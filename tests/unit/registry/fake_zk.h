@@ -96,6 +96,16 @@ class FakeZk {
   }
 
   int opened() const { return opened_; }
+  // Watches the server holds now, of every session (ZooKeeper's zk_watch_count).
+  std::size_t watchCount() const {
+    std::size_t n = 0;
+    for (const auto* m : {&existsWatches_, &childWatches_}) {
+      for (const auto& [p, set] : *m) {
+        n += set.size();
+      }
+    }
+    return n;
+  }
   int64_t newestId() const { return lastId_; }
   std::vector<std::string> calls;  // "create /a", in the order made
   ZkSessionOptions lastOptions;
@@ -179,6 +189,11 @@ class FakeZk {
         }
         return {ZkError::Ok, zk_.node(path).data};
       });
+    }
+    void removeWatches(const std::string& path) override {
+      zk_.calls.push_back("removeWatches " + path);
+      zk_.existsWatches_[path].erase(this);
+      zk_.childWatches_[path].erase(this);
     }
     void children(const std::string& path, bool watch,
                   std::function<void(ZkError, std::vector<std::string>)> done) override {

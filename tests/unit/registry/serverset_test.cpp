@@ -40,6 +40,10 @@ TEST_CASE("decoding is lenient about spacing and order, strict about types") {
   CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":80}})").instance);
   CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":70000},"status":"ALIVE"})").instance);
   CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":)").instance);
+  // Port 0 is no one's (issue 25, item 9): malformed, counted as such, never shown alive.
+  auto zero = decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":0},"status":"ALIVE"})");
+  CHECK_FALSE(zero.instance);
+  CHECK(zero.error.find("port from 1 to 65535") != std::string::npos);
   CHECK_FALSE(decodeServiceInstance("[]").instance);
   auto dead = decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":80},"status":"DEAD"})");
   REQUIRE(dead.instance);

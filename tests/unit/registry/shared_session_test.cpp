@@ -129,3 +129,40 @@ TEST_CASE("the shared session closes with its last resolver; nothing is called b
   settle(f.ioc);
   CHECK(f.sessions.open() == 0);
 }
+
+// Issue 25, item 6: a route that expires takes its watches with it; they were left on the shared
+// session (111 watches held for 100 names that did not exist).
+TEST_CASE("a resolver that goes removes its watches from the shared session, not another's") {
+  Fixture f;
+  f.make("/d/a");
+  f.make("/d/nowhere");  // no such serverset: an exists watch waits for it
+  auto& twin = f.resolvers["/d/b"];
+  f.make("/d/b");
+  f.zk.connect();
+  settle(f.ioc);
+  const auto before = f.zk.watchCount();
+  CHECK(before == 3);
+  f.resolvers["/d/nowhere"].reset();
+  settle(f.ioc);
+  CHECK(f.zk.watchCount() == before - 1);
+  CHECK(std::count(f.zk.calls.begin(), f.zk.calls.end(), "removeWatches /d/nowhere") == 1);
+  // Two readers of one path: the first to go leaves the watch to the other.
+  ResolverOptions options;
+  options.connect = f.sessions.factory();
+  int updates = 0;
+  std::optional<ServersetResolver> second;
+  second.emplace(f.ioc, ServersetAddress{"zk1:2181", "/d/b", std::nullopt, ""}, options,
+                 [&](const ServersetSnapshot&) { ++updates; });
+  second->start();
+  settle(f.ioc);
+  twin.reset();
+  settle(f.ioc);
+  CHECK(std::count(f.zk.calls.begin(), f.zk.calls.end(), "removeWatches /d/b") == 0);
+  const int seen = updates;
+  f.zk.put("/d/b/member_0000000003", memberData("10.0.0.3", 3));
+  settle(f.ioc);
+  CHECK(updates == seen + 1);
+  second.reset();
+  settle(f.ioc);
+  CHECK(std::count(f.zk.calls.begin(), f.zk.calls.end(), "removeWatches /d/b") == 1);
+}
