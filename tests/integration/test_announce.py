@@ -224,14 +224,18 @@ class AnnounceTest(SidecarTestCase):
         self.assertEqual(len(self.members(zk2.port, PATH)), 1)
         self.assertEqual(self.announcer(sc)["member"], f"{PATH}/{self.members(zk2.port, PATH)[0]}")
 
+    def digest_files(self):
+        """Two --zk-auth-file files: the same user with the right and with another password."""
+        good, bad = os.path.join(self.tmp, "zk-good"), os.path.join(self.tmp, "zk-bad")
+        for path, password in ((good, "s3cret"), (bad, "wrong")):
+            with open(path, "w") as f:
+                f.write(f"sidecar:{password}\n")
+        return good, bad
+
     def test_digest_auth_acl_and_a_wrong_password(self):
         zk = self.start_zookeeper()
         ph = self.start_pinghelp()
-        good, bad = os.path.join(self.tmp, "zk-good"), os.path.join(self.tmp, "zk-bad")
-        with open(good, "w") as f:
-            f.write("sidecar:s3cret\n")
-        with open(bad, "w") as f:
-            f.write("sidecar:wrong\n")
+        good, bad = self.digest_files()
         sc = self.announced_sidecar(zk, ph.port, "--zk-auth-file", good)
         [member] = self.members(zk.port, PATH)
         acl = self.zkctl(zk.port, "getacl", f"{PATH}/{member}").stdout.split()
@@ -249,11 +253,7 @@ class AnnounceTest(SidecarTestCase):
     def test_creator_all_parents_lock_out_other_credentials(self):
         zk = self.start_zookeeper()
         ph = self.start_pinghelp()
-        good, bad = os.path.join(self.tmp, "zk-good"), os.path.join(self.tmp, "zk-bad")
-        with open(good, "w") as f:
-            f.write("sidecar:s3cret\n")
-        with open(bad, "w") as f:
-            f.write("sidecar:wrong\n")
+        good, bad = self.digest_files()
         self.announced_sidecar(zk, ph.port, "--zk-auth-file", good, "--zk-parent-acl", "creator-all")
         acl = self.zkctl(zk.port, "getacl", PATH).stdout.split()
         self.assertIn("world:anyone:1", acl)
