@@ -110,6 +110,14 @@ void OutboundHandler::Route::keepSession(const tcp::endpoint& e, TlsStream::Sess
   sessions.emplace_back(e, std::move(s));
 }
 
+awaitable<void> OutboundHandler::Route::awaitResolution(asio::io_context& ioc, Duration timeout) {
+  SteadyTimer timer(ioc);
+  timer.expires_after(timeout);
+  waiters.push_back(&timer);
+  co_await timer.async_wait(useTuple);
+  std::erase(waiters, &timer);
+}
+
 void OutboundHandler::Route::update(std::shared_ptr<const RouteInfo> i,
                                     std::shared_ptr<const MemberSet> m) {
   info = std::move(i);

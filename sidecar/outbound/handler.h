@@ -103,6 +103,9 @@ class OutboundHandler final : public ConnectionHandler {
     // The control thread's new view of the route: its members go to the balancer, and calls
     // waiting for the first resolution go on.
     void update(std::shared_ptr<const RouteInfo> i, std::shared_ptr<const MemberSet> m);
+    // A route made on first use has no members until its resolver first answers: a call waits
+    // for that (and only that call), up to timeout (--resolve-timeout). Every protocol's.
+    awaitable<void> awaitResolution(asio::io_context& ioc, Duration timeout);
     // Once a second: the pool swept, new ejections counted, the balancer's view reported.
     void tick(unsigned worker, const OutboundShared& shared);
     // A new certificate: connections and sessions of the old one are not used again.

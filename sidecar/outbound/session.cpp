@@ -17,6 +17,7 @@
 #include "http/rewrite.h"
 #include "outbound/handler.h"
 #include "outbound/member.h"
+#include "upstream/call_policy.h"
 
 namespace sidecar {
 
@@ -33,6 +34,37 @@ std::string replyNaming(unsigned status, const std::string& text) {
   return "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason) +
          "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(text.size()) +
          "\r\nConnection: close\r\n\r\n" + text;
+}
+
+// Whether an exchange's end counts for the member (failure accrual, EWMA): its answers below 500
+// do, and so do the caller's own failures, which are no fault of the member's.
+bool memberAnswered(const ExchangeResult& r) {
+  return r.failure == Failure::none ? r.status < 500
+                                    : r.failure == Failure::callerGone ||
+                                          r.failure == Failure::requestBroken ||
+                                          r.failure == Failure::requestTooLarge ||
+                                          r.failure == Failure::requestMalformed;
+}
+
+// An exchange's end in the call policy's terms. Nothing of the request reached the member
+// (connect or handshake failed), or the member closed before answering an idempotent request we
+// still hold whole: another member may take it. A refused answer was decided on with the next
+// member picked and the budget drawn (MemberLink::refuseAnswer).
+AttemptEnd attemptEnd(const ExchangeResult& r, bool hasBody, http::verb method) {
+  switch (r.failure) {
+    case Failure::connect:
+      return AttemptEnd::notSent;
+    case Failure::answerRefused:
+      return AttemptEnd::refused;
+    case Failure::upstream:
+      return r.localStatus == 502 && !hasBody && exchange_detail::isIdempotent(method)
+                 ? AttemptEnd::closedEarly
+                 : AttemptEnd::failed;
+    case Failure::none:
+      return AttemptEnd::answered;
+    default:
+      return AttemptEnd::failed;
+  }
 }
 
 class OutboundSession final : public TrackedSession {
@@ -187,7 +219,7 @@ class OutboundSession final : public TrackedSession {
 
     const auto route = handler_.route(name, !address);
     if (route && !route->members->resolved && !route->info->refused) {
-      co_await awaitResolution(*route);
+      co_await route->awaitResolution(worker_.ioc(), shared_.config.resolveTimeout);
     }
     if (route && !route->members->resolved && !route->info->refused) {
       // No answer from ZooKeeper in time for a route made on first use.
@@ -229,28 +261,16 @@ class OutboundSession final : public TrackedSession {
     const auto method = msg.method();
     const bool hasBody = !req.is_done();
     rewriteOutboundRequestHead(msg.base());
-    route->budget.deposit(Clock::now());
-
     LazyRelayBuffer relay(worker_);
     const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.config.timeout};
-    // Each member is tried once per request, at most kMaxAttempts members.
-    static constexpr std::size_t kMaxAttempts = 5;
-    // The members this call was sent to, in order: on the stack, no allocation per call.
-    std::array<tcp::endpoint, kMaxAttempts> triedAt;
-    std::size_t triedCount = 0;
-    const auto tried = [&] { return std::span<const tcp::endpoint>(triedAt.data(), triedCount); };
+    // The call's time starts here: retries share it, each gets what is left (upstream/call_policy.h).
+    CallAttempts call(route->budget, Clock::now(), shared_.config.timeout);
     ExchangeResult r;
     tcp::endpoint member;
-    std::optional<tcp::endpoint> next;  // a retry's member, chosen when an answer was refused
-    // The call's time, from its first pick: retries share it, each gets what is left.
-    Clock::time_point deadline{};
     for (;;) {
       const auto now = Clock::now();
-      // Never a member this request has failed on: with three members of which two are dead,
-      // the third is the one to try, not the first again.
-      auto picked = next ? next : route->balancer.pick(now, tried());
-      next.reset();
-      if (picked && std::ranges::find(tried(), *picked) != tried().end()) {
+      auto picked = call.pick(route->balancer, now);
+      if (!picked && call.exhausted()) {
         break;  // every member it could pick has failed this request already: r stands
       }
       if (!picked) {
@@ -261,43 +281,39 @@ class OutboundSession final : public TrackedSession {
         co_await reply(replyNaming(503, "no usable member of service " + name + "\n"));
         co_return false;
       }
-      if (triedCount == 0) {
-        deadline = now + shared_.config.timeout;
-      }
       member = *picked;
+      call.begin(member);  // excluded from the pick refuseAnswer makes
       route->balancer.started(member, now);
-      const auto left = std::max<Duration>(std::chrono::duration_cast<Duration>(deadline - now),
-                                            Duration(1));
+      const auto left = call.left(now);
       ExchangeLimits attempt = limits;
       attempt.upstreamTimeout = std::min(limits.upstreamTimeout, left);
-      triedAt[triedCount] = member;  // excluded from the pick refuseAnswer makes
       MemberLink link{.s = *this,
                       .route = *route,
                       .endpoint = member,
                       .connectTimeout = std::min(shared_.config.connectTimeout, left),
-                      .deadline = deadline,
-                      .exclude = std::span<const tcp::endpoint>(triedAt.data(), triedCount + 1),
-                      .mayRetry = triedCount + 1 < kMaxAttempts,
+                      .deadline = call.deadline(),
+                      .exclude = call.tried(),
+                      .mayRetry = call.attemptLeft(),
                       .next = std::nullopt};
       r = co_await runExchange(caller_, req, info, link, relay,
                                ExchangeBuffers{buffer_, upBuffer_, out_}, attempt);
-      const bool memberOk = r.failure == Failure::none ? r.status < 500
-                            : r.failure == Failure::callerGone ||
-                                  r.failure == Failure::requestBroken ||
-                                  r.failure == Failure::requestTooLarge ||
-                                  r.failure == Failure::requestMalformed;
       const auto done = Clock::now();
-      route->balancer.finished(member, done, done - now, memberOk);
-      // Nothing of the request reached the member (connect or handshake failed), or the member
-      // closed before answering an idempotent request we still hold whole: another member may
-      // take it, within the route's retry budget and the call's time. (A refused answer was
-      // decided on with the next member picked and the budget drawn: see refuseAnswer.)
-      const bool retryable =
-          r.failure == Failure::connect || r.failure == Failure::answerRefused ||
-          (r.failure == Failure::upstream && r.localStatus == 502 && !hasBody &&
-           exchange_detail::isIdempotent(method));
-      ++triedCount;
-      if (!retryable || triedCount >= kMaxAttempts || triedCount >= route->balancer.size()) {
+      route->balancer.finished(member, done, done - now, memberAnswered(r));
+      const auto step =
+          call.after(attemptEnd(r, hasBody, method), route->balancer.size(), done, link.next);
+      if (step == CallStep::done) {
+        break;
+      }
+      if (step == CallStep::outOfTime) {
+        // Connects that failed slowly used the call's time up: it ends at --outbound-timeout,
+        // as a call to one slow member does.
+        r.failure = Failure::upstream;
+        r.ec = beast::error::timeout;
+        r.localStatus = 504;
+        break;
+      }
+      if (step == CallStep::outOfBudget) {
+        m_.budgetExhausted.add(shard_, slot);
         break;
       }
       logEvent(OutboundLogEvent::memberFailed, spdlog::level::warn,
@@ -305,19 +321,6 @@ class OutboundSession final : public TrackedSession {
                endpointText(member),
                r.failure == Failure::answerRefused ? "answered " + std::to_string(r.localStatus)
                                                    : r.ec.message());
-      if (r.failure == Failure::answerRefused) {
-        next = link.next;
-      } else if (Clock::now() >= deadline) {
-        // Connects that failed slowly used the call's time up: it ends at --outbound-timeout,
-        // as a call to one slow member does.
-        r.failure = Failure::upstream;
-        r.ec = beast::error::timeout;
-        r.localStatus = 504;
-        break;
-      } else if (!route->budget.tryWithdraw(Clock::now())) {
-        m_.budgetExhausted.add(shard_, slot);
-        break;
-      }
       m_.retries.add(shard_, slot);
     }
     if (r.localStatus) {
@@ -364,16 +367,6 @@ class OutboundSession final : public TrackedSession {
         "duration_us={}",
         route, member ? endpointText(*member) : std::string("-"), status, r.requestBytes,
         r.responseBytes, static_cast<int64_t>(micros));
-  }
-
-  // A route made on first use has no members until its resolver first answers: this request
-  // waits for that (and only this request), up to the resolve timeout.
-  awaitable<void> awaitResolution(OutboundHandler::Route& route) {
-    SteadyTimer timer(worker_.ioc());
-    timer.expires_after(shared_.config.resolveTimeout);
-    route.waiters.push_back(&timer);
-    co_await timer.async_wait(useTuple);
-    std::erase(route.waiters, &timer);
   }
 
   // One member's side of an exchange: this worker's pool of TLS connections to it, or a new one.

@@ -19,6 +19,7 @@
 #include "thrift/frame.h"
 #include "thrift/frame_io.h"
 #include "outbound/member.h"
+#include "upstream/call_policy.h"
 
 namespace sidecar {
 
@@ -47,9 +48,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::size_t kKeptBuffer = 64 * 1024;
-// Each member is tried once per call, at most this many members.
-constexpr std::size_t kMaxAttempts = 5;
-
 // How one attempt on one member ended.
 enum class Attempt {
   replied,   // the member's reply is in reply_
@@ -58,6 +56,22 @@ enum class Attempt {
   failed,    // the call went out (or part of it) and no reply of its own came back
   timedOut,  // --outbound-timeout passed
 };
+
+// An attempt's end in the call policy's terms (upstream/call_policy.h).
+AttemptEnd attemptEnd(Attempt a) {
+  switch (a) {
+    case Attempt::replied:
+    case Attempt::sent:
+      return AttemptEnd::answered;
+    case Attempt::notSent:
+      return AttemptEnd::notSent;
+    case Attempt::failed:
+      return AttemptEnd::failed;
+    case Attempt::timedOut:
+      return AttemptEnd::timedOut;
+  }
+  return AttemptEnd::failed;
+}
 
 class ThriftOutboundSession final : public TrackedSession {
  public:
@@ -180,22 +194,20 @@ class ThriftOutboundSession final : public TrackedSession {
     const auto& name = handler_.config().route.name;
     auto* route = handler_.route();
     if (route && !route->members->resolved) {
-      co_await awaitResolution(*route);
+      co_await route->awaitResolution(worker_.ioc(), shared_.config.resolveTimeout);
     }
     if (!route || !route->members->resolved) {
       co_return co_await answerOurs(route, header, 503, start, nullptr,
                                     "route " + name + " is not resolved yet");
     }
     const std::size_t slot = route->info->slot;
-    route->budget.deposit(start);
-    const auto deadline = start + shared_.config.timeout;
-    std::vector<tcp::endpoint> tried;
+    CallAttempts call(route->budget, start, shared_.config.timeout);
     tcp::endpoint member;
     Attempt outcome = Attempt::notSent;
     for (;;) {
       const auto now = Clock::now();
-      auto picked = route->balancer.pick(now, tried);
-      if (picked && std::find(tried.begin(), tried.end(), *picked) != tried.end()) {
+      auto picked = call.pick(route->balancer, now);
+      if (!picked && call.exhausted()) {
         break;  // every member it could pick has failed this call already
       }
       if (!picked) {
@@ -206,24 +218,28 @@ class ThriftOutboundSession final : public TrackedSession {
                                       "no usable member of route " + name);
       }
       member = *picked;
+      call.begin(member);
       route->balancer.started(member, now);
-      outcome = co_await attempt(*route, member, header, deadline);
+      outcome = co_await attempt(*route, member, header, call.deadline());
       const auto done = Clock::now();
       route->balancer.finished(member, done, done - now,
                                outcome == Attempt::replied || outcome == Attempt::sent);
-      tried.push_back(member);
-      if (outcome != Attempt::notSent || tried.size() >= kMaxAttempts ||
-          tried.size() >= route->members->members.size() || done >= deadline) {
+      const auto step = call.after(attemptEnd(outcome), route->balancer.size(), done);
+      if (step == CallStep::done) {
+        break;
+      }
+      if (step == CallStep::outOfTime) {
+        outcome = Attempt::timedOut;  // connects that failed slowly used the call's time up
+        break;
+      }
+      if (step == CallStep::outOfBudget) {
+        m_.budgetExhausted.add(shard_, slot);
+        why_ = "the retry budget is exhausted; last: " + why_;
         break;
       }
       logWithin(handler_.logLimiter(ThriftOutboundLogEvent::memberFailed), spdlog::level::warn,
                 "event=member_failed direction=outbound route={} member={} reason=\"{}\"", name,
                 endpointText(member), why_);
-      if (!route->budget.tryWithdraw(Clock::now())) {
-        m_.budgetExhausted.add(shard_, slot);
-        why_ = "the retry budget is exhausted; last: " + why_;
-        break;
-      }
       m_.retries.add(shard_, slot);
     }
     switch (outcome) {
@@ -331,16 +347,6 @@ class ThriftOutboundSession final : public TrackedSession {
   // Done with the member's connection (the rules every outbound route shares).
   void release(OutboundHandler::Route& route, const tcp::endpoint& member, bool reusable) {
     member_.release(route, member, reusable, *handler_.tls());
-  }
-
-  // A route whose ZooKeeper has not answered yet: this call waits for it, up to the resolve
-  // timeout.
-  awaitable<void> awaitResolution(OutboundHandler::Route& route) {
-    SteadyTimer timer(worker_.ioc());
-    timer.expires_after(shared_.config.resolveTimeout);
-    route.waiters.push_back(&timer);
-    co_await timer.async_wait(useTuple);
-    std::erase(route.waiters, &timer);
   }
 
   void finish(OutboundHandler::Route& route, unsigned status, Clock::time_point start,
