@@ -197,67 +197,29 @@ class InboundSession final : public TrackedSession {
 
   // Serves one request; false when the caller's connection is to close.
   awaitable<bool> serveOne() {
-    auto& lowest = beast::get_lowest_layer(stream_);
     requestStart_ = Clock::now();
     method_ = ProxyMetrics::kMethods.size() - 1;
     target_.clear();
 
     http::request_parser<http::buffer_body> req;
-    req.header_limit(static_cast<std::uint32_t>(shared_.limits.maxHeadBytes));
-    if (shared_.limits.maxBodyBytes) {
-      req.body_limit(shared_.limits.maxBodyBytes);
-    } else {
-      req.body_limit(boost::none);
+    const auto head = co_await readRequest(stream_, buffer_, req, shared_.limits);
+    if (head.underscores) {
+      m_.underscoreHeaders->Increment(static_cast<double>(head.underscores));
     }
-    lowest.expires_after(shared_.limits.headTimeout);
-    error_code ec = co_await readRequestHead(stream_, buffer_, shared_.limits.maxHeadBytes);
-    if (ec == http::error::bad_obs_fold) {
-      logEvent(LogEvent::badRequest, spdlog::level::info,
-               "event=bad_request peer={} identity={} status=400 reason=\"obsolete line "
-               "folding\"",
-               clientIp_, identityForLog_);
-      co_await replyLocal(400);
-      co_return false;
+    if (head.kind == RequestHeadResult::Kind::hungUp) {
+      co_return false;  // the caller hung up mid-head
     }
-    if (!ec) {
-      // The whole head is buffered (readRequestHead), so it parses here, with no operation to run
-      // and complete.
-      const std::size_t used = req.put(buffer_.data(), ec);
-      buffer_.consume(used);
-    }
-    if (ec) {
-      if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
-          ec == ssl::error::stream_truncated) {
-        co_return false;  // the caller hung up mid-head
-      }
-      unsigned status = statusForReadError(ec);
+    if (head.kind == RequestHeadResult::Kind::refused) {
       logEvent(LogEvent::badRequest, spdlog::level::info,
                "event=bad_request peer={} identity={} status={} reason=\"{}\"", clientIp_,
-               identityForLog_, status, ec.message());
-      co_await replyLocal(status);
+               identityForLog_, head.status, head.why);
+      co_await replyLocal(head.status);
       co_return false;
     }
     auto& msg = req.get();
     method_ = ProxyMetrics::methodIndex(msg.method());
     if (worker_.accessLog()) {
       target_ = msg.target();
-    }
-    auto why = checkRequestHead(msg.base());
-    if (why.empty() && shared_.limits.underscoreHeaders != UnderscoreHeaders::allow) {
-      const bool drop = shared_.limits.underscoreHeaders == UnderscoreHeaders::drop;
-      if (auto n = underscoreHeaders(msg.base(), drop)) {
-        m_.underscoreHeaders->Increment(static_cast<double>(n));
-        if (!drop) {
-          why = "header name with '_' (--headers-with-underscores reject)";
-        }
-      }
-    }
-    if (!why.empty()) {
-      logEvent(LogEvent::badRequest, spdlog::level::info,
-               "event=bad_request peer={} identity={} status=400 reason=\"{}\"", clientIp_,
-               identityForLog_, why);
-      co_await replyLocal(400);
-      co_return false;
     }
     if (!allowed_) {
       m_.identityRefused->Increment();
@@ -272,21 +234,12 @@ class InboundSession final : public TrackedSession {
     const bool clientKeepAlive = msg.keep_alive();
     const unsigned clientVersion = msg.version();
     const bool isHead = msg.method() == http::verb::head;
-    if (auto expect = msg.find(http::field::expect); expect != msg.end()) {
-      if (!beast::iequals(expect->value(), "100-continue")) {
+    if (auto e = co_await answerExpect(stream_, req, shared_.limits.idleTimeout);
+        e != Expectation::met) {
+      if (e == Expectation::failed) {
         co_await replyLocal(417);
-        co_return false;
       }
-      // We answer 100 Continue ourselves, so the local service never has to.
-      msg.erase(http::field::expect);
-      if (clientVersion == 11 && !req.is_done()) {
-        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        lowest.expires_after(shared_.limits.idleTimeout);
-        auto [wec, wn] = co_await asio::async_write(stream_, asio::buffer(kContinue), useTuple);
-        if (wec) {
-          co_return false;
-        }
-      }
+      co_return false;
     }
     rewriteRequestHead(msg.base(),
                        ForwardContext{clientIp_, peer_.xfcc, shared_.upstreamAuthority});

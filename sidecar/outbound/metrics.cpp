@@ -70,6 +70,13 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
                        "service (an empty label, say).")
                  .Register(r)
                  .Add({});
+  underscoreHeaders = &prometheus::BuildCounter()
+                           .Name("sidecar_outbound_underscore_headers_total")
+                           .Help("Header fields of the local service's calls whose name holds "
+                                 "'_', dropped or refused (400) as --headers-with-underscores "
+                                 "says.")
+                           .Register(r)
+                           .Add({});
   routesRefused = &prometheus::BuildCounter()
                        .Name("sidecar_outbound_routes_refused_total")
                        .Help("Outbound requests answered 404 because --route-prefix would have "

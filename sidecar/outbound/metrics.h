@@ -42,6 +42,7 @@ struct OutboundMetrics {
   prometheus::Family<prometheus::Gauge>* stale;
   prometheus::Counter* noRoute;  // answered 404
   prometheus::Counter* badHost;  // answered 400: no Host, or one that is no name
+  prometheus::Counter* underscoreHeaders;  // header names with '_', dropped or refused
   prometheus::Counter* routesRefused;  // answered 404: a prefix route beyond --max-routes
   // Prefix routes removed: without members for 5 s, unused for --route-idle-timeout, or the least
   // recently used when a new one needed the place.

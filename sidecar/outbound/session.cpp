@@ -144,35 +144,23 @@ class OutboundSession final : public TrackedSession {
   awaitable<bool> serveOne() {
     const auto start = Clock::now();
     http::request_parser<http::buffer_body> req;
-    req.header_limit(static_cast<std::uint32_t>(shared_.limits.maxHeadBytes));
-    req.body_limit(shared_.limits.maxBodyBytes ? boost::optional<std::uint64_t>(
-                                                     shared_.limits.maxBodyBytes)
-                                               : boost::none);
-    caller_.expires_after(shared_.limits.headTimeout);
-    error_code ec = co_await readRequestHead(caller_, buffer_, shared_.limits.maxHeadBytes);
-    if (!ec) {
-      buffer_.consume(req.put(buffer_.data(), ec));
+    const auto head = co_await readRequest(caller_, buffer_, req, shared_.limits);
+    if (head.underscores) {
+      shared_.metrics->underscoreHeaders->Increment(static_cast<double>(head.underscores));
     }
-    if (ec) {
-      if (ec == http::error::end_of_stream || ec == http::error::partial_message) {
-        co_return false;
-      }
-      const unsigned status = ec == http::error::bad_obs_fold ? 400 : statusForReadError(ec);
+    if (head.kind == RequestHeadResult::Kind::hungUp) {
+      co_return false;
+    }
+    if (head.kind == RequestHeadResult::Kind::refused && !req.is_header_done()) {
       logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
-               "event=bad_request direction=outbound status={} reason=\"{}\"", status,
-               ec.message());
-      co_await reply(localReplyBytes(status));
+               "event=bad_request direction=outbound status={} reason=\"{}\"", head.status,
+               head.why);
+      co_await reply(localReplyBytes(head.status));
       co_return false;
     }
     unread_ = !req.is_done();  // until the exchange has read the body
     auto& msg = req.get();
-    auto why = checkRequestHead(msg.base());
-    if (why.empty() && shared_.limits.underscoreHeaders != UnderscoreHeaders::allow) {
-      const bool drop = shared_.limits.underscoreHeaders == UnderscoreHeaders::drop;
-      if (underscoreHeaders(msg.base(), drop) && !drop) {
-        why = "header name with '_' (--headers-with-underscores reject)";
-      }
-    }
+    std::string_view why = head.why;  // a parsed head that failed a check: refused below
     const auto host = msg.find(http::field::host);
     const std::string_view hostValue =
         host == msg.end() ? std::string_view{}
@@ -201,20 +189,12 @@ class OutboundSession final : public TrackedSession {
       co_await reply(bytes);
       co_return false;
     }
-    if (auto expect = msg.find(http::field::expect); expect != msg.end()) {
-      if (!beast::iequals(expect->value(), "100-continue")) {
+    if (auto e = co_await answerExpect(caller_, req, shared_.limits.idleTimeout);
+        e != Expectation::met) {
+      if (e == Expectation::failed) {
         co_await reply(localReplyBytes(417));
-        co_return false;
       }
-      msg.erase(http::field::expect);
-      if (msg.version() == 11 && !req.is_done()) {
-        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        caller_.expires_after(shared_.limits.idleTimeout);
-        auto [wec, wn] = co_await asio::async_write(caller_, asio::buffer(kContinue), useTuple);
-        if (wec) {
-          co_return false;
-        }
-      }
+      co_return false;
     }
 
     const auto route = handler_.route(name, !address);
