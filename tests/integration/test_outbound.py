@@ -1095,6 +1095,8 @@ class OutboundTest(SidecarTestCase):
         names = raw("/headers", forged).lower().splitlines()
         self.assertEqual(names.count("x-forwarded-client-cert"), 1, names)
         self.assertNotIn("x_forwarded_client_cert", names)
+        # Each dropped '_' name is counted on the outbound side too (two requests, one each).
+        self.assertEqual(self.metric(caller, "sidecar_outbound_underscore_headers_total"), 2)
 
 
     # --- issue 25: nothing crosses, nothing starves -------------------------------------------
