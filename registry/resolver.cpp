@@ -16,16 +16,19 @@ std::optional<ResolvedMember> selectMember(const std::string& name, const Servic
   if (address.shard && instance.shard != address.shard) {
     return std::nullopt;
   }
-  Endpoint endpoint = instance.serviceEndpoint;
-  if (!address.endpoint.empty()) {
-    auto it = std::find_if(instance.additionalEndpoints.begin(), instance.additionalEndpoints.end(),
-                           [&](const auto& e) { return e.first == address.endpoint; });
-    if (it == instance.additionalEndpoints.end()) {
+  if (address.endpoint.empty()) {
+    // A member of named endpoints only offers nothing by default; Finagle skips it too.
+    if (!instance.serviceEndpoint) {
       return std::nullopt;
     }
-    endpoint = it->second;
+    return ResolvedMember{name, *instance.serviceEndpoint, instance.shard};
   }
-  return ResolvedMember{name, endpoint, instance.shard};
+  auto it = std::find_if(instance.additionalEndpoints.begin(), instance.additionalEndpoints.end(),
+                         [&](const auto& e) { return e.first == address.endpoint; });
+  if (it == instance.additionalEndpoints.end()) {
+    return std::nullopt;
+  }
+  return ResolvedMember{name, it->second, instance.shard};
 }
 
 ServersetResolver::ServersetResolver(boost::asio::io_context& ioc, ServersetAddress address,

@@ -46,6 +46,13 @@ std::optional<Endpoint> endpointFrom(const json::value& v) {
   return Endpoint{std::string(host->as_string()), static_cast<uint16_t>(p)};
 }
 
+bool portZero(const json::value& v) {
+  const auto* obj = v.if_object();
+  const auto* port = obj ? obj->if_contains("port") : nullptr;
+  return port && ((port->is_int64() && port->as_int64() == 0) ||
+                  (port->is_uint64() && port->as_uint64() == 0));
+}
+
 std::vector<std::string_view> split(std::string_view s, char sep) {
   std::vector<std::string_view> out;
   while (true) {
@@ -103,9 +110,13 @@ std::string_view statusName(Status s) {
 }
 
 std::string encodeServiceInstance(const ServiceInstance& instance) {
-  std::string out = "{\"serviceEndpoint\":";
-  appendEndpoint(out, instance.serviceEndpoint);
-  out += ",\"additionalEndpoints\":{";
+  std::string out = "{";
+  if (instance.serviceEndpoint) {
+    out += "\"serviceEndpoint\":";
+    appendEndpoint(out, *instance.serviceEndpoint);
+    out += ',';
+  }
+  out += "\"additionalEndpoints\":{";
   bool first = true;
   for (const auto& [name, endpoint] : instance.additionalEndpoints) {
     out += first ? "" : ",";
@@ -147,18 +158,26 @@ Decoded decodeServiceInstance(std::string_view text) {
     return {std::nullopt, "not a JSON object"};
   }
   ServiceInstance inst;
-  const auto* se = obj->if_contains("serviceEndpoint");
-  auto service = se ? endpointFrom(*se) : std::nullopt;
-  if (!service) {
-    return {std::nullopt, "serviceEndpoint needs a string host and a port from 1 to 65535"};
+  // Absent (or null, as some writers put it): a member of named endpoints only. Port 0 says the
+  // same: Aurora's announcer writes it when the task has no primary port. Otherwise unusable:
+  // the writer meant one and got it wrong, which an operator should hear of.
+  if (const auto* se = obj->if_contains("serviceEndpoint"); se && !se->is_null()) {
+    inst.serviceEndpoint = endpointFrom(*se);
+    if (!inst.serviceEndpoint && !portZero(*se)) {
+      return {std::nullopt, "serviceEndpoint needs a string host and a port from 1 to 65535"};
+    }
   }
-  inst.serviceEndpoint = *service;
   if (const auto* ae = obj->if_contains("additionalEndpoints"); ae && ae->is_object()) {
     for (const auto& [name, ev] : ae->as_object()) {
       if (auto e = endpointFrom(ev)) {
         inst.additionalEndpoints.emplace_back(std::string(name), *e);
       }
     }
+  }
+  if (!inst.serviceEndpoint && inst.additionalEndpoints.empty()) {
+    return {std::nullopt,
+            "no serviceEndpoint and no additional endpoint with a string host and a "
+            "port from 1 to 65535"};
   }
   const auto* status = obj->if_contains("status");
   if (!status || !status->is_string()) {

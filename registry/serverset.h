@@ -20,7 +20,9 @@ struct Endpoint {
 enum class Status { Dead, Starting, Alive, Stopping, Stopped, Warning };
 
 struct ServiceInstance {
-  Endpoint serviceEndpoint;
+  // None: a member that offers named endpoints only (Finagle's Entry allows it); readers find it
+  // by an endpoint name, never by default.
+  std::optional<Endpoint> serviceEndpoint;
   std::vector<std::pair<std::string, Endpoint>> additionalEndpoints;
   Status status = Status::Alive;
   std::optional<int32_t> shard;
@@ -29,10 +31,14 @@ struct ServiceInstance {
 
 // Compact JSON, keys in Finagle's order:
 // {"serviceEndpoint":{...},"additionalEndpoints":{...},"status":"ALIVE","shard":0,"metadata":{...}}
+// serviceEndpoint is left out when there is none, as Gson leaves out a null field.
 std::string encodeServiceInstance(const ServiceInstance& instance);
 
 // Lenient: any key order and white space; unknown keys ignored. A member whose serviceEndpoint
-// lacks a string host or an integer port, or whose status is missing or unknown, is malformed.
+// lacks a string host or an integer port, whose status is missing or unknown, or that has no
+// endpoint at all (neither serviceEndpoint nor a valid additional one), is malformed. One without
+// serviceEndpoint (or with port 0 there, as Aurora writes it) but with additional endpoints is
+// not: Finagle selects it by endpoint name.
 struct Decoded {
   std::optional<ServiceInstance> instance;
   std::string error;  // why it is malformed
