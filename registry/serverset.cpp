@@ -5,6 +5,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <algorithm>
 #include <charconv>
 
 namespace registry {
@@ -254,8 +255,14 @@ std::optional<ServersetAddress> parseAnnounceAddress(std::string_view text) {
 
 std::optional<ServersetAddress> parseResolveAddress(std::string_view text) {
   auto parts = split(text, '!');
-  if (parts.size() < 3 || parts.size() > 4 || parts[0] != "zk2" || !validHostList(parts[1]) ||
+  if (parts.size() < 3 || parts.size() > 4 || (parts[0] != "zk2" && parts[0] != "zk") ||
       !validZkPath(parts[2])) {
+    return std::nullopt;
+  }
+  // Only zk2! joins ensembles; Finagle's older resolver takes one host list.
+  const auto clusters =
+      parts[0] == "zk2" ? split(parts[1], '#') : std::vector<std::string_view>{parts[1]};
+  if (!std::all_of(clusters.begin(), clusters.end(), validHostList)) {
     return std::nullopt;
   }
   ServersetAddress a{std::string(parts[1]), std::string(parts[2]), std::nullopt, ""};
@@ -266,6 +273,22 @@ std::optional<ServersetAddress> parseResolveAddress(std::string_view text) {
     a.endpoint = std::string(parts[3]);
   }
   return a;
+}
+
+std::vector<std::string> ensembles(std::string_view connect) {
+  std::vector<std::string> out;
+  std::vector<std::vector<std::string_view>> seen;
+  for (auto cluster : split(connect, '#')) {
+    auto slash = cluster.find('/');
+    auto hosts = split(cluster.substr(0, slash), ',');
+    std::sort(hosts.begin(), hosts.end());
+    hosts.push_back(slash == std::string_view::npos ? "" : cluster.substr(slash));
+    if (std::find(seen.begin(), seen.end(), hosts) == seen.end()) {
+      seen.push_back(std::move(hosts));
+      out.emplace_back(cluster);
+    }
+  }
+  return out;
 }
 
 }  // namespace registry

@@ -48,7 +48,8 @@ Decoded decodeServiceInstance(std::string_view json);
 std::string_view statusName(Status s);
 
 // Where a serverset lives. connect is what the ZooKeeper C client takes: "h1:2181,h2:2181" with
-// an optional "/chroot" suffix.
+// an optional "/chroot" suffix; or, from zk2!, several such ensembles joined by '#'
+// ("a1:2181,a2:2181#b1:2181"), whose serversets at the same path are read as one (ensembles()).
 struct ServersetAddress {
   std::string connect;
   std::string path;
@@ -58,8 +59,15 @@ struct ServersetAddress {
 
 // Finagle's announcer form: zk!host:port[,host:port]!/path!shard[!endpointName]
 std::optional<ServersetAddress> parseAnnounceAddress(std::string_view text);
-// Finagle's resolver form: zk2!host:port[,host:port]!/path[!endpointName]
+// Finagle's resolver forms:
+// zk2!host:port[,host:port][#host:port[,host:port]...]!/path[!endpointName] (Zk2Resolver: '#'
+// separates ensembles, whose members are unioned) and the older
+// zk!host:port[,host:port]!/path[!endpointName] (ZkResolver: one ensemble). Either one's third
+// part is an endpoint name, never a shard, unlike parseAnnounceAddress's zk! form.
 std::optional<ServersetAddress> parseResolveAddress(std::string_view text);
+// The ensembles of a connect string: split at '#', each once (in their first order; the same hosts
+// in another order are the same ensemble, as in Finagle's session cache).
+std::vector<std::string> ensembles(std::string_view connect);
 // host:port[,host:port...][/chroot]
 bool validConnectString(std::string_view text);
 // An absolute ZooKeeper path: "/a/b", no empty segment, no trailing slash.

@@ -131,7 +131,34 @@ TEST_CASE("zk! and zk2! addresses") {
   CHECK(parseResolveAddress("zk2!a:1,b:2!/p"));
   CHECK_FALSE(parseResolveAddress("zk2!a:1!/p/"));
   CHECK_FALSE(parseResolveAddress("zk2!a:1!//p"));
-  CHECK_FALSE(parseResolveAddress("zk!a:1!/p"));
+
+  // Finagle's older resolver form: one ensemble, the third part an endpoint name (never a shard).
+  auto old = parseResolveAddress("zk!zk1:2181,zk2:2181!/discovery/prod/pinghelp!thrift");
+  REQUIRE(old);
+  CHECK(old->connect == "zk1:2181,zk2:2181");
+  CHECK(old->path == "/discovery/prod/pinghelp");
+  CHECK(old->endpoint == "thrift");
+  CHECK_FALSE(old->shard);
+  CHECK(parseResolveAddress("zk!a:1!/p")->endpoint.empty());
+  CHECK(parseResolveAddress("zk!a:1!/p!0")->endpoint == "0");
+  CHECK_FALSE(parseResolveAddress("zk!a:1#b:2!/p"));  // only zk2! joins ensembles
+  CHECK_FALSE(parseResolveAddress("zk!a:1!/p!"));
+  CHECK_FALSE(parseResolveAddress("zk3!a:1!/p"));
+
+  // Zk2Resolver's ensembles joined by '#': one connect string each, read as one serverset.
+  auto several = parseResolveAddress("zk2!a1:2181,a2:2181#b1:2181!/discovery/prod/pinghelp!admin");
+  REQUIRE(several);
+  CHECK(several->connect == "a1:2181,a2:2181#b1:2181");
+  CHECK(several->endpoint == "admin");
+  CHECK(ensembles(several->connect) == std::vector<std::string>{"a1:2181,a2:2181", "b1:2181"});
+  CHECK(ensembles("a:1") == std::vector<std::string>{"a:1"});
+  // The same ensemble once, whatever the order of its hosts.
+  CHECK(ensembles("a:1,b:2#b:2,a:1#c:3") == std::vector<std::string>{"a:1,b:2", "c:3"});
+  CHECK(ensembles("a:1/x#a:1/y") == std::vector<std::string>{"a:1/x", "a:1/y"});  // chroots differ
+  CHECK_FALSE(parseResolveAddress("zk2!a:1#!/p"));
+  CHECK_FALSE(parseResolveAddress("zk2!#a:1!/p"));
+  CHECK_FALSE(parseResolveAddress("zk2!a:1##b:2!/p"));
+  CHECK_FALSE(parseResolveAddress("zk2!a:1#b!/p"));  // no port
 
   CHECK(validConnectString("a:1,b:2/chroot/x"));
   CHECK_FALSE(validConnectString("a:1/"));
