@@ -119,7 +119,7 @@ po::options_description describeFlags() {
     ("health-interval", po::value<std::string>()->default_value("1s"), "how often the local service is polled")
     ("rise", po::value<std::string>()->default_value("2"), "consecutive healthy polls before announcing, 1 to 1000")
     ("fall", po::value<std::string>()->default_value("3"), "consecutive failed polls before withdrawing, 1 to 1000")
-    ("deregister-grace", po::value<std::string>()->default_value("2s"), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up")
+    ("deregister-grace", po::value<std::string>()->default_value("22s"), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up (a Finagle zk2! client keeps calling a removed member for up to 20s)")
     ("outbound-listen", po::value<std::string>(), "outbound listener, host:port (e.g. 127.0.0.1:4140): the local service calls other services there by name (Host header), over mTLS (off by default)")
     ("outbound-allow-remote", po::value<std::string>()->default_value("false"), "true: let --outbound-listen bind a non-loopback address (it carries this pod's identity to anyone who reaches it)")
     ("route", po::value<std::vector<std::string>>()->composing(), "NAME=DEST[;identity=PATTERN], DEST one of zk2!host:port[,host:port]!/path[!endpoint] ('#' joins ensembles, their members unioned: zk2!a:2181#b:2181!/path), zk!host:port[,host:port]!/path[!endpoint] (Finagle's older form), /path[!endpoint] (on --zk), static!host:port[,host:port]; repeatable (environment: comma-separated)")
