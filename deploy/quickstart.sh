@@ -118,13 +118,15 @@ member() {
   start app_pids "$state/pinghelp-$1.log" \
     "$build/sidecar/pinghelp" --listen "127.0.0.1:$2" --help-dir "$root/proto/help"
   wait_port "$2" "pinghelp-$1"
+  # --deregister-grace 2s: the callers here are sidecars, whose resolvers follow a removal at
+  # once; the default (22 s) is for Finagle callers, and would make every stop that long.
   # shellcheck disable=SC2086 # QUICKSTART_SIDECAR_FLAGS is a list of flags
   start sidecar_pids "$state/sidecar-$1.log" \
     "$build/sidecar/sidecar" --listen "127.0.0.1:$3" --upstream "127.0.0.1:$2" \
     --admin-listen "127.0.0.1:$4" \
     --tls-cert "$c/server.pem" --tls-key "$c/server.key" --tls-client-ca "$c/ca.pem" \
     --zk "127.0.0.1:$zk_port" --zk-path /discovery/dev/pinghelp --advertise-host 127.0.0.1 \
-    ${QUICKSTART_SIDECAR_FLAGS:-}
+    --deregister-grace 2s ${QUICKSTART_SIDECAR_FLAGS:-}
 }
 wait_port "$zk_port" zookeeper
 member 1 "$app_port" "$tls_port" "$admin_port"

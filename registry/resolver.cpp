@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <set>
+#include <utility>
 
 namespace registry {
 
@@ -16,16 +18,19 @@ std::optional<ResolvedMember> selectMember(const std::string& name, const Servic
   if (address.shard && instance.shard != address.shard) {
     return std::nullopt;
   }
-  Endpoint endpoint = instance.serviceEndpoint;
-  if (!address.endpoint.empty()) {
-    auto it = std::find_if(instance.additionalEndpoints.begin(), instance.additionalEndpoints.end(),
-                           [&](const auto& e) { return e.first == address.endpoint; });
-    if (it == instance.additionalEndpoints.end()) {
+  if (address.endpoint.empty()) {
+    // A member of named endpoints only offers nothing by default; Finagle skips it too.
+    if (!instance.serviceEndpoint) {
       return std::nullopt;
     }
-    endpoint = it->second;
+    return ResolvedMember{name, *instance.serviceEndpoint, instance.shard};
   }
-  return ResolvedMember{name, endpoint, instance.shard};
+  auto it = std::find_if(instance.additionalEndpoints.begin(), instance.additionalEndpoints.end(),
+                         [&](const auto& e) { return e.first == address.endpoint; });
+  if (it == instance.additionalEndpoints.end()) {
+    return std::nullopt;
+  }
+  return ResolvedMember{name, it->second, instance.shard};
 }
 
 ServersetResolver::ServersetResolver(boost::asio::io_context& ioc, ServersetAddress address,
@@ -38,182 +43,238 @@ ServersetResolver::ServersetResolver(boost::asio::io_context& ioc, ServersetAddr
     : address_(std::move(address)),
       options_(std::move(options)),
       onUpdate_(std::move(onUpdate)),
-      onStale_(std::move(onStale)),
-      reopenTimer_(ioc),
-      refreshTimer_(ioc) {
+      onStale_(std::move(onStale)) {
   if (!options_.connect) {
     options_.connect = [&ioc](const ZkSessionOptions& o, ZkSession::EventHandler h) {
       return openZkSession(ioc, o, std::move(h));
     };
   }
+  for (auto& connect : ensembles(address_.connect)) {
+    ensembles_.push_back(std::make_unique<Ensemble>(ioc, std::move(connect)));
+  }
 }
 
-// The timers go first (nothing they would run can run), then the session, whose completions are
-// dropped once it is gone.
 ServersetResolver::~ServersetResolver() = default;
 
-void ServersetResolver::start() { openSession(); }
-
-void ServersetResolver::openSession() {
-  session_.reset();  // a new session, never a repaired one
-  refreshTimer_.cancel();  // the new session lists when it connects
-  try {
-    session_ = options_.connect({address_.connect, options_.sessionTimeout, ""},
-                                [this](ZkEvent event, ZkState state, const std::string& path) {
-                                  onEvent(event, state, path);
-                                });
-  } catch (const std::exception& e) {
-    spdlog::error("event=zk_session_failed path={} error=\"{}\"", address_.path, e.what());
-    reopenTimer_.schedule(options_.retryDelay, [this] { openSession(); });
+void ServersetResolver::start() {
+  for (auto& e : ensembles_) {
+    openSession(*e);
   }
 }
 
-void ServersetResolver::onEvent(ZkEvent event, ZkState state, const std::string&) {
+std::string ServersetResolver::unreachableReason() const {
+  std::string out;
+  for (const auto& e : ensembles_) {
+    auto why = e->session ? e->session->unreachableReason() : std::string();
+    if (why.empty()) {
+      continue;
+    }
+    if (ensembles_.size() == 1) {
+      return why;
+    }
+    out += (out.empty() ? "" : "; ") + e->connect + ": " + why;
+  }
+  return out;
+}
+
+std::string ServersetResolver::unlisted() const {
+  std::string out;
+  for (const auto& e : ensembles_) {
+    if (!e->listed) {
+      out += (out.empty() ? "" : "#") + e->connect;
+    }
+  }
+  return out;
+}
+
+std::string ServersetResolver::where(const Ensemble& e) const {
+  return ensembles_.size() == 1 ? address_.path : address_.path + " zk=" + e.connect;
+}
+
+void ServersetResolver::openSession(Ensemble& en) {
+  en.session.reset();        // a new session, never a repaired one
+  en.refreshTimer.cancel();  // the new session lists when it connects
+  try {
+    en.session = options_.connect({en.connect, options_.sessionTimeout, ""},
+                                  [this, &en](ZkEvent event, ZkState state, const std::string&) {
+                                    onEvent(en, event, state);
+                                  });
+  } catch (const std::exception& ex) {
+    spdlog::error("event=zk_session_failed path={} error=\"{}\"", where(en), ex.what());
+    en.reopenTimer.schedule(options_.retryDelay, [this, &en] { openSession(en); });
+  }
+}
+
+void ServersetResolver::onEvent(Ensemble& en, ZkEvent event, ZkState state) {
   if (event != ZkEvent::Session) {
-    return refresh();  // the children changed, or the serverset path appeared
+    return refresh(en);  // the children changed, or the serverset path appeared
   }
   switch (state) {
-    case ZkState::Connected: return refresh();
-    case ZkState::Connecting: return setStale(true, "disconnected");
+    case ZkState::Connected: return refresh(en);
+    case ZkState::Connecting: return setStale(en, true, "disconnected");
     case ZkState::Expired:
-      setStale(true, "session_expired");
-      reopenTimer_.schedule(options_.retryDelay, [this] { openSession(); });
+      setStale(en, true, "session_expired");
+      en.reopenTimer.schedule(options_.retryDelay, [this, &en] { openSession(en); });
       return;
-    case ZkState::AuthFailed: return setStale(true, "auth_failed");
+    case ZkState::AuthFailed: return setStale(en, true, "auth_failed");
     case ZkState::Closed: return;
   }
 }
 
-void ServersetResolver::refresh() {
-  const uint64_t generation = ++generation_;
-  refreshTimer_.cancel();  // this listing is the retry
-  session_->children(address_.path, true, [this, generation](ZkError e,
-                                                              std::vector<std::string> names) {
-    if (generation != generation_) {
-      return;
-    }
-    if (e == ZkError::NoNode) {
-      // No serverset yet: it is empty, and a watch tells when the path appears. Made between the
-      // two calls, it is there already: list again.
-      session_->exists(address_.path, true, [this, generation](ZkError appeared, ZkStat) {
-        if (generation == generation_ && appeared == ZkError::Ok) {
-          refresh();
+void ServersetResolver::refresh(Ensemble& en) {
+  const uint64_t generation = ++en.generation;
+  en.refreshTimer.cancel();  // this listing is the retry
+  en.session->children(
+      address_.path, true, [this, &en, generation](ZkError e, std::vector<std::string> names) {
+        if (generation != en.generation) {
+          return;
+        }
+        if (e == ZkError::NoNode) {
+          // No serverset yet: it is empty, and a watch tells when the path appears. Made between
+          // the two calls, it is there already: list again.
+          en.session->exists(address_.path, true,
+                             [this, &en, generation](ZkError appeared, ZkStat) {
+                               if (generation == en.generation && appeared == ZkError::Ok) {
+                                 refresh(en);
+                               }
+                             });
+          en.cache.clear();
+          return publish(en);
+        }
+        if (e != ZkError::Ok) {
+          return readFailed(en, "resolve_failed", e, 0);
+        }
+        std::erase_if(names, [](const std::string& n) { return !n.starts_with("member_"); });
+        std::map<std::string, Cached> next;
+        std::vector<std::string> unknown;
+        for (auto& n : names) {
+          if (auto it = en.cache.find(n); it != en.cache.end()) {
+            next.emplace(n, std::move(it->second));  // members are immutable once written
+          } else {
+            unknown.push_back(n);
+          }
+        }
+        en.cache = std::move(next);
+        if (unknown.empty()) {
+          return publish(en);
+        }
+        // A set is published only when every member in the listing was read (or is gone): a member
+        // that could not be read (connection loss, a timeout) would otherwise vanish from the set
+        // for a moment, and a caller balancing over it would shift its traffic for nothing.
+        struct Fetch {
+          std::size_t pending;
+          std::size_t failed = 0;
+          ZkError lastError = ZkError::Ok;
+        };
+        auto fetch = std::make_shared<Fetch>(Fetch{unknown.size()});
+        for (const auto& n : unknown) {
+          en.session->get(address_.path + "/" + n, false,
+                          [this, &en, n, fetch, generation](ZkError e, const std::string& data) {
+                            if (generation != en.generation) {
+                              return;
+                            }
+                            if (e == ZkError::Ok) {
+                              auto decoded = decodeServiceInstance(data);
+                              Cached c;
+                              if (decoded.instance) {
+                                c.member = selectMember(n, *decoded.instance, address_);
+                              } else {
+                                c.malformed = decoded.error;
+                              }
+                              en.cache[n] = std::move(c);
+                            } else if (e != ZkError::NoNode) {
+                              ++fetch->failed;
+                              fetch->lastError = e;
+                            }
+                            if (--fetch->pending != 0) {
+                              return;
+                            }
+                            if (fetch->failed == 0) {
+                              return publish(en);
+                            }
+                            // Keep the last complete set; what was read is cached, so the next
+                            // listing fetches only what failed.
+                            readFailed(en, "resolve_incomplete", fetch->lastError, fetch->failed);
+                          });
         }
       });
-      cache_.clear();
-      return publish();
-    }
-    if (e != ZkError::Ok) {
-      return readFailed("resolve_failed", e, 0);
-    }
-    std::erase_if(names, [](const std::string& n) { return !n.starts_with("member_"); });
-    std::map<std::string, Cached> next;
-    std::vector<std::string> unknown;
-    for (auto& n : names) {
-      if (auto it = cache_.find(n); it != cache_.end()) {
-        next.emplace(n, std::move(it->second));  // members are immutable once written
-      } else {
-        unknown.push_back(n);
-      }
-    }
-    cache_ = std::move(next);
-    if (unknown.empty()) {
-      return publish();
-    }
-    // A set is published only when every member in the listing was read (or is gone): a member
-    // that could not be read (connection loss, a timeout) would otherwise vanish from the set
-    // for a moment, and a caller balancing over it would shift its traffic for nothing.
-    struct Fetch {
-      std::size_t pending;
-      std::size_t failed = 0;
-      ZkError lastError = ZkError::Ok;
-    };
-    auto fetch = std::make_shared<Fetch>(Fetch{unknown.size()});
-    for (const auto& n : unknown) {
-      session_->get(address_.path + "/" + n, false,
-                    [this, n, fetch, generation](ZkError e, const std::string& data) {
-                      if (generation != generation_) {
-                        return;
-                      }
-                      if (e == ZkError::Ok) {
-                        auto decoded = decodeServiceInstance(data);
-                        Cached c;
-                        if (decoded.instance) {
-                          c.member = selectMember(n, *decoded.instance, address_);
-                        } else {
-                          c.malformed = decoded.error;
-                        }
-                        cache_[n] = std::move(c);
-                      } else if (e != ZkError::NoNode) {
-                        ++fetch->failed;
-                        fetch->lastError = e;
-                      }
-                      if (--fetch->pending != 0) {
-                        return;
-                      }
-                      if (fetch->failed == 0) {
-                        return publish();
-                      }
-                      // Keep the last complete set; what was read is cached, so the next
-                      // listing fetches only what failed.
-                      readFailed("resolve_incomplete", fetch->lastError, fetch->failed);
-                    });
-    }
-  });
 }
 
-void ServersetResolver::readFailed(const char* what, ZkError e, std::size_t unread) {
+void ServersetResolver::readFailed(Ensemble& en, const char* what, ZkError e, std::size_t unread) {
   if (unread > 0) {
-    spdlog::warn("event={} path={} unread={} error=\"{}\"", what, address_.path, unread,
+    spdlog::warn("event={} path={} unread={} error=\"{}\"", what, where(en), unread,
                  zkErrorName(e));
   } else {
-    spdlog::warn("event={} path={} error=\"{}\"", what, address_.path, zkErrorName(e));
+    spdlog::warn("event={} path={} error=\"{}\"", what, where(en), zkErrorName(e));
   }
-  setStale(true, "");  // logged above
+  setStale(en, true, "");  // logged above
   // A lost connection or session ends in a session event, which lists again (after reconnecting,
   // or with a new session); retrying before then would only fail again.
   if (e == ZkError::ConnectionLoss || e == ZkError::SessionExpired) {
     return;
   }
-  refreshTimer_.schedule(options_.retryDelay, [this] { refresh(); });
+  en.refreshTimer.schedule(options_.retryDelay, [this, &en] { refresh(en); });
 }
 
-void ServersetResolver::publish() {
+void ServersetResolver::publish(Ensemble& en) {
+  const bool first = !en.listed;
+  en.listed = true;
   auto snapshot = std::make_shared<ServersetSnapshot>();
-  for (const auto& [name, c] : cache_) {
-    if (c.member) {
-      snapshot->members.emplace(name, *c.member);
-    } else if (!c.malformed.empty()) {
-      snapshot->malformed.emplace(name, c.malformed);
+  const bool several = ensembles_.size() > 1;
+  std::set<std::pair<std::string, uint16_t>> given;  // host:port already in the union
+  for (const auto& e : ensembles_) {
+    if (!e->listed) {
+      ++snapshot->unlisted;
+      continue;
+    }
+    for (const auto& [name, c] : e->cache) {
+      const std::string key = several ? name + "@" + e->connect : name;
+      if (c.member) {
+        // The same host:port from two ensembles is one member (Finagle's union is a set of
+        // addresses): a caller would otherwise send it twice the share.
+        if (!several || given.emplace(c.member->endpoint.host, c.member->endpoint.port).second) {
+          auto member = *c.member;
+          member.name = key;
+          snapshot->members.emplace(key, std::move(member));
+        }
+      } else if (!c.malformed.empty()) {
+        snapshot->malformed.emplace(key, c.malformed);
+      }
     }
   }
-  const bool first = !snapshot_;
   snapshot_ = std::move(snapshot);
   onUpdate_(*snapshot_);
   // A listing that answered while the connection was already lost is complete, but it may
   // already be old: it stays stale until the session is back.
-  if (session_->state() == ZkState::Connected) {
-    setStale(false, first ? "" : "current");
+  if (en.session->state() == ZkState::Connected) {
+    setStale(en, false, first ? "" : "current");
   }
 }
 
-void ServersetResolver::setStale(bool stale, std::string_view reason) {
-  if (stale_ == stale) {
-    return;
-  }
-  stale_ = stale;
-  // Logged only when a set was published before: the first one is the normal start, not news.
-  if (snapshot_ && !reason.empty()) {
-    if (stale) {
-      spdlog::warn("event=resolve_stale path={} reason={} members={}", address_.path, reason,
-                   snapshot_->members.size());
-    } else {
-      spdlog::info("event=resolve_current path={} members={}", address_.path,
-                   snapshot_->members.size());
+void ServersetResolver::setStale(Ensemble& en, bool stale, std::string_view reason) {
+  if (en.stale != stale) {
+    en.stale = stale;
+    // Logged only when a set was published before: the first one is the normal start, not news.
+    if (en.listed && !reason.empty()) {
+      const auto members = std::count_if(en.cache.begin(), en.cache.end(), [](const auto& kv) {
+        return kv.second.member.has_value();
+      });
+      if (stale) {
+        spdlog::warn("event=resolve_stale path={} reason={} members={}", where(en), reason,
+                     members);
+      } else {
+        spdlog::info("event=resolve_current path={} members={}", where(en), members);
+      }
     }
   }
+  const bool any =
+      std::any_of(ensembles_.begin(), ensembles_.end(), [](const auto& e) { return e->stale; });
+  if (stale_ == any) {
+    return;
+  }
+  stale_ = any;
   if (onStale_) {
-    onStale_(stale);
+    onStale_(any);
   }
 }
 

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace registry {
 
@@ -28,9 +29,15 @@ struct ResolvedMember {
   bool operator==(const ResolvedMember&) const = default;
 };
 
+// With several ensembles (zk2!a:2181#b:2181!/path) the union of theirs: a member is named
+// member_NNNNNNNNNN@<ensemble>, and one whose host:port an earlier ensemble has already given is
+// left out.
 struct ServersetSnapshot {
-  std::map<std::string, ResolvedMember> members;     // by node name
-  std::map<std::string, std::string> malformed;      // node name -> why it was skipped
+  std::map<std::string, ResolvedMember> members;  // by node name
+  std::map<std::string, std::string> malformed;   // node name -> why it was skipped
+  // Ensembles not listed once yet: the set holds the others' members. A reader that wants the
+  // whole set waits for 0; the data path takes what there is.
+  std::size_t unlisted = 0;
 };
 
 struct ResolverOptions {
@@ -42,17 +49,18 @@ struct ResolverOptions {
 
 class ServersetResolver {
  public:
-  // Called with each complete listing; a listing with a member that could not be read is never
-  // published, the last complete one stays.
+  // Called with each complete listing of an ensemble, with the union of every ensemble's last
+  // complete listing; a listing with a member that could not be read is never published, the last
+  // complete one stays.
   using OnUpdate = std::function<void(const ServersetSnapshot&)>;
   // Called when stale() changes.
   using OnStale = std::function<void(bool stale)>;
 
   ServersetResolver(boost::asio::io_context& ioc, ServersetAddress address,
                     std::chrono::milliseconds sessionTimeout, OnUpdate onUpdate);
-  ServersetResolver(boost::asio::io_context& ioc, ServersetAddress address,
-                    ResolverOptions options, OnUpdate onUpdate, OnStale onStale = {});
-  // Closes the session; no callback runs afterwards. Published snapshots stay valid.
+  ServersetResolver(boost::asio::io_context& ioc, ServersetAddress address, ResolverOptions options,
+                    OnUpdate onUpdate, OnStale onStale = {});
+  // Closes the sessions; no callback runs afterwards. Published snapshots stay valid.
   ~ServersetResolver();
   ServersetResolver(const ServersetResolver&) = delete;
   ServersetResolver& operator=(const ServersetResolver&) = delete;
@@ -61,36 +69,51 @@ class ServersetResolver {
 
   // The last complete listing; null until there is one.
   std::shared_ptr<const ServersetSnapshot> snapshot() const { return snapshot_; }
-  // The snapshot may be out of date: there is none yet, the session is disconnected or expired,
-  // or the last listing could not be read whole. It keeps serving; the caller says it is stale.
+  // The snapshot may be out of date: there is none yet, a session is disconnected or expired,
+  // or the last listing of an ensemble could not be read whole. It keeps serving; the caller
+  // says it is stale.
   bool stale() const { return stale_; }
-  // Why no ZooKeeper server could be reached lately (ZkSession::unreachableReason), or empty.
-  std::string unreachableReason() const {
-    return session_ ? session_->unreachableReason() : std::string();
-  }
+  // Why no ZooKeeper server could be reached lately (ZkSession::unreachableReason), or empty;
+  // with several ensembles, "<ensemble>: <why>" for each that has a reason, joined by "; ".
+  std::string unreachableReason() const;
+  // The ensembles not listed once yet, joined by '#' (empty: none).
+  std::string unlisted() const;
 
  private:
   struct Cached {
     std::optional<ResolvedMember> member;  // none: not ALIVE, other shard, or no such endpoint
     std::string malformed;
   };
-  void openSession();
-  void onEvent(ZkEvent event, ZkState state, const std::string& path);
-  void refresh();
-  void readFailed(const char* what, ZkError error, std::size_t unread);
-  void publish();
-  void setStale(bool stale, std::string_view reason);
+  // One ensemble: its own session (shared with other readers of it, by options.connect), watch,
+  // members and staleness.
+  struct Ensemble {
+    Ensemble(boost::asio::io_context& ioc, std::string connect)
+        : connect(std::move(connect)), reopenTimer(ioc), refreshTimer(ioc) {}
+    std::string connect;
+    // The timers go first (nothing they would run can run), then the session, whose
+    // completions are dropped once it is gone.
+    std::unique_ptr<ZkSession> session;
+    detail::OneShotTimer reopenTimer;   // replaces an expired session
+    detail::OneShotTimer refreshTimer;  // lists again after a read failed
+    std::map<std::string, Cached> cache;
+    uint64_t generation = 0;  // a newer listing makes older fetches moot
+    bool listed = false;      // a complete listing was published
+    bool stale = true;
+  };
+  void openSession(Ensemble& e);
+  void onEvent(Ensemble& e, ZkEvent event, ZkState state);
+  void refresh(Ensemble& e);
+  void readFailed(Ensemble& e, const char* what, ZkError error, std::size_t unread);
+  void publish(Ensemble& e);
+  void setStale(Ensemble& e, bool stale, std::string_view reason);
+  std::string where(const Ensemble& e) const;  // the path, and the ensemble when there are several
 
   ServersetAddress address_;
   ResolverOptions options_;
   OnUpdate onUpdate_;
   OnStale onStale_;
-  std::unique_ptr<ZkSession> session_;
-  detail::OneShotTimer reopenTimer_;   // replaces an expired session
-  detail::OneShotTimer refreshTimer_;  // lists again after a read failed
-  std::map<std::string, Cached> cache_;
+  std::vector<std::unique_ptr<Ensemble>> ensembles_;
   std::shared_ptr<const ServersetSnapshot> snapshot_;
-  uint64_t generation_ = 0;  // a newer listing makes older fetches moot
   bool stale_ = true;
 };
 

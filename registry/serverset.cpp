@@ -5,6 +5,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <algorithm>
 #include <charconv>
 
 namespace registry {
@@ -44,6 +45,13 @@ std::optional<Endpoint> endpointFrom(const json::value& v) {
     return std::nullopt;
   }
   return Endpoint{std::string(host->as_string()), static_cast<uint16_t>(p)};
+}
+
+bool portZero(const json::value& v) {
+  const auto* obj = v.if_object();
+  const auto* port = obj ? obj->if_contains("port") : nullptr;
+  return port && ((port->is_int64() && port->as_int64() == 0) ||
+                  (port->is_uint64() && port->as_uint64() == 0));
 }
 
 std::vector<std::string_view> split(std::string_view s, char sep) {
@@ -103,9 +111,13 @@ std::string_view statusName(Status s) {
 }
 
 std::string encodeServiceInstance(const ServiceInstance& instance) {
-  std::string out = "{\"serviceEndpoint\":";
-  appendEndpoint(out, instance.serviceEndpoint);
-  out += ",\"additionalEndpoints\":{";
+  std::string out = "{";
+  if (instance.serviceEndpoint) {
+    out += "\"serviceEndpoint\":";
+    appendEndpoint(out, *instance.serviceEndpoint);
+    out += ',';
+  }
+  out += "\"additionalEndpoints\":{";
   bool first = true;
   for (const auto& [name, endpoint] : instance.additionalEndpoints) {
     out += first ? "" : ",";
@@ -147,18 +159,26 @@ Decoded decodeServiceInstance(std::string_view text) {
     return {std::nullopt, "not a JSON object"};
   }
   ServiceInstance inst;
-  const auto* se = obj->if_contains("serviceEndpoint");
-  auto service = se ? endpointFrom(*se) : std::nullopt;
-  if (!service) {
-    return {std::nullopt, "serviceEndpoint needs a string host and a port from 1 to 65535"};
+  // Absent (or null, as some writers put it): a member of named endpoints only. Port 0 says the
+  // same: Aurora's announcer writes it when the task has no primary port. Otherwise unusable:
+  // the writer meant one and got it wrong, which an operator should hear of.
+  if (const auto* se = obj->if_contains("serviceEndpoint"); se && !se->is_null()) {
+    inst.serviceEndpoint = endpointFrom(*se);
+    if (!inst.serviceEndpoint && !portZero(*se)) {
+      return {std::nullopt, "serviceEndpoint needs a string host and a port from 1 to 65535"};
+    }
   }
-  inst.serviceEndpoint = *service;
   if (const auto* ae = obj->if_contains("additionalEndpoints"); ae && ae->is_object()) {
     for (const auto& [name, ev] : ae->as_object()) {
       if (auto e = endpointFrom(ev)) {
         inst.additionalEndpoints.emplace_back(std::string(name), *e);
       }
     }
+  }
+  if (!inst.serviceEndpoint && inst.additionalEndpoints.empty()) {
+    return {std::nullopt,
+            "no serviceEndpoint and no additional endpoint with a string host and a "
+            "port from 1 to 65535"};
   }
   const auto* status = obj->if_contains("status");
   if (!status || !status->is_string()) {
@@ -235,8 +255,14 @@ std::optional<ServersetAddress> parseAnnounceAddress(std::string_view text) {
 
 std::optional<ServersetAddress> parseResolveAddress(std::string_view text) {
   auto parts = split(text, '!');
-  if (parts.size() < 3 || parts.size() > 4 || parts[0] != "zk2" || !validHostList(parts[1]) ||
+  if (parts.size() < 3 || parts.size() > 4 || (parts[0] != "zk2" && parts[0] != "zk") ||
       !validZkPath(parts[2])) {
+    return std::nullopt;
+  }
+  // Only zk2! joins ensembles; Finagle's older resolver takes one host list.
+  const auto clusters =
+      parts[0] == "zk2" ? split(parts[1], '#') : std::vector<std::string_view>{parts[1]};
+  if (!std::all_of(clusters.begin(), clusters.end(), validHostList)) {
     return std::nullopt;
   }
   ServersetAddress a{std::string(parts[1]), std::string(parts[2]), std::nullopt, ""};
@@ -247,6 +273,22 @@ std::optional<ServersetAddress> parseResolveAddress(std::string_view text) {
     a.endpoint = std::string(parts[3]);
   }
   return a;
+}
+
+std::vector<std::string> ensembles(std::string_view connect) {
+  std::vector<std::string> out;
+  std::vector<std::vector<std::string_view>> seen;
+  for (auto cluster : split(connect, '#')) {
+    auto slash = cluster.find('/');
+    auto hosts = split(cluster.substr(0, slash), ',');
+    std::sort(hosts.begin(), hosts.end());
+    hosts.push_back(slash == std::string_view::npos ? "" : cluster.substr(slash));
+    if (std::find(seen.begin(), seen.end(), hosts) == seen.end()) {
+      seen.push_back(std::move(hosts));
+      out.emplace_back(cluster);
+    }
+  }
+  return out;
 }
 
 }  // namespace registry

@@ -43,10 +43,14 @@ std::string memberLine(const registry::ResolvedMember& m, const char* change) {
 int runResolveCommand(int argc, const char* const* argv) {
   po::options_description desc(
       "sidecar resolve: print the members of a Finagle serverset\n\n"
-      "Usage: sidecar resolve zk2!host:port[,host:port]!/path[!endpoint] [--watch]\n\n"
+      "Usage: sidecar resolve zk2!host:port[,host:port]!/path[!endpoint] [--watch]\n"
+      "       sidecar resolve zk2!host:port[,host:port]#host:port[,host:port]!/path[!endpoint]\n"
+      "       sidecar resolve zk!host:port[,host:port]!/path[!endpoint]\n\n"
       "Prints one JSON line per ALIVE member ({\"member\",\"host\",\"port\",\"shard\"}); "
       "malformed members are\nskipped and named on stderr. With --watch, then prints each "
-      "change as it happens\n(lines with \"change\":\"added\" or \"removed\") until interrupted."
+      "change as it happens\n(lines with \"change\":\"added\" or \"removed\") until interrupted. "
+      "'#' joins ensembles: their\nmembers are printed as one set, named member_N@ensemble, each "
+      "host:port once. zk! is Finagle's\nolder form, on one ensemble."
       "\n\nFlags");
   desc.add_options()("help,h", "print this help and exit")(
       "watch", "keep running and print changes")(
@@ -74,7 +78,8 @@ int runResolveCommand(int argc, const char* const* argv) {
   auto address = registry::parseResolveAddress(text);
   if (!address) {
     std::cerr << "sidecar resolve: '" << text
-              << "' is not zk2!host:port[,host:port]!/path[!endpoint]\n";
+              << "' is not zk2!host:port[,host:port][#host:port[,host:port]...]!/path[!endpoint] "
+                 "or zk!host:port[,host:port]!/path[!endpoint]\n";
     return 2;
   }
   auto timeout = parseDuration(vm["timeout"].as<std::string>());
@@ -98,6 +103,10 @@ int runResolveCommand(int argc, const char* const* argv) {
   std::set<std::string> reported;
   registry::ServersetResolver resolver(
       ioc, *address, std::chrono::milliseconds(10'000), [&](const registry::ServersetSnapshot& s) {
+        // With several ensembles, the first set printed is the whole one: every ensemble listed.
+        if (first && s.unlisted > 0) {
+          return;
+        }
         for (const auto& [name, why] : s.malformed) {
           if (reported.insert(name).second) {
             std::cerr << "skipped malformed member " << name << ": " << why << "\n";
@@ -126,7 +135,7 @@ int runResolveCommand(int argc, const char* const* argv) {
   deadline.async_wait([&](const boost::system::error_code& ec) {
     if (!ec && first) {
       const auto why = resolver.unreachableReason();
-      std::cerr << "sidecar resolve: no answer from ZooKeeper at " << address->connect
+      std::cerr << "sidecar resolve: no answer from ZooKeeper at " << resolver.unlisted()
                 << " within " << timeout->count() << " ms"
                 << (why.empty() ? std::string() : ": " + why) << "\n";
       exitCode = 1;

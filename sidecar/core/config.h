@@ -64,12 +64,13 @@ struct AnnounceConfig {
 };
 
 // One outbound route: a service name (the Host the local service calls) and where its members
-// are found. DEST is zk2!hosts!/path[!endpoint], /path[!endpoint] on --zk, or static!h:p[,h:p].
+// are found. DEST is zk2!hosts[#hosts...]!/path[!endpoint] (or Finagle's older zk!hosts!/path
+// [!endpoint]), /path[!endpoint] on --zk, or static!h:p[,h:p].
 struct RouteConfig {
   std::string name;
   std::string dest;  // as given, for the admin page
   enum class Kind { serverset, fixed } kind = Kind::fixed;
-  std::string zkConnect;   // serverset: the ensemble
+  std::string zkConnect;   // serverset: the ensemble (several joined by '#': their union)
   std::string zkPath;      // serverset: the path
   std::string endpoint;    // serverset: the named additional endpoint, or empty
   std::vector<HostPort> fixed;  // static members

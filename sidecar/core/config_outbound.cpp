@@ -94,10 +94,14 @@ std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::st
     }
   }
   r.dest = std::string(dest);
-  if (dest.starts_with("zk2!")) {
+  if (dest.starts_with("zk2!") || dest.starts_with("zk!")) {
+    // Finagle's two resolver forms; zk2! may join ensembles with '#', read as one serverset.
     auto a = registry::parseResolveAddress(dest);
     if (!a) {
-      return "route " + r.name + ": '" + r.dest + "' is not zk2!host:port[,host:port]!/path[!endpoint]";
+      return "route " + r.name + ": '" + r.dest + "' is not " +
+             (dest.starts_with("zk!")
+                  ? "zk!host:port[,host:port]!/path[!endpoint]"
+                  : "zk2!host:port[,host:port][#host:port...]!/path[!endpoint]");
     }
     if (reservedZkPath(a->path)) {
       return "route " + r.name + ": '" + a->path + "' is ZooKeeper's own subtree, not a serverset";
@@ -144,7 +148,8 @@ std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::st
     r.zkConnect = std::string(zk);
   } else {
     return "route " + r.name + ": '" + r.dest +
-           "' is not zk2!hosts!/path[!endpoint], /path[!endpoint] or static!host:port[,...]";
+           "' is not zk2!hosts!/path[!endpoint], zk!hosts!/path[!endpoint], /path[!endpoint] or "
+           "static!host:port[,...]";
   }
   return r;
 }

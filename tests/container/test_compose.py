@@ -87,7 +87,7 @@ class ComposeTest(unittest.TestCase):
             self.assertEqual(pongs(), ["pong", "pong"])
             time.sleep(1)
 
-        self.compose("stop", "-t", "30", "sidecar-2")
+        self.compose("stop", "-t", "60", "sidecar-2")  # past the grace (22 s) and drain
         ids = self.compose("ps", "-q", "sidecar-2").stdout.split()
         self.assertEqual(run("inspect", "--format", "{{.State.ExitCode}}", ids[0]).stdout.strip(), "0")
         # The member is gone: Prometheus' discovery drops its target (not merely marks it down).

@@ -92,7 +92,7 @@ class KubePlayTest(unittest.TestCase):
             return [json.loads(l) for l in r.stdout.splitlines()]
 
         wait_for(lambda: len(members()) == 1, 30, "the pod's member in ZooKeeper")
-        run("pod", "stop", "-t", "30", pod, timeout=90)
+        run("pod", "stop", "-t", "60", pod, timeout=120)  # past the grace (22 s) and drain
         self.assertEqual(run("inspect", "--format", "{{.State.ExitCode}}", sidecar).stdout.strip(), "0")
         self.assertEqual(members(), [])
 

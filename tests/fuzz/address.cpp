@@ -1,4 +1,5 @@
-// Finagle's zk! and zk2! addresses. Invariant: what parses names a valid connect string and path.
+// Finagle's zk! and zk2! addresses. Invariant: what parses names valid connect strings (one per
+// ensemble) and a valid path.
 #include "fuzz.h"
 
 #include <registry/serverset.h>
@@ -10,7 +11,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);
   for (auto parsed : {registry::parseAnnounceAddress(text), registry::parseResolveAddress(text)}) {
     if (parsed) {
-      FUZZ_CHECK(registry::validConnectString(parsed->connect));
+      for (const auto& ensemble : registry::ensembles(parsed->connect)) {
+        FUZZ_CHECK(registry::validConnectString(ensemble));
+      }
       FUZZ_CHECK(registry::validZkPath(parsed->path));
     }
   }

@@ -377,7 +377,10 @@ class SidecarTestCase(unittest.TestCase):
         p.port = p.ports[0]
         return p
 
-    def start_sidecar(self, upstream_port, *extra, env=None, wait=True):
+    def start_sidecar(self, upstream_port, *extra, env=None, wait=True, grace="2s"):
+        """grace: --deregister-grace unless the test gives it; the default's 22 s (for Finagle
+        callers, which no test but the one about it has) would make every stop of an announced
+        sidecar that long. None: the sidecar's own default."""
         def build(ports):
             defaults = {"--listen": f"127.0.0.1:{ports[0]}",
                         "--upstream": f"127.0.0.1:{upstream_port}",
@@ -385,6 +388,8 @@ class SidecarTestCase(unittest.TestCase):
                         "--tls-cert": self.certs.path("server.pem"),
                         "--tls-key": self.certs.path("server.key"),
                         "--tls-client-ca": self.certs.path("ca.pem")}
+            if grace is not None and "SIDECAR_DEREGISTER_GRACE" not in (env or {}):
+                defaults["--deregister-grace"] = grace
             args = [SIDECAR]
             for flag, value in defaults.items():
                 if flag not in extra:  # a flag the test gives replaces the default
@@ -570,16 +575,17 @@ class SidecarTestCase(unittest.TestCase):
         p.port, p.admin, p.outbound = p.ports
         return p
 
-    def start_member(self, zk, path, service_port, *extra, cert=None, wait=True):
+    def start_member(self, zk, path, service_port, *extra, cert=None, wait=True, grace="2s"):
         """A member of the serverset path: a sidecar in front of the local service on
         service_port, announced in zk (a process with .port, or "host:port") and, with wait,
-        ready (announced). cert: a Certs whose server.pem/server.key it presents instead."""
+        ready (announced). cert: a Certs whose server.pem/server.key it presents instead.
+        grace: as start_sidecar's."""
         hosts = zk if isinstance(zk, str) else f"127.0.0.1:{zk.port}"
         flags = ["--zk", hosts, "--zk-path", path, "--advertise-host", "127.0.0.1",
                  "--health-interval", "100ms", "--rise", "1"]
         if cert is not None:
             flags += ["--tls-cert", cert.path("server.pem"), "--tls-key", cert.path("server.key")]
-        sc = self.start_sidecar(service_port, *flags, *extra)
+        sc = self.start_sidecar(service_port, *flags, *extra, grace=grace)
         if wait:
             wait_for(lambda: self.admin_get(sc, "/ready")[0] == 200, timeout=20 * SLOW,
                      what=f"member on {sc.port} announced")

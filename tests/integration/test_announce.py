@@ -303,7 +303,9 @@ class AnnounceTest(SidecarTestCase):
                                    capture_output=True, text=True, timeout=10)
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn(mentions, r.stderr)
-        r = subprocess.run([SIDECAR, "resolve", "zk!h:1!/p"], capture_output=True, text=True)
+        # zk! is Finagle's older resolver form (one ensemble, then an endpoint name): it reads;
+        # only zk2! joins ensembles with '#'.
+        r = subprocess.run([SIDECAR, "resolve", "zk!h:1#h:2!/p"], capture_output=True, text=True)
         self.assertEqual(r.returncode, 2)
 
     def test_announce_flag_in_finagle_form(self):

@@ -92,7 +92,7 @@ class DeployFilesTest(unittest.TestCase):
                 self.assertIn("http://127.0.0.1:9990/quitquitquit", " ".join(sc["lifecycle"]["preStop"]["exec"]["command"]))
                 env = {e["name"]: e.get("value") for e in sc["env"]}
                 drain = int(env.get("SIDECAR_DRAIN_TIMEOUT", "20s").rstrip("s"))
-                grace = int(env.get("SIDECAR_DEREGISTER_GRACE", "2s").rstrip("s"))
+                grace = int(env.get("SIDECAR_DEREGISTER_GRACE", "22s").rstrip("s"))
                 self.assertGreater(spec["terminationGracePeriodSeconds"], drain + grace)
                 self.assertIn("memory", sc["resources"]["requests"])
                 self.assertIn("secret", spec["volumes"][0])
@@ -127,7 +127,9 @@ class ComposeTopologyTest(SidecarTestCase):
                 "SIDECAR_UPSTREAM": f"127.0.0.1:{ph.port}", "SIDECAR_ZK": localize(env["SIDECAR_ZK"]),
                 "SIDECAR_TLS_CERT": self.certs.path("server.pem"), "SIDECAR_TLS_KEY": self.certs.path("server.key"),
                 "SIDECAR_TLS_CLIENT_CA": self.certs.path("ca.pem"), "SIDECAR_ADVERTISE_HOST": "127.0.0.1",
-                "SIDECAR_HEALTH_INTERVAL": "200ms"})
+                "SIDECAR_HEALTH_INTERVAL": "200ms",
+                # No Finagle caller here: the compose file's grace (22 s) would only slow the stop.
+                "SIDECAR_DEREGISTER_GRACE": "2s"})
             sc = self.spawn_serving(f"sidecar-{n}", lambda ports, env=env: ([SIDECAR], {
                 **env, "SIDECAR_LISTEN": f"127.0.0.1:{ports[0]}",
                 "SIDECAR_ADMIN_LISTEN": f"127.0.0.1:{ports[1]}"}), 2)

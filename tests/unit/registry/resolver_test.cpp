@@ -229,3 +229,98 @@ TEST_CASE("a session that cannot be made is tried again after the delay") {
   CHECK(updates == 1);
   CHECK(refusals == -1);
 }
+
+TEST_CASE("zk2!a#b: the union of both ensembles' members, each host:port once") {
+  boost::asio::io_context ioc;
+  FakeZk a{ioc};
+  FakeZk b{ioc};
+  for (auto* zk : {&a, &b}) {
+    zk->put("/discovery", "");
+    zk->put("/discovery/prod", "");
+    zk->put(kPath, "");
+  }
+  const std::string p = kPath;
+  a.put(p + "/member_0000000001", memberData("10.0.0.1", 1));
+  a.put(p + "/member_0000000002", memberData("10.0.0.9", 9));
+  b.put(p + "/member_0000000001", memberData("10.0.0.2", 2));
+  b.put(p + "/member_0000000002", memberData("10.0.0.9", 9));  // in both: once
+  b.put(p + "/member_0000000003", "{not json");
+  std::vector<std::string> opened;
+  ResolverOptions options;
+  options.retryDelay = std::chrono::milliseconds(5);
+  options.connect = [&, fa = a.factory(), fb = b.factory()](const ZkSessionOptions& o,
+                                                            ZkSession::EventHandler h) {
+    opened.push_back(o.connect);
+    return o.connect == "za:2181" ? fa(o, std::move(h)) : fb(o, std::move(h));
+  };
+  std::vector<ServersetSnapshot> updates;
+  std::vector<bool> staleChanges;
+  auto address = parseResolveAddress("zk2!za:2181#zb:2181!" + p);
+  REQUIRE(address);
+  ServersetResolver resolver(
+      ioc, *address, options, [&](const ServersetSnapshot& s) { updates.push_back(s); },
+      [&](bool stale) { staleChanges.push_back(stale); });
+  resolver.start();
+  CHECK(opened == std::vector<std::string>{"za:2181", "zb:2181"});  // a session per ensemble
+  const auto names = [&] {
+    Names out;
+    for (const auto& [name, m] : resolver.snapshot()->members) {
+      out.push_back(name + "=" + m.endpoint.host);
+    }
+    return out;
+  };
+
+  // One ensemble answers: its members serve already, the set is stale until the other answers.
+  a.connect();
+  settle(ioc);
+  REQUIRE(updates.size() == 1);
+  CHECK(updates[0].unlisted == 1);
+  CHECK(names() ==
+        Names{"member_0000000001@za:2181=10.0.0.1", "member_0000000002@za:2181=10.0.0.9"});
+  CHECK(resolver.stale());
+  CHECK(resolver.unlisted() == "zb:2181");
+
+  b.connect();
+  settle(ioc);
+  REQUIRE(updates.size() == 2);
+  CHECK(updates[1].unlisted == 0);
+  CHECK(names() == Names{"member_0000000001@za:2181=10.0.0.1", "member_0000000001@zb:2181=10.0.0.2",
+                         "member_0000000002@za:2181=10.0.0.9"});
+  CHECK(updates[1].malformed.count("member_0000000003@zb:2181") == 1);
+  CHECK_FALSE(resolver.stale());
+  CHECK(resolver.unlisted().empty());
+  CHECK(staleChanges == std::vector<bool>{false});
+
+  // A change in one ensemble; the other's members stay. The duplicate now comes from b alone.
+  a.erase(p + "/member_0000000002");
+  settle(ioc);
+  CHECK(names() == Names{"member_0000000001@za:2181=10.0.0.1", "member_0000000001@zb:2181=10.0.0.2",
+                         "member_0000000002@zb:2181=10.0.0.9"});
+
+  // One ensemble out of reach: the set is stale, and keeps both ensembles' members.
+  b.disconnect();
+  settle(ioc);
+  CHECK(resolver.stale());
+  CHECK(resolver.snapshot()->members.size() == 3);
+  b.connect();
+  settle(ioc);
+  CHECK_FALSE(resolver.stale());
+  CHECK(staleChanges == std::vector<bool>{false, true, false});
+}
+
+TEST_CASE("the older zk! form resolves as zk2! does, on one ensemble") {
+  Fixture f;
+  auto address = parseResolveAddress(std::string("zk!fake:2181!") + kPath + "!admin");
+  REQUIRE(address);
+  ResolverOptions options;
+  options.connect = f.zk.factory();
+  std::vector<ServersetSnapshot> updates;
+  ServersetResolver resolver(f.ioc, *address, options,
+                             [&](const ServersetSnapshot& s) { updates.push_back(s); });
+  f.add("member_0000000001", memberData("10.0.0.1", 1));
+  resolver.start();
+  f.zk.connect();
+  settle(f.ioc);
+  REQUIRE(updates.size() == 1);
+  CHECK(updates[0].members.at("member_0000000001").endpoint == Endpoint{"10.0.0.1", 9990});
+}

@@ -67,6 +67,46 @@ TEST_CASE("readers keep ALIVE members of the wanted shard and endpoint") {
   CHECK_FALSE(selectMember("member_1", i, any));
 }
 
+TEST_CASE("a member with named endpoints only is found by name, never by default (Finagle's Entry)") {
+  // As Finagle's announcer writes it with Gson, which leaves out a null serviceEndpoint.
+  auto d = decodeServiceInstance(
+      R"({"additionalEndpoints":{"thrift":{"host":"10.0.0.7","port":9443}},"status":"ALIVE","shard":2})");
+  REQUIRE(d.instance);
+  CHECK_FALSE(d.instance->serviceEndpoint);
+  ServersetAddress thrift{"h:1", "/p", std::nullopt, "thrift"};
+  auto picked = selectMember("member_3", *d.instance, thrift);
+  REQUIRE(picked);
+  CHECK(picked->endpoint == Endpoint{"10.0.0.7", 9443});
+  CHECK(picked->shard == 2);
+  ServersetAddress byDefault{"h:1", "/p", std::nullopt, ""};
+  CHECK_FALSE(selectMember("member_3", *d.instance, byDefault));
+  ServersetAddress other{"h:1", "/p", std::nullopt, "admin"};
+  CHECK_FALSE(selectMember("member_3", *d.instance, other));
+  // Written back the same way: no serviceEndpoint key at all.
+  CHECK(encodeServiceInstance(*d.instance) ==
+        R"({"additionalEndpoints":{"thrift":{"host":"10.0.0.7","port":9443}},"status":"ALIVE","shard":2})");
+  // A null serviceEndpoint reads as an absent one.
+  auto null = decodeServiceInstance(
+      R"({"serviceEndpoint":null,"additionalEndpoints":{"thrift":{"host":"a","port":1}},"status":"ALIVE"})");
+  REQUIRE(null.instance);
+  CHECK_FALSE(null.instance->serviceEndpoint);
+  // Still malformed: a serviceEndpoint that is there but unusable, and a member with no endpoint.
+  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":"a"},"additionalEndpoints":{"thrift":{"host":"a","port":1}},"status":"ALIVE"})").instance);
+  auto none = decodeServiceInstance(R"({"additionalEndpoints":{},"status":"ALIVE"})");
+  CHECK_FALSE(none.instance);
+  CHECK(none.error.find("no serviceEndpoint") != std::string::npos);
+  CHECK_FALSE(decodeServiceInstance(R"({"additionalEndpoints":{"thrift":{"host":"a","port":0}},"status":"ALIVE"})").instance);
+  // Aurora's announcer writes port 0 for a task without a primary port: no serviceEndpoint, the
+  // named ones still usable.
+  auto aurora = decodeServiceInstance(
+      R"({"serviceEndpoint":{"host":"h.example","port":0},"additionalEndpoints":{"http":{"host":"h.example","port":31001}},"status":"ALIVE","shard":4})");
+  REQUIRE(aurora.instance);
+  CHECK_FALSE(aurora.instance->serviceEndpoint);
+  ServersetAddress http{"h:1", "/p", std::nullopt, "http"};
+  CHECK(selectMember("member_4", *aurora.instance, http)->endpoint == Endpoint{"h.example", 31001});
+  CHECK_FALSE(selectMember("member_4", *aurora.instance, byDefault));
+}
+
 TEST_CASE("zk! and zk2! addresses") {
   auto a = parseAnnounceAddress("zk!zk1:2181,zk2:2181!/discovery/prod/pinghelp!0");
   REQUIRE(a);
@@ -91,7 +131,34 @@ TEST_CASE("zk! and zk2! addresses") {
   CHECK(parseResolveAddress("zk2!a:1,b:2!/p"));
   CHECK_FALSE(parseResolveAddress("zk2!a:1!/p/"));
   CHECK_FALSE(parseResolveAddress("zk2!a:1!//p"));
-  CHECK_FALSE(parseResolveAddress("zk!a:1!/p"));
+
+  // Finagle's older resolver form: one ensemble, the third part an endpoint name (never a shard).
+  auto old = parseResolveAddress("zk!zk1:2181,zk2:2181!/discovery/prod/pinghelp!thrift");
+  REQUIRE(old);
+  CHECK(old->connect == "zk1:2181,zk2:2181");
+  CHECK(old->path == "/discovery/prod/pinghelp");
+  CHECK(old->endpoint == "thrift");
+  CHECK_FALSE(old->shard);
+  CHECK(parseResolveAddress("zk!a:1!/p")->endpoint.empty());
+  CHECK(parseResolveAddress("zk!a:1!/p!0")->endpoint == "0");
+  CHECK_FALSE(parseResolveAddress("zk!a:1#b:2!/p"));  // only zk2! joins ensembles
+  CHECK_FALSE(parseResolveAddress("zk!a:1!/p!"));
+  CHECK_FALSE(parseResolveAddress("zk3!a:1!/p"));
+
+  // Zk2Resolver's ensembles joined by '#': one connect string each, read as one serverset.
+  auto several = parseResolveAddress("zk2!a1:2181,a2:2181#b1:2181!/discovery/prod/pinghelp!admin");
+  REQUIRE(several);
+  CHECK(several->connect == "a1:2181,a2:2181#b1:2181");
+  CHECK(several->endpoint == "admin");
+  CHECK(ensembles(several->connect) == std::vector<std::string>{"a1:2181,a2:2181", "b1:2181"});
+  CHECK(ensembles("a:1") == std::vector<std::string>{"a:1"});
+  // The same ensemble once, whatever the order of its hosts.
+  CHECK(ensembles("a:1,b:2#b:2,a:1#c:3") == std::vector<std::string>{"a:1,b:2", "c:3"});
+  CHECK(ensembles("a:1/x#a:1/y") == std::vector<std::string>{"a:1/x", "a:1/y"});  // chroots differ
+  CHECK_FALSE(parseResolveAddress("zk2!a:1#!/p"));
+  CHECK_FALSE(parseResolveAddress("zk2!#a:1!/p"));
+  CHECK_FALSE(parseResolveAddress("zk2!a:1##b:2!/p"));
+  CHECK_FALSE(parseResolveAddress("zk2!a:1#b!/p"));  // no port
 
   CHECK(validConnectString("a:1,b:2/chroot/x"));
   CHECK_FALSE(validConnectString("a:1/"));
