@@ -68,7 +68,7 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
     // Names among them are looked up as a serverset member's are: off this thread, again every
     // --dns-refresh; the route is resolved once they have answered (or one member is usable).
     for (const auto& hp : r.config.fixed) {
-      r.wanted.push_back(Wanted{hp.str(), registry::Endpoint{hp.host, hp.port}});
+      r.wanted.push_back(registry::Endpoint{hp.host, hp.port});
     }
     r.listed = true;
     wantNames(r);
@@ -192,7 +192,7 @@ void RouteDirectory::remove(Runtime& r, Expiry why) {
 void RouteDirectory::resolved(Runtime& r, const registry::ServersetSnapshot& s) {
   r.wanted.clear();
   for (const auto& [node, m] : s.members) {
-    r.wanted.push_back(Wanted{node, m.endpoint});
+    r.wanted.push_back(m.endpoint);
   }
   r.listed = true;
   r.malformed = s.malformed.size();
@@ -201,41 +201,14 @@ void RouteDirectory::resolved(Runtime& r, const registry::ServersetSnapshot& s) 
 }
 
 std::shared_ptr<MemberSet> RouteDirectory::memberSet(Runtime& r, std::size_t& unresolved) {
+  auto expanded = expandMembers(r.wanted, names_);
   auto members = std::make_shared<MemberSet>();
-  r.hostOf.clear();
-  unresolved = 0;
-  bool awaited = false;          // a name's first lookup is under way
-  std::set<tcp::endpoint> seen;  // an address once, whichever members name it
-  const auto add = [&](const tcp::endpoint& e, const std::string* host) {
-    if (seen.insert(e).second) {
-      members->members.push_back(e);
-      if (host) {
-        r.hostOf[endpointText(e)] = *host;
-      }
-    }
-  };
-  for (const auto& w : r.wanted) {
-    error_code ec;
-    const auto address = asio::ip::make_address(w.endpoint.host, ec);
-    if (!ec) {
-      add(tcp::endpoint(address, w.endpoint.port), nullptr);
-      continue;
-    }
-    // A name: one member per address it has (IPv4 and IPv6 alike), each balanced, ejected and
-    // retried on its own; none until its first lookup answers.
-    const auto* e = names_.find(w.endpoint.host);
-    if (!e || e->addresses.empty()) {
-      ++unresolved;
-      awaited = awaited || !e || !e->answered;
-      continue;
-    }
-    for (const auto& a : e->addresses) {
-      add(tcp::endpoint(a, w.endpoint.port), &w.endpoint.host);
-    }
-  }
+  members->members = std::move(expanded.members);
+  r.hostOf = std::move(expanded.hostOf);
+  unresolved = expanded.unresolved;
   // Calls wait for a new route's names only while it has nothing else to offer.
-  members->resolved =
-      r.listed && (!members->members.empty() || !awaited || (r.members && r.members->resolved));
+  members->resolved = r.listed && (!members->members.empty() || !expanded.awaited ||
+                                   (r.members && r.members->resolved));
   // A listing that answered while the session was already lost is complete but may be old: it
   // stays stale until the resolver says it is current (setStale follows).
   members->stale = r.resolver ? r.resolver->stale() : false;
@@ -266,10 +239,8 @@ void RouteDirectory::publishMembers(Runtime& r, bool listing) {
 void RouteDirectory::wantNames(const Runtime& r) {
   const auto now = Clock::now();
   for (const auto& w : r.wanted) {
-    error_code ec;
-    asio::ip::make_address(w.endpoint.host, ec);
-    if (ec) {
-      names_.want(w.endpoint.host, now);
+    if (isHostName(w.host)) {
+      names_.want(w.host, now);
     }
   }
   lookUpDue();
@@ -300,7 +271,7 @@ void RouteDirectory::scheduleLookups() {
     for (const auto& r : routes_) {
       if (r) {
         for (const auto& w : r->wanted) {
-          used.insert(w.endpoint.host);
+          used.insert(w.host);
         }
       }
     }
@@ -321,7 +292,7 @@ void RouteDirectory::lookedUp(const std::string& name, LookupResult result) {
   std::string routes;
   for (auto& r : routes_) {
     if (!r || std::none_of(r->wanted.begin(), r->wanted.end(),
-                           [&](const Wanted& w) { return w.endpoint.host == name; })) {
+                           [&](const registry::Endpoint& w) { return w.host == name; })) {
       continue;
     }
     routes += (routes.empty() ? "" : ",") + r->config.name;
@@ -412,12 +383,12 @@ std::string RouteDirectory::clientsJson() {
     boost::json::array names;
     std::set<std::string> listed;
     for (const auto& w : r->wanted) {
-      const auto* e = names_.find(w.endpoint.host);
-      if (!e || !listed.insert(w.endpoint.host).second) {
+      const auto* e = names_.find(w.host);
+      if (!e || !listed.insert(w.host).second) {
         continue;
       }
       boost::json::object n;
-      n["host"] = w.endpoint.host;
+      n["host"] = w.host;
       boost::json::array addresses;
       for (const auto& a : e->addresses) {
         addresses.push_back(boost::json::string(a.to_string()));

@@ -60,18 +60,12 @@ class RouteDirectory {
   void refreshGauges();
 
  private:
-  // A member as the route's source gives it: the serverset's node (or a static host:port) and the
-  // host it announced, an address or a name.
-  struct Wanted {
-    std::string member;
-    registry::Endpoint endpoint;
-  };
   struct Runtime {
     RouteConfig config;
     std::shared_ptr<const RouteInfo> info;
     std::shared_ptr<const MemberSet> members;
     std::unique_ptr<registry::ServersetResolver> resolver;
-    std::vector<Wanted> wanted;                 // the last listing (a static route: its members)
+    std::vector<registry::Endpoint> wanted;     // as announced (a static route: its members)
     bool listed = false;                        // the source answered (a static route: at once)
     std::map<std::string, std::string> hostOf;  // a member's address -> the name it came from
     std::size_t unresolved = 0;                 // wanted members whose name has no address

@@ -15,6 +15,8 @@
 #include <mutex>
 #include <thread>
 
+#include "net/io.h"
+
 namespace sidecar {
 
 void NameCache::want(const std::string& name, Clock::time_point now) {
@@ -69,6 +71,46 @@ void NameCache::retain(const std::set<std::string>& keep) {
 const NameCache::Entry* NameCache::find(const std::string& name) const {
   auto it = entries_.find(name);
   return it == entries_.end() ? nullptr : &it->second;
+}
+
+bool isHostName(const std::string& host) {
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(host, ec);
+  return static_cast<bool>(ec);
+}
+
+ExpandedMembers expandMembers(const std::vector<registry::Endpoint>& announced,
+                              const NameCache& names) {
+  ExpandedMembers out;
+  std::set<boost::asio::ip::tcp::endpoint> seen;
+  const auto add = [&](const boost::asio::ip::tcp::endpoint& e, const std::string* host) {
+    if (seen.insert(e).second) {
+      out.members.push_back(e);
+      if (host) {
+        out.hostOf[endpointText(e)] = *host;
+      }
+    }
+  };
+  for (const auto& a : announced) {
+    boost::system::error_code ec;
+    const auto address = boost::asio::ip::make_address(a.host, ec);
+    if (!ec) {
+      add({address, a.port}, nullptr);
+      continue;
+    }
+    // A name: one member per address (IPv4 and IPv6 alike), each balanced, ejected and retried
+    // on its own; none until its first lookup answers.
+    const auto* e = names.find(a.host);
+    if (!e || e->addresses.empty()) {
+      ++out.unresolved;
+      out.awaited = out.awaited || !e || !e->answered;
+      continue;
+    }
+    for (const auto& address : e->addresses) {
+      add({address, a.port}, &a.host);
+    }
+  }
+  return out;
 }
 
 LookupResult lookupName(const std::string& name) {

@@ -5,8 +5,11 @@
 // thread nor a worker ever waits on a lookup. A name is looked up again every --dns-refresh; a
 // lookup that fails keeps the last good addresses.
 
+#include <registry/serverset.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -58,6 +61,19 @@ class NameCache {
   Duration refresh_;
   std::map<std::string, Entry> entries_;
 };
+
+// A route's members as announced (each host an address or a name) made into addresses: a name
+// gives one member per address it has, an address a member once whichever members name it.
+struct ExpandedMembers {
+  std::vector<boost::asio::ip::tcp::endpoint> members;  // in the order announced
+  std::map<std::string, std::string> hostOf;  // a member's "address:port" -> the name it came from
+  std::size_t unresolved = 0;  // announced members whose name has no address: left out
+  bool awaited = false;        // one of those names has not had its first answer yet
+};
+ExpandedMembers expandMembers(const std::vector<registry::Endpoint>& announced,
+                              const NameCache& names);
+// Whether host is a name to look up (not an IPv4 or IPv6 address).
+bool isHostName(const std::string& host);
 
 // getaddrinfo for a name, any family, stream sockets, as configured addresses allow
 // (AI_ADDRCONFIG): the distinct addresses, sorted, or why there are none.

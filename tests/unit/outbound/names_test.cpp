@@ -87,6 +87,46 @@ TEST_CASE("names: names no route uses are forgotten, and their late answers drop
   CHECK(cache.empty());
 }
 
+TEST_CASE("names: a name is one member per address, v4 and v6, an address a member once") {
+  using boost::asio::ip::tcp;
+  NameCache cache(Duration(30'000));
+  const std::vector<registry::Endpoint> announced{
+      {"dual.example", 8443}, {"10.0.0.1", 8443},     {"pending.example", 8443},
+      {"dual.example", 9443}, {"lost.example", 8443}, {"alias.example", 8443}};
+  for (const char* name : {"dual.example", "pending.example", "lost.example", "alias.example"}) {
+    cache.want(name, kStart);
+  }
+  cache.due(kStart);
+  cache.answered("dual.example", {ip("::1"), ip("127.0.0.1")}, "", kStart);
+  cache.answered("lost.example", {}, "Name or service not known", kStart);
+  cache.answered("alias.example", {ip("10.0.0.1"), ip("10.0.0.2")}, "", kStart);
+  auto x = expandMembers(announced, cache);
+  CHECK(x.members == std::vector<tcp::endpoint>{{ip("127.0.0.1"), 8443},
+                                                {ip("::1"), 8443},
+                                                {ip("10.0.0.1"), 8443},
+                                                {ip("127.0.0.1"), 9443},
+                                                {ip("::1"), 9443},
+                                                {ip("10.0.0.2"), 8443}});
+  CHECK(x.hostOf == std::map<std::string, std::string>{{"127.0.0.1:8443", "dual.example"},
+                                                       {"[::1]:8443", "dual.example"},
+                                                       {"127.0.0.1:9443", "dual.example"},
+                                                       {"[::1]:9443", "dual.example"},
+                                                       {"10.0.0.2:8443", "alias.example"}});
+  CHECK(x.unresolved == 2);  // pending.example, lost.example
+  CHECK(x.awaited);          // pending.example has not answered
+  cache.answered("pending.example", {}, "Temporary failure in name resolution", kStart);
+  x = expandMembers(announced, cache);
+  CHECK(x.unresolved == 2);
+  CHECK_FALSE(x.awaited);
+  // A name that fails later keeps serving its last addresses.
+  cache.due(kStart + seconds(30));
+  cache.answered("dual.example", {}, "Temporary failure in name resolution", kStart + seconds(30));
+  CHECK(expandMembers(announced, cache).members.size() == 6);
+  CHECK(isHostName("dual.example"));
+  CHECK_FALSE(isHostName("::1"));
+  CHECK_FALSE(isHostName("10.0.0.1"));
+}
+
 TEST_CASE("names: lookups run on threads of their own and answer on the control thread") {
   boost::asio::io_context control;
   auto work = boost::asio::make_work_guard(control);  // answers come later: run must not stop
