@@ -127,6 +127,7 @@ po::options_description describeFlags() {
     ("route-prefix-identity", po::value<std::string>(), "identity a --route-prefix route's members must carry, {name} standing for the service name (e.g. spiffe://prod/{name}); exact or trailing *; default: any the CA signed")
     ("max-routes", po::value<std::string>()->default_value("100"), "routes made from --route-prefix at most, 1 to 10000; a new one then replaces the least recently used")
     ("route-idle-timeout", po::value<std::string>()->default_value("10m"), "a --route-prefix route unused this long is removed, its resolver with it (one without members: after 5s)")
+    ("dns-refresh", po::value<std::string>()->default_value("30s"), "members announced with a host name, not an address: how often the name is looked up again, 1s to 60m (a failed lookup: after 5s, keeping its last addresses)")
     ("outbound-ca", po::value<std::string>(), "CA bundle that called services' certificates must chain to, PEM (default: --tls-client-ca)")
     ("outbound-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to a member and its TLS handshake")
     ("outbound-timeout", po::value<std::string>()->default_value("30s"), "deadline for a called service's response head, and longest pause mid-body; slower: 504")

@@ -104,6 +104,7 @@ struct OutboundConfig {
   Duration idleTimeout{30'000};         // pooled connections to members
   Duration resolveTimeout{3'000};       // a first request waits this long for a new route's members
   Duration zkSessionTimeout{10'000};    // the resolvers' sessions (--zk-session-timeout)
+  Duration dnsRefresh{30'000};          // members' host names are looked up again this often
   std::vector<ThriftRouteConfig> thriftRoutes;  // --thrift-route, in order
   std::uint32_t thriftMaxFrame = 16'384'000;    // --thrift-max-frame, calls and replies
 };

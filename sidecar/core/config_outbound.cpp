@@ -186,6 +186,12 @@ namespace flags {
 void outboundValues(const po::variables_map& vm, OutboundConfig& o) {
   o.maxRoutes = countFlag(vm, "max-routes", 1, 10'000);
   o.routeIdleTimeout = durationFlag(vm, "route-idle-timeout");
+  // Each refresh is a lookup per name: under a second would be a resolver's load for nothing.
+  o.dnsRefresh = durationFlag(vm, "dns-refresh");
+  if (o.dnsRefresh < std::chrono::seconds(1) || o.dnsRefresh > std::chrono::minutes(60)) {
+    throw FlagError{"--dns-refresh: '" + vm["dns-refresh"].as<std::string>() +
+                    "' is not a duration from 1s to 60m"};
+  }
   o.connectTimeout = durationFlag(vm, "outbound-connect-timeout");
   o.timeout = durationFlag(vm, "outbound-timeout");
   o.idleTimeout = durationFlag(vm, "outbound-idle-timeout");

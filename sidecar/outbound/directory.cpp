@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/json/array.hpp>
 #include <boost/json/serialize.hpp>
+#include <set>
 
 namespace sidecar {
 
@@ -62,26 +63,18 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
   r.info = std::make_shared<RouteInfo>(RouteInfo{r.config.name, r.config.identity, slot, false});
   byName_[r.config.name] = slot;
   metrics_.name(slot, r.config.name);
-  auto members = std::make_shared<MemberSet>();
+  std::shared_ptr<MemberSet> members;
   if (r.config.kind == RouteConfig::Kind::fixed) {
+    // Names among them are looked up as a serverset member's are: off this thread, again every
+    // --dns-refresh; the route is resolved once they have answered (or one member is usable).
     for (const auto& hp : r.config.fixed) {
-      error_code ec;
-      auto address = asio::ip::make_address(hp.host, ec);
-      if (ec) {
-        tcp::resolver resolver(control_);
-        auto results = resolver.resolve(hp.host, std::to_string(hp.port), ec);
-        if (ec || results.empty()) {
-          spdlog::warn("event=route_member_unresolved route={} member={} reason=\"{}\"",
-                       r.config.name, hp.str(), ec ? ec.message() : "no address");
-          continue;
-        }
-        members->members.push_back(results.begin()->endpoint());
-      } else {
-        members->members.emplace_back(address, hp.port);
-      }
+      r.wanted.push_back(registry::Endpoint{hp.host, hp.port});
     }
-    members->resolved = true;
+    r.listed = true;
+    wantNames(r);
+    members = memberSet(r, r.unresolved);
   } else {
+    members = std::make_shared<MemberSet>();
     registry::ServersetAddress address{r.config.zkConnect, r.config.zkPath, std::nullopt,
                                        r.config.endpoint};
     r.resolver = std::make_unique<registry::ServersetResolver>(
@@ -98,6 +91,8 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
   r.members = members;
   metrics_.members->Add({{"route", r.config.name}}).Set(static_cast<double>(members->members.size()));
   metrics_.stale->Add({{"route", r.config.name}}).Set(members->stale ? 1 : 0);
+  metrics_.membersUnresolved->Add({{"route", r.config.name}})
+      .Set(static_cast<double>(r.unresolved));
   spdlog::info("event=route_added route={} dest={} identity={}", r.config.name, r.config.dest,
                r.config.identity.empty() ? "-" : r.config.identity);
   publish_(r.info, r.members);
@@ -195,34 +190,129 @@ void RouteDirectory::remove(Runtime& r, Expiry why) {
 }
 
 void RouteDirectory::resolved(Runtime& r, const registry::ServersetSnapshot& s) {
-  auto members = std::make_shared<MemberSet>();
+  r.wanted.clear();
   for (const auto& [node, m] : s.members) {
-    error_code ec;
-    auto address = asio::ip::make_address(m.endpoint.host, ec);
-    if (ec) {
-      // Members announce addresses (our announcer and Finagle's do); a name would need a DNS
-      // lookup on every change, on this thread.
-      spdlog::warn("event=member_skipped route={} member={} reason=\"host is not an address: {}\"",
-                   r.config.name, node, m.endpoint.host);
-      continue;
-    }
-    members->members.emplace_back(address, m.endpoint.port);
+    r.wanted.push_back(m.endpoint);
+  }
+  r.listed = true;
+  r.malformed = s.malformed.size();
+  wantNames(r);
+  publishMembers(r, true);
+}
+
+std::shared_ptr<MemberSet> RouteDirectory::memberSet(Runtime& r, std::size_t& unresolved) {
+  auto expanded = expandMembers(r.wanted, names_);
+  auto members = std::make_shared<MemberSet>();
+  members->members = std::move(expanded.members);
+  r.hostOf = std::move(expanded.hostOf);
+  unresolved = expanded.unresolved;
+  // Calls wait for a new route's names only while it has nothing else to offer.
+  members->resolved = r.listed && (!members->members.empty() || !expanded.awaited ||
+                                   (r.members && r.members->resolved));
+  // A listing that answered while the session was already lost is complete but may be old: it
+  // stays stale until the resolver says it is current (setStale follows).
+  members->stale = r.resolver ? r.resolver->stale() : false;
+  return members;
+}
+
+void RouteDirectory::publishMembers(Runtime& r, bool listing) {
+  std::size_t unresolved = 0;
+  auto members = memberSet(r, unresolved);
+  if (!listing && members->members == r.members->members &&
+      members->resolved == r.members->resolved && unresolved == r.unresolved) {
+    return;  // a name looked up again, to the same addresses
   }
   if (!members->members.empty() || !r.members->members.empty()) {
     r.emptySince = Clock::now();  // a negative entry's life runs from its last member
   }
-  members->resolved = true;
-  // A listing that answered while the session was already lost is complete but may be old: it
-  // stays stale until the resolver says it is current (setStale follows).
-  members->stale = r.resolver->stale();
   members->version = r.members->version + 1;
-  r.malformed = s.malformed.size();
   r.members = members;
+  r.unresolved = unresolved;
   metrics_.members->Add({{"route", r.config.name}}).Set(static_cast<double>(members->members.size()));
   metrics_.stale->Add({{"route", r.config.name}}).Set(members->stale ? 1 : 0);
-  spdlog::info("event=route_members route={} members={} malformed={}", r.config.name,
-               members->members.size(), s.malformed.size());
+  metrics_.membersUnresolved->Add({{"route", r.config.name}}).Set(static_cast<double>(unresolved));
+  spdlog::info("event=route_members route={} members={} malformed={} unresolved={}", r.config.name,
+               members->members.size(), r.malformed, unresolved);
   publish_(r.info, r.members);
+}
+
+void RouteDirectory::wantNames(const Runtime& r) {
+  const auto now = Clock::now();
+  for (const auto& w : r.wanted) {
+    if (isHostName(w.host)) {
+      names_.want(w.host, now);
+    }
+  }
+  lookUpDue();
+}
+
+void RouteDirectory::lookUpDue() {
+  for (auto& name : names_.due(Clock::now())) {
+    lookups_.lookup(std::move(name));
+  }
+  if (!names_.empty()) {
+    scheduleLookups();
+  }
+}
+
+void RouteDirectory::scheduleLookups() {
+  if (namesTicking_) {
+    return;
+  }
+  namesTicking_ = true;
+  namesTick_.expires_after(std::chrono::seconds(1));
+  namesTick_.async_wait([this](error_code ec) {
+    if (ec) {
+      return;  // the directory is going
+    }
+    namesTicking_ = false;
+    // Names no route announces any more are forgotten (a lookup under way is then dropped).
+    std::set<std::string> used;
+    for (const auto& r : routes_) {
+      if (r) {
+        for (const auto& w : r->wanted) {
+          used.insert(w.host);
+        }
+      }
+    }
+    names_.retain(used);
+    lookUpDue();
+  });
+}
+
+void RouteDirectory::lookedUp(const std::string& name, LookupResult result) {
+  const auto* before = names_.find(name);
+  if (!before) {
+    return;  // no route announces it any more
+  }
+  const bool wasFailing = before->failing;
+  const bool wasAnswered = before->answered;
+  const bool changed = names_.answered(name, result.addresses, result.error, Clock::now());
+  const auto& e = *names_.find(name);
+  std::string routes;
+  for (auto& r : routes_) {
+    if (!r || std::none_of(r->wanted.begin(), r->wanted.end(),
+                           [&](const registry::Endpoint& w) { return w.host == name; })) {
+      continue;
+    }
+    routes += (routes.empty() ? "" : ",") + r->config.name;
+    if (e.failing) {
+      metrics_.dnsFailures->Add({{"route", r->config.name}}).Increment();
+    }
+    if (changed) {
+      publishMembers(*r, false);
+    }
+  }
+  if (e.failing && (!wasFailing || !wasAnswered)) {
+    spdlog::warn("event=dns_failed host={} routes={} kept={} reason=\"{}\"", name, routes,
+                 e.addresses.size(), e.error);
+  } else if (!e.failing && (changed || wasFailing)) {
+    std::string addresses;
+    for (const auto& a : e.addresses) {
+      addresses += (addresses.empty() ? "" : ",") + a.to_string();
+    }
+    spdlog::info("event=dns_resolved host={} routes={} addresses={}", name, routes, addresses);
+  }
 }
 
 void RouteDirectory::setStale(Runtime& r, bool stale) {
@@ -288,12 +378,38 @@ std::string RouteDirectory::clientsJson() {
     route["resolved"] = r->members->resolved;
     route["stale"] = r->members->stale;
     route["malformed_members"] = r->malformed;
+    route["unresolved_members"] = r->unresolved;
+    // The host names members announced, each with its addresses as last looked up.
+    boost::json::array names;
+    std::set<std::string> listed;
+    for (const auto& w : r->wanted) {
+      const auto* e = names_.find(w.host);
+      if (!e || !listed.insert(w.host).second) {
+        continue;
+      }
+      boost::json::object n;
+      n["host"] = w.host;
+      boost::json::array addresses;
+      for (const auto& a : e->addresses) {
+        addresses.push_back(boost::json::string(a.to_string()));
+      }
+      n["addresses"] = std::move(addresses);
+      n["state"] = !e->answered ? "pending" : e->failing ? "failing" : "resolved";
+      if (e->failing) {
+        n["error"] = e->error;
+      }
+      names.push_back(std::move(n));
+    }
+    route["names"] = std::move(names);
     // Per member: the workers' views summed (pending) and averaged (cost, latency); the state is
     // the worst any worker has it in.
     std::map<std::string, boost::json::object> members;
     for (const auto& e : r->members->members) {
       boost::json::object m;
       m["address"] = endpointText(e);
+      if (auto h = r->hostOf.find(endpointText(e)); h != r->hostOf.end()) {
+        m["host"] = h->second;
+      }
       m["pending"] = 0;
       m["cost"] = 0.0;
       m["ewma_ms"] = 0.0;

@@ -1,8 +1,11 @@
 #pragma once
 // The outbound routes on the control thread: one per --route and per --thrift-route at start,
-// and one per name under --route-prefix when a worker first asks. A serverset route has its own resolver (registry/),
-// whose member sets go to every worker as immutable snapshots; the data path never waits on
-// ZooKeeper, and keeps the last known members while ZooKeeper cannot be read.
+// and one per name under --route-prefix when a worker first asks. A serverset route has its own
+// resolver (registry/), whose member sets go to every worker as immutable snapshots; the data path
+// never waits on ZooKeeper, and keeps the last known members while ZooKeeper cannot be read. A
+// member announced with a host name becomes one member per address the name has (outbound/names.h),
+// looked up off the control thread and again every --dns-refresh; a name without an address is left
+// out.
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -20,6 +23,7 @@
 #include "core/config.h"
 #include "outbound/handler.h"
 #include "outbound/metrics.h"
+#include "outbound/names.h"
 
 namespace sidecar {
 
@@ -61,6 +65,10 @@ class RouteDirectory {
     std::shared_ptr<const RouteInfo> info;
     std::shared_ptr<const MemberSet> members;
     std::unique_ptr<registry::ServersetResolver> resolver;
+    std::vector<registry::Endpoint> wanted;     // as announced (a static route: its members)
+    bool listed = false;                        // the source answered (a static route: at once)
+    std::map<std::string, std::string> hostOf;  // a member's address -> the name it came from
+    std::size_t unresolved = 0;                 // wanted members whose name has no address
     std::size_t malformed = 0;
     bool prefix = false;                // made from --route-prefix: expires
     Clock::time_point usedAt{};         // made, or last called (as the workers report)
@@ -74,6 +82,15 @@ class RouteDirectory {
   void scheduleSweep();
   void resolved(Runtime& r, const registry::ServersetSnapshot& snapshot);
   void setStale(Runtime& r, bool stale);
+  // The route's members from its wanted ones and the names' addresses; unresolved: those left out.
+  std::shared_ptr<MemberSet> memberSet(Runtime& r, std::size_t& unresolved);
+  // Publishes the route's members as they are now; unless listing (a new listing came), only when
+  // they changed.
+  void publishMembers(Runtime& r, bool listing);
+  void wantNames(const Runtime& r);
+  void lookUpDue();
+  void scheduleLookups();
+  void lookedUp(const std::string& name, LookupResult result);
   std::size_t ejectedNow(const std::string& route);
 
   boost::asio::io_context& control_;
@@ -96,6 +113,15 @@ class RouteDirectory {
   };
   std::map<std::string, std::map<unsigned, Report>> reports_;
   std::map<std::string, Clock::time_point> usedAt_;  // by route, from the reports
+
+  // Members' host names: their addresses, and lookups on threads of their own whose answers come
+  // back to the control thread. A tick once a second while any name is in use.
+  NameCache names_{config_.dnsRefresh};
+  boost::asio::steady_timer namesTick_{control_};
+  bool namesTicking_ = false;
+  NameLookups lookups_{control_, [this](const std::string& name, LookupResult result) {
+                         lookedUp(name, std::move(result));
+                       }};
 };
 
 }  // namespace sidecar

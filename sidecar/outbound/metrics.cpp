@@ -58,6 +58,16 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
                .Help("1 while a route's members are the last known set because ZooKeeper cannot "
                      "be read; 0 when current.")
                .Register(r);
+  dnsFailures = &prometheus::BuildCounter()
+                     .Name("sidecar_outbound_dns_failures_total")
+                     .Help("Failed lookups of the host names that members of a route announced, "
+                           "by route; the name keeps its last good addresses.")
+                     .Register(r);
+  membersUnresolved = &prometheus::BuildGauge()
+                           .Name("sidecar_outbound_members_unresolved")
+                           .Help("Members of a route announced with a host name that has no "
+                                 "address (not looked up yet, or never found): left out.")
+                           .Register(r);
   noRoute = &prometheus::BuildCounter()
                  .Name("sidecar_outbound_no_route_total")
                  .Help("Outbound requests answered 404 because no route names their Host "
@@ -112,9 +122,10 @@ void OutboundMetrics::unname(std::size_t slot, const std::string& route) {
   }
   requestDuration.hide(slot);
   requestDuration.reset(slot);
-  for (auto* family : {members, membersEjected, stale}) {
+  for (auto* family : {members, membersEjected, stale, membersUnresolved}) {
     family->Remove(&family->Add({{"route", route}}));
   }
+  dnsFailures->Remove(&dnsFailures->Add({{"route", route}}));
 }
 
 void OutboundMetrics::name(std::size_t slot, const std::string& route) {
@@ -137,6 +148,8 @@ void OutboundMetrics::name(std::size_t slot, const std::string& route) {
   members->Add({{"route", route}});
   membersEjected->Add({{"route", route}});
   stale->Add({{"route", route}});
+  membersUnresolved->Add({{"route", route}});
+  dnsFailures->Add({{"route", route}});
 }
 
 }  // namespace sidecar

@@ -40,6 +40,10 @@ struct OutboundMetrics {
   prometheus::Family<prometheus::Gauge>* members;
   prometheus::Family<prometheus::Gauge>* membersEjected;
   prometheus::Family<prometheus::Gauge>* stale;
+  // Members announced with a host name: failed lookups of their names, and members left out now
+  // because their name has no address yet (its first lookup under way or failed).
+  prometheus::Family<prometheus::Counter>* dnsFailures;
+  prometheus::Family<prometheus::Gauge>* membersUnresolved;
   prometheus::Counter* noRoute;  // answered 404
   prometheus::Counter* badHost;  // answered 400: no Host, or one that is no name
   prometheus::Counter* underscoreHeaders;  // header names with '_', dropped or refused

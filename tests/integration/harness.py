@@ -575,13 +575,14 @@ class SidecarTestCase(unittest.TestCase):
         p.port, p.admin, p.outbound = p.ports
         return p
 
-    def start_member(self, zk, path, service_port, *extra, cert=None, wait=True, grace="2s"):
+    def start_member(self, zk, path, service_port, *extra, cert=None, wait=True, grace="2s",
+                     advertise="127.0.0.1"):
         """A member of the serverset path: a sidecar in front of the local service on
-        service_port, announced in zk (a process with .port, or "host:port") and, with wait,
-        ready (announced). cert: a Certs whose server.pem/server.key it presents instead.
-        grace: as start_sidecar's."""
+        service_port, announced in zk (a process with .port, or "host:port") as advertise (an
+        address or a host name) and, with wait, ready (announced). cert: a Certs whose
+        server.pem/server.key it presents instead. grace: as start_sidecar's."""
         hosts = zk if isinstance(zk, str) else f"127.0.0.1:{zk.port}"
-        flags = ["--zk", hosts, "--zk-path", path, "--advertise-host", "127.0.0.1",
+        flags = ["--zk", hosts, "--zk-path", path, "--advertise-host", advertise,
                  "--health-interval", "100ms", "--rise", "1"]
         if cert is not None:
             flags += ["--tls-cert", cert.path("server.pem"), "--tls-key", cert.path("server.key")]

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -311,6 +312,104 @@ class OutboundTest(SidecarTestCase):
     def assertNoFailures(self, load, what):
         self.assertEqual(load.errors, [], f"{what}: requests without an answer")
         self.assertEqual(load.bad, [], f"{what}: answers other than 200")
+
+    # --- members announced with a host name ----------------------------------------------------
+
+    @staticmethod
+    def addresses_of(name):
+        """The addresses the sidecar looks a name up to (any family, configured ones only), as
+        /admin/clients writes them; none when the name does not resolve."""
+        try:
+            found = socket.getaddrinfo(name, None, 0, socket.SOCK_STREAM, 0, socket.AI_ADDRCONFIG)
+        except socket.gaierror:
+            return set()
+        return {info[4][0] for info in found}
+
+    @staticmethod
+    def member_text(address, port):
+        return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+    def test_members_announced_with_a_host_name_are_called_and_a_name_that_does_not_resolve_is_skipped(self):
+        # A Finagle server bound to the wildcard announces its hostname, Aurora the agent's: here
+        # one member announces localhost (127.0.0.1 and, where the machine has it, ::1), one this
+        # machine's own name, one an address, and a member written by hand names a host that no
+        # DNS knows.
+        zk = self.shared_zk()
+        hostname = socket.gethostname()
+        names = {"localhost": self.addresses_of("localhost"), hostname: self.addresses_of(hostname)}
+        for name, addresses in names.items():
+            self.assertTrue(addresses, f"{name} does not resolve on this machine")
+        services = [self.service() for _ in range(3)]
+        members = [self.start_member(zk, self.path(), s.port, advertise=a)
+                   for s, a in zip(services, ("localhost", hostname, "127.0.0.1"))]
+        lost = ('{"serviceEndpoint":{"host":"no-such-host.invalid","port":%d},'
+                '"additionalEndpoints":{},"status":"ALIVE"}' % members[0].port)
+        self.assertEqual(self.zkctl(zk.port, "create", self.path() + "/member_9999999999", lost)
+                         .returncode, 0)
+        caller = self.start_outbound_sidecar(
+            "--zk", f"127.0.0.1:{zk.port}", "--dns-refresh", "1s",
+            "--route", f"svc={self.path()}",
+            "--route", f"right={self.path()};identity=spiffe://dev.local/pinghelp",
+            "--route", f"wrong={self.path()};identity=spiffe://dev.local/billing")
+        # Every address a name has is a member of its own, shown with the name it came from.
+        want = {self.member_text(a, m.port): host
+                for m, host in zip(members, ("localhost", hostname))
+                for a in names[host]}
+        want[f"127.0.0.1:{members[2].port}"] = None
+        wait_for(lambda: {a: m.get("host") for a, m in self.route_members(caller).items()} == want,
+                 timeout=10 * SLOW, what=f"route svc resolved to {want}")
+        route = self.clients(caller)["svc"]
+        self.assertEqual(route["unresolved_members"], 1)
+        shown = {n["host"]: n for n in route["names"]}
+        self.assertEqual(set(shown), {"localhost", hostname, "no-such-host.invalid"})
+        for name, addresses in names.items():
+            self.assertEqual((shown[name]["state"], set(shown[name]["addresses"])), ("resolved", addresses))
+        lost_name = shown["no-such-host.invalid"]
+        self.assertEqual((lost_name["state"], lost_name["addresses"]), ("failing", []))
+        self.assertTrue(lost_name["error"])
+        # Calls reach each member; the name that does not resolve costs none of them.
+        for _ in range(300):
+            status, body, _ = self.outbound_call(caller.outbound, "svc", "/call")
+            self.assertEqual(status, 200, body)
+            if all(s.calls() for s in services):
+                break
+        self.assertTrue(all(s.calls() for s in services), [s.calls() for s in services])
+        self.assertEqual(self.metric(caller, "sidecar_outbound_members_unresolved", route="svc"), 1)
+        # Looked up again every second, each failure counted against every route that uses it.
+        self.assertSettles(lambda: self.metric(caller, "sidecar_outbound_dns_failures_total",
+                                               route="svc") >= 2, True)
+        self.assertSettles(lambda: self.metric(caller, "sidecar_outbound_dns_failures_total",
+                                               route="wrong") >= 1, True)
+        # Logged when it starts failing, not at every lookup; routes: those listed by then.
+        failed = [l for l in caller.output().splitlines() if "event=dns_failed" in l]
+        self.assertEqual(len(failed), 1, caller.output()[-3000:])
+        logged = re.search(r"host=no-such-host\.invalid routes=(\S+) kept=0 reason=\"", failed[0])
+        self.assertTrue(logged, failed[0])
+        self.assertLessEqual(set(logged.group(1).split(",")), {"svc", "right", "wrong"})
+        # A member found by its name is held to the route's identity exactly as one announced by
+        # address: the route that expects another never sends it a byte.
+        before = sum(s.calls() for s in services)
+        self.assertEqual(self.outbound_call(caller.outbound, "right", "/call")[0], 200)
+        for _ in range(3):
+            self.assertEqual(self.outbound_call(caller.outbound, "wrong", "/call")[:2],
+                             (502, b"service wrong is unavailable\n"))
+        self.assertGreaterEqual(self.metric(caller, "sidecar_outbound_handshake_failures_total",
+                                            route="wrong", reason="wrong_identity"), 3)
+        self.assertEqual(sum(s.calls() for s in services), before + 1)
+
+    def test_a_static_route_to_a_host_name_is_looked_up_off_the_data_path(self):
+        svc = self.service()
+        member = self.start_sidecar(svc.port)
+        caller = self.start_outbound_sidecar(
+            "--route", f"byname=static!localhost:{member.port},no-such-host.invalid:{member.port}")
+        # The first call waits for the lookup (as for a serverset's first listing), not longer.
+        self.assertEqual(self.outbound_call(caller.outbound, "byname", "/call")[0], 200)
+        self.assertEqual(svc.calls(), 1)
+        want = {self.member_text(a, member.port) for a in self.addresses_of("localhost")}
+        self.assertEqual(set(self.route_members(caller, "byname")), want)
+        self.assertSettles(lambda: self.metric(caller, "sidecar_outbound_dns_failures_total",
+                                               route="byname") >= 1, True)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_members_unresolved", route="byname"), 1)
 
     # --- balancing -------------------------------------------------------------------------------
 

@@ -568,6 +568,19 @@ TEST_CASE("outbound values are range-checked whether outbound is on or not") {
   auto d = parse({"--outbound-listen", "127.0.0.1:0", "--route", "a=static!10.0.0.1:1"});
   REQUIRE(d.config);
   CHECK(d.config->outbound->routeIdleTimeout == Duration(600'000));
+  CHECK(d.config->outbound->dnsRefresh == Duration(30'000));
+}
+
+TEST_CASE("--dns-refresh is a duration from 1s to 60m") {
+  refused(parse({"--dns-refresh", "500ms"}),
+          "--dns-refresh: '500ms' is not a duration from 1s to 60m");
+  refused(parse({"--dns-refresh", "61m"}), "--dns-refresh: '61m' is not a duration from 1s to 60m");
+  refused(parse({"--dns-refresh", "often"}),
+          "--dns-refresh: 'often' is not a duration (use e.g. 250ms, 5s, 1m)");
+  auto d = parse({"--outbound-listen", "127.0.0.1:0", "--route", "a=static!db.example:1",
+                  "--dns-refresh", "1s"});
+  REQUIRE(d.config);
+  CHECK(d.config->outbound->dnsRefresh == Duration(1'000));
 }
 
 TEST_CASE("--route-prefix / and ZooKeeper's own subtree are refused") {
