@@ -60,64 +60,34 @@ struct RequestHeadResult {
   };
   Kind kind = Kind::ok;
   unsigned status = 0;          // refused: our answer's status
-  std::string why;              // refused: for the log line (allocated on that path only)
+  std::string_view why;         // refused by a check: for the log line
+  error_code ec;                // refused by the read or the parser: for the log line
   std::size_t underscores = 0;  // header names holding '_': dropped or refused, to be counted
+  std::string reason() const { return ec ? ec.message() : std::string(why); }
 };
 
 // The server side of one HTTP/1 request head, the same on every listener that serves HTTP/1
-// (inbound over TLS, outbound over plain TCP): the parser's limits, the head read whole within
-// --head-timeout, read errors mapped to statuses, the head checks (checkRequestHead) and the
-// underscore rule (--headers-with-underscores).
+// (inbound over TLS, outbound over plain TCP), in two steps around readRequestHead so that no
+// coroutine frame is added per request:
+//   startRequest(stream, req, limits);
+//   auto head = checkRequest(co_await readRequestHead(stream, buffer, limits.maxHeadBytes), ...);
+// startRequest sets the parser's limits and the head's deadline (--head-timeout); checkRequest
+// parses the buffered head, maps read errors to statuses and applies the head checks
+// (checkRequestHead) and the underscore rule (--headers-with-underscores).
 template <class Stream>
-awaitable<RequestHeadResult> readRequest(
-    Stream& stream, boost::beast::flat_buffer& buffer,
-    boost::beast::http::request_parser<boost::beast::http::buffer_body>& req,
-    const ProxyLimits& limits) {
-  namespace http = boost::beast::http;
-  using Kind = RequestHeadResult::Kind;
-  RequestHeadResult out;
+void startRequest(Stream& stream,
+                  boost::beast::http::request_parser<boost::beast::http::buffer_body>& req,
+                  const ProxyLimits& limits) {
   req.header_limit(static_cast<std::uint32_t>(limits.maxHeadBytes));
   req.body_limit(limits.maxBodyBytes ? boost::optional<std::uint64_t>(limits.maxBodyBytes)
                                      : boost::none);
   boost::beast::get_lowest_layer(stream).expires_after(limits.headTimeout);
-  error_code ec = co_await readRequestHead(stream, buffer, limits.maxHeadBytes);
-  if (ec == http::error::bad_obs_fold) {
-    out.kind = Kind::refused;
-    out.status = 400;
-    out.why = "obsolete line folding";
-    co_return out;
-  }
-  if (!ec) {
-    // The whole head is buffered, so it parses here, with no operation to run and complete.
-    buffer.consume(req.put(buffer.data(), ec));
-  }
-  if (ec) {
-    if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
-        ec == asio::ssl::error::stream_truncated) {
-      out.kind = Kind::hungUp;
-      co_return out;
-    }
-    out.kind = Kind::refused;
-    out.status = statusForReadError(ec);
-    out.why = ec.message();
-    co_return out;
-  }
-  auto& head = req.get().base();
-  std::string_view why = checkRequestHead(head);
-  if (why.empty() && limits.underscoreHeaders != UnderscoreHeaders::allow) {
-    const bool drop = limits.underscoreHeaders == UnderscoreHeaders::drop;
-    out.underscores = underscoreHeaders(head, drop);
-    if (out.underscores && !drop) {
-      why = "header name with '_' (--headers-with-underscores reject)";
-    }
-  }
-  if (!why.empty()) {
-    out.why = why;
-    out.kind = Kind::refused;
-    out.status = 400;
-  }
-  co_return out;
 }
+
+RequestHeadResult checkRequest(
+    error_code ec, boost::beast::flat_buffer& buffer,
+    boost::beast::http::request_parser<boost::beast::http::buffer_body>& req,
+    const ProxyLimits& limits);
 
 enum class Expectation {
   met,     // none, or 100-continue (answered if the body is still to come): go on

@@ -202,7 +202,10 @@ class InboundSession final : public TrackedSession {
     target_.clear();
 
     http::request_parser<http::buffer_body> req;
-    const auto head = co_await readRequest(stream_, buffer_, req, shared_.limits);
+    startRequest(stream_, req, shared_.limits);
+    const error_code readError =
+        co_await readRequestHead(stream_, buffer_, shared_.limits.maxHeadBytes);
+    const auto head = checkRequest(readError, buffer_, req, shared_.limits);
     if (head.underscores) {
       m_.underscoreHeaders->Increment(static_cast<double>(head.underscores));
     }
@@ -212,7 +215,7 @@ class InboundSession final : public TrackedSession {
     if (head.kind == RequestHeadResult::Kind::refused) {
       logEvent(LogEvent::badRequest, spdlog::level::info,
                "event=bad_request peer={} identity={} status={} reason=\"{}\"", clientIp_,
-               identityForLog_, head.status, head.why);
+               identityForLog_, head.status, head.reason());
       co_await replyLocal(head.status);
       co_return false;
     }

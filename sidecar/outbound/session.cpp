@@ -144,17 +144,20 @@ class OutboundSession final : public TrackedSession {
   awaitable<bool> serveOne() {
     const auto start = Clock::now();
     http::request_parser<http::buffer_body> req;
-    const auto head = co_await readRequest(caller_, buffer_, req, shared_.limits);
+    startRequest(caller_, req, shared_.limits);
+    const error_code readError =
+        co_await readRequestHead(caller_, buffer_, shared_.limits.maxHeadBytes);
+    const auto head = checkRequest(readError, buffer_, req, shared_.limits);
     if (head.underscores) {
       shared_.metrics->underscoreHeaders->Increment(static_cast<double>(head.underscores));
     }
     if (head.kind == RequestHeadResult::Kind::hungUp) {
       co_return false;
     }
-    if (head.kind == RequestHeadResult::Kind::refused && !req.is_header_done()) {
+    if (head.kind == RequestHeadResult::Kind::refused && (head.ec || !req.is_header_done())) {
       logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
                "event=bad_request direction=outbound status={} reason=\"{}\"", head.status,
-               head.why);
+               head.reason());
       co_await reply(localReplyBytes(head.status));
       co_return false;
     }

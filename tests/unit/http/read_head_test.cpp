@@ -39,10 +39,11 @@ struct Read {
       peer->close();
     }
     bool done = false;
-    asio::co_spawn(ioc, readRequest(stream, buffer, req, limits),
-                   [&](std::exception_ptr e, RequestHeadResult r) {
+    startRequest(stream, req, limits);
+    asio::co_spawn(ioc, readRequestHead(stream, buffer, limits.maxHeadBytes),
+                   [&](std::exception_ptr e, error_code ec) {
                      REQUIRE_FALSE(e);
-                     result = std::move(r);
+                     result = checkRequest(ec, buffer, req, limits);
                      done = true;
                    });
     ioc.run_for(std::chrono::seconds(2));
@@ -92,9 +93,18 @@ TEST_CASE("request head: each refusal has its status and a reason") {
     r.go(c.bytes);
     CHECK(r.result.kind == Kind::refused);
     CHECK(r.result.status == c.status);
-    CHECK_FALSE(r.result.why.empty());
-    CHECK(r.result.why.find(c.why) != std::string::npos);
+    CHECK_FALSE(r.result.reason().empty());
+    CHECK(r.result.reason().find(c.why) != std::string::npos);
   }
+}
+
+TEST_CASE("request head: a body over --max-body-size is refused (413) once the head is read") {
+  Read r;
+  r.limits.maxBodyBytes = 10;
+  r.go("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", false);
+  CHECK(r.result.kind == Kind::refused);
+  CHECK(r.result.status == 413);
+  CHECK(r.result.ec);
 }
 
 TEST_CASE("request head: a head over the limit is refused with 431") {
