@@ -36,6 +36,8 @@ declare -A groups=(
           /usr/share/java/zookeeper.jar=zookeeper java=default-jre-headless
           prometheus promtool=prometheus testssl=testssl.sh yamllint docker-compose
           haproxy nginx=nginx-light wrk gnuplot=gnuplot-nox ss=iproute2"
+  # tests/check-format.sh: the C++ sources as .clang-format says (Debian's clang-format 14).
+  [style]="clang-format-14=clang-format-14"
   # tests/bench/run.sh.
   [bench]="haproxy nginx=nginx-light wrk gnuplot=gnuplot-nox"
   # libFuzzer with Debian's clang 14 (tests/fuzz).
@@ -62,7 +64,7 @@ declare -A groups=(
 
 # The groups each stage of tests/run.sh needs.
 declare -A stages=(
-  [plain]="build run test node"
+  [plain]="build run test node style"
   [asan]="build run test node"
   [tsan]="build run test"
   [fuzz]="build fuzz"

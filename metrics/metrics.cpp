@@ -1,10 +1,10 @@
-// The registry every binary starts from, and the process_* collector that Prometheus clients expect.
+// The registry every binary starts from, and the process_* collector that Prometheus clients
+// expect.
 #include "metrics.h"
 
+#include <dirent.h>
 #include <prometheus/collectable.h>
 #include <prometheus/text_serializer.h>
-
-#include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -58,10 +58,10 @@ class ProcessCollector final : public prometheus::Collectable {
         out.push_back(gaugeFamily("process_cpu_seconds_total",
                                   "Total user and system CPU time spent in seconds.", cpu,
                                   prometheus::MetricType::Counter));
-        out.push_back(gaugeFamily("process_virtual_memory_bytes",
-                                  "Virtual memory size in bytes.", std::stod(f[20])));
-        out.push_back(gaugeFamily("process_resident_memory_bytes",
-                                  "Resident memory size in bytes.", std::stod(f[21]) * page));
+        out.push_back(gaugeFamily("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                                  std::stod(f[20])));
+        out.push_back(gaugeFamily("process_resident_memory_bytes", "Resident memory size in bytes.",
+                                  std::stod(f[21]) * page));
       }
     }
     double fds = 0;

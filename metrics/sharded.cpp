@@ -42,9 +42,8 @@ uint64_t ShardedCounter::value(std::size_t series) const {
 }
 
 prometheus::MetricFamily ShardedCounter::collect() const {
-  prometheus::MetricFamily f{name_, help_,
-                             gauge_ ? prometheus::MetricType::Gauge : prometheus::MetricType::Counter,
-                             {}};
+  prometheus::MetricFamily f{
+      name_, help_, gauge_ ? prometheus::MetricType::Gauge : prometheus::MetricType::Counter, {}};
   for (std::size_t i = 0; i < series_.size(); ++i) {
     if (!shown_[i]) {
       continue;
@@ -91,9 +90,8 @@ void ShardedHistogram::reset(std::size_t series) {
 void ShardedHistogram::observe(unsigned shard, std::size_t series, double seconds) {
   auto& slots = *shards_[shard];
   const std::size_t base = series * stride();
-  const std::size_t bucket =
-      static_cast<std::size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), seconds) -
-                               bounds_.begin());
+  const std::size_t bucket = static_cast<std::size_t>(
+      std::lower_bound(bounds_.begin(), bounds_.end(), seconds) - bounds_.begin());
   slots.add(base + bucket, 1);
   const auto ns = static_cast<uint64_t>(std::max(0.0, seconds) * 1e9);
   slots.add(base + bounds_.size() + 1, ns);
@@ -176,7 +174,7 @@ prometheus::MetricFamily ShardedHistogram::collect() const {
 
 std::vector<double> latencyBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10};
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 }
 
 std::vector<prometheus::MetricFamily> ShardedCollector::Collect() const {

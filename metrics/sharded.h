@@ -73,8 +73,8 @@ class ShardedHistogram {
   struct Snapshot {
     std::vector<uint64_t> counts;  // per bucket, not cumulative; last is +Inf
     uint64_t count = 0;
-    double sum = 0;                // seconds
-    double min = 0, max = 0;       // seconds; 0 when empty
+    double sum = 0;           // seconds
+    double min = 0, max = 0;  // seconds; 0 when empty
     // Estimated by linear interpolation inside the bucket that holds the quantile.
     double quantile(const std::vector<double>& bounds, double q) const;
   };

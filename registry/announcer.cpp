@@ -2,12 +2,11 @@
 // which makes ZooKeeper match what we want (a member while healthy, none otherwise).
 #include "announcer.h"
 
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <cstdio>
 
 namespace registry {
@@ -23,7 +22,8 @@ std::string hexId(int64_t id) {
 }
 
 // The delay to wait now; the next one is twice as long, up to max.
-std::chrono::milliseconds takeDelay(std::chrono::milliseconds& delay, std::chrono::milliseconds max) {
+std::chrono::milliseconds takeDelay(std::chrono::milliseconds& delay,
+                                    std::chrono::milliseconds max) {
   auto now = delay;
   delay = std::min(delay * 2, max);
   return now;
@@ -35,10 +35,11 @@ Announcer::Announcer(boost::asio::io_context& ioc, AnnouncerConfig config, Annou
                      ZkSessionFactory connect)
     : config_(std::move(config)),
       events_(std::move(events)),
-      connect_(connect ? std::move(connect)
-                       : [&ioc](const ZkSessionOptions& o, ZkSession::EventHandler h) {
-                           return openZkSession(ioc, o, std::move(h));
-                         }),
+      connect_(
+          connect
+              ? std::move(connect)
+              : [&ioc](const ZkSessionOptions& o,
+                       ZkSession::EventHandler h) { return openZkSession(ioc, o, std::move(h)); }),
       data_(encodeServiceInstance(config_.instance)),
       reopenTimer_(ioc),
       reconcileTimer_(ioc),
@@ -56,15 +57,16 @@ void Announcer::openSession() {
   busy_ = false;
   withdrawing_ = false;
   try {
-    session_ = connect_({config_.connect, config_.sessionTimeout, config_.digest,
-                         config_.secureParents},
-                        [this](ZkEvent event, ZkState state, const std::string& path) {
-                          onEvent(event, state, path);
-                        });
+    session_ =
+        connect_({config_.connect, config_.sessionTimeout, config_.digest, config_.secureParents},
+                 [this](ZkEvent event, ZkState state, const std::string& path) {
+                   onEvent(event, state, path);
+                 });
   } catch (const std::exception& e) {
     lastError_ = e.what();
     spdlog::error("event=zk_session_failed error=\"{}\"", lastError_);
-    reopenTimer_.schedule(takeDelay(reopenDelay_, config_.maxRetryDelay), [this] { openSession(); });
+    reopenTimer_.schedule(takeDelay(reopenDelay_, config_.maxRetryDelay),
+                          [this] { openSession(); });
   }
 }
 
@@ -100,7 +102,8 @@ void Announcer::onEvent(ZkEvent event, ZkState state, const std::string& path) {
         lastError_ = "authentication failed (check --zk-auth-file)";
         spdlog::error("event=zk_auth_failed action=gave_up");
         break;
-      case ZkState::Closed: break;
+      case ZkState::Closed:
+        break;
     }
     return;
   }
@@ -295,12 +298,13 @@ std::string Announcer::statusJson() const {
   o["member"] = member_.empty() ? boost::json::value(nullptr) : boost::json::value(member_);
   o["session"] = session_ ? zkStateName(session_->state()) : "closed";
   o["session_id"] = session_ ? hexId(session_->sessionId()) : "";
-  o["server"] = session_ && session_->state() == ZkState::Connected ? session_->connectedServer()
-                                                                     : "";
+  o["server"] =
+      session_ && session_->state() == ZkState::Connected ? session_->connectedServer() : "";
   o["healthy"] = healthy_;
-  o["status"] = stopping_ ? "stopping" : !member_.empty() ? "announced"
-                                       : healthy_          ? "announcing"
-                                                           : "waiting_for_health";
+  o["status"] = stopping_          ? "stopping"
+                : !member_.empty() ? "announced"
+                : healthy_         ? "announcing"
+                                   : "waiting_for_health";
   o["data"] = data_;
   // No server reachable says more than the last step that failed (or nothing at all, before the
   // first session ever connected).

@@ -3,16 +3,15 @@
 // so: health-gated, re-announced after session expiry or deletion, never two members of ours.
 // Runs on the control io_context; the data path never waits on it.
 
-#include "detail/one_shot_timer.h"
-#include "serverset.h"
-#include "zk_session.h"
-
 #include <boost/asio/io_context.hpp>
-
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
+
+#include "detail/one_shot_timer.h"
+#include "serverset.h"
+#include "zk_session.h"
 
 namespace registry {
 
@@ -20,7 +19,7 @@ struct AnnouncerConfig {
   std::string connect;  // host:port[,host:port][/chroot]
   std::string path;     // the serverset, e.g. /discovery/prod/pinghelp
   std::chrono::milliseconds sessionTimeout{10'000};
-  std::string digest;   // "user:password" or empty; never logged
+  std::string digest;          // "user:password" or empty; never logged
   bool secureParents = false;  // see ZkSessionOptions
   ServiceInstance instance;
   // Retries (a new session after expiry, a failed step again) wait this long, doubling up to
@@ -82,8 +81,8 @@ class Announcer {
   std::string member_;  // full path of our member node, empty when none
   std::string lastError_;
   bool healthy_ = false;
-  bool busy_ = false;     // one ZooKeeper operation chain at a time
-  bool dirty_ = false;    // something changed while busy
+  bool busy_ = false;   // one ZooKeeper operation chain at a time
+  bool dirty_ = false;  // something changed while busy
   bool withdrawing_ = false;
   bool everAnnounced_ = false;
   bool stopping_ = false;

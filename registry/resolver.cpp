@@ -110,14 +110,18 @@ void ServersetResolver::onEvent(Ensemble& en, ZkEvent event, ZkState state) {
     return refresh(en);  // the children changed, or the serverset path appeared
   }
   switch (state) {
-    case ZkState::Connected: return refresh(en);
-    case ZkState::Connecting: return setStale(en, true, "disconnected");
+    case ZkState::Connected:
+      return refresh(en);
+    case ZkState::Connecting:
+      return setStale(en, true, "disconnected");
     case ZkState::Expired:
       setStale(en, true, "session_expired");
       en.reopenTimer.schedule(options_.retryDelay, [this, &en] { openSession(en); });
       return;
-    case ZkState::AuthFailed: return setStale(en, true, "auth_failed");
-    case ZkState::Closed: return;
+    case ZkState::AuthFailed:
+      return setStale(en, true, "auth_failed");
+    case ZkState::Closed:
+      return;
   }
 }
 

@@ -4,12 +4,7 @@
 // io_context (the control thread's), where every callback runs; what it publishes is an immutable
 // snapshot that other threads may share.
 
-#include "detail/one_shot_timer.h"
-#include "serverset.h"
-#include "zk_session.h"
-
 #include <boost/asio/io_context.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -18,6 +13,10 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "detail/one_shot_timer.h"
+#include "serverset.h"
+#include "zk_session.h"
 
 namespace registry {
 

@@ -1,11 +1,10 @@
 // Encodes and leniently decodes serverset members; parses zk!/zk2! addresses.
 #include "serverset.h"
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
-
-#include <algorithm>
 #include <charconv>
 
 namespace registry {

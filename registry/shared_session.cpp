@@ -1,8 +1,7 @@
 #include "shared_session.h"
 
-#include <boost/asio/post.hpp>
-
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <set>
 #include <utility>
 #include <vector>
@@ -29,8 +28,7 @@ class View final : public ZkSession {
  public:
   View(boost::asio::io_context& ioc, std::shared_ptr<SharedZkSessions::Core> core,
        EventHandler onEvent)
-      : core_(std::move(core)),
-        onEvent_(std::make_shared<EventHandler>(std::move(onEvent))) {
+      : core_(std::move(core)), onEvent_(std::make_shared<EventHandler>(std::move(onEvent))) {
     core_->views.push_back(this);
     // A reader starts on a Connected event: one that joins a session already past connecting
     // is told where it stands, as a session of its own would tell it (never inside this call):

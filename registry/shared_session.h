@@ -7,14 +7,13 @@
 // view. An expired one is never repaired: the next view asked for makes a new one (each reader
 // replaces its view on expiry, as it would a session of its own).
 
-#include "zk_session.h"
-
 #include <boost/asio/io_context.hpp>
-
 #include <cstddef>
 #include <map>
 #include <memory>
 #include <string>
+
+#include "zk_session.h"
 
 namespace registry {
 

@@ -2,49 +2,62 @@
 // place that translates the C client's numbers into our types.
 #include "zk_session.h"
 
-#include "detail/zk_codes.h"
-
-#include <boost/asio/post.hpp>
-
-#include <spdlog/spdlog.h>
-
-#include <zookeeper/zookeeper.h>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <spdlog/spdlog.h>
+#include <zookeeper/zookeeper.h>
 
 #include <array>
+#include <boost/asio/post.hpp>
 #include <chrono>
 #include <mutex>
 #include <stdexcept>
 #include <utility>
 
+#include "detail/zk_codes.h"
+
 namespace registry {
 
 std::string_view zkStateName(ZkState s) {
   switch (s) {
-    case ZkState::Connecting: return "connecting";
-    case ZkState::Connected: return "connected";
-    case ZkState::Expired: return "expired";
-    case ZkState::AuthFailed: return "auth_failed";
-    case ZkState::Closed: return "closed";
+    case ZkState::Connecting:
+      return "connecting";
+    case ZkState::Connected:
+      return "connected";
+    case ZkState::Expired:
+      return "expired";
+    case ZkState::AuthFailed:
+      return "auth_failed";
+    case ZkState::Closed:
+      return "closed";
   }
   return "closed";
 }
 
 std::string_view zkErrorName(ZkError e) {
   switch (e) {
-    case ZkError::Ok: return "ok";
-    case ZkError::ConnectionLoss: return "connection loss";
-    case ZkError::OperationTimeout: return "operation timeout";
-    case ZkError::SessionExpired: return "session expired";
-    case ZkError::SessionMoved: return "session moved";
-    case ZkError::NoAuth: return "not authenticated";
-    case ZkError::BadArguments: return "bad arguments";
-    case ZkError::InvalidAcl: return "invalid acl";
-    case ZkError::NoNode: return "no node";
-    case ZkError::NodeExists: return "node exists";
-    case ZkError::Other: return "other error";
+    case ZkError::Ok:
+      return "ok";
+    case ZkError::ConnectionLoss:
+      return "connection loss";
+    case ZkError::OperationTimeout:
+      return "operation timeout";
+    case ZkError::SessionExpired:
+      return "session expired";
+    case ZkError::SessionMoved:
+      return "session moved";
+    case ZkError::NoAuth:
+      return "not authenticated";
+    case ZkError::BadArguments:
+      return "bad arguments";
+    case ZkError::InvalidAcl:
+      return "invalid acl";
+    case ZkError::NoNode:
+      return "no node";
+    case ZkError::NodeExists:
+      return "node exists";
+    case ZkError::Other:
+      return "other error";
   }
   return "other error";
 }
@@ -58,22 +71,33 @@ namespace detail {
 
 ZkError zkErrorFromCode(int rc) {
   switch (rc) {
-    case ZOK: return ZkError::Ok;
-    case ZCONNECTIONLOSS: return ZkError::ConnectionLoss;
+    case ZOK:
+      return ZkError::Ok;
+    case ZCONNECTIONLOSS:
+      return ZkError::ConnectionLoss;
     // The server refused to do it now: as good as a timeout, try again later.
     case ZOPERATIONTIMEOUT:
-    case ZTHROTTLEDOP: return ZkError::OperationTimeout;
+    case ZTHROTTLEDOP:
+      return ZkError::OperationTimeout;
     // The handle is expired (or its authentication failed): this session is finished either way.
     case ZSESSIONEXPIRED:
-    case ZINVALIDSTATE: return ZkError::SessionExpired;
-    case ZSESSIONMOVED: return ZkError::SessionMoved;
+    case ZINVALIDSTATE:
+      return ZkError::SessionExpired;
+    case ZSESSIONMOVED:
+      return ZkError::SessionMoved;
     case ZNOAUTH:
-    case ZAUTHFAILED: return ZkError::NoAuth;
-    case ZBADARGUMENTS: return ZkError::BadArguments;
-    case ZINVALIDACL: return ZkError::InvalidAcl;
-    case ZNONODE: return ZkError::NoNode;
-    case ZNODEEXISTS: return ZkError::NodeExists;
-    default: return ZkError::Other;
+    case ZAUTHFAILED:
+      return ZkError::NoAuth;
+    case ZBADARGUMENTS:
+      return ZkError::BadArguments;
+    case ZINVALIDACL:
+      return ZkError::InvalidAcl;
+    case ZNONODE:
+      return ZkError::NoNode;
+    case ZNODEEXISTS:
+      return ZkError::NodeExists;
+    default:
+      return ZkError::Other;
   }
 }
 
@@ -449,24 +473,28 @@ void ZkSessionImpl::create(const std::string& path, const std::string& data, ZkN
                            std::function<void(ZkError, std::string)> done) {
   // With credentials: the world may read, only the creator may change (Finagle's secure ACL),
   // for our own members always and for parents only when asked (secureParents).
-  static ACL secured[] = {{ZOO_PERM_READ, {const_cast<char*>("world"), const_cast<char*>("anyone")}},
-                          {ZOO_PERM_ALL, {const_cast<char*>("auth"), const_cast<char*>("")}}};
+  static ACL secured[] = {
+      {ZOO_PERM_READ, {const_cast<char*>("world"), const_cast<char*>("anyone")}},
+      {ZOO_PERM_ALL, {const_cast<char*>("auth"), const_cast<char*>("")}}};
   static ACL_vector securedAcl{2, secured};
   using C = Call<decltype(done)>;
-  launch(shared_, std::move(done), [&](C* call) {
-    return zoo_acreate(
-        zh_, path.c_str(), data.data(), static_cast<int>(data.size()),
-        secured_ && (kind == ZkNodeKind::EphemeralSequential || secureParents_)
-            ? &securedAcl
-            : &ZOO_OPEN_ACL_UNSAFE,
-        kind == ZkNodeKind::EphemeralSequential ? ZOO_EPHEMERAL_SEQUENTIAL : ZOO_PERSISTENT,
-        [](int rc, const char* value, const void* ctx) {
-          auto* c = static_cast<C*>(const_cast<void*>(ctx));
-          c->finish(rc, std::string(value ? value : ""));
-          delete c;
-        },
-        call);
-  }, std::string{});
+  launch(
+      shared_, std::move(done),
+      [&](C* call) {
+        return zoo_acreate(
+            zh_, path.c_str(), data.data(), static_cast<int>(data.size()),
+            secured_ && (kind == ZkNodeKind::EphemeralSequential || secureParents_)
+                ? &securedAcl
+                : &ZOO_OPEN_ACL_UNSAFE,
+            kind == ZkNodeKind::EphemeralSequential ? ZOO_EPHEMERAL_SEQUENTIAL : ZOO_PERSISTENT,
+            [](int rc, const char* value, const void* ctx) {
+              auto* c = static_cast<C*>(const_cast<void*>(ctx));
+              c->finish(rc, std::string(value ? value : ""));
+              delete c;
+            },
+            call);
+      },
+      std::string{});
 }
 
 void ZkSessionImpl::remove(const std::string& path, std::function<void(ZkError)> done) {
@@ -486,50 +514,60 @@ void ZkSessionImpl::remove(const std::string& path, std::function<void(ZkError)>
 void ZkSessionImpl::exists(const std::string& path, bool watch,
                            std::function<void(ZkError, ZkStat)> done) {
   using C = Call<decltype(done)>;
-  launch(shared_, std::move(done), [&](C* call) {
-    return zoo_aexists(
-        zh_, path.c_str(), watch ? 1 : 0,
-        [](int rc, const Stat* stat, const void* ctx) {
-          auto* c = static_cast<C*>(const_cast<void*>(ctx));
-          c->finish(rc, statOf(stat));
-          delete c;
-        },
-        call);
-  }, ZkStat{});
+  launch(
+      shared_, std::move(done),
+      [&](C* call) {
+        return zoo_aexists(
+            zh_, path.c_str(), watch ? 1 : 0,
+            [](int rc, const Stat* stat, const void* ctx) {
+              auto* c = static_cast<C*>(const_cast<void*>(ctx));
+              c->finish(rc, statOf(stat));
+              delete c;
+            },
+            call);
+      },
+      ZkStat{});
 }
 
 void ZkSessionImpl::get(const std::string& path, bool watch,
                         std::function<void(ZkError, std::string)> done) {
   using C = Call<decltype(done)>;
-  launch(shared_, std::move(done), [&](C* call) {
-    return zoo_aget(
-        zh_, path.c_str(), watch ? 1 : 0,
-        [](int rc, const char* value, int len, const Stat*, const void* ctx) {
-          auto* c = static_cast<C*>(const_cast<void*>(ctx));
-          c->finish(rc, value && len > 0 ? std::string(value, static_cast<std::size_t>(len)) : "");
-          delete c;
-        },
-        call);
-  }, std::string{});
+  launch(
+      shared_, std::move(done),
+      [&](C* call) {
+        return zoo_aget(
+            zh_, path.c_str(), watch ? 1 : 0,
+            [](int rc, const char* value, int len, const Stat*, const void* ctx) {
+              auto* c = static_cast<C*>(const_cast<void*>(ctx));
+              c->finish(rc,
+                        value && len > 0 ? std::string(value, static_cast<std::size_t>(len)) : "");
+              delete c;
+            },
+            call);
+      },
+      std::string{});
 }
 
 void ZkSessionImpl::children(const std::string& path, bool watch,
                              std::function<void(ZkError, std::vector<std::string>)> done) {
   using C = Call<decltype(done)>;
-  launch(shared_, std::move(done), [&](C* call) {
-    return zoo_aget_children(
-        zh_, path.c_str(), watch ? 1 : 0,
-        [](int rc, const String_vector* strings, const void* ctx) {
-          auto* c = static_cast<C*>(const_cast<void*>(ctx));
-          std::vector<std::string> names;
-          for (int i = 0; strings && i < strings->count; ++i) {
-            names.emplace_back(strings->data[i]);
-          }
-          c->finish(rc, std::move(names));
-          delete c;
-        },
-        call);
-  }, std::vector<std::string>{});
+  launch(
+      shared_, std::move(done),
+      [&](C* call) {
+        return zoo_aget_children(
+            zh_, path.c_str(), watch ? 1 : 0,
+            [](int rc, const String_vector* strings, const void* ctx) {
+              auto* c = static_cast<C*>(const_cast<void*>(ctx));
+              std::vector<std::string> names;
+              for (int i = 0; strings && i < strings->count; ++i) {
+                names.emplace_back(strings->data[i]);
+              }
+              c->finish(rc, std::move(names));
+              delete c;
+            },
+            call);
+      },
+      std::vector<std::string>{});
 }
 
 void ZkSessionImpl::removeWatches(const std::string&) {

@@ -4,7 +4,6 @@
 // client, whose API stays inside zk_session.cpp; unit tests drive a fake.
 
 #include <boost/asio/io_context.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -95,8 +94,8 @@ class ZkSession {
 };
 
 // Makes a session; an empty factory means the real one on the owner's io_context.
-using ZkSessionFactory = std::function<std::unique_ptr<ZkSession>(const ZkSessionOptions&,
-                                                                  ZkSession::EventHandler)>;
+using ZkSessionFactory =
+    std::function<std::unique_ptr<ZkSession>(const ZkSessionOptions&, ZkSession::EventHandler)>;
 
 // The zookeeper_mt client: its threads only post to ioc. Throws std::runtime_error if the client
 // cannot make a handle.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, then
-#   1. builds with warnings as errors and runs every test (ctest);
+#   1. checks the C++ sources' format (tests/check-format.sh), builds with warnings as errors and
+#      runs every test (ctest);
 #   2. builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs every test again;
 #   3. builds with ThreadSanitizer and runs the multi-worker and ZooKeeper tests;
 #   4. builds the libFuzzer targets with clang, replays their corpora and fuzzes each for a while;
@@ -50,6 +51,7 @@ sanitized_ctest() {
 }
 
 if has plain; then
+  "$root/tests/check-format.sh"
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECAR_WERROR=ON
   cmake --build "$build" -j"$jobs"
   (cd "$build" && ctest --output-on-failure -j2 --timeout 900 -LE container "$@")

@@ -6,7 +6,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -25,8 +24,8 @@ class OneShotTimer {
   void schedule(std::chrono::milliseconds delay, std::function<void()> action) {
     const uint64_t armed = ++*current_;
     timer_.expires_after(delay);
-    timer_.async_wait([current = current_, armed, action = std::move(action)](
-                          const boost::system::error_code& ec) {
+    timer_.async_wait([current = current_, armed,
+                       action = std::move(action)](const boost::system::error_code& ec) {
       if (!ec && *current == armed) {
         action();
       }

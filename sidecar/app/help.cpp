@@ -1,11 +1,10 @@
 // pinghelp's help files: each one method's description, checked and serialized once.
 #include "app/help.h"
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
-
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -73,8 +72,7 @@ std::variant<HelpCatalog, std::string> loadHelpCatalog(const std::string& dir) {
       return "help file '" + file.string() + "': " + method.error;
     }
     if (catalog.methodJson.count(method.name)) {
-      return "help file '" + file.string() + "': method \"" + method.name +
-             "\" is described twice";
+      return "help file '" + file.string() + "': method \"" + method.name + "\" is described twice";
     }
     methods.push_back(json::parse(method.json));
     catalog.methodJson[method.name] = method.json + "\n";

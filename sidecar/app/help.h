@@ -11,8 +11,8 @@ namespace sidecar {
 
 // The method descriptions, serialized once at start-up.
 struct HelpCatalog {
-  std::string indexJson;                         // GET /help
-  std::map<std::string, std::string> methodJson; // GET /help/<name>
+  std::string indexJson;                          // GET /help
+  std::map<std::string, std::string> methodJson;  // GET /help/<name>
 };
 
 // One help file's text: the method's JSON object, or why it is not one (empty name when ok).

@@ -1,11 +1,11 @@
 // sidecar: terminates mTLS for callers and proxies to the local service.
-#include "core/config.h"
+#include <iostream>
+#include <string_view>
+
 #include "app/probe.h"
 #include "app/resolve_cli.h"
 #include "control/server.h"
-
-#include <iostream>
-#include <string_view>
+#include "core/config.h"
 
 int main(int argc, char** argv, char** envp) {
   if (argc > 1 && std::string_view(argv[1]) == "resolve") {

@@ -1,20 +1,19 @@
 // pinghelp: the reference local service behind the sidecar.
-#include "app/pinghelp.h"
-#include "app/pinghelp_thrift.h"
-
 #include <metrics/metrics.h>
-
-#include <boost/asio/signal_set.hpp>
-#include <boost/program_options.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <boost/asio/signal_set.hpp>
+#include <boost/program_options.hpp>
 #include <csignal>
 #include <filesystem>
-#include <algorithm>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
+
+#include "app/pinghelp.h"
+#include "app/pinghelp_thrift.h"
 
 namespace po = boost::program_options;
 
@@ -23,8 +22,7 @@ int main(int argc, char** argv) {
       "pinghelp: the reference local service (GET /ping, GET /help, GET /help/<method>; and\n"
       "ping(), help(), helpFor(name) over Thrift with --thrift-listen)\n\n"
       "Usage: pinghelp [flags]\n\nFlags");
-  desc.add_options()("help,h", "print this help and exit")(
-      "version", "print the version and exit")(
+  desc.add_options()("help,h", "print this help and exit")("version", "print the version and exit")(
       "listen", po::value<std::string>()->default_value("127.0.0.1:8080"), "host:port to serve on")(
       "help-dir", po::value<std::string>()->default_value(PINGHELP_DEFAULT_HELP_DIR),
       "folder of *.json method descriptions (when not given and the default is not installed: "
@@ -52,7 +50,8 @@ int main(int argc, char** argv) {
   }
   auto listen = sidecar::parseHostPort(vm["listen"].as<std::string>());
   if (!listen) {
-    std::cerr << "pinghelp: --listen: '" << vm["listen"].as<std::string>() << "' is not host:port\n";
+    std::cerr << "pinghelp: --listen: '" << vm["listen"].as<std::string>()
+              << "' is not host:port\n";
     return 2;
   }
   std::optional<sidecar::HostPort> thriftListen;

@@ -1,9 +1,6 @@
 // pinghelp's Thrift side: the catalog as Thrift structs, the handler, and the threaded server.
 #include "app/pinghelp_thrift.h"
 
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
 #include <spdlog/spdlog.h>
 #include <thrift/TOutput.h>
 #include <thrift/protocol/TBinaryProtocol.h>
@@ -14,6 +11,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <climits>
 
 namespace sidecar {

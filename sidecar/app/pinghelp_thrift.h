@@ -2,9 +2,6 @@
 // pinghelp over Thrift: the PingHelp service of proto/pinghelp.thrift answered from the same help
 // catalog as GET /help, and the Apache Thrift server that serves it framed and binary.
 
-#include "app/help.h"
-#include "pinghelp/PingHelp.h"  // generated at build time (proto/CMakeLists.txt)
-
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -12,6 +9,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "app/help.h"
+#include "pinghelp/PingHelp.h"  // generated at build time (proto/CMakeLists.txt)
 
 namespace apache::thrift::server {
 class TThreadedServer;

@@ -2,8 +2,6 @@
 // proxy's code on purpose: a probe must work when everything else is suspect.
 #include "app/probe.h"
 
-#include "core/config.h"
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -13,10 +11,11 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/program_options.hpp>
-
 #include <charconv>
 #include <cstdlib>
 #include <iostream>
+
+#include "core/config.h"
 
 namespace po = boost::program_options;
 
@@ -181,8 +180,8 @@ int runProbeCommand(int argc, const char* const* argv) {
       return 2;
     }
     const bool v6 = url->host.find(':') != std::string::npos;
-    text = "http://" + (v6 ? "[" + url->host + "]" : url->host) + ":" +
-           std::to_string(url->port) + url->target;
+    text = "http://" + (v6 ? "[" + url->host + "]" : url->host) + ":" + std::to_string(url->port) +
+           url->target;
   }
   const auto timeoutText = vm["timeout"].as<std::string>();
   const auto timeout = parseDuration(timeoutText);

@@ -1,22 +1,20 @@
 // Prints the ALIVE members of a serverset as JSON lines; with --watch, then each change.
 #include "app/resolve_cli.h"
 
-#include "core/config.h"
-
 #include <registry/resolver.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <boost/program_options.hpp>
-
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-
 #include <iostream>
 #include <map>
 #include <set>
+
+#include "core/config.h"
 
 namespace po = boost::program_options;
 
@@ -52,8 +50,8 @@ int runResolveCommand(int argc, const char* const* argv) {
       "'#' joins ensembles: their\nmembers are printed as one set, named member_N@ensemble, each "
       "host:port once. zk! is Finagle's\nolder form, on one ensemble."
       "\n\nFlags");
-  desc.add_options()("help,h", "print this help and exit")(
-      "watch", "keep running and print changes")(
+  desc.add_options()("help,h", "print this help and exit")("watch",
+                                                           "keep running and print changes")(
       "timeout", po::value<std::string>()->default_value("10s"),
       "give up when ZooKeeper cannot be read within this long (exit 1)")(
       "address", po::value<std::string>(), "the serverset");

@@ -10,9 +10,7 @@ namespace sidecar {
 
 namespace {
 
-std::string_view pathOf(std::string_view target) {
-  return target.substr(0, target.find('?'));
-}
+std::string_view pathOf(std::string_view target) { return target.substr(0, target.find('?')); }
 
 std::optional<std::string_view> queryParam(std::string_view target, std::string_view name) {
   auto q = target.find('?');
@@ -105,9 +103,9 @@ PlainResponse handleAdminRequest(const PlainRequest& req, const AdminHooks& hook
     // that match it whole).
     const auto pretty = queryParam(req.target(), "pretty");
     const auto filter = queryParam(req.target(), "filter");
-    auto body = renderMetricsJson(hooks.metricsJson(), pretty && (*pretty == "true" || *pretty == "1"),
-                                  filter ? std::optional<std::string>(percentDecode(*filter))
-                                         : std::nullopt);
+    auto body = renderMetricsJson(
+        hooks.metricsJson(), pretty && (*pretty == "true" || *pretty == "1"),
+        filter ? std::optional<std::string>(percentDecode(*filter)) : std::nullopt);
     if (!body) {
       return textResponse(req, http::status::bad_request,
                           "filter: not a regular expression (ECMAScript, at most 256 bytes)\n");

@@ -1,12 +1,12 @@
 #pragma once
 // The TwitterServer-style admin interface: routes as a pure function of the request and hooks.
 
-#include "http/plain_server.h"
-
 #include <boost/json/object.hpp>
 #include <functional>
 #include <optional>
 #include <string>
+
+#include "http/plain_server.h"
 
 namespace sidecar {
 

@@ -31,8 +31,12 @@ void addLatency(boost::json::object& o, const std::string& prefix,
   o[prefix + ".min"] = ms(s.min);
   o[prefix + ".max"] = ms(s.max);
   o[prefix + ".avg"] = s.count ? ms(s.sum) / static_cast<double>(s.count) : 0.0;
-  for (auto [suffix, q] : {std::pair{".p50", 0.5}, {".p90", 0.9}, {".p95", 0.95},
-                           {".p99", 0.99}, {".p9990", 0.999}, {".p9999", 0.9999}}) {
+  for (auto [suffix, q] : {std::pair{".p50", 0.5},
+                           {".p90", 0.9},
+                           {".p95", 0.95},
+                           {".p99", 0.99},
+                           {".p9990", 0.999},
+                           {".p9999", 0.9999}}) {
     o[prefix + suffix] = ms(s.quantile(h.bounds(), q));
   }
 }
@@ -40,8 +44,7 @@ void addLatency(boost::json::object& o, const std::string& prefix,
 }  // namespace
 
 // TwitterServer's flat /admin/metrics.json, with Finagle's names where one exists.
-boost::json::object finagleMetrics(const ProxyMetrics& m, const AnnouncerMetrics& a,
-                                   bool draining,
+boost::json::object finagleMetrics(const ProxyMetrics& m, const AnnouncerMetrics& a, bool draining,
                                    const std::function<void(boost::json::object&)>& extra) {
   boost::json::object o;
   uint64_t requests = 0, failures = 0;
@@ -85,7 +88,7 @@ boost::json::object finagleMetrics(const ProxyMetrics& m, const AnnouncerMetrics
   for (const auto& family : metrics::processMetrics()) {
     for (const auto& metric : family.metric) {
       o[family.name] = family.type == prometheus::MetricType::Counter ? metric.counter.value
-                                                                       : metric.gauge.value;
+                                                                      : metric.gauge.value;
     }
   }
   if (extra) {
@@ -115,7 +118,8 @@ std::optional<std::string> renderMetricsJson(boost::json::object o, bool pretty,
     }
     auto& v = kv.value();
     // 2^53: every integer up to it is exact in a double, and a JSON reader's too.
-    if (v.is_double() && std::isfinite(v.get_double()) && std::trunc(v.get_double()) == v.get_double() &&
+    if (v.is_double() && std::isfinite(v.get_double()) &&
+        std::trunc(v.get_double()) == v.get_double() &&
         std::fabs(v.get_double()) <= 9007199254740992.0) {
       v = static_cast<std::int64_t>(v.get_double());
     }
@@ -148,9 +152,10 @@ void addThriftFinagleMetrics(boost::json::object& o, const ThriftMetrics& t) {
     const std::string prefix = "srv/thrift/" + name + "/";
     const auto calls = m.calls.value(slot);
     const auto replies = m.replies.value(slot);
-    const auto exceptions =
-        m.exceptions.value(ThriftMethodMetrics::exceptionSeries(slot, ThriftMethodMetrics::fromService)) +
-        m.exceptions.value(ThriftMethodMetrics::exceptionSeries(slot, ThriftMethodMetrics::fromSidecar));
+    const auto exceptions = m.exceptions.value(ThriftMethodMetrics::exceptionSeries(
+                                slot, ThriftMethodMetrics::fromService)) +
+                            m.exceptions.value(ThriftMethodMetrics::exceptionSeries(
+                                slot, ThriftMethodMetrics::fromSidecar));
     o[prefix + "requests"] = calls;
     o[prefix + "success"] = replies;
     o[prefix + "failures"] = exceptions;

@@ -42,9 +42,17 @@ Announcement::Announcement(boost::asio::io_context& ioc, const AnnounceConfig& a
       registry::AnnouncerConfig{a.zkConnect, a.zkPath, a.zkSessionTimeout, a.zkDigest,
                                 a.zkSecureParents, instance},
       registry::AnnouncerEvents{
-          .announced = [&m] { m.announcements->Increment(); m.announced->Set(1); },
+          .announced =
+              [&m] {
+                m.announcements->Increment();
+                m.announced->Set(1);
+              },
           .reannounced = [&m] { m.reannouncements->Increment(); },
-          .withdrawn = [&m] { m.withdrawals->Increment(); m.announced->Set(0); },
+          .withdrawn =
+              [&m] {
+                m.withdrawals->Increment();
+                m.announced->Set(0);
+              },
           .sessionState =
               [&m](registry::ZkState s) {
                 m.sessionConnected->Set(s == registry::ZkState::Connected ? 1 : 0);
@@ -61,8 +69,7 @@ Announcement::Announcement(boost::asio::io_context& ioc, const AnnounceConfig& a
   health_->start();
   spdlog::info("event=announcing zk={} path={} host={} port={} thrift_port={} shard={}",
                a.zkConnect, a.zkPath, host, ports.service,
-               ports.thrift ? std::to_string(*ports.thrift) : "none",
-               a.shard.value_or(0));
+               ports.thrift ? std::to_string(*ports.thrift) : "none", a.shard.value_or(0));
 }
 
 void Announcement::withdraw(std::function<void(bool hadMember)> done) {

@@ -2,13 +2,14 @@
 // Announcing this instance: the ZooKeeper member (registry::Announcer), gated by the health of the
 // local service (HealthChecker), with their metrics. Runs on the control io_context.
 
+#include <registry/announcer.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
-#include <registry/announcer.h>
 #include <string>
 
 #include "control/health.h"
@@ -19,9 +20,9 @@ namespace sidecar {
 
 // The ports this instance serves on, as bound.
 struct AnnouncedPorts {
-  uint16_t service = 0;                // the mTLS HTTP listener (--listen)
-  uint16_t admin = 0;                  // --admin-listen
-  std::optional<uint16_t> thrift;      // --thrift-listen, when set
+  uint16_t service = 0;            // the mTLS HTTP listener (--listen)
+  uint16_t admin = 0;              // --admin-listen
+  std::optional<uint16_t> thrift;  // --thrift-listen, when set
 };
 
 // The member written into ZooKeeper: serviceEndpoint is the HTTP port; additionalEndpoints are

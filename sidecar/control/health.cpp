@@ -1,14 +1,14 @@
 // One GET per interval on a fresh connection: a 2xx within the interval is healthy.
 #include "control/health.h"
 
-#include "net/io.h"
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+
+#include "net/io.h"
 
 namespace sidecar {
 

@@ -1,13 +1,12 @@
 #pragma once
 // Polls the local service (GET --health-path) and reports rise/fall transitions, as Nerve does.
 
-#include "core/config.h"
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-
 #include <functional>
 #include <string>
+
+#include "core/config.h"
 
 namespace sidecar {
 
@@ -22,8 +21,8 @@ class HealthChecker {
   };
   // onChange(healthy) runs on ioc after `rise` successes in a row or `fall` failures in a row;
   // onResult(ok) after every poll.
-  HealthChecker(boost::asio::io_context& ioc, Options options,
-                std::function<void(bool)> onChange, std::function<void(bool)> onResult);
+  HealthChecker(boost::asio::io_context& ioc, Options options, std::function<void(bool)> onChange,
+                std::function<void(bool)> onResult);
   void start();
   void stop() { stopped_ = true; }
   bool healthy() const { return healthy_; }

@@ -21,10 +21,10 @@
 #include "http/access_log.h"
 #include "http/plain_server.h"
 #include "inbound/handler.h"
-#include "outbound/directory.h"
-#include "outbound/handler.h"
 #include "net/listener.h"
 #include "net/worker.h"
+#include "outbound/directory.h"
+#include "outbound/handler.h"
 #include "thrift/handler.h"
 #include "thrift/metrics.h"
 #include "thrift/outbound.h"
@@ -61,8 +61,9 @@ class Server {
                reloadOutboundTls();
              }),
         drain_(control_, config.deregisterGrace, config.drainTimeout, drainSteps()),
-        admin_(control_, [this](const PlainRequest& r) { return handleAdminRequest(r, hooks()); },
-               adminOptions()) {}
+        admin_(
+            control_, [this](const PlainRequest& r) { return handleAdminRequest(r, hooks()); },
+            adminOptions()) {}
 
   int run() {
     auto tls = tls_.initial();
@@ -133,8 +134,8 @@ class Server {
           return 2;
         }
       }
-      const std::size_t slots = o.routes.size() + o.thriftRoutes.size() +
-                                (o.routePrefix.empty() ? 0 : o.maxRoutes);
+      const std::size_t slots =
+          o.routes.size() + o.thriftRoutes.size() + (o.routePrefix.empty() ? 0 : o.maxRoutes);
       outboundMetrics_.emplace(*registry_, std::max<std::size_t>(slots, 1), config_.workers);
       outboundShared_.emplace(OutboundShared{
           o, limits, &*outboundMetrics_,
@@ -180,26 +181,25 @@ class Server {
       if (!startThriftRoutes(outboundTls)) {
         return 2;
       }
-      directory_.emplace(control_, *config_.outbound, config_.outbound->zkSessionTimeout,
-                         *outboundMetrics_,
-                         [this](std::shared_ptr<const RouteInfo> info,
-                                std::shared_ptr<const MemberSet> members) {
-                           if (isThriftRouteName(info->name)) {
-                             for (auto* h : thriftOut_) {
-                               h->setRoute(info, members);  // the port's own handlers take it
-                             }
-                             return;
-                           }
-                           for (auto* h : outbound_) {
-                             h->setRoute(info, members);
-                           }
-                         },
-                         [this](std::shared_ptr<const RouteInfo> info) {
-                           // Only prefix routes expire, and they are all HTTP routes.
-                           for (auto* h : outbound_) {
-                             h->dropRoute(info);
-                           }
-                         });
+      directory_.emplace(
+          control_, *config_.outbound, config_.outbound->zkSessionTimeout, *outboundMetrics_,
+          [this](std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members) {
+            if (isThriftRouteName(info->name)) {
+              for (auto* h : thriftOut_) {
+                h->setRoute(info, members);  // the port's own handlers take it
+              }
+              return;
+            }
+            for (auto* h : outbound_) {
+              h->setRoute(info, members);
+            }
+          },
+          [this](std::shared_ptr<const RouteInfo> info) {
+            // Only prefix routes expire, and they are all HTTP routes.
+            for (auto* h : outbound_) {
+              h->dropRoute(info);
+            }
+          });
     }
     if (config_.thrift && !startThrift(limits, ctx)) {
       return 2;
@@ -237,8 +237,8 @@ class Server {
         outbound_.empty() ? std::string("off")
                           : endpointText(workers_.front()->localEndpoint(outboundListener_)),
         thriftListen_.empty() ? std::string("off") : thriftListen_,
-        thriftRouteListens_.empty() ? std::string("off") : thriftRouteListens_,
-        workers_.size(), SIDECAR_VERSION);
+        thriftRouteListens_.empty() ? std::string("off") : thriftRouteListens_, workers_.size(),
+        SIDECAR_VERSION);
     control_.run();
     for (auto& w : workers_) {
       w->stop();
@@ -253,9 +253,10 @@ class Server {
         .idleTimeout = kAdminIdleTimeout,
         .maxConnections = kAdminMaxConnections,
         .name = "admin",
-        .openChanged = [this](std::size_t open) {
-          metrics_.adminConnectionsOpen->Set(static_cast<double>(open));
-        },
+        .openChanged =
+            [this](std::size_t open) {
+              metrics_.adminConnectionsOpen->Set(static_cast<double>(open));
+            },
         .refused = [this] { metrics_.adminConnectionsRefused->Increment(); },
         .evicted = [this] { metrics_.adminConnectionsEvicted->Increment(); },
     };
@@ -265,13 +266,13 @@ class Server {
     return AdminHooks{
         .ready =
             [this] {
-              return ready_ && !drain_.draining() &&
-                     (!announcement_ || announcement_->announced());
+              return ready_ && !drain_.draining() && (!announcement_ || announcement_->announced());
             },
         .draining = [this] { return drain_.draining(); },
-        .quit = [this](std::optional<Duration> grace) {
-          asio::post(control_, [this, grace] { beginShutdown("quitquitquit", grace); });
-        },
+        .quit =
+            [this](std::optional<Duration> grace) {
+              asio::post(control_, [this, grace] { beginShutdown("quitquitquit", grace); });
+            },
         .abort =
             [this] {
               spdlog::warn("event=abort source=abortabortabort");
@@ -294,14 +295,14 @@ class Server {
         .metricsJson =
             [this] {
               return finagleMetrics(metrics_, announcerMetrics_, drain_.draining(),
-                                        [this](boost::json::object& o) {
-                                          if (directory_) {
-                                            directory_->addFinagleMetrics(o);
-                                          }
-                                          if (thriftMetrics_) {
-                                            addThriftFinagleMetrics(o, *thriftMetrics_);
-                                          }
-                                        });
+                                    [this](boost::json::object& o) {
+                                      if (directory_) {
+                                        directory_->addFinagleMetrics(o);
+                                      }
+                                      if (thriftMetrics_) {
+                                        addThriftFinagleMetrics(o, *thriftMetrics_);
+                                      }
+                                    });
             },
         .serverInfoJson = [this] { return serverInfoJson(started_); },
         .announcerJson =
@@ -372,8 +373,8 @@ class Server {
       }
       try {
         for (auto& w : workers_) {
-          auto handler = std::make_unique<ThriftOutboundHandler>(*w, *outboundShared_,
-                                                                 *thriftOutMetrics_, t, outboundTls);
+          auto handler = std::make_unique<ThriftOutboundHandler>(
+              *w, *outboundShared_, *thriftOutMetrics_, t, outboundTls);
           thriftOut_.push_back(handler.get());
           w->addListener(*listen, std::move(handler), Budget::outbound);
         }
@@ -414,26 +415,27 @@ class Server {
     using Withdraw = decltype(DrainController::Steps::withdraw);
     return DrainController::Steps{
         // A sidecar that announces nothing has nothing to withdraw: it drains at once.
-        .withdraw = !config_.announce
-                        ? Withdraw{}
-                        : Withdraw([this](std::function<void(bool)> done) {
-                            if (announcement_) {
-                              announcement_->withdraw(std::move(done));
-                            } else {
-                              done(false);  // a signal before the announcement started
-                            }
-                          }),
-        .drainWorkers = [this](std::function<void()> oneDrained) {
-          for (auto& w : workers_) {
-            w->drain(oneDrained);
-          }
-          return workers_.size();
-        },
-        .finished = [this](const char*) {
-          signals_.cancel();
-          announcement_.reset();  // closes the session (its member is already gone)
-          control_.stop();
-        },
+        .withdraw =
+            !config_.announce ? Withdraw{} : Withdraw([this](std::function<void(bool)> done) {
+              if (announcement_) {
+                announcement_->withdraw(std::move(done));
+              } else {
+                done(false);  // a signal before the announcement started
+              }
+            }),
+        .drainWorkers =
+            [this](std::function<void()> oneDrained) {
+              for (auto& w : workers_) {
+                w->drain(oneDrained);
+              }
+              return workers_.size();
+            },
+        .finished =
+            [this](const char*) {
+              signals_.cancel();
+              announcement_.reset();  // closes the session (its member is already gone)
+              control_.stop();
+            },
     };
   }
 

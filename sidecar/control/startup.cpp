@@ -28,9 +28,10 @@ std::size_t resolveMaxConnections(std::size_t asked) {
     return fit;
   }
   if (asked > fit) {
-    spdlog::warn("event=limit_too_high max_connections={} descriptor_limit={} reason=\"each "
-                 "connection may need two descriptors; expect accept failures past {}\"",
-                 asked, fds, fit);
+    spdlog::warn(
+        "event=limit_too_high max_connections={} descriptor_limit={} reason=\"each "
+        "connection may need two descriptors; expect accept failures past {}\"",
+        asked, fds, fit);
   }
   return asked;
 }
@@ -38,9 +39,10 @@ std::size_t resolveMaxConnections(std::size_t asked) {
 void warnIfReadableByOthers(const std::string& keyFile) {
   struct stat st {};
   if (::stat(keyFile.c_str(), &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH))) {
-    spdlog::warn("event=key_file_permissions file={} mode={:o} reason=\"readable by other users; "
-                 "chmod 600 (or 640 with a dedicated group)\"",
-                 keyFile, st.st_mode & 0777);
+    spdlog::warn(
+        "event=key_file_permissions file={} mode={:o} reason=\"readable by other users; "
+        "chmod 600 (or 640 with a dedicated group)\"",
+        keyFile, st.st_mode & 0777);
   }
 }
 

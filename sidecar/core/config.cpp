@@ -1,13 +1,11 @@
 // Parses and validates the sidecar's flags and SIDECAR_* environment variables.
 #include "core/config.h"
-#include "core/flags.h"
-#include "core/text.h"
 
 #include <registry/serverset.h>
-
-#include <boost/program_options.hpp>
+#include <unistd.h>
 
 #include <algorithm>
+#include <boost/program_options.hpp>
 #include <cctype>
 #include <charconv>
 #include <filesystem>
@@ -16,7 +14,8 @@
 #include <system_error>
 #include <thread>
 
-#include <unistd.h>
+#include "core/flags.h"
+#include "core/text.h"
 
 namespace fs = std::filesystem;
 namespace po = boost::program_options;
@@ -42,21 +41,20 @@ constexpr Duration kMaxZkSessionTimeout{60 * 60'000};
 
 // %word%, as in Boost.ProgramOptions' message templates.
 bool hasPlaceholder(std::string_view text) {
-  for (auto open = text.find('%'); open != std::string_view::npos; open = text.find('%', open + 1)) {
+  for (auto open = text.find('%'); open != std::string_view::npos;
+       open = text.find('%', open + 1)) {
     auto close = text.find('%', open + 1);
     if (close == std::string_view::npos) {
       return false;
     }
     auto word = text.substr(open + 1, close - open - 1);
-    if (!word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
-          return (c >= 'a' && c <= 'z') || c == '_';
-        })) {
+    if (!word.empty() && std::all_of(word.begin(), word.end(),
+                                     [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; })) {
       return true;
     }
   }
   return false;
 }
-
 
 // Maps SIDECAR_UPSTREAM_TIMEOUT to "upstream-timeout" when that flag exists; other variables
 // (Kubernetes injects SIDECAR_SERVICE_HOST for a Service named "sidecar") are ignored.
@@ -254,7 +252,8 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
     auto text = vm["announce"].as<std::string>();
     auto parsed = registry::parseAnnounceAddress(text);
     if (!parsed) {
-      throw FlagError{"--announce: '" + text + "' is not zk!host:port[,host:port]!/path!shard[!endpoint]"};
+      throw FlagError{"--announce: '" + text +
+                      "' is not zk!host:port[,host:port]!/path!shard[!endpoint]"};
     }
     if (vm.count("shard")) {
       throw FlagError{"--shard: --announce already names the shard"};
@@ -265,7 +264,8 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
     a.endpointName = parsed->endpoint;
   } else {
     if (!vm.count("zk") || !vm.count("zk-path")) {
-      throw FlagError{vm.count("zk") ? "--zk-path is required with --zk" : "--zk is required with --zk-path"};
+      throw FlagError{vm.count("zk") ? "--zk-path is required with --zk"
+                                     : "--zk is required with --zk-path"};
     }
     a.zkConnect = vm["zk"].as<std::string>();
     a.zkPath = vm["zk-path"].as<std::string>();
@@ -273,7 +273,8 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
       throw FlagError{"--zk: '" + a.zkConnect + "' is not host:port[,host:port][/chroot]"};
     }
     if (!registry::validZkPath(a.zkPath) || a.zkPath == "/") {
-      throw FlagError{"--zk-path: '" + a.zkPath + "' is not an absolute ZooKeeper path like /discovery/prod/svc"};
+      throw FlagError{"--zk-path: '" + a.zkPath +
+                      "' is not an absolute ZooKeeper path like /discovery/prod/svc"};
     }
     if (vm.count("shard")) {
       a.shard = vm["shard"].as<int32_t>();
@@ -417,8 +418,8 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     c.workers = static_cast<unsigned>(countFlag(vm, "workers", 0, kMaxWorkers));
     if (c.workers == 0) {
       // One per core, but not an error on a host with more cores than a worker count may be.
-      c.workers = std::clamp(std::thread::hardware_concurrency(), 1u,
-                             static_cast<unsigned>(kMaxWorkers));
+      c.workers =
+          std::clamp(std::thread::hardware_concurrency(), 1u, static_cast<unsigned>(kMaxWorkers));
     }
     c.busyPoll = std::chrono::microseconds(countFlag(vm, "busy-poll-us", 0, kMaxBusyPollUs));
     // The parser's header limit is 32 bits: 8GiB became 0 and every request a 431.
@@ -434,8 +435,7 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     c.limits.upstreamMaxIdle = countFlag(vm, "upstream-max-idle", 0, kMaxUpstreamIdle);
     c.limits.maxConnections = countFlag(vm, "max-connections", 0, kMaxConnections);
     c.limits.thriftMaxConnections = countFlag(vm, "thrift-max-connections", 0, kMaxConnections);
-    c.limits.outboundMaxConnections =
-        countFlag(vm, "outbound-max-connections", 0, kMaxConnections);
+    c.limits.outboundMaxConnections = countFlag(vm, "outbound-max-connections", 0, kMaxConnections);
     // Bounded also because each worker's share is (max-pending + workers - 1) / workers.
     c.limits.maxPending = countFlag(vm, "max-pending", 1, kMaxPending);
     c.drainTimeout = durationFlag(vm, "drain-timeout");
@@ -489,7 +489,8 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     }
     static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
     if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {
-      throw FlagError{"--log-level: '" + c.logLevel + "' is not one of trace, debug, info, warn, "
+      throw FlagError{"--log-level: '" + c.logLevel +
+                      "' is not one of trace, debug, info, warn, "
                       "error, off"};
     }
     result.config = std::move(c);

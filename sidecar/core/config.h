@@ -1,5 +1,6 @@
 #pragma once
-// Command-line and environment configuration of the sidecar: parsed and validated before anything starts.
+// Command-line and environment configuration of the sidecar: parsed and validated before anything
+// starts.
 
 #include <chrono>
 #include <cstdint>
@@ -40,10 +41,10 @@ struct ProxyLimits {
   Duration upstreamTimeout{30'000};
   Duration upstreamIdleTimeout{30'000};
   std::size_t upstreamMaxIdle = 128;  // per worker
-  std::size_t maxConnections = 0;     // --listen's; 0: derived from the descriptor limit at start-up
+  std::size_t maxConnections = 0;  // --listen's; 0: derived from the descriptor limit at start-up
   std::size_t thriftMaxConnections = 0;    // --thrift-listen's own; 0: derived likewise
   std::size_t outboundMaxConnections = 0;  // --outbound-listen's and --thrift-route's; 0: likewise
-  std::size_t maxPending = 1024;      // requests at the local service at once, all workers
+  std::size_t maxPending = 1024;           // requests at the local service at once, all workers
   UnderscoreHeaders underscoreHeaders = UnderscoreHeaders::drop;
 };
 
@@ -52,8 +53,8 @@ struct AnnounceConfig {
   std::string zkConnect;  // host:port[,host:port][/chroot]
   std::string zkPath;
   std::optional<int32_t> shard;
-  std::string endpointName;  // from --announce's optional last part
-  std::string zkDigest;      // "user:password" from --zk-auth-file; never logged
+  std::string endpointName;      // from --announce's optional last part
+  std::string zkDigest;          // "user:password" from --zk-auth-file; never logged
   bool zkSecureParents = false;  // --zk-parent-acl creator-all
   Duration zkSessionTimeout{10'000};
   std::string advertiseHost;  // empty: the primary non-loopback address
@@ -70,9 +71,9 @@ struct RouteConfig {
   std::string name;
   std::string dest;  // as given, for the admin page
   enum class Kind { serverset, fixed } kind = Kind::fixed;
-  std::string zkConnect;   // serverset: the ensemble (several joined by '#': their union)
-  std::string zkPath;      // serverset: the path
-  std::string endpoint;    // serverset: the named additional endpoint, or empty
+  std::string zkConnect;        // serverset: the ensemble (several joined by '#': their union)
+  std::string zkPath;           // serverset: the path
+  std::string endpoint;         // serverset: the named additional endpoint, or empty
   std::vector<HostPort> fixed;  // static members
   // The identity the callee's certificate must carry: exact, or a prefix with a trailing '*';
   // empty: any certificate --outbound-ca vouches for.
@@ -89,22 +90,22 @@ struct ThriftRouteConfig {
 
 // The outbound mesh: the local service's calls to other services by name (absent: off).
 struct OutboundConfig {
-  bool httpListener = true;             // --outbound-listen given (else Thrift routes only)
+  bool httpListener = true;  // --outbound-listen given (else Thrift routes only)
   HostPort listen{"127.0.0.1", 4140};
-  bool allowRemote = false;             // --outbound-allow-remote: a non-loopback listener
-  std::vector<RouteConfig> routes;      // --route, in order
-  std::string routePrefix;              // --route-prefix: any other name is a path under it
-  std::string prefixZk;                 // the ensemble prefix routes use (--zk)
-  std::string prefixIdentity;           // --route-prefix-identity: {name} is the route's name
-  std::size_t maxRoutes = 100;          // prefix routes at most
-  Duration routeIdleTimeout{600'000};   // a prefix route unused this long is removed
-  std::string caFile;                   // --outbound-ca (default: --tls-client-ca)
+  bool allowRemote = false;            // --outbound-allow-remote: a non-loopback listener
+  std::vector<RouteConfig> routes;     // --route, in order
+  std::string routePrefix;             // --route-prefix: any other name is a path under it
+  std::string prefixZk;                // the ensemble prefix routes use (--zk)
+  std::string prefixIdentity;          // --route-prefix-identity: {name} is the route's name
+  std::size_t maxRoutes = 100;         // prefix routes at most
+  Duration routeIdleTimeout{600'000};  // a prefix route unused this long is removed
+  std::string caFile;                  // --outbound-ca (default: --tls-client-ca)
   Duration connectTimeout{1'000};
-  Duration timeout{30'000};             // the answer's head, and longest pause mid-body
-  Duration idleTimeout{30'000};         // pooled connections to members
-  Duration resolveTimeout{3'000};       // a first request waits this long for a new route's members
-  Duration zkSessionTimeout{10'000};    // the resolvers' sessions (--zk-session-timeout)
-  Duration dnsRefresh{30'000};          // members' host names are looked up again this often
+  Duration timeout{30'000};           // the answer's head, and longest pause mid-body
+  Duration idleTimeout{30'000};       // pooled connections to members
+  Duration resolveTimeout{3'000};     // a first request waits this long for a new route's members
+  Duration zkSessionTimeout{10'000};  // the resolvers' sessions (--zk-session-timeout)
+  Duration dnsRefresh{30'000};        // members' host names are looked up again this often
   std::vector<ThriftRouteConfig> thriftRoutes;  // --thrift-route, in order
   std::uint32_t thriftMaxFrame = 16'384'000;    // --thrift-max-frame, calls and replies
 };
@@ -112,9 +113,9 @@ struct OutboundConfig {
 // Inbound Thrift: callers' framed Thrift over mTLS, passed through to the local Thrift service
 // (absent: off).
 struct ThriftConfig {
-  HostPort listen;                     // --thrift-listen
-  HostPort upstream;                   // --thrift-upstream
-  std::uint32_t maxFrame = 16'384'000;  // --thrift-max-frame, Apache Thrift's default
+  HostPort listen;                          // --thrift-listen
+  HostPort upstream;                        // --thrift-upstream
+  std::uint32_t maxFrame = 16'384'000;      // --thrift-max-frame, Apache Thrift's default
   std::uint64_t maxBuffered = 64ull << 20;  // --thrift-max-buffered, per worker
 };
 
@@ -164,8 +165,7 @@ std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::st
 // by NAME= (static!h:p,h:p and zk2!h1,h2 keep theirs).
 // Splits an environment variable's "KEY=VALUE,KEY=VALUE" whose values may hold commas: a comma
 // starts a new entry only where what follows it, up to the next '=', is a key.
-std::vector<std::string> splitKeyedList(std::string_view text,
-                                        bool (*isKey)(std::string_view key));
+std::vector<std::string> splitKeyedList(std::string_view text, bool (*isKey)(std::string_view key));
 std::vector<std::string> splitRouteList(std::string_view text);
 // "127.0.0.1:PORT=DEST[;identity=PATTERN]" (see ThriftRouteConfig), DEST as parseRoute's; the
 // address must be loopback unless allowRemote. On failure: why, as one line.

@@ -19,9 +19,9 @@ bool isNameChar(char c) {
 // no empty label: `a..b` or a trailing dot would make a second route for the same service (or
 // none DNS would know).
 bool validName(std::string_view name) {
-  return !name.empty() && name.size() <= 253 && isNameChar(name.front()) &&
-         name.front() != '.' && name.front() != '-' && name.front() != '_' &&
-         name.back() != '.' && name.find("..") == std::string_view::npos &&
+  return !name.empty() && name.size() <= 253 && isNameChar(name.front()) && name.front() != '.' &&
+         name.front() != '-' && name.front() != '_' && name.back() != '.' &&
+         name.find("..") == std::string_view::npos &&
          std::all_of(name.begin(), name.end(), isNameChar);
 }
 
@@ -62,9 +62,8 @@ bool hostIsAddress(std::string_view host) {
   }
   // Dotted digits: what inet_aton would take for IPv4 (127.1 and 2130706433 included); no
   // service name is all digits and dots.
-  return !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
-    return (c >= '0' && c <= '9') || c == '.';
-  });
+  return !host.empty() && std::all_of(host.begin(), host.end(),
+                                      [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
 }
 
 std::string addressName(std::string_view host) { return lower(hostPart(host)); }
@@ -114,8 +113,8 @@ std::variant<RouteConfig, std::string> parseRoute(std::string_view text, std::st
     auto list = dest.substr(7);
     for (std::size_t start = 0;;) {
       const auto comma = list.find(',', start);
-      auto item = list.substr(start, comma == std::string_view::npos ? std::string_view::npos
-                                                                     : comma - start);
+      auto item = list.substr(
+          start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
       auto hp = parseHostPort(item);
       if (!hp) {
         return "route " + r.name + ": '" + std::string(item) + "' is not host:port";

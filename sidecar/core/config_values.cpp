@@ -85,7 +85,8 @@ std::optional<HostPort> parseHostPort(std::string_view text) {
     portText = text.substr(close + 2);
   } else {
     auto colon = text.rfind(':');
-    if (colon == std::string_view::npos || text.substr(0, colon).find(':') != std::string_view::npos) {
+    if (colon == std::string_view::npos ||
+        text.substr(0, colon).find(':') != std::string_view::npos) {
       return std::nullopt;
     }
     hp.host = std::string(text.substr(0, colon));

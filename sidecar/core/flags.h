@@ -47,7 +47,8 @@ void checkRegularReadable(const char* name, const std::string& path);
 std::string fileFlag(const po::variables_map& vm, const char* name);
 // The outbound mesh's flags (config_outbound.cpp); none when neither --outbound-listen nor
 // --thrift-route is given.
-std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm, const std::string& defaultCa);
+std::optional<OutboundConfig> outboundFlags(const po::variables_map& vm,
+                                            const std::string& defaultCa);
 
 // The inbound Thrift listener's flags (config_thrift.cpp); none when --thrift-listen is not given.
 std::optional<ThriftConfig> thriftFlags(const po::variables_map& vm);

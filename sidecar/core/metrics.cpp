@@ -32,7 +32,8 @@ std::vector<metrics::Labels> requestLabels() {
 std::vector<metrics::Labels> handshakeLabels() {
   std::vector<metrics::Labels> out{{{"result", "ok"}}};
   for (std::size_t i = 0; i < 6; ++i) {
-    out.push_back({{"result", std::string(handshakeFailureName(static_cast<HandshakeFailure>(i)))}});
+    out.push_back(
+        {{"result", std::string(handshakeFailureName(static_cast<HandshakeFailure>(i)))}});
   }
   return out;
 }
@@ -52,8 +53,8 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
       pending("sidecar_requests_pending", "Requests being served now.", {{}}, workers, true),
       receivedBytes("sidecar_request_body_bytes_total",
                     "Request body bytes received from callers and forwarded.", {{}}, workers),
-      sentBytes("sidecar_response_body_bytes_total",
-                "Response body bytes forwarded to callers.", {{}}, workers),
+      sentBytes("sidecar_response_body_bytes_total", "Response body bytes forwarded to callers.",
+                {{}}, workers),
       requestDuration("sidecar_request_duration_seconds",
                       "Time from a request's first byte to the end of its response.",
                       metrics::latencyBuckets(), {{}}, workers),
@@ -127,9 +128,9 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
                                   "relayed (a body after a HEAD, 204 or 304 answer, a body longer "
                                   "than its Content-Length, a response nobody asked for).")
                              .Add({});
-  upstreamConnectsTotal = &counters(r, "sidecar_upstream_connections_total",
-                                    "Connections opened to the local service.")
-                               .Add({});
+  upstreamConnectsTotal =
+      &counters(r, "sidecar_upstream_connections_total", "Connections opened to the local service.")
+           .Add({});
   upstreamPoolIdle = &gauges(r, "sidecar_upstream_pool_idle",
                              "Idle pooled connections to the local service, all workers.")
                           .Add({});
@@ -140,11 +141,11 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& r, unsigned workers)
   certNotAfter = &gauges(r, "sidecar_tls_certificate_expiry_timestamp_seconds",
                          "When the serving certificate expires, seconds since the epoch.")
                       .Add({});
-  draining = &gauges(r, "sidecar_draining", "1 while the sidecar is shutting down, else 0.")
-                  .Add({});
-  adminConnectionsOpen = &gauges(r, "sidecar_admin_connections_open",
-                                 "Connections to the admin interface open now.")
-                            .Add({});
+  draining =
+      &gauges(r, "sidecar_draining", "1 while the sidecar is shutting down, else 0.").Add({});
+  adminConnectionsOpen =
+      &gauges(r, "sidecar_admin_connections_open", "Connections to the admin interface open now.")
+           .Add({});
   adminConnectionsRefused = &counters(r, "sidecar_admin_connections_refused_total",
                                       "Admin connections closed at once because the admin "
                                       "interface's bound of open connections was reached and "
@@ -161,12 +162,12 @@ AnnouncerMetrics::AnnouncerMetrics(prometheus::Registry& r) {
   sessionConnected = &gauges(r, "sidecar_zk_session_connected",
                              "1 while the ZooKeeper session is connected, else 0.")
                           .Add({});
-  announced = &gauges(r, "sidecar_announced",
-                      "1 while this instance's serverset member exists, else 0.")
-                   .Add({});
-  announcements = &counters(r, "sidecar_announcements_total",
-                            "Serverset members created for this instance.")
-                       .Add({});
+  announced =
+      &gauges(r, "sidecar_announced", "1 while this instance's serverset member exists, else 0.")
+           .Add({});
+  announcements =
+      &counters(r, "sidecar_announcements_total", "Serverset members created for this instance.")
+           .Add({});
   reannouncements = &counters(r, "sidecar_reannouncements_total",
                               "Members created again after a session expiry or a deletion.")
                          .Add({});

@@ -1,17 +1,16 @@
 #pragma once
 // The data path's metrics: every handle resolved once at start-up; the request path only adds.
 
-#include "http/local_reply.h"
-#include "net/tls_context.h"
-
 #include <metrics/sharded.h>
-
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
 #include <array>
 #include <boost/beast/http/verb.hpp>
+
+#include "http/local_reply.h"
+#include "net/tls_context.h"
 
 namespace sidecar {
 
@@ -51,20 +50,22 @@ struct ProxyMetrics {
     unsigned cls = status / 100;
     return method * kClasses + (cls >= 1 && cls <= 5 ? cls - 1 : 4);
   }
-  metrics::ShardedCounter requests;           // series: requestSeries()
-  metrics::ShardedCounter handshakes;         // series: 0 ok, 1 + HandshakeFailure
+  metrics::ShardedCounter requests;    // series: requestSeries()
+  metrics::ShardedCounter handshakes;  // series: 0 ok, 1 + HandshakeFailure
   metrics::ShardedCounter connectionsTotal;
-  metrics::ShardedCounter connectionsOpen;    // gauge
-  metrics::ShardedCounter pending;            // gauge
-  metrics::ShardedCounter receivedBytes;      // request bodies from callers
-  metrics::ShardedCounter sentBytes;          // response bodies to callers
+  metrics::ShardedCounter connectionsOpen;  // gauge
+  metrics::ShardedCounter pending;          // gauge
+  metrics::ShardedCounter receivedBytes;    // request bodies from callers
+  metrics::ShardedCounter sentBytes;        // response bodies to callers
   metrics::ShardedHistogram requestDuration;
   metrics::ShardedHistogram upstreamDuration;
   metrics::ShardedHistogram handshakeDuration;
   metrics::ShardedCollector collector;
 
   // Answers the sidecar wrote itself, by status: one counter per entry of kLocalReplies.
-  prometheus::Counter& localReply(unsigned status) { return *localReplies[localReplyIndex(status)]; }
+  prometheus::Counter& localReply(unsigned status) {
+    return *localReplies[localReplyIndex(status)];
+  }
   std::array<prometheus::Counter*, kLocalReplies.size()> localReplies;
   prometheus::Counter* identityRefused;
   prometheus::Counter* identityUnusable;

@@ -141,7 +141,8 @@ void AccessLog::write(const std::string& text) {
     }
     if (w <= 0) {
       if (dropped_) {
-        const auto lost = std::count(text.begin() + static_cast<std::ptrdiff_t>(at), text.end(), '\n');
+        const auto lost =
+            std::count(text.begin() + static_cast<std::ptrdiff_t>(at), text.end(), '\n');
         dropped_->Increment(static_cast<double>(lost));
       }
       if (!writeFailed_) {

@@ -10,8 +10,8 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <ctime>
 #include <cstddef>
+#include <ctime>
 #include <deque>
 #include <iterator>
 #include <mutex>

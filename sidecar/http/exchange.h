@@ -64,8 +64,9 @@ inline void shrinkIfLarge(beast::flat_buffer& b) {
 }
 
 struct ExchangeLimits {
-  Duration callerTimeout{60'000};    // each read of the request body, each write of the answer
-  Duration upstreamTimeout{30'000};  // writing the request and reading the final head; each body read
+  Duration callerTimeout{60'000};  // each read of the request body, each write of the answer
+  Duration upstreamTimeout{
+      30'000};  // writing the request and reading the final head; each body read
   std::size_t upstreamMaxHead = 64 * 1024;
 };
 
@@ -101,9 +102,9 @@ struct ExchangeResult {
   };
   Failure failure = Failure::none;
   error_code ec;
-  unsigned localStatus = 0;  // an answer of ours is due: nothing of the upstream's went out
-  unsigned status = 0;       // the upstream's answer, once its head went to the caller
-  bool keepAlive = false;    // the caller's connection may serve another request
+  unsigned localStatus = 0;         // an answer of ours is due: nothing of the upstream's went out
+  unsigned status = 0;              // the upstream's answer, once its head went to the caller
+  bool keepAlive = false;           // the caller's connection may serve another request
   std::uint64_t requestBytes = 0;   // body bytes forwarded up
   std::uint64_t responseBytes = 0;  // body bytes forwarded down
   double upstreamSeconds = -1;      // request written to final head read, when it was

@@ -2,9 +2,8 @@
 // The answers the sidecar writes itself (not the local service): one table of status, body and
 // metric label, serialized once. The metrics, the error pages and the docs all read this table.
 
-#include <boost/system/error_code.hpp>
-
 #include <array>
+#include <boost/system/error_code.hpp>
 #include <cstddef>
 #include <string>
 #include <string_view>

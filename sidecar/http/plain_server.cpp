@@ -1,8 +1,7 @@
 // Plain HTTP/1.1 serving loop shared by the admin interface and pinghelp.
 #include "http/plain_server.h"
 
-#include "net/listener.h"
-#include "net/log_limiter.h"
+#include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,10 +10,10 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
-
-#include <spdlog/spdlog.h>
-
 #include <list>
+
+#include "net/listener.h"
+#include "net/log_limiter.h"
 
 namespace sidecar {
 
@@ -181,8 +180,8 @@ void PlainHttpServer::start() {
         o.refused();
       }
       logWithin(state->refusalLog, spdlog::level::warn,
-                 "event=connection_refused listener={} reason=max_connections limit={}", o.name,
-                 o.maxConnections);
+                "event=connection_refused listener={} reason=max_connections limit={}", o.name,
+                o.maxConnections);
       beast::error_code ignored;
       socket.set_option(asio::socket_base::linger(true, 0), ignored);  // RST, no TIME_WAIT
       socket.close(ignored);

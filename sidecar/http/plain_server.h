@@ -2,18 +2,17 @@
 // A small plain-HTTP/1.1 server for the admin interface and pinghelp: keep-alive, bounded heads
 // and bodies, one io_context, handlers that are pure functions of the request.
 
-#include "core/config.h"
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
-
 #include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+
+#include "core/config.h"
 
 namespace sidecar {
 

@@ -4,7 +4,6 @@
 
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
-
 #include <cstddef>
 
 namespace sidecar {

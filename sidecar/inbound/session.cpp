@@ -1,8 +1,6 @@
 // The inbound handler: mTLS callers' connections, from their first byte to their last answer.
 #include "inbound/session.h"
 
-#include "inbound/handler.h"
-
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
@@ -17,6 +15,7 @@
 #include "http/local_reply.h"
 #include "http/read_head.h"
 #include "http/rewrite.h"
+#include "inbound/handler.h"
 #include "net/tls_context.h"
 #include "net/tls_stream.h"
 #include "upstream/connector.h"
@@ -268,7 +267,8 @@ class InboundSession final : public TrackedSession {
       return false;
     }
     awaitable<error_code> connect() {
-      auto ec = co_await connectPlain(s.upstream_, endpoint, s.shared_.limits.upstreamConnectTimeout);
+      auto ec =
+          co_await connectPlain(s.upstream_, endpoint, s.shared_.limits.upstreamConnectTimeout);
       if (!ec) {
         s.m_.upstreamConnectsTotal->Increment();
       }
@@ -303,8 +303,9 @@ class InboundSession final : public TrackedSession {
     LazyRelayBuffer relay(worker_);
     const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.limits.upstreamTimeout};
     auto r = co_await runExchange(
-        stream_, req, ExchangeRequest{clientKeepAlive, clientVersion, isHead, &worker_.drainingFlag()},
-        link, relay, ExchangeBuffers{buffer_, upBuffer_, out_}, limits);
+        stream_, req,
+        ExchangeRequest{clientKeepAlive, clientVersion, isHead, &worker_.drainingFlag()}, link,
+        relay, ExchangeBuffers{buffer_, upBuffer_, out_}, limits);
 
     requestBytes_ = r.requestBytes;
     upstreamSeconds_ = r.upstreamSeconds;
@@ -360,7 +361,7 @@ class InboundSession final : public TrackedSession {
     if (r.status) {
       finishRequest(r.status, r.responseBytes);
     }
-    co_return r.failure == Failure::none && r.keepAlive;
+    co_return r.failure == Failure::none&& r.keepAlive;
   }
   // Counts the answer (and writes the access log line) once its head went out.
   void finishRequest(unsigned status, uint64_t responseBytes) {
@@ -373,9 +374,8 @@ class InboundSession final : public TrackedSession {
       log->line(
           "identity={} method={} path=\"{}\" status={} req_bytes={} resp_bytes={} "
           "duration_us={} upstream_us={}",
-          identityForLog_, ProxyMetrics::kMethods[method_],
-          escapeForLog(target_), status, requestBytes_, responseBytes,
-          static_cast<int64_t>(seconds * 1e6),
+          identityForLog_, ProxyMetrics::kMethods[method_], escapeForLog(target_), status,
+          requestBytes_, responseBytes, static_cast<int64_t>(seconds * 1e6),
           upstreamSeconds_ < 0 ? -1 : static_cast<int64_t>(upstreamSeconds_ * 1e6));
     }
     requestBytes_ = 0;

@@ -116,7 +116,8 @@ inline constexpr std::chrono::milliseconds kLingerDeadline{500};
 // which can overtake the answer we wrote: the peer would see "connection reset" instead. So:
 // half-close, then read and discard until the peer closes, for at most `wait` and `maxBytes`
 // (a peer that keeps sending does not hold us).
-inline awaitable<void> lingeringClose(DeadlineSocket& s, std::chrono::milliseconds wait = kLingerDeadline,
+inline awaitable<void> lingeringClose(DeadlineSocket& s,
+                                      std::chrono::milliseconds wait = kLingerDeadline,
                                       std::size_t maxBytes = 256 * 1024) {
   error_code ec;
   s.socket().shutdown(TcpSocket::shutdown_send, ec);

@@ -24,8 +24,9 @@ using error_code = boost::system::error_code;
 using IoExecutor = asio::io_context::executor_type;
 using TcpSocket = asio::basic_stream_socket<tcp, IoExecutor>;
 using TcpAcceptor = asio::basic_socket_acceptor<tcp, IoExecutor>;
-using SteadyTimer = asio::basic_waitable_timer<
-    std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, IoExecutor>;
+using SteadyTimer =
+    asio::basic_waitable_timer<std::chrono::steady_clock,
+                               asio::wait_traits<std::chrono::steady_clock>, IoExecutor>;
 
 // Coroutines on a worker's executor.
 template <class T>

@@ -42,8 +42,8 @@ inline constexpr std::chrono::milliseconds kAcceptBackoff{50};
 // pause. The coroutine runs on the acceptor's executor.
 template <class Acceptor, class Admit>
 asio::awaitable<void, typename Acceptor::executor_type> acceptLoop(Acceptor& acceptor,
-                                                                   std::string who,
-                                                                   LogLimiter& log, Admit admit) {
+                                                                   std::string who, LogLimiter& log,
+                                                                   Admit admit) {
   using Executor = typename Acceptor::executor_type;
   asio::basic_waitable_timer<std::chrono::steady_clock,
                              asio::wait_traits<std::chrono::steady_clock>, Executor>

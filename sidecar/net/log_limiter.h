@@ -43,8 +43,7 @@ template <class... Args>
 void logWithin(LogLimiter& limiter, spdlog::level::level_enum level,
                fmt::format_string<Args...> format, Args&&... args) {
   std::uint64_t suppressed = 0;
-  if (!spdlog::should_log(level) ||
-      !limiter.allow(std::chrono::steady_clock::now(), suppressed)) {
+  if (!spdlog::should_log(level) || !limiter.allow(std::chrono::steady_clock::now(), suppressed)) {
     return;
   }
   if (suppressed == 0) {

@@ -4,7 +4,6 @@
 
 #include <boost/asio/ssl/context.hpp>
 #include <boost/system/error_code.hpp>
-
 #include <memory>
 #include <string>
 #include <string_view>
@@ -48,7 +47,14 @@ inline boost::system::error_code make_error_code(TlsError e) {
 }
 
 // Why a handshake failed, as a bounded label.
-enum class HandshakeFailure { NoCertificate, UnknownCa, Expired, BadCertificate, Protocol, Timeout };
+enum class HandshakeFailure {
+  NoCertificate,
+  UnknownCa,
+  Expired,
+  BadCertificate,
+  Protocol,
+  Timeout
+};
 std::string_view handshakeFailureName(HandshakeFailure f);
 HandshakeFailure classifyHandshakeFailure(const boost::system::error_code& ec, long verifyResult);
 

@@ -199,13 +199,11 @@ bool Worker::evictIdle(Budget b) {
 }
 
 void Worker::accept(std::size_t listener) {
-  asio::co_spawn(*ioc_,
-                 acceptLoop(*listeners_[listener].acceptor, fmt::format("worker={}", index_),
-                            acceptLog_,
-                            [this, listener](TcpSocket socket) {
-                              admit(listener, std::move(socket));
-                            }),
-                 asio::detached);
+  asio::co_spawn(
+      *ioc_,
+      acceptLoop(*listeners_[listener].acceptor, fmt::format("worker={}", index_), acceptLog_,
+                 [this, listener](TcpSocket socket) { admit(listener, std::move(socket)); }),
+      asio::detached);
 }
 
 void Worker::admit(std::size_t listener, TcpSocket socket) {
@@ -221,9 +219,10 @@ void Worker::admit(std::size_t listener, TcpSocket socket) {
       budget.open.fetch_sub(1, std::memory_order_relaxed);
       shared_.metrics->connectionsRefused[i]->Increment();
       if (!refusalLogged_[i]) {  // once per burst, not once per connection
-        spdlog::warn("event=connection_refused worker={} listener={} reason=max_connections "
-                     "limit={}",
-                     index_, kListenerNames[i], budget.limit);
+        spdlog::warn(
+            "event=connection_refused worker={} listener={} reason=max_connections "
+            "limit={}",
+            index_, kListenerNames[i], budget.limit);
         refusalLogged_[i] = true;
       }
       error_code ignored;

@@ -11,8 +11,8 @@
 namespace sidecar {
 
 RouteDirectory::RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
-                               Duration zkSessionTimeout, OutboundMetrics& metrics,
-                               Publish publish, Retract retract)
+                               Duration zkSessionTimeout, OutboundMetrics& metrics, Publish publish,
+                               Retract retract)
     : control_(control),
       config_(config),
       zkSessionTimeout_(zkSessionTimeout),
@@ -89,7 +89,8 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
   }
   members->version = 1;
   r.members = members;
-  metrics_.members->Add({{"route", r.config.name}}).Set(static_cast<double>(members->members.size()));
+  metrics_.members->Add({{"route", r.config.name}})
+      .Set(static_cast<double>(members->members.size()));
   metrics_.stale->Add({{"route", r.config.name}}).Set(members->stale ? 1 : 0);
   metrics_.membersUnresolved->Add({{"route", r.config.name}})
       .Set(static_cast<double>(r.unresolved));
@@ -228,7 +229,8 @@ void RouteDirectory::publishMembers(Runtime& r, bool listing) {
   members->version = r.members->version + 1;
   r.members = members;
   r.unresolved = unresolved;
-  metrics_.members->Add({{"route", r.config.name}}).Set(static_cast<double>(members->members.size()));
+  metrics_.members->Add({{"route", r.config.name}})
+      .Set(static_cast<double>(members->members.size()));
   metrics_.stale->Add({{"route", r.config.name}}).Set(members->stale ? 1 : 0);
   metrics_.membersUnresolved->Add({{"route", r.config.name}}).Set(static_cast<double>(unresolved));
   spdlog::info("event=route_members route={} members={} malformed={} unresolved={}", r.config.name,
@@ -427,7 +429,8 @@ std::string RouteDirectory::clientsJson() {
           }
           auto& o = m->second;
           const int n = ++seen[key];
-          o["pending"] = o["pending"].to_number<std::int64_t>() + static_cast<std::int64_t>(v.pending);
+          o["pending"] =
+              o["pending"].to_number<std::int64_t>() + static_cast<std::int64_t>(v.pending);
           o["cost"] = o["cost"].to_number<double>() + (v.cost - o["cost"].to_number<double>()) / n;
           o["ewma_ms"] =
               o["ewma_ms"].to_number<double>() + (v.ewmaMs - o["ewma_ms"].to_number<double>()) / n;
@@ -472,8 +475,8 @@ void RouteDirectory::addFinagleMetrics(boost::json::object& o) {
     auto s = metrics_.requestDuration.snapshot(slot);
     const auto& bounds = metrics_.requestDuration.bounds();
     o[prefix + "request_latency_ms.count"] = s.count;
-    for (auto [suffix, q] : {std::pair{".p50", 0.5}, {".p90", 0.9}, {".p99", 0.99},
-                             {".p9990", 0.999}}) {
+    for (auto [suffix, q] :
+         {std::pair{".p50", 0.5}, {".p90", 0.9}, {".p99", 0.99}, {".p9990", 0.999}}) {
       o[prefix + "request_latency_ms" + suffix] = s.quantile(bounds, q) * 1000.0;
     }
   }

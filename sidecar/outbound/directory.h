@@ -7,16 +7,17 @@
 // looked up off the control thread and again every --dns-refresh; a name without an address is left
 // out.
 
+#include <registry/resolver.h>
+#include <registry/shared_session.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <chrono>
 #include <boost/json/object.hpp>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <registry/resolver.h>
-#include <registry/shared_session.h>
 #include <string>
 #include <vector>
 
@@ -70,9 +71,9 @@ class RouteDirectory {
     std::map<std::string, std::string> hostOf;  // a member's address -> the name it came from
     std::size_t unresolved = 0;                 // wanted members whose name has no address
     std::size_t malformed = 0;
-    bool prefix = false;                // made from --route-prefix: expires
-    Clock::time_point usedAt{};         // made, or last called (as the workers report)
-    Clock::time_point emptySince{};     // without members since (or made)
+    bool prefix = false;             // made from --route-prefix: expires
+    Clock::time_point usedAt{};      // made, or last called (as the workers report)
+    Clock::time_point emptySince{};  // without members since (or made)
   };
   enum class Expiry { negative, idle, evicted };
   Runtime& make(RouteConfig config, bool prefix);

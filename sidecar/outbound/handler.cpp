@@ -11,17 +11,19 @@ namespace sidecar {
 
 OutboundHandler::OutboundHandler(Worker& worker, const OutboundShared& shared,
                                  std::shared_ptr<asio::ssl::context> tls)
-    : worker_(worker),
-      shared_(shared),
-      tls_(std::move(tls)) {}
+    : worker_(worker), shared_(shared), tls_(std::move(tls)) {}
 
 OutboundHandler::Route& OutboundHandler::add(std::shared_ptr<const RouteInfo> info,
                                              std::shared_ptr<const MemberSet> members) {
   const auto seed = Route::seed(info->name, worker_.index());
   // --upstream-max-idle bounds the worker's idle connections to members of all routes together:
   // a hundred prefix routes must not keep a hundred times as many.
-  const PoolSettings pool{shared_.config.idleTimeout, shared_.limits.upstreamMaxIdle, nullptr,
-                          nullptr, nullptr, &idleToMembers_};
+  const PoolSettings pool{shared_.config.idleTimeout,
+                          shared_.limits.upstreamMaxIdle,
+                          nullptr,
+                          nullptr,
+                          nullptr,
+                          &idleToMembers_};
   auto name = info->name;
   auto& r = routes_[name];
   r = std::make_shared<Route>(std::move(info), std::move(members), seed, pool);
@@ -68,7 +70,7 @@ void OutboundHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
 }
 
 std::shared_ptr<OutboundHandler::Route> OutboundHandler::route(const std::string& name,
-                                                                bool mayMake) {
+                                                               bool mayMake) {
   if (auto it = routes_.find(name); it != routes_.end()) {
     return it->second;
   }

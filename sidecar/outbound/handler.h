@@ -94,7 +94,7 @@ class OutboundHandler final : public ConnectionHandler {
     std::vector<std::pair<tcp::endpoint, TlsStream::Session>> sessions;
     std::vector<SteadyTimer*> waiters;  // requests waiting for the first resolution
     std::uint64_t ejectionsSeen = 0;
-    LogLimiter refusedLog;  // members refused for the identity their certificate carries
+    LogLimiter refusedLog;            // members refused for the identity their certificate carries
     std::uint64_t calls = 0;          // routed here by this worker (a plain count: one thread)
     std::uint64_t callsReported = 0;  // as of the last report
     // A TLS session to resume with a member, if one is kept.

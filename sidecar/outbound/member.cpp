@@ -54,11 +54,10 @@ awaitable<error_code> MemberConnection::open(OutboundHandler::Route& route,
   s.lowest_layer().expires_after(timeout);
   auto [hec] = co_await s.async_handshake(useTuple);
   if (hec) {
-    const std::size_t reason =
-        hec == TlsError::wrong_peer_identity
-            ? OutboundMetrics::kWrongIdentity
-            : static_cast<std::size_t>(
-                  classifyHandshakeFailure(hec, SSL_get_verify_result(s.native_handle())));
+    const std::size_t reason = hec == TlsError::wrong_peer_identity
+                                   ? OutboundMetrics::kWrongIdentity
+                                   : static_cast<std::size_t>(classifyHandshakeFailure(
+                                         hec, SSL_get_verify_result(s.native_handle())));
     m.handshakeFailures.add(shard, slot * OutboundMetrics::kHandshakeReasons + reason);
     if (hec == TlsError::wrong_peer_identity) {
       // The metric says that it happened; the line says who answered instead (a member
@@ -66,8 +65,8 @@ awaitable<error_code> MemberConnection::open(OutboundHandler::Route& route,
       logWithin(route.refusedLog, spdlog::level::warn,
                 "event=member_refused direction=outbound route={} member={} "
                 "reason=wrong_identity expected={} presented={}",
-                route.info->name, endpointText(member),
-                identityLogField(route.info->identity), presentedIdentity(s.native_handle()));
+                route.info->name, endpointText(member), identityLogField(route.info->identity),
+                presentedIdentity(s.native_handle()));
     }
     conn_.reset();
     co_return hec == boost::beast::error::timeout ? error_code(boost::beast::error::timeout) : hec;
@@ -90,8 +89,7 @@ void MemberConnection::release(OutboundHandler::Route& route, const tcp::endpoin
   }
   // A session of the certificate before a rotation is not kept, nor its connection: resuming
   // it would present the old identity.
-  const bool currentTls =
-      ssl && SSL_get_SSL_CTX(ssl) == current.native_handle();
+  const bool currentTls = ssl && SSL_get_SSL_CTX(ssl) == current.native_handle();
   // The kept session did not resume (the member restarted with new ticket keys, say): the one
   // this full handshake brought replaces it, or no connection would resume again.
   if (currentTls && (fullHandshake_ || !route.session(member))) {

@@ -40,9 +40,9 @@ class MemberConnection {
   void expireIfDue(DeadlineSocket::Clock::time_point now);
 
  private:
-  DeadlineSocket connecting_;           // before its handshake
-  std::optional<TlsStream> conn_;       // while a call uses it
-  bool fullHandshake_ = false;          // open() did not resume a session
+  DeadlineSocket connecting_;      // before its handshake
+  std::optional<TlsStream> conn_;  // while a call uses it
+  bool fullHandshake_ = false;     // open() did not resume a session
 };
 
 }  // namespace sidecar

@@ -18,8 +18,8 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
                       "Time from an outbound request's head to the end of its answer, by route.",
                       metrics::latencyBuckets(), blank(n), workers),
       retries("sidecar_outbound_retries_total",
-              "Outbound requests sent again to another member after a failure, by route.",
-              blank(n), workers),
+              "Outbound requests sent again to another member after a failure, by route.", blank(n),
+              workers),
       budgetExhausted("sidecar_outbound_retry_budget_exhausted_total",
                       "Failures returned without a retry because the route's retry budget was "
                       "empty, by route.",
@@ -29,16 +29,16 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
                 "(each worker ejects on its own).",
                 blank(n), workers),
       noMembers("sidecar_outbound_no_members_total",
-                "Outbound requests answered 503 because the route had no usable member.",
-                blank(n), workers),
+                "Outbound requests answered 503 because the route had no usable member.", blank(n),
+                workers),
       handshakeFailures("sidecar_outbound_handshake_failures_total",
                         "Failed TLS handshakes to members, by route and reason.",
                         blank(n * kHandshakeReasons), workers),
       connects("sidecar_outbound_connections_total",
                "Connections (TLS handshakes that succeeded) made to members, by route.", blank(n),
                workers) {
-  for (auto* c : {&requests, &retries, &budgetExhausted, &ejections, &noMembers,
-                  &handshakeFailures, &connects}) {
+  for (auto* c : {&requests, &retries, &budgetExhausted, &ejections, &noMembers, &handshakeFailures,
+                  &connects}) {
     c->hideAll();
     collector.add(c);
   }
@@ -50,57 +50,66 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
                  .Register(r);
   membersEjected = &prometheus::BuildGauge()
                         .Name("sidecar_outbound_members_ejected")
-                        .Help("Members of a route that failure accrual has taken out, on the "
-                              "worker that ejected most.")
+                        .Help(
+                            "Members of a route that failure accrual has taken out, on the "
+                            "worker that ejected most.")
                         .Register(r);
   stale = &prometheus::BuildGauge()
                .Name("sidecar_outbound_resolver_stale")
-               .Help("1 while a route's members are the last known set because ZooKeeper cannot "
-                     "be read; 0 when current.")
+               .Help(
+                   "1 while a route's members are the last known set because ZooKeeper cannot "
+                   "be read; 0 when current.")
                .Register(r);
   dnsFailures = &prometheus::BuildCounter()
                      .Name("sidecar_outbound_dns_failures_total")
-                     .Help("Failed lookups of the host names that members of a route announced, "
-                           "by route; the name keeps its last good addresses.")
+                     .Help(
+                         "Failed lookups of the host names that members of a route announced, "
+                         "by route; the name keeps its last good addresses.")
                      .Register(r);
   membersUnresolved = &prometheus::BuildGauge()
                            .Name("sidecar_outbound_members_unresolved")
-                           .Help("Members of a route announced with a host name that has no "
-                                 "address (not looked up yet, or never found): left out.")
+                           .Help(
+                               "Members of a route announced with a host name that has no "
+                               "address (not looked up yet, or never found): left out.")
                            .Register(r);
   noRoute = &prometheus::BuildCounter()
                  .Name("sidecar_outbound_no_route_total")
-                 .Help("Outbound requests answered 404 because no route names their Host "
-                       "(those refused by --max-routes included).")
+                 .Help(
+                     "Outbound requests answered 404 because no route names their Host "
+                     "(those refused by --max-routes included).")
                  .Register(r)
                  .Add({});
   badHost = &prometheus::BuildCounter()
                  .Name("sidecar_outbound_bad_host_total")
-                 .Help("Outbound requests answered 400 because their Host is missing or names no "
-                       "service (an empty label, say).")
+                 .Help(
+                     "Outbound requests answered 400 because their Host is missing or names no "
+                     "service (an empty label, say).")
                  .Register(r)
                  .Add({});
   underscoreHeaders = &prometheus::BuildCounter()
                            .Name("sidecar_outbound_underscore_headers_total")
-                           .Help("Header fields of the local service's calls whose name holds "
-                                 "'_', dropped or refused (400) as --headers-with-underscores "
-                                 "says.")
+                           .Help(
+                               "Header fields of the local service's calls whose name holds "
+                               "'_', dropped or refused (400) as --headers-with-underscores "
+                               "says.")
                            .Register(r)
                            .Add({});
   routesRefused = &prometheus::BuildCounter()
                        .Name("sidecar_outbound_routes_refused_total")
-                       .Help("Outbound requests answered 404 because --route-prefix would have "
-                             "made a route for their Host but the worker already waits for "
-                             "--max-routes new ones.")
+                       .Help(
+                           "Outbound requests answered 404 because --route-prefix would have "
+                           "made a route for their Host but the worker already waits for "
+                           "--max-routes new ones.")
                        .Register(r)
                        .Add({});
   auto& expired = prometheus::BuildCounter()
                       .Name("sidecar_outbound_routes_expired_total")
-                      .Help("Routes made from --route-prefix that were removed (their resolvers "
-                            "closed, their watches ignored), by reason: negative (no member for 5 "
-                            "s), idle "
-                            "(unused for --route-idle-timeout), evicted (the least recently used, "
-                            "to make room at --max-routes).")
+                      .Help(
+                          "Routes made from --route-prefix that were removed (their resolvers "
+                          "closed, their watches ignored), by reason: negative (no member for 5 "
+                          "s), idle "
+                          "(unused for --route-idle-timeout), evicted (the least recently used, "
+                          "to make room at --max-routes).")
                       .Register(r);
   routesExpiredNegative = &expired.Add({{"reason", "negative"}});
   routesExpiredIdle = &expired.Add({{"reason", "idle"}});

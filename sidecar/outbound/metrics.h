@@ -3,13 +3,13 @@
 // the route: declared routes first, then those made from --route-prefix, up to --max-routes. The
 // request path adds to its worker's shard of the slot's series; no label lookup, no lock.
 
+#include <metrics/sharded.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
 #include <array>
-#include <metrics/sharded.h>
 #include <string>
 
 #include "net/tls_context.h"
@@ -44,10 +44,10 @@ struct OutboundMetrics {
   // because their name has no address yet (its first lookup under way or failed).
   prometheus::Family<prometheus::Counter>* dnsFailures;
   prometheus::Family<prometheus::Gauge>* membersUnresolved;
-  prometheus::Counter* noRoute;  // answered 404
-  prometheus::Counter* badHost;  // answered 400: no Host, or one that is no name
+  prometheus::Counter* noRoute;            // answered 404
+  prometheus::Counter* badHost;            // answered 400: no Host, or one that is no name
   prometheus::Counter* underscoreHeaders;  // header names with '_', dropped or refused
-  prometheus::Counter* routesRefused;  // answered 404: a prefix route beyond --max-routes
+  prometheus::Counter* routesRefused;      // answered 404: a prefix route beyond --max-routes
   // Prefix routes removed: without members for 5 s, unused for --route-idle-timeout, or the least
   // recently used when a new one needed the place.
   prometheus::Counter* routesExpiredNegative;

@@ -5,10 +5,9 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
-#include <span>
-
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
+#include <span>
 
 #include "http/access_log.h"
 #include "http/exchange.h"
@@ -39,11 +38,10 @@ std::string replyNaming(unsigned status, const std::string& text) {
 // Whether an exchange's end counts for the member (failure accrual, EWMA): its answers below 500
 // do, and so do the caller's own failures, which are no fault of the member's.
 bool memberAnswered(const ExchangeResult& r) {
-  return r.failure == Failure::none ? r.status < 500
-                                    : r.failure == Failure::callerGone ||
-                                          r.failure == Failure::requestBroken ||
-                                          r.failure == Failure::requestTooLarge ||
-                                          r.failure == Failure::requestMalformed;
+  return r.failure == Failure::none
+             ? r.status < 500
+             : r.failure == Failure::callerGone || r.failure == Failure::requestBroken ||
+                   r.failure == Failure::requestTooLarge || r.failure == Failure::requestMalformed;
 }
 
 // An exchange's end in the call policy's terms. Nothing of the request reached the member
@@ -246,7 +244,8 @@ class OutboundSession final : public TrackedSession {
     rewriteOutboundRequestHead(msg.base());
     LazyRelayBuffer relay(worker_);
     const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.config.timeout};
-    // The call's time starts here: retries share it, each gets what is left (upstream/call_policy.h).
+    // The call's time starts here: retries share it, each gets what is left
+    // (upstream/call_policy.h).
     CallAttempts call(route->budget, Clock::now(), shared_.config.timeout);
     ExchangeResult r;
     tcp::endpoint member;
@@ -309,9 +308,9 @@ class OutboundSession final : public TrackedSession {
     if (r.localStatus) {
       finish(*route, r.localStatus, start, &member, r);
       if (r.localStatus == 502 || r.localStatus == 503 || r.localStatus == 504) {
-        co_await reply(replyNaming(r.localStatus, "service " + name +
-                                                      (r.localStatus == 504 ? " timed out\n"
-                                                                            : " is unavailable\n")));
+        co_await reply(replyNaming(
+            r.localStatus,
+            "service " + name + (r.localStatus == 504 ? " timed out\n" : " is unavailable\n")));
       } else {
         co_await reply(localReplyBytes(r.localStatus));
       }
@@ -323,7 +322,7 @@ class OutboundSession final : public TrackedSession {
     if (r.failure == Failure::none) {
       unread_ = false;
     }
-    co_return r.failure == Failure::none && r.keepAlive;
+    co_return r.failure == Failure::none&& r.keepAlive;
   }
 
   // Every call that named a route counts in it, answered by a member or by us (502, 503, 504).
@@ -361,11 +360,11 @@ class OutboundSession final : public TrackedSession {
     OutboundSession& s;
     OutboundHandler::Route& route;
     const tcp::endpoint& endpoint;
-    Duration connectTimeout{};                // the connect's and handshake's share of the call
-    Clock::time_point deadline{};             // the call's
-    std::span<const tcp::endpoint> exclude;   // the members this call went to, this one last
-    bool mayRetry = false;                    // an attempt is left
-    std::optional<tcp::endpoint> next;        // refuseAnswer's pick for the retry
+    Duration connectTimeout{};               // the connect's and handshake's share of the call
+    Clock::time_point deadline{};            // the call's
+    std::span<const tcp::endpoint> exclude;  // the members this call went to, this one last
+    bool mayRetry = false;                   // an attempt is left
+    std::optional<tcp::endpoint> next;       // refuseAnswer's pick for the retry
 
     // A 502 or 503 head, to an idempotent call the exchange still holds whole: dropped, so that
     // another member takes the call, only when the balancer has one this call has not tried,

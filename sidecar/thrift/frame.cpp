@@ -326,16 +326,15 @@ bool holdsOneMessage(std::string_view payload, const MessageHeader& header) {
     return false;
   }
   Walker w(payload, header.headerSize);
-  const bool whole =
-      header.protocol == Protocol::binary ? w.binaryStruct(1) : w.compactStruct(1);
+  const bool whole = header.protocol == Protocol::binary ? w.binaryStruct(1) : w.compactStruct(1);
   return whole && w.at() == payload.size();
 }
 
 std::optional<MessageType> replyType(std::string_view payload, const MessageHeader& call) {
   const auto reply = parseHeader(payload);
   if (!reply || (reply->type != MessageType::reply && reply->type != MessageType::exception) ||
-      reply->seqid != call.seqid || reply->name != call.name ||
-      reply->protocol != call.protocol || !holdsOneMessage(payload, *reply)) {
+      reply->seqid != call.seqid || reply->name != call.name || reply->protocol != call.protocol ||
+      !holdsOneMessage(payload, *reply)) {
     return std::nullopt;
   }
   return reply->type;

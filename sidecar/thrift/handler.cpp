@@ -140,8 +140,7 @@ class ThriftSession final : public TrackedSession {
       return true;
     }
     const std::size_t more = want - charged_;
-    if (want > thrift::kReadStep + 4 &&
-        handler_.buffered() + more > shared_.maxBuffered) {
+    if (want > thrift::kReadStep + 4 && handler_.buffered() + more > shared_.maxBuffered) {
       return false;
     }
     handler_.buffered() += more;
@@ -222,8 +221,8 @@ class ThriftSession final : public TrackedSession {
         // which the next caller on that pooled connection would read as its own.
         m_.framesMalformed->Increment();
         logWithin(handler_.logLimiter(ThriftLogEvent::badFrame), spdlog::level::info,
-                  "event=thrift_malformed_frame peer={} identity={} method={} seqid={}",
-                  clientIp_, identityForLog_, methodLogField(header->name), header->seqid);
+                  "event=thrift_malformed_frame peer={} identity={} method={} seqid={}", clientIp_,
+                  identityForLog_, methodLogField(header->name), header->seqid);
         if (header->type == thrift::MessageType::call) {
           co_await writeLocal(thrift::exceptionFrame(*header, thrift::AppError::protocolError,
                                                      thrift::kNotOneMessage));
@@ -311,8 +310,8 @@ class ThriftSession final : public TrackedSession {
   awaitable<void> refuseOverloaded(std::size_t total) {
     m_.framesOverloaded->Increment();
     logWithin(handler_.logLimiter(ThriftLogEvent::badFrame), spdlog::level::warn,
-              "event=thrift_overloaded peer={} identity={} length={} buffered={} max={}",
-              clientIp_, identityForLog_, total - 4, handler_.buffered(), shared_.maxBuffered);
+              "event=thrift_overloaded peer={} identity={} length={} buffered={} max={}", clientIp_,
+              identityForLog_, total - 4, handler_.buffered(), shared_.maxBuffered);
     const std::size_t have = frame_.size();
     const auto header = thrift::parseHeader(std::string_view(frame_).substr(4));
     releaseFrameBytes();
@@ -346,8 +345,8 @@ class ThriftSession final : public TrackedSession {
       case CallResult::oneway:
         break;
     }
-    methods.duration.observe(
-        shard_, slot_, std::chrono::duration<double>(Clock::now() - callStart_).count());
+    methods.duration.observe(shard_, slot_,
+                             std::chrono::duration<double>(Clock::now() - callStart_).count());
     logCall(call, resultName(result_));
   }
 
@@ -484,9 +483,9 @@ class ThriftSession final : public TrackedSession {
   std::shared_ptr<asio::ssl::context> tls_;
   TlsStream stream_;
   DeadlineSocket upstream_;
-  std::string frame_;  // the call, length prefix included
+  std::string frame_;        // the call, length prefix included
   std::size_t charged_ = 0;  // of frame_'s bytes, those counted in handler_.buffered()
-  std::string reply_;  // the local service's reply, length prefix included
+  std::string reply_;        // the local service's reply, length prefix included
   std::string clientIp_;
   std::string identity_;  // the caller's; its pooled connections to the local service are its own
   std::string identityForLog_ = "-";

@@ -32,7 +32,13 @@ struct ThriftShared {
 };
 
 // Data-path events logged one line each, within a budget per worker and event.
-enum class ThriftLogEvent : unsigned { handshakeFailed, badFrame, identityRefused, localFailed, count };
+enum class ThriftLogEvent : unsigned {
+  handshakeFailed,
+  badFrame,
+  identityRefused,
+  localFailed,
+  count
+};
 
 class ThriftHandler final : public ConnectionHandler {
  public:

@@ -3,13 +3,13 @@
 // local service's failures, and per method (a bounded set of names) calls, replies, exceptions
 // and latency. Counters are resolved once; the data path only increments them.
 
+#include <metrics/sharded.h>
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/registry.h>
 
 #include <atomic>
 #include <cstddef>
-#include <metrics/sharded.h>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -97,7 +97,7 @@ struct ThriftMetrics {
   // sidecar_thrift_frames_refused_total{reason}
   prometheus::Counter* framesTooLarge;
   prometheus::Counter* framesNotThrift;
-  prometheus::Counter* framesMalformed;  // a CALL whose frame is not exactly one whole message
+  prometheus::Counter* framesMalformed;   // a CALL whose frame is not exactly one whole message
   prometheus::Counter* framesOverloaded;  // past --thrift-max-buffered on its worker
   prometheus::Counter* framesCutShort;
   // sidecar_thrift_probes_total

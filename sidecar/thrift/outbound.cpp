@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "http/access_log.h"
+#include "outbound/member.h"
 #include "thrift/frame.h"
 #include "thrift/frame_io.h"
-#include "outbound/member.h"
 #include "upstream/call_policy.h"
 
 namespace sidecar {
@@ -283,10 +283,9 @@ class ThriftOutboundSession final : public TrackedSession {
                              const thrift::MessageHeader& header, Clock::time_point deadline) {
     if (!member_.takePooled(route, member)) {
       if (auto ec = co_await connect(route, member, deadline)) {
-      why_ = ec.message();
-        co_return ec == boost::beast::error::timeout && Clock::now() >= deadline
-            ? Attempt::timedOut
-            : Attempt::notSent;
+        why_ = ec.message();
+        co_return ec == boost::beast::error::timeout&& Clock::now() >= deadline ? Attempt::timedOut
+                                                                                : Attempt::notSent;
       }
     }
     auto& tls = member_.stream();
@@ -360,7 +359,8 @@ class ThriftOutboundSession final : public TrackedSession {
           "direction=outbound protocol=thrift route={} member={} method={} seqid={} "
           "status={} req_bytes={} resp_bytes={} duration_us={}",
           route.info->name, member ? endpointText(*member) : std::string("-"),
-          methodLogField(header.name), header.seqid, status, frame_.size(), status == 200 ? reply_.size() : 0,
+          methodLogField(header.name), header.seqid, status, frame_.size(),
+          status == 200 ? reply_.size() : 0,
           static_cast<std::int64_t>(
               std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()));
     }
@@ -373,9 +373,9 @@ class ThriftOutboundSession final : public TrackedSession {
   unsigned shard_;
   DeadlineSocket caller_;
   MemberConnection member_;  // to the member a call is on
-  std::string frame_;                // the call, length prefix included
-  std::string reply_;                // the member's reply, length prefix included
-  std::string why_;                  // why the last attempt failed
+  std::string frame_;        // the call, length prefix included
+  std::string reply_;        // the member's reply, length prefix included
+  std::string why_;          // why the last attempt failed
   bool idle_ = false;
 };
 

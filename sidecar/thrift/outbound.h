@@ -33,7 +33,7 @@ class ThriftOutboundMetrics {
     prometheus::Counter* framesTooLarge;  // sidecar_thrift_outbound_frames_refused_total{reason}
     prometheus::Counter* framesNotThrift;
     prometheus::Counter* framesMalformed;  // a CALL whose frame is not exactly one whole message
-    prometheus::Counter* probes;  // sidecar_thrift_outbound_probes_total
+    prometheus::Counter* probes;           // sidecar_thrift_outbound_probes_total
   };
   // The route's series, made once at start-up.
   Route route(const std::string& name);

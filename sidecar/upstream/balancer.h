@@ -95,7 +95,7 @@ class P2cPeakEwma {
 
   // For the admin page and metrics.
   std::size_t size() const { return members_.size(); }
-  std::size_t available(SteadyTime now) const;            // neither ejected nor waiting on a probe
+  std::size_t available(SteadyTime now) const;  // neither ejected nor waiting on a probe
   // A member of the set that is not ejected now (alive, or due its probe).
   bool usable(const tcp::endpoint& member, SteadyTime now) const;
   std::uint64_t ejections() const { return ejections_; }  // alive members ejected, in total

@@ -7,6 +7,7 @@
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -18,7 +19,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <sys/socket.h>
 #include <unordered_map>
 
 #include "core/config.h"
@@ -27,9 +27,9 @@
 namespace sidecar {
 
 struct PoolSettings {
-  Duration idleTimeout{30'000};  // an idle connection older than this is closed
-  std::size_t maxIdle = 128;     // idle connections kept, all endpoints together
-  prometheus::Gauge* idle = nullptr;           // idle connections now (all workers)
+  Duration idleTimeout{30'000};                 // an idle connection older than this is closed
+  std::size_t maxIdle = 128;                    // idle connections kept, all endpoints together
+  prometheus::Gauge* idle = nullptr;            // idle connections now (all workers)
   prometheus::Counter* closedByPeer = nullptr;  // found closed by the upstream when looked at
   prometheus::Counter* unsolicited = nullptr;   // found holding bytes nobody asked for
   // Idle connections of every pool that shares maxIdle (a worker's outbound routes: the bound is
@@ -214,17 +214,16 @@ void BasicConnectionPool<Conn>::watch(Bucket& b, Idle& item) {
   ++b.watches;
   item.watched = true;
   lowestSocket(item.socket)
-      .async_wait(TcpSocket::wait_read,
-                  [this, alive = std::weak_ptr<char>(alive_), bucket = &b, id = item.id](
-                      error_code ec) {
-                    if (alive.expired()) {
-                      return;
-                    }
-                    --bucket->watches;
-                    if (!ec) {
-                      onIdleReadable(*bucket, id);
-                    }
-                  });
+      .async_wait(TcpSocket::wait_read, [this, alive = std::weak_ptr<char>(alive_), bucket = &b,
+                                         id = item.id](error_code ec) {
+        if (alive.expired()) {
+          return;
+        }
+        --bucket->watches;
+        if (!ec) {
+          onIdleReadable(*bucket, id);
+        }
+      });
 }
 
 template <class Conn>
@@ -245,7 +244,7 @@ void BasicConnectionPool<Conn>::onIdleReadable(Bucket& b, std::uint64_t id) {
 
 template <class Conn>
 std::optional<Conn> BasicConnectionPool<Conn>::take(const tcp::endpoint& e,
-                                                     std::string_view owner) {
+                                                    std::string_view owner) {
   auto& idle = bucket(e, owner).idle;
   const auto now = std::chrono::steady_clock::now();
   while (!idle.empty()) {

@@ -4,20 +4,19 @@
 // With --thrift it makes Thrift ping() calls instead (framed, strict binary) and counts a call only
 // when its REPLY comes back with the call's seqid.
 // Prints one JSON object with the figures. Not part of the product; used by tests/bench/run.py.
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/program_options.hpp>
-
-#include <openssl/ssl.h>
-
-#include <algorithm>
-#include <array>
 #include <chrono>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -39,14 +38,14 @@ struct Options {
   std::string cert, key, ca;
   int connections = 32;
   double seconds = 5;
-  double rate = 0;  // 0: closed loop
+  double rate = 0;                 // 0: closed loop
   bool pacePerConnection = false;  // open loop as wrk2: each connection its own schedule
   bool newConnection = false;
   bool resume = false;
   std::string method = "GET";
   std::string path = "/ping";
   std::size_t bodySize = 0;
-  int hold = 0;  // open this many connections, make one request on each, keep them idle
+  int hold = 0;         // open this many connections, make one request on each, keep them idle
   bool thrift = false;  // ping() calls over framed, strict binary Thrift instead of HTTP
 };
 
@@ -71,7 +70,7 @@ struct Shared {
   Stats stats;
   int held = 0;
   int connecting = 0;  // handshakes in flight; --hold ramps up as a real client fleet would
-  int32_t seqid = 0;    // --thrift: each call its own
+  int32_t seqid = 0;   // --thrift: each call its own
   // The clock starts once every connection is through its handshake (see startWhenConnected).
   std::optional<asio::steady_timer> gate;
   int connected = 0;
@@ -94,7 +93,8 @@ void putBigEndian32(unsigned char* out, uint32_t v) {
 }
 
 uint32_t getBigEndian32(const unsigned char* in) {
-  return (uint32_t{in[0]} << 24) | (uint32_t{in[1]} << 16) | (uint32_t{in[2]} << 8) | uint32_t{in[3]};
+  return (uint32_t{in[0]} << 24) | (uint32_t{in[1]} << 16) | (uint32_t{in[2]} << 8) |
+         uint32_t{in[3]};
 }
 
 // One ping() call: the frame length, the strict binary header (version word 0x80010001 = CALL,
@@ -130,14 +130,15 @@ asio::awaitable<bool> thriftPing(Shared& s, Stream& stream, std::vector<char>& s
   }
   s.stats.bytes += 4 + size;
   const auto* r = reinterpret_cast<const unsigned char*>(scratch.data());
-  const bool ok = getBigEndian32(r) == kReply && getBigEndian32(r + 4) == 4 &&
-                  std::memcmp(r + 8, "ping", 4) == 0 &&
-                  static_cast<int32_t>(getBigEndian32(r + 12)) == seqid && r[16] == 11 /* string */ &&
-                  r[17] == 0 && r[18] == 0;  // field id 0: the success value
+  const bool ok =
+      getBigEndian32(r) == kReply && getBigEndian32(r + 4) == 4 &&
+      std::memcmp(r + 8, "ping", 4) == 0 && static_cast<int32_t>(getBigEndian32(r + 12)) == seqid &&
+      r[16] == 11 /* string */ && r[17] == 0 && r[18] == 0;  // field id 0: the success value
   if (!ok) {
     static int reported = 0;
     if (reported++ < 3) {
-      std::fprintf(stderr, "loadgen: ping() seqid %d: not a matching REPLY (%u bytes)\n", seqid, size);
+      std::fprintf(stderr, "loadgen: ping() seqid %d: not a matching REPLY (%u bytes)\n", seqid,
+                   size);
     }
   }
   co_return ok;
@@ -187,7 +188,8 @@ void record(Shared& s, bool ok, Clock::time_point intended, int index) {
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - intended);
   ++s.stats.requests;
   s.stats.latencyUs.push_back(static_cast<uint32_t>(us.count()));
-  s.stats.perConnection[static_cast<std::size_t>(index)].push_back(static_cast<uint32_t>(us.count()));
+  s.stats.perConnection[static_cast<std::size_t>(index)].push_back(
+      static_cast<uint32_t>(us.count()));
 }
 
 template <class Stream>
@@ -259,10 +261,10 @@ asio::awaitable<Clock::time_point> nextSend(Shared& s, asio::steady_timer& timer
   if (s.o.rate <= 0) {
     co_return Clock::now();
   }
-  const double slot = s.o.pacePerConnection
-                          ? static_cast<double>(pace.index) +
-                                static_cast<double>(pace.used++) * static_cast<double>(s.o.connections)
-                          : static_cast<double>(s.slot++);
+  const double slot = s.o.pacePerConnection ? static_cast<double>(pace.index) +
+                                                  static_cast<double>(pace.used++) *
+                                                      static_cast<double>(s.o.connections)
+                                            : static_cast<double>(s.slot++);
   auto intended = s.start + std::chrono::nanoseconds(static_cast<int64_t>(slot * 1e9 / s.o.rate));
   if (intended > Clock::now()) {
     timer.expires_at(intended);
@@ -294,7 +296,8 @@ asio::awaitable<void> runTls(Shared& s, bool holdMode, Pace pace) {
       if (!cec) {
         lowest.socket().set_option(tcp::no_delay(true));
       }
-      auto [hec] = cec ? std::tuple{cec} : co_await stream->async_handshake(ssl::stream_base::client, useTuple);
+      auto [hec] = cec ? std::tuple{cec}
+                       : co_await stream->async_handshake(ssl::stream_base::client, useTuple);
       --s.connecting;
       if (cec || hec) {
         report(cec ? cec : hec, cec ? "connect" : "handshake");
@@ -383,11 +386,13 @@ asio::awaitable<void> runPlain(Shared& s, Pace pace) {
 int main(int argc, char** argv) {
   Options o;
   std::string target, duration;
-  po::options_description d("loadgen: HTTP/1.1 (or Thrift ping()) load with optional mTLS\n\nFlags");
+  po::options_description d(
+      "loadgen: HTTP/1.1 (or Thrift ping()) load with optional mTLS\n\nFlags");
   d.add_options()("help,h", "this help")("target", po::value(&target)->required(), "ip:port")(
       "host", po::value(&o.host), "Host header and SNI (default localhost)")(
-      "tls", po::bool_switch(&o.tls), "speak TLS")("cert", po::value(&o.cert), "client certificate")(
-      "key", po::value(&o.key), "client key")("ca", po::value(&o.ca), "CA to verify the server with")(
+      "tls", po::bool_switch(&o.tls), "speak TLS")(
+      "cert", po::value(&o.cert), "client certificate")("key", po::value(&o.key), "client key")(
+      "ca", po::value(&o.ca), "CA to verify the server with")(
       "connections,c", po::value(&o.connections), "concurrent connections (default 32)")(
       "seconds,d", po::value(&o.seconds), "how long to run (default 5)")(
       "rate,R", po::value(&o.rate), "open loop: requests per second in all (default: closed loop)")(
@@ -398,8 +403,10 @@ int main(int argc, char** argv) {
       "method", po::value(&o.method), "GET or POST (default GET)")(
       "path", po::value(&o.path), "request target (default /ping)")(
       "body-size", po::value(&o.bodySize), "request body bytes (POST)")(
-      "hold", po::value(&o.hold), "open this many TLS connections, one request each, keep them idle")(
-      "thrift", po::bool_switch(&o.thrift), "Thrift ping() calls (framed, strict binary), not HTTP");
+      "hold", po::value(&o.hold),
+      "open this many TLS connections, one request each, keep them idle")(
+      "thrift", po::bool_switch(&o.thrift),
+      "Thrift ping() calls (framed, strict binary), not HTTP");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, d), vm);
@@ -456,11 +463,14 @@ int main(int argc, char** argv) {
     }
   }
   ioc.run();
-  double elapsed = std::min(o.seconds, std::chrono::duration<double>(Clock::now() - s.start).count());
+  double elapsed =
+      std::min(o.seconds, std::chrono::duration<double>(Clock::now() - s.start).count());
   auto& lat = s.stats.latencyUs;
   std::sort(lat.begin(), lat.end());
   auto pct = [](const std::vector<uint32_t>& v, double q) -> uint32_t {
-    return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
+    return v.empty() ? 0
+                     : v[std::min(v.size() - 1,
+                                  static_cast<std::size_t>(q * static_cast<double>(v.size())))];
   };
   // wrk 4's correction for coordinated omission, for comparing closed-loop tails with wrk's: with
   // the expected interval = the run's time / requests per connection, each sample x >= 2 intervals
@@ -505,12 +515,14 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"requests\":%llu,\"errors\":%llu,\"handshakes\":%llu,\"seconds\":%.3f,\"rps\":%.1f,"
       "\"mbps\":%.2f,\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,\"p999_us\":%u,\"max_us\":%u,"
-      "\"p99_corrected_us\":%u,\"held\":%d,\"warmup_requests\":%llu,\"conn_requests_min\":%llu,\"conn_requests_max\":%llu,"
+      "\"p99_corrected_us\":%u,\"held\":%d,\"warmup_requests\":%llu,\"conn_requests_min\":%llu,"
+      "\"conn_requests_max\":%llu,"
       "\"conn_jain\":%.4f,\"conn_p99_min_us\":%u,\"conn_p99_max_us\":%u}\n",
       (unsigned long long)s.stats.requests, (unsigned long long)s.stats.errors,
       (unsigned long long)s.stats.handshakes, elapsed, static_cast<double>(measured) / elapsed,
       static_cast<double>(s.stats.bytes + sent) / elapsed / 1e6, pct(lat, 0.5), pct(lat, 0.9),
-      pct(lat, 0.99), pct(lat, 0.999), lat.empty() ? 0 : lat.back(), pct(corrected, 0.99), s.held, (unsigned long long)s.stats.warmups,
-      (unsigned long long)(fewest == UINT64_MAX ? 0 : fewest), (unsigned long long)most, jain, p99Low, p99High);
+      pct(lat, 0.99), pct(lat, 0.999), lat.empty() ? 0 : lat.back(), pct(corrected, 0.99), s.held,
+      (unsigned long long)s.stats.warmups, (unsigned long long)(fewest == UINT64_MAX ? 0 : fewest),
+      (unsigned long long)most, jain, p99Low, p99High);
   return 0;
 }

@@ -4,7 +4,6 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-
 #include <cstdio>
 #include <string>
 
@@ -42,12 +41,14 @@ asio::awaitable<void> serve(tcp::socket socket) {
     std::string_view target = p.get().target();
     if (target.starts_with("/bytes/")) {
       std::size_t left = std::stoul(std::string(target.substr(7)));
-      std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
-                         std::to_string(left) + "\r\n\r\n";
+      std::string head =
+          "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
+          std::to_string(left) + "\r\n\r\n";
       auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(head), useTuple);
       while (!wec && left) {
         std::size_t part = std::min(left, kZeros.size());
-        std::tie(wec, wn) = co_await asio::async_write(socket, asio::buffer(kZeros.data(), part), useTuple);
+        std::tie(wec, wn) =
+            co_await asio::async_write(socket, asio::buffer(kZeros.data(), part), useTuple);
         left -= part;
       }
       if (wec) {
@@ -69,14 +70,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   asio::io_context ioc{1};
-  tcp::acceptor acceptor(ioc, {asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(std::atoi(argv[1]))});
-  asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-    for (;;) {
-      auto [ec, socket] = co_await acceptor.async_accept(useTuple);
-      if (!ec) {
-        asio::co_spawn(ioc, serve(std::move(socket)), asio::detached);
-      }
-    }
-  }, asio::detached);
+  tcp::acceptor acceptor(
+      ioc, {asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(std::atoi(argv[1]))});
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        for (;;) {
+          auto [ec, socket] = co_await acceptor.async_accept(useTuple);
+          if (!ec) {
+            asio::co_spawn(ioc, serve(std::move(socket)), asio::detached);
+          }
+        }
+      },
+      asio::detached);
   ioc.run();
 }

@@ -1,11 +1,11 @@
 // Finagle's zk! and zk2! addresses. Invariant: what parses names valid connect strings (one per
 // ensemble) and a valid path.
-#include "fuzz.h"
-
 #include <registry/serverset.h>
 
 #include <cstdint>
 #include <string_view>
+
+#include "fuzz.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);

@@ -1,15 +1,13 @@
 // Body relay as the proxy runs it: parse into a small relay buffer, hand each piece to the
 // serializer (relay.h), write. Invariant: the re-framed output parses back to exactly the body
 // the parser read, and ends exactly once.
-#include "fuzz.h"
-
-#include "http/relay.h"
-
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http.hpp>
-
 #include <cstdint>
 #include <string>
+
+#include "fuzz.h"
+#include "http/relay.h"
 
 namespace http = boost::beast::http;
 namespace net = boost::asio;
@@ -45,9 +43,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The first byte picks the framing and the relay buffer size (1..64 bytes).
   const bool chunked = data[0] & 1;
   const std::size_t bufSize = 1 + (data[0] >> 2);
-  std::string input = chunked ? "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                              : "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " +
-                                    std::to_string((size - 1) / 2) + "\r\n\r\n";
+  std::string input =
+      chunked ? "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+              : "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + std::to_string((size - 1) / 2) +
+                    "\r\n\r\n";
   input.append(reinterpret_cast<const char*>(data + 1), size - 1);
 
   http::request_parser<http::buffer_body> p;

@@ -1,12 +1,11 @@
 // The command line and the duration and size syntaxes. Input: NUL-separated arguments.
 // Invariant: parsing ends in a config or in one line saying what is wrong, never in a throw.
-#include "fuzz.h"
-
-#include "core/config.h"
-
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "core/config.h"
+#include "fuzz.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);

@@ -1,11 +1,10 @@
 // pinghelp's help files. Invariant: an accepted file serializes to JSON that is accepted again,
 // under the same name, unchanged.
-#include "fuzz.h"
-
-#include "app/help.h"
-
 #include <cstdint>
 #include <string_view>
+
+#include "app/help.h"
+#include "fuzz.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto m = sidecar::parseHelpMethod(std::string_view(reinterpret_cast<const char*>(data), size));

@@ -2,17 +2,15 @@
 // serialize. Invariants: scanning in two steps agrees with one; our serializer writes what
 // Beast's does, byte for byte; whatever the sidecar would forward parses again, the same way,
 // and passes its own checks (one reading, never two).
-#include "fuzz.h"
-
-#include "http/rewrite.h"
-
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http.hpp>
-
 #include <cstdint>
 #include <sstream>
 #include <string>
 #include <string_view>
+
+#include "fuzz.h"
+#include "http/rewrite.h"
 
 namespace http = boost::beast::http;
 using sidecar::HeadScan;
@@ -42,7 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const bool chunked = msg.chunked();
   const auto length = p.content_length();
-  sidecar::rewriteRequestHead(msg.base(), sidecar::ForwardContext{"10.0.0.1", "Hash=ab", "127.0.0.1:8080"});
+  sidecar::rewriteRequestHead(msg.base(),
+                              sidecar::ForwardContext{"10.0.0.1", "Hash=ab", "127.0.0.1:8080"});
   std::ostringstream os;
   os << msg.base();
   const std::string forwarded = os.str();

@@ -1,11 +1,11 @@
 // The serverset member decoder (lenient) and encoder (exact). Invariant: a member we accept
 // encodes to JSON that decodes to the same member.
-#include "fuzz.h"
-
 #include <registry/serverset.h>
 
 #include <cstdint>
 #include <string_view>
+
+#include "fuzz.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto decoded =

@@ -3,14 +3,14 @@
 // payload; an exception reply to any call (the parsed one, and one made from the input) is a
 // whole frame whose header parses back to the call's protocol, name and seqid, type EXCEPTION;
 // the one-message walk reads only the payload, and a whole message is whole at one length only.
-#include "fuzz.h"
-
 #include <thrift/frame.h>
 
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <string_view>
+
+#include "fuzz.h"
 
 namespace {
 
@@ -22,7 +22,8 @@ using sidecar::thrift::Protocol;
 void checkExceptionFrame(const MessageHeader& call, AppError type, std::string_view message) {
   const auto out = sidecar::thrift::exceptionFrame(call, type, message);
   FUZZ_CHECK(out.size() > 4);
-  const auto length = sidecar::thrift::frameLength(reinterpret_cast<const unsigned char*>(out.data()));
+  const auto length =
+      sidecar::thrift::frameLength(reinterpret_cast<const unsigned char*>(out.data()));
   FUZZ_CHECK(length == out.size() - 4);
   FUZZ_CHECK(out.back() == '\0');  // the struct's field stop
   const auto back = sidecar::thrift::parseHeader(std::string_view(out).substr(4));

@@ -4,7 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <boost/json/parse.hpp>
-
 #include <filesystem>
 #include <fstream>
 

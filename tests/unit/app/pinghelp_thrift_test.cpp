@@ -10,7 +10,6 @@
 #include <thrift/transport/TTransportException.h>
 
 #include <boost/json/parse.hpp>
-
 #include <chrono>
 #include <memory>
 

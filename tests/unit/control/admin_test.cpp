@@ -5,7 +5,6 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/write.hpp>
-
 #include <memory>
 
 using namespace sidecar;
@@ -21,13 +20,17 @@ struct Fake {
     return AdminHooks{
         .ready = [this] { return ready; },
         .draining = [this] { return draining; },
-        .quit = [this](std::optional<Duration> g) { ++quits; grace = g; },
+        .quit =
+            [this](std::optional<Duration> g) {
+              ++quits;
+              grace = g;
+            },
         .abort = [] {},
         .metricsText = [] { return std::string("# metrics\n"); },
         .metricsJson =
             [] {
-              return boost::json::object{{"srv/http/requests", 3.0}, {"a/gauge", 1.5},
-                                         {"clnt/x/connects", 0.0}};
+              return boost::json::object{
+                  {"srv/http/requests", 3.0}, {"a/gauge", 1.5}, {"clnt/x/connects", 0.0}};
             },
         .serverInfoJson = [] { return std::string("{}"); },
         .announcerJson = [] { return std::string("{\"member\":null}"); },
@@ -203,10 +206,13 @@ TEST_CASE("plain server: connections outliving the server do not call its observ
   CHECK(opened == 42);
 }
 
-TEST_CASE("/admin/metrics.json: integers as integers, pretty=true sorted and indented, filter=REGEX") {
+TEST_CASE(
+    "/admin/metrics.json: integers as integers, pretty=true sorted and indented, filter=REGEX") {
   Fake f;
   auto h = f.hooks();
-  auto get = [&](std::string target) { return handleAdminRequest(req(http::verb::get, target), h); };
+  auto get = [&](std::string target) {
+    return handleAdminRequest(req(http::verb::get, target), h);
+  };
   auto plain = get("/admin/metrics.json");
   CHECK(plain[http::field::content_type] == "application/json");
   CHECK(plain.body().find("\"srv/http/requests\":3") != std::string::npos);

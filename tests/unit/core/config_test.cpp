@@ -2,7 +2,6 @@
 #include "core/config.h"
 
 #include <doctest/doctest.h>
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -121,8 +120,8 @@ TEST_CASE("inbound Thrift flags: off by default, --thrift-upstream required, fra
             "--thrift-max-frame", "0"},
            {"--thrift-listen", "127.0.0.1:9443", "--thrift-upstream", "127.0.0.1:9090",
             "--thrift-max-frame", "2g"},
-           {"--listen", "127.0.0.1:9443", "--thrift-listen", "127.0.0.1:9443",
-            "--thrift-upstream", "127.0.0.1:9090"}}) {
+           {"--listen", "127.0.0.1:9443", "--thrift-listen", "127.0.0.1:9443", "--thrift-upstream",
+            "127.0.0.1:9090"}}) {
     auto r = parse(args);
     CHECK_FALSE(r.config);
     CHECK(r.exitCode == 2);
@@ -131,8 +130,9 @@ TEST_CASE("inbound Thrift flags: off by default, --thrift-upstream required, fra
 }
 
 TEST_CASE("environment variables fill flags; the command line wins") {
-  auto r = parse({"--workers", "2"}, {"SIDECAR_WORKERS=5", "SIDECAR_UPSTREAM=127.0.0.1:9000",
-                                      "SIDECAR_SERVICE_HOST=10.0.0.1", "SIDECAR_ALLOW_IDENTITY=a,b*"});
+  auto r =
+      parse({"--workers", "2"}, {"SIDECAR_WORKERS=5", "SIDECAR_UPSTREAM=127.0.0.1:9000",
+                                 "SIDECAR_SERVICE_HOST=10.0.0.1", "SIDECAR_ALLOW_IDENTITY=a,b*"});
   REQUIRE(r.config);
   CHECK(r.config->workers == 2);
   CHECK(r.config->upstream.port == 9000);
@@ -221,12 +221,12 @@ TEST_CASE("--help lists every flag and exits 0") {
   const char* envp[] = {nullptr};
   auto r = parseSidecarArgs(2, argv, envp);
   CHECK(r.exitCode == 0);
-  for (const char* flag : {"--listen", "--upstream", "--tls-cert", "--tls-key", "--tls-client-ca",
-                           "--allow-identity", "--admin-listen", "--workers", "--max-head-size",
-                           "--max-body-size", "--head-timeout", "--idle-timeout",
-                           "--upstream-connect-timeout", "--upstream-timeout", "--drain-timeout",
-                           "--log-level", "--tls-reload-interval", "--handshake-timeout",
-                           "--headers-with-underscores"}) {
+  for (const char* flag :
+       {"--listen", "--upstream", "--tls-cert", "--tls-key", "--tls-client-ca", "--allow-identity",
+        "--admin-listen", "--workers", "--max-head-size", "--max-body-size", "--head-timeout",
+        "--idle-timeout", "--upstream-connect-timeout", "--upstream-timeout", "--drain-timeout",
+        "--log-level", "--tls-reload-interval", "--handshake-timeout",
+        "--headers-with-underscores"}) {
     CHECK_MESSAGE(r.message.find(flag) != std::string::npos, flag);
   }
 }
@@ -459,9 +459,9 @@ TEST_CASE("announcement strings: health path and advertised host") {
 }
 
 TEST_CASE("--thrift-route: a loopback port per destination, named thrift:PORT, no HTTP listener") {
-  auto r = parse({"--thrift-route", "127.0.0.1:9100=static!10.0.0.1:9443,10.0.0.2:9443",
-                  "--thrift-route",
-                  "127.0.0.1:9101=zk2!z1:2181,z2:2181!/discovery/pinghelp!thrift;identity=spiffe://x/*"});
+  auto r = parse(
+      {"--thrift-route", "127.0.0.1:9100=static!10.0.0.1:9443,10.0.0.2:9443", "--thrift-route",
+       "127.0.0.1:9101=zk2!z1:2181,z2:2181!/discovery/pinghelp!thrift;identity=spiffe://x/*"});
   REQUIRE(r.config);
   REQUIRE(r.config->outbound);
   const auto& o = *r.config->outbound;
@@ -485,9 +485,9 @@ TEST_CASE("--thrift-route: a loopback port per destination, named thrift:PORT, n
   CHECK_FALSE(r.config->announce);  // no --zk-path: nothing to announce
 
   // A path on --zk; with --outbound-listen both kinds of route live together.
-  auto both = parse({"--zk", "127.0.0.1:2181", "--outbound-listen", "127.0.0.1:4140",
-                     "--thrift-route", "127.0.0.1:9100=/discovery/pinghelp!thrift",
-                     "--thrift-max-frame", "64k"});
+  auto both =
+      parse({"--zk", "127.0.0.1:2181", "--outbound-listen", "127.0.0.1:4140", "--thrift-route",
+             "127.0.0.1:9100=/discovery/pinghelp!thrift", "--thrift-max-frame", "64k"});
   REQUIRE(both.config);
   REQUIRE(both.config->outbound);
   CHECK(both.config->outbound->httpListener);
@@ -496,8 +496,8 @@ TEST_CASE("--thrift-route: a loopback port per destination, named thrift:PORT, n
   CHECK_FALSE(both.config->announce);
 
   // A remote address only with the same flag as --outbound-listen's.
-  auto remote = parse({"--thrift-route", "0.0.0.0:9100=static!10.0.0.1:9443",
-                       "--outbound-allow-remote", "true"});
+  auto remote = parse(
+      {"--thrift-route", "0.0.0.0:9100=static!10.0.0.1:9443", "--outbound-allow-remote", "true"});
   REQUIRE(remote.config);
   CHECK(remote.config->outbound->thriftRoutes.at(0).listen.host == "0.0.0.0");
 }
@@ -525,15 +525,16 @@ TEST_CASE("--thrift-route: bad values give one line naming the flag") {
     CHECK(std::count(r.message.begin(), r.message.end(), '\n') == 1);
   }
   // --route still needs the HTTP listener, whatever Thrift routes there are.
-  auto r = parse({"--route", "a=static!10.0.0.1:1", "--thrift-route",
-                  "127.0.0.1:9100=static!10.0.0.1:1"});
+  auto r = parse(
+      {"--route", "a=static!10.0.0.1:1", "--thrift-route", "127.0.0.1:9100=static!10.0.0.1:1"});
   CHECK_FALSE(r.config);
   CHECK(r.message.find("--route needs --outbound-listen") != std::string::npos);
 }
 
 TEST_CASE("SIDECAR_THRIFT_ROUTE: routes split at a comma followed by HOST:PORT=") {
   CHECK(splitThriftRouteList("127.0.0.1:1=static!a:1,b:2,127.0.0.1:2=zk2!z1:1,z2:2!/p!thrift") ==
-        std::vector<std::string>{"127.0.0.1:1=static!a:1,b:2", "127.0.0.1:2=zk2!z1:1,z2:2!/p!thrift"});
+        std::vector<std::string>{"127.0.0.1:1=static!a:1,b:2",
+                                 "127.0.0.1:2=zk2!z1:1,z2:2!/p!thrift"});
   CHECK(splitThriftRouteList("127.0.0.1:1=static!a:1;identity=x,[::1]:2=/p") ==
         std::vector<std::string>{"127.0.0.1:1=static!a:1;identity=x", "[::1]:2=/p"});
   CHECK(splitThriftRouteList("127.0.0.1:1=static!a:1,b:2;identity=spiffe://x") ==
@@ -595,8 +596,8 @@ TEST_CASE("--route-prefix / and ZooKeeper's own subtree are refused") {
   refused(with({"--route-prefix", "/zookeeper"}),
           "--route-prefix: '/zookeeper' is ZooKeeper's own subtree, not where services are "
           "announced");
-  for (const char* route : {"q=/zookeeper/quota", "q=zk2!127.0.0.1:2181!/zookeeper",
-                            "q=/zookeeper"}) {
+  for (const char* route :
+       {"q=/zookeeper/quota", "q=zk2!127.0.0.1:2181!/zookeeper", "q=/zookeeper"}) {
     auto r = with({"--route", route});
     CHECK_FALSE(r.config);
     CHECK_MESSAGE(r.message.find("ZooKeeper's own subtree") != std::string::npos, r.message);

@@ -20,11 +20,11 @@ using Failure = ExchangeResult::Failure;
 struct TestLink {
   using stream_type = TestStream;
   asio::io_context& ioc;
-  std::optional<TestStream> pooled;      // handed out by takePooled, once
+  std::optional<TestStream> pooled;       // handed out by takePooled, once
   std::vector<std::string> freshAnswers;  // what each new connection's peer has answered
   error_code connectError;
   std::optional<TestStream> current;
-  std::optional<TestStream> peer;  // the upstream server's end of `current`
+  std::optional<TestStream> peer;     // the upstream server's end of `current`
   std::vector<std::string> received;  // what each connection's peer got, in order
   int connects = 0;
   std::optional<bool> releasedReusable;
@@ -110,14 +110,14 @@ struct Run {
     info.clientVersion = req.get().version();
     info.clientKeepAlive = req.get().keep_alive();
     bool done = false;
-    asio::co_spawn(ioc,
-                   runExchange(caller, req, info, link, relay, ExchangeBuffers{callerBuf, upBuf, out},
-                               limits),
-                   [&](std::exception_ptr e, ExchangeResult r) {
-                     REQUIRE_FALSE(e);
-                     result = r;
-                     done = true;
-                   });
+    asio::co_spawn(
+        ioc,
+        runExchange(caller, req, info, link, relay, ExchangeBuffers{callerBuf, upBuf, out}, limits),
+        [&](std::exception_ptr e, ExchangeResult r) {
+          REQUIRE_FALSE(e);
+          result = r;
+          done = true;
+        });
     ioc.run_for(std::chrono::seconds(5));
     REQUIRE(done);
   }
@@ -153,9 +153,11 @@ TEST_CASE("exchange: a chunked answer is re-chunked for an HTTP/1.1 caller") {
   CHECK(t.link.releasedReusable == true);
 }
 
-TEST_CASE("exchange: an HTTP/1.0 caller gets a chunked answer unchunked, and the connection closes") {
+TEST_CASE(
+    "exchange: an HTTP/1.0 caller gets a chunked answer unchunked, and the connection closes") {
   Run t;
-  t.link.freshAnswers = {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npong\r\n0\r\n\r\n"};
+  t.link.freshAnswers = {
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npong\r\n0\r\n\r\n"};
   t.go("GET / HTTP/1.0\r\nHost: a\r\n\r\n");
   CHECK(t.result.failure == Failure::none);
   CHECK_FALSE(t.result.keepAlive);
@@ -165,7 +167,8 @@ TEST_CASE("exchange: an HTTP/1.0 caller gets a chunked answer unchunked, and the
   CHECK(caller.ends_with("pong"));
 }
 
-TEST_CASE("exchange: a 204 with Transfer-Encoding reaches the caller with neither body nor framing") {
+TEST_CASE(
+    "exchange: a 204 with Transfer-Encoding reaches the caller with neither body nor framing") {
   Run t;
   t.link.freshAnswers = {"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"};
   t.go("DELETE /x HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -234,7 +237,8 @@ TEST_CASE("exchange: a refused connection is a 502, a connect timeout a 504") {
   CHECK(slow.result.localStatus == 504);
 }
 
-TEST_CASE("exchange: a stale pooled connection is retried once on a new one, for an idempotent request") {
+TEST_CASE(
+    "exchange: a stale pooled connection is retried once on a new one, for an idempotent request") {
   Run t;
   TestStream stale(t.ioc.get_executor());
   TestStream stalePeer(t.ioc.get_executor());
@@ -265,7 +269,8 @@ TEST_CASE("exchange: a POST on a stale pooled connection is not sent twice") {
 
 TEST_CASE("exchange: bytes past the end of the answer close the upstream connection") {
   Run t;
-  t.link.freshAnswers = {"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!"};
+  t.link.freshAnswers = {
+      "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!"};
   t.go("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
   CHECK(t.result.status == 204);
   CHECK(t.result.unsolicited);
@@ -277,8 +282,10 @@ TEST_CASE("exchange: a chunked request body that grows over the limit is a 413")
   // (A Content-Length over the limit is refused with the head, before any exchange.)
   Run t;
   t.link.freshAnswers = {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"};
-  t.go("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n",
-       4);
+  t.go(
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "
+      "chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n",
+      4);
   CHECK(t.result.failure == Failure::requestTooLarge);
   CHECK(t.result.localStatus == 413);
   CHECK(t.link.releasedReusable == false);
@@ -292,7 +299,8 @@ TEST_CASE("exchange: a malformed chunked request body is a 400") {
   CHECK(t.result.localStatus == 400);
 }
 
-TEST_CASE("exchange: a caller that is gone before its answer leaves the upstream connection unused") {
+TEST_CASE(
+    "exchange: a caller that is gone before its answer leaves the upstream connection unused") {
   Run t;
   t.link.freshAnswers = {"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npong"};
   t.callerPeer.reset();  // the caller's end is gone: writing the answer fails

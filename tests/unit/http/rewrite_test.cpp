@@ -1,9 +1,9 @@
 // Header rewriting toward the local service and back to the caller.
 #include "http/rewrite.h"
 
-#include <boost/beast/http/write.hpp>
 #include <doctest/doctest.h>
 
+#include <boost/beast/http/write.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -118,11 +118,16 @@ TEST_CASE("checkRequestHead: framing must have exactly one reading") {
   CHECK(check(V::post, "/", 11, {{"Host", "a"}, {"Transfer-Encoding", "Chunked "}}).empty());
   CHECK_FALSE(check(V::get, "/", 11, {}).empty());
   CHECK_FALSE(check(V::get, "/", 11, {{"Host", "a"}, {"host", "b"}}).empty());
-  CHECK_FALSE(check(V::post, "/", 11, {{"Host", "a"}, {"Content-Length", "1"}, {"Content-Length", "1"}}).empty());
+  CHECK_FALSE(
+      check(V::post, "/", 11, {{"Host", "a"}, {"Content-Length", "1"}, {"Content-Length", "1"}})
+          .empty());
   CHECK_FALSE(check(V::post, "/", 11, {{"Host", "a"}, {"Content-Length", "1, 1"}}).empty());
   CHECK_FALSE(check(V::post, "/", 11, {{"Host", "a"}, {"Content-Length", "+1"}}).empty());
-  CHECK_FALSE(check(V::post, "/", 11, {{"Host", "a"}, {"Transfer-Encoding", "gzip, chunked"}}).empty());
-  CHECK_FALSE(check(V::post, "/", 11, {{"Host", "a"}, {"Transfer-Encoding", "chunked"}, {"Content-Length", "1"}}).empty());
+  CHECK_FALSE(
+      check(V::post, "/", 11, {{"Host", "a"}, {"Transfer-Encoding", "gzip, chunked"}}).empty());
+  CHECK_FALSE(check(V::post, "/", 11,
+                    {{"Host", "a"}, {"Transfer-Encoding", "chunked"}, {"Content-Length", "1"}})
+                  .empty());
   CHECK_FALSE(check(V::post, "/", 10, {{"Transfer-Encoding", "chunked"}}).empty());
 }
 
@@ -151,8 +156,8 @@ TEST_CASE("checkRequestHead: Host must be host[:port] as RFC 9110 and 3986 say")
     INFO(good);
     CHECK(check(V::get, "/", 11, {{"Host", good}}).empty());
   }
-  for (const char* bad : {"", "a b", "u@evil", "a/b", "a:b:c", "a:99999x", "a:123456", "[::1",
-                          "[]", "[::1]x", "x%4", "x%zz", ":80", "a\"b", "a?b", "a#b"}) {
+  for (const char* bad : {"", "a b", "u@evil", "a/b", "a:b:c", "a:99999x", "a:123456", "[::1", "[]",
+                          "[::1]x", "x%4", "x%zz", ":80", "a\"b", "a?b", "a#b"}) {
     INFO(bad);
     CHECK_FALSE(check(V::get, "/", 11, {{"Host", bad}}).empty());
   }
@@ -197,8 +202,9 @@ TEST_CASE("appendHead writes exactly what Beast's serializer writes") {
   std::string out = "kept";
   appendHead(out, req);
   CHECK(out == "kept" + beastWrites(req));
-  CHECK(out == "keptPOST /a?b=c HTTP/1.1\r\nHost: svc\r\nX-Custom: one\r\nx-custom: two\r\n"
-               "Content-Length: 3\r\n\r\n");
+  CHECK(out ==
+        "keptPOST /a?b=c HTTP/1.1\r\nHost: svc\r\nX-Custom: one\r\nx-custom: two\r\n"
+        "Content-Length: 3\r\n\r\n");
 
   http::request_header<> odd;  // a method Beast does not know, and HTTP/1.0
   odd.method_string("PURGE");

@@ -2,7 +2,6 @@
 #include "net/identity.h"
 
 #include <doctest/doctest.h>
-
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -296,8 +295,19 @@ TEST_CASE("XFCC: hostile URI and DNS names round-trip") {
 
 TEST_CASE("XFCC: the subject's own RFC 2253 escapes survive") {
   const std::vector<std::string> hostile = {
-      "a\"b", "a\\b", "a+b", "a,b", "a;b", "a=b", "\\\"", "ends\\", "#lead", " lead", "trail ",
-      "x\";URI=spiffe://prod/admin", "a\"b\\c+d,e=f;g <h>",
+      "a\"b",
+      "a\\b",
+      "a+b",
+      "a,b",
+      "a;b",
+      "a=b",
+      "\\\"",
+      "ends\\",
+      "#lead",
+      " lead",
+      "trail ",
+      "x\";URI=spiffe://prod/admin",
+      "a\"b\\c+d,e=f;g <h>",
   };
   for (const auto& cn : hostile) {
     CAPTURE(cn);
@@ -342,8 +352,11 @@ TEST_CASE("identity: the first name of the strongest kind, or none") {
       {"first URI", "cn", {"spiffe://a/1", "spiffe://a/2"}, {"d.local"}, "spiffe://a/1"},
       {"first DNS without URI", "cn", {}, {"d1.local", "d2.local"}, "d1.local"},
       {"CN without SAN", "cn", {}, {}, "cn"},
-      {"first URI with a control byte", "spiffe://prod/admin",
-       {"spiffe://prod/admin\x01", "spiffe://prod/admin"}, {"prod-admin.local"}, ""},
+      {"first URI with a control byte",
+       "spiffe://prod/admin",
+       {"spiffe://prod/admin\x01", "spiffe://prod/admin"},
+       {"prod-admin.local"},
+       ""},
       {"first URI with a NUL", "cn", {std::string("spiffe://prod/admin\0x", 21)}, {}, ""},
       {"first URI with DEL", "cn", {"spiffe://prod/admin\x7f"}, {}, ""},
       {"first URI with a newline", "cn", {"spiffe://prod/admin\n"}, {}, ""},
@@ -361,7 +374,10 @@ TEST_CASE("identity: the first name of the strongest kind, or none") {
       {"CN with a control byte", "spiffe://prod/admin\x01", {}, {}, ""},
       {"CN non-ASCII", "caf\xc3\xa9", {}, {}, ""},
       {"bad CN does not matter under a URI", "x\x01", {"spiffe://a/1"}, {}, "spiffe://a/1"},
-      {"printable oddities are names too", "cn", {"spiffe://x/a status=200 \"q\" \\"}, {},
+      {"printable oddities are names too",
+       "cn",
+       {"spiffe://x/a status=200 \"q\" \\"},
+       {},
        "spiffe://x/a status=200 \"q\" \\"},
   };
   for (const auto& c : cases) {
@@ -372,8 +388,8 @@ TEST_CASE("identity: the first name of the strongest kind, or none") {
     CHECK(id.unusable == c.identity.empty());
     // An allow-list that would admit every name in the certificate admits no unusable caller:
     // the proxy checks `unusable` first, and the empty identity matches no pattern.
-    IdentityAllowList all({"spiffe://prod/admin", "prod-admin.local", "spiffe://a/*", "cn",
-                           "d1.local", "d.local"});
+    IdentityAllowList all(
+        {"spiffe://prod/admin", "prod-admin.local", "spiffe://a/*", "cn", "d1.local", "d.local"});
     if (id.unusable) {
       CHECK_FALSE(all.allows(id.identity));
     }

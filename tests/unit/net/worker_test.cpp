@@ -73,7 +73,9 @@ bool eventually(Pred p) {
   return p();
 }
 
-TEST_CASE("worker: at --max-connections an idle connection makes room; with none idle, the new one is refused") {
+TEST_CASE(
+    "worker: at --max-connections an idle connection makes room; with none idle, the new one is "
+    "refused") {
   auto registry = metrics::makeRegistry();
   ProxyMetrics m(*registry, 1);
   WorkerShared shared;

@@ -1,13 +1,12 @@
 // The announcer's state machine against an in-memory ZooKeeper: health-gated, one member of ours
 // at most, re-announced after deletion or expiry, and retries of one kind never cancelling
 // retries of another.
-#include "fake_zk.h"
-
+#include <doctest/doctest.h>
 #include <registry/announcer.h>
 
-#include <doctest/doctest.h>
-
 #include <boost/json/parse.hpp>
+
+#include "fake_zk.h"
 
 using namespace registry;
 using registry::testing::FakeZk;
@@ -72,8 +71,9 @@ TEST_CASE("a healthy instance gets one ephemeral member with its data; unhealthy
   const std::string member = std::string(kPath) + "/" + f.members()[0];
   CHECK(f.members()[0].starts_with("member_"));
   CHECK(f.zk.node(member).owner == f.zk.newestId());
-  CHECK(f.zk.node(member).data ==
-        R"({"serviceEndpoint":{"host":"10.0.0.5","port":8443},"additionalEndpoints":{},"status":"ALIVE"})");
+  CHECK(
+      f.zk.node(member).data ==
+      R"({"serviceEndpoint":{"host":"10.0.0.5","port":8443},"additionalEndpoints":{},"status":"ALIVE"})");
   CHECK(f.zk.node("/discovery/test").owner == 0);  // parents are persistent
   CHECK(f.status("member") == member);
   CHECK(f.announcedCount == 1);
@@ -141,7 +141,8 @@ TEST_CASE("no auth is reported and not retried; a transient failure is retried")
   settle(f.ioc);
   CHECK(f.status("last_error") == "create_parent: not authenticated");
   const auto calls = f.zk.calls.size();
-  runUntil(f.ioc, [] { return false; }, std::chrono::milliseconds(50));  // several retry delays
+  runUntil(
+      f.ioc, [] { return false; }, std::chrono::milliseconds(50));  // several retry delays
   CHECK(f.zk.calls.size() == calls);
   CHECK(f.members().empty());
 
@@ -261,6 +262,7 @@ TEST_CASE("destroying the announcer closes its session: the member goes, no call
     settle(ioc);
   }
   CHECK(zk.childrenOf(kPath).empty());
-  runUntil(ioc, [] { return false; }, std::chrono::milliseconds(30));
+  runUntil(
+      ioc, [] { return false; }, std::chrono::milliseconds(30));
   CHECK(zk.opened() == 1);
 }

@@ -9,7 +9,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -210,8 +209,8 @@ class FakeZk {
 
     // Runs on the io_context later (or when released), unless this session is gone by then.
     void deliver(Held h) {
-      auto wrapped = [alive = std::weak_ptr<bool>(alive_), h = std::move(h)](
-                         std::optional<ZkError> instead) {
+      auto wrapped = [alive = std::weak_ptr<bool>(alive_),
+                      h = std::move(h)](std::optional<ZkError> instead) {
         if (auto a = alive.lock(); a && *a) {
           h(instead);
         }

@@ -1,14 +1,13 @@
 // The serverset resolver against an in-memory ZooKeeper: only complete listings are published,
 // the last one keeps serving (marked stale) while ZooKeeper is away, and nothing runs after the
 // resolver is destroyed.
-#include "fake_zk.h"
-
-#include <registry/resolver.h>
-
 #include <doctest/doctest.h>
+#include <registry/resolver.h>
 
 #include <algorithm>
 #include <stdexcept>
+
+#include "fake_zk.h"
 
 using namespace registry;
 using registry::testing::FakeZk;
@@ -44,9 +43,10 @@ struct Fixture {
     ResolverOptions options;
     options.retryDelay = std::chrono::milliseconds(5);
     options.connect = zk.factory();
-    resolver.emplace(ioc, ServersetAddress{"fake:2181", kPath, std::nullopt, std::move(endpoint)},
-                     options, [this](const ServersetSnapshot& s) { updates.push_back(s); },
-                     [this](bool stale) { staleChanges.push_back(stale); });
+    resolver.emplace(
+        ioc, ServersetAddress{"fake:2181", kPath, std::nullopt, std::move(endpoint)}, options,
+        [this](const ServersetSnapshot& s) { updates.push_back(s); },
+        [this](bool stale) { staleChanges.push_back(stale); });
   }
   void add(const std::string& name, const std::string& data) {
     zk.put(std::string(kPath) + "/" + name, data);
@@ -173,7 +173,8 @@ TEST_CASE("a listing that fails is retried; a lost connection waits for the reco
   g.zk.failNext("children", ZkError::ConnectionLoss);
   g.startConnected();
   const auto calls = g.zk.calls.size();
-  runUntil(g.ioc, [] { return false; }, std::chrono::milliseconds(30));
+  runUntil(
+      g.ioc, [] { return false; }, std::chrono::milliseconds(30));
   CHECK(g.zk.calls.size() == calls);
   CHECK(g.updates.empty());
 }
@@ -189,7 +190,8 @@ TEST_CASE("a destroyed resolver closes its session and calls nothing back") {
   f.zk.failNext("get", ZkError::OperationTimeout);
   f.resolver.reset();
   f.zk.release();
-  runUntil(f.ioc, [] { return false; }, std::chrono::milliseconds(20));
+  runUntil(
+      f.ioc, [] { return false; }, std::chrono::milliseconds(20));
   CHECK(f.updates.empty());
   CHECK(f.staleChanges.empty());
 
@@ -199,7 +201,8 @@ TEST_CASE("a destroyed resolver closes its session and calls nothing back") {
   g.startConnected();  // a re-listing is now pending on a timer
   const auto calls = g.zk.calls.size();
   g.resolver.reset();
-  runUntil(g.ioc, [] { return false; }, std::chrono::milliseconds(20));
+  runUntil(
+      g.ioc, [] { return false; }, std::chrono::milliseconds(20));
   CHECK(g.zk.calls.size() == calls);
 }
 
@@ -212,8 +215,7 @@ TEST_CASE("a session that cannot be made is tried again after the delay") {
   int refusals = 2;
   ResolverOptions options;
   options.retryDelay = std::chrono::milliseconds(5);
-  options.connect = [&, real = zk.factory()](const ZkSessionOptions& o,
-                                             ZkSession::EventHandler h) {
+  options.connect = [&, real = zk.factory()](const ZkSessionOptions& o, ZkSession::EventHandler h) {
     if (refusals-- > 0) {
       throw std::runtime_error("cannot start a ZooKeeper client");
     }

@@ -1,8 +1,7 @@
 // The serverset JSON codec (exact bytes out, lenient in) and the zk!/zk2! address parsers.
+#include <doctest/doctest.h>
 #include <registry/resolver.h>
 #include <registry/serverset.h>
-
-#include <doctest/doctest.h>
 
 using namespace registry;
 
@@ -11,8 +10,9 @@ TEST_CASE("encoding matches Finagle's bytes") {
   i.serviceEndpoint = {"10.0.0.5", 8443};
   i.additionalEndpoints = {{"admin", {"10.0.0.5", 9990}}};
   i.shard = 0;
-  CHECK(encodeServiceInstance(i) ==
-        R"({"serviceEndpoint":{"host":"10.0.0.5","port":8443},"additionalEndpoints":{"admin":{"host":"10.0.0.5","port":9990}},"status":"ALIVE","shard":0})");
+  CHECK(
+      encodeServiceInstance(i) ==
+      R"({"serviceEndpoint":{"host":"10.0.0.5","port":8443},"additionalEndpoints":{"admin":{"host":"10.0.0.5","port":9990}},"status":"ALIVE","shard":0})");
   ServiceInstance bare;
   bare.serviceEndpoint = {"h", 1};
   CHECK(encodeServiceInstance(bare) ==
@@ -35,17 +35,24 @@ TEST_CASE("decoding is lenient about spacing and order, strict about types") {
   REQUIRE(roundTrip.instance);
   CHECK(roundTrip.instance->serviceEndpoint == d.instance->serviceEndpoint);
 
-  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":"80"},"status":"ALIVE"})").instance);
-  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":1,"port":80},"status":"ALIVE"})").instance);
+  CHECK_FALSE(
+      decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":"80"},"status":"ALIVE"})")
+          .instance);
+  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":1,"port":80},"status":"ALIVE"})")
+                  .instance);
   CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":80}})").instance);
-  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":70000},"status":"ALIVE"})").instance);
+  CHECK_FALSE(
+      decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":70000},"status":"ALIVE"})")
+          .instance);
   CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":)").instance);
   // Port 0 is no one's (issue 25, item 9): malformed, counted as such, never shown alive.
-  auto zero = decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":0},"status":"ALIVE"})");
+  auto zero =
+      decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":0},"status":"ALIVE"})");
   CHECK_FALSE(zero.instance);
   CHECK(zero.error.find("port from 1 to 65535") != std::string::npos);
   CHECK_FALSE(decodeServiceInstance("[]").instance);
-  auto dead = decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":80},"status":"DEAD"})");
+  auto dead =
+      decodeServiceInstance(R"({"serviceEndpoint":{"host":"a","port":80},"status":"DEAD"})");
   REQUIRE(dead.instance);
   CHECK(dead.instance->status == Status::Dead);
 }
@@ -67,7 +74,8 @@ TEST_CASE("readers keep ALIVE members of the wanted shard and endpoint") {
   CHECK_FALSE(selectMember("member_1", i, any));
 }
 
-TEST_CASE("a member with named endpoints only is found by name, never by default (Finagle's Entry)") {
+TEST_CASE(
+    "a member with named endpoints only is found by name, never by default (Finagle's Entry)") {
   // As Finagle's announcer writes it with Gson, which leaves out a null serviceEndpoint.
   auto d = decodeServiceInstance(
       R"({"additionalEndpoints":{"thrift":{"host":"10.0.0.7","port":9443}},"status":"ALIVE","shard":2})");
@@ -83,19 +91,25 @@ TEST_CASE("a member with named endpoints only is found by name, never by default
   ServersetAddress other{"h:1", "/p", std::nullopt, "admin"};
   CHECK_FALSE(selectMember("member_3", *d.instance, other));
   // Written back the same way: no serviceEndpoint key at all.
-  CHECK(encodeServiceInstance(*d.instance) ==
-        R"({"additionalEndpoints":{"thrift":{"host":"10.0.0.7","port":9443}},"status":"ALIVE","shard":2})");
+  CHECK(
+      encodeServiceInstance(*d.instance) ==
+      R"({"additionalEndpoints":{"thrift":{"host":"10.0.0.7","port":9443}},"status":"ALIVE","shard":2})");
   // A null serviceEndpoint reads as an absent one.
   auto null = decodeServiceInstance(
       R"({"serviceEndpoint":null,"additionalEndpoints":{"thrift":{"host":"a","port":1}},"status":"ALIVE"})");
   REQUIRE(null.instance);
   CHECK_FALSE(null.instance->serviceEndpoint);
   // Still malformed: a serviceEndpoint that is there but unusable, and a member with no endpoint.
-  CHECK_FALSE(decodeServiceInstance(R"({"serviceEndpoint":{"host":"a"},"additionalEndpoints":{"thrift":{"host":"a","port":1}},"status":"ALIVE"})").instance);
+  CHECK_FALSE(
+      decodeServiceInstance(
+          R"({"serviceEndpoint":{"host":"a"},"additionalEndpoints":{"thrift":{"host":"a","port":1}},"status":"ALIVE"})")
+          .instance);
   auto none = decodeServiceInstance(R"({"additionalEndpoints":{},"status":"ALIVE"})");
   CHECK_FALSE(none.instance);
   CHECK(none.error.find("no serviceEndpoint") != std::string::npos);
-  CHECK_FALSE(decodeServiceInstance(R"({"additionalEndpoints":{"thrift":{"host":"a","port":0}},"status":"ALIVE"})").instance);
+  CHECK_FALSE(decodeServiceInstance(
+                  R"({"additionalEndpoints":{"thrift":{"host":"a","port":0}},"status":"ALIVE"})")
+                  .instance);
   // Aurora's announcer writes port 0 for a task without a primary port: no serviceEndpoint, the
   // named ones still usable.
   auto aurora = decodeServiceInstance(
@@ -118,11 +132,11 @@ TEST_CASE("zk! and zk2! addresses") {
   REQUIRE(named);
   CHECK(named->shard == 7);
   CHECK(named->endpoint == "http");
-  CHECK_FALSE(parseAnnounceAddress("zk!zk1:2181!/p"));       // no shard
-  CHECK_FALSE(parseAnnounceAddress("zk!zk1!/p!0"));          // no port
-  CHECK_FALSE(parseAnnounceAddress("zk!zk1:2181!p!0"));      // relative path
-  CHECK_FALSE(parseAnnounceAddress("zk!zk1:2181!/p!x"));     // shard not a number
-  CHECK_FALSE(parseAnnounceAddress("zk2!zk1:2181!/p!0"));    // wrong scheme
+  CHECK_FALSE(parseAnnounceAddress("zk!zk1:2181!/p"));     // no shard
+  CHECK_FALSE(parseAnnounceAddress("zk!zk1!/p!0"));        // no port
+  CHECK_FALSE(parseAnnounceAddress("zk!zk1:2181!p!0"));    // relative path
+  CHECK_FALSE(parseAnnounceAddress("zk!zk1:2181!/p!x"));   // shard not a number
+  CHECK_FALSE(parseAnnounceAddress("zk2!zk1:2181!/p!0"));  // wrong scheme
 
   auto r = parseResolveAddress("zk2!127.0.0.1:2181!/discovery/prod/pinghelp!admin");
   REQUIRE(r);
@@ -165,7 +179,8 @@ TEST_CASE("zk! and zk2! addresses") {
   CHECK_FALSE(validConnectString("a"));
 }
 
-TEST_CASE("hosts in an address are names or addresses, never a chroot in disguise (found by fuzzing)") {
+TEST_CASE(
+    "hosts in an address are names or addresses, never a chroot in disguise (found by fuzzing)") {
   CHECK_FALSE(registry::parseAnnounceAddress("zk!z/dk1:2180,zk2:2181!/a!5"));
   CHECK_FALSE(registry::parseResolveAddress("zk2!zk 1:2181!/a"));
   CHECK(registry::parseResolveAddress("zk2![::1]:2181,zk-2.example_x:2181!/a"));

@@ -1,15 +1,14 @@
 // Resolvers of one ensemble share one ZooKeeper session: each sees its own watches only, all
 // replace the session together when it expires, and it closes with the last of them.
-#include "fake_zk.h"
-
+#include <doctest/doctest.h>
 #include <registry/resolver.h>
 #include <registry/shared_session.h>
-
-#include <doctest/doctest.h>
 
 #include <algorithm>
 #include <map>
 #include <optional>
+
+#include "fake_zk.h"
 
 using namespace registry;
 using registry::testing::FakeZk;

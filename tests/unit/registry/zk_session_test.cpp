@@ -1,14 +1,11 @@
 // The ZooKeeper seam: the C client's codes in our types, which failures are worth a retry, and
 // the real session's promise that callbacks run on our io_context and never after it is gone.
+#include <doctest/doctest.h>
 #include <registry/detail/zk_codes.h>
 #include <registry/zk_session.h>
-
 #include <zookeeper/zookeeper.h>
 
-#include <doctest/doctest.h>
-
 #include <boost/asio/io_context.hpp>
-
 #include <chrono>
 #include <optional>
 #include <thread>

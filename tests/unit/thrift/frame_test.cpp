@@ -220,7 +220,7 @@ TEST_CASE("holdsOneMessage refuses what no encoder writes") {
   const auto h = parseHeader(head + std::string(1, '\0'));
   REQUIRE(h);
   CHECK(holdsOneMessage(head + std::string(1, '\0'), *h));
-  CHECK_FALSE(holdsOneMessage(head, *h));                                      // no stop
+  CHECK_FALSE(holdsOneMessage(head, *h));                                       // no stop
   CHECK_FALSE(holdsOneMessage(head + std::string("\x01\x00\x01\x00", 4), *h));  // VOID field
   CHECK_FALSE(holdsOneMessage(head + std::string("\x11\x00\x01\x00", 4), *h));  // type 17
   // A list announcing 2^31 elements in a few bytes is refused before any element is walked.
@@ -242,9 +242,9 @@ TEST_CASE("replyType: only this call's REPLY or EXCEPTION, one message, same pro
   CHECK_FALSE(replyType(everyTypeMessage<Binary>(MessageType::reply, "method", 78), call));
   CHECK_FALSE(replyType(everyTypeMessage<Binary>(MessageType::reply, "other", 77), call));
   CHECK_FALSE(replyType(reply + reply, call));
-  CHECK_FALSE(replyType(
-      everyTypeMessage<apache::thrift::protocol::TCompactProtocol>(MessageType::reply, "method", 77),
-      call));
+  CHECK_FALSE(replyType(everyTypeMessage<apache::thrift::protocol::TCompactProtocol>(
+                            MessageType::reply, "method", 77),
+                        call));
   // The sidecar's own exception replies are whole messages.
   for (const auto protocol : {Protocol::binary, Protocol::compact}) {
     const MessageHeader c{protocol, MessageType::call, "ping", -5};

@@ -2,7 +2,6 @@
 #include "thrift/metrics.h"
 
 #include <doctest/doctest.h>
-
 #include <prometheus/text_serializer.h>
 
 #include <string>
@@ -27,9 +26,9 @@ TEST_CASE("method names get slots in the order first seen, up to the cap, then o
 
 TEST_CASE("names that are not plain method names are other and take no slot") {
   ThriftMethodTable table;
-  for (const std::string& bad : {std::string(), std::string("other"), std::string("a b"),
-                                std::string("a\"b"), std::string("x\n"), std::string(129, 'a'),
-                                std::string("caf\xc3\xa9")}) {
+  for (const std::string& bad :
+       {std::string(), std::string("other"), std::string("a b"), std::string("a\"b"),
+        std::string("x\n"), std::string(129, 'a'), std::string("caf\xc3\xa9")}) {
     CHECK(table.slotOf(bad) == ThriftMethodTable::kOther);
   }
   CHECK(table.names().empty());
