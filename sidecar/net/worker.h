@@ -178,6 +178,24 @@ class Worker {
   std::thread thread_;
 };
 
+// A session that owns its connection to the end, as every listener's session does: registered
+// with its worker (sweeps, evictions, drain) from construction, and counted in its listener's
+// budget until it is destroyed. (FirstByteWait, which hands its socket on, registers itself.)
+class WorkerSession : public TrackedSession {
+ protected:
+  WorkerSession(Worker& worker, Budget budget) : TrackedSession(budget), worker_(worker) {
+    worker_.sessionStarted(*this);
+  }
+  ~WorkerSession() {
+    worker_.sessionEnded(*this);
+    worker_.connectionClosed(budget());
+  }
+  WorkerSession(const WorkerSession&) = delete;
+  WorkerSession& operator=(const WorkerSession&) = delete;
+
+  Worker& worker_;
+};
+
 // A relay buffer borrowed from the worker on first use, for as long as one exchange runs.
 class LazyRelayBuffer {
  public:

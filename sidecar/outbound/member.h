@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "net/deadline_socket.h"
 #include "net/tls_stream.h"
+#include "net/worker.h"
 #include "outbound/handler.h"
 #include "outbound/metrics.h"
 
@@ -43,6 +44,36 @@ class MemberConnection {
   DeadlineSocket connecting_;      // before its handshake
   std::optional<TlsStream> conn_;  // while a call uses it
   bool fullHandshake_ = false;     // open() did not resume a session
+};
+
+// What every outbound session (an HTTP call on --outbound-listen, a --thrift-route port) is: the
+// local service's plain connection, whose wait for the next call an eviction or the drain ends,
+// and the member connection a call is on; both expired by the worker's sweep.
+class OutboundCallerSession : public WorkerSession {
+ public:
+  bool closeIfIdle() override {
+    if (idle_) {
+      caller_.cancel();
+      idle_ = false;
+      return true;
+    }
+    return false;
+  }
+  void expireIfDue(DeadlineSocket::Clock::time_point now) override {
+    caller_.expireIfDue(now);
+    member_.expireIfDue(now);
+  }
+
+ protected:
+  OutboundCallerSession(Worker& worker, TcpSocket socket)
+      : WorkerSession(worker, Budget::outbound),
+        caller_(std::move(socket)),
+        member_(worker.ioc().get_executor()) {}
+  ~OutboundCallerSession() = default;
+
+  DeadlineSocket caller_;
+  MemberConnection member_;  // to the member a call is on
+  bool idle_ = false;        // waiting for the next call: closeIfIdle may end the connection
 };
 
 }  // namespace sidecar

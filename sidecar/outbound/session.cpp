@@ -65,38 +65,17 @@ AttemptEnd attemptEnd(const ExchangeResult& r, bool hasBody, http::verb method) 
   }
 }
 
-class OutboundSession final : public TrackedSession {
+class OutboundSession final : public OutboundCallerSession {
  public:
   OutboundSession(OutboundHandler& handler, TcpSocket socket)
-      : TrackedSession(Budget::outbound),
+      : OutboundCallerSession(handler.worker(), std::move(socket)),
         handler_(handler),
-        worker_(handler.worker()),
         shared_(handler.shared()),
         m_(*handler.shared().metrics),
-        shard_(handler.worker().index()),
-        caller_(std::move(socket)),
-        member_(handler.worker().ioc().get_executor()) {
+        shard_(handler.worker().index()) {
     buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
     // A member's answer can make us hold no more than its head and a relay's worth of body.
     upBuffer_.max_size(ExchangeLimits{}.upstreamMaxHead + Worker::kRelayBufferSize + 4096);
-    worker_.sessionStarted(*this);
-  }
-  ~OutboundSession() {
-    worker_.sessionEnded(*this);
-    worker_.connectionClosed(budget());
-  }
-
-  bool closeIfIdle() override {
-    if (idle_) {
-      caller_.cancel();
-      idle_ = false;
-      return true;
-    }
-    return false;
-  }
-  void expireIfDue(Clock::time_point now) override {
-    caller_.expireIfDue(now);
-    member_.expireIfDue(now);
   }
 
   awaitable<void> run() {
@@ -399,16 +378,12 @@ class OutboundSession final : public TrackedSession {
   };
 
   OutboundHandler& handler_;
-  Worker& worker_;
   const OutboundShared& shared_;
   OutboundMetrics& m_;
   unsigned shard_;
-  DeadlineSocket caller_;
-  MemberConnection member_;  // to the member a request is on
   beast::flat_buffer buffer_;
   beast::flat_buffer upBuffer_;
   std::string out_;
-  bool idle_ = false;
   bool unread_ = false;  // the current request's body is not read whole: linger when closing
 };
 

@@ -73,36 +73,14 @@ AttemptEnd attemptEnd(Attempt a) {
   return AttemptEnd::failed;
 }
 
-class ThriftOutboundSession final : public TrackedSession {
+class ThriftOutboundSession final : public OutboundCallerSession {
  public:
   ThriftOutboundSession(ThriftOutboundHandler& handler, TcpSocket socket)
-      : TrackedSession(Budget::outbound),
+      : OutboundCallerSession(handler.worker(), std::move(socket)),
         handler_(handler),
-        worker_(handler.worker()),
         shared_(handler.shared()),
         m_(*handler.shared().metrics),
-        shard_(handler.worker().index()),
-        caller_(std::move(socket)),
-        member_(handler.worker().ioc().get_executor()) {
-    worker_.sessionStarted(*this);
-  }
-  ~ThriftOutboundSession() {
-    worker_.sessionEnded(*this);
-    worker_.connectionClosed(budget());
-  }
-
-  bool closeIfIdle() override {
-    if (idle_) {
-      caller_.cancel();
-      idle_ = false;
-      return true;
-    }
-    return false;
-  }
-  void expireIfDue(Clock::time_point now) override {
-    caller_.expireIfDue(now);
-    member_.expireIfDue(now);
-  }
+        shard_(handler.worker().index()) {}
 
   awaitable<void> run() {
     const auto& name = handler_.config().route.name;
@@ -367,16 +345,12 @@ class ThriftOutboundSession final : public TrackedSession {
   }
 
   ThriftOutboundHandler& handler_;
-  Worker& worker_;
   const OutboundShared& shared_;
   OutboundMetrics& m_;
   unsigned shard_;
-  DeadlineSocket caller_;
-  MemberConnection member_;  // to the member a call is on
-  std::string frame_;        // the call, length prefix included
-  std::string reply_;        // the member's reply, length prefix included
-  std::string why_;          // why the last attempt failed
-  bool idle_ = false;
+  std::string frame_;  // the call, length prefix included
+  std::string reply_;  // the member's reply, length prefix included
+  std::string why_;    // why the last attempt failed
 };
 
 awaitable<void> serveThriftOutbound(ThriftOutboundHandler& handler, TcpSocket socket) {
