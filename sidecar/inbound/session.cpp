@@ -16,6 +16,7 @@
 #include "http/read_head.h"
 #include "http/rewrite.h"
 #include "inbound/handler.h"
+#include "net/caller_handshake.h"
 #include "net/tls_context.h"
 #include "net/tls_stream.h"
 #include "upstream/connector.h"
@@ -35,14 +36,13 @@ double secondsSince(Clock::time_point t) {
 
 constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
 
-class InboundSession final : public TrackedSession {
+class InboundSession final : public WorkerSession {
  public:
   InboundSession(InboundHandler& handler, TcpSocket socket, std::shared_ptr<ssl::context> tls,
                  Clock::time_point handshakeDeadline)
-      : TrackedSession(Budget::listen),
+      : WorkerSession(handler.worker(), Budget::listen),
         handshakeDeadline_(handshakeDeadline),
         handler_(handler),
-        worker_(handler.worker()),
         shared_(handler.shared()),
         m_(*handler.shared().metrics),
         shard_(handler.worker().index()),
@@ -55,14 +55,9 @@ class InboundSession final : public TrackedSession {
     // And what the local service can make us hold: an answer's head, plus a relay's worth of
     // body. (Beast's parser bounds a chunk line itself today; this bound does not depend on it.)
     upBuffer_.max_size(ExchangeLimits{}.upstreamMaxHead + Worker::kRelayBufferSize + 4096);
-    worker_.sessionStarted(*this);
   }
 
-  ~InboundSession() {
-    worker_.connectionClosed(budget());
-    m_.connectionsOpen.sub(shard_, 0);
-    worker_.sessionEnded(*this);
-  }
+  ~InboundSession() { m_.connectionsOpen.sub(shard_, 0); }
 
   void expireIfDue(Clock::time_point now) override {
     beast::get_lowest_layer(stream_).expireIfDue(now);
@@ -101,21 +96,17 @@ class InboundSession final : public TrackedSession {
     clientIp_ = remote.address().to_string();
 
     // The deadline runs from the accept: the wait for the first byte took part of it.
-    lowest.expires_at(handshakeDeadline_);
-    const auto handshakeStart = Clock::now();
-    handshaking_ = true;
-    auto [ec] = co_await stream_.async_handshake(useTuple);
-    handshaking_ = false;
+    const auto shake = co_await handshakeCaller(stream_, handshakeDeadline_, handshaking_);
     if (evicted_) {
       co_return;  // counted as an eviction by the worker
     }
-    m_.handshakeDuration.observe(shard_, 0, secondsSince(handshakeStart));
-    if (ec) {
-      auto why = classifyHandshakeFailure(ec, SSL_get_verify_result(stream_.native_handle()));
+    m_.handshakeDuration.observe(shard_, 0, std::chrono::duration<double>(shake.took).count());
+    if (shake.failure) {
+      const auto why = *shake.failure;
       m_.handshakes.add(shard_, 1 + static_cast<std::size_t>(why));
       logEvent(LogEvent::handshakeFailed, spdlog::level::info,
                "event=handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
-               handshakeFailureName(why), ec.message());
+               handshakeFailureName(why), shake.ec.message());
       if (why != HandshakeFailure::Timeout) {
         // The caller has often sent its request already: see lingeringClose.
         co_await lingeringClose(beast::get_lowest_layer(stream_));
@@ -123,9 +114,9 @@ class InboundSession final : public TrackedSession {
       co_return;
     }
     m_.handshakes.add(shard_, 0);
-    peer_ = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
-    dropPeerChainCopies(stream_.native_handle());
-    allowed_ = !peer_.unusable && shared_.allowList.allows(peer_.identity);
+    auto caller = identifyCaller(stream_, shared_.allowList);
+    peer_ = std::move(caller.peer);
+    allowed_ = caller.allowed;
     // A URI SAN may hold spaces, '=' and quotes: in a log line it is one quoted value, never
     // fields of its own. Formatted once, for every line this connection writes.
     identityForLog_ = identityLogField(peer_.identity);
@@ -407,7 +398,6 @@ class InboundSession final : public TrackedSession {
 
   Clock::time_point handshakeDeadline_;
   InboundHandler& handler_;
-  Worker& worker_;
   const InboundShared& shared_;
   ProxyMetrics& m_;
   unsigned shard_;

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "http/access_log.h"
+#include "net/caller_handshake.h"
 #include "net/first_byte_wait.h"
 #include "net/log_limiter.h"
 #include "net/tls_context.h"
@@ -52,28 +53,23 @@ constexpr std::string_view resultName(CallResult r) {
   return "unknown";
 }
 
-class ThriftSession final : public TrackedSession {
+class ThriftSession final : public WorkerSession {
  public:
   ThriftSession(ThriftHandler& handler, TcpSocket socket, std::shared_ptr<asio::ssl::context> tls,
                 Clock::time_point handshakeDeadline)
-      : TrackedSession(Budget::thrift),
+      : WorkerSession(handler.worker(), Budget::thrift),
         handshakeDeadline_(handshakeDeadline),
         handler_(handler),
-        worker_(handler.worker()),
         shared_(handler.shared()),
         m_(*handler.shared().metrics),
         tls_(std::move(tls)),
         stream_(std::move(socket), *tls_),
-        upstream_(handler.worker().ioc().get_executor()) {
-    worker_.sessionStarted(*this);
-  }
+        upstream_(handler.worker().ioc().get_executor()) {}
 
   ~ThriftSession() {
     releaseFrameBytes();
     error_code ignored;
     upstream_.socket().close(ignored);
-    worker_.connectionClosed(budget());
-    worker_.sessionEnded(*this);
   }
 
   void expireIfDue(Clock::time_point now) override {
@@ -96,25 +92,21 @@ class ThriftSession final : public TrackedSession {
     error_code ignored;
     clientIp_ = lowest.socket().remote_endpoint(ignored).address().to_string();
     // The deadline runs from the accept: the wait for the first byte took part of it.
-    lowest.expires_at(handshakeDeadline_);
-    handshaking_ = true;
-    auto [ec] = co_await stream_.async_handshake(useTuple);
-    handshaking_ = false;
+    const auto shake = co_await handshakeCaller(stream_, handshakeDeadline_, handshaking_);
     if (evicted_) {
       co_return;
     }
-    if (ec) {
-      auto why = classifyHandshakeFailure(ec, SSL_get_verify_result(stream_.native_handle()));
+    m_.handshakes[shake.failure ? 1 + static_cast<std::size_t>(*shake.failure) : 0]->Increment();
+    if (shake.failure) {
       logWithin(handler_.logLimiter(ThriftLogEvent::handshakeFailed), spdlog::level::info,
                 "event=thrift_handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
-                handshakeFailureName(why), ec.message());
+                handshakeFailureName(*shake.failure), shake.ec.message());
       co_return;
     }
-    const auto peer = peerIdentityFromCert(SSL_get0_peer_certificate(stream_.native_handle()));
-    dropPeerChainCopies(stream_.native_handle());
-    identityForLog_ = identityLogField(peer.identity);
-    identity_ = peer.identity;
-    if (peer.unusable || !shared_.allowList.allows(peer.identity)) {
+    const auto caller = identifyCaller(stream_, shared_.allowList);
+    identityForLog_ = identityLogField(caller.peer.identity);
+    identity_ = caller.peer.identity;
+    if (!caller.allowed) {
       co_await refuse();
     } else {
       co_await serveCalls();
@@ -477,7 +469,6 @@ class ThriftSession final : public TrackedSession {
 
   Clock::time_point handshakeDeadline_;
   ThriftHandler& handler_;
-  Worker& worker_;
   const ThriftShared& shared_;
   ThriftMetrics& m_;
   std::shared_ptr<asio::ssl::context> tls_;

@@ -14,6 +14,7 @@
 #include "core/config.h"
 #include "net/identity.h"
 #include "net/log_limiter.h"
+#include "net/tls_context.h"
 #include "net/worker.h"
 #include "thrift/metrics.h"
 #include "upstream/pool.h"
@@ -54,7 +55,14 @@ class ThriftHandler final : public ConnectionHandler {
   Duration handshakeTimeout() const { return shared_.limits.handshakeTimeout; }
   void waitStarted();
   void firstByte(TcpSocket socket, std::chrono::steady_clock::time_point handshakeDeadline);
-  void neverSpoke(bool) {}
+  // A connection closed before its first byte: a handshake that timed out, as the HTTP
+  // listener counts it.
+  void neverSpoke(bool timedOut) {
+    if (timedOut) {
+      shared_.metrics->handshakes[1 + static_cast<std::size_t>(HandshakeFailure::Timeout)]
+          ->Increment();
+    }
+  }
 
   // Thread-safe: new handshakes use ctx; open connections keep theirs.
   void setTls(std::shared_ptr<asio::ssl::context> ctx);

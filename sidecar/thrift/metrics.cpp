@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "net/tls_context.h"
+
 namespace sidecar {
 
 namespace {
@@ -163,6 +165,14 @@ ThriftMetrics::ThriftMetrics(prometheus::Registry& r, unsigned workers) : method
   connections =
       &counters(r, "sidecar_thrift_connections_total", "Connections accepted on --thrift-listen")
            .Add({});
+  auto& shakes = counters(r, "sidecar_thrift_handshakes_total",
+                          "TLS handshakes on --thrift-listen by result (ok or the reason they "
+                          "failed)");
+  handshakes[0] = &shakes.Add({{"result", "ok"}});
+  for (std::size_t i = 0; i + 1 < handshakes.size(); ++i) {
+    handshakes[i + 1] = &shakes.Add(
+        {{"result", std::string(handshakeFailureName(static_cast<HandshakeFailure>(i)))}});
+  }
 }
 
 }  // namespace sidecar

@@ -8,6 +8,7 @@
 #include <prometheus/counter.h>
 #include <prometheus/registry.h>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <mutex>
@@ -106,6 +107,8 @@ struct ThriftMetrics {
   prometheus::Counter* localConnect;
   prometheus::Counter* localTimeout;
   prometheus::Counter* localBroken;
+  // sidecar_thrift_handshakes_total{result}: [0] ok, [1 + HandshakeFailure] the failures
+  std::array<prometheus::Counter*, 7> handshakes;
   // sidecar_thrift_connections_total
   prometheus::Counter* connections;
   // sidecar_thrift_method_*{method}: a collector of its own, scraped beside the registry.

@@ -639,6 +639,23 @@ class ThriftProxyTest(SidecarTestCase):
             for s in socks:
                 s.close()
         self.assertEqual(c.ping(), "pong")
+        # Counted as the HTTP listener counts its own (a handshake that never began timed out).
+        self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_handshakes_total",
+                                                result="timeout"), n)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_handshakes_total", result="ok"), 1)
+
+    def test_failed_handshakes_are_counted_by_reason(self):
+        _, sc = self.start()
+        for cert, reason in [("stranger", "unknown_ca"), ("expired", "expired")]:
+            with self.subTest(cert=cert):
+                with self.assertRaises((ssl.SSLError, ConnectionResetError, OSError)):
+                    s = self.tls_socket(sc.thrift, cert)
+                    self.addCleanup(s.close)
+                    s.sendall(frame(call("ping", 1)))
+                    read_reply(s)
+                self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_handshakes_total",
+                                                        result=reason), 1)
+        self.assertEqual(self.client(sc.thrift).ping(), "pong", "the listener carries on")
 
     # --- a second client library ---------------------------------------------------------------------
 
