@@ -139,33 +139,13 @@ class OutboundSession final : public OutboundCallerSession {
       co_return false;
     }
     unread_ = !req.is_done();  // until the exchange has read the body
-    auto& msg = req.get();
-    std::string_view why = head.why;  // a parsed head that failed a check: refused below
-    const auto host = msg.find(http::field::host);
-    const std::string_view hostValue =
-        host == msg.end() ? std::string_view{}
-                          : std::string_view(host->value().data(), host->value().size());
-    // An address names no service: it is looked up among the routes made (a --route may be
-    // named so), never made from --route-prefix (as Envoy, which has no virtual host for it: 404).
-    const bool address = hostIsAddress(hostValue);
-    const std::string name = address ? addressName(hostValue) : serviceName(hostValue);
-    std::string_view answer;  // a 400 that says what is wrong with the Host
-    if (host == msg.end()) {
-      why = why.empty() ? "no Host header" : why;  // HTTP/1.1's check says so already
-      answer = "missing Host header: it names the service to call\n";
-    } else if (why.empty() && name.empty() && !address) {
-      why = "Host is not a service name";
-      answer = "Host is not a service name (letters, digits, '.', '-', '_', no empty label)\n";
-    }
-    if (!answer.empty()) {
-      shared_.metrics->badHost->Increment();
-    }
-    if (!why.empty()) {
+    const auto target = callTarget(req.get(), head.why);
+    if (!target.why.empty()) {
       logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
-               "event=bad_request direction=outbound status=400 reason=\"{}\"", why);
+               "event=bad_request direction=outbound status=400 reason=\"{}\"", target.why);
       // Made before the co_await: GCC 12 destroyed a conditional's temporary there twice.
-      std::string bytes = answer.empty() ? std::string(localReplyBytes(400))
-                                         : replyNaming(400, std::string(answer));
+      std::string bytes = target.answer.empty() ? std::string(localReplyBytes(400))
+                                                : replyNaming(400, std::string(target.answer));
       co_await reply(bytes);
       co_return false;
     }
@@ -176,46 +156,92 @@ class OutboundSession final : public OutboundCallerSession {
       }
       co_return false;
     }
-
-    const auto route = handler_.route(name, !address);
+    const auto route = handler_.route(target.name, !target.address);
     if (route && !route->members->resolved && !route->info->refused) {
       co_await route->awaitResolution(worker_.ioc(), shared_.config.resolveTimeout);
     }
-    if (route && !route->members->resolved && !route->info->refused) {
-      // No answer from ZooKeeper in time for a route made on first use.
+    if (!route || route->info->refused || !route->members->resolved) {
+      co_await answerUnrouted(route.get(), target, start);
+      co_return false;
+    }
+    co_return co_await callRoute(*route, req, target.name, start);
+  }
+
+  // Whom a request calls, by its Host; why and answer say what is wrong with it, if anything.
+  struct CallTarget {
+    std::string name;
+    bool address = false;     // the Host is an address: looked up, never made from the prefix
+    std::string_view why;     // for the log line (a check of the head already failed: its why)
+    std::string_view answer;  // a 400 that says what is wrong with the Host
+  };
+  CallTarget callTarget(const http::request<http::buffer_body>& msg, std::string_view why) {
+    CallTarget t;
+    t.why = why;
+    const auto host = msg.find(http::field::host);
+    const std::string_view hostValue =
+        host == msg.end() ? std::string_view{}
+                          : std::string_view(host->value().data(), host->value().size());
+    // An address names no service: it is looked up among the routes made (a --route may be
+    // named so), never made from --route-prefix (as Envoy, which has no virtual host for it: 404).
+    t.address = hostIsAddress(hostValue);
+    t.name = t.address ? addressName(hostValue) : serviceName(hostValue);
+    if (host == msg.end()) {
+      t.why = t.why.empty() ? "no Host header" : t.why;  // HTTP/1.1's check says so already
+      t.answer = "missing Host header: it names the service to call\n";
+    } else if (t.why.empty() && t.name.empty() && !t.address) {
+      t.why = "Host is not a service name";
+      t.answer = "Host is not a service name (letters, digits, '.', '-', '_', no empty label)\n";
+    }
+    if (!t.answer.empty()) {
+      shared_.metrics->badHost->Increment();
+    }
+    return t;
+  }
+
+  // No route takes the call: none by that name (404), one beyond --max-routes (404), or one made
+  // on first use that ZooKeeper did not answer for in time (503).
+  awaitable<void> answerUnrouted(OutboundHandler::Route* route, const CallTarget& target,
+                                 Clock::time_point start) {
+    const auto& name = target.name;
+    if (route && !route->info->refused) {
       logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
                "event=route_unresolved direction=outbound service={}", name);
       finish(*route, 503, start, nullptr, ExchangeResult{});
       co_await reply(replyNaming(503, "service " + name + " is not resolved yet\n"));
-      co_return false;
+      co_return;
     }
-    if (!route || route->info->refused) {
-      shared_.metrics->noRoute->Increment();
-      if (address) {
-        logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
-                 "event=no_route direction=outbound service={} reason=address", name);
-        logAccess(name, 404, start, nullptr, ExchangeResult{});
-        co_await reply(replyNaming(
-            404, "no route to service " + name + " (an address is not a service name)\n"));
-        co_return false;
-      }
-      if (shared_.config.routePrefix.empty()) {
-        logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
-                 "event=no_route direction=outbound service={}", name);
-      } else {
-        // The prefix would route any name: this worker already waits for --max-routes new
-        // routes (a burst faster than the control thread answers). Counted per call.
-        shared_.metrics->routesRefused->Increment();
-        logEvent(OutboundLogEvent::noRoute, spdlog::level::warn,
-                 "event=route_refused direction=outbound service={} reason=max_routes limit={}",
-                 name, shared_.config.maxRoutes);
-      }
+    shared_.metrics->noRoute->Increment();
+    if (target.address) {
+      logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
+               "event=no_route direction=outbound service={} reason=address", name);
       logAccess(name, 404, start, nullptr, ExchangeResult{});
-      co_await reply(replyNaming(404, "no route to service " + name + "\n"));
-      co_return false;
+      co_await reply(replyNaming(
+          404, "no route to service " + name + " (an address is not a service name)\n"));
+      co_return;
     }
-    ++route->calls;
-    const std::size_t slot = route->info->slot;
+    if (shared_.config.routePrefix.empty()) {
+      logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
+               "event=no_route direction=outbound service={}", name);
+    } else {
+      // The prefix would route any name: this worker already waits for --max-routes new
+      // routes (a burst faster than the control thread answers). Counted per call.
+      shared_.metrics->routesRefused->Increment();
+      logEvent(OutboundLogEvent::noRoute, spdlog::level::warn,
+               "event=route_refused direction=outbound service={} reason=max_routes limit={}", name,
+               shared_.config.maxRoutes);
+    }
+    logAccess(name, 404, start, nullptr, ExchangeResult{});
+    co_await reply(replyNaming(404, "no route to service " + name + "\n"));
+  }
+
+  // The call over the route's members, by the call policy (upstream/call_policy.h); false when
+  // the local service's connection is to close.
+  awaitable<bool> callRoute(OutboundHandler::Route& route,
+                            http::request_parser<http::buffer_body>& req, const std::string& name,
+                            Clock::time_point start) {
+    auto& msg = req.get();
+    ++route.calls;
+    const std::size_t slot = route.info->slot;
     const ExchangeRequest info{msg.keep_alive(), msg.version(), msg.method() == http::verb::head,
                                &worker_.drainingFlag()};
     const auto method = msg.method();
@@ -223,14 +249,13 @@ class OutboundSession final : public OutboundCallerSession {
     rewriteOutboundRequestHead(msg.base());
     LazyRelayBuffer relay(worker_);
     const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.config.timeout};
-    // The call's time starts here: retries share it, each gets what is left
-    // (upstream/call_policy.h).
-    CallAttempts call(route->budget, Clock::now(), shared_.config.timeout);
+    // The call's time starts here: retries share it, each gets what is left.
+    CallAttempts call(route.budget, Clock::now(), shared_.config.timeout);
     ExchangeResult r;
     tcp::endpoint member;
     for (;;) {
       const auto now = Clock::now();
-      auto picked = call.pick(route->balancer, now);
+      auto picked = call.pick(route.balancer, now);
       if (!picked && call.exhausted()) {
         break;  // every member it could pick has failed this request already: r stands
       }
@@ -238,18 +263,18 @@ class OutboundSession final : public OutboundCallerSession {
         m_.noMembers.add(shard_, slot);
         logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
                  "event=no_members direction=outbound route={}", name);
-        finish(*route, 503, start, nullptr, ExchangeResult{});
+        finish(route, 503, start, nullptr, ExchangeResult{});
         co_await reply(replyNaming(503, "no usable member of service " + name + "\n"));
         co_return false;
       }
       member = *picked;
       call.begin(member);  // excluded from the pick refuseAnswer makes
-      route->balancer.started(member, now);
+      route.balancer.started(member, now);
       const auto left = call.left(now);
       ExchangeLimits attempt = limits;
       attempt.upstreamTimeout = std::min(limits.upstreamTimeout, left);
       MemberLink link{.s = *this,
-                      .route = *route,
+                      .route = route,
                       .endpoint = member,
                       .connectTimeout = std::min(shared_.config.connectTimeout, left),
                       .deadline = call.deadline(),
@@ -259,49 +284,67 @@ class OutboundSession final : public OutboundCallerSession {
       r = co_await runExchange(caller_, req, info, link, relay,
                                ExchangeBuffers{buffer_, upBuffer_, out_}, attempt);
       const auto done = Clock::now();
-      route->balancer.finished(member, done, done - now, memberAnswered(r));
+      route.balancer.finished(member, done, done - now, memberAnswered(r));
       const auto step =
-          call.after(attemptEnd(r, hasBody, method), route->balancer.size(), done, link.next);
-      if (step == CallStep::done) {
+          call.after(attemptEnd(r, hasBody, method), route.balancer.size(), done, link.next);
+      if (!retrying(step, r, slot, name, member)) {
         break;
       }
-      if (step == CallStep::outOfTime) {
-        // Connects that failed slowly used the call's time up: it ends at --outbound-timeout,
-        // as a call to one slow member does.
-        r.failure = Failure::upstream;
-        r.ec = beast::error::timeout;
-        r.localStatus = 504;
-        break;
-      }
-      if (step == CallStep::outOfBudget) {
-        m_.budgetExhausted.add(shard_, slot);
-        break;
-      }
-      logEvent(OutboundLogEvent::memberFailed, spdlog::level::warn,
-               "event=member_failed direction=outbound route={} member={} reason=\"{}\"", name,
-               endpointText(member),
-               r.failure == Failure::answerRefused ? "answered " + std::to_string(r.localStatus)
-                                                   : r.ec.message());
-      m_.retries.add(shard_, slot);
     }
     if (r.localStatus) {
-      finish(*route, r.localStatus, start, &member, r);
-      if (r.localStatus == 502 || r.localStatus == 503 || r.localStatus == 504) {
-        co_await reply(replyNaming(
-            r.localStatus,
-            "service " + name + (r.localStatus == 504 ? " timed out\n" : " is unavailable\n")));
-      } else {
-        co_await reply(localReplyBytes(r.localStatus));
-      }
+      co_await answerFailed(route, r, member, name, start);
       co_return false;
     }
     if (r.status) {
-      finish(*route, r.status, start, &member, r);
+      finish(route, r.status, start, &member, r);
     }
     if (r.failure == Failure::none) {
       unread_ = false;
     }
     co_return r.failure == Failure::none&& r.keepAlive;
+  }
+
+  // After an attempt: true when the call goes to another member (counted and logged); else r is
+  // the call's end (a timeout made of slow connects is turned into one, a 504).
+  bool retrying(CallStep step, ExchangeResult& r, std::size_t slot, const std::string& name,
+                const tcp::endpoint& member) {
+    switch (step) {
+      case CallStep::done:
+        return false;
+      case CallStep::outOfTime:
+        // Connects that failed slowly used the call's time up: it ends at --outbound-timeout,
+        // as a call to one slow member does.
+        r.failure = Failure::upstream;
+        r.ec = beast::error::timeout;
+        r.localStatus = 504;
+        return false;
+      case CallStep::outOfBudget:
+        m_.budgetExhausted.add(shard_, slot);
+        return false;
+      case CallStep::next:
+        break;
+    }
+    logEvent(OutboundLogEvent::memberFailed, spdlog::level::warn,
+             "event=member_failed direction=outbound route={} member={} reason=\"{}\"", name,
+             endpointText(member),
+             r.failure == Failure::answerRefused ? "answered " + std::to_string(r.localStatus)
+                                                 : r.ec.message());
+    m_.retries.add(shard_, slot);
+    return true;
+  }
+
+  // Nothing of a member's answer went out: ours does (502, 503, 504 naming the service).
+  awaitable<void> answerFailed(OutboundHandler::Route& route, const ExchangeResult& r,
+                               const tcp::endpoint& member, const std::string& name,
+                               Clock::time_point start) {
+    finish(route, r.localStatus, start, &member, r);
+    if (r.localStatus == 502 || r.localStatus == 503 || r.localStatus == 504) {
+      co_await reply(replyNaming(
+          r.localStatus,
+          "service " + name + (r.localStatus == 504 ? " timed out\n" : " is unavailable\n")));
+    } else {
+      co_await reply(localReplyBytes(r.localStatus));
+    }
   }
 
   // Every call that named a route counts in it, answered by a member or by us (502, 503, 504).
