@@ -6,6 +6,7 @@
 #include <metrics/metrics.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -40,6 +41,91 @@ namespace {
 constexpr std::size_t kAdminMaxConnections = 32;
 constexpr Duration kAdminIdleTimeout{30'000};
 
+// What the control thread changes in one listener's handlers (one per worker) once they run: the
+// certificate after a reload and, for the outbound listeners, the routes.
+class ListenerHandlers {
+ public:
+  virtual ~ListenerHandlers() = default;
+  virtual bool empty() const = 0;
+  virtual void setTls(const std::shared_ptr<asio::ssl::context>& ctx) = 0;
+  virtual void setRoute(const std::shared_ptr<const RouteInfo>& info,
+                        const std::shared_ptr<const MemberSet>& members) = 0;
+  virtual void dropRoute(const std::shared_ptr<const RouteInfo>& info) = 0;
+};
+
+template <class H>
+class HandlersOf final : public ListenerHandlers {
+ public:
+  std::vector<H*> handlers;  // owned by the workers
+
+  bool empty() const override { return handlers.empty(); }
+  void setTls(const std::shared_ptr<asio::ssl::context>& ctx) override {
+    for (auto* h : handlers) {
+      h->setTls(ctx);
+    }
+  }
+  void setRoute(const std::shared_ptr<const RouteInfo>& info,
+                const std::shared_ptr<const MemberSet>& members) override {
+    if constexpr (requires(H & h) { h.setRoute(info, members); }) {
+      for (auto* h : handlers) {
+        h->setRoute(info, members);
+      }
+    }
+  }
+  void dropRoute(const std::shared_ptr<const RouteInfo>& info) override {
+    if constexpr (requires(H & h) { h.dropRoute(info); }) {
+      for (auto* h : handlers) {
+        h->dropRoute(info);
+      }
+    }
+  }
+};
+
+// A data-path listener: one address, bound on every worker (SO_REUSEPORT) with a handler each.
+struct ListenerSpec {
+  enum class Kind : std::uint8_t { inbound, outbound, thriftRoute, thrift };
+  enum class Tls : std::uint8_t { server, client };  // the context its handlers take on reload
+  enum class Routes : std::uint8_t { none, http, thrift };  // the routes published to them
+
+  ListenerSpec(Kind kind, std::string flag, std::string configured, Budget budget, Tls tls,
+               Routes routes = Routes::none)
+      : kind(kind),
+        flag(std::move(flag)),
+        configured(std::move(configured)),
+        budget(budget),
+        tls(tls),
+        routes(routes) {}
+
+  Kind kind;
+  std::string flag;        // names it in failure messages: "--listen"
+  std::string configured;  // its address as configured, for those messages
+  Budget budget;
+  Tls tls;
+  Routes routes;
+  bool samePort = true;  // port 0 becomes, on every worker, the port the first one got
+  // Resolves and probes the address just before binding, after printing why not: nullopt. Unset:
+  // address was resolved and probed when the spec was made.
+  std::function<std::optional<tcp::endpoint>()> prepare;
+  tcp::endpoint address;
+  std::function<std::unique_ptr<ConnectionHandler>(Worker&)> makeHandler;
+  std::shared_ptr<ListenerHandlers> handlers;
+  // As bound: the listener's index in each worker, and the address (the resolved one when not
+  // samePort).
+  std::size_t index = 0;
+  tcp::endpoint bound;
+
+  template <class H, class Make>
+  void handle(Make make) {
+    auto typed = std::make_shared<HandlersOf<H>>();
+    handlers = typed;
+    makeHandler = [typed, make = std::move(make)](Worker& w) -> std::unique_ptr<ConnectionHandler> {
+      std::unique_ptr<H> h = make(w);
+      typed->handlers.push_back(h.get());
+      return h;
+    };
+  }
+};
+
 class Server {
  public:
   explicit Server(const SidecarConfig& config)
@@ -52,11 +138,10 @@ class Server {
         tls_(control_, TlsFiles{config.tlsCert, config.tlsKey, config.tlsClientCa},
              config.tlsReloadInterval, metrics_,
              [this](const TlsContext& ctx) {
-               for (auto* h : inbound_) {
-                 h->setTls(ctx.ssl);
-               }
-               for (auto* h : thrift_) {
-                 h->setTls(ctx.ssl);
+               for (auto& l : listeners_) {
+                 if (l.tls == ListenerSpec::Tls::server) {
+                   l.handlers->setTls(ctx.ssl);
+                 }
                }
                reloadOutboundTls();
              }),
@@ -65,180 +150,44 @@ class Server {
             control_, [this](const PlainRequest& r) { return handleAdminRequest(r, hooks()); },
             adminOptions()) {}
 
+  // Start-up in this order, each step printing why it cannot go on (exit code 2); then the
+  // control thread runs until the drain has finished.
   int run() {
     auto tls = tls_.initial();
     if (auto* error = std::get_if<std::string>(&tls)) {
       std::cerr << "sidecar: " << *error << "\n";
       return 2;
     }
-    auto& ctx = std::get<TlsContext>(tls);
-
-    auto upstream = resolveOne(control_, config_.upstream);
-    if (!upstream) {
-      std::cerr << "sidecar: --upstream: cannot resolve '" << config_.upstream.host << "'\n";
+    const auto& serverTls = std::get<TlsContext>(tls).ssl;
+    std::optional<tcp::endpoint> listen;
+    if (!resolveAddresses(listen) || !openAccessLog()) {
       return 2;
-    }
-    auto listen = resolveOne(control_, config_.listen);
-    auto adminListen = resolveOne(control_, config_.adminListen);
-    if (!listen || !adminListen) {
-      std::cerr << "sidecar: " << (listen ? "--admin-listen" : "--listen") << ": cannot resolve '"
-                << (listen ? config_.adminListen.host : config_.listen.host) << "'\n";
-      return 2;
-    }
-    if (!config_.accessLog.empty()) {
-      try {
-        accessLog_ = std::make_unique<AccessLog>(config_.accessLog, metrics_.accessLogDropped);
-      } catch (const std::exception& e) {
-        std::cerr << "sidecar: --access-log '" << config_.accessLog << "': " << e.what() << "\n";
-        return 2;
-      }
     }
     warnIfReadableByOthers(config_.tlsKey);
-    ProxyLimits limits = config_.limits;
-    limits.maxConnections = resolveMaxConnections(limits.maxConnections);
-    (*workerShared_.connections)[Budget::listen].limit = limits.maxConnections;
-    (*workerShared_.connections)[Budget::thrift].limit =
-        resolveMaxConnections(limits.thriftMaxConnections);
-    (*workerShared_.connections)[Budget::outbound].limit =
-        resolveMaxConnections(limits.outboundMaxConnections);
-    workerShared_.metrics = &metrics_;
-    workerShared_.busyPoll = config_.busyPoll;
-    workerShared_.accessLog = accessLog_.get();
-    inboundShared_.emplace(InboundShared{limits, IdentityAllowList(config_.allowIdentities),
-                                         &metrics_, StaticCluster("local", {*upstream}),
-                                         config_.upstream.str()});
-
-    if (auto ec = probeUnshared(control_, *listen)) {
-      std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << ec.message() << "\n";
+    setLimits();
+    if (!addInboundListener(*listen, serverTls) || (config_.outbound && !addOutboundListeners())) {
       return 2;
     }
-    std::optional<tcp::endpoint> outboundListen;
-    std::shared_ptr<asio::ssl::context> outboundTls;
-    if (config_.outbound) {
-      const auto& o = *config_.outbound;
-      auto client = makeClientTlsContext(outboundFiles(), "--outbound-ca");
-      if (auto* error = std::get_if<std::string>(&client)) {
-        std::cerr << "sidecar: " << *error << "\n";
-        return 2;
-      }
-      outboundTls = std::get<TlsContext>(client).ssl;
-      if (o.httpListener) {
-        outboundListen = resolveOne(control_, o.listen);
-        if (!outboundListen) {
-          std::cerr << "sidecar: --outbound-listen: cannot resolve '" << o.listen.host << "'\n";
-          return 2;
-        }
-        if (auto ec = probeUnshared(control_, *outboundListen)) {
-          std::cerr << "sidecar: --outbound-listen " << o.listen.str() << ": " << ec.message()
-                    << "\n";
-          return 2;
-        }
-      }
-      const std::size_t slots =
-          o.routes.size() + o.thriftRoutes.size() + (o.routePrefix.empty() ? 0 : o.maxRoutes);
-      outboundMetrics_.emplace(*registry_, std::max<std::size_t>(slots, 1), config_.workers);
-      outboundShared_.emplace(OutboundShared{
-          o, limits, &*outboundMetrics_,
-          [this](std::string name) {
-            asio::post(control_, [this, name = std::move(name)] { directory_->ensure(name); });
-          },
-          [this](unsigned worker, const std::string& route, std::vector<MemberView> views,
-                 std::uint64_t ejections, bool used) {
-            directory_->report(worker, route, std::move(views), ejections, used);
-          }});
+    if (config_.thrift) {
+      addThriftListener(serverTls);
     }
-    try {
-      tcp::endpoint bound = *listen;
-      for (unsigned i = 0; i < config_.workers; ++i) {
-        auto& w = *workers_.emplace_back(std::make_unique<Worker>(workerShared_, i));
-        auto handler =
-            std::make_unique<InboundHandler>(w, *inboundShared_, config_.workers, ctx.ssl);
-        inbound_.push_back(handler.get());
-        w.addListener(bound, std::move(handler), Budget::listen);
-        bound = w.localEndpoint();  // port 0 becomes the port the first one got
-      }
-    } catch (const boost::system::system_error& e) {
-      std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << e.code().message()
-                << "\n";
+    for (unsigned i = 0; i < config_.workers; ++i) {
+      workers_.emplace_back(std::make_unique<Worker>(workerShared_, i));
+    }
+    if (!bindListeners()) {
       return 2;
-    }
-    if (outboundShared_ && outboundListen) {
-      try {
-        tcp::endpoint bound = *outboundListen;
-        for (auto& w : workers_) {
-          auto handler = std::make_unique<OutboundHandler>(*w, *outboundShared_, outboundTls);
-          outbound_.push_back(handler.get());
-          outboundListener_ = w->addListener(bound, std::move(handler), Budget::outbound);
-          bound = w->localEndpoint(outboundListener_);
-        }
-      } catch (const boost::system::system_error& e) {
-        std::cerr << "sidecar: --outbound-listen " << config_.outbound->listen.str() << ": "
-                  << e.code().message() << "\n";
-        return 2;
-      }
     }
     if (outboundShared_) {
-      if (!startThriftRoutes(outboundTls)) {
-        return 2;
-      }
-      directory_.emplace(
-          control_, *config_.outbound, config_.outbound->zkSessionTimeout, *outboundMetrics_,
-          [this](std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members) {
-            if (isThriftRouteName(info->name)) {
-              for (auto* h : thriftOut_) {
-                h->setRoute(info, members);  // the port's own handlers take it
-              }
-              return;
-            }
-            for (auto* h : outbound_) {
-              h->setRoute(info, members);
-            }
-          },
-          [this](std::shared_ptr<const RouteInfo> info) {
-            // Only prefix routes expire, and they are all HTTP routes.
-            for (auto* h : outbound_) {
-              h->dropRoute(info);
-            }
-          });
-    }
-    if (config_.thrift && !startThrift(limits, ctx)) {
-      return 2;
+      makeDirectory();
     }
     try {
-      admin_.listen(*adminListen);
+      admin_.listen(adminListen_);
     } catch (const boost::system::system_error& e) {
       std::cerr << "sidecar: --admin-listen " << config_.adminListen.str() << ": "
                 << e.code().message() << "\n";
       return 2;
     }
-
-    if (directory_) {
-      directory_->start();  // the declared routes reach the workers before their first request
-    }
-    for (auto& w : workers_) {
-      w->start();
-    }
-    admin_.start();
-    if (config_.announce) {
-      announcement_.emplace(control_, *config_.announce, *upstream,
-                            AnnouncedPorts{workers_.front()->localEndpoint().port(),
-                                           admin_.localEndpoint().port(), thriftPort_},
-                            announcerMetrics_);
-    }
-    waitForSignal();
-    tls_.start();
-    started_ = std::chrono::system_clock::now();
-    ready_ = true;
-    spdlog::info(
-        "event=started listen={} admin={} upstream={} outbound={} thrift_listen={} "
-        "thrift_routes={} workers={} version={}",
-        endpointText(workers_.front()->localEndpoint()), endpointText(admin_.localEndpoint()),
-        endpointText(*upstream),
-        outbound_.empty() ? std::string("off")
-                          : endpointText(workers_.front()->localEndpoint(outboundListener_)),
-        thriftListen_.empty() ? std::string("off") : thriftListen_,
-        thriftRouteListens_.empty() ? std::string("off") : thriftRouteListens_, workers_.size(),
-        SIDECAR_VERSION);
+    startServing();
     control_.run();
     for (auto& w : workers_) {
       w->stop();
@@ -248,6 +197,278 @@ class Server {
   }
 
  private:
+  // --upstream, --listen (into listen) and --admin-listen; false after printing why not.
+  bool resolveAddresses(std::optional<tcp::endpoint>& listen) {
+    auto upstream = resolveOne(control_, config_.upstream);
+    if (!upstream) {
+      std::cerr << "sidecar: --upstream: cannot resolve '" << config_.upstream.host << "'\n";
+      return false;
+    }
+    upstream_ = *upstream;
+    listen = resolveOne(control_, config_.listen);
+    auto adminListen = resolveOne(control_, config_.adminListen);
+    if (!listen || !adminListen) {
+      std::cerr << "sidecar: " << (listen ? "--admin-listen" : "--listen") << ": cannot resolve '"
+                << (listen ? config_.adminListen.host : config_.listen.host) << "'\n";
+      return false;
+    }
+    adminListen_ = *adminListen;
+    return true;
+  }
+
+  bool openAccessLog() {
+    if (!config_.accessLog.empty()) {
+      try {
+        accessLog_ = std::make_unique<AccessLog>(config_.accessLog, metrics_.accessLogDropped);
+      } catch (const std::exception& e) {
+        std::cerr << "sidecar: --access-log '" << config_.accessLog << "': " << e.what() << "\n";
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // The connection budgets and what every worker shares.
+  void setLimits() {
+    limits_ = config_.limits;
+    limits_.maxConnections = resolveMaxConnections(limits_.maxConnections);
+    (*workerShared_.connections)[Budget::listen].limit = limits_.maxConnections;
+    (*workerShared_.connections)[Budget::thrift].limit =
+        resolveMaxConnections(limits_.thriftMaxConnections);
+    (*workerShared_.connections)[Budget::outbound].limit =
+        resolveMaxConnections(limits_.outboundMaxConnections);
+    workerShared_.metrics = &metrics_;
+    workerShared_.busyPoll = config_.busyPoll;
+    workerShared_.accessLog = accessLog_.get();
+  }
+
+  // The mTLS listener (--listen), probed now; false after printing why not.
+  bool addInboundListener(const tcp::endpoint& listen,
+                          const std::shared_ptr<asio::ssl::context>& serverTls) {
+    inboundShared_.emplace(InboundShared{limits_, IdentityAllowList(config_.allowIdentities),
+                                         &metrics_, StaticCluster("local", {upstream_}),
+                                         config_.upstream.str()});
+    if (auto ec = probeUnshared(control_, listen)) {
+      std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << ec.message() << "\n";
+      return false;
+    }
+    auto& l = listeners_.emplace_back(ListenerSpec::Kind::inbound, "--listen", config_.listen.str(),
+                                      Budget::listen, ListenerSpec::Tls::server);
+    l.address = listen;
+    l.handle<InboundHandler>([this, serverTls](Worker& w) {
+      return std::make_unique<InboundHandler>(w, *inboundShared_, config_.workers, serverTls);
+    });
+    return true;
+  }
+
+  // The outbound client certificate, the HTTP listener (--outbound-listen, probed now) and one
+  // listener per --thrift-route (probed when bound); false after printing why not.
+  bool addOutboundListeners() {
+    const auto& o = *config_.outbound;
+    auto client = makeClientTlsContext(outboundFiles(), "--outbound-ca");
+    if (auto* error = std::get_if<std::string>(&client)) {
+      std::cerr << "sidecar: " << *error << "\n";
+      return false;
+    }
+    auto outboundTls = std::get<TlsContext>(client).ssl;
+    std::optional<tcp::endpoint> outboundListen;
+    if (o.httpListener) {
+      outboundListen = resolveOne(control_, o.listen);
+      if (!outboundListen) {
+        std::cerr << "sidecar: --outbound-listen: cannot resolve '" << o.listen.host << "'\n";
+        return false;
+      }
+      if (auto ec = probeUnshared(control_, *outboundListen)) {
+        std::cerr << "sidecar: --outbound-listen " << o.listen.str() << ": " << ec.message()
+                  << "\n";
+        return false;
+      }
+    }
+    const std::size_t slots =
+        o.routes.size() + o.thriftRoutes.size() + (o.routePrefix.empty() ? 0 : o.maxRoutes);
+    outboundMetrics_.emplace(*registry_, std::max<std::size_t>(slots, 1), config_.workers);
+    outboundShared_.emplace(OutboundShared{
+        o, limits_, &*outboundMetrics_,
+        [this](std::string name) {
+          asio::post(control_, [this, name = std::move(name)] { directory_->ensure(name); });
+        },
+        [this](unsigned worker, const std::string& route, std::vector<MemberView> views,
+               std::uint64_t ejections, bool used) {
+          directory_->report(worker, route, std::move(views), ejections, used);
+        }});
+    if (outboundListen) {
+      auto& l = listeners_.emplace_back(ListenerSpec::Kind::outbound, "--outbound-listen",
+                                        o.listen.str(), Budget::outbound, ListenerSpec::Tls::client,
+                                        ListenerSpec::Routes::http);
+      l.address = *outboundListen;
+      l.handle<OutboundHandler>([this, outboundTls](Worker& w) {
+        return std::make_unique<OutboundHandler>(w, *outboundShared_, outboundTls);
+      });
+    }
+    if (!o.thriftRoutes.empty()) {
+      thriftOutMetrics_.emplace(*registry_);
+    }
+    for (const auto& t : o.thriftRoutes) {
+      addThriftRouteListener(t, outboundTls);
+    }
+    return true;
+  }
+
+  void addThriftRouteListener(const ThriftRouteConfig& t,
+                              const std::shared_ptr<asio::ssl::context>& outboundTls) {
+    auto& l = listeners_.emplace_back(ListenerSpec::Kind::thriftRoute, "--thrift-route",
+                                      t.listen.str(), Budget::outbound, ListenerSpec::Tls::client,
+                                      ListenerSpec::Routes::thrift);
+    l.samePort = false;
+    l.prepare = [this, &t]() -> std::optional<tcp::endpoint> {
+      auto listen = resolveOne(control_, t.listen);
+      if (!listen) {
+        std::cerr << "sidecar: --thrift-route: cannot resolve '" << t.listen.host << "'\n";
+        return std::nullopt;
+      }
+      if (auto ec = probeUnshared(control_, *listen)) {
+        std::cerr << "sidecar: --thrift-route " << t.listen.str() << ": " << ec.message() << "\n";
+        return std::nullopt;
+      }
+      return listen;
+    };
+    l.handle<ThriftOutboundHandler>([this, &t, outboundTls](Worker& w) {
+      return std::make_unique<ThriftOutboundHandler>(w, *outboundShared_, *thriftOutMetrics_, t,
+                                                     outboundTls);
+    });
+  }
+
+  // The inbound Thrift listener (--thrift-listen), resolved and probed when bound.
+  void addThriftListener(const std::shared_ptr<asio::ssl::context>& serverTls) {
+    const auto& t = *config_.thrift;
+    auto& l = listeners_.emplace_back(ListenerSpec::Kind::thrift, "--thrift-listen", t.listen.str(),
+                                      Budget::thrift, ListenerSpec::Tls::server);
+    l.prepare = [this, &t]() -> std::optional<tcp::endpoint> {
+      auto local = resolveOne(control_, t.upstream);
+      if (!local) {
+        std::cerr << "sidecar: --thrift-upstream: cannot resolve '" << t.upstream.host << "'\n";
+        return std::nullopt;
+      }
+      auto listen = resolveOne(control_, t.listen);
+      if (!listen) {
+        std::cerr << "sidecar: --thrift-listen: cannot resolve '" << t.listen.host << "'\n";
+        return std::nullopt;
+      }
+      if (auto ec = probeUnshared(control_, *listen)) {
+        std::cerr << "sidecar: --thrift-listen " << t.listen.str() << ": " << ec.message() << "\n";
+        return std::nullopt;
+      }
+      thriftMetrics_.emplace(*registry_, config_.workers);
+      thriftShared_.emplace(ThriftShared{limits_, IdentityAllowList(config_.allowIdentities),
+                                         &*thriftMetrics_, *local, t.maxFrame,
+                                         std::max<std::size_t>(t.maxBuffered, t.maxFrame + 4)});
+      return listen;
+    };
+    l.handle<ThriftHandler>([this, serverTls](Worker& w) {
+      return std::make_unique<ThriftHandler>(w, *thriftShared_, serverTls);
+    });
+  }
+
+  // Every listener in order on every worker; false after printing why not.
+  bool bindListeners() {
+    for (auto& l : listeners_) {
+      if (l.prepare) {
+        auto address = l.prepare();
+        if (!address) {
+          return false;
+        }
+        l.address = *address;
+      }
+      try {
+        tcp::endpoint bound = l.address;
+        for (auto& w : workers_) {
+          l.index = w->addListener(bound, l.makeHandler(*w), l.budget);
+          if (l.samePort) {
+            bound = w->localEndpoint(l.index);
+          }
+        }
+        l.bound = bound;
+      } catch (const boost::system::system_error& e) {
+        std::cerr << "sidecar: " << l.flag << " " << l.configured << ": " << e.code().message()
+                  << "\n";
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Routes reach the listeners that serve them: thrift:PORT the port's own handlers (each takes
+  // its own), the rest the HTTP listener. Only prefix routes expire, and they are all HTTP routes.
+  void makeDirectory() {
+    directory_.emplace(
+        control_, *config_.outbound, config_.outbound->zkSessionTimeout, *outboundMetrics_,
+        [this](std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members) {
+          const auto routes = isThriftRouteName(info->name) ? ListenerSpec::Routes::thrift
+                                                            : ListenerSpec::Routes::http;
+          for (auto& l : listeners_) {
+            if (l.routes == routes) {
+              l.handlers->setRoute(info, members);
+            }
+          }
+        },
+        [this](std::shared_ptr<const RouteInfo> info) {
+          for (auto& l : listeners_) {
+            if (l.routes == ListenerSpec::Routes::http) {
+              l.handlers->dropRoute(info);
+            }
+          }
+        });
+  }
+
+  const ListenerSpec* listener(ListenerSpec::Kind kind) const {
+    for (const auto& l : listeners_) {
+      if (l.kind == kind) {
+        return &l;
+      }
+    }
+    return nullptr;
+  }
+
+  // Everything bound: routes, workers, admin, announcement, signals, reloads; then the started
+  // line.
+  void startServing() {
+    if (directory_) {
+      directory_->start();  // the declared routes reach the workers before their first request
+    }
+    for (auto& w : workers_) {
+      w->start();
+    }
+    admin_.start();
+    const auto* outbound = listener(ListenerSpec::Kind::outbound);
+    const auto* thrift = listener(ListenerSpec::Kind::thrift);
+    if (config_.announce) {
+      announcement_.emplace(
+          control_, *config_.announce, upstream_,
+          AnnouncedPorts{workers_.front()->localEndpoint().port(), admin_.localEndpoint().port(),
+                         thrift ? std::optional<uint16_t>(thrift->bound.port()) : std::nullopt},
+          announcerMetrics_);
+    }
+    waitForSignal();
+    tls_.start();
+    started_ = std::chrono::system_clock::now();
+    ready_ = true;
+    std::string thriftRoutes;  // the --thrift-route ports, comma-separated
+    for (const auto& l : listeners_) {
+      if (l.kind == ListenerSpec::Kind::thriftRoute) {
+        thriftRoutes += (thriftRoutes.empty() ? "" : ",") + endpointText(l.bound);
+      }
+    }
+    spdlog::info(
+        "event=started listen={} admin={} upstream={} outbound={} thrift_listen={} "
+        "thrift_routes={} workers={} version={}",
+        endpointText(workers_.front()->localEndpoint()), endpointText(admin_.localEndpoint()),
+        endpointText(upstream_),
+        outbound ? endpointText(workers_.front()->localEndpoint(outbound->index))
+                 : std::string("off"),
+        thrift ? endpointText(thrift->bound) : std::string("off"),
+        thriftRoutes.empty() ? std::string("off") : thriftRoutes, workers_.size(), SIDECAR_VERSION);
+  }
+
   PlainHttpServer::Options adminOptions() {
     return PlainHttpServer::Options{
         .idleTimeout = kAdminIdleTimeout,
@@ -315,86 +536,15 @@ class Server {
     };
   }
 
-  // The inbound Thrift listener (--thrift-listen) on every worker; false after printing why not.
-  bool startThrift(const ProxyLimits& limits, const TlsContext& ctx) {
-    const auto& t = *config_.thrift;
-    auto local = resolveOne(control_, t.upstream);
-    if (!local) {
-      std::cerr << "sidecar: --thrift-upstream: cannot resolve '" << t.upstream.host << "'\n";
-      return false;
-    }
-    auto listen = resolveOne(control_, t.listen);
-    if (!listen) {
-      std::cerr << "sidecar: --thrift-listen: cannot resolve '" << t.listen.host << "'\n";
-      return false;
-    }
-    if (auto ec = probeUnshared(control_, *listen)) {
-      std::cerr << "sidecar: --thrift-listen " << t.listen.str() << ": " << ec.message() << "\n";
-      return false;
-    }
-    thriftMetrics_.emplace(*registry_, config_.workers);
-    thriftShared_.emplace(ThriftShared{limits, IdentityAllowList(config_.allowIdentities),
-                                       &*thriftMetrics_, *local, t.maxFrame,
-                                       std::max<std::size_t>(t.maxBuffered, t.maxFrame + 4)});
-    try {
-      tcp::endpoint bound = *listen;
-      for (auto& w : workers_) {
-        auto handler = std::make_unique<ThriftHandler>(*w, *thriftShared_, ctx.ssl);
-        thrift_.push_back(handler.get());
-        const auto index = w->addListener(bound, std::move(handler), Budget::thrift);
-        bound = w->localEndpoint(index);
-      }
-      thriftPort_ = bound.port();
-      thriftListen_ = endpointText(bound);
-    } catch (const boost::system::system_error& e) {
-      std::cerr << "sidecar: --thrift-listen " << t.listen.str() << ": " << e.code().message()
-                << "\n";
-      return false;
-    }
-    return true;
-  }
-
-  // A listener per --thrift-route on every worker; false after printing why not.
-  bool startThriftRoutes(const std::shared_ptr<asio::ssl::context>& outboundTls) {
-    const auto& routes = config_.outbound->thriftRoutes;
-    if (routes.empty()) {
-      return true;
-    }
-    thriftOutMetrics_.emplace(*registry_);
-    for (const auto& t : routes) {
-      auto listen = resolveOne(control_, t.listen);
-      if (!listen) {
-        std::cerr << "sidecar: --thrift-route: cannot resolve '" << t.listen.host << "'\n";
-        return false;
-      }
-      if (auto ec = probeUnshared(control_, *listen)) {
-        std::cerr << "sidecar: --thrift-route " << t.listen.str() << ": " << ec.message() << "\n";
-        return false;
-      }
-      try {
-        for (auto& w : workers_) {
-          auto handler = std::make_unique<ThriftOutboundHandler>(
-              *w, *outboundShared_, *thriftOutMetrics_, t, outboundTls);
-          thriftOut_.push_back(handler.get());
-          w->addListener(*listen, std::move(handler), Budget::outbound);
-        }
-        thriftRouteListens_ += (thriftRouteListens_.empty() ? "" : ",") + endpointText(*listen);
-      } catch (const boost::system::system_error& e) {
-        std::cerr << "sidecar: --thrift-route " << t.listen.str() << ": " << e.code().message()
-                  << "\n";
-        return false;
-      }
-    }
-    return true;
-  }
-
   TlsFiles outboundFiles() const {
     return TlsFiles{config_.tlsCert, config_.tlsKey, config_.outbound->caFile};
   }
 
   // The sidecar's own certificate, rotated, is presented by new connections to members too.
   void reloadOutboundTls() {
-    if (outbound_.empty() && thriftOut_.empty()) {
+    if (std::none_of(listeners_.begin(), listeners_.end(), [](const ListenerSpec& l) {
+          return l.tls == ListenerSpec::Tls::client && !l.handlers->empty();
+        })) {
       return;
     }
     auto client = makeClientTlsContext(outboundFiles(), "--outbound-ca");
@@ -403,11 +553,10 @@ class Server {
                     *error);
       return;
     }
-    for (auto* h : outbound_) {
-      h->setTls(std::get<TlsContext>(client).ssl);
-    }
-    for (auto* h : thriftOut_) {
-      h->setTls(std::get<TlsContext>(client).ssl);
+    for (auto& l : listeners_) {
+      if (l.tls == ListenerSpec::Tls::client) {
+        l.handlers->setTls(std::get<TlsContext>(client).ssl);
+      }
     }
   }
 
@@ -479,19 +628,15 @@ class Server {
   DrainController drain_;
   PlainHttpServer admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::vector<InboundHandler*> inbound_;  // owned by the workers, one each
+  std::vector<ListenerSpec> listeners_;  // in the order bound; their handlers are the workers'
+  ProxyLimits limits_;                   // --max-connections and the rest, resolved
+  tcp::endpoint upstream_;
+  tcp::endpoint adminListen_;
   std::optional<OutboundMetrics> outboundMetrics_;
   std::optional<OutboundShared> outboundShared_;
-  std::vector<OutboundHandler*> outbound_;  // owned by the workers, one each
-  std::size_t outboundListener_ = 0;        // its index in each worker
   std::optional<ThriftOutboundMetrics> thriftOutMetrics_;
-  std::vector<ThriftOutboundHandler*> thriftOut_;  // per --thrift-route, one per worker each
   std::optional<ThriftMetrics> thriftMetrics_;
   std::optional<ThriftShared> thriftShared_;
-  std::vector<ThriftHandler*> thrift_;  // owned by the workers, one each
-  std::optional<uint16_t> thriftPort_;  // as bound, for the announcement
-  std::string thriftListen_;            // as bound, for the started line
-  std::string thriftRouteListens_;      // the --thrift-route ports, comma-separated
   std::optional<RouteDirectory> directory_;
   std::optional<Announcement> announcement_;
   std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();
