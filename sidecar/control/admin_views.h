@@ -8,7 +8,7 @@
 #include <optional>
 #include <string>
 
-#include "core/metrics.h"
+#include "inbound/metrics.h"
 #include "thrift/metrics.h"
 
 namespace sidecar {

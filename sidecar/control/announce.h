@@ -14,7 +14,7 @@
 
 #include "control/health.h"
 #include "core/config.h"
-#include "core/metrics.h"
+#include "inbound/metrics.h"
 
 namespace sidecar {
 

@@ -19,9 +19,9 @@
 #include "control/drain.h"
 #include "control/startup.h"
 #include "control/tls_reloader.h"
-#include "http/access_log.h"
 #include "http/plain_server.h"
 #include "inbound/handler.h"
+#include "net/access_log.h"
 #include "net/listener.h"
 #include "net/worker.h"
 #include "outbound/directory.h"
@@ -237,7 +237,8 @@ class Server {
         resolveMaxConnections(limits_.thriftMaxConnections);
     (*workerShared_.connections)[Budget::outbound].limit =
         resolveMaxConnections(limits_.outboundMaxConnections);
-    workerShared_.metrics = &metrics_;
+    workerShared_.metrics = {metrics_.connectionsRefused, metrics_.connectionsEvicted,
+                             metrics_.memoryTrims};
     workerShared_.busyPoll = config_.busyPoll;
     workerShared_.accessLog = accessLog_.get();
   }

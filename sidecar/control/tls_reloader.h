@@ -12,7 +12,7 @@
 #include <variant>
 
 #include "core/config.h"
-#include "core/metrics.h"
+#include "inbound/metrics.h"
 #include "net/tls_context.h"
 
 namespace sidecar {

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "core/config.h"
-#include "core/metrics.h"
+#include "inbound/metrics.h"
 #include "net/identity.h"
 #include "net/log_limiter.h"
 #include "net/worker.h"

@@ -10,7 +10,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 
-#include "http/access_log.h"
+#include "net/access_log.h"
 #include "http/exchange.h"
 #include "http/local_reply.h"
 #include "http/read_head.h"

@@ -184,7 +184,7 @@ void Worker::trimAfterFlood() {
   lastOpen_ = open;
   if (settled && peakOpen_ >= open + kTrimAfterDrop) {
     ::malloc_trim(0);
-    shared_.metrics->memoryTrims->Increment();
+    shared_.metrics.memoryTrims->Increment();
     peakOpen_ = open;
   }
 }
@@ -214,10 +214,10 @@ void Worker::admit(std::size_t listener, TcpSocket socket) {
   auto& budget = (*shared_.connections)[b];
   if (budget.open.fetch_add(1, std::memory_order_relaxed) >= budget.limit) {
     if (evictIdle(b)) {
-      shared_.metrics->connectionsEvicted[i]->Increment();
+      shared_.metrics.connectionsEvicted[i]->Increment();
     } else {
       budget.open.fetch_sub(1, std::memory_order_relaxed);
-      shared_.metrics->connectionsRefused[i]->Increment();
+      shared_.metrics.connectionsRefused[i]->Increment();
       if (!refusalLogged_[i]) {  // once per burst, not once per connection
         spdlog::warn(
             "event=connection_refused worker={} listener={} reason=max_connections "

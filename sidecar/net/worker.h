@@ -4,6 +4,8 @@
 // takes a lock. What a connection is (mTLS inbound, plain outbound, Thrift) is the business of
 // the listener's ConnectionHandler; the worker bounds, tracks, times out and drains them all.
 
+#include <prometheus/counter.h>
+
 #include <array>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
@@ -16,8 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "core/metrics.h"
-#include "http/access_log.h"
+#include "net/access_log.h"
 #include "net/io.h"
 #include "net/log_limiter.h"
 
@@ -33,6 +34,9 @@ enum class Budget : std::uint8_t {
   count
 };
 inline constexpr std::size_t kBudgets = static_cast<std::size_t>(Budget::count);
+// The budgets' names, as the `listener` label of the connection metrics says them.
+inline constexpr std::array<const char*, kBudgets> kListenerNames = {"listen", "thrift",
+                                                                     "outbound"};
 
 // One budget's connections open across all workers: touched once per connection, never per
 // request.
@@ -46,12 +50,20 @@ struct ConnectionCount {
   std::size_t open() const;  // all budgets together
 };
 
+// What a worker counts itself (the families are made with the rest of the inbound metrics): by
+// budget, connections refused and evicted at the limit; malloc_trim calls.
+struct WorkerMetrics {
+  std::array<prometheus::Counter*, kBudgets> connectionsRefused{};
+  std::array<prometheus::Counter*, kBudgets> connectionsEvicted{};
+  prometheus::Counter* memoryTrims = nullptr;
+};
+
 // What every worker shares, read-only but for the connection counts (and their limits, set
 // before the workers start).
 struct WorkerShared {
   std::chrono::microseconds busyPoll{0};  // --busy-poll-us
   AccessLog* accessLog = nullptr;         // --access-log; null: off
-  ProxyMetrics* metrics = nullptr;
+  WorkerMetrics metrics;
   std::unique_ptr<ConnectionCount> connections = std::make_unique<ConnectionCount>();
 };
 

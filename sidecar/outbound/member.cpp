@@ -1,7 +1,7 @@
 // A worker's connection to one member: opened, counted when refused, pooled when let go.
 #include "outbound/member.h"
 
-#include "http/access_log.h"
+#include "net/access_log.h"
 #include "net/identity.h"
 #include "net/io.h"
 #include "net/tls_context.h"

@@ -9,7 +9,7 @@
 #include <boost/beast/http.hpp>
 #include <span>
 
-#include "http/access_log.h"
+#include "net/access_log.h"
 #include "http/exchange.h"
 #include "http/local_reply.h"
 #include "http/read_head.h"

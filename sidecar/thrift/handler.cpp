@@ -14,7 +14,7 @@
 #include <boost/asio/write.hpp>
 #include <string>
 
-#include "http/access_log.h"
+#include "net/access_log.h"
 #include "net/caller_handshake.h"
 #include "net/first_byte_wait.h"
 #include "net/log_limiter.h"

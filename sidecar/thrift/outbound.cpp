@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "http/access_log.h"
+#include "net/access_log.h"
 #include "outbound/member.h"
 #include "thrift/frame.h"
 #include "thrift/frame_io.h"

@@ -7,6 +7,8 @@
 #include <atomic>
 #include <thread>
 
+#include "inbound/metrics.h"
+
 namespace sidecar {
 namespace {
 
@@ -81,7 +83,7 @@ TEST_CASE(
   WorkerShared shared;
   (*shared.connections)[Budget::listen].limit = 1;
   (*shared.connections)[Budget::outbound].limit = 1;
-  shared.metrics = &m;
+  shared.metrics = {m.connectionsRefused, m.connectionsEvicted, m.memoryTrims};
   std::atomic<bool> nextIdle{true};
   std::atomic<int> accepted{0};
   std::atomic<bool> outboundIdle{true};
@@ -132,7 +134,7 @@ TEST_CASE("worker: a busy-poll window serves connections after it fell asleep, a
   ProxyMetrics m(*registry, 1);
   WorkerShared shared;
   (*shared.connections)[Budget::listen].limit = 100;
-  shared.metrics = &m;
+  shared.metrics = {m.connectionsRefused, m.connectionsEvicted, m.memoryTrims};
   shared.busyPoll = std::chrono::microseconds(200);
   std::atomic<bool> nextIdle{true};
   std::atomic<int> accepted{0};

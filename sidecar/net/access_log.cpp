@@ -1,6 +1,6 @@
 // The access log's writer thread, the workers' batches, and the escaping of caller-controlled
 // values in log lines.
-#include "http/access_log.h"
+#include "net/access_log.h"
 
 #include <fcntl.h>
 #include <limits.h>

@@ -1,6 +1,6 @@
 // The access log's batches: every line written whole, in order per worker; a stalled reader
 // costs dropped lines (counted), never a blocked worker.
-#include "http/access_log.h"
+#include "net/access_log.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>

@@ -1,5 +1,6 @@
 #pragma once
-// The data path's metrics: every handle resolved once at start-up; the request path only adds.
+// The inbound data path's metrics (and the worker's, the announcer's and the admin's, made here
+// with them): every handle resolved once at start-up; the request path only adds.
 
 #include <metrics/sharded.h>
 #include <prometheus/counter.h>
@@ -13,9 +14,6 @@
 #include "net/tls_context.h"
 
 namespace sidecar {
-
-// The connection budgets' names, as the `listener` label says them (net/worker.h's Budget order).
-inline constexpr std::array<const char*, 3> kListenerNames = {"listen", "thrift", "outbound"};
 
 struct ProxyMetrics {
   ProxyMetrics(prometheus::Registry& registry, unsigned workers);

@@ -1,9 +1,11 @@
 // Declares the data path's metric families with their help strings.
-#include "core/metrics.h"
+#include "inbound/metrics.h"
 
 #include <prometheus/family.h>
 
 #include <string>
+
+#include "net/worker.h"
 
 namespace sidecar {
 
