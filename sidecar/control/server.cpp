@@ -171,8 +171,16 @@ class Server {
     if (config_.thrift) {
       addThriftListener(serverTls);
     }
-    for (unsigned i = 0; i < config_.workers; ++i) {
-      workers_.emplace_back(std::make_unique<Worker>(workerShared_, i));
+    try {
+      for (unsigned i = 0; i < config_.workers; ++i) {
+        workers_.emplace_back(std::make_unique<Worker>(workerShared_, i));
+      }
+    } catch (const boost::system::system_error& e) {
+      // A worker's io_context takes descriptors (epoll, eventfd): EMFILE here, as before, is
+      // --listen's one line and exit 2, not an abort.
+      std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << e.code().message()
+                << "\n";
+      return 2;
     }
     if (!bindListeners()) {
       return 2;

@@ -10,12 +10,12 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 
-#include "net/access_log.h"
 #include "http/exchange.h"
 #include "http/local_reply.h"
 #include "http/read_head.h"
 #include "http/rewrite.h"
 #include "inbound/handler.h"
+#include "net/access_log.h"
 #include "net/caller_handshake.h"
 #include "net/tls_context.h"
 #include "net/tls_stream.h"
@@ -196,6 +196,13 @@ class InboundSession final : public WorkerSession {
     const error_code readError =
         co_await readRequestHead(stream_, buffer_, shared_.limits.maxHeadBytes);
     const auto head = checkRequest(readError, buffer_, req, shared_.limits);
+    if (req.is_header_done()) {
+      // Before any answer, so that a 400 for a parsed head is logged with its method and path.
+      method_ = ProxyMetrics::methodIndex(req.get().method());
+      if (worker_.accessLog()) {
+        target_ = req.get().target();
+      }
+    }
     if (head.underscores) {
       m_.underscoreHeaders->Increment(static_cast<double>(head.underscores));
     }
@@ -210,10 +217,6 @@ class InboundSession final : public WorkerSession {
       co_return false;
     }
     auto& msg = req.get();
-    method_ = ProxyMetrics::methodIndex(msg.method());
-    if (worker_.accessLog()) {
-      target_ = msg.target();
-    }
     if (!allowed_) {
       m_.identityRefused->Increment();
       if (peer_.unusable) {

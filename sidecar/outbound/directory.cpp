@@ -159,6 +159,11 @@ void RouteDirectory::expire(Clock::time_point now) {
     if (!r || !r->prefix) {
       continue;
     }
+    if (r->namesAwaited) {
+      // Not negative while its names are being looked up (a slow resolver, a long queue): the
+      // negative life runs from their first answers.
+      r->emptySince = now;
+    }
     if (r->members->members.empty() && now - r->emptySince >= kNegativeLife) {
       remove(*r, Expiry::negative);
     } else if (now - r->usedAt >= config_.routeIdleTimeout) {
@@ -207,6 +212,7 @@ std::shared_ptr<MemberSet> RouteDirectory::memberSet(Runtime& r, std::size_t& un
   members->members = std::move(expanded.members);
   r.hostOf = std::move(expanded.hostOf);
   unresolved = expanded.unresolved;
+  r.namesAwaited = expanded.awaited;
   // Calls wait for a new route's names only while it has nothing else to offer.
   members->resolved = r.listed && (!members->members.empty() || !expanded.awaited ||
                                    (r.members && r.members->resolved));

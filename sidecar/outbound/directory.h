@@ -74,6 +74,7 @@ class RouteDirectory {
     bool prefix = false;             // made from --route-prefix: expires
     Clock::time_point usedAt{};      // made, or last called (as the workers report)
     Clock::time_point emptySince{};  // without members since (or made)
+    bool namesAwaited = false;       // a member's host name has no first answer yet
   };
   enum class Expiry { negative, idle, evicted };
   Runtime& make(RouteConfig config, bool prefix);

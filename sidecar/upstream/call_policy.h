@@ -54,7 +54,9 @@ struct AttemptFacts {
 constexpr Verdict decide(const AttemptFacts& f) {
   switch (f.end) {
     case AttemptEnd::refused:
-      return Verdict::retryDrawn;
+      // Its link picked the next member only while an attempt was left; the bound is kept here
+      // too, so that no protocol can make a sixth attempt.
+      return f.tried >= kMaxAttempts ? Verdict::done : Verdict::retryDrawn;
     case AttemptEnd::notSent:
     case AttemptEnd::closedEarly:
       if (f.tried >= kMaxAttempts || f.tried >= f.members) {
@@ -92,8 +94,13 @@ class CallAttempts {
   std::optional<tcp::endpoint> pick(P2cPeakEwma& balancer, SteadyTime now);
   bool exhausted() const { return exhausted_; }
 
-  // Records the member an attempt goes to; it is excluded from every later pick.
-  void begin(const tcp::endpoint& member) { tried_[count_++] = member; }
+  // Records the member an attempt goes to; it is excluded from every later pick. At most
+  // kMaxAttempts: after() never sends a call on past that.
+  void begin(const tcp::endpoint& member) {
+    if (count_ < kMaxAttempts) {
+      tried_[count_++] = member;
+    }
+  }
 
   // After the attempt begin() recorded. drawn: the next member a refused answer picked.
   CallStep after(AttemptEnd end, std::size_t members, SteadyTime now,

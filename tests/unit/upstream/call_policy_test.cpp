@@ -38,6 +38,7 @@ constexpr Case kTable[] = {
     {AttemptEnd::closedEarly, 2, 2, true, Verdict::done, "no member left to try"},
     {AttemptEnd::refused, 1, 3, true, Verdict::retryDrawn, "refusal picked and drew already"},
     {AttemptEnd::refused, 4, 9, false, Verdict::retryDrawn, "refusal checked time itself"},
+    {AttemptEnd::refused, 5, 9, true, Verdict::done, "never a sixth attempt, even refused"},
 };
 
 TEST_CASE("call policy: decide() follows its table") {
