@@ -327,6 +327,196 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
   return a;
 }
 
+// SIDECAR_* variables as flags ("--upstream-timeout=5s"); lists split into one flag per item.
+std::vector<std::string> environmentArgs(const po::options_description& desc,
+                                         const char* const* envp) {
+  std::vector<std::string> envArgs;
+  for (auto e = envp; e && *e; ++e) {
+    std::string_view kv(*e);
+    auto eq = kv.find('=');
+    if (eq == std::string_view::npos) {
+      continue;
+    }
+    auto flag = envToFlag(desc, std::string(kv.substr(0, eq)));
+    if (flag.empty()) {
+      continue;
+    }
+    auto value = std::string(kv.substr(eq + 1));
+    if (hasPlaceholder(value)) {
+      throw FlagError{std::string(kv.substr(0, eq)) + ": a %word% sequence is not allowed"};
+    }
+    if (flag == "route") {
+      for (auto& item : splitRouteList(value)) {
+        envArgs.push_back("--route=" + item);
+      }
+    } else if (flag == "thrift-route") {
+      for (auto& item : splitThriftRouteList(value)) {
+        envArgs.push_back("--thrift-route=" + item);
+      }
+    } else if (flag == "allow-identity") {
+      // An empty item used to be skipped, so "," (or "") allowed every caller. It is refused
+      // even when the command line replaces the list: the variable is broken either way.
+      for (std::size_t start = 0;;) {
+        const auto comma = value.find(',', start);
+        auto item =
+            value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (item.empty()) {
+          throw FlagError{"--allow-identity: SIDECAR_ALLOW_IDENTITY='" + value +
+                          "' has an empty item (leave the variable out to allow any caller)"};
+        }
+        envArgs.push_back("--" + flag + "=" + item);
+        if (comma == std::string::npos) {
+          break;
+        }
+        start = comma + 1;
+      }
+    } else {
+      envArgs.push_back("--" + flag + "=" + value);
+    }
+  }
+  return envArgs;
+}
+
+// Environment second: po::store keeps values already set, so flags win.
+void storeEnvironment(const po::options_description& desc, const char* const* envp,
+                      po::variables_map& vm) {
+  auto envArgs = environmentArgs(desc, envp);
+  // A list on the command line replaces the environment's rather than adding to it.
+  for (std::string list : {"allow-identity", "route", "thrift-route"}) {
+    if (vm.count(list)) {
+      std::erase_if(envArgs, [&](auto& a) { return a.rfind("--" + list + "=", 0) == 0; });
+    }
+  }
+  std::vector<const char*> envArgv{"sidecar"};
+  for (auto& a : envArgs) {
+    envArgv.push_back(a.c_str());
+  }
+  po::store(
+      po::command_line_parser(static_cast<int>(envArgv.size()), envArgv.data()).options(desc).run(),
+      vm);
+}
+
+// The inbound listener, the local service, the admin listener, TLS and who may call.
+void inboundFlags(const po::variables_map& vm, SidecarConfig& c) {
+  c.listen = hostPortFlag(vm, "listen");
+  c.upstream = hostPortFlag(vm, "upstream");
+  if (c.upstream.port == 0) {
+    // Nothing can be reached on port 0: every request would be a 502.
+    throw FlagError{"--upstream: '" + c.upstream.str() + "' needs a port from 1 to 65535"};
+  }
+  c.adminListen = hostPortFlag(vm, "admin-listen");
+  if (c.adminListen.port != 0 && c.adminListen.port == c.listen.port &&
+      c.adminListen.host == c.listen.host) {
+    throw FlagError{"--admin-listen: '" + c.adminListen.str() + "' is --listen's address too"};
+  }
+  c.tlsCert = fileFlag(vm, "tls-cert");
+  c.tlsKey = fileFlag(vm, "tls-key");
+  c.tlsClientCa = fileFlag(vm, "tls-client-ca");
+  c.tlsReloadInterval = durationFlag(vm, "tls-reload-interval");
+  if (vm.count("allow-identity")) {
+    c.allowIdentities = vm["allow-identity"].as<std::vector<std::string>>();
+    for (auto& id : c.allowIdentities) {
+      if (id.empty()) {
+        throw FlagError{"--allow-identity: '' is empty (leave the flag out to allow any caller)"};
+      }
+      auto star = id.find('*');
+      if (star != std::string::npos && star != id.size() - 1) {
+        throw FlagError{"--allow-identity: '" + id +
+                        "' is not an identity (a '*' may only end it)"};
+      }
+    }
+  }
+}
+
+// Workers, the data path's limits and deadlines, and shutdown's.
+void limitFlags(const po::variables_map& vm, SidecarConfig& c) {
+  c.workers = static_cast<unsigned>(countFlag(vm, "workers", 0, kMaxWorkers));
+  if (c.workers == 0) {
+    // One per core, but not an error on a host with more cores than a worker count may be.
+    c.workers =
+        std::clamp(std::thread::hardware_concurrency(), 1u, static_cast<unsigned>(kMaxWorkers));
+  }
+  c.busyPoll = std::chrono::microseconds(countFlag(vm, "busy-poll-us", 0, kMaxBusyPollUs));
+  // The parser's header limit is 32 bits: 8GiB became 0 and every request a 431.
+  c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size", kMinHeadBytes, kMaxHeadBytes);
+  c.limits.maxBodyBytes = sizeFlag(vm, "max-body-size");
+  c.limits.underscoreHeaders = underscoreFlag(vm, "headers-with-underscores");
+  c.limits.handshakeTimeout = durationFlag(vm, "handshake-timeout");
+  c.limits.headTimeout = durationFlag(vm, "head-timeout");
+  c.limits.idleTimeout = durationFlag(vm, "idle-timeout");
+  c.limits.upstreamConnectTimeout = durationFlag(vm, "upstream-connect-timeout");
+  c.limits.upstreamTimeout = durationFlag(vm, "upstream-timeout");
+  c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
+  c.limits.upstreamMaxIdle = countFlag(vm, "upstream-max-idle", 0, kMaxUpstreamIdle);
+  c.limits.maxConnections = countFlag(vm, "max-connections", 0, kMaxConnections);
+  c.limits.thriftMaxConnections = countFlag(vm, "thrift-max-connections", 0, kMaxConnections);
+  c.limits.outboundMaxConnections = countFlag(vm, "outbound-max-connections", 0, kMaxConnections);
+  // Bounded also because each worker's share is (max-pending + workers - 1) / workers.
+  c.limits.maxPending = countFlag(vm, "max-pending", 1, kMaxPending);
+  c.drainTimeout = durationFlag(vm, "drain-timeout");
+  c.deregisterGrace = durationFlag(vm, "deregister-grace");
+}
+
+// The outbound mesh and inbound Thrift, each listener on an address of its own.
+void meshFlags(const po::variables_map& vm, SidecarConfig& c) {
+  c.outbound = outboundFlags(vm, c.tlsClientCa);
+  if (c.outbound) {
+    for (const auto* other : {&c.listen, &c.adminListen}) {
+      if (c.outbound->listen.port != 0 && c.outbound->listen.port == other->port &&
+          c.outbound->listen.host == other->host) {
+        throw FlagError{"--outbound-listen: '" + c.outbound->listen.str() +
+                        "' is another listener's address too"};
+      }
+    }
+  }
+  c.thrift = thriftFlags(vm);
+  if (c.thrift) {
+    for (const auto* other : {&c.listen, &c.adminListen}) {
+      if (c.thrift->listen.port != 0 && c.thrift->listen.port == other->port &&
+          c.thrift->listen.host == other->host) {
+        throw FlagError{"--thrift-listen: '" + c.thrift->listen.str() +
+                        "' is another listener's address too"};
+      }
+    }
+  }
+  if (!c.outbound) {
+    return;
+  }
+  thriftRouteFlags(vm, *c.outbound);
+  std::vector<const HostPort*> others{&c.listen, &c.adminListen};
+  if (c.outbound->httpListener) {
+    others.push_back(&c.outbound->listen);
+  }
+  if (c.thrift) {
+    others.push_back(&c.thrift->listen);
+  }
+  for (const auto& t : c.outbound->thriftRoutes) {
+    for (const auto* other : others) {
+      if (t.listen.port == other->port && t.listen.host == other->host) {
+        throw FlagError{"--thrift-route: '" + t.listen.str() +
+                        "' is another listener's address too"};
+      }
+    }
+  }
+}
+
+void logFlags(const po::variables_map& vm, SidecarConfig& c) {
+  c.logLevel = vm["log-level"].as<std::string>();
+  if (vm.count("access-log")) {
+    c.accessLog = vm["access-log"].as<std::string>();
+    if (c.accessLog.empty()) {
+      throw FlagError{"--access-log: give - for stdout or a file path"};
+    }
+    checkAccessLog(c.accessLog);
+  }
+  static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
+  if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {
+    throw FlagError{"--log-level: '" + c.logLevel +
+                    "' is not one of trace, debug, info, warn, "
+                    "error, off"};
+  }
+}
+
 }  // namespace
 
 ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* const* envp) {
@@ -353,174 +543,15 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     if (vm.count("version")) {
       return {std::nullopt, "sidecar " SIDECAR_VERSION "\n", 0};
     }
-    // Environment second: po::store keeps values already set, so flags win.
-    std::vector<std::string> envArgs;
-    for (auto e = envp; e && *e; ++e) {
-      std::string_view kv(*e);
-      auto eq = kv.find('=');
-      if (eq == std::string_view::npos) {
-        continue;
-      }
-      auto flag = envToFlag(desc, std::string(kv.substr(0, eq)));
-      if (flag.empty()) {
-        continue;
-      }
-      auto value = std::string(kv.substr(eq + 1));
-      if (hasPlaceholder(value)) {
-        throw FlagError{std::string(kv.substr(0, eq)) + ": a %word% sequence is not allowed"};
-      }
-      if (flag == "route") {
-        for (auto& item : splitRouteList(value)) {
-          envArgs.push_back("--route=" + item);
-        }
-      } else if (flag == "thrift-route") {
-        for (auto& item : splitThriftRouteList(value)) {
-          envArgs.push_back("--thrift-route=" + item);
-        }
-      } else if (flag == "allow-identity") {
-        // An empty item used to be skipped, so "," (or "") allowed every caller. It is refused
-        // even when the command line replaces the list: the variable is broken either way.
-        for (std::size_t start = 0;;) {
-          const auto comma = value.find(',', start);
-          auto item =
-              value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-          if (item.empty()) {
-            throw FlagError{"--allow-identity: SIDECAR_ALLOW_IDENTITY='" + value +
-                            "' has an empty item (leave the variable out to allow any caller)"};
-          }
-          envArgs.push_back("--" + flag + "=" + item);
-          if (comma == std::string::npos) {
-            break;
-          }
-          start = comma + 1;
-        }
-      } else {
-        envArgs.push_back("--" + flag + "=" + value);
-      }
-    }
-    // A list on the command line replaces the environment's rather than adding to it.
-    for (std::string list : {"allow-identity", "route", "thrift-route"}) {
-      if (vm.count(list)) {
-        std::erase_if(envArgs, [&](auto& a) { return a.rfind("--" + list + "=", 0) == 0; });
-      }
-    }
-    std::vector<const char*> envArgv{"sidecar"};
-    for (auto& a : envArgs) {
-      envArgv.push_back(a.c_str());
-    }
-    po::store(po::command_line_parser(static_cast<int>(envArgv.size()), envArgv.data())
-                  .options(desc)
-                  .run(),
-              vm);
+    storeEnvironment(desc, envp, vm);
     po::notify(vm);
 
     SidecarConfig c;
-    c.listen = hostPortFlag(vm, "listen");
-    c.upstream = hostPortFlag(vm, "upstream");
-    if (c.upstream.port == 0) {
-      // Nothing can be reached on port 0: every request would be a 502.
-      throw FlagError{"--upstream: '" + c.upstream.str() + "' needs a port from 1 to 65535"};
-    }
-    c.adminListen = hostPortFlag(vm, "admin-listen");
-    if (c.adminListen.port != 0 && c.adminListen.port == c.listen.port &&
-        c.adminListen.host == c.listen.host) {
-      throw FlagError{"--admin-listen: '" + c.adminListen.str() + "' is --listen's address too"};
-    }
-    c.tlsCert = fileFlag(vm, "tls-cert");
-    c.tlsKey = fileFlag(vm, "tls-key");
-    c.tlsClientCa = fileFlag(vm, "tls-client-ca");
-    c.tlsReloadInterval = durationFlag(vm, "tls-reload-interval");
-    if (vm.count("allow-identity")) {
-      c.allowIdentities = vm["allow-identity"].as<std::vector<std::string>>();
-      for (auto& id : c.allowIdentities) {
-        if (id.empty()) {
-          throw FlagError{"--allow-identity: '' is empty (leave the flag out to allow any caller)"};
-        }
-        auto star = id.find('*');
-        if (star != std::string::npos && star != id.size() - 1) {
-          throw FlagError{"--allow-identity: '" + id +
-                          "' is not an identity (a '*' may only end it)"};
-        }
-      }
-    }
-    c.workers = static_cast<unsigned>(countFlag(vm, "workers", 0, kMaxWorkers));
-    if (c.workers == 0) {
-      // One per core, but not an error on a host with more cores than a worker count may be.
-      c.workers =
-          std::clamp(std::thread::hardware_concurrency(), 1u, static_cast<unsigned>(kMaxWorkers));
-    }
-    c.busyPoll = std::chrono::microseconds(countFlag(vm, "busy-poll-us", 0, kMaxBusyPollUs));
-    // The parser's header limit is 32 bits: 8GiB became 0 and every request a 431.
-    c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size", kMinHeadBytes, kMaxHeadBytes);
-    c.limits.maxBodyBytes = sizeFlag(vm, "max-body-size");
-    c.limits.underscoreHeaders = underscoreFlag(vm, "headers-with-underscores");
-    c.limits.handshakeTimeout = durationFlag(vm, "handshake-timeout");
-    c.limits.headTimeout = durationFlag(vm, "head-timeout");
-    c.limits.idleTimeout = durationFlag(vm, "idle-timeout");
-    c.limits.upstreamConnectTimeout = durationFlag(vm, "upstream-connect-timeout");
-    c.limits.upstreamTimeout = durationFlag(vm, "upstream-timeout");
-    c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
-    c.limits.upstreamMaxIdle = countFlag(vm, "upstream-max-idle", 0, kMaxUpstreamIdle);
-    c.limits.maxConnections = countFlag(vm, "max-connections", 0, kMaxConnections);
-    c.limits.thriftMaxConnections = countFlag(vm, "thrift-max-connections", 0, kMaxConnections);
-    c.limits.outboundMaxConnections = countFlag(vm, "outbound-max-connections", 0, kMaxConnections);
-    // Bounded also because each worker's share is (max-pending + workers - 1) / workers.
-    c.limits.maxPending = countFlag(vm, "max-pending", 1, kMaxPending);
-    c.drainTimeout = durationFlag(vm, "drain-timeout");
-    c.deregisterGrace = durationFlag(vm, "deregister-grace");
+    inboundFlags(vm, c);
+    limitFlags(vm, c);
     c.announce = announceFlags(vm);
-    c.outbound = outboundFlags(vm, c.tlsClientCa);
-    if (c.outbound) {
-      for (const auto* other : {&c.listen, &c.adminListen}) {
-        if (c.outbound->listen.port != 0 && c.outbound->listen.port == other->port &&
-            c.outbound->listen.host == other->host) {
-          throw FlagError{"--outbound-listen: '" + c.outbound->listen.str() +
-                          "' is another listener's address too"};
-        }
-      }
-    }
-    c.thrift = thriftFlags(vm);
-    if (c.thrift) {
-      for (const auto* other : {&c.listen, &c.adminListen}) {
-        if (c.thrift->listen.port != 0 && c.thrift->listen.port == other->port &&
-            c.thrift->listen.host == other->host) {
-          throw FlagError{"--thrift-listen: '" + c.thrift->listen.str() +
-                          "' is another listener's address too"};
-        }
-      }
-    }
-    if (c.outbound) {
-      thriftRouteFlags(vm, *c.outbound);
-      std::vector<const HostPort*> others{&c.listen, &c.adminListen};
-      if (c.outbound->httpListener) {
-        others.push_back(&c.outbound->listen);
-      }
-      if (c.thrift) {
-        others.push_back(&c.thrift->listen);
-      }
-      for (const auto& t : c.outbound->thriftRoutes) {
-        for (const auto* other : others) {
-          if (t.listen.port == other->port && t.listen.host == other->host) {
-            throw FlagError{"--thrift-route: '" + t.listen.str() +
-                            "' is another listener's address too"};
-          }
-        }
-      }
-    }
-    c.logLevel = vm["log-level"].as<std::string>();
-    if (vm.count("access-log")) {
-      c.accessLog = vm["access-log"].as<std::string>();
-      if (c.accessLog.empty()) {
-        throw FlagError{"--access-log: give - for stdout or a file path"};
-      }
-      checkAccessLog(c.accessLog);
-    }
-    static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
-    if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {
-      throw FlagError{"--log-level: '" + c.logLevel +
-                      "' is not one of trace, debug, info, warn, "
-                      "error, off"};
-    }
+    meshFlags(vm, c);
+    logFlags(vm, c);
     result.config = std::move(c);
   } catch (const FlagError& e) {
     return {std::nullopt, "sidecar: " + printable(e.line) + "\n", 2};
