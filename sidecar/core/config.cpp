@@ -68,6 +68,32 @@ std::string envToFlag(const po::options_description& desc, const std::string& va
   return desc.find_nothrow(flag, false) ? flag : std::string{};
 }
 
+// The flag table's default texts come from default-constructed configs: each default is
+// declared once, as a member's initializer in core/config.h.
+po::typed_value<std::string>* byDefault(std::string text) {
+  return po::value<std::string>()->default_value(std::move(text));
+}
+
+// As durationText, but a minute or less in seconds: "60s", as the docs write --idle-timeout's.
+std::string durationDefault(Duration d) {
+  if (d <= Duration(60'000) && d.count() % 1'000 == 0) {
+    return std::to_string(d.count() / 1'000) + "s";
+  }
+  return durationText(d);
+}
+
+std::string_view underscoreName(UnderscoreHeaders action) {
+  switch (action) {
+    case UnderscoreHeaders::drop:
+      return "drop";
+    case UnderscoreHeaders::reject:
+      return "reject";
+    case UnderscoreHeaders::allow:
+      return "allow";
+  }
+  return "drop";
+}
+
 po::options_description describeFlags() {
   po::options_description d(
       "sidecar: mTLS-terminating reverse proxy for one local service\n\n"
@@ -76,66 +102,71 @@ po::options_description describeFlags() {
       "members (resolve --help)\n"
       "       sidecar probe [http://host:port/path]   one HTTP request for health checks; no URL: "
       "/health on SIDECAR_ADMIN_LISTEN (probe --help)\n\nFlags");
+  const SidecarConfig s{};
+  const ProxyLimits& l = s.limits;
+  const AnnounceConfig a{};
+  const OutboundConfig o{};
+  const ThriftConfig t{};
   // clang-format off
   d.add_options()
     ("help,h", "print this help and exit")
     ("version", "print the version and exit")
-    ("listen", po::value<std::string>()->default_value("0.0.0.0:8443"), "mTLS listener, host:port")
-    ("upstream", po::value<std::string>()->default_value("127.0.0.1:8080"), "local service, host:port (plain HTTP/1.1)")
+    ("listen", byDefault(s.listen.str()), "mTLS listener, host:port")
+    ("upstream", byDefault(s.upstream.str()), "local service, host:port (plain HTTP/1.1)")
     ("tls-cert", po::value<std::string>(), "server certificate chain, PEM (required)")
     ("tls-key", po::value<std::string>(), "server private key, PEM (required)")
     ("tls-client-ca", po::value<std::string>(), "CA bundle that client certificates must chain to, PEM (required)")
-    ("tls-reload-interval", po::value<std::string>()->default_value("2s"), "how often to check the three TLS files for changes (SIGHUP reloads at once)")
+    ("tls-reload-interval", byDefault(durationDefault(s.tlsReloadInterval)), "how often to check the three TLS files for changes (SIGHUP reloads at once)")
     ("allow-identity", po::value<std::vector<std::string>>()->composing(), "caller identity allowed to call, exact or with a trailing '*'; repeatable (environment: comma-separated). Default: any identity the CA vouches for")
-    ("admin-listen", po::value<std::string>()->default_value("127.0.0.1:9990"), "admin HTTP listener, host:port")
-    ("workers", po::value<std::string>()->default_value("0"), "worker threads, each with its own acceptor and upstream pool, 0 to 256 (0: one per core, up to 256)")
-    ("busy-poll-us", po::value<std::string>()->default_value("0"), "microseconds a worker keeps polling for events after its last one before it sleeps, 0 to 10000 (0: it sleeps at once); trades CPU for the wake-up at moderate load")
-    ("max-head-size", po::value<std::string>()->default_value("64KiB"), "largest request head (request line and headers), 1KiB to 1MiB; larger: 431")
-    ("max-body-size", po::value<std::string>()->default_value("1GiB"), "largest request body; larger: 413 (0: unlimited)")
-    ("headers-with-underscores", po::value<std::string>()->default_value("drop"), "request header names holding '_': drop (removed before forwarding, counted), reject (400) or allow (forwarded as they are). CGI/WSGI servers read X_Forwarded_Client_Cert as X-Forwarded-Client-Cert")
-    ("handshake-timeout", po::value<std::string>()->default_value("5s"), "deadline for the TLS handshake")
-    ("head-timeout", po::value<std::string>()->default_value("10s"), "deadline for reading a request head once its first byte arrived; slower: closed, counted as 408")
-    ("idle-timeout", po::value<std::string>()->default_value("60s"), "keep-alive idle time between requests, and longest pause of a caller mid-body")
-    ("upstream-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to the local service; slower: 504")
-    ("upstream-timeout", po::value<std::string>()->default_value("30s"), "deadline for the local service's response head, and longest pause mid-body; slower: 504")
-    ("upstream-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled upstream connections idle longer than this are closed, not reused")
-    ("upstream-max-idle", po::value<std::string>()->default_value("128"), "idle upstream connections kept per worker, 0 to 100000 (0: none, a connection per request)")
-    ("max-connections", po::value<std::string>()->default_value("0"), "inbound connections open at once, 0 to 10000000; beyond it the worker's oldest connection that is idle between requests or not yet through its handshake is closed to make room, else the new one is (0: (descriptor limit - 64) / 2)")
-    ("thrift-max-connections", po::value<std::string>()->default_value("0"), "connections open at once on --thrift-listen, a budget of its own, 0 to 10000000, evicting as --max-connections does (0: as --max-connections's default)")
-    ("outbound-max-connections", po::value<std::string>()->default_value("0"), "the local service's connections open at once on --outbound-listen and the --thrift-route ports together, a budget of its own that remote callers cannot fill, 0 to 10000000 (0: as --max-connections's default)")
-    ("max-pending", po::value<std::string>()->default_value("1024"), "requests at the local service at once, 1 to 10000000, split evenly across workers; beyond it: 503 at once")
-    ("drain-timeout", po::value<std::string>()->default_value("20s"), "on shutdown, how long in-flight requests may take to finish")
+    ("admin-listen", byDefault(s.adminListen.str()), "admin HTTP listener, host:port")
+    ("workers", byDefault(std::to_string(s.workers)), "worker threads, each with its own acceptor and upstream pool, 0 to 256 (0: one per core, up to 256)")
+    ("busy-poll-us", byDefault(std::to_string(s.busyPoll.count())), "microseconds a worker keeps polling for events after its last one before it sleeps, 0 to 10000 (0: it sleeps at once); trades CPU for the wake-up at moderate load")
+    ("max-head-size", byDefault(sizeText(l.maxHeadBytes)), "largest request head (request line and headers), 1KiB to 1MiB; larger: 431")
+    ("max-body-size", byDefault(sizeText(l.maxBodyBytes)), "largest request body; larger: 413 (0: unlimited)")
+    ("headers-with-underscores", byDefault(std::string(underscoreName(l.underscoreHeaders))), "request header names holding '_': drop (removed before forwarding, counted), reject (400) or allow (forwarded as they are). CGI/WSGI servers read X_Forwarded_Client_Cert as X-Forwarded-Client-Cert")
+    ("handshake-timeout", byDefault(durationDefault(l.handshakeTimeout)), "deadline for the TLS handshake")
+    ("head-timeout", byDefault(durationDefault(l.headTimeout)), "deadline for reading a request head once its first byte arrived; slower: closed, counted as 408")
+    ("idle-timeout", byDefault(durationDefault(l.idleTimeout)), "keep-alive idle time between requests, and longest pause of a caller mid-body")
+    ("upstream-connect-timeout", byDefault(durationDefault(l.upstreamConnectTimeout)), "deadline for connecting to the local service; slower: 504")
+    ("upstream-timeout", byDefault(durationDefault(l.upstreamTimeout)), "deadline for the local service's response head, and longest pause mid-body; slower: 504")
+    ("upstream-idle-timeout", byDefault(durationDefault(l.upstreamIdleTimeout)), "pooled upstream connections idle longer than this are closed, not reused")
+    ("upstream-max-idle", byDefault(std::to_string(l.upstreamMaxIdle)), "idle upstream connections kept per worker, 0 to 100000 (0: none, a connection per request)")
+    ("max-connections", byDefault(std::to_string(l.maxConnections)), "inbound connections open at once, 0 to 10000000; beyond it the worker's oldest connection that is idle between requests or not yet through its handshake is closed to make room, else the new one is (0: (descriptor limit - 64) / 2)")
+    ("thrift-max-connections", byDefault(std::to_string(l.thriftMaxConnections)), "connections open at once on --thrift-listen, a budget of its own, 0 to 10000000, evicting as --max-connections does (0: as --max-connections's default)")
+    ("outbound-max-connections", byDefault(std::to_string(l.outboundMaxConnections)), "the local service's connections open at once on --outbound-listen and the --thrift-route ports together, a budget of its own that remote callers cannot fill, 0 to 10000000 (0: as --max-connections's default)")
+    ("max-pending", byDefault(std::to_string(l.maxPending)), "requests at the local service at once, 1 to 10000000, split evenly across workers; beyond it: 503 at once")
+    ("drain-timeout", byDefault(durationDefault(s.drainTimeout)), "on shutdown, how long in-flight requests may take to finish")
     ("zk", po::value<std::string>(), "ZooKeeper ensemble: host:port[,host:port][/chroot]; announces with --zk-path, and holds the services of /path routes and --route-prefix")
     ("zk-path", po::value<std::string>(), "serverset path to announce under, e.g. /discovery/prod/pinghelp")
     ("announce", po::value<std::string>(), "Finagle's form instead of --zk/--zk-path: zk!host:port[,host:port]!/path!shard[!endpointName]")
     ("shard", po::value<int32_t>(), "shard id written in the member (with --zk); default 0, always written as Finagle's announcer does")
     ("zk-auth-file", po::value<std::string>(), "file holding user:password for ZooKeeper digest auth; members become world-read, creator-all")
-    ("zk-parent-acl", po::value<std::string>()->default_value("open"), "ACL of the serverset parents the sidecar creates: open (anyone may add members, as Finagle's announcer leaves them) or creator-all (world-read, creator-all; needs --zk-auth-file; other announcers without these credentials are refused)")
-    ("zk-session-timeout", po::value<std::string>()->default_value("10s"), "ZooKeeper session timeout, at most 60m; a dead sidecar's member goes after this long")
+    ("zk-parent-acl", byDefault(a.zkSecureParents ? "creator-all" : "open"), "ACL of the serverset parents the sidecar creates: open (anyone may add members, as Finagle's announcer leaves them) or creator-all (world-read, creator-all; needs --zk-auth-file; other announcers without these credentials are refused)")
+    ("zk-session-timeout", byDefault(durationDefault(a.zkSessionTimeout)), "ZooKeeper session timeout, at most 60m; a dead sidecar's member goes after this long")
     ("advertise-host", po::value<std::string>(), "host written in the member (default: the primary non-loopback address)")
-    ("health-path", po::value<std::string>()->default_value("/ping"), "path of the local service polled before announcing")
-    ("health-interval", po::value<std::string>()->default_value("1s"), "how often the local service is polled")
-    ("rise", po::value<std::string>()->default_value("2"), "consecutive healthy polls before announcing, 1 to 1000")
-    ("fall", po::value<std::string>()->default_value("3"), "consecutive failed polls before withdrawing, 1 to 1000")
-    ("deregister-grace", po::value<std::string>()->default_value("22s"), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up (a Finagle zk2! client keeps calling a removed member for up to 20s)")
+    ("health-path", byDefault(a.healthPath), "path of the local service polled before announcing")
+    ("health-interval", byDefault(durationDefault(a.healthInterval)), "how often the local service is polled")
+    ("rise", byDefault(std::to_string(a.rise)), "consecutive healthy polls before announcing, 1 to 1000")
+    ("fall", byDefault(std::to_string(a.fall)), "consecutive failed polls before withdrawing, 1 to 1000")
+    ("deregister-grace", byDefault(durationDefault(s.deregisterGrace)), "on shutdown, time between deleting the member and closing the listener, so that callers' resolvers catch up (a Finagle zk2! client keeps calling a removed member for up to 20s)")
     ("outbound-listen", po::value<std::string>(), "outbound listener, host:port (e.g. 127.0.0.1:4140): the local service calls other services there by name (Host header), over mTLS (off by default)")
-    ("outbound-allow-remote", po::value<std::string>()->default_value("false"), "true: let --outbound-listen bind a non-loopback address (it carries this pod's identity to anyone who reaches it)")
+    ("outbound-allow-remote", byDefault(o.allowRemote ? "true" : "false"), "true: let --outbound-listen bind a non-loopback address (it carries this pod's identity to anyone who reaches it)")
     ("route", po::value<std::vector<std::string>>()->composing(), "NAME=DEST[;identity=PATTERN], DEST one of zk2!host:port[,host:port]!/path[!endpoint] ('#' joins ensembles, their members unioned: zk2!a:2181#b:2181!/path), zk!host:port[,host:port]!/path[!endpoint] (Finagle's older form), /path[!endpoint] (on --zk), static!host:port[,host:port]; repeatable (environment: comma-separated)")
     ("route-prefix", po::value<std::string>(), "serverset path under which any other name is found on --zk, e.g. /discovery/prod (NAME -> /discovery/prod/NAME)")
     ("route-prefix-identity", po::value<std::string>(), "identity a --route-prefix route's members must carry, {name} standing for the service name (e.g. spiffe://prod/{name}); exact or trailing *; default: any the CA signed")
-    ("max-routes", po::value<std::string>()->default_value("100"), "routes made from --route-prefix at most, 1 to 10000; a new one then replaces the least recently used")
-    ("route-idle-timeout", po::value<std::string>()->default_value("10m"), "a --route-prefix route unused this long is removed, its resolver with it (one without members: after 5s)")
-    ("dns-refresh", po::value<std::string>()->default_value("30s"), "members announced with a host name, not an address: how often the name is looked up again, 1s to 60m (a failed lookup: after 5s, keeping its last addresses)")
+    ("max-routes", byDefault(std::to_string(o.maxRoutes)), "routes made from --route-prefix at most, 1 to 10000; a new one then replaces the least recently used")
+    ("route-idle-timeout", byDefault(durationDefault(o.routeIdleTimeout)), "a --route-prefix route unused this long is removed, its resolver with it (one without members: after 5s)")
+    ("dns-refresh", byDefault(durationDefault(o.dnsRefresh)), "members announced with a host name, not an address: how often the name is looked up again, 1s to 60m (a failed lookup: after 5s, keeping its last addresses)")
     ("outbound-ca", po::value<std::string>(), "CA bundle that called services' certificates must chain to, PEM (default: --tls-client-ca)")
-    ("outbound-connect-timeout", po::value<std::string>()->default_value("1s"), "deadline for connecting to a member and its TLS handshake")
-    ("outbound-timeout", po::value<std::string>()->default_value("30s"), "deadline for a called service's response head, and longest pause mid-body; slower: 504")
-    ("outbound-idle-timeout", po::value<std::string>()->default_value("30s"), "pooled connections to members idle longer than this are closed")
+    ("outbound-connect-timeout", byDefault(durationDefault(o.connectTimeout)), "deadline for connecting to a member and its TLS handshake")
+    ("outbound-timeout", byDefault(durationDefault(o.timeout)), "deadline for a called service's response head, and longest pause mid-body; slower: 504")
+    ("outbound-idle-timeout", byDefault(durationDefault(o.idleTimeout)), "pooled connections to members idle longer than this are closed")
     ("thrift-listen", po::value<std::string>(), "inbound Thrift listener, host:port: callers' framed Thrift over mTLS (the same certificates and --allow-identity), passed to --thrift-upstream (off by default)")
     ("thrift-upstream", po::value<std::string>(), "the local Thrift service, host:port (framed transport); required with --thrift-listen")
-    ("thrift-max-frame", po::value<std::string>()->default_value("16384000"), "largest Thrift frame, call or reply, in bytes (16384000, 64k, 16MiB), at most 1GiB; a larger call closes the connection")
-    ("thrift-max-buffered", po::value<std::string>()->default_value("64MiB"), "callers' Thrift frame bytes a worker holds at once, over all its --thrift-listen connections, at most 1TiB (never less than --thrift-max-frame); a call whose frame would go past it gets INTERNAL_ERROR and its connection closes")
+    ("thrift-max-frame", byDefault(std::to_string(t.maxFrame)), "largest Thrift frame, call or reply, in bytes (16384000, 64k, 16MiB), at most 1GiB; a larger call closes the connection")
+    ("thrift-max-buffered", byDefault(sizeText(t.maxBuffered)), "callers' Thrift frame bytes a worker holds at once, over all its --thrift-listen connections, at most 1TiB (never less than --thrift-max-frame); a call whose frame would go past it gets INTERNAL_ERROR and its connection closes")
     ("thrift-route", po::value<std::vector<std::string>>()->composing(), "127.0.0.1:PORT=DEST[;identity=PATTERN], DEST as --route's (usually with the !thrift endpoint): the local Thrift client connects to the loopback PORT, each framed call goes to a member over mTLS; route name thrift:PORT; repeatable (environment: comma-separated)")
-    ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
+    ("log-level", byDefault(s.logLevel), "trace, debug, info, warn, error or off")
     ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file (its directory must exist), written by a background thread (off by default)");
   // clang-format on
   return d;
@@ -177,14 +208,11 @@ void checkAccessLog(const std::string& path) {
 
 UnderscoreHeaders underscoreFlag(const po::variables_map& vm, const char* name) {
   auto text = vm[name].as<std::string>();
-  if (text == "drop") {
-    return UnderscoreHeaders::drop;
-  }
-  if (text == "reject") {
-    return UnderscoreHeaders::reject;
-  }
-  if (text == "allow") {
-    return UnderscoreHeaders::allow;
+  for (auto action :
+       {UnderscoreHeaders::drop, UnderscoreHeaders::reject, UnderscoreHeaders::allow}) {
+    if (text == underscoreName(action)) {
+      return action;
+    }
   }
   throw FlagError{std::string("--") + name + ": '" + text + "' is not one of drop, reject, allow"};
 }
@@ -299,6 +327,196 @@ std::optional<AnnounceConfig> announceFlags(const po::variables_map& vm) {
   return a;
 }
 
+// SIDECAR_* variables as flags ("--upstream-timeout=5s"); lists split into one flag per item.
+std::vector<std::string> environmentArgs(const po::options_description& desc,
+                                         const char* const* envp) {
+  std::vector<std::string> envArgs;
+  for (auto e = envp; e && *e; ++e) {
+    std::string_view kv(*e);
+    auto eq = kv.find('=');
+    if (eq == std::string_view::npos) {
+      continue;
+    }
+    auto flag = envToFlag(desc, std::string(kv.substr(0, eq)));
+    if (flag.empty()) {
+      continue;
+    }
+    auto value = std::string(kv.substr(eq + 1));
+    if (hasPlaceholder(value)) {
+      throw FlagError{std::string(kv.substr(0, eq)) + ": a %word% sequence is not allowed"};
+    }
+    if (flag == "route") {
+      for (auto& item : splitRouteList(value)) {
+        envArgs.push_back("--route=" + item);
+      }
+    } else if (flag == "thrift-route") {
+      for (auto& item : splitThriftRouteList(value)) {
+        envArgs.push_back("--thrift-route=" + item);
+      }
+    } else if (flag == "allow-identity") {
+      // An empty item used to be skipped, so "," (or "") allowed every caller. It is refused
+      // even when the command line replaces the list: the variable is broken either way.
+      for (std::size_t start = 0;;) {
+        const auto comma = value.find(',', start);
+        auto item =
+            value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (item.empty()) {
+          throw FlagError{"--allow-identity: SIDECAR_ALLOW_IDENTITY='" + value +
+                          "' has an empty item (leave the variable out to allow any caller)"};
+        }
+        envArgs.push_back("--" + flag + "=" + item);
+        if (comma == std::string::npos) {
+          break;
+        }
+        start = comma + 1;
+      }
+    } else {
+      envArgs.push_back("--" + flag + "=" + value);
+    }
+  }
+  return envArgs;
+}
+
+// Environment second: po::store keeps values already set, so flags win.
+void storeEnvironment(const po::options_description& desc, const char* const* envp,
+                      po::variables_map& vm) {
+  auto envArgs = environmentArgs(desc, envp);
+  // A list on the command line replaces the environment's rather than adding to it.
+  for (std::string list : {"allow-identity", "route", "thrift-route"}) {
+    if (vm.count(list)) {
+      std::erase_if(envArgs, [&](auto& a) { return a.rfind("--" + list + "=", 0) == 0; });
+    }
+  }
+  std::vector<const char*> envArgv{"sidecar"};
+  for (auto& a : envArgs) {
+    envArgv.push_back(a.c_str());
+  }
+  po::store(
+      po::command_line_parser(static_cast<int>(envArgv.size()), envArgv.data()).options(desc).run(),
+      vm);
+}
+
+// The inbound listener, the local service, the admin listener, TLS and who may call.
+void inboundFlags(const po::variables_map& vm, SidecarConfig& c) {
+  c.listen = hostPortFlag(vm, "listen");
+  c.upstream = hostPortFlag(vm, "upstream");
+  if (c.upstream.port == 0) {
+    // Nothing can be reached on port 0: every request would be a 502.
+    throw FlagError{"--upstream: '" + c.upstream.str() + "' needs a port from 1 to 65535"};
+  }
+  c.adminListen = hostPortFlag(vm, "admin-listen");
+  if (c.adminListen.port != 0 && c.adminListen.port == c.listen.port &&
+      c.adminListen.host == c.listen.host) {
+    throw FlagError{"--admin-listen: '" + c.adminListen.str() + "' is --listen's address too"};
+  }
+  c.tlsCert = fileFlag(vm, "tls-cert");
+  c.tlsKey = fileFlag(vm, "tls-key");
+  c.tlsClientCa = fileFlag(vm, "tls-client-ca");
+  c.tlsReloadInterval = durationFlag(vm, "tls-reload-interval");
+  if (vm.count("allow-identity")) {
+    c.allowIdentities = vm["allow-identity"].as<std::vector<std::string>>();
+    for (auto& id : c.allowIdentities) {
+      if (id.empty()) {
+        throw FlagError{"--allow-identity: '' is empty (leave the flag out to allow any caller)"};
+      }
+      auto star = id.find('*');
+      if (star != std::string::npos && star != id.size() - 1) {
+        throw FlagError{"--allow-identity: '" + id +
+                        "' is not an identity (a '*' may only end it)"};
+      }
+    }
+  }
+}
+
+// Workers, the data path's limits and deadlines, and shutdown's.
+void limitFlags(const po::variables_map& vm, SidecarConfig& c) {
+  c.workers = static_cast<unsigned>(countFlag(vm, "workers", 0, kMaxWorkers));
+  if (c.workers == 0) {
+    // One per core, but not an error on a host with more cores than a worker count may be.
+    c.workers =
+        std::clamp(std::thread::hardware_concurrency(), 1u, static_cast<unsigned>(kMaxWorkers));
+  }
+  c.busyPoll = std::chrono::microseconds(countFlag(vm, "busy-poll-us", 0, kMaxBusyPollUs));
+  // The parser's header limit is 32 bits: 8GiB became 0 and every request a 431.
+  c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size", kMinHeadBytes, kMaxHeadBytes);
+  c.limits.maxBodyBytes = sizeFlag(vm, "max-body-size");
+  c.limits.underscoreHeaders = underscoreFlag(vm, "headers-with-underscores");
+  c.limits.handshakeTimeout = durationFlag(vm, "handshake-timeout");
+  c.limits.headTimeout = durationFlag(vm, "head-timeout");
+  c.limits.idleTimeout = durationFlag(vm, "idle-timeout");
+  c.limits.upstreamConnectTimeout = durationFlag(vm, "upstream-connect-timeout");
+  c.limits.upstreamTimeout = durationFlag(vm, "upstream-timeout");
+  c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
+  c.limits.upstreamMaxIdle = countFlag(vm, "upstream-max-idle", 0, kMaxUpstreamIdle);
+  c.limits.maxConnections = countFlag(vm, "max-connections", 0, kMaxConnections);
+  c.limits.thriftMaxConnections = countFlag(vm, "thrift-max-connections", 0, kMaxConnections);
+  c.limits.outboundMaxConnections = countFlag(vm, "outbound-max-connections", 0, kMaxConnections);
+  // Bounded also because each worker's share is (max-pending + workers - 1) / workers.
+  c.limits.maxPending = countFlag(vm, "max-pending", 1, kMaxPending);
+  c.drainTimeout = durationFlag(vm, "drain-timeout");
+  c.deregisterGrace = durationFlag(vm, "deregister-grace");
+}
+
+// The outbound mesh and inbound Thrift, each listener on an address of its own.
+void meshFlags(const po::variables_map& vm, SidecarConfig& c) {
+  c.outbound = outboundFlags(vm, c.tlsClientCa);
+  if (c.outbound) {
+    for (const auto* other : {&c.listen, &c.adminListen}) {
+      if (c.outbound->listen.port != 0 && c.outbound->listen.port == other->port &&
+          c.outbound->listen.host == other->host) {
+        throw FlagError{"--outbound-listen: '" + c.outbound->listen.str() +
+                        "' is another listener's address too"};
+      }
+    }
+  }
+  c.thrift = thriftFlags(vm);
+  if (c.thrift) {
+    for (const auto* other : {&c.listen, &c.adminListen}) {
+      if (c.thrift->listen.port != 0 && c.thrift->listen.port == other->port &&
+          c.thrift->listen.host == other->host) {
+        throw FlagError{"--thrift-listen: '" + c.thrift->listen.str() +
+                        "' is another listener's address too"};
+      }
+    }
+  }
+  if (!c.outbound) {
+    return;
+  }
+  thriftRouteFlags(vm, *c.outbound);
+  std::vector<const HostPort*> others{&c.listen, &c.adminListen};
+  if (c.outbound->httpListener) {
+    others.push_back(&c.outbound->listen);
+  }
+  if (c.thrift) {
+    others.push_back(&c.thrift->listen);
+  }
+  for (const auto& t : c.outbound->thriftRoutes) {
+    for (const auto* other : others) {
+      if (t.listen.port == other->port && t.listen.host == other->host) {
+        throw FlagError{"--thrift-route: '" + t.listen.str() +
+                        "' is another listener's address too"};
+      }
+    }
+  }
+}
+
+void logFlags(const po::variables_map& vm, SidecarConfig& c) {
+  c.logLevel = vm["log-level"].as<std::string>();
+  if (vm.count("access-log")) {
+    c.accessLog = vm["access-log"].as<std::string>();
+    if (c.accessLog.empty()) {
+      throw FlagError{"--access-log: give - for stdout or a file path"};
+    }
+    checkAccessLog(c.accessLog);
+  }
+  static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
+  if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {
+    throw FlagError{"--log-level: '" + c.logLevel +
+                    "' is not one of trace, debug, info, warn, "
+                    "error, off"};
+  }
+}
+
 }  // namespace
 
 ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* const* envp) {
@@ -325,174 +543,15 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     if (vm.count("version")) {
       return {std::nullopt, "sidecar " SIDECAR_VERSION "\n", 0};
     }
-    // Environment second: po::store keeps values already set, so flags win.
-    std::vector<std::string> envArgs;
-    for (auto e = envp; e && *e; ++e) {
-      std::string_view kv(*e);
-      auto eq = kv.find('=');
-      if (eq == std::string_view::npos) {
-        continue;
-      }
-      auto flag = envToFlag(desc, std::string(kv.substr(0, eq)));
-      if (flag.empty()) {
-        continue;
-      }
-      auto value = std::string(kv.substr(eq + 1));
-      if (hasPlaceholder(value)) {
-        throw FlagError{std::string(kv.substr(0, eq)) + ": a %word% sequence is not allowed"};
-      }
-      if (flag == "route") {
-        for (auto& item : splitRouteList(value)) {
-          envArgs.push_back("--route=" + item);
-        }
-      } else if (flag == "thrift-route") {
-        for (auto& item : splitThriftRouteList(value)) {
-          envArgs.push_back("--thrift-route=" + item);
-        }
-      } else if (flag == "allow-identity") {
-        // An empty item used to be skipped, so "," (or "") allowed every caller. It is refused
-        // even when the command line replaces the list: the variable is broken either way.
-        for (std::size_t start = 0;;) {
-          const auto comma = value.find(',', start);
-          auto item =
-              value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-          if (item.empty()) {
-            throw FlagError{"--allow-identity: SIDECAR_ALLOW_IDENTITY='" + value +
-                            "' has an empty item (leave the variable out to allow any caller)"};
-          }
-          envArgs.push_back("--" + flag + "=" + item);
-          if (comma == std::string::npos) {
-            break;
-          }
-          start = comma + 1;
-        }
-      } else {
-        envArgs.push_back("--" + flag + "=" + value);
-      }
-    }
-    // A list on the command line replaces the environment's rather than adding to it.
-    for (std::string list : {"allow-identity", "route", "thrift-route"}) {
-      if (vm.count(list)) {
-        std::erase_if(envArgs, [&](auto& a) { return a.rfind("--" + list + "=", 0) == 0; });
-      }
-    }
-    std::vector<const char*> envArgv{"sidecar"};
-    for (auto& a : envArgs) {
-      envArgv.push_back(a.c_str());
-    }
-    po::store(po::command_line_parser(static_cast<int>(envArgv.size()), envArgv.data())
-                  .options(desc)
-                  .run(),
-              vm);
+    storeEnvironment(desc, envp, vm);
     po::notify(vm);
 
     SidecarConfig c;
-    c.listen = hostPortFlag(vm, "listen");
-    c.upstream = hostPortFlag(vm, "upstream");
-    if (c.upstream.port == 0) {
-      // Nothing can be reached on port 0: every request would be a 502.
-      throw FlagError{"--upstream: '" + c.upstream.str() + "' needs a port from 1 to 65535"};
-    }
-    c.adminListen = hostPortFlag(vm, "admin-listen");
-    if (c.adminListen.port != 0 && c.adminListen.port == c.listen.port &&
-        c.adminListen.host == c.listen.host) {
-      throw FlagError{"--admin-listen: '" + c.adminListen.str() + "' is --listen's address too"};
-    }
-    c.tlsCert = fileFlag(vm, "tls-cert");
-    c.tlsKey = fileFlag(vm, "tls-key");
-    c.tlsClientCa = fileFlag(vm, "tls-client-ca");
-    c.tlsReloadInterval = durationFlag(vm, "tls-reload-interval");
-    if (vm.count("allow-identity")) {
-      c.allowIdentities = vm["allow-identity"].as<std::vector<std::string>>();
-      for (auto& id : c.allowIdentities) {
-        if (id.empty()) {
-          throw FlagError{"--allow-identity: '' is empty (leave the flag out to allow any caller)"};
-        }
-        auto star = id.find('*');
-        if (star != std::string::npos && star != id.size() - 1) {
-          throw FlagError{"--allow-identity: '" + id +
-                          "' is not an identity (a '*' may only end it)"};
-        }
-      }
-    }
-    c.workers = static_cast<unsigned>(countFlag(vm, "workers", 0, kMaxWorkers));
-    if (c.workers == 0) {
-      // One per core, but not an error on a host with more cores than a worker count may be.
-      c.workers =
-          std::clamp(std::thread::hardware_concurrency(), 1u, static_cast<unsigned>(kMaxWorkers));
-    }
-    c.busyPoll = std::chrono::microseconds(countFlag(vm, "busy-poll-us", 0, kMaxBusyPollUs));
-    // The parser's header limit is 32 bits: 8GiB became 0 and every request a 431.
-    c.limits.maxHeadBytes = sizeFlag(vm, "max-head-size", kMinHeadBytes, kMaxHeadBytes);
-    c.limits.maxBodyBytes = sizeFlag(vm, "max-body-size");
-    c.limits.underscoreHeaders = underscoreFlag(vm, "headers-with-underscores");
-    c.limits.handshakeTimeout = durationFlag(vm, "handshake-timeout");
-    c.limits.headTimeout = durationFlag(vm, "head-timeout");
-    c.limits.idleTimeout = durationFlag(vm, "idle-timeout");
-    c.limits.upstreamConnectTimeout = durationFlag(vm, "upstream-connect-timeout");
-    c.limits.upstreamTimeout = durationFlag(vm, "upstream-timeout");
-    c.limits.upstreamIdleTimeout = durationFlag(vm, "upstream-idle-timeout");
-    c.limits.upstreamMaxIdle = countFlag(vm, "upstream-max-idle", 0, kMaxUpstreamIdle);
-    c.limits.maxConnections = countFlag(vm, "max-connections", 0, kMaxConnections);
-    c.limits.thriftMaxConnections = countFlag(vm, "thrift-max-connections", 0, kMaxConnections);
-    c.limits.outboundMaxConnections = countFlag(vm, "outbound-max-connections", 0, kMaxConnections);
-    // Bounded also because each worker's share is (max-pending + workers - 1) / workers.
-    c.limits.maxPending = countFlag(vm, "max-pending", 1, kMaxPending);
-    c.drainTimeout = durationFlag(vm, "drain-timeout");
-    c.deregisterGrace = durationFlag(vm, "deregister-grace");
+    inboundFlags(vm, c);
+    limitFlags(vm, c);
     c.announce = announceFlags(vm);
-    c.outbound = outboundFlags(vm, c.tlsClientCa);
-    if (c.outbound) {
-      for (const auto* other : {&c.listen, &c.adminListen}) {
-        if (c.outbound->listen.port != 0 && c.outbound->listen.port == other->port &&
-            c.outbound->listen.host == other->host) {
-          throw FlagError{"--outbound-listen: '" + c.outbound->listen.str() +
-                          "' is another listener's address too"};
-        }
-      }
-    }
-    c.thrift = thriftFlags(vm);
-    if (c.thrift) {
-      for (const auto* other : {&c.listen, &c.adminListen}) {
-        if (c.thrift->listen.port != 0 && c.thrift->listen.port == other->port &&
-            c.thrift->listen.host == other->host) {
-          throw FlagError{"--thrift-listen: '" + c.thrift->listen.str() +
-                          "' is another listener's address too"};
-        }
-      }
-    }
-    if (c.outbound) {
-      thriftRouteFlags(vm, *c.outbound);
-      std::vector<const HostPort*> others{&c.listen, &c.adminListen};
-      if (c.outbound->httpListener) {
-        others.push_back(&c.outbound->listen);
-      }
-      if (c.thrift) {
-        others.push_back(&c.thrift->listen);
-      }
-      for (const auto& t : c.outbound->thriftRoutes) {
-        for (const auto* other : others) {
-          if (t.listen.port == other->port && t.listen.host == other->host) {
-            throw FlagError{"--thrift-route: '" + t.listen.str() +
-                            "' is another listener's address too"};
-          }
-        }
-      }
-    }
-    c.logLevel = vm["log-level"].as<std::string>();
-    if (vm.count("access-log")) {
-      c.accessLog = vm["access-log"].as<std::string>();
-      if (c.accessLog.empty()) {
-        throw FlagError{"--access-log: give - for stdout or a file path"};
-      }
-      checkAccessLog(c.accessLog);
-    }
-    static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
-    if (std::find(levels.begin(), levels.end(), c.logLevel) == levels.end()) {
-      throw FlagError{"--log-level: '" + c.logLevel +
-                      "' is not one of trace, debug, info, warn, "
-                      "error, off"};
-    }
+    meshFlags(vm, c);
+    logFlags(vm, c);
     result.config = std::move(c);
   } catch (const FlagError& e) {
     return {std::nullopt, "sidecar: " + printable(e.line) + "\n", 2};

@@ -30,6 +30,10 @@ enum class UnderscoreHeaders {
   allow,   // forwarded as it is
 };
 
+// The member initializers of ProxyLimits, AnnounceConfig, OutboundConfig, ThriftConfig and
+// SidecarConfig are the flags' defaults: --help (and so the man page) shows them, made from
+// default-constructed configs. Declare a default here only, never in the flag table.
+
 // Limits and deadlines of the data path, shared read-only by every worker.
 struct ProxyLimits {
   std::size_t maxHeadBytes = 64 * 1024;
@@ -133,7 +137,7 @@ struct SidecarConfig {
   std::chrono::microseconds busyPoll{0};
   ProxyLimits limits;
   Duration drainTimeout{20'000};
-  Duration deregisterGrace{2'000};
+  Duration deregisterGrace{22'000};
   std::optional<AnnounceConfig> announce;
   std::optional<OutboundConfig> outbound;
   std::optional<ThriftConfig> thrift;

@@ -624,3 +624,82 @@ TEST_CASE("a Host names a service by DNS's rules: one trailing dot, no empty lab
   CHECK_FALSE(dots.config);
   CHECK(dots.message.find("is not a service name") != std::string::npos);
 }
+
+// The flag table's defaults are made from default-constructed configs (core/config.h), so a
+// parse that gives no optional flag must come out equal to them, field by field. This fails if a
+// default is ever written twice again and the two drift (--deregister-grace's did: 22s in the
+// table, 2s in the struct).
+TEST_CASE("every defaulted flag parses to its member's initializer") {
+  auto r = parse({});
+  REQUIRE_MESSAGE(r.config, r.message);
+  const SidecarConfig& c = *r.config;
+  const SidecarConfig s{};
+  CHECK(c.listen.str() == s.listen.str());
+  CHECK(c.upstream.str() == s.upstream.str());
+  CHECK(c.adminListen.str() == s.adminListen.str());
+  CHECK(c.tlsReloadInterval == s.tlsReloadInterval);
+  CHECK(c.busyPoll == s.busyPoll);
+  CHECK(s.workers == 0);  // parsed as one per core
+  CHECK(c.workers >= 1);
+  CHECK(c.drainTimeout == s.drainTimeout);
+  CHECK(c.deregisterGrace == s.deregisterGrace);
+  CHECK(c.logLevel == s.logLevel);
+  CHECK(c.allowIdentities.empty());
+  CHECK(c.accessLog.empty());
+  CHECK_FALSE(c.announce);
+  CHECK_FALSE(c.outbound);
+  CHECK_FALSE(c.thrift);
+
+  const ProxyLimits& l = c.limits;
+  const ProxyLimits dl{};
+  CHECK(l.maxHeadBytes == dl.maxHeadBytes);
+  CHECK(l.maxBodyBytes == dl.maxBodyBytes);
+  CHECK(l.handshakeTimeout == dl.handshakeTimeout);
+  CHECK(l.headTimeout == dl.headTimeout);
+  CHECK(l.idleTimeout == dl.idleTimeout);
+  CHECK(l.upstreamConnectTimeout == dl.upstreamConnectTimeout);
+  CHECK(l.upstreamTimeout == dl.upstreamTimeout);
+  CHECK(l.upstreamIdleTimeout == dl.upstreamIdleTimeout);
+  CHECK(l.upstreamMaxIdle == dl.upstreamMaxIdle);
+  CHECK(l.maxConnections == dl.maxConnections);
+  CHECK(l.thriftMaxConnections == dl.thriftMaxConnections);
+  CHECK(l.outboundMaxConnections == dl.outboundMaxConnections);
+  CHECK(l.maxPending == dl.maxPending);
+  CHECK(l.underscoreHeaders == dl.underscoreHeaders);
+
+  // Announcing, the outbound mesh and inbound Thrift only with the flags that switch them on.
+  auto on = parse({"--zk", "127.0.0.1:2181", "--zk-path", "/discovery/prod/svc",
+                   "--outbound-listen", "127.0.0.1:4140", "--thrift-listen", "127.0.0.1:9443",
+                   "--thrift-upstream", "127.0.0.1:9090"});
+  REQUIRE_MESSAGE(on.config, on.message);
+  REQUIRE(on.config->announce);
+  REQUIRE(on.config->outbound);
+  REQUIRE(on.config->thrift);
+  const AnnounceConfig& a = *on.config->announce;
+  const AnnounceConfig da{};
+  CHECK(a.zkSecureParents == da.zkSecureParents);
+  CHECK(a.zkSessionTimeout == da.zkSessionTimeout);
+  CHECK(a.healthPath == da.healthPath);
+  CHECK(a.healthInterval == da.healthInterval);
+  CHECK(a.rise == da.rise);
+  CHECK(a.fall == da.fall);
+  CHECK(a.shard == da.shard);
+  CHECK(a.advertiseHost == da.advertiseHost);
+
+  const OutboundConfig& o = *on.config->outbound;
+  const OutboundConfig dout{};
+  CHECK(o.allowRemote == dout.allowRemote);
+  CHECK(o.maxRoutes == dout.maxRoutes);
+  CHECK(o.routeIdleTimeout == dout.routeIdleTimeout);
+  CHECK(o.connectTimeout == dout.connectTimeout);
+  CHECK(o.timeout == dout.timeout);
+  CHECK(o.idleTimeout == dout.idleTimeout);
+  CHECK(o.zkSessionTimeout == dout.zkSessionTimeout);
+  CHECK(o.dnsRefresh == dout.dnsRefresh);
+  CHECK(o.thriftMaxFrame == dout.thriftMaxFrame);
+
+  const ThriftConfig& t = *on.config->thrift;
+  const ThriftConfig dt{};
+  CHECK(t.maxFrame == dt.maxFrame);
+  CHECK(t.maxBuffered == dt.maxBuffered);
+}
