@@ -9,11 +9,11 @@
 #include <boost/beast/http.hpp>
 #include <span>
 
-#include "net/access_log.h"
 #include "http/exchange.h"
 #include "http/local_reply.h"
 #include "http/read_head.h"
 #include "http/rewrite.h"
+#include "net/access_log.h"
 #include "outbound/handler.h"
 #include "outbound/member.h"
 #include "upstream/call_policy.h"
