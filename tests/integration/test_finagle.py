@@ -3,10 +3,13 @@ written byte for byte as Finagle's announcer writes them (Gson, fields in the or
 serviceEndpoint, additionalEndpoints, status, shard), read through every address form a Finagle
 client uses (zk2!, zk2! with ensembles joined by '#', the older zk!), by `sidecar resolve` and by
 outbound routes; and a caller that keeps calling a withdrawn member for as long as Finagle's zk2!
-resolver does, failing no call with the default --deregister-grace."""
+resolver does, failing no call with the default --deregister-grace; and a rolling restart of three
+members behind a caller that keeps removed members for a 10 s stabilisation window, failing no
+request."""
 import json
 import signal
 import subprocess
+import threading
 import time
 import unittest
 
@@ -17,6 +20,8 @@ PATH = "/discovery/finagle/svc"
 # Finagle's Zk2Resolver stabilises removals over two turns of a 10 s epoch (Stabilizer.scala): a
 # removed member stays in its callers' sets for 10 to 20 s after ZooKeeper lost it.
 FINAGLE_REMOVAL_WINDOW = 20.0
+# The issue's done-when: a caller that keeps a removed member in its set for 10 s.
+STABILISATION_WINDOW = 10.0
 
 
 def finagle_member(service=None, additional=(), shard=0, status="ALIVE"):
@@ -173,6 +178,104 @@ class FinagleTest(SidecarTestCase):
         # The grace ends soon after the window, and the sidecar with it.
         self.assertEqual(sc.wait(15 * SLOW), 0)
 
+
+    def test_a_rolling_restart_behind_a_caller_with_a_10s_stabilisation_window_fails_no_request(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        address = f"zk2!127.0.0.1:{zk.port}!{PATH}"
+
+        def member():
+            return self.start_member(zk, PATH, ph.port, grace=None)  # the default --deregister-grace
+
+        olds = [member() for _ in range(3)]
+
+        # The caller, as a Finagle client with a stabilisation window: it reads the serverset over
+        # and over, adds a member as soon as it appears and keeps a removed one in its set for
+        # STABILISATION_WINDOW after it disappeared (the last read that still had it); a failed
+        # read changes nothing. It sends requests round robin over its set, each on a new mTLS
+        # connection, without pause, for the whole restart.
+        lock = threading.Lock()
+        seen = {}        # port -> monotonic time of the last read that had it
+        announced = []   # the ports in the last read
+        served = {}      # port -> answers
+        failures = []
+        done = threading.Event()
+
+        def current():
+            now = time.monotonic()
+            with lock:
+                return sorted(p for p, t in seen.items() if now - t < STABILISATION_WINDOW)
+
+        def watch():
+            while not done.is_set():
+                rc, lines, _ = self.resolve(address, "--timeout", "2s")
+                if rc == 0:
+                    now = time.monotonic()
+                    with lock:
+                        announced[:] = sorted(line["port"] for line in lines)
+                        for port in announced:
+                            seen[port] = now
+                done.wait(0.1)
+
+        def call(port):
+            s = self.tls_socket(port)
+            try:
+                s.sendall(b"GET /ping HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+                return self.read_response(s)
+            finally:
+                s.close()
+
+        start = time.monotonic()
+
+        def send():
+            turn = 0
+            while not done.is_set():
+                ports = current()
+                if not ports:
+                    time.sleep(0.05)
+                    continue
+                port = ports[turn % len(ports)]
+                turn += 1
+                try:
+                    answer = call(port)
+                    if answer != (200, b"pong"):
+                        failures.append(f"{time.monotonic() - start:.1f}s: {port}: {answer!r}")
+                    else:
+                        with lock:
+                            served[port] = served.get(port, 0) + 1
+                except OSError as e:
+                    failures.append(f"{time.monotonic() - start:.1f}s: {port}: {e!r}")
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=watch), threading.Thread(target=send)]
+        for t in threads:
+            t.start()
+        try:
+            def in_set(procs):
+                return lambda: set(p.port for p in procs) <= set(current())
+
+            wait_for(in_set(olds), timeout=10 * SLOW, what="the caller has the three members")
+            # The rolling deploy: a replacement comes up and is announced, then the member it
+            # replaces is stopped; the next replacement starts during that member's grace, and the
+            # next member is stopped only once the last one is gone: one withdrawing at a time.
+            news = [member()]
+            for i, old in enumerate(olds):
+                wait_for(in_set(news), timeout=10 * SLOW, what=f"the caller has replacement {i}")
+                old.send(signal.SIGTERM)
+                wait_for(lambda: old.port not in announced, timeout=5 * SLOW, what=f"member {i} withdrawn")
+                if i + 1 < len(olds):
+                    news.append(member())
+                    self.assertEqual(old.wait(30 * SLOW), 0)
+            # The last one is gone from the caller's set once its window has passed.
+            wait_for(lambda: current() == sorted(p.port for p in news),
+                     timeout=(STABILISATION_WINDOW + 5) * SLOW, what="the caller let go of the last stopped member")
+        finally:
+            done.set()
+            for t in threads:
+                t.join(30)
+        self.assertEqual(failures, [])
+        for p in olds + news:
+            self.assertGreater(served.get(p.port, 0), 0, f"member on {p.port} served no request: {served}")
 
 if __name__ == "__main__":
     unittest.main()
