@@ -46,11 +46,15 @@ std::optional<Endpoint> endpointFrom(const json::value& v) {
   return Endpoint{std::string(host->as_string()), static_cast<uint16_t>(p)};
 }
 
+// Aurora's "no primary port": a string host with port 0. Anything else that is not an endpoint
+// is a writer's mistake.
 bool portZero(const json::value& v) {
   const auto* obj = v.if_object();
+  const auto* host = obj ? obj->if_contains("host") : nullptr;
   const auto* port = obj ? obj->if_contains("port") : nullptr;
-  return port && ((port->is_int64() && port->as_int64() == 0) ||
-                  (port->is_uint64() && port->as_uint64() == 0));
+  return host && host->is_string() && port &&
+         ((port->is_int64() && port->as_int64() == 0) ||
+          (port->is_uint64() && port->as_uint64() == 0));
 }
 
 std::vector<std::string_view> split(std::string_view s, char sep) {

@@ -119,6 +119,11 @@ TEST_CASE(
   ServersetAddress http{"h:1", "/p", std::nullopt, "http"};
   CHECK(selectMember("member_4", *aurora.instance, http)->endpoint == Endpoint{"h.example", 31001});
   CHECK_FALSE(selectMember("member_4", *aurora.instance, byDefault));
+  // Port 0 without a string host is no Aurora member but a writer's mistake: malformed.
+  auto numericHost = decodeServiceInstance(
+      R"({"serviceEndpoint":{"host":42,"port":0},"additionalEndpoints":{"http":{"host":"h","port":1}},"status":"ALIVE"})");
+  CHECK_FALSE(numericHost.instance);
+  CHECK(numericHost.error.find("serviceEndpoint") != std::string::npos);
 }
 
 TEST_CASE("zk! and zk2! addresses") {
