@@ -9,15 +9,18 @@ namespace sidecar {
 
 namespace http = boost::beast::http;
 
+std::string localReplyNaming(unsigned status, std::string_view body) {
+  auto reason = http::obsolete_reason(http::int_to_status(status));
+  return "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason) +
+         "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\nConnection: close\r\n\r\n" + std::string(body);
+}
+
 const std::string& localReplyBytes(unsigned status) {
   static const auto table = [] {
     std::array<std::string, kLocalReplies.size()> t;
     for (std::size_t i = 0; i < kLocalReplies.size(); ++i) {
-      const auto& r = kLocalReplies[i];
-      auto reason = http::obsolete_reason(http::int_to_status(r.status));
-      t[i] = "HTTP/1.1 " + std::to_string(r.status) + " " + std::string(reason) +
-             "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(r.body.size()) +
-             "\r\nConnection: close\r\n\r\n" + std::string(r.body);
+      t[i] = localReplyNaming(kLocalReplies[i].status, kLocalReplies[i].body);
     }
     return t;
   }();

@@ -42,6 +42,10 @@ constexpr std::size_t localReplyIndex(unsigned status) {
 // The whole answer on the wire: status line, Content-Type, Content-Length, Connection: close.
 const std::string& localReplyBytes(unsigned status);
 
+// An answer of ours that names what it is about (a service the local service called): the same
+// framing as the table's, with its own body. Made per answer, on error paths only.
+std::string localReplyNaming(unsigned status, std::string_view body);
+
 // The status that answers a failed read of a request head: 431 too large, 408 too slow, 400
 // malformed.
 unsigned statusForReadError(const boost::system::error_code& ec);

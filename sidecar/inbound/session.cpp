@@ -1,7 +1,6 @@
 // The inbound handler: mTLS callers' connections, from their first byte to their last answer.
 #include "inbound/session.h"
 
-#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -12,11 +11,11 @@
 
 #include "http/exchange.h"
 #include "http/local_reply.h"
-#include "http/read_head.h"
 #include "http/rewrite.h"
+#include "http/server_session.h"
 #include "inbound/handler.h"
 #include "net/access_log.h"
-#include "net/caller_handshake.h"
+#include "net/caller_session.h"
 #include "net/tls_context.h"
 #include "net/tls_stream.h"
 #include "upstream/connector.h"
@@ -34,136 +33,56 @@ double secondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
-
-class InboundSession final : public WorkerSession {
+// One caller's connection: the mTLS prelude (net/caller_session.h), then HTTP/1.1 requests
+// (http/server_session.h), each an exchange with the local service.
+class InboundSession final : public CallerTlsSession,
+                             public Http1Server<InboundSession, TlsStream> {
  public:
   InboundSession(InboundHandler& handler, TcpSocket socket, std::shared_ptr<ssl::context> tls,
                  Clock::time_point handshakeDeadline)
-      : WorkerSession(handler.worker(), Budget::listen),
-        handshakeDeadline_(handshakeDeadline),
+      : CallerTlsSession(handler.worker(), Budget::listen, std::move(socket), std::move(tls),
+                         handshakeDeadline),
+        Http1Server(handler.shared().limits, Worker::kRelayBufferSize),
         handler_(handler),
         shared_(handler.shared()),
         m_(*handler.shared().metrics),
-        shard_(handler.worker().index()),
-        tls_(std::move(tls)),
-        stream_(std::move(socket), *tls_),
-        upstream_(handler.worker().ioc().get_executor()) {
-    // Bounds what a caller can make us hold: a head, plus a relay's worth of body (a chunk-size
-    // line with an endless extension fills it and is refused).
-    buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
-    // And what the local service can make us hold: an answer's head, plus a relay's worth of
-    // body. (Beast's parser bounds a chunk line itself today; this bound does not depend on it.)
-    upBuffer_.max_size(ExchangeLimits{}.upstreamMaxHead + Worker::kRelayBufferSize + 4096);
-  }
+        shard_(handler.worker().index()) {}
 
   ~InboundSession() { m_.connectionsOpen.sub(shard_, 0); }
 
-  void expireIfDue(Clock::time_point now) override {
-    beast::get_lowest_layer(stream_).expireIfDue(now);
-    upstream_.expireIfDue(now);
-    // Still idle a sweep later: give the TLS record buffers back. Busy keep-alive connections,
-    // idle only between requests, keep theirs and do not churn the allocator.
-    if (idle_ && ++idleSweeps_ == 2) {
-      stream_.releaseBuffers();
-      std::string().swap(out_);
-      if (buffer_.size() == 0) {
-        buffer_.shrink_to_fit();
-      }
-      if (upBuffer_.size() == 0) {
-        upBuffer_.shrink_to_fit();
-      }
-    }
-  }
-
-  // Idle between requests, or not yet through its handshake (a caller that is not a caller yet,
-  // and may never be): either may make room for a new connection at --max-connections.
-  bool closeIfIdle() override {
-    if (idle_ || handshaking_) {
-      beast::get_lowest_layer(stream_).cancel();
-      idle_ = false;  // once is enough: the operation completes with operation_aborted
-      handshaking_ = false;
-      evicted_ = true;
-      return true;
-    }
-    return false;
-  }
-
   awaitable<void> run() {
-    auto& lowest = beast::get_lowest_layer(stream_);
-    error_code ignored;
-    auto remote = lowest.socket().remote_endpoint(ignored);
-    clientIp_ = remote.address().to_string();
-
-    // The deadline runs from the accept: the wait for the first byte took part of it.
-    const auto shake = co_await handshakeCaller(stream_, handshakeDeadline_, handshaking_);
-    if (evicted_) {
-      co_return;  // counted as an eviction by the worker
-    }
-    m_.handshakeDuration.observe(shard_, 0, std::chrono::duration<double>(shake.took).count());
-    if (shake.failure) {
-      const auto why = *shake.failure;
-      m_.handshakes.add(shard_, 1 + static_cast<std::size_t>(why));
-      logEvent(LogEvent::handshakeFailed, spdlog::level::info,
-               "event=handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
-               handshakeFailureName(why), shake.ec.message());
-      if (why != HandshakeFailure::Timeout) {
-        // The caller has often sent its request already: see lingeringClose.
-        co_await lingeringClose(beast::get_lowest_layer(stream_));
-      }
+    const auto caller = co_await prelude(
+        shared_.allowList, {"handshake_failed", handler_.logLimiter(LogEvent::handshakeFailed)},
+        [this](std::optional<HandshakeFailure> failure, Clock::duration took) {
+          m_.handshakeDuration.observe(shard_, 0, std::chrono::duration<double>(took).count());
+          m_.handshakes.add(shard_, failure ? 1 + static_cast<std::size_t>(*failure) : 0);
+        });
+    if (!caller) {
       co_return;
     }
-    m_.handshakes.add(shard_, 0);
-    auto caller = identifyCaller(stream_, shared_.allowList);
-    peer_ = std::move(caller.peer);
-    allowed_ = caller.allowed;
-    // A URI SAN may hold spaces, '=' and quotes: in a log line it is one quoted value, never
-    // fields of its own. Formatted once, for every line this connection writes.
-    identityForLog_ = identityLogField(peer_.identity);
-
-    // Between requests a connection holds no coroutine frame but this one and lends no buffer:
-    // the wait is for readability, and the read happens once there is something to read.
-    // (No co_await on the right of ||: GCC 12 ran it here even when the left side was true.)
-    for (;;) {
-      if (buffer_.size() == 0) {
-        const bool more = co_await awaitRequest();
-        if (!more) {
-          break;
-        }
-      }
-      const bool keepAlive = co_await serveOne();
-      if (!keepAlive) {
-        break;
-      }
-    }
-    if (lowest.socket().is_open()) {
-      lowest.expires_after(kCloseNotifyDeadline);
-      co_await stream_.async_shutdown(useTuple);
-    }
+    peer_ = std::move(caller->peer);
+    allowed_ = caller->allowed;
+    co_await serveRequests();
+    co_await closeTls();
   }
 
- private:
-  // One line for a data-path event, within the worker's budget for that event.
-  template <class... Args>
-  void logEvent(LogEvent e, spdlog::level::level_enum level, fmt::format_string<Args...> format,
-                Args&&... args) {
-    logWithin(handler_.logLimiter(e), level, format, std::forward<Args>(args)...);
-  }
+  // Http1Server's hooks.
+  TlsStream& callerStream() { return stream_; }
 
   // Waits for the first bytes of the next request; false when the connection is to close.
-  // The idle deadline applies; the head deadline starts with the first byte.
+  // The idle deadline applies; the head deadline starts with the first byte. The wait lends no
+  // buffer: the read happens once there is something to read.
   awaitable<bool> awaitRequest() {
-    auto& lowest = beast::get_lowest_layer(stream_);
+    auto& lowest = stream_.lowest_layer();
     shrinkIfLarge(buffer_);
     lowest.expires_after(shared_.limits.idleTimeout);
     for (;;) {
       if (worker_.draining()) {
         co_return false;
       }
-      idle_ = true;
-      idleSweeps_ = 0;
+      setIdle(true);
       auto [ec] = co_await stream_.async_wait_readable(useTuple);
-      idle_ = false;
+      setIdle(false);
       if (ec) {
         co_return false;
       }
@@ -185,17 +104,13 @@ class InboundSession final : public WorkerSession {
     }
   }
 
-  // Serves one request; false when the caller's connection is to close.
-  awaitable<bool> serveOne() {
+  void requestBegins() {
     requestStart_ = Clock::now();
     method_ = ProxyMetrics::kMethods.size() - 1;
     target_.clear();
+  }
 
-    http::request_parser<http::buffer_body> req;
-    startRequest(stream_, req, shared_.limits);
-    const error_code readError =
-        co_await readRequestHead(stream_, buffer_, shared_.limits.maxHeadBytes);
-    const auto head = checkRequest(readError, buffer_, req, shared_.limits);
+  void headRead(Parser& req, const RequestHeadResult& head) {
     if (req.is_header_done()) {
       // Before any answer, so that a 400 for a parsed head is logged with its method and path.
       method_ = ProxyMetrics::methodIndex(req.get().method());
@@ -206,17 +121,15 @@ class InboundSession final : public WorkerSession {
     if (head.underscores) {
       m_.underscoreHeaders->Increment(static_cast<double>(head.underscores));
     }
-    if (head.kind == RequestHeadResult::Kind::hungUp) {
-      co_return false;  // the caller hung up mid-head
-    }
+  }
+
+  unsigned admit(Parser&, const RequestHeadResult& head) {
     if (head.kind == RequestHeadResult::Kind::refused) {
       logEvent(LogEvent::badRequest, spdlog::level::info,
                "event=bad_request peer={} identity={} status={} reason=\"{}\"", clientIp_,
                identityForLog_, head.status, head.reason());
-      co_await replyLocal(head.status);
-      co_return false;
+      return head.status;
     }
-    auto& msg = req.get();
     if (!allowed_) {
       m_.identityRefused->Increment();
       if (peer_.unusable) {
@@ -224,22 +137,46 @@ class InboundSession final : public WorkerSession {
       }
       logEvent(LogEvent::identityRefused, spdlog::level::info,
                "event=identity_refused peer={} identity={}", clientIp_, identityForLog_);
-      co_await replyLocal(403);
-      co_return false;
+      return 403;
     }
+    return 0;
+  }
+
+  awaitable<bool> handle(Parser& req) {
+    auto& msg = req.get();
     const bool clientKeepAlive = msg.keep_alive();
     const unsigned clientVersion = msg.version();
     const bool isHead = msg.method() == http::verb::head;
-    if (auto e = co_await answerExpect(stream_, req, shared_.limits.idleTimeout);
-        e != Expectation::met) {
-      if (e == Expectation::failed) {
-        co_await replyLocal(417);
-      }
-      co_return false;
-    }
     rewriteRequestHead(msg.base(),
                        ForwardContext{clientIp_, peer_.xfcc, shared_.upstreamAuthority});
     co_return co_await forward(req, clientKeepAlive, clientVersion, isHead);
+  }
+
+  awaitable<void> answerLocal(unsigned status) {
+    m_.localReply(status).Increment();
+    finishRequest(status, 0);
+    const auto& bytes = localReplyBytes(status);
+    stream_.lowest_layer().expires_after(shared_.limits.idleTimeout);
+    co_await asio::async_write(stream_, asio::buffer(bytes), useTuple);
+  }
+
+ private:
+  // One line for a data-path event, within the worker's budget for that event.
+  template <class... Args>
+  void logEvent(LogEvent e, spdlog::level::level_enum level, fmt::format_string<Args...> format,
+                Args&&... args) {
+    logWithin(handler_.logLimiter(e), level, format, std::forward<Args>(args)...);
+  }
+
+  // Still idle a sweep later: the request buffers are given back too.
+  void releaseIdle() override {
+    std::string().swap(out_);
+    if (buffer_.size() == 0) {
+      buffer_.shrink_to_fit();
+    }
+    if (upBuffer_.size() == 0) {
+      upBuffer_.shrink_to_fit();
+    }
   }
 
   // The local service's side of one exchange: this worker's pool, and plain connections.
@@ -287,7 +224,7 @@ class InboundSession final : public WorkerSession {
       // Overload: a fast answer the caller can retry elsewhere, not a queue that grows.
       logEvent(LogEvent::overloaded, spdlog::level::info, "event=overloaded peer={} pending={}",
                clientIp_, handler_.pending());
-      co_await replyLocal(503);
+      co_await answerLocal(503);
       co_return false;
     }
     m_.pending.add(shard_, 0);
@@ -299,7 +236,7 @@ class InboundSession final : public WorkerSession {
     auto r = co_await runExchange(
         stream_, req,
         ExchangeRequest{clientKeepAlive, clientVersion, isHead, &worker_.drainingFlag()}, link,
-        relay, ExchangeBuffers{buffer_, upBuffer_, out_}, limits);
+        relay, exchangeBuffers(), limits);
 
     requestBytes_ = r.requestBytes;
     upstreamSeconds_ = r.upstreamSeconds;
@@ -349,7 +286,7 @@ class InboundSession final : public WorkerSession {
         break;
     }
     if (r.localStatus) {
-      co_await replyLocal(r.localStatus);
+      co_await answerLocal(r.localStatus);
       co_return false;
     }
     if (r.status) {
@@ -375,14 +312,6 @@ class InboundSession final : public WorkerSession {
     requestBytes_ = 0;
   }
 
-  awaitable<void> replyLocal(unsigned status) {
-    m_.localReply(status).Increment();
-    finishRequest(status, 0);
-    const auto& bytes = localReplyBytes(status);
-    beast::get_lowest_layer(stream_).expires_after(shared_.limits.idleTimeout);
-    co_await asio::async_write(stream_, asio::buffer(bytes), useTuple);
-  }
-
   struct PendingGuard {
     ProxyMetrics& m;
     unsigned shard;
@@ -399,25 +328,12 @@ class InboundSession final : public WorkerSession {
     PendingGuard& operator=(const PendingGuard&) = delete;
   };
 
-  Clock::time_point handshakeDeadline_;
   InboundHandler& handler_;
   const InboundShared& shared_;
   ProxyMetrics& m_;
   unsigned shard_;
-  std::shared_ptr<ssl::context> tls_;
-  TlsStream stream_;
-  beast::flat_buffer buffer_;    // the caller's bytes read ahead of the parser
-  DeadlineSocket upstream_;      // the connection to the local service, while a request uses it
-  beast::flat_buffer upBuffer_;  // the local service's bytes read ahead of the parser
-  std::string out_;              // a serialized head (and small body) on its way out
   PeerIdentity peer_;
-  std::string identityForLog_ = "-";  // peer_.identity quoted and escaped, or "-"
-  std::string clientIp_;
   bool allowed_ = false;
-  bool idle_ = false;
-  bool handshaking_ = false;
-  bool evicted_ = false;
-  unsigned idleSweeps_ = 0;  // sweeps seen while idle_
   Clock::time_point requestStart_{};
   std::size_t method_ = 7;
   uint64_t requestBytes_ = 0;

@@ -11,8 +11,8 @@
 
 #include "http/exchange.h"
 #include "http/local_reply.h"
-#include "http/read_head.h"
 #include "http/rewrite.h"
+#include "http/server_session.h"
 #include "net/access_log.h"
 #include "outbound/handler.h"
 #include "outbound/member.h"
@@ -26,14 +26,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using Failure = ExchangeResult::Failure;
-
-// An answer of ours that names what it is about (a service), closing the connection.
-std::string replyNaming(unsigned status, const std::string& text) {
-  auto reason = http::obsolete_reason(http::int_to_status(status));
-  return "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason) +
-         "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(text.size()) +
-         "\r\nConnection: close\r\n\r\n" + text;
-}
 
 // Whether an exchange's end counts for the member (failure accrual, EWMA): its answers below 500
 // do, and so do the caller's own failures, which are no fault of the member's.
@@ -65,37 +57,21 @@ AttemptEnd attemptEnd(const ExchangeResult& r, bool hasBody, http::verb method) 
   }
 }
 
-class OutboundSession final : public OutboundCallerSession {
+// One connection of the local service: HTTP/1.1 requests (http/server_session.h), each a call
+// over the route its Host names.
+class OutboundSession final : public OutboundCallerSession,
+                              public Http1Server<OutboundSession, DeadlineSocket> {
  public:
   OutboundSession(OutboundHandler& handler, TcpSocket socket)
       : OutboundCallerSession(handler.worker(), std::move(socket)),
+        Http1Server(handler.shared().limits, Worker::kRelayBufferSize),
         handler_(handler),
         shared_(handler.shared()),
         m_(*handler.shared().metrics),
-        shard_(handler.worker().index()) {
-    buffer_.max_size(shared_.limits.maxHeadBytes + Worker::kRelayBufferSize + 4096);
-    // A member's answer can make us hold no more than its head and a relay's worth of body.
-    upBuffer_.max_size(ExchangeLimits{}.upstreamMaxHead + Worker::kRelayBufferSize + 4096);
-  }
+        shard_(handler.worker().index()) {}
 
   awaitable<void> run() {
-    for (;;) {
-      if (buffer_.size() == 0) {
-        caller_.expires_after(shared_.limits.idleTimeout);
-        idle_ = !worker_.draining();
-        if (!idle_) {
-          break;
-        }
-        auto [ec] = co_await caller_.socket().async_wait(TcpSocket::wait_read, useTuple);
-        idle_ = false;
-        if (ec) {
-          break;
-        }
-      }
-      if (!co_await serveOne()) {
-        break;
-      }
-    }
+    co_await serveRequests();
     if (unread_ || buffer_.size() > 0) {
       // An answer of ours (404, 503, 413...) went out with the request's body unread.
       co_await lingeringClose(caller_);
@@ -103,6 +79,69 @@ class OutboundSession final : public OutboundCallerSession {
       error_code ignored;
       caller_.socket().shutdown(TcpSocket::shutdown_send, ignored);
     }
+  }
+
+  // Http1Server's hooks.
+  DeadlineSocket& callerStream() { return caller_; }
+
+  awaitable<bool> awaitRequest() {
+    caller_.expires_after(shared_.limits.idleTimeout);
+    idle_ = !worker_.draining();
+    if (!idle_) {
+      co_return false;
+    }
+    auto [ec] = co_await caller_.socket().async_wait(TcpSocket::wait_read, useTuple);
+    idle_ = false;
+    co_return !ec;
+  }
+
+  void requestBegins() {
+    start_ = Clock::now();
+    target_ = CallTarget{};
+  }
+
+  void headRead(Parser&, const RequestHeadResult& head) {
+    if (head.underscores) {
+      shared_.metrics->underscoreHeaders->Increment(static_cast<double>(head.underscores));
+    }
+  }
+
+  // A head that could not be read or parsed is refused with its status; one that was parsed is
+  // judged by its Host (a check that failed gives the reason), so the 400 can say what is wrong.
+  unsigned admit(Parser& req, const RequestHeadResult& head) {
+    if (head.kind == RequestHeadResult::Kind::refused && (head.ec || !req.is_header_done())) {
+      logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
+               "event=bad_request direction=outbound status={} reason=\"{}\"", head.status,
+               head.reason());
+      return head.status;
+    }
+    unread_ = !req.is_done();  // until the exchange has read the body
+    target_ = callTarget(req.get(), head.why);
+    if (!target_.why.empty()) {
+      logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
+               "event=bad_request direction=outbound status=400 reason=\"{}\"", target_.why);
+      return 400;
+    }
+    return 0;
+  }
+
+  awaitable<void> answerLocal(unsigned status) {
+    // Made before the co_await: GCC 12 destroyed a conditional's temporary there twice.
+    std::string bytes = target_.answer.empty() ? std::string(localReplyBytes(status))
+                                               : localReplyNaming(status, target_.answer);
+    co_await reply(bytes);
+  }
+
+  awaitable<bool> handle(Parser& req) {
+    const auto route = handler_.route(target_.name, !target_.address);
+    if (route && !route->members->resolved && !route->info->refused) {
+      co_await route->awaitResolution(worker_.ioc(), shared_.config.resolveTimeout);
+    }
+    if (!route || route->info->refused || !route->members->resolved) {
+      co_await answerUnrouted(route.get(), target_, start_);
+      co_return false;
+    }
+    co_return co_await callRoute(*route, req, target_.name, start_);
   }
 
  private:
@@ -115,56 +154,6 @@ class OutboundSession final : public OutboundCallerSession {
   awaitable<void> reply(const std::string& bytes) {
     caller_.expires_after(shared_.limits.idleTimeout);
     co_await asio::async_write(caller_, asio::buffer(bytes), useTuple);
-  }
-
-  // Serves one request; false when the local service's connection is to close.
-  awaitable<bool> serveOne() {
-    const auto start = Clock::now();
-    http::request_parser<http::buffer_body> req;
-    startRequest(caller_, req, shared_.limits);
-    const error_code readError =
-        co_await readRequestHead(caller_, buffer_, shared_.limits.maxHeadBytes);
-    const auto head = checkRequest(readError, buffer_, req, shared_.limits);
-    if (head.underscores) {
-      shared_.metrics->underscoreHeaders->Increment(static_cast<double>(head.underscores));
-    }
-    if (head.kind == RequestHeadResult::Kind::hungUp) {
-      co_return false;
-    }
-    if (head.kind == RequestHeadResult::Kind::refused && (head.ec || !req.is_header_done())) {
-      logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
-               "event=bad_request direction=outbound status={} reason=\"{}\"", head.status,
-               head.reason());
-      co_await reply(localReplyBytes(head.status));
-      co_return false;
-    }
-    unread_ = !req.is_done();  // until the exchange has read the body
-    const auto target = callTarget(req.get(), head.why);
-    if (!target.why.empty()) {
-      logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
-               "event=bad_request direction=outbound status=400 reason=\"{}\"", target.why);
-      // Made before the co_await: GCC 12 destroyed a conditional's temporary there twice.
-      std::string bytes = target.answer.empty() ? std::string(localReplyBytes(400))
-                                                : replyNaming(400, std::string(target.answer));
-      co_await reply(bytes);
-      co_return false;
-    }
-    if (auto e = co_await answerExpect(caller_, req, shared_.limits.idleTimeout);
-        e != Expectation::met) {
-      if (e == Expectation::failed) {
-        co_await reply(localReplyBytes(417));
-      }
-      co_return false;
-    }
-    const auto route = handler_.route(target.name, !target.address);
-    if (route && !route->members->resolved && !route->info->refused) {
-      co_await route->awaitResolution(worker_.ioc(), shared_.config.resolveTimeout);
-    }
-    if (!route || route->info->refused || !route->members->resolved) {
-      co_await answerUnrouted(route.get(), target, start);
-      co_return false;
-    }
-    co_return co_await callRoute(*route, req, target.name, start);
   }
 
   // Whom a request calls, by its Host; why and answer say what is wrong with it, if anything.
@@ -207,7 +196,7 @@ class OutboundSession final : public OutboundCallerSession {
       logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
                "event=route_unresolved direction=outbound service={}", name);
       finish(*route, 503, start, nullptr, ExchangeResult{});
-      co_await reply(replyNaming(503, "service " + name + " is not resolved yet\n"));
+      co_await reply(localReplyNaming(503, "service " + name + " is not resolved yet\n"));
       co_return;
     }
     shared_.metrics->noRoute->Increment();
@@ -215,7 +204,7 @@ class OutboundSession final : public OutboundCallerSession {
       logEvent(OutboundLogEvent::noRoute, spdlog::level::info,
                "event=no_route direction=outbound service={} reason=address", name);
       logAccess(name, 404, start, nullptr, ExchangeResult{});
-      co_await reply(replyNaming(
+      co_await reply(localReplyNaming(
           404, "no route to service " + name + " (an address is not a service name)\n"));
       co_return;
     }
@@ -231,7 +220,7 @@ class OutboundSession final : public OutboundCallerSession {
                shared_.config.maxRoutes);
     }
     logAccess(name, 404, start, nullptr, ExchangeResult{});
-    co_await reply(replyNaming(404, "no route to service " + name + "\n"));
+    co_await reply(localReplyNaming(404, "no route to service " + name + "\n"));
   }
 
   // The call over the route's members, by the call policy (upstream/call_policy.h); false when
@@ -264,7 +253,7 @@ class OutboundSession final : public OutboundCallerSession {
         logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
                  "event=no_members direction=outbound route={}", name);
         finish(route, 503, start, nullptr, ExchangeResult{});
-        co_await reply(replyNaming(503, "no usable member of service " + name + "\n"));
+        co_await reply(localReplyNaming(503, "no usable member of service " + name + "\n"));
         co_return false;
       }
       member = *picked;
@@ -281,8 +270,7 @@ class OutboundSession final : public OutboundCallerSession {
                       .exclude = call.tried(),
                       .mayRetry = call.attemptLeft(),
                       .next = std::nullopt};
-      r = co_await runExchange(caller_, req, info, link, relay,
-                               ExchangeBuffers{buffer_, upBuffer_, out_}, attempt);
+      r = co_await runExchange(caller_, req, info, link, relay, exchangeBuffers(), attempt);
       const auto done = Clock::now();
       route.balancer.finished(member, done, done - now, memberAnswered(r));
       const auto step =
@@ -339,7 +327,7 @@ class OutboundSession final : public OutboundCallerSession {
                                Clock::time_point start) {
     finish(route, r.localStatus, start, &member, r);
     if (r.localStatus == 502 || r.localStatus == 503 || r.localStatus == 504) {
-      co_await reply(replyNaming(
+      co_await reply(localReplyNaming(
           r.localStatus,
           "service " + name + (r.localStatus == 504 ? " timed out\n" : " is unavailable\n")));
     } else {
@@ -424,10 +412,9 @@ class OutboundSession final : public OutboundCallerSession {
   const OutboundShared& shared_;
   OutboundMetrics& m_;
   unsigned shard_;
-  beast::flat_buffer buffer_;
-  beast::flat_buffer upBuffer_;
-  std::string out_;
-  bool unread_ = false;  // the current request's body is not read whole: linger when closing
+  Clock::time_point start_{};  // the request's first bytes were there
+  CallTarget target_;          // whom the request calls, by its Host
+  bool unread_ = false;        // the current request's body is not read whole: linger when closing
 };
 
 }  // namespace

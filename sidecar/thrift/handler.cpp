@@ -15,7 +15,7 @@
 #include <string>
 
 #include "net/access_log.h"
-#include "net/caller_handshake.h"
+#include "net/caller_session.h"
 #include "net/first_byte_wait.h"
 #include "net/log_limiter.h"
 #include "net/tls_context.h"
@@ -29,7 +29,6 @@ namespace sidecar {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr std::chrono::milliseconds kCloseNotifyDeadline{500};
 constexpr std::size_t kKeptBuffer = 64 * 1024;
 // A refused caller's first frame is read only this far: enough for its call's name and seqid.
 constexpr std::size_t kRefusedFrameBytes = 4096;
@@ -53,18 +52,17 @@ constexpr std::string_view resultName(CallResult r) {
   return "unknown";
 }
 
-class ThriftSession final : public WorkerSession {
+// One caller's connection: the mTLS prelude (net/caller_session.h), then its calls, frame by
+// frame.
+class ThriftSession final : public CallerTlsSession {
  public:
   ThriftSession(ThriftHandler& handler, TcpSocket socket, std::shared_ptr<asio::ssl::context> tls,
                 Clock::time_point handshakeDeadline)
-      : WorkerSession(handler.worker(), Budget::thrift),
-        handshakeDeadline_(handshakeDeadline),
+      : CallerTlsSession(handler.worker(), Budget::thrift, std::move(socket), std::move(tls),
+                         handshakeDeadline),
         handler_(handler),
         shared_(handler.shared()),
-        m_(*handler.shared().metrics),
-        tls_(std::move(tls)),
-        stream_(std::move(socket), *tls_),
-        upstream_(handler.worker().ioc().get_executor()) {}
+        m_(*handler.shared().metrics) {}
 
   ~ThriftSession() {
     releaseFrameBytes();
@@ -72,49 +70,23 @@ class ThriftSession final : public WorkerSession {
     upstream_.socket().close(ignored);
   }
 
-  void expireIfDue(Clock::time_point now) override {
-    stream_.lowest_layer().expireIfDue(now);
-    upstream_.expireIfDue(now);
-  }
-
-  bool closeIfIdle() override {
-    if (idle_ || handshaking_) {
-      stream_.lowest_layer().cancel();
-      idle_ = handshaking_ = false;
-      evicted_ = true;
-      return true;
-    }
-    return false;
-  }
-
   awaitable<void> run() {
-    auto& lowest = stream_.lowest_layer();
-    error_code ignored;
-    clientIp_ = lowest.socket().remote_endpoint(ignored).address().to_string();
-    // The deadline runs from the accept: the wait for the first byte took part of it.
-    const auto shake = co_await handshakeCaller(stream_, handshakeDeadline_, handshaking_);
-    if (evicted_) {
+    const auto caller = co_await prelude(
+        shared_.allowList,
+        {"thrift_handshake_failed", handler_.logLimiter(ThriftLogEvent::handshakeFailed)},
+        [this](std::optional<HandshakeFailure> failure, Clock::duration) {
+          m_.handshakes[failure ? 1 + static_cast<std::size_t>(*failure) : 0]->Increment();
+        });
+    if (!caller) {
       co_return;
     }
-    m_.handshakes[shake.failure ? 1 + static_cast<std::size_t>(*shake.failure) : 0]->Increment();
-    if (shake.failure) {
-      logWithin(handler_.logLimiter(ThriftLogEvent::handshakeFailed), spdlog::level::info,
-                "event=thrift_handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
-                handshakeFailureName(*shake.failure), shake.ec.message());
-      co_return;
-    }
-    const auto caller = identifyCaller(stream_, shared_.allowList);
-    identityForLog_ = identityLogField(caller.peer.identity);
-    identity_ = caller.peer.identity;
-    if (!caller.allowed) {
+    identity_ = caller->peer.identity;
+    if (!caller->allowed) {
       co_await refuse();
     } else {
       co_await serveCalls();
     }
-    if (lowest.socket().is_open()) {
-      lowest.expires_after(kCloseNotifyDeadline);
-      co_await stream_.async_shutdown(useTuple);
-    }
+    co_await closeTls();
   }
 
  private:
@@ -257,9 +229,9 @@ class ThriftSession final : public WorkerSession {
     if (reply_.capacity() > kKeptBuffer) {
       std::string().swap(reply_);
     }
-    idle_ = true;
+    setIdle(true);
     auto ec = co_await thrift::readFramePrefix(stream_, frame_);
-    idle_ = false;
+    setIdle(false);
     if (ec) {
       // (Cancelled by a drain or an eviction while the caller was between calls: not the
       // caller's fault, whatever bytes of the next length had come.)
@@ -467,28 +439,19 @@ class ThriftSession final : public WorkerSession {
         thrift::exceptionFrame(header, thrift::AppError::internalError, why));
   }
 
-  Clock::time_point handshakeDeadline_;
   ThriftHandler& handler_;
   const ThriftShared& shared_;
   ThriftMetrics& m_;
-  std::shared_ptr<asio::ssl::context> tls_;
-  TlsStream stream_;
-  DeadlineSocket upstream_;
   std::string frame_;        // the call, length prefix included
   std::size_t charged_ = 0;  // of frame_'s bytes, those counted in handler_.buffered()
   std::string reply_;        // the local service's reply, length prefix included
-  std::string clientIp_;
   std::string identity_;  // the caller's; its pooled connections to the local service are its own
-  std::string identityForLog_ = "-";
   const unsigned shard_ = worker_.index();
   // The call being forwarded: its method's slot, when it was read whole, how it ended.
   std::size_t slot_ = ThriftMethodTable::kOther;
   Clock::time_point callStart_;
   std::size_t answerBytes_ = 0;  // the bytes written to the caller for it
   CallResult result_ = CallResult::reply;
-  bool idle_ = false;
-  bool handshaking_ = false;
-  bool evicted_ = false;
 };
 
 awaitable<void> serveThrift(ThriftHandler& handler, TcpSocket socket,
