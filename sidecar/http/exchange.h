@@ -212,8 +212,100 @@ awaitable<RelayResult> relayBody(In& in, beast::flat_buffer& inBuffer,
   co_return r;
 }
 
+namespace exchange_detail {
+
+// The caller's body broke off, was malformed or grew past the limit; the upstream connection is
+// unusable either way.
+inline void requestBodyFailed(ExchangeResult& r, error_code readError) {
+  using Failure = ExchangeResult::Failure;
+  r.ec = readError;
+  if (readError == http::error::body_limit) {
+    r.failure = Failure::requestTooLarge;
+    r.localStatus = 413;
+  } else if (isMalformedBody(readError)) {
+    r.failure = Failure::requestMalformed;
+    r.localStatus = 400;
+  } else {
+    r.failure = Failure::requestBroken;
+  }
+}
+
+struct CallerFraming {
+  bool keepAlive;         // the caller's connection goes on after this answer
+  bool upstreamReusable;  // the upstream's may go back to the pool
+};
+
+// The answer's head made right for the caller's HTTP version and connection.
+inline CallerFraming frameForCaller(http::response_parser<http::buffer_body>& res,
+                                    const ExchangeRequest& info) {
+  auto& rmsg = res.get();
+  CallerFraming f{info.clientKeepAlive && !(info.draining && *info.draining), rmsg.keep_alive()};
+  if (!res.is_done() && res.need_eof()) {
+    // A body that ends when the upstream closes: chunk it for HTTP/1.1 callers.
+    f.upstreamReusable = false;
+    if (info.clientVersion == 11) {
+      rmsg.chunked(true);
+    } else {
+      f.keepAlive = false;
+    }
+  } else if (info.clientVersion == 10 && rmsg.chunked()) {
+    rmsg.chunked(false);
+    f.keepAlive = false;
+  }
+  rewriteResponseHead(rmsg.base(), info.clientVersion, f.keepAlive);
+  return f;
+}
+
+// Body bytes that came with the head are parsed in place into buf (no read needed), to go out in
+// the same write as the head: for the common small answer, one TLS record and one system call
+// instead of two. piece: how many; an error when they cannot be parsed.
+inline error_code takeFirstPiece(http::response_parser<http::buffer_body>& res,
+                                 beast::flat_buffer& upstream, char* buf, std::size_t bufSize,
+                                 std::uint64_t& piece) {
+  auto& rmsg = res.get();
+  if (res.is_done()) {
+    markNoBody(rmsg.body());
+    return {};
+  }
+  if (upstream.size() == 0) {
+    return {};
+  }
+  rmsg.body().data = buf;
+  rmsg.body().size = bufSize;
+  error_code ec;
+  upstream.consume(res.put(upstream.data(), ec));
+  if (ec && ec != http::error::need_buffer && ec != http::error::need_more) {
+    return ec;
+  }
+  piece = bufSize - rmsg.body().size;
+  rmsg.body().data = piece ? buf : nullptr;
+  rmsg.body().size = piece;
+  rmsg.body().more = !res.is_done();
+  return {};
+}
+
+// A HEAD, 204 or 304 answer has no body whatever its head says: with Transfer-Encoding: chunked
+// the serializer would add a last chunk ("0\r\n\r\n") that the caller then reads as the start
+// of its next answer. RFC 9112 forbids Transfer-Encoding on a 204 (and it means nothing on a
+// 304); readers such as Python's http.client then wait for chunks that never come. True when the
+// answer is bodiless.
+inline bool dropBodyFraming(http::response<http::buffer_body>& rmsg, bool isHead) {
+  const unsigned status = rmsg.result_int();
+  if (status == 204 || status == 304) {
+    rmsg.erase(http::field::transfer_encoding);
+    if (status == 204) {
+      rmsg.erase(http::field::content_length);
+    }
+  }
+  return isHead || status == 204 || status == 304;
+}
+
+}  // namespace exchange_detail
+
 // Runs one exchange. req holds the parsed (and rewritten) head; its body, if any, is still in
-// the caller's stream and buffer.
+// the caller's stream and buffer. One coroutine from the request's head to the answer's end, and
+// longer than our rule of 80 lines for that reason: each step split into a coroutine of its own
+// would allocate a frame per request (the synchronous steps are functions above).
 template <class Caller, class Link, class Relay>
 awaitable<ExchangeResult> runExchange(Caller& caller, http::request_parser<http::buffer_body>& req,
                                       ExchangeRequest info, Link& link, Relay& relay,
@@ -258,18 +350,7 @@ awaitable<ExchangeResult> runExchange(Caller& caller, http::request_parser<http:
                                      limits.callerTimeout, limits.upstreamTimeout);
         r.requestBytes = rr.bytes;
         if (rr.readError) {
-          // The caller's body broke off, was malformed or grew past the limit; the upstream
-          // connection is unusable either way.
-          r.ec = rr.readError;
-          if (rr.readError == http::error::body_limit) {
-            r.failure = Failure::requestTooLarge;
-            r.localStatus = 413;
-          } else if (isMalformedBody(rr.readError)) {
-            r.failure = Failure::requestMalformed;
-            r.localStatus = 400;
-          } else {
-            r.failure = Failure::requestBroken;
-          }
+          requestBodyFailed(r, rr.readError);
           co_return r;
         }
         ec = rr.writeError;
@@ -318,21 +399,7 @@ awaitable<ExchangeResult> runExchange(Caller& caller, http::request_parser<http:
       co_return r;
     }
   }
-  bool upstreamReusable = rmsg.keep_alive();
-  bool keepAlive = info.clientKeepAlive && !(info.draining && *info.draining);
-  if (!res->is_done() && res->need_eof()) {
-    // A body that ends when the upstream closes: chunk it for HTTP/1.1 callers.
-    upstreamReusable = false;
-    if (info.clientVersion == 11) {
-      rmsg.chunked(true);
-    } else {
-      keepAlive = false;
-    }
-  } else if (info.clientVersion == 10 && rmsg.chunked()) {
-    rmsg.chunked(false);
-    keepAlive = false;
-  }
-  rewriteResponseHead(rmsg.base(), info.clientVersion, keepAlive);
+  const auto framing = frameForCaller(*res, info);
   const unsigned status = rmsg.result_int();
 
   http::response_serializer<http::buffer_body> rs{rmsg};
@@ -341,37 +408,14 @@ awaitable<ExchangeResult> runExchange(Caller& caller, http::request_parser<http:
   // Body bytes that came with the head go out in the same write as the head: for the common
   // small answer, one TLS record and one system call instead of two. Parsing them needs no read.
   std::uint64_t firstPiece = 0;
-  if (!res->is_done() && b.upstream.size() > 0) {
-    rmsg.body().data = buf;
-    rmsg.body().size = bufSize;
-    error_code rec;
-    b.upstream.consume(res->put(b.upstream.data(), rec));
-    if (rec && rec != http::error::need_buffer && rec != http::error::need_more) {
-      r.failure = Failure::upstreamBody;
-      r.ec = rec;
-      r.localStatus = 502;
-      co_return r;
-    }
-    firstPiece = bufSize - rmsg.body().size;
-    rmsg.body().data = firstPiece ? buf : nullptr;
-    rmsg.body().size = firstPiece;
-    rmsg.body().more = !res->is_done();
-  } else if (res->is_done()) {
-    markNoBody(rmsg.body());
+  if (auto pec = takeFirstPiece(*res, b.upstream, buf, bufSize, firstPiece)) {
+    r.failure = Failure::upstreamBody;
+    r.ec = pec;
+    r.localStatus = 502;
+    co_return r;
   }
   setDeadline(caller, limits.callerTimeout);
-  // A HEAD, 204 or 304 answer has no body whatever its head says: with Transfer-Encoding:
-  // chunked the serializer would add a last chunk ("0\r\n\r\n") that the caller then reads as
-  // the start of its next answer.
-  const bool bodiless = info.isHead || status == 204 || status == 304;
-  if (status == 204 || status == 304) {
-    // RFC 9112 forbids Transfer-Encoding on a 204 (and it means nothing on a 304); readers such
-    // as Python's http.client then wait for chunks that never come.
-    rmsg.erase(http::field::transfer_encoding);
-    if (status == 204) {
-      rmsg.erase(http::field::content_length);
-    }
-  }
+  const bool bodiless = dropBodyFraming(rmsg, info.isHead);
   error_code wec;
   if (res->is_done() && (bodiless || !rmsg.chunked())) {
     // The whole answer is in hand and needs no framing of ours: head and body in one write.
@@ -415,10 +459,10 @@ awaitable<ExchangeResult> runExchange(Caller& caller, http::request_parser<http:
     r.unsolicited = true;
     b.upstream.clear();
   } else {
-    lease.reusable = upstreamReusable;
+    lease.reusable = framing.upstreamReusable;
   }
   shrinkIfLarge(b.upstream);
-  r.keepAlive = keepAlive;
+  r.keepAlive = framing.keepAlive;
   co_return r;
 }
 
