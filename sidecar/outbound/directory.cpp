@@ -12,13 +12,14 @@ namespace sidecar {
 
 RouteDirectory::RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
                                Duration zkSessionTimeout, OutboundMetrics& metrics, Publish publish,
-                               Retract retract)
+                               Retract retract, registry::ZkSessionFactory zk)
     : control_(control),
       config_(config),
       zkSessionTimeout_(zkSessionTimeout),
       metrics_(metrics),
       publish_(std::move(publish)),
-      retract_(std::move(retract)) {}
+      retract_(std::move(retract)),
+      sessions_(control, std::move(zk)) {}
 
 RouteDirectory::~RouteDirectory() = default;
 

@@ -38,9 +38,10 @@ class RouteDirectory {
   // A prefix route without members this long is removed (a negative entry's life).
   static constexpr std::chrono::seconds kNegativeLife{5};
 
+  // zk: makes the resolvers' ZooKeeper sessions (empty: the ZooKeeper C client; a test's fake).
   RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
                  Duration zkSessionTimeout, OutboundMetrics& metrics, Publish publish,
-                 Retract retract);
+                 Retract retract, registry::ZkSessionFactory zk = {});
   ~RouteDirectory();
   // Makes the declared routes, HTTP then Thrift (control thread).
   void start();
@@ -109,7 +110,7 @@ class RouteDirectory {
   Retract retract_;
   boost::asio::steady_timer sweep_{control_};
   // One ZooKeeper session per ensemble for all routes' resolvers; outlives them (declared first).
-  registry::SharedZkSessions sessions_{control_};
+  registry::SharedZkSessions sessions_;
   std::vector<std::unique_ptr<Runtime>> routes_;  // by slot; null: free (an expired route's)
   std::map<std::string, std::size_t> byName_;
   std::size_t prefixRoutes_ = 0;
