@@ -49,7 +49,7 @@ class ListenerHandlers {
   virtual bool empty() const = 0;
   virtual void setTls(const std::shared_ptr<asio::ssl::context>& ctx) = 0;
   virtual void setRoute(const std::shared_ptr<const RouteInfo>& info,
-                        const std::shared_ptr<const MemberSet>& members) = 0;
+                        const std::shared_ptr<const Addr>& addr) = 0;
   virtual void dropRoute(const std::shared_ptr<const RouteInfo>& info) = 0;
 };
 
@@ -65,10 +65,10 @@ class HandlersOf final : public ListenerHandlers {
     }
   }
   void setRoute(const std::shared_ptr<const RouteInfo>& info,
-                const std::shared_ptr<const MemberSet>& members) override {
-    if constexpr (requires(H & h) { h.setRoute(info, members); }) {
+                const std::shared_ptr<const Addr>& addr) override {
+    if constexpr (requires(H & h) { h.setRoute(info, addr); }) {
       for (auto* h : handlers) {
-        h->setRoute(info, members);
+        h->setRoute(info, addr);
       }
     }
   }
@@ -411,12 +411,12 @@ class Server {
   void makeDirectory() {
     directory_.emplace(
         control_, *config_.outbound, config_.outbound->zkSessionTimeout, *outboundMetrics_,
-        [this](std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members) {
+        [this](std::shared_ptr<const RouteInfo> info, std::shared_ptr<const Addr> addr) {
           const auto routes = isThriftRouteName(info->name) ? ListenerSpec::Routes::thrift
                                                             : ListenerSpec::Routes::http;
           for (auto& l : listeners_) {
             if (l.routes == routes) {
-              l.handlers->setRoute(info, members);
+              l.handlers->setRoute(info, addr);
             }
           }
         },

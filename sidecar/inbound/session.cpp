@@ -229,7 +229,7 @@ class InboundSession final : public CallerTlsSession,
     }
     m_.pending.add(shard_, 0);
     PendingGuard pendingGuard{m_, shard_, handler_.pending()};
-    const auto& endpoint = shared_.local.endpoints().endpoints.front();
+    const auto& endpoint = shared_.local.addr().endpoints().front();
     LocalLink link{*this, endpoint};
     LazyRelayBuffer relay(worker_);
     const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.limits.upstreamTimeout};

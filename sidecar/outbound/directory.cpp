@@ -12,13 +12,14 @@ namespace sidecar {
 
 RouteDirectory::RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
                                Duration zkSessionTimeout, OutboundMetrics& metrics, Publish publish,
-                               Retract retract)
+                               Retract retract, registry::ZkSessionFactory zk)
     : control_(control),
       config_(config),
       zkSessionTimeout_(zkSessionTimeout),
       metrics_(metrics),
       publish_(std::move(publish)),
-      retract_(std::move(retract)) {}
+      retract_(std::move(retract)),
+      sessions_(control, std::move(zk)) {}
 
 RouteDirectory::~RouteDirectory() = default;
 
@@ -60,10 +61,9 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
   r.prefix = prefix;
   r.usedAt = r.emptySince = Clock::now();
   r.config = std::move(config);
-  r.info = std::make_shared<RouteInfo>(RouteInfo{r.config.name, r.config.identity, slot, false});
+  r.info = std::make_shared<RouteInfo>(RouteInfo{r.config.name, r.config.identity, slot});
   byName_[r.config.name] = slot;
   metrics_.name(slot, r.config.name);
-  std::shared_ptr<MemberSet> members;
   if (r.config.kind == RouteConfig::Kind::fixed) {
     // Names among them are looked up as a serverset member's are: off this thread, again every
     // --dns-refresh; the route is resolved once they have answered (or one member is usable).
@@ -72,9 +72,8 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
     }
     r.listed = true;
     wantNames(r);
-    members = memberSet(r, r.unresolved);
+    r.addr = std::make_shared<const Addr>(nextAddr(r, r.unresolved));
   } else {
-    members = std::make_shared<MemberSet>();
     registry::ServersetAddress address{r.config.zkConnect, r.config.zkPath, std::nullopt,
                                        r.config.endpoint};
     r.resolver = std::make_unique<registry::ServersetResolver>(
@@ -85,18 +84,12 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
         [this, &r](bool stale) { setStale(r, stale); });
     // Not current until ZooKeeper first answers: a route whose ensemble cannot be reached from
     // the start is as stale as one that lost it later.
-    members->stale = true;
+    r.addr = std::make_shared<const Addr>(Addr::pending(true));
   }
-  members->version = 1;
-  r.members = members;
-  metrics_.members->Add({{"route", r.config.name}})
-      .Set(static_cast<double>(members->members.size()));
-  metrics_.stale->Add({{"route", r.config.name}}).Set(members->stale ? 1 : 0);
-  metrics_.membersUnresolved->Add({{"route", r.config.name}})
-      .Set(static_cast<double>(r.unresolved));
+  setGauges(r);
   spdlog::info("event=route_added route={} dest={} identity={}", r.config.name, r.config.dest,
                r.config.identity.empty() ? "-" : r.config.identity);
-  publish_(r.info, r.members);
+  publish_(r.info, r.addr);
   if (r.resolver) {
     r.resolver->start();  // its callbacks find the route's members set
   }
@@ -106,7 +99,7 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
 void RouteDirectory::ensure(const std::string& name) {
   if (auto it = byName_.find(name); it != byName_.end()) {
     auto& r = *routes_[it->second];
-    publish_(r.info, r.members);
+    publish_(r.info, r.addr);
     return;
   }
   if (prefixRoutes_ >= config_.maxRoutes) {
@@ -134,7 +127,7 @@ void RouteDirectory::ensure(const std::string& name) {
 RouteDirectory::Runtime* RouteDirectory::leastRecentlyUsed() {
   Runtime* oldest = nullptr;
   const auto rank = [](const Runtime& r) {
-    return std::pair{!r.members->members.empty(), r.usedAt};  // without members first
+    return std::pair{!r.addr->endpoints().empty(), r.usedAt};  // without members first
   };
   for (auto& r : routes_) {
     if (r && r->prefix && (!oldest || rank(*r) < rank(*oldest))) {
@@ -164,7 +157,7 @@ void RouteDirectory::expire(Clock::time_point now) {
       // negative life runs from their first answers.
       r->emptySince = now;
     }
-    if (r->members->members.empty() && now - r->emptySince >= kNegativeLife) {
+    if (r->addr->endpoints().empty() && now - r->emptySince >= kNegativeLife) {
       remove(*r, Expiry::negative);
     } else if (now - r->usedAt >= config_.routeIdleTimeout) {
       remove(*r, Expiry::idle);
@@ -175,7 +168,7 @@ void RouteDirectory::expire(Clock::time_point now) {
 void RouteDirectory::remove(Runtime& r, Expiry why) {
   static constexpr const char* kWhy[] = {"negative", "idle", "evicted"};
   spdlog::info("event=route_expired route={} reason={} members={}", r.config.name,
-               kWhy[static_cast<int>(why)], r.members->members.size());
+               kWhy[static_cast<int>(why)], r.addr->endpoints().size());
   (why == Expiry::negative ? metrics_.routesExpiredNegative
    : why == Expiry::idle   ? metrics_.routesExpiredIdle
                            : metrics_.routesExpiredEvicted)
@@ -206,42 +199,46 @@ void RouteDirectory::resolved(Runtime& r, const registry::ServersetSnapshot& s) 
   publishMembers(r, true);
 }
 
-std::shared_ptr<MemberSet> RouteDirectory::memberSet(Runtime& r, std::size_t& unresolved) {
+Addr RouteDirectory::nextAddr(Runtime& r, std::size_t& unresolved) {
   auto expanded = expandMembers(r.wanted, names_);
-  auto members = std::make_shared<MemberSet>();
-  members->members = std::move(expanded.members);
   r.hostOf = std::move(expanded.hostOf);
   unresolved = expanded.unresolved;
   r.namesAwaited = expanded.awaited;
-  // Calls wait for a new route's names only while it has nothing else to offer.
-  members->resolved = r.listed && (!members->members.empty() || !expanded.awaited ||
-                                   (r.members && r.members->resolved));
   // A listing that answered while the session was already lost is complete but may be old: it
   // stays stale until the resolver says it is current (setStale follows).
-  members->stale = r.resolver ? r.resolver->stale() : false;
-  return members;
+  const bool stale = r.resolver ? r.resolver->stale() : false;
+  // A static route's first address is made here, from nothing (version 1).
+  const Addr before = r.addr ? *r.addr : Addr::pending(stale, 0);
+  if (!r.listed) {
+    return before.withStale(stale);
+  }
+  // Calls wait for a new route's names only while it has nothing else to offer.
+  return before.answered(std::move(expanded.members), expanded.awaited, stale);
+}
+
+void RouteDirectory::setGauges(const Runtime& r) {
+  const auto& name = r.config.name;
+  metrics_.members->Add({{"route", name}}).Set(static_cast<double>(r.addr->endpoints().size()));
+  metrics_.stale->Add({{"route", name}}).Set(r.addr->stale() ? 1 : 0);
+  metrics_.membersUnresolved->Add({{"route", name}}).Set(static_cast<double>(r.unresolved));
 }
 
 void RouteDirectory::publishMembers(Runtime& r, bool listing) {
   std::size_t unresolved = 0;
-  auto members = memberSet(r, unresolved);
-  if (!listing && members->members == r.members->members &&
-      members->resolved == r.members->resolved && unresolved == r.unresolved) {
+  auto addr = nextAddr(r, unresolved);
+  if (!listing && addr.endpoints() == r.addr->endpoints() && addr.state() == r.addr->state() &&
+      unresolved == r.unresolved) {
     return;  // a name looked up again, to the same addresses
   }
-  if (!members->members.empty() || !r.members->members.empty()) {
+  if (!addr.endpoints().empty() || !r.addr->endpoints().empty()) {
     r.emptySince = Clock::now();  // a negative entry's life runs from its last member
   }
-  members->version = r.members->version + 1;
-  r.members = members;
+  r.addr = std::make_shared<const Addr>(std::move(addr));
   r.unresolved = unresolved;
-  metrics_.members->Add({{"route", r.config.name}})
-      .Set(static_cast<double>(members->members.size()));
-  metrics_.stale->Add({{"route", r.config.name}}).Set(members->stale ? 1 : 0);
-  metrics_.membersUnresolved->Add({{"route", r.config.name}}).Set(static_cast<double>(unresolved));
+  setGauges(r);
   spdlog::info("event=route_members route={} members={} malformed={} unresolved={}", r.config.name,
-               members->members.size(), r.malformed, unresolved);
-  publish_(r.info, r.members);
+               r.addr->endpoints().size(), r.malformed, unresolved);
+  publish_(r.info, r.addr);
 }
 
 void RouteDirectory::wantNames(const Runtime& r) {
@@ -324,14 +321,12 @@ void RouteDirectory::lookedUp(const std::string& name, LookupResult result) {
 }
 
 void RouteDirectory::setStale(Runtime& r, bool stale) {
-  if (r.members->stale == stale) {
+  if (r.addr->stale() == stale) {
     return;
   }
-  auto members = std::make_shared<MemberSet>(*r.members);
-  members->stale = stale;
-  r.members = members;
+  r.addr = std::make_shared<const Addr>(r.addr->withStale(stale));
   metrics_.stale->Add({{"route", r.config.name}}).Set(stale ? 1 : 0);
-  publish_(r.info, r.members);
+  publish_(r.info, r.addr);
 }
 
 void RouteDirectory::report(unsigned worker, const std::string& route,
@@ -383,77 +378,85 @@ std::string RouteDirectory::clientsJson() {
     route["route"] = r->config.name;
     route["dest"] = r->config.dest;
     route["identity"] = r->config.identity;
-    route["resolved"] = r->members->resolved;
-    route["stale"] = r->members->stale;
+    route["resolved"] = r->addr->isBound();
+    route["stale"] = r->addr->stale();
     route["malformed_members"] = r->malformed;
     route["unresolved_members"] = r->unresolved;
-    // The host names members announced, each with its addresses as last looked up.
-    boost::json::array names;
-    std::set<std::string> listed;
-    for (const auto& w : r->wanted) {
-      const auto* e = names_.find(w.host);
-      if (!e || !listed.insert(w.host).second) {
-        continue;
-      }
-      boost::json::object n;
-      n["host"] = w.host;
-      boost::json::array addresses;
-      for (const auto& a : e->addresses) {
-        addresses.push_back(boost::json::string(a.to_string()));
-      }
-      n["addresses"] = std::move(addresses);
-      n["state"] = !e->answered ? "pending" : e->failing ? "failing" : "resolved";
-      if (e->failing) {
-        n["error"] = e->error;
-      }
-      names.push_back(std::move(n));
-    }
-    route["names"] = std::move(names);
-    // Per member: the workers' views summed (pending) and averaged (cost, latency); the state is
-    // the worst any worker has it in.
-    std::map<std::string, boost::json::object> members;
-    for (const auto& e : r->members->members) {
-      boost::json::object m;
-      m["address"] = endpointText(e);
-      if (auto h = r->hostOf.find(endpointText(e)); h != r->hostOf.end()) {
-        m["host"] = h->second;
-      }
-      m["pending"] = 0;
-      m["cost"] = 0.0;
-      m["ewma_ms"] = 0.0;
-      m["state"] = "alive";
-      members[endpointText(e)] = m;
-    }
-    if (auto it = reports_.find(r->config.name); it != reports_.end()) {
-      std::map<std::string, int> seen;
-      for (const auto& [worker, rep] : it->second) {
-        for (const auto& v : rep.views) {
-          const auto key = endpointText(v.endpoint);
-          auto m = members.find(key);
-          if (m == members.end()) {
-            continue;
-          }
-          auto& o = m->second;
-          const int n = ++seen[key];
-          o["pending"] =
-              o["pending"].to_number<std::int64_t>() + static_cast<std::int64_t>(v.pending);
-          o["cost"] = o["cost"].to_number<double>() + (v.cost - o["cost"].to_number<double>()) / n;
-          o["ewma_ms"] =
-              o["ewma_ms"].to_number<double>() + (v.ewmaMs - o["ewma_ms"].to_number<double>()) / n;
-          if (v.state != "alive") {
-            o["state"] = v.state;
-          }
-        }
-      }
-    }
-    boost::json::array list;
-    for (auto& [k, m] : members) {
-      list.push_back(std::move(m));
-    }
-    route["members"] = std::move(list);
+    route["names"] = namesJson(*r);
+    route["members"] = membersJson(*r);
     out.push_back(std::move(route));
   }
   return boost::json::serialize(boost::json::object{{"clients", out}}) + "\n";
+}
+
+boost::json::array RouteDirectory::namesJson(const Runtime& r) const {
+  // The host names members announced, each with its addresses as last looked up.
+  boost::json::array names;
+  std::set<std::string> listed;
+  for (const auto& w : r.wanted) {
+    const auto* e = names_.find(w.host);
+    if (!e || !listed.insert(w.host).second) {
+      continue;
+    }
+    boost::json::object n;
+    n["host"] = w.host;
+    boost::json::array addresses;
+    for (const auto& a : e->addresses) {
+      addresses.push_back(boost::json::string(a.to_string()));
+    }
+    n["addresses"] = std::move(addresses);
+    n["state"] = !e->answered ? "pending" : e->failing ? "failing" : "resolved";
+    if (e->failing) {
+      n["error"] = e->error;
+    }
+    names.push_back(std::move(n));
+  }
+  return names;
+}
+
+boost::json::array RouteDirectory::membersJson(const Runtime& r) const {
+  // Per member: the workers' views summed (pending) and averaged (cost, latency); the state is
+  // the worst any worker has it in. Under reportsMutex_.
+  std::map<std::string, boost::json::object> members;
+  for (const auto& e : r.addr->endpoints()) {
+    boost::json::object m;
+    m["address"] = endpointText(e);
+    if (auto h = r.hostOf.find(endpointText(e)); h != r.hostOf.end()) {
+      m["host"] = h->second;
+    }
+    m["pending"] = 0;
+    m["cost"] = 0.0;
+    m["ewma_ms"] = 0.0;
+    m["state"] = "alive";
+    members[endpointText(e)] = m;
+  }
+  if (auto it = reports_.find(r.config.name); it != reports_.end()) {
+    std::map<std::string, int> seen;
+    for (const auto& [worker, rep] : it->second) {
+      for (const auto& v : rep.views) {
+        const auto key = endpointText(v.endpoint);
+        auto m = members.find(key);
+        if (m == members.end()) {
+          continue;
+        }
+        auto& o = m->second;
+        const int n = ++seen[key];
+        o["pending"] =
+            o["pending"].to_number<std::int64_t>() + static_cast<std::int64_t>(v.pending);
+        o["cost"] = o["cost"].to_number<double>() + (v.cost - o["cost"].to_number<double>()) / n;
+        o["ewma_ms"] =
+            o["ewma_ms"].to_number<double>() + (v.ewmaMs - o["ewma_ms"].to_number<double>()) / n;
+        if (v.state != "alive") {
+          o["state"] = v.state;
+        }
+      }
+    }
+  }
+  boost::json::array list;
+  for (auto& [k, m] : members) {
+    list.push_back(std::move(m));
+  }
+  return list;
 }
 
 void RouteDirectory::addFinagleMetrics(boost::json::object& o) {
@@ -475,7 +478,7 @@ void RouteDirectory::addFinagleMetrics(boost::json::object& o) {
     o[prefix + "failures"] = failures;
     o[prefix + "retries"] = metrics_.retries.value(slot);
     o[prefix + "retries/budget_exhausted"] = metrics_.budgetExhausted.value(slot);
-    const auto size = r->members->members.size();
+    const auto size = r->addr->endpoints().size();
     o[prefix + "loadbalancer/size"] = size;
     o[prefix + "loadbalancer/available"] = size - std::min(size, ejectedNow(r->config.name));
     auto s = metrics_.requestDuration.snapshot(slot);

@@ -12,6 +12,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <chrono>
 #include <functional>
@@ -32,14 +33,15 @@ class RouteDirectory {
  public:
   using Clock = std::chrono::steady_clock;
   using Publish =
-      std::function<void(std::shared_ptr<const RouteInfo>, std::shared_ptr<const MemberSet>)>;
+      std::function<void(std::shared_ptr<const RouteInfo>, std::shared_ptr<const Addr>)>;
   using Retract = std::function<void(std::shared_ptr<const RouteInfo>)>;
   // A prefix route without members this long is removed (a negative entry's life).
   static constexpr std::chrono::seconds kNegativeLife{5};
 
+  // zk: makes the resolvers' ZooKeeper sessions (empty: the ZooKeeper C client; a test's fake).
   RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
                  Duration zkSessionTimeout, OutboundMetrics& metrics, Publish publish,
-                 Retract retract);
+                 Retract retract, registry::ZkSessionFactory zk = {});
   ~RouteDirectory();
   // Makes the declared routes, HTTP then Thrift (control thread).
   void start();
@@ -64,7 +66,7 @@ class RouteDirectory {
   struct Runtime {
     RouteConfig config;
     std::shared_ptr<const RouteInfo> info;
-    std::shared_ptr<const MemberSet> members;
+    std::shared_ptr<const Addr> addr;  // its members, as published
     std::unique_ptr<registry::ServersetResolver> resolver;
     std::vector<registry::Endpoint> wanted;     // as announced (a static route: its members)
     bool listed = false;                        // the source answered (a static route: at once)
@@ -84,8 +86,10 @@ class RouteDirectory {
   void scheduleSweep();
   void resolved(Runtime& r, const registry::ServersetSnapshot& snapshot);
   void setStale(Runtime& r, bool stale);
-  // The route's members from its wanted ones and the names' addresses; unresolved: those left out.
-  std::shared_ptr<MemberSet> memberSet(Runtime& r, std::size_t& unresolved);
+  // The route's next address from its wanted members and the names' addresses; unresolved: those
+  // left out.
+  Addr nextAddr(Runtime& r, std::size_t& unresolved);
+  void setGauges(const Runtime& r);
   // Publishes the route's members as they are now; unless listing (a new listing came), only when
   // they changed.
   void publishMembers(Runtime& r, bool listing);
@@ -94,6 +98,9 @@ class RouteDirectory {
   void scheduleLookups();
   void lookedUp(const std::string& name, LookupResult result);
   std::size_t ejectedNow(const std::string& route);
+  // /admin/clients' parts of one route.
+  boost::json::array namesJson(const Runtime& r) const;
+  boost::json::array membersJson(const Runtime& r) const;
 
   boost::asio::io_context& control_;
   const OutboundConfig& config_;
@@ -103,7 +110,7 @@ class RouteDirectory {
   Retract retract_;
   boost::asio::steady_timer sweep_{control_};
   // One ZooKeeper session per ensemble for all routes' resolvers; outlives them (declared first).
-  registry::SharedZkSessions sessions_{control_};
+  registry::SharedZkSessions sessions_;
   std::vector<std::unique_ptr<Runtime>> routes_;  // by slot; null: free (an expired route's)
   std::map<std::string, std::size_t> byName_;
   std::size_t prefixRoutes_ = 0;

@@ -14,7 +14,7 @@ OutboundHandler::OutboundHandler(Worker& worker, const OutboundShared& shared,
     : worker_(worker), shared_(shared), tls_(std::move(tls)) {}
 
 OutboundHandler::Route& OutboundHandler::add(std::shared_ptr<const RouteInfo> info,
-                                             std::shared_ptr<const MemberSet> members) {
+                                             std::shared_ptr<const Addr> addr) {
   const auto seed = Route::seed(info->name, worker_.index());
   // --upstream-max-idle bounds the worker's idle connections to members of all routes together:
   // a hundred prefix routes must not keep a hundred times as many.
@@ -26,7 +26,7 @@ OutboundHandler::Route& OutboundHandler::add(std::shared_ptr<const RouteInfo> in
                           &idleToMembers_};
   auto name = info->name;
   auto& r = routes_[name];
-  r = std::make_shared<Route>(std::move(info), std::move(members), seed, pool);
+  r = std::make_shared<Route>(std::move(info), std::move(addr), seed, pool);
   return *r;
 }
 
@@ -41,11 +41,11 @@ void OutboundHandler::accepted(TcpSocket socket) {
 }
 
 void OutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
-                               std::shared_ptr<const MemberSet> members) {
-  asio::post(worker_.ioc(), [this, info = std::move(info), members = std::move(members)] {
+                               std::shared_ptr<const Addr> addr) {
+  asio::post(worker_.ioc(), [this, info = std::move(info), addr = std::move(addr)] {
     auto it = routes_.find(info->name);
-    auto& r = it != routes_.end() ? *it->second : add(info, members);
-    r.update(info, members);
+    auto& r = it != routes_.end() ? *it->second : add(info, addr);
+    r.update(info, addr);
   });
 }
 
@@ -82,8 +82,9 @@ std::shared_ptr<OutboundHandler::Route> OutboundHandler::route(const std::string
     return nullptr;
   }
   shared_.requestRoute(name);
-  // Waits for its members with an empty set; the control thread's answer replaces both.
-  add(std::make_shared<RouteInfo>(RouteInfo{name, {}, 0, false}), std::make_shared<MemberSet>());
+  // Waits for its members, pending; the control thread's answer replaces both.
+  static const auto kPending = std::make_shared<const Addr>(Addr::pending());
+  add(std::make_shared<RouteInfo>(RouteInfo{name, {}, 0}), kPending);
   return routes_[name];
 }
 
@@ -121,11 +122,11 @@ awaitable<void> OutboundHandler::Route::awaitResolution(asio::io_context& ioc, D
 }
 
 void OutboundHandler::Route::update(std::shared_ptr<const RouteInfo> i,
-                                    std::shared_ptr<const MemberSet> m) {
+                                    std::shared_ptr<const Addr> a) {
   info = std::move(i);
-  members = std::move(m);
-  balancer.update(members->members, std::chrono::steady_clock::now());
-  if (members->resolved || info->refused) {
+  addr = std::move(a);
+  balancer.update(addr->endpoints(), std::chrono::steady_clock::now());
+  if (addr->isBound()) {
     for (auto* t : waiters) {
       t->cancel();
     }

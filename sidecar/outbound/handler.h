@@ -20,6 +20,7 @@
 #include "net/tls_stream.h"
 #include "net/worker.h"
 #include "outbound/metrics.h"
+#include "upstream/addr.h"
 #include "upstream/balancer.h"
 #include "upstream/pool.h"
 #include "upstream/retry_budget.h"
@@ -28,20 +29,12 @@ namespace sidecar {
 
 inline TcpSocket& lowestSocket(TlsStream& s) { return s.lowest_layer().socket(); }
 
-// A route as the control thread made it; never changes.
+// A route as the control thread made it; never changes. Its members are an Addr (upstream/addr.h),
+// replaced whole.
 struct RouteInfo {
   std::string name;
   std::string identity;  // the callee's certificate must carry it (empty: any)
   std::size_t slot = 0;  // its series in OutboundMetrics
-  bool refused = false;  // a prefix route beyond --max-routes: answered 404
-};
-
-// A route's members as last resolved; replaced whole, never changed.
-struct MemberSet {
-  std::vector<tcp::endpoint> members;
-  bool resolved = false;  // the first answer came (a static route: always)
-  bool stale = false;     // ZooKeeper cannot be read; these are the last known members
-  std::uint64_t version = 0;
 };
 
 // What every worker's outbound handler shares, read-only.
@@ -71,7 +64,7 @@ class OutboundHandler final : public ConnectionHandler {
   void clear() override;
 
   // Thread-safe: a route made or its members changed.
-  void setRoute(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members);
+  void setRoute(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const Addr> addr);
   // Thread-safe: the route the control thread made as info expired. Calls in flight finish on it;
   // a newer route of the same name (asked for meanwhile) stays.
   void dropRoute(std::shared_ptr<const RouteInfo> info);
@@ -83,11 +76,11 @@ class OutboundHandler final : public ConnectionHandler {
   // another route to the same address (expecting someone else) never reuses it, nor its TLS
   // session.
   struct Route {
-    Route(std::shared_ptr<const RouteInfo> i, std::shared_ptr<const MemberSet> m,
-          std::uint64_t seed, const PoolSettings& pool)
-        : info(std::move(i)), members(std::move(m)), balancer(seed), pool(pool) {}
+    Route(std::shared_ptr<const RouteInfo> i, std::shared_ptr<const Addr> a, std::uint64_t seed,
+          const PoolSettings& pool)
+        : info(std::move(i)), addr(std::move(a)), balancer(seed), pool(pool) {}
     std::shared_ptr<const RouteInfo> info;
-    std::shared_ptr<const MemberSet> members;
+    std::shared_ptr<const Addr> addr;  // its members
     P2cPeakEwma balancer;
     RetryBudget budget;
     BasicConnectionPool<TlsStream> pool;
@@ -101,8 +94,8 @@ class OutboundHandler final : public ConnectionHandler {
     SSL_SESSION* session(const tcp::endpoint& e);
     void keepSession(const tcp::endpoint& e, TlsStream::Session s);
     // The control thread's new view of the route: its members go to the balancer, and calls
-    // waiting for the first resolution go on.
-    void update(std::shared_ptr<const RouteInfo> i, std::shared_ptr<const MemberSet> m);
+    // waiting for the first resolution go on once it is bound.
+    void update(std::shared_ptr<const RouteInfo> i, std::shared_ptr<const Addr> a);
     // A route made on first use has no members until its resolver first answers: a call waits
     // for that (and only that call), up to timeout (--resolve-timeout). Every protocol's.
     awaitable<void> awaitResolution(asio::io_context& ioc, Duration timeout);
@@ -131,7 +124,7 @@ class OutboundHandler final : public ConnectionHandler {
   Worker& worker_;
   const OutboundShared& shared_;
   std::shared_ptr<asio::ssl::context> tls_;
-  Route& add(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members);
+  Route& add(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const Addr> addr);
 
   std::size_t idleToMembers_ = 0;  // all routes' pools together (declared before them)
   std::unordered_map<std::string, std::shared_ptr<Route>> routes_;

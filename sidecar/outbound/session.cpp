@@ -134,10 +134,10 @@ class OutboundSession final : public OutboundCallerSession,
 
   awaitable<bool> handle(Parser& req) {
     const auto route = handler_.route(target_.name, !target_.address);
-    if (route && !route->members->resolved && !route->info->refused) {
+    if (route && route->addr->isPending()) {
       co_await route->awaitResolution(worker_.ioc(), shared_.config.resolveTimeout);
     }
-    if (!route || route->info->refused || !route->members->resolved) {
+    if (!route || !route->addr->isBound()) {
       co_await answerUnrouted(route.get(), target_, start_);
       co_return false;
     }
@@ -188,11 +188,11 @@ class OutboundSession final : public OutboundCallerSession,
   }
 
   // No route takes the call: none by that name (404), one beyond --max-routes (404), or one made
-  // on first use that ZooKeeper did not answer for in time (503).
+  // on first use still pending after --resolve-timeout (503).
   awaitable<void> answerUnrouted(OutboundHandler::Route* route, const CallTarget& target,
                                  Clock::time_point start) {
     const auto& name = target.name;
-    if (route && !route->info->refused) {
+    if (route) {
       logEvent(OutboundLogEvent::noMembers, spdlog::level::warn,
                "event=route_unresolved direction=outbound service={}", name);
       finish(*route, 503, start, nullptr, ExchangeResult{});

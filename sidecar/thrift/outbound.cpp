@@ -171,10 +171,10 @@ class ThriftOutboundSession final : public OutboundCallerSession {
     const auto start = Clock::now();
     const auto& name = handler_.config().route.name;
     auto* route = handler_.route();
-    if (route && !route->members->resolved) {
+    if (route && route->addr->isPending()) {
       co_await route->awaitResolution(worker_.ioc(), shared_.config.resolveTimeout);
     }
-    if (!route || !route->members->resolved) {
+    if (!route || !route->addr->isBound()) {
       co_return co_await answerOurs(route, header, 503, start, nullptr,
                                     "route " + name + " is not resolved yet");
     }
@@ -375,17 +375,17 @@ void ThriftOutboundHandler::accepted(TcpSocket socket) {
 }
 
 void ThriftOutboundHandler::setRoute(std::shared_ptr<const RouteInfo> info,
-                                     std::shared_ptr<const MemberSet> members) {
+                                     std::shared_ptr<const Addr> addr) {
   if (info->name != config_.route.name) {
     return;
   }
-  asio::post(worker_.ioc(), [this, info = std::move(info), members = std::move(members)] {
+  asio::post(worker_.ioc(), [this, info = std::move(info), addr = std::move(addr)] {
     if (!route_) {
-      route_.emplace(info, members, OutboundHandler::Route::seed(info->name, worker_.index()),
+      route_.emplace(info, addr, OutboundHandler::Route::seed(info->name, worker_.index()),
                      PoolSettings{shared_.config.idleTimeout, shared_.limits.upstreamMaxIdle,
                                   nullptr, nullptr, nullptr, nullptr});
     }
-    route_->update(info, members);
+    route_->update(info, addr);
   });
 }
 

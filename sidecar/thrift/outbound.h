@@ -59,7 +59,7 @@ class ThriftOutboundHandler final : public ConnectionHandler {
   void clear() override;
 
   // Thread-safe: this handler's route made or its members changed (other routes are ignored).
-  void setRoute(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const MemberSet> members);
+  void setRoute(std::shared_ptr<const RouteInfo> info, std::shared_ptr<const Addr> addr);
   // Thread-safe: new connections to members use ctx (a rotated certificate).
   void setTls(std::shared_ptr<asio::ssl::context> ctx);
 

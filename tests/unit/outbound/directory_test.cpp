@@ -1,0 +1,205 @@
+// The route directory on its own, ZooKeeper faked (registry/fake_zk.h): what it publishes to the
+// workers for static, serverset and prefix routes, when prefix routes go, and that a route whose
+// members' names are still being looked up stays pending instead of answering with no member.
+#include "outbound/directory.h"
+
+#include <doctest/doctest.h>
+#include <prometheus/registry.h>
+
+#include "registry/fake_zk.h"
+
+namespace sidecar {
+namespace {
+
+using registry::testing::FakeZk;
+using registry::testing::settle;
+using Clock = RouteDirectory::Clock;
+
+constexpr auto kPrefix = "/discovery/prod";
+
+tcp::endpoint at(const char* ip, unsigned short port) {
+  return {boost::asio::ip::make_address(ip), port};
+}
+
+std::string memberData(const std::string& host, std::uint16_t port) {
+  registry::ServiceInstance i;
+  i.serviceEndpoint = {host, port};
+  i.status = registry::Status::Alive;
+  return registry::encodeServiceInstance(i);
+}
+
+RouteConfig fixedRoute(std::string name, std::vector<HostPort> members) {
+  RouteConfig c;
+  c.name = std::move(name);
+  c.kind = RouteConfig::Kind::fixed;
+  c.fixed = std::move(members);
+  c.dest = "static!";
+  return c;
+}
+
+struct Published {
+  std::shared_ptr<const RouteInfo> info;
+  std::shared_ptr<const Addr> addr;
+};
+
+struct Fixture {
+  boost::asio::io_context ioc;
+  FakeZk zk{ioc};
+  OutboundConfig config;
+  prometheus::Registry registry;
+  std::optional<OutboundMetrics> metrics;
+  std::vector<Published> published;
+  std::vector<std::string> retracted;
+  std::optional<RouteDirectory> directory;
+
+  Fixture() {
+    config.prefixZk = "fake:2181";
+    zk.put("/discovery", "");
+    zk.put(kPrefix, "");
+  }
+  void start() {
+    metrics.emplace(registry, config.routes.size() + config.maxRoutes, 1);
+    directory.emplace(
+        ioc, config, Duration(10'000), *metrics,
+        [this](auto info, auto addr) {
+          published.push_back({std::move(info), std::move(addr)});
+        },
+        [this](auto info) { retracted.push_back(info->name); }, zk.factory());
+    directory->start();
+  }
+  // The newest address published for route name.
+  const Addr& last(const std::string& name) const {
+    for (auto it = published.rbegin(); it != published.rend(); ++it) {
+      if (it->info->name == name) {
+        return *it->addr;
+      }
+    }
+    FAIL("nothing published for " << name);
+    throw std::logic_error("unreachable");
+  }
+  void announce(const std::string& service, const std::string& member, const std::string& host,
+                std::uint16_t port) {
+    zk.put(std::string(kPrefix) + "/" + service, "");
+    zk.put(std::string(kPrefix) + "/" + service + "/" + member, memberData(host, port));
+  }
+};
+
+TEST_CASE("directory: a static route of addresses is published bound at start") {
+  Fixture f;
+  f.config.routes.push_back(
+      fixedRoute("users", {HostPort{"10.0.0.1", 80}, HostPort{"10.0.0.2", 81}}));
+  f.start();
+  REQUIRE(f.published.size() == 1);
+  const auto& a = *f.published[0].addr;
+  CHECK(f.published[0].info->name == "users");
+  CHECK(a.isBound());
+  CHECK_FALSE(a.stale());
+  CHECK(a.version() == 1);
+  CHECK(a.endpoints() == std::vector<tcp::endpoint>{at("10.0.0.1", 80), at("10.0.0.2", 81)});
+  CHECK(f.directory->clientsJson().find("\"resolved\":true") != std::string::npos);
+}
+
+TEST_CASE("directory: a static route of names not looked up yet is pending, not bound to none") {
+  Fixture f;
+  f.config.routes.push_back(fixedRoute("db", {HostPort{"db.invalid", 5432}}));
+  f.start();
+  REQUIRE(f.published.size() == 1);
+  CHECK(f.published[0].addr->isPending());
+  CHECK(f.directory->clientsJson().find("\"resolved\":false") != std::string::npos);
+}
+
+TEST_CASE("directory: a serverset route is pending and stale until ZooKeeper answers") {
+  Fixture f;
+  f.config.routePrefix = kPrefix;
+  f.start();
+  f.announce("svc", "member_0000000001", "10.0.0.7", 8443);
+  f.directory->ensure("svc");
+  REQUIRE(f.published.size() == 1);
+  CHECK(f.last("svc").isPending());
+  CHECK(f.last("svc").stale());
+  f.zk.connect();
+  settle(f.ioc);
+  CHECK(f.last("svc").isBound());
+  CHECK_FALSE(f.last("svc").stale());
+  CHECK(f.last("svc").endpoints() == std::vector<tcp::endpoint>{at("10.0.0.7", 8443)});
+  const auto version = f.last("svc").version();
+  // ZooKeeper away: the last members keep serving, marked stale, in the same version.
+  f.zk.disconnect();
+  settle(f.ioc);
+  CHECK(f.last("svc").isBound());
+  CHECK(f.last("svc").stale());
+  CHECK(f.last("svc").endpoints().size() == 1);
+  CHECK(f.last("svc").version() == version);
+  // Asked for again by a worker: published again, as it is.
+  const auto before = f.published.size();
+  f.directory->ensure("svc");
+  CHECK(f.published.size() == before + 1);
+  CHECK(f.published.back().addr == f.published[before - 1].addr);
+}
+
+TEST_CASE("directory: at --max-routes a new prefix route replaces the least recently used") {
+  // Nothing is refused here: a worker bounds the names it waits for itself (no route: 404).
+  Fixture f;
+  f.config.routePrefix = kPrefix;
+  f.config.maxRoutes = 2;
+  f.start();
+  f.announce("a", "member_0000000001", "10.0.0.1", 80);
+  f.directory->ensure("a");
+  f.zk.connect();
+  settle(f.ioc);
+  f.directory->ensure("nothing-here");  // no serverset: bound to no member once listed
+  settle(f.ioc);
+  CHECK(f.last("nothing-here").isBound());
+  CHECK(f.last("nothing-here").endpoints().empty());
+  f.directory->ensure("c");
+  CHECK(f.retracted == std::vector<std::string>{"nothing-here"});  // without members first
+  CHECK(f.last("c").isPending());
+  settle(f.ioc);
+  CHECK(f.last("c").isBound());
+  CHECK(f.last("a").endpoints().size() == 1);
+}
+
+TEST_CASE("directory: prefix routes expire when empty past the negative life, or unused") {
+  Fixture f;
+  f.config.routePrefix = kPrefix;
+  f.config.routeIdleTimeout = Duration(60'000);
+  f.start();
+  f.announce("a", "member_0000000001", "10.0.0.1", 80);
+  f.directory->ensure("a");
+  f.directory->ensure("empty");
+  f.zk.connect();
+  settle(f.ioc);
+  const auto now = Clock::now();
+  f.directory->expire(now + std::chrono::seconds(1));
+  CHECK(f.retracted.empty());
+  f.directory->expire(now + RouteDirectory::kNegativeLife + std::chrono::seconds(1));
+  CHECK(f.retracted == std::vector<std::string>{"empty"});
+  CHECK(f.metrics->routesExpiredNegative->Value() == 1);
+  f.directory->expire(now + std::chrono::seconds(61));
+  CHECK(f.retracted == std::vector<std::string>{"empty", "a"});
+  CHECK(f.metrics->routesExpiredIdle->Value() == 1);
+  CHECK(f.directory->clientsJson() == "{\"clients\":[]}\n");
+}
+
+TEST_CASE("directory: a prefix route whose members' names are awaited stays pending, unexpired") {
+  Fixture f;
+  f.config.routePrefix = kPrefix;
+  f.start();
+  f.announce("named", "member_0000000001", "svc.invalid", 80);
+  f.directory->ensure("named");
+  f.zk.connect();
+  // One handler at a time, up to the listing's: the name's lookup (on a thread of its own) has
+  // not been answered on this thread yet.
+  f.ioc.restart();
+  while (f.last("named").version() < 2 && f.ioc.poll_one() > 0) {
+  }
+  REQUIRE(f.last("named").version() == 2);  // the listing's
+  CHECK(f.last("named").isPending());
+  CHECK_FALSE(f.last("named").stale());
+  CHECK(f.last("named").version() == 2);
+  f.directory->expire(Clock::now() + RouteDirectory::kNegativeLife * 2);
+  CHECK(f.retracted.empty());  // its negative life runs from the name's first answer
+}
+
+}  // namespace
+}  // namespace sidecar
