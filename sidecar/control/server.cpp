@@ -148,7 +148,16 @@ class Server {
         drain_(control_, config.deregisterGrace, config.drainTimeout, drainSteps()),
         admin_(
             control_, [this](const PlainRequest& r) { return handleAdminRequest(r, hooks()); },
-            adminOptions()) {}
+            adminOptions()) {
+    if (!config_.trace.zipkinUrl.empty()) {
+      traceMetrics_.emplace(*registry_);
+      const auto& t = config_.trace;
+      tracer_ = std::make_unique<trace::Tracer>(
+          trace::TracerConfig{
+              .zipkinUrl = t.zipkinUrl, .sampleRate = t.sampleRate, .serviceName = t.serviceName},
+          *traceMetrics_);
+    }
+  }
 
   // Start-up in this order, each step printing why it cannot go on (exit code 2); then the
   // control thread runs until the drain has finished.
@@ -257,6 +266,7 @@ class Server {
     inboundShared_.emplace(InboundShared{limits_, IdentityAllowList(config_.allowIdentities),
                                          &metrics_, StaticCluster("local", {upstream_}),
                                          config_.upstream.str()});
+    inboundShared_->tracer = tracer_.get();
     if (auto ec = probeUnshared(control_, listen)) {
       std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << ec.message() << "\n";
       return false;
@@ -305,6 +315,7 @@ class Server {
                std::uint64_t ejections, bool used) {
           directory_->report(worker, route, std::move(views), ejections, used);
         }});
+    outboundShared_->tracer = tracer_.get();
     if (outboundListen) {
       auto& l = listeners_.emplace_back(ListenerSpec::Kind::outbound, "--outbound-listen",
                                         o.listen.str(), Budget::outbound, ListenerSpec::Tls::client,
@@ -371,6 +382,7 @@ class Server {
       thriftShared_.emplace(ThriftShared{limits_, IdentityAllowList(config_.allowIdentities),
                                          &*thriftMetrics_, *local, t.maxFrame,
                                          std::max<std::size_t>(t.maxBuffered, t.maxFrame + 4)});
+      thriftShared_->tracer = tracer_.get();
       return listen;
     };
     l.handle<ThriftHandler>([this, serverTls](Worker& w) {
@@ -629,6 +641,8 @@ class Server {
   ProxyMetrics metrics_;
   AnnouncerMetrics announcerMetrics_;
   std::unique_ptr<AccessLog> accessLog_;  // before the workers: they write to it until they end
+  std::optional<trace::TracerMetrics> traceMetrics_;
+  std::unique_ptr<trace::Tracer> tracer_;  // --zipkin-url; before the workers, as the access log
   WorkerShared workerShared_;
   std::optional<InboundShared> inboundShared_;
   asio::signal_set signals_;

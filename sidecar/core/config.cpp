@@ -1,6 +1,7 @@
 // Parses and validates the sidecar's flags and SIDECAR_* environment variables.
 #include "core/config.h"
 
+#include <fmt/format.h>
 #include <registry/serverset.h>
 #include <unistd.h>
 
@@ -107,6 +108,7 @@ po::options_description describeFlags() {
   const AnnounceConfig a{};
   const OutboundConfig o{};
   const ThriftConfig t{};
+  const TraceConfig z{};
   // clang-format off
   d.add_options()
     ("help,h", "print this help and exit")
@@ -166,6 +168,10 @@ po::options_description describeFlags() {
     ("thrift-max-frame", byDefault(std::to_string(t.maxFrame)), "largest Thrift frame, call or reply, in bytes (16384000, 64k, 16MiB), at most 1GiB; a larger call closes the connection")
     ("thrift-max-buffered", byDefault(sizeText(t.maxBuffered)), "callers' Thrift frame bytes a worker holds at once, over all its --thrift-listen connections, at most 1TiB (never less than --thrift-max-frame); a call whose frame would go past it gets INTERNAL_ERROR and its connection closes")
     ("thrift-route", po::value<std::vector<std::string>>()->composing(), "127.0.0.1:PORT=DEST[;identity=PATTERN], DEST as --route's (usually with the !thrift endpoint): the local Thrift client connects to the loopback PORT, each framed call goes to a member over mTLS; route name thrift:PORT; repeatable (environment: comma-separated)")
+    ("zipkin-url", po::value<std::string>(), "Zipkin collector to post spans to, http://host:port/api/v2/spans (v2 JSON, batched, from a thread of its own); unset: no spans, B3 headers passed through untouched")
+    ("trace-sample-rate", byDefault(fmt::format("{}", z.sampleRate)), "share of the traces that start at this sidecar that are sampled, 0 to 1 (a caller's decision and X-B3-Flags: 1 always win); with --zipkin-url")
+    ("service-name", po::value<std::string>(), "the service's name in spans and its TTwitter client_id (default: the last part of the announced serverset path, else \"sidecar\")")
+    ("thrift-client-id", po::value<std::string>(), "client_id this sidecar's --thrift-route calls carry toward members that speak TTwitter (default: --service-name)")
     ("log-level", byDefault(s.logLevel), "trace, debug, info, warn, error or off")
     ("access-log", po::value<std::string>(), "one line per request to - (stdout) or a file (its directory must exist), written by a background thread (off by default)");
   // clang-format on
@@ -500,6 +506,48 @@ void meshFlags(const po::variables_map& vm, SidecarConfig& c) {
   }
 }
 
+// An http:// URL with a host (the reporter speaks plain HTTP/1.1; a collector behind TLS is
+// reached through a local agent).
+void checkZipkinUrl(const std::string& url) {
+  static constexpr std::string_view scheme = "http://";
+  if (url.rfind(scheme, 0) != 0 || url.size() == scheme.size() || url[scheme.size()] == '/' ||
+      hasSpaceOrControl(url)) {
+    throw FlagError{"--zipkin-url: '" + url +
+                    "' is not http://host[:port]/path (e.g. http://127.0.0.1:9411/api/v2/spans)"};
+  }
+}
+
+void traceFlags(const po::variables_map& vm, SidecarConfig& c) {
+  auto& t = c.trace;
+  if (vm.count("zipkin-url")) {
+    t.zipkinUrl = vm["zipkin-url"].as<std::string>();
+    checkZipkinUrl(t.zipkinUrl);
+  }
+  const auto rate = vm["trace-sample-rate"].as<std::string>();
+  double value = -1;
+  const auto [end, ec] = std::from_chars(rate.data(), rate.data() + rate.size(), value);
+  if (ec != std::errc{} || end != rate.data() + rate.size() || !(value >= 0.0 && value <= 1.0)) {
+    throw FlagError{"--trace-sample-rate: '" + rate + "' is not a number from 0 to 1"};
+  }
+  t.sampleRate = value;
+  if (vm.count("service-name")) {
+    t.serviceName = vm["service-name"].as<std::string>();
+  } else if (c.announce && !c.announce->zkPath.empty()) {
+    t.serviceName = c.announce->zkPath.substr(c.announce->zkPath.rfind('/') + 1);
+  }
+  if (t.serviceName.empty() || hasSpaceOrControl(t.serviceName)) {
+    if (vm.count("service-name")) {
+      throw FlagError{"--service-name: '" + t.serviceName + "' is empty or holds a space"};
+    }
+    t.serviceName = "sidecar";
+  }
+  t.thriftClientId =
+      vm.count("thrift-client-id") ? vm["thrift-client-id"].as<std::string>() : t.serviceName;
+  if (t.thriftClientId.empty() || hasSpaceOrControl(t.thriftClientId)) {
+    throw FlagError{"--thrift-client-id: '" + t.thriftClientId + "' is empty or holds a space"};
+  }
+}
+
 void logFlags(const po::variables_map& vm, SidecarConfig& c) {
   c.logLevel = vm["log-level"].as<std::string>();
   if (vm.count("access-log")) {
@@ -551,6 +599,7 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     limitFlags(vm, c);
     c.announce = announceFlags(vm);
     meshFlags(vm, c);
+    traceFlags(vm, c);
     logFlags(vm, c);
     result.config = std::move(c);
   } catch (const FlagError& e) {

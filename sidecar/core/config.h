@@ -123,6 +123,14 @@ struct ThriftConfig {
   std::uint64_t maxBuffered = 64ull << 20;  // --thrift-max-buffered, per worker
 };
 
+// Zipkin tracing (docs/tracing.md): B3 in HTTP, TTwitter in Thrift, spans to --zipkin-url.
+struct TraceConfig {
+  std::string zipkinUrl;       // http://host:port/api/v2/spans; empty: no spans, B3 untouched
+  double sampleRate = 0.001;   // of the traces that start here (Finagle's default)
+  std::string serviceName;     // localEndpoint.serviceName; empty: the announced path's last part
+  std::string thriftClientId;  // TTwitter client_id toward members; empty: serviceName
+};
+
 struct SidecarConfig {
   HostPort listen{"0.0.0.0", 8443};
   HostPort upstream{"127.0.0.1", 8080};
@@ -141,6 +149,7 @@ struct SidecarConfig {
   std::optional<AnnounceConfig> announce;
   std::optional<OutboundConfig> outbound;
   std::optional<ThriftConfig> thrift;
+  TraceConfig trace;
   std::string logLevel = "info";
   std::string accessLog;  // "-" for stdout, a file path, or empty for none
 };

@@ -16,6 +16,7 @@
 #include "net/identity.h"
 #include "net/log_limiter.h"
 #include "net/worker.h"
+#include "trace/tracer.h"
 #include "upstream/cluster.h"
 #include "upstream/pool.h"
 
@@ -26,8 +27,9 @@ struct InboundShared {
   ProxyLimits limits;
   IdentityAllowList allowList;
   ProxyMetrics* metrics;
-  StaticCluster local;            // the local service (--upstream)
-  std::string upstreamAuthority;  // "host:port" of the local service, Host for HTTP/1.0 callers
+  StaticCluster local;              // the local service (--upstream)
+  std::string upstreamAuthority;    // "host:port" of the local service, Host for HTTP/1.0 callers
+  trace::Tracer* tracer = nullptr;  // none: tracing is off (no --zipkin-url)
 };
 
 // Data-path events that are logged one line each, within a budget per worker and event.

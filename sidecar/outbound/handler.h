@@ -20,6 +20,7 @@
 #include "net/tls_stream.h"
 #include "net/worker.h"
 #include "outbound/metrics.h"
+#include "trace/tracer.h"
 #include "upstream/addr.h"
 #include "upstream/balancer.h"
 #include "upstream/pool.h"
@@ -50,6 +51,7 @@ struct OutboundShared {
   std::function<void(unsigned worker, const std::string& route, std::vector<MemberView> views,
                      std::uint64_t ejections, bool used)>
       report;
+  trace::Tracer* tracer = nullptr;  // none: tracing is off (no --zipkin-url)
 };
 
 enum class OutboundLogEvent : unsigned { badRequest, noRoute, noMembers, memberFailed, count };

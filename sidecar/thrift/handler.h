@@ -17,6 +17,7 @@
 #include "net/tls_context.h"
 #include "net/worker.h"
 #include "thrift/metrics.h"
+#include "trace/tracer.h"
 #include "upstream/pool.h"
 
 namespace sidecar {
@@ -30,6 +31,7 @@ struct ThriftShared {
   std::uint32_t maxFrame;  // --thrift-max-frame
   // --thrift-max-buffered: callers' frame bytes held at once per worker (at least maxFrame).
   std::size_t maxBuffered;
+  trace::Tracer* tracer = nullptr;  // none: tracing is off (no --zipkin-url)
 };
 
 // Data-path events logged one line each, within a budget per worker and event.
