@@ -25,7 +25,7 @@ namespace sidecar {
 struct InboundShared {
   ProxyLimits limits;
   IdentityAllowList allowList;
-  ProxyMetrics* metrics;
+  InboundMetrics* metrics;
   StaticCluster local;            // the local service (--upstream)
   std::string upstreamAuthority;  // "host:port" of the local service, Host for HTTP/1.0 callers
 };

@@ -103,7 +103,7 @@ class InboundSession final : public WorkerSession {
     m_.handshakeDuration.observe(shard_, 0, std::chrono::duration<double>(shake.took).count());
     if (shake.failure) {
       const auto why = *shake.failure;
-      m_.handshakes.add(shard_, 1 + static_cast<std::size_t>(why));
+      m_.handshakes.add(shard_, InboundMetrics::handshakeSeries(why));
       logEvent(LogEvent::handshakeFailed, spdlog::level::info,
                "event=handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
                handshakeFailureName(why), shake.ec.message());
@@ -113,7 +113,7 @@ class InboundSession final : public WorkerSession {
       }
       co_return;
     }
-    m_.handshakes.add(shard_, 0);
+    m_.handshakes.add(shard_, InboundMetrics::handshakeSeries(std::nullopt));
     auto caller = identifyCaller(stream_, shared_.allowList);
     peer_ = std::move(caller.peer);
     allowed_ = caller.allowed;
@@ -188,7 +188,7 @@ class InboundSession final : public WorkerSession {
   // Serves one request; false when the caller's connection is to close.
   awaitable<bool> serveOne() {
     requestStart_ = Clock::now();
-    method_ = ProxyMetrics::kMethods.size() - 1;
+    method_ = InboundMetrics::kMethods.size() - 1;
     target_.clear();
 
     http::request_parser<http::buffer_body> req;
@@ -198,7 +198,7 @@ class InboundSession final : public WorkerSession {
     const auto head = checkRequest(readError, buffer_, req, shared_.limits);
     if (req.is_header_done()) {
       // Before any answer, so that a 400 for a parsed head is logged with its method and path.
-      method_ = ProxyMetrics::methodIndex(req.get().method());
+      method_ = InboundMetrics::methodIndex(req.get().method());
       if (worker_.accessLog()) {
         target_ = req.get().target();
       }
@@ -360,7 +360,7 @@ class InboundSession final : public WorkerSession {
   // Counts the answer (and writes the access log line) once its head went out.
   void finishRequest(unsigned status, uint64_t responseBytes) {
     const double seconds = secondsSince(requestStart_);
-    m_.requests.add(shard_, ProxyMetrics::requestSeries(method_, status));
+    m_.requests.add(shard_, InboundMetrics::requestSeries(method_, status));
     m_.requestDuration.observe(shard_, 0, seconds);
     m_.receivedBytes.add(shard_, 0, requestBytes_);
     m_.sentBytes.add(shard_, 0, responseBytes);
@@ -368,7 +368,7 @@ class InboundSession final : public WorkerSession {
       log->line(
           "identity={} method={} path=\"{}\" status={} req_bytes={} resp_bytes={} "
           "duration_us={} upstream_us={}",
-          identityForLog_, ProxyMetrics::kMethods[method_], escapeForLog(target_), status,
+          identityForLog_, InboundMetrics::kMethods[method_], escapeForLog(target_), status,
           requestBytes_, responseBytes, static_cast<int64_t>(seconds * 1e6),
           upstreamSeconds_ < 0 ? -1 : static_cast<int64_t>(upstreamSeconds_ * 1e6));
     }
@@ -384,10 +384,10 @@ class InboundSession final : public WorkerSession {
   }
 
   struct PendingGuard {
-    ProxyMetrics& m;
+    InboundMetrics& m;
     unsigned shard;
     std::size_t& pending;
-    PendingGuard(ProxyMetrics& metrics, unsigned s, std::size_t& p)
+    PendingGuard(InboundMetrics& metrics, unsigned s, std::size_t& p)
         : m(metrics), shard(s), pending(p) {
       ++pending;
     }
@@ -402,7 +402,7 @@ class InboundSession final : public WorkerSession {
   Clock::time_point handshakeDeadline_;
   InboundHandler& handler_;
   const InboundShared& shared_;
-  ProxyMetrics& m_;
+  InboundMetrics& m_;
   unsigned shard_;
   std::shared_ptr<ssl::context> tls_;
   TlsStream stream_;

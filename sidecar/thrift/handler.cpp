@@ -96,7 +96,7 @@ class ThriftSession final : public WorkerSession {
     if (evicted_) {
       co_return;
     }
-    m_.handshakes[shake.failure ? 1 + static_cast<std::size_t>(*shake.failure) : 0]->Increment();
+    m_.handshake(shake.failure).Increment();
     if (shake.failure) {
       logWithin(handler_.logLimiter(ThriftLogEvent::handshakeFailed), spdlog::level::info,
                 "event=thrift_handshake_failed peer={} reason={} detail=\"{}\"", clientIp_,
