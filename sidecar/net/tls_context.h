@@ -56,7 +56,8 @@ enum class HandshakeFailure {
   Protocol,
   Timeout
 };
-inline constexpr std::size_t kHandshakeFailures = 6;
+inline constexpr std::size_t kHandshakeFailures =
+    static_cast<std::size_t>(HandshakeFailure::Timeout) + 1;  // Timeout is last
 std::string_view handshakeFailureName(HandshakeFailure f);
 // A TLS listener's handshake as its metrics label it (`result`): ok, or why it failed, one value
 // per HandshakeFailure in its order.

@@ -168,7 +168,7 @@ ThriftMetrics::ThriftMetrics(prometheus::Registry& r, unsigned workers) : method
   auto& shakes = metrics::counterFamily(r, "sidecar_thrift_handshakes_total",
                                         "TLS handshakes on --thrift-listen by result (ok or the "
                                         "reason they failed)");
-  metrics::Series<HandshakeResult>::forEach([&](std::size_t series, HandshakeResult result) {
+  HandshakeSeries::forEach([&](std::size_t series, HandshakeResult result) {
     handshakes[series] = &shakes.Add({{"result", std::string(handshakeResultName(result))}});
   });
 }

@@ -118,10 +118,11 @@ struct ThriftMetrics {
   prometheus::Counter* localTimeout;
   prometheus::Counter* localBroken;
   // sidecar_thrift_handshakes_total{result}
+  using HandshakeSeries = metrics::Series<HandshakeResult>;
   prometheus::Counter& handshake(std::optional<HandshakeFailure> failure) {
-    return *handshakes[metrics::Series<HandshakeResult>::index(handshakeResult(failure))];
+    return *handshakes[HandshakeSeries::index(handshakeResult(failure))];
   }
-  std::array<prometheus::Counter*, metrics::Series<HandshakeResult>::size> handshakes;
+  std::array<prometheus::Counter*, HandshakeSeries::size> handshakes;
   // sidecar_thrift_connections_total
   prometheus::Counter* connections;
   // sidecar_thrift_method_*{method}: a collector of its own, scraped beside the registry.
