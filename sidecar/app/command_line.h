@@ -10,16 +10,21 @@
 
 namespace sidecar {
 
-// Parses argv into vm. Returns the exit code when the command has nothing more to do: 0 once
-// --help is printed, 2 once a bad flag is named on stderr (as "<command>: why (see --help)").
-inline std::optional<int> parseCommandLine(
-    std::string_view command, int argc, const char* const* argv,
-    const boost::program_options::options_description& flags,
-    const boost::program_options::positional_options_description& positional,
-    boost::program_options::variables_map& vm) {
+// Parses argv into vm; positional names the flag one bare argument stands for (null: none).
+// Returns the exit code when the command has nothing more to do: 0 once --help is printed, 2 once
+// a bad flag is named on stderr (as "<command>: why (see --help)").
+inline std::optional<int> parseCommandLine(std::string_view command, int argc,
+                                           const char* const* argv,
+                                           const boost::program_options::options_description& flags,
+                                           const char* positional,
+                                           boost::program_options::variables_map& vm) {
   namespace po = boost::program_options;
+  po::positional_options_description bare;
+  if (positional) {
+    bare.add(positional, 1);
+  }
   try {
-    po::store(po::command_line_parser(argc, argv).options(flags).positional(positional).run(), vm);
+    po::store(po::command_line_parser(argc, argv).options(flags).positional(bare).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
     std::cerr << command << ": " << e.what() << " (see --help)\n";

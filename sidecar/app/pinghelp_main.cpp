@@ -86,7 +86,7 @@ std::variant<sidecar::HelpCatalog, int> catalogOf(const po::variables_map& vm) {
 std::variant<Options, int> readOptions(int argc, const char* const* argv) {
   const auto desc = pinghelpFlags();
   po::variables_map vm;
-  if (auto done = sidecar::parseCommandLine("pinghelp", argc, argv, desc, {}, vm)) {
+  if (auto done = sidecar::parseCommandLine("pinghelp", argc, argv, desc, nullptr, vm)) {
     return *done;
   }
   if (vm.count("version")) {

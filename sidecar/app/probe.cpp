@@ -187,10 +187,8 @@ std::variant<std::pair<ProbeUrl, std::string>, int> probeTarget(const po::variab
 // The probe the command line asks for, or the exit code when there is nothing to ask.
 std::variant<ProbeRequest, int> readRequest(int argc, const char* const* argv) {
   const auto desc = probeFlags();
-  po::positional_options_description pos;
-  pos.add("url", 1);
   po::variables_map vm;
-  if (auto done = parseCommandLine("sidecar probe", argc, argv, desc, pos, vm)) {
+  if (auto done = parseCommandLine("sidecar probe", argc, argv, desc, "url", vm)) {
     return *done;
   }
   auto target = probeTarget(vm);

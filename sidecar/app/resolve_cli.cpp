@@ -67,10 +67,8 @@ struct ResolveRequest {
 // The request the command line makes, or the exit code when there is nothing to resolve.
 std::variant<ResolveRequest, int> readRequest(int argc, const char* const* argv) {
   const auto desc = resolveFlags();
-  po::positional_options_description pos;
-  pos.add("address", 1);
   po::variables_map vm;
-  if (auto done = parseCommandLine("sidecar resolve", argc, argv, desc, pos, vm)) {
+  if (auto done = parseCommandLine("sidecar resolve", argc, argv, desc, "address", vm)) {
     return *done;
   }
   if (!vm.count("address")) {

@@ -2,20 +2,16 @@
 #include "inbound/metrics.h"
 
 #include <doctest/doctest.h>
-#include <prometheus/text_serializer.h>
 
 #include <string>
+
+#include "metrics/scrape.h"
 
 namespace sidecar {
 namespace {
 
-std::string scrape(const metrics::ShardedCollector& c) {
-  return prometheus::TextSerializer().Serialize(c.Collect());
-}
-
-bool holds(const std::string& text, const std::string& line) {
-  return text.find(line) != std::string::npos;
-}
+using metrics::test::holds;
+using metrics::test::scrape;
 
 TEST_CASE("inbound: a request and a handshake are counted under their labels") {
   prometheus::Registry registry;

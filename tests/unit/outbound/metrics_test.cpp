@@ -2,20 +2,16 @@
 #include "outbound/metrics.h"
 
 #include <doctest/doctest.h>
-#include <prometheus/text_serializer.h>
 
 #include <string>
+
+#include "metrics/scrape.h"
 
 namespace sidecar {
 namespace {
 
-std::string scrape(const metrics::ShardedCollector& c) {
-  return prometheus::TextSerializer().Serialize(c.Collect());
-}
-
-bool holds(const std::string& text, const std::string& line) {
-  return text.find(line) != std::string::npos;
-}
+using metrics::test::holds;
+using metrics::test::scrape;
 
 TEST_CASE("outbound: a route's series appear with its name, and start from zero for the next") {
   prometheus::Registry registry;
