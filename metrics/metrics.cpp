@@ -105,4 +105,29 @@ std::string serializeText(const std::vector<const prometheus::Collectable*>& sou
   return prometheus::TextSerializer().Serialize(families);
 }
 
+prometheus::Family<prometheus::Counter>& counterFamily(prometheus::Registry& registry,
+                                                       const char* name, const char* help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
+}
+
+prometheus::Family<prometheus::Gauge>& gaugeFamily(prometheus::Registry& registry, const char* name,
+                                                   const char* help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry);
+}
+
+prometheus::Counter& counter(prometheus::Registry& registry, const char* name, const char* help) {
+  return counterFamily(registry, name, help).Add({});
+}
+
+prometheus::Gauge& gauge(prometheus::Registry& registry, const char* name, const char* help) {
+  return gaugeFamily(registry, name, help).Add({});
+}
+
+void addEach(prometheus::Family<prometheus::Counter>& family, const char* label,
+             std::initializer_list<std::pair<prometheus::Counter**, const char*>> series) {
+  for (const auto& [handle, value] : series) {
+    *handle = &family.Add({{label, value}});
+  }
+}
+
 }  // namespace metrics

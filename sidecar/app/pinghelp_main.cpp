@@ -11,13 +11,17 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <variant>
 
+#include "app/command_line.h"
 #include "app/pinghelp.h"
 #include "app/pinghelp_thrift.h"
 
 namespace po = boost::program_options;
 
-int main(int argc, char** argv) {
+namespace {
+
+po::options_description pinghelpFlags() {
   po::options_description desc(
       "pinghelp: the reference local service (GET /ping, GET /help, GET /help/<method>; and\n"
       "ping(), help(), helpFor(name) over Thrift with --thrift-listen)\n\n"
@@ -32,17 +36,58 @@ int main(int argc, char** argv) {
       "thrift-listen", po::value<std::string>(),
       "IP:port to serve ping(), help(), helpFor() on as framed, binary Thrift (off when not "
       "given)");
-  po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "pinghelp: " << e.what() << " (see --help)\n";
+  return desc;
+}
+
+struct Options {
+  sidecar::HostPort listen;
+  std::optional<sidecar::HostPort> thriftListen;
+  sidecar::Duration idle;
+  sidecar::HelpCatalog catalog;
+};
+
+// --thrift-listen's IP:port (not a host name: the Thrift server binds it as it is).
+std::variant<std::optional<sidecar::HostPort>, int> thriftListenOf(const po::variables_map& vm) {
+  if (!vm.count("thrift-listen")) {
+    return std::nullopt;
+  }
+  const auto& text = vm["thrift-listen"].as<std::string>();
+  auto thriftListen = sidecar::parseHostPort(text);
+  boost::system::error_code notAnAddress;
+  if (thriftListen) {
+    boost::asio::ip::make_address(thriftListen->host, notAnAddress);
+  }
+  if (!thriftListen || notAnAddress) {
+    std::cerr << "pinghelp: --thrift-listen: '" << text << "' is not IP:port\n";
     return 2;
   }
-  if (vm.count("help")) {
-    std::cout << desc;
-    return 0;
+  return thriftListen;
+}
+
+// The help files --help-dir names; when it is not given and the default is not installed, the
+// build tree's own sources.
+std::variant<sidecar::HelpCatalog, int> catalogOf(const po::variables_map& vm) {
+  std::string helpDir = vm["help-dir"].as<std::string>();
+  std::error_code fsError;
+  if (vm["help-dir"].defaulted() && !std::filesystem::is_directory(helpDir, fsError) &&
+      std::filesystem::is_directory(PINGHELP_SOURCE_HELP_DIR, fsError)) {
+    helpDir = PINGHELP_SOURCE_HELP_DIR;
+  }
+  auto loaded = sidecar::loadHelpCatalog(helpDir);
+  if (auto* error = std::get_if<std::string>(&loaded)) {
+    std::cerr << "pinghelp: " << *error << "\n";
+    return 2;
+  }
+  return std::get<sidecar::HelpCatalog>(std::move(loaded));
+}
+
+// The flags, checked, and the help files loaded; or the exit code when there is nothing to
+// serve.
+std::variant<Options, int> readOptions(int argc, const char* const* argv) {
+  const auto desc = pinghelpFlags();
+  po::variables_map vm;
+  if (auto done = sidecar::parseCommandLine("pinghelp", argc, argv, desc, nullptr, vm)) {
+    return *done;
   }
   if (vm.count("version")) {
     std::cout << "pinghelp " SIDECAR_VERSION "\n";  // the project's version, as sidecar's
@@ -54,18 +99,9 @@ int main(int argc, char** argv) {
               << "' is not host:port\n";
     return 2;
   }
-  std::optional<sidecar::HostPort> thriftListen;
-  if (vm.count("thrift-listen")) {
-    const auto& text = vm["thrift-listen"].as<std::string>();
-    thriftListen = sidecar::parseHostPort(text);
-    boost::system::error_code notAnAddress;
-    if (thriftListen) {
-      boost::asio::ip::make_address(thriftListen->host, notAnAddress);
-    }
-    if (!thriftListen || notAnAddress) {
-      std::cerr << "pinghelp: --thrift-listen: '" << text << "' is not IP:port\n";
-      return 2;
-    }
+  auto thriftListen = thriftListenOf(vm);
+  if (const int* exitCode = std::get_if<int>(&thriftListen)) {
+    return *exitCode;
   }
   auto idle = sidecar::parseDuration(vm["idle-timeout"].as<std::string>());
   if (!idle) {
@@ -73,35 +109,31 @@ int main(int argc, char** argv) {
               << "' is not a duration (use e.g. 250ms, 5s, 1m)\n";
     return 2;
   }
-  std::string helpDir = vm["help-dir"].as<std::string>();
-  std::error_code fsError;
-  if (vm["help-dir"].defaulted() && !std::filesystem::is_directory(helpDir, fsError) &&
-      std::filesystem::is_directory(PINGHELP_SOURCE_HELP_DIR, fsError)) {
-    helpDir = PINGHELP_SOURCE_HELP_DIR;  // not installed: the build tree's own sources
+  auto catalog = catalogOf(vm);
+  if (const int* exitCode = std::get_if<int>(&catalog)) {
+    return *exitCode;
   }
-  auto loaded = sidecar::loadHelpCatalog(helpDir);
-  if (auto* error = std::get_if<std::string>(&loaded)) {
-    std::cerr << "pinghelp: " << *error << "\n";
-    return 2;
-  }
-  const auto catalog = std::get<sidecar::HelpCatalog>(std::move(loaded));
+  return Options{*listen, std::get<0>(thriftListen), *idle,
+                 std::get<sidecar::HelpCatalog>(std::move(catalog))};
+}
 
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
-  std::signal(SIGPIPE, SIG_IGN);
-  // Requests by method of the service (ping, help, other) and status class; handles made once.
-  auto registry = metrics::makeRegistry();
-  auto& family = prometheus::BuildCounter()
-                     .Name("pinghelp_requests_total")
-                     .Help("Requests answered by pinghelp, by service method and status class.")
-                     .Register(*registry);
-  std::map<std::pair<std::string, unsigned>, prometheus::Counter*> counters;
-  for (const char* method : {"ping", "help", "metrics", "other"}) {
-    for (unsigned cls = 1; cls <= 5; ++cls) {
-      counters[{method, cls}] =
-          &family.Add({{"method", method}, {"code", std::to_string(cls) + "xx"}});
+// pinghelp_requests_total: requests by method of the service (ping, help, metrics, other) and
+// status class; handles made once.
+class RequestCounters {
+ public:
+  explicit RequestCounters(prometheus::Registry& registry) {
+    auto& family = prometheus::BuildCounter()
+                       .Name("pinghelp_requests_total")
+                       .Help("Requests answered by pinghelp, by service method and status class.")
+                       .Register(registry);
+    for (const char* method : {"ping", "help", "metrics", "other"}) {
+      for (unsigned cls = 1; cls <= 5; ++cls) {
+        counters_[{method, cls}] =
+            &family.Add({{"method", method}, {"code", std::to_string(cls) + "xx"}});
+      }
     }
   }
-  auto methodOf = [](std::string_view target) -> const char* {
+  static const char* methodOf(std::string_view target) {
     target = target.substr(0, target.find('?'));
     if (target == "/ping") {
       return "ping";
@@ -110,52 +142,77 @@ int main(int argc, char** argv) {
       return "help";
     }
     return target == "/metrics" ? "metrics" : "other";
-  };
+  }
+  void count(const char* method, unsigned status) {
+    counters_[{method, std::clamp(status / 100, 1u, 5u)}]->Increment();
+  }
+
+ private:
+  std::map<std::pair<std::string, unsigned>, prometheus::Counter*> counters_;
+};
+
+// The Thrift server on --thrift-listen, started; or the exit code when it cannot be.
+std::variant<std::unique_ptr<sidecar::PinghelpThriftServer>, int> startThrift(Options& options) {
+  auto server = std::make_unique<sidecar::PinghelpThriftServer>(
+      sidecar::ThriftListenConfig{.address = options.thriftListen->host,
+                                  .port = options.thriftListen->port,
+                                  .idleTimeout = options.idle},
+      std::make_shared<sidecar::PingHelpHandler>(sidecar::thriftMethodsOf(options.catalog)));
+  if (auto error = server->start()) {
+    std::cerr << "pinghelp: --thrift-listen " << options.thriftListen->str() << ": " << *error
+              << "\n";
+    return 2;
+  }
+  options.thriftListen->port = server->port();
+  return server;
+}
+
+int serve(Options& options) {
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+  std::signal(SIGPIPE, SIG_IGN);
+  auto registry = metrics::makeRegistry();
+  RequestCounters counters(*registry);
   boost::asio::io_context ioc{1};
   sidecar::PlainHttpServer server(
       ioc,
       [&](const sidecar::PlainRequest& r) {
-        const char* method = methodOf(r.target());
+        const char* method = RequestCounters::methodOf(r.target());
         auto res = std::string_view(method) == "metrics"
                        ? sidecar::textResponse(r, boost::beast::http::status::ok,
                                                metrics::serializeText({registry.get()}),
                                                metrics::kTextContentType)
-                       : sidecar::handlePinghelpRequest(r, catalog);
-        unsigned cls = std::clamp(res.result_int() / 100, 1u, 5u);
-        counters[{method, cls}]->Increment();
+                       : sidecar::handlePinghelpRequest(r, options.catalog);
+        counters.count(method, res.result_int());
         return res;
       },
-      *idle);
+      options.idle);
+  const auto& listen = options.listen;
   boost::system::error_code ec;
-  auto address = boost::asio::ip::make_address(listen->host, ec);
+  auto address = boost::asio::ip::make_address(listen.host, ec);
   if (ec) {
-    std::cerr << "pinghelp: --listen: '" << listen->host << "' is not an IP address\n";
+    std::cerr << "pinghelp: --listen: '" << listen.host << "' is not an IP address\n";
     return 2;
   }
   try {
-    server.listen({address, listen->port});
+    server.listen({address, listen.port});
   } catch (const boost::system::system_error& e) {
-    std::cerr << "pinghelp: --listen " << listen->str() << ": " << e.code().message() << "\n";
+    std::cerr << "pinghelp: --listen " << listen.str() << ": " << e.code().message() << "\n";
     return 2;
   }
   std::unique_ptr<sidecar::PinghelpThriftServer> thriftServer;
-  if (thriftListen) {
-    thriftServer = std::make_unique<sidecar::PinghelpThriftServer>(
-        sidecar::ThriftListenConfig{
-            .address = thriftListen->host, .port = thriftListen->port, .idleTimeout = *idle},
-        std::make_shared<sidecar::PingHelpHandler>(sidecar::thriftMethodsOf(catalog)));
-    if (auto error = thriftServer->start()) {
-      std::cerr << "pinghelp: --thrift-listen " << thriftListen->str() << ": " << *error << "\n";
-      return 2;
+  if (options.thriftListen) {
+    auto started = startThrift(options);
+    if (const int* exitCode = std::get_if<int>(&started)) {
+      return *exitCode;
     }
-    thriftListen->port = thriftServer->port();
+    thriftServer = std::get<0>(std::move(started));
   }
   server.start();
   boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](auto, int) { ioc.stop(); });
-  spdlog::info("event=started service=pinghelp listen={} thrift_listen={} methods={}",
-               listen->str(), thriftListen ? thriftListen->str() : "off",
-               catalog.methodJson.size());
+  spdlog::info("event=started service=pinghelp listen={} thrift_listen={} methods={}", listen.str(),
+               options.thriftListen ? options.thriftListen->str() : "off",
+               options.catalog.methodJson.size());
   ioc.run();
   if (thriftServer) {
     thriftServer->stop();  // in-flight calls get their replies; then every connection closes
@@ -163,3 +220,7 @@ int main(int argc, char** argv) {
   spdlog::info("event=stopped service=pinghelp");
   return 0;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return sidecar::runParsed(readOptions(argc, argv), serve); }

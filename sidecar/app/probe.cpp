@@ -14,7 +14,9 @@
 #include <charconv>
 #include <cstdlib>
 #include <iostream>
+#include <variant>
 
+#include "app/command_line.h"
 #include "core/config.h"
 
 namespace po = boost::program_options;
@@ -130,9 +132,7 @@ asio::awaitable<std::string> probeOnce(const ProbeUrl& url, http::verb method) {
   co_return std::string{};
 }
 
-}  // namespace
-
-int runProbeCommand(int argc, const char* const* argv) {
+po::options_description probeFlags() {
   po::options_description desc(
       "sidecar probe: one HTTP/1.1 request, for health checks in images without curl\n\n"
       "Usage: sidecar probe [http://host[:port]/path] [--timeout 2s] [--method GET|POST]\n\n"
@@ -147,42 +147,55 @@ int runProbeCommand(int argc, const char* const* argv) {
       "method", po::value<std::string>()->default_value("GET"),
       "GET, HEAD or POST (POST sends an empty body: POST /quitquitquit)")(
       "url", po::value<std::string>(), "what to ask");
-  po::positional_options_description pos;
-  pos.add("url", 1);
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(desc).positional(pos).run(), vm);
-  } catch (const po::error& e) {
-    std::cerr << "sidecar probe: " << e.what() << " (see --help)\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << desc;
-    return 0;
-  }
-  std::optional<ProbeUrl> url;
-  std::string text;
+  return desc;
+}
+
+struct ProbeRequest {
+  ProbeUrl url;
+  std::string text;  // the URL as the failure lines name it
+  Duration timeout;
+  http::verb method;
+};
+
+// The URL given, else /health on the admin listener of the sidecar beside us; or the exit code
+// once it is found bad.
+std::variant<std::pair<ProbeUrl, std::string>, int> probeTarget(const po::variables_map& vm) {
   if (vm.count("url")) {
-    text = vm["url"].as<std::string>();
-    url = parseProbeUrl(text);
+    auto text = vm["url"].as<std::string>();
+    auto url = parseProbeUrl(text);
     if (!url) {
       std::cerr << "sidecar probe: '" << text << "' is not http://host[:port]/path\n";
       return 2;
     }
-  } else {
-    // The image's HEALTHCHECK: whatever admin address the container was given.
-    const char* env = std::getenv("SIDECAR_ADMIN_LISTEN");
-    const std::string admin = env ? env : "127.0.0.1:9990";
-    url = adminHealthUrl(admin);
-    if (!url) {
-      std::cerr << "sidecar probe: SIDECAR_ADMIN_LISTEN: '" << admin
-                << "' is not host:port with a port from 1 to 65535\n";
-      return 2;
-    }
-    const bool v6 = url->host.find(':') != std::string::npos;
-    text = "http://" + (v6 ? "[" + url->host + "]" : url->host) + ":" + std::to_string(url->port) +
-           url->target;
+    return std::pair{std::move(*url), std::move(text)};
   }
+  // The image's HEALTHCHECK: whatever admin address the container was given.
+  const char* env = std::getenv("SIDECAR_ADMIN_LISTEN");
+  const std::string admin = env ? env : "127.0.0.1:9990";
+  auto url = adminHealthUrl(admin);
+  if (!url) {
+    std::cerr << "sidecar probe: SIDECAR_ADMIN_LISTEN: '" << admin
+              << "' is not host:port with a port from 1 to 65535\n";
+    return 2;
+  }
+  const bool v6 = url->host.find(':') != std::string::npos;
+  auto text = "http://" + (v6 ? "[" + url->host + "]" : url->host) + ":" +
+              std::to_string(url->port) + url->target;
+  return std::pair{std::move(*url), std::move(text)};
+}
+
+// The probe the command line asks for, or the exit code when there is nothing to ask.
+std::variant<ProbeRequest, int> readRequest(int argc, const char* const* argv) {
+  const auto desc = probeFlags();
+  po::variables_map vm;
+  if (auto done = parseCommandLine("sidecar probe", argc, argv, desc, "url", vm)) {
+    return *done;
+  }
+  auto target = probeTarget(vm);
+  if (const int* exitCode = std::get_if<int>(&target)) {
+    return *exitCode;
+  }
+  auto& [url, text] = std::get<0>(target);
   const auto timeoutText = vm["timeout"].as<std::string>();
   const auto timeout = parseDuration(timeoutText);
   if (!timeout) {
@@ -195,26 +208,37 @@ int runProbeCommand(int argc, const char* const* argv) {
     std::cerr << "sidecar probe: --method: '" << methodText << "' is not GET, HEAD or POST\n";
     return 2;
   }
+  return ProbeRequest{std::move(url), std::move(text), *timeout, method};
+}
 
+int probe(const ProbeRequest& request) {
   asio::io_context ioc{1};
   std::optional<std::string> failure;
-  asio::co_spawn(ioc, probeOnce(*url, method), [&](std::exception_ptr e, std::string why) {
-    failure = e ? std::string("failed") : std::move(why);
-  });
+  asio::co_spawn(ioc, probeOnce(request.url, request.method),
+                 [&](std::exception_ptr e, std::string why) {
+                   failure = e ? std::string("failed") : std::move(why);
+                 });
   // One deadline for everything, name resolution included: run_for stops waiting, and the
   // pending operations are dropped with the io_context.
-  ioc.run_for(*timeout);
+  ioc.run_for(request.timeout);
   if (!failure) {
-    std::cerr << "sidecar probe: " << text << ": no answer within " << timeout->count() << " ms\n";
+    std::cerr << "sidecar probe: " << request.text << ": no answer within "
+              << request.timeout.count() << " ms\n";
     // Not a return: destroying the io_context joins Asio's resolver thread, which may sit in
     // getaddrinfo well past the deadline.
     std::_Exit(1);
   }
   if (!failure->empty()) {
-    std::cerr << "sidecar probe: " << text << ": " << *failure << "\n";
+    std::cerr << "sidecar probe: " << request.text << ": " << *failure << "\n";
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int runProbeCommand(int argc, const char* const* argv) {
+  return runParsed(readRequest(argc, argv), probe);
 }
 
 }  // namespace sidecar

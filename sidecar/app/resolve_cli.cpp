@@ -13,7 +13,9 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <variant>
 
+#include "app/command_line.h"
 #include "core/config.h"
 
 namespace po = boost::program_options;
@@ -36,9 +38,7 @@ std::string memberLine(const registry::ResolvedMember& m, const char* change) {
   return boost::json::serialize(o);
 }
 
-}  // namespace
-
-int runResolveCommand(int argc, const char* const* argv) {
+po::options_description resolveFlags() {
   po::options_description desc(
       "sidecar resolve: print the members of a Finagle serverset\n\n"
       "Usage: sidecar resolve zk2!host:port[,host:port]!/path[!endpoint] [--watch]\n"
@@ -55,18 +55,21 @@ int runResolveCommand(int argc, const char* const* argv) {
       "timeout", po::value<std::string>()->default_value("10s"),
       "give up when ZooKeeper cannot be read within this long (exit 1)")(
       "address", po::value<std::string>(), "the serverset");
-  po::positional_options_description pos;
-  pos.add("address", 1);
+  return desc;
+}
+
+struct ResolveRequest {
+  registry::ServersetAddress address;
+  Duration timeout;
+  bool watch = false;
+};
+
+// The request the command line makes, or the exit code when there is nothing to resolve.
+std::variant<ResolveRequest, int> readRequest(int argc, const char* const* argv) {
+  const auto desc = resolveFlags();
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(desc).positional(pos).run(), vm);
-  } catch (const po::error& e) {
-    std::cerr << "sidecar resolve: " << e.what() << " (see --help)\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << desc;
-    return 0;
+  if (auto done = parseCommandLine("sidecar resolve", argc, argv, desc, "address", vm)) {
+    return *done;
   }
   if (!vm.count("address")) {
     std::cerr << "sidecar resolve: the serverset address is required (zk2!host:port!/path)\n";
@@ -86,55 +89,76 @@ int runResolveCommand(int argc, const char* const* argv) {
               << "' is not a duration\n";
     return 2;
   }
-  const bool watch = vm.count("watch") > 0;
+  return ResolveRequest{std::move(*address), *timeout, vm.count("watch") > 0};
+}
 
+// Writes each listing as member lines: the first whole, then what changed; malformed members
+// named on stderr once each.
+class MemberPrinter {
+ public:
+  // False while s is not to be shown: with several ensembles, the first set printed is the whole
+  // one, every ensemble listed.
+  bool print(const registry::ServersetSnapshot& s) {
+    if (first_ && s.unlisted > 0) {
+      return false;
+    }
+    for (const auto& [name, why] : s.malformed) {
+      if (reported_.insert(name).second) {
+        std::cerr << "skipped malformed member " << name << ": " << why << "\n";
+      }
+    }
+    for (const auto& [name, m] : shown_) {
+      if (!s.members.count(name)) {
+        std::cout << memberLine(m, "removed") << "\n";
+      }
+    }
+    for (const auto& [name, m] : s.members) {
+      if (!shown_.count(name)) {
+        std::cout << memberLine(m, first_ ? nullptr : "added") << "\n";
+      }
+    }
+    std::cout.flush();
+    shown_ = s.members;
+    first_ = false;
+    return true;
+  }
+  // True until a listing was printed.
+  bool waiting() const { return first_; }
+
+ private:
+  bool first_ = true;
+  std::map<std::string, registry::ResolvedMember> shown_;
+  std::set<std::string> reported_;
+};
+
+int resolve(const ResolveRequest& request) {
   // stdout carries the member lines; the resolver's own log lines (a stale or incomplete
   // listing, ZooKeeper out of reach while watching) go to stderr. A one-shot listing says why
   // it failed in its last line, so it shows errors only.
   spdlog::set_default_logger(spdlog::stderr_color_mt("resolve"));
-  spdlog::set_level(watch ? spdlog::level::info : spdlog::level::err);
+  spdlog::set_level(request.watch ? spdlog::level::info : spdlog::level::err);
   boost::asio::io_context ioc{1};
   boost::asio::steady_timer deadline(ioc);
   int exitCode = 0;
-  bool first = true;
-  std::map<std::string, registry::ResolvedMember> shown;
-  std::set<std::string> reported;
-  registry::ServersetResolver resolver(
-      ioc, *address, std::chrono::milliseconds(10'000), [&](const registry::ServersetSnapshot& s) {
-        // With several ensembles, the first set printed is the whole one: every ensemble listed.
-        if (first && s.unlisted > 0) {
-          return;
-        }
-        for (const auto& [name, why] : s.malformed) {
-          if (reported.insert(name).second) {
-            std::cerr << "skipped malformed member " << name << ": " << why << "\n";
-          }
-        }
-        for (const auto& [name, m] : shown) {
-          if (!s.members.count(name)) {
-            std::cout << memberLine(m, "removed") << "\n";
-          }
-        }
-        for (const auto& [name, m] : s.members) {
-          if (!shown.count(name)) {
-            std::cout << memberLine(m, first ? nullptr : "added") << "\n";
-          }
-        }
-        std::cout.flush();
-        shown = s.members;
-        if (first && !watch) {
-          ioc.stop();
-        }
-        first = false;
-        deadline.cancel();
-      });
+  MemberPrinter printer;
+  registry::ServersetResolver resolver(ioc, request.address, std::chrono::milliseconds(10'000),
+                                       [&](const registry::ServersetSnapshot& s) {
+                                         const bool wasFirst = printer.waiting();
+                                         if (!printer.print(s)) {
+                                           return;
+                                         }
+                                         if (wasFirst && !request.watch) {
+                                           ioc.stop();
+                                         }
+                                         deadline.cancel();
+                                       });
   resolver.start();
-  deadline.expires_after(*timeout);
+  deadline.expires_after(request.timeout);
   deadline.async_wait([&](const boost::system::error_code& ec) {
-    if (!ec && first) {
+    if (!ec && printer.waiting()) {
       const auto why = resolver.unreachableReason();
       std::cerr << "sidecar resolve: no answer from ZooKeeper at " << resolver.unlisted()
-                << " within " << timeout->count() << " ms"
+                << " within " << request.timeout.count() << " ms"
                 << (why.empty() ? std::string() : ": " + why) << "\n";
       exitCode = 1;
       ioc.stop();
@@ -144,6 +168,12 @@ int runResolveCommand(int argc, const char* const* argv) {
   signals.async_wait([&](auto, int) { ioc.stop(); });
   ioc.run();
   return exitCode;
+}
+
+}  // namespace
+
+int runResolveCommand(int argc, const char* const* argv) {
+  return runParsed(readRequest(argc, argv), resolve);
 }
 
 }  // namespace sidecar

@@ -44,17 +44,16 @@ void addLatency(boost::json::object& o, const std::string& prefix,
 }  // namespace
 
 // TwitterServer's flat /admin/metrics.json, with Finagle's names where one exists.
-boost::json::object finagleMetrics(const ProxyMetrics& m, const AnnouncerMetrics& a, bool draining,
+boost::json::object finagleMetrics(const InboundMetrics& m, const ControlMetrics& c,
+                                   const AnnouncerMetrics& a, bool draining,
                                    const std::function<void(boost::json::object&)>& extra) {
   boost::json::object o;
   uint64_t requests = 0, failures = 0;
-  for (std::size_t method = 0; method < ProxyMetrics::kMethods.size(); ++method) {
-    for (unsigned cls = 1; cls <= 5; ++cls) {
-      auto n = m.requests.value(ProxyMetrics::requestSeries(method, cls * 100));
-      requests += n;
-      failures += cls == 5 ? n : 0;
-    }
-  }
+  InboundMetrics::RequestSeries::forEach([&](std::size_t series, std::size_t, auto cls) {
+    const auto n = m.requests.value(series);
+    requests += n;
+    failures += cls == metrics::StatusClass::serverError ? n : 0;
+  });
   o["srv/http/requests"] = requests;
   o["srv/http/success"] = requests - failures;
   o["srv/http/failures"] = failures;
@@ -63,10 +62,11 @@ boost::json::object finagleMetrics(const ProxyMetrics& m, const AnnouncerMetrics
   o["srv/http/connects"] = m.connectionsTotal.value(0);
   o["srv/http/received_bytes"] = m.receivedBytes.value(0);
   o["srv/http/sent_bytes"] = m.sentBytes.value(0);
-  o["srv/http/handshakes"] = m.handshakes.value(0);
+  o["srv/http/handshakes"] = m.handshakes.value(InboundMetrics::handshakeSeries(std::nullopt));
   uint64_t failedHandshakes = 0;
-  for (std::size_t i = 1; i <= 6; ++i) {
-    failedHandshakes += m.handshakes.value(i);
+  for (std::size_t i = 0; i < kHandshakeFailures; ++i) {
+    failedHandshakes +=
+        m.handshakes.value(InboundMetrics::handshakeSeries(static_cast<HandshakeFailure>(i)));
   }
   o["srv/http/handshake_failures"] = failedHandshakes;
   addLatency(o, "srv/http/request_latency_ms", m.requestDuration);
@@ -77,9 +77,9 @@ boost::json::object finagleMetrics(const ProxyMetrics& m, const AnnouncerMetrics
   o["clnt/local/timeouts"] = m.upstreamTimeouts->Value();
   o["clnt/local/stale_retries"] = m.upstreamStaleRetries->Value();
   o["clnt/local/pool_idle"] = m.upstreamPoolIdle->Value();
-  o["tls/reloads"] = m.certReloadOk->Value();
-  o["tls/reload_failures"] = m.certReloadFailed->Value();
-  o["tls/certificate_expiry_seconds"] = m.certNotAfter->Value();
+  o["tls/reloads"] = c.certReloadOk->Value();
+  o["tls/reload_failures"] = c.certReloadFailed->Value();
+  o["tls/certificate_expiry_seconds"] = c.certNotAfter->Value();
   o["announcer/announced"] = a.announced->Value();
   o["announcer/zk_connected"] = a.sessionConnected->Value();
   o["announcer/announcements"] = a.announcements->Value();

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "control/metrics.h"
 #include "inbound/metrics.h"
 #include "thrift/metrics.h"
 
@@ -15,7 +16,8 @@ namespace sidecar {
 
 // TwitterServer's flat /admin/metrics.json, with Finagle's names where one exists.
 // extra adds what other parts name (the outbound routes' clnt/<route>/...).
-boost::json::object finagleMetrics(const ProxyMetrics& m, const AnnouncerMetrics& a, bool draining,
+boost::json::object finagleMetrics(const InboundMetrics& m, const ControlMetrics& c,
+                                   const AnnouncerMetrics& a, bool draining,
                                    const std::function<void(boost::json::object&)>& extra = {});
 
 // The object as TwitterServer writes it: integral values as integers (counters are doubles in

@@ -13,8 +13,8 @@
 #include <string>
 
 #include "control/health.h"
+#include "control/metrics.h"
 #include "core/config.h"
-#include "inbound/metrics.h"
 
 namespace sidecar {
 

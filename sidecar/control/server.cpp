@@ -17,6 +17,7 @@
 #include "control/admin_views.h"
 #include "control/announce.h"
 #include "control/drain.h"
+#include "control/metrics.h"
 #include "control/startup.h"
 #include "control/tls_reloader.h"
 #include "http/plain_server.h"
@@ -131,12 +132,13 @@ class Server {
   explicit Server(const SidecarConfig& config)
       : config_(config),
         registry_(metrics::makeRegistry()),
-        metrics_(*registry_, config.workers),
+        inboundMetrics_(*registry_, config.workers),
+        controlMetrics_(*registry_),
         announcerMetrics_(*registry_),
         signals_(control_, SIGINT, SIGTERM, SIGHUP),
         abortTimer_(control_),
         tls_(control_, TlsFiles{config.tlsCert, config.tlsKey, config.tlsClientCa},
-             config.tlsReloadInterval, metrics_,
+             config.tlsReloadInterval, controlMetrics_,
              [this](const TlsContext& ctx) {
                for (auto& l : listeners_) {
                  if (l.tls == ListenerSpec::Tls::server) {
@@ -149,6 +151,7 @@ class Server {
         admin_(
             control_, [this](const PlainRequest& r) { return handleAdminRequest(r, hooks()); },
             adminOptions()) {
+    workerShared_.metrics = WorkerMetrics(*registry_);
     if (!config_.trace.zipkinUrl.empty()) {
       traceMetrics_.emplace(*registry_);
       const auto& t = config_.trace;
@@ -236,7 +239,8 @@ class Server {
   bool openAccessLog() {
     if (!config_.accessLog.empty()) {
       try {
-        accessLog_ = std::make_unique<AccessLog>(config_.accessLog, metrics_.accessLogDropped);
+        accessLog_ =
+            std::make_unique<AccessLog>(config_.accessLog, workerShared_.metrics.accessLogDropped);
       } catch (const std::exception& e) {
         std::cerr << "sidecar: --access-log '" << config_.accessLog << "': " << e.what() << "\n";
         return false;
@@ -254,8 +258,6 @@ class Server {
         resolveMaxConnections(limits_.thriftMaxConnections);
     (*workerShared_.connections)[Budget::outbound].limit =
         resolveMaxConnections(limits_.outboundMaxConnections);
-    workerShared_.metrics = {metrics_.connectionsRefused, metrics_.connectionsEvicted,
-                             metrics_.memoryTrims};
     workerShared_.busyPoll = config_.busyPoll;
     workerShared_.accessLog = accessLog_.get();
   }
@@ -264,7 +266,7 @@ class Server {
   bool addInboundListener(const tcp::endpoint& listen,
                           const std::shared_ptr<asio::ssl::context>& serverTls) {
     inboundShared_.emplace(InboundShared{limits_, IdentityAllowList(config_.allowIdentities),
-                                         &metrics_, StaticCluster("local", {upstream_}),
+                                         &inboundMetrics_, StaticCluster("local", {upstream_}),
                                          config_.upstream.str()});
     inboundShared_->tracer = tracer_.get();
     if (auto ec = probeUnshared(control_, listen)) {
@@ -497,10 +499,10 @@ class Server {
         .name = "admin",
         .openChanged =
             [this](std::size_t open) {
-              metrics_.adminConnectionsOpen->Set(static_cast<double>(open));
+              controlMetrics_.adminConnectionsOpen->Set(static_cast<double>(open));
             },
-        .refused = [this] { metrics_.adminConnectionsRefused->Increment(); },
-        .evicted = [this] { metrics_.adminConnectionsEvicted->Increment(); },
+        .refused = [this] { controlMetrics_.adminConnectionsRefused->Increment(); },
+        .evicted = [this] { controlMetrics_.adminConnectionsEvicted->Increment(); },
     };
   }
 
@@ -524,7 +526,7 @@ class Server {
         .metricsText =
             [this] {
               std::vector<const prometheus::Collectable*> sources{registry_.get(),
-                                                                  &metrics_.collector};
+                                                                  &inboundMetrics_.collector};
               if (directory_) {
                 directory_->refreshGauges();
                 sources.push_back(&outboundMetrics_->collector);
@@ -536,8 +538,8 @@ class Server {
             },
         .metricsJson =
             [this] {
-              return finagleMetrics(metrics_, announcerMetrics_, drain_.draining(),
-                                    [this](boost::json::object& o) {
+              return finagleMetrics(inboundMetrics_, controlMetrics_, announcerMetrics_,
+                                    drain_.draining(), [this](boost::json::object& o) {
                                       if (directory_) {
                                         directory_->addFinagleMetrics(o);
                                       }
@@ -630,7 +632,7 @@ class Server {
     if (drain_.draining()) {
       return;
     }
-    metrics_.draining->Set(1);
+    controlMetrics_.draining->Set(1);
     tls_.stop();
     drain_.begin(source, grace);
   }
@@ -638,7 +640,8 @@ class Server {
   const SidecarConfig& config_;
   asio::io_context control_{1};
   std::shared_ptr<prometheus::Registry> registry_;
-  ProxyMetrics metrics_;
+  InboundMetrics inboundMetrics_;
+  ControlMetrics controlMetrics_;
   AnnouncerMetrics announcerMetrics_;
   std::unique_ptr<AccessLog> accessLog_;  // before the workers: they write to it until they end
   std::optional<trace::TracerMetrics> traceMetrics_;

@@ -24,7 +24,7 @@ std::string isoUtc(long epochSeconds) {
 }  // namespace
 
 TlsReloader::TlsReloader(boost::asio::io_context& ioc, TlsFiles files, Duration interval,
-                         ProxyMetrics& m, std::function<void(const TlsContext&)> apply)
+                         ControlMetrics& m, std::function<void(const TlsContext&)> apply)
     : files_(std::move(files)), interval_(interval), m_(m), apply_(std::move(apply)), timer_(ioc) {}
 
 std::variant<TlsContext, std::string> TlsReloader::initial() {

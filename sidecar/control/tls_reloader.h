@@ -11,8 +11,8 @@
 #include <string>
 #include <variant>
 
+#include "control/metrics.h"
 #include "core/config.h"
-#include "inbound/metrics.h"
 #include "net/tls_context.h"
 
 namespace sidecar {
@@ -20,7 +20,7 @@ namespace sidecar {
 class TlsReloader {
  public:
   // apply runs on ioc with each new context that built.
-  TlsReloader(boost::asio::io_context& ioc, TlsFiles files, Duration interval, ProxyMetrics& m,
+  TlsReloader(boost::asio::io_context& ioc, TlsFiles files, Duration interval, ControlMetrics& m,
               std::function<void(const TlsContext&)> apply);
   // The first context, built at start-up; on failure the line naming the file.
   std::variant<TlsContext, std::string> initial();
@@ -42,7 +42,7 @@ class TlsReloader {
 
   TlsFiles files_;
   Duration interval_;
-  ProxyMetrics& m_;
+  ControlMetrics& m_;
   std::function<void(const TlsContext&)> apply_;
   boost::asio::steady_timer timer_;
   std::array<FileStamp, 3> stamps_{};

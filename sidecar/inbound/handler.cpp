@@ -40,7 +40,7 @@ void InboundHandler::firstByte(TcpSocket socket, std::chrono::steady_clock::time
 void InboundHandler::neverSpoke(bool timedOut) {
   auto& m = *shared_.metrics;
   if (timedOut) {
-    m.handshakes.add(worker_.index(), 1 + static_cast<std::size_t>(HandshakeFailure::Timeout));
+    m.handshakes.add(worker_.index(), InboundMetrics::handshakeSeries(HandshakeFailure::Timeout));
   }
   m.connectionsOpen.sub(worker_.index(), 0);
 }

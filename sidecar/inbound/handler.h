@@ -26,7 +26,7 @@ namespace sidecar {
 struct InboundShared {
   ProxyLimits limits;
   IdentityAllowList allowList;
-  ProxyMetrics* metrics;
+  InboundMetrics* metrics;
   StaticCluster local;              // the local service (--upstream)
   std::string upstreamAuthority;    // "host:port" of the local service, Host for HTTP/1.0 callers
   trace::Tracer* tracer = nullptr;  // none: tracing is off (no --zipkin-url)

@@ -1,7 +1,9 @@
 #pragma once
-// The inbound data path's metrics (and the worker's, the announcer's and the admin's, made here
-// with them): every handle resolved once at start-up; the request path only adds.
+// The inbound data path's metrics (--listen: handshakes, requests, the local service): every
+// handle resolved once at start-up; the request path only adds. The worker's own counters are in
+// net/worker.h, the control thread's in control/metrics.h.
 
+#include <metrics/series.h>
 #include <metrics/sharded.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -9,19 +11,19 @@
 
 #include <array>
 #include <boost/beast/http/verb.hpp>
+#include <optional>
 
 #include "http/local_reply.h"
 #include "net/tls_context.h"
 
 namespace sidecar {
 
-struct ProxyMetrics {
-  ProxyMetrics(prometheus::Registry& registry, unsigned workers);
+struct InboundMetrics {
+  InboundMetrics(prometheus::Registry& registry, unsigned workers);
 
   // Request-path metrics, sharded by worker (see metrics/sharded.h).
   static constexpr std::array<const char*, 8> kMethods{"GET",    "HEAD",  "POST",    "PUT",
                                                        "DELETE", "PATCH", "OPTIONS", "OTHER"};
-  static constexpr std::size_t kClasses = 5;  // 1xx .. 5xx
   // The index of a method in kMethods (OTHER for the rest).
   static constexpr std::size_t methodIndex(boost::beast::http::verb v) {
     using boost::beast::http::verb;
@@ -44,12 +46,19 @@ struct ProxyMetrics {
         return 7;
     }
   }
-  static std::size_t requestSeries(std::size_t method, unsigned status) {
-    unsigned cls = status / 100;
-    return method * kClasses + (cls >= 1 && cls <= 5 ? cls - 1 : 4);
+  // sidecar_requests_total{method, code}: a method's index in kMethods, the status's class.
+  using RequestSeries = metrics::Series<metrics::Bounded<kMethods.size()>, metrics::StatusClass>;
+  static constexpr std::size_t requestSeries(std::size_t method, unsigned status) {
+    return RequestSeries::index(method, metrics::statusClass(status));
   }
+  // sidecar_tls_handshakes_total{result}: ok, or why it failed.
+  using HandshakeSeries = metrics::Series<HandshakeResult>;
+  static constexpr std::size_t handshakeSeries(std::optional<HandshakeFailure> failure) {
+    return HandshakeSeries::index(handshakeResult(failure));
+  }
+
   metrics::ShardedCounter requests;    // series: requestSeries()
-  metrics::ShardedCounter handshakes;  // series: 0 ok, 1 + HandshakeFailure
+  metrics::ShardedCounter handshakes;  // series: handshakeSeries()
   metrics::ShardedCounter connectionsTotal;
   metrics::ShardedCounter connectionsOpen;  // gauge
   metrics::ShardedCounter pending;          // gauge
@@ -68,37 +77,12 @@ struct ProxyMetrics {
   prometheus::Counter* identityRefused;
   prometheus::Counter* identityUnusable;
   prometheus::Counter* underscoreHeaders;
-  // By listener budget (net/worker.h's Budget, named as kListenerNames): listen, thrift, outbound.
-  std::array<prometheus::Counter*, 3> connectionsRefused;
-  std::array<prometheus::Counter*, 3> connectionsEvicted;
   prometheus::Counter* upstreamConnectErrors;
   prometheus::Counter* upstreamTimeouts;
   prometheus::Counter* upstreamStaleRetries;
   prometheus::Counter* upstreamUnsolicited;
   prometheus::Counter* upstreamConnectsTotal;
   prometheus::Gauge* upstreamPoolIdle;
-  prometheus::Counter* memoryTrims;
-  prometheus::Counter* accessLogDropped;
-  prometheus::Counter* certReloadOk;
-  prometheus::Counter* certReloadFailed;
-  prometheus::Gauge* certNotAfter;
-  prometheus::Gauge* draining;
-  // The admin interface's connections (bounded by kAdminMaxConnections in server.cpp).
-  prometheus::Gauge* adminConnectionsOpen;
-  prometheus::Counter* adminConnectionsRefused;
-  prometheus::Counter* adminConnectionsEvicted;
-};
-
-// The control thread's metrics: ZooKeeper session, announcements, health checks.
-struct AnnouncerMetrics {
-  explicit AnnouncerMetrics(prometheus::Registry& registry);
-  prometheus::Gauge* sessionConnected;
-  prometheus::Gauge* announced;
-  prometheus::Counter* announcements;
-  prometheus::Counter* reannouncements;
-  prometheus::Counter* withdrawals;
-  prometheus::Counter* healthOk;
-  prometheus::Counter* healthFailed;
 };
 
 }  // namespace sidecar

@@ -55,7 +55,7 @@ class InboundSession final : public CallerTlsSession,
         shared_.allowList, {"handshake_failed", handler_.logLimiter(LogEvent::handshakeFailed)},
         [this](std::optional<HandshakeFailure> failure, Clock::duration took) {
           m_.handshakeDuration.observe(shard_, 0, std::chrono::duration<double>(took).count());
-          m_.handshakes.add(shard_, failure ? 1 + static_cast<std::size_t>(*failure) : 0);
+          m_.handshakes.add(shard_, InboundMetrics::handshakeSeries(failure));
         });
     if (!caller) {
       co_return;
@@ -106,14 +106,14 @@ class InboundSession final : public CallerTlsSession,
 
   void requestBegins() {
     requestStart_ = Clock::now();
-    method_ = ProxyMetrics::kMethods.size() - 1;
+    method_ = InboundMetrics::kMethods.size() - 1;
     target_.clear();
   }
 
   void headRead(Parser& req, const RequestHeadResult& head) {
     if (req.is_header_done()) {
       // Before any answer, so that a 400 for a parsed head is logged with its method and path.
-      method_ = ProxyMetrics::methodIndex(req.get().method());
+      method_ = InboundMetrics::methodIndex(req.get().method());
       if (worker_.accessLog()) {
         target_ = req.get().target();
       }
@@ -297,7 +297,7 @@ class InboundSession final : public CallerTlsSession,
   // Counts the answer (and writes the access log line) once its head went out.
   void finishRequest(unsigned status, uint64_t responseBytes) {
     const double seconds = secondsSince(requestStart_);
-    m_.requests.add(shard_, ProxyMetrics::requestSeries(method_, status));
+    m_.requests.add(shard_, InboundMetrics::requestSeries(method_, status));
     m_.requestDuration.observe(shard_, 0, seconds);
     m_.receivedBytes.add(shard_, 0, requestBytes_);
     m_.sentBytes.add(shard_, 0, responseBytes);
@@ -305,7 +305,7 @@ class InboundSession final : public CallerTlsSession,
       log->line(
           "identity={} method={} path=\"{}\" status={} req_bytes={} resp_bytes={} "
           "duration_us={} upstream_us={}",
-          identityForLog_, ProxyMetrics::kMethods[method_], escapeForLog(target_), status,
+          identityForLog_, InboundMetrics::kMethods[method_], escapeForLog(target_), status,
           requestBytes_, responseBytes, static_cast<int64_t>(seconds * 1e6),
           upstreamSeconds_ < 0 ? -1 : static_cast<int64_t>(upstreamSeconds_ * 1e6));
     }
@@ -313,10 +313,10 @@ class InboundSession final : public CallerTlsSession,
   }
 
   struct PendingGuard {
-    ProxyMetrics& m;
+    InboundMetrics& m;
     unsigned shard;
     std::size_t& pending;
-    PendingGuard(ProxyMetrics& metrics, unsigned s, std::size_t& p)
+    PendingGuard(InboundMetrics& metrics, unsigned s, std::size_t& p)
         : m(metrics), shard(s), pending(p) {
       ++pending;
     }
@@ -330,7 +330,7 @@ class InboundSession final : public CallerTlsSession,
 
   InboundHandler& handler_;
   const InboundShared& shared_;
-  ProxyMetrics& m_;
+  InboundMetrics& m_;
   unsigned shard_;
   PeerIdentity peer_;
   bool allowed_ = false;

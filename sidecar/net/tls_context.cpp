@@ -229,6 +229,12 @@ std::string_view handshakeFailureName(HandshakeFailure f) {
   return "protocol";
 }
 
+std::string_view handshakeResultName(HandshakeResult r) {
+  return r == HandshakeResult::ok
+             ? "ok"
+             : handshakeFailureName(static_cast<HandshakeFailure>(static_cast<std::size_t>(r) - 1));
+}
+
 HandshakeFailure classifyHandshakeFailure(const boost::system::error_code& ec, long verifyResult) {
   if (ec == boost::beast::error::timeout) {
     return HandshakeFailure::Timeout;

@@ -5,6 +5,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/system/error_code.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -55,7 +56,18 @@ enum class HandshakeFailure {
   Protocol,
   Timeout
 };
+inline constexpr std::size_t kHandshakeFailures =
+    static_cast<std::size_t>(HandshakeFailure::Timeout) + 1;  // Timeout is last
 std::string_view handshakeFailureName(HandshakeFailure f);
+// A TLS listener's handshake as its metrics label it (`result`): ok, or why it failed, one value
+// per HandshakeFailure in its order.
+enum class HandshakeResult : std::size_t { ok, count = 1 + kHandshakeFailures };
+constexpr HandshakeResult handshakeResult(std::optional<HandshakeFailure> failure) {
+  return failure ? static_cast<HandshakeResult>(1 + static_cast<std::size_t>(*failure))
+                 : HandshakeResult::ok;
+}
+// "ok", or the failure's name.
+std::string_view handshakeResultName(HandshakeResult r);
 HandshakeFailure classifyHandshakeFailure(const boost::system::error_code& ec, long verifyResult);
 
 }  // namespace sidecar

@@ -2,6 +2,7 @@
 #include "net/worker.h"
 
 #include <malloc.h>
+#include <metrics/metrics.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -23,6 +24,30 @@ Worker::~Worker() {
     l.handler->clear();
   }
   ioc_.reset();
+}
+
+WorkerMetrics::WorkerMetrics(prometheus::Registry& r) {
+  auto& refused = metrics::counterFamily(
+      r, "sidecar_inbound_connections_refused_total",
+      "Connections closed at once because their listener's budget was full and none of its "
+      "connections was idle, by listener: listen (--max-connections), thrift "
+      "(--thrift-max-connections), outbound (--outbound-max-connections: --outbound-listen and "
+      "--thrift-route).");
+  auto& evicted = metrics::counterFamily(
+      r, "sidecar_inbound_connections_evicted_total",
+      "Idle keep-alive (or not yet handshaken) connections closed to make room for a new one at "
+      "their listener's budget, by listener.");
+  for (std::size_t i = 0; i < kListenerNames.size(); ++i) {
+    connectionsRefused[i] = &refused.Add({{"listener", kListenerNames[i]}});
+    connectionsEvicted[i] = &evicted.Add({{"listener", kListenerNames[i]}});
+  }
+  memoryTrims = &metrics::counter(r, "sidecar_memory_trims_total",
+                                  "Times freed memory was handed back to the system (malloc_trim) "
+                                  "after the open connections fell 256 or more below their peak.");
+  accessLogDropped = &metrics::counter(
+      r, "sidecar_access_log_dropped_lines_total",
+      "Access-log lines dropped, never written: the writer was more than 4 MiB behind (a stalled "
+      "disk or a full pipe), or a write failed. Requests never wait for the access log.");
 }
 
 std::size_t ConnectionCount::open() const {

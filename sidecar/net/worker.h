@@ -5,6 +5,7 @@
 // the listener's ConnectionHandler; the worker bounds, tracks, times out and drains them all.
 
 #include <prometheus/counter.h>
+#include <prometheus/registry.h>
 
 #include <array>
 #include <atomic>
@@ -50,12 +51,15 @@ struct ConnectionCount {
   std::size_t open() const;  // all budgets together
 };
 
-// What a worker counts itself (the families are made with the rest of the inbound metrics): by
-// budget, connections refused and evicted at the limit; malloc_trim calls.
+// What the workers count themselves, whichever listener: by budget, connections refused and
+// evicted at the limit; malloc_trim calls; access-log lines dropped (by the writer, AccessLog).
 struct WorkerMetrics {
+  WorkerMetrics() = default;  // no metrics yet: set before the workers start
+  explicit WorkerMetrics(prometheus::Registry& registry);
   std::array<prometheus::Counter*, kBudgets> connectionsRefused{};
   std::array<prometheus::Counter*, kBudgets> connectionsEvicted{};
   prometheus::Counter* memoryTrims = nullptr;
+  prometheus::Counter* accessLogDropped = nullptr;
 };
 
 // What every worker shares, read-only but for the connection counts (and their limits, set

@@ -58,7 +58,7 @@ awaitable<error_code> MemberConnection::open(OutboundHandler::Route& route,
                                    ? OutboundMetrics::kWrongIdentity
                                    : static_cast<std::size_t>(classifyHandshakeFailure(
                                          hec, SSL_get_verify_result(s.native_handle())));
-    m.handshakeFailures.add(shard, slot * OutboundMetrics::kHandshakeReasons + reason);
+    m.handshakeFailures.add(shard, OutboundMetrics::handshakeSeries(slot, reason));
     if (hec == TlsError::wrong_peer_identity) {
       // The metric says that it happened; the line says who answered instead (a member
       // announced in the wrong serverset, a certificate issued for another service).

@@ -1,11 +1,64 @@
 // Declares the outbound metric families; a route's series appear once the route exists.
 #include "outbound/metrics.h"
 
+#include <metrics/metrics.h>
+
 namespace sidecar {
 
 namespace {
 
+// A route's series have no labels until the route exists (name()).
 std::vector<metrics::Labels> blank(std::size_t n) { return std::vector<metrics::Labels>(n); }
+
+// The families with a series per route: made by name(), removed by unname().
+using RouteGauges = metrics::Registered<OutboundMetrics, prometheus::Family<prometheus::Gauge>>;
+constexpr RouteGauges kRouteGauges[] = {
+    {&OutboundMetrics::members, "sidecar_outbound_members",
+     "Members of a route as last resolved (ALIVE, with the wanted endpoint)."},
+    {&OutboundMetrics::membersEjected, "sidecar_outbound_members_ejected",
+     "Members of a route that failure accrual has taken out, on the worker that ejected most."},
+    {&OutboundMetrics::stale, "sidecar_outbound_resolver_stale",
+     "1 while a route's members are the last known set because ZooKeeper cannot be read; 0 when "
+     "current."},
+    {&OutboundMetrics::membersUnresolved, "sidecar_outbound_members_unresolved",
+     "Members of a route announced with a host name that has no address (not looked up yet, or "
+     "never found): left out."},
+};
+using RouteCounters = metrics::Registered<OutboundMetrics, prometheus::Family<prometheus::Counter>>;
+constexpr RouteCounters kRouteCounters[] = {
+    {&OutboundMetrics::dnsFailures, "sidecar_outbound_dns_failures_total",
+     "Failed lookups of the host names that members of a route announced, by route; the name "
+     "keeps its last good addresses."},
+};
+
+using Counter = metrics::Registered<OutboundMetrics, prometheus::Counter>;
+constexpr Counter kCounters[] = {
+    {&OutboundMetrics::noRoute, "sidecar_outbound_no_route_total",
+     "Outbound requests answered 404 because no route names their Host (those refused by "
+     "--max-routes included)."},
+    {&OutboundMetrics::badHost, "sidecar_outbound_bad_host_total",
+     "Outbound requests answered 400 because their Host is missing or names no service (an "
+     "empty label, say)."},
+    {&OutboundMetrics::underscoreHeaders, "sidecar_outbound_underscore_headers_total",
+     "Header fields of the local service's calls whose name holds '_', dropped or refused (400) "
+     "as --headers-with-underscores says."},
+    {&OutboundMetrics::routesRefused, "sidecar_outbound_routes_refused_total",
+     "Outbound requests answered 404 because --route-prefix would have made a route for their "
+     "Host but the worker already waits for --max-routes new ones."},
+};
+
+std::string handshakeReasonName(std::size_t reason) {
+  return reason == OutboundMetrics::kWrongIdentity
+             ? "wrong_identity"
+             : std::string(handshakeFailureName(static_cast<HandshakeFailure>(reason)));
+}
+
+// A series given up by its route: hidden, and zero for the next.
+template <class Metric>
+void forget(Metric& m, std::size_t series) {
+  m.hide(series);
+  m.reset(series);
+}
 
 }  // namespace
 
@@ -13,7 +66,7 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
     : slots(n),
       requests("sidecar_outbound_requests_total",
                "Requests of the local service to other services, by route and status class.",
-               blank(n * kClasses), workers),
+               blank(RequestSeries::total(n)), workers),
       requestDuration("sidecar_outbound_request_duration_seconds",
                       "Time from an outbound request's head to the end of its answer, by route.",
                       metrics::latencyBuckets(), blank(n), workers),
@@ -33,7 +86,7 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
                 workers),
       handshakeFailures("sidecar_outbound_handshake_failures_total",
                         "Failed TLS handshakes to members, by route and reason.",
-                        blank(n * kHandshakeReasons), workers),
+                        blank(HandshakeSeries::total(n)), workers),
       connects("sidecar_outbound_connections_total",
                "Connections (TLS handshakes that succeeded) made to members, by route.", blank(n),
                workers) {
@@ -44,120 +97,51 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
   }
   requestDuration.hideAll();
   collector.add(&requestDuration);
-  members = &prometheus::BuildGauge()
-                 .Name("sidecar_outbound_members")
-                 .Help("Members of a route as last resolved (ALIVE, with the wanted endpoint).")
-                 .Register(r);
-  membersEjected = &prometheus::BuildGauge()
-                        .Name("sidecar_outbound_members_ejected")
-                        .Help(
-                            "Members of a route that failure accrual has taken out, on the "
-                            "worker that ejected most.")
-                        .Register(r);
-  stale = &prometheus::BuildGauge()
-               .Name("sidecar_outbound_resolver_stale")
-               .Help(
-                   "1 while a route's members are the last known set because ZooKeeper cannot "
-                   "be read; 0 when current.")
-               .Register(r);
-  dnsFailures = &prometheus::BuildCounter()
-                     .Name("sidecar_outbound_dns_failures_total")
-                     .Help(
-                         "Failed lookups of the host names that members of a route announced, "
-                         "by route; the name keeps its last good addresses.")
-                     .Register(r);
-  membersUnresolved = &prometheus::BuildGauge()
-                           .Name("sidecar_outbound_members_unresolved")
-                           .Help(
-                               "Members of a route announced with a host name that has no "
-                               "address (not looked up yet, or never found): left out.")
-                           .Register(r);
-  noRoute = &prometheus::BuildCounter()
-                 .Name("sidecar_outbound_no_route_total")
-                 .Help(
-                     "Outbound requests answered 404 because no route names their Host "
-                     "(those refused by --max-routes included).")
-                 .Register(r)
-                 .Add({});
-  badHost = &prometheus::BuildCounter()
-                 .Name("sidecar_outbound_bad_host_total")
-                 .Help(
-                     "Outbound requests answered 400 because their Host is missing or names no "
-                     "service (an empty label, say).")
-                 .Register(r)
-                 .Add({});
-  underscoreHeaders = &prometheus::BuildCounter()
-                           .Name("sidecar_outbound_underscore_headers_total")
-                           .Help(
-                               "Header fields of the local service's calls whose name holds "
-                               "'_', dropped or refused (400) as --headers-with-underscores "
-                               "says.")
-                           .Register(r)
-                           .Add({});
-  routesRefused = &prometheus::BuildCounter()
-                       .Name("sidecar_outbound_routes_refused_total")
-                       .Help(
-                           "Outbound requests answered 404 because --route-prefix would have "
-                           "made a route for their Host but the worker already waits for "
-                           "--max-routes new ones.")
-                       .Register(r)
-                       .Add({});
-  auto& expired = prometheus::BuildCounter()
-                      .Name("sidecar_outbound_routes_expired_total")
-                      .Help(
-                          "Routes made from --route-prefix that were removed (their resolvers "
-                          "closed, their watches ignored), by reason: negative (no member for 5 "
-                          "s), idle "
-                          "(unused for --route-idle-timeout), evicted (the least recently used, "
-                          "to make room at --max-routes).")
-                      .Register(r);
-  routesExpiredNegative = &expired.Add({{"reason", "negative"}});
-  routesExpiredIdle = &expired.Add({{"reason", "idle"}});
-  routesExpiredEvicted = &expired.Add({{"reason", "evicted"}});
+  metrics::registerAll(r, *this, kRouteGauges);
+  metrics::registerAll(r, *this, kRouteCounters);
+  metrics::registerAll(r, *this, kCounters);
+  metrics::addEach(
+      metrics::counterFamily(
+          r, "sidecar_outbound_routes_expired_total",
+          "Routes made from --route-prefix that were removed (their resolvers closed, their "
+          "watches ignored), by reason: negative (no member for 5 s), idle (unused for "
+          "--route-idle-timeout), evicted (the least recently used, to make room at "
+          "--max-routes)."),
+      "reason",
+      {{&routesExpiredNegative, "negative"},
+       {&routesExpiredIdle, "idle"},
+       {&routesExpiredEvicted, "evicted"}});
 }
 
 void OutboundMetrics::unname(std::size_t slot, const std::string& route) {
-  for (std::size_t c = 0; c < kClasses; ++c) {
-    requests.hide(slot * kClasses + c);
-    requests.reset(slot * kClasses + c);
+  RequestSeries::forEach(slot, [&](std::size_t series, auto) { forget(requests, series); });
+  HandshakeSeries::forEach(slot,
+                           [&](std::size_t series, auto) { forget(handshakeFailures, series); });
+  for (auto* c : perRoute()) {
+    forget(*c, slot);
   }
-  for (std::size_t reason = 0; reason < kHandshakeReasons; ++reason) {
-    handshakeFailures.hide(slot * kHandshakeReasons + reason);
-    handshakeFailures.reset(slot * kHandshakeReasons + reason);
-  }
-  for (auto* c : {&retries, &budgetExhausted, &ejections, &noMembers, &connects}) {
-    c->hide(slot);
-    c->reset(slot);
-  }
-  requestDuration.hide(slot);
-  requestDuration.reset(slot);
-  for (auto* family : {members, membersEjected, stale, membersUnresolved}) {
+  forget(requestDuration, slot);
+  for (auto* family : routeGauges()) {
     family->Remove(&family->Add({{"route", route}}));
   }
   dnsFailures->Remove(&dnsFailures->Add({{"route", route}}));
 }
 
 void OutboundMetrics::name(std::size_t slot, const std::string& route) {
-  static constexpr std::array<const char*, kClasses> kCodes{"1xx", "2xx", "3xx", "4xx", "5xx"};
-  for (std::size_t c = 0; c < kClasses; ++c) {
-    requests.setLabels(slot * kClasses + c, {{"route", route}, {"code", kCodes[c]}});
-  }
-  for (std::size_t reason = 0; reason < kHandshakeReasons; ++reason) {
-    const std::string why =
-        reason == kWrongIdentity
-            ? "wrong_identity"
-            : std::string(handshakeFailureName(static_cast<HandshakeFailure>(reason)));
-    handshakeFailures.setLabels(slot * kHandshakeReasons + reason,
-                                {{"route", route}, {"reason", why}});
-  }
-  for (auto* c : {&retries, &budgetExhausted, &ejections, &noMembers, &connects}) {
+  RequestSeries::forEach(slot, [&](std::size_t series, metrics::StatusClass c) {
+    requests.setLabels(series, {{"route", route}, {"code", metrics::statusClassName(c)}});
+  });
+  HandshakeSeries::forEach(slot, [&](std::size_t series, std::size_t reason) {
+    handshakeFailures.setLabels(series,
+                                {{"route", route}, {"reason", handshakeReasonName(reason)}});
+  });
+  for (auto* c : perRoute()) {
     c->setLabels(slot, {{"route", route}});
   }
   requestDuration.setLabels(slot, {{"route", route}});
-  members->Add({{"route", route}});
-  membersEjected->Add({{"route", route}});
-  stale->Add({{"route", route}});
-  membersUnresolved->Add({{"route", route}});
+  for (auto* family : routeGauges()) {
+    family->Add({{"route", route}});
+  }
   dnsFailures->Add({{"route", route}});
 }
 

@@ -3,6 +3,7 @@
 // the route: declared routes first, then those made from --route-prefix, up to --max-routes. The
 // request path adds to its worker's shard of the slot's series; no label lookup, no lock.
 
+#include <metrics/series.h>
 #include <metrics/sharded.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -19,20 +20,28 @@ namespace sidecar {
 struct OutboundMetrics {
   OutboundMetrics(prometheus::Registry& registry, std::size_t slots, unsigned workers);
 
-  // Handshake failures to members: the inbound reasons, and a certificate that is not the
-  // route's expected identity.
-  static constexpr std::size_t kHandshakeReasons = 7;
-  static constexpr std::size_t kWrongIdentity = 6;
-  static constexpr std::size_t kClasses = 5;
+  // sidecar_outbound_requests_total{route, code}: per slot, the status's class.
+  using RequestSeries = metrics::Series<metrics::StatusClass>;
+  static constexpr std::size_t requestSeries(std::size_t slot, unsigned status) {
+    return RequestSeries::at(slot, metrics::statusClass(status));
+  }
+  // sidecar_outbound_handshake_failures_total{route, reason}: per slot, the inbound reasons
+  // (HandshakeFailure), and a certificate that is not the route's expected identity.
+  static constexpr std::size_t kWrongIdentity = kHandshakeFailures;
+  static constexpr std::size_t kHandshakeReasons = kHandshakeFailures + 1;
+  using HandshakeSeries = metrics::Series<metrics::Bounded<kHandshakeReasons>>;
+  static constexpr std::size_t handshakeSeries(std::size_t slot, std::size_t reason) {
+    return HandshakeSeries::at(slot, reason);
+  }
 
   std::size_t slots;
-  metrics::ShardedCounter requests;           // slot * kClasses + class
+  metrics::ShardedCounter requests;           // requestSeries()
   metrics::ShardedHistogram requestDuration;  // slot
   metrics::ShardedCounter retries;            // slot
   metrics::ShardedCounter budgetExhausted;    // slot
   metrics::ShardedCounter ejections;          // slot
   metrics::ShardedCounter noMembers;          // slot: answered 503
-  metrics::ShardedCounter handshakeFailures;  // slot * kHandshakeReasons + reason
+  metrics::ShardedCounter handshakeFailures;  // handshakeSeries()
   metrics::ShardedCounter connects;           // slot
   metrics::ShardedCollector collector;
 
@@ -59,9 +68,15 @@ struct OutboundMetrics {
   // Hides the slot's series and removes the route's gauges (control thread); the slot's counts
   // start from zero when name() gives it to another route.
   void unname(std::size_t slot, const std::string& route);
-  static std::size_t requestSeries(std::size_t slot, unsigned status) {
-    unsigned cls = status / 100;
-    return slot * kClasses + (cls >= 1 && cls <= 5 ? cls - 1 : 4);
+
+ private:
+  // The series kept per slot alone, labelled {route}.
+  std::array<metrics::ShardedCounter*, 5> perRoute() {
+    return {&retries, &budgetExhausted, &ejections, &noMembers, &connects};
+  }
+  // The families with a series per route, made by name() and removed by unname().
+  std::array<prometheus::Family<prometheus::Gauge>*, 4> routeGauges() const {
+    return {members, membersEjected, stale, membersUnresolved};
   }
 };
 

@@ -75,7 +75,7 @@ class ThriftSession final : public CallerTlsSession {
         shared_.allowList,
         {"thrift_handshake_failed", handler_.logLimiter(ThriftLogEvent::handshakeFailed)},
         [this](std::optional<HandshakeFailure> failure, Clock::duration) {
-          m_.handshakes[failure ? 1 + static_cast<std::size_t>(*failure) : 0]->Increment();
+          m_.handshake(failure).Increment();
         });
     if (!caller) {
       co_return;

@@ -61,8 +61,7 @@ class ThriftHandler final : public ConnectionHandler {
   // listener counts it.
   void neverSpoke(bool timedOut) {
     if (timedOut) {
-      shared_.metrics->handshakes[1 + static_cast<std::size_t>(HandshakeFailure::Timeout)]
-          ->Increment();
+      shared_.metrics->handshake(HandshakeFailure::Timeout).Increment();
     }
   }
 

@@ -1,6 +1,7 @@
 // Declares the inbound Thrift listener's metric families and keeps the per-method names.
 #include "thrift/metrics.h"
 
+#include <metrics/metrics.h>
 #include <prometheus/family.h>
 
 #include <algorithm>
@@ -11,13 +12,9 @@ namespace sidecar {
 
 namespace {
 
-prometheus::Family<prometheus::Counter>& counters(prometheus::Registry& r, const char* name,
-                                                  const char* help) {
-  return prometheus::BuildCounter().Name(name).Help(help).Register(r);
-}
-
-std::vector<metrics::Labels> methodSeries(std::size_t perSlot) {
-  return std::vector<metrics::Labels>(ThriftMethodTable::kSlots * perSlot);
+// One series per method slot, labelled at scrape time (labelled()).
+std::vector<metrics::Labels> methodSeries() {
+  return std::vector<metrics::Labels>(ThriftMethodTable::kSlots);
 }
 
 // family's series, one per slot times perSlot in slot order, kept only for the slots in use and
@@ -100,22 +97,21 @@ ThriftMethodMetrics::ThriftMethodMetrics(unsigned workers)
     : calls("sidecar_thrift_method_calls_total",
             "Thrift calls forwarded to the local service, by method (the first 64 names seen; "
             "the rest as other)",
-            methodSeries(1), workers),
+            methodSeries(), workers),
       replies("sidecar_thrift_method_replies_total",
               "REPLY messages relayed to Thrift callers, by method (a declared exception is a "
               "REPLY too)",
-              methodSeries(1), workers),
+              methodSeries(), workers),
       exceptions("sidecar_thrift_method_exceptions_total",
                  "EXCEPTION replies (TApplicationException) to Thrift callers, by method and "
                  "source: service (the local service's, relayed) or sidecar (ours, INTERNAL_ERROR)",
-                 methodSeries(2), workers),
+                 std::vector<metrics::Labels>(ExceptionSeries::size), workers),
       duration("sidecar_thrift_method_duration_seconds",
                "Thrift calls from the whole call read to the reply written, by method",
-               metrics::latencyBuckets(), methodSeries(1), workers) {
-  for (std::size_t slot = 0; slot < ThriftMethodTable::kSlots; ++slot) {
-    exceptions.setLabels(exceptionSeries(slot, fromService), {{"source", "service"}});
-    exceptions.setLabels(exceptionSeries(slot, fromSidecar), {{"source", "sidecar"}});
-  }
+               metrics::latencyBuckets(), methodSeries(), workers) {
+  ExceptionSeries::forEach([&](std::size_t series, std::size_t, Source source) {
+    exceptions.setLabels(series, {{"source", source == fromService ? "service" : "sidecar"}});
+  });
 }
 
 std::vector<std::pair<std::size_t, std::string>> ThriftMethodMetrics::named() const {
@@ -129,50 +125,52 @@ std::vector<std::pair<std::size_t, std::string>> ThriftMethodMetrics::named() co
 }
 
 std::vector<prometheus::MetricFamily> ThriftMethodMetrics::Collect() const {
+  constexpr std::size_t kExceptionsPerSlot = ExceptionSeries::size / ThriftMethodTable::kSlots;
   const auto slots = named();
   return {labelled(calls.collect(), slots, 1), labelled(replies.collect(), slots, 1),
-          labelled(exceptions.collect(), slots, 2), labelled(duration.collect(), slots, 1)};
+          labelled(exceptions.collect(), slots, kExceptionsPerSlot),
+          labelled(duration.collect(), slots, 1)};
 }
 
 ThriftMetrics::ThriftMetrics(prometheus::Registry& r, unsigned workers) : methods(workers) {
-  auto& calls = counters(r, "sidecar_thrift_calls_total",
-                         "Thrift calls on --thrift-listen by result: replied, oneway, "
-                         "local_error (answered INTERNAL_ERROR), refused (identity)");
-  callsReplied = &calls.Add({{"result", "replied"}});
-  callsOneway = &calls.Add({{"result", "oneway"}});
-  callsLocalError = &calls.Add({{"result", "local_error"}});
-  callsRefused = &calls.Add({{"result", "refused"}});
-  auto& frames = counters(r, "sidecar_thrift_frames_refused_total",
-                          "Thrift frames that closed their connection: too_large "
-                          "(--thrift-max-frame), not_thrift, malformed (not exactly one whole "
-                          "message), overloaded (its worker held --thrift-max-buffered of frames "
-                          "already), or cut_short (the caller left or was silent past "
-                          "--idle-timeout inside a frame)");
-  framesTooLarge = &frames.Add({{"reason", "too_large"}});
-  framesNotThrift = &frames.Add({{"reason", "not_thrift"}});
-  framesMalformed = &frames.Add({{"reason", "malformed"}});
-  framesOverloaded = &frames.Add({{"reason", "overloaded"}});
-  framesCutShort = &frames.Add({{"reason", "cut_short"}});
-  probes = &counters(r, "sidecar_thrift_probes_total",
-                     "Finagle upgrade probes (__can__finagle__trace__v3__) answered by the sidecar")
-                .Add({});
-  auto& local = counters(r, "sidecar_thrift_local_errors_total",
-                         "Failures of the local Thrift service (--thrift-upstream) by reason: "
-                         "connect, timeout, broken");
-  localConnect = &local.Add({{"reason", "connect"}});
-  localTimeout = &local.Add({{"reason", "timeout"}});
-  localBroken = &local.Add({{"reason", "broken"}});
-  connections =
-      &counters(r, "sidecar_thrift_connections_total", "Connections accepted on --thrift-listen")
-           .Add({});
-  auto& shakes = counters(r, "sidecar_thrift_handshakes_total",
-                          "TLS handshakes on --thrift-listen by result (ok or the reason they "
-                          "failed)");
-  handshakes[0] = &shakes.Add({{"result", "ok"}});
-  for (std::size_t i = 0; i + 1 < handshakes.size(); ++i) {
-    handshakes[i + 1] = &shakes.Add(
-        {{"result", std::string(handshakeFailureName(static_cast<HandshakeFailure>(i)))}});
-  }
+  metrics::addEach(metrics::counterFamily(r, "sidecar_thrift_calls_total",
+                                          "Thrift calls on --thrift-listen by result: replied, "
+                                          "oneway, local_error (answered INTERNAL_ERROR), refused "
+                                          "(identity)"),
+                   "result",
+                   {{&callsReplied, "replied"},
+                    {&callsOneway, "oneway"},
+                    {&callsLocalError, "local_error"},
+                    {&callsRefused, "refused"}});
+  metrics::addEach(
+      metrics::counterFamily(r, "sidecar_thrift_frames_refused_total",
+                             "Thrift frames that closed their connection: too_large "
+                             "(--thrift-max-frame), not_thrift, malformed (not exactly one whole "
+                             "message), overloaded (its worker held --thrift-max-buffered of "
+                             "frames already), or cut_short (the caller left or was silent past "
+                             "--idle-timeout inside a frame)"),
+      "reason",
+      {{&framesTooLarge, "too_large"},
+       {&framesNotThrift, "not_thrift"},
+       {&framesMalformed, "malformed"},
+       {&framesOverloaded, "overloaded"},
+       {&framesCutShort, "cut_short"}});
+  probes = &metrics::counter(
+      r, "sidecar_thrift_probes_total",
+      "Finagle upgrade probes (__can__finagle__trace__v3__) answered by the sidecar");
+  metrics::addEach(
+      metrics::counterFamily(r, "sidecar_thrift_local_errors_total",
+                             "Failures of the local Thrift service "
+                             "(--thrift-upstream) by reason: connect, timeout, broken"),
+      "reason", {{&localConnect, "connect"}, {&localTimeout, "timeout"}, {&localBroken, "broken"}});
+  connections = &metrics::counter(r, "sidecar_thrift_connections_total",
+                                  "Connections accepted on --thrift-listen");
+  auto& shakes = metrics::counterFamily(r, "sidecar_thrift_handshakes_total",
+                                        "TLS handshakes on --thrift-listen by result (ok or the "
+                                        "reason they failed)");
+  HandshakeSeries::forEach([&](std::size_t series, HandshakeResult result) {
+    handshakes[series] = &shakes.Add({{"result", std::string(handshakeResultName(result))}});
+  });
 }
 
 }  // namespace sidecar

@@ -3,6 +3,7 @@
 // local service's failures, and per method (a bounded set of names) calls, replies, exceptions
 // and latency. Counters are resolved once; the data path only increments them.
 
+#include <metrics/series.h>
 #include <metrics/sharded.h>
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
@@ -12,10 +13,13 @@
 #include <atomic>
 #include <cstddef>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include "net/tls_context.h"
 
 namespace sidecar {
 
@@ -71,9 +75,15 @@ class ThriftMethodMetrics final : public prometheus::Collectable {
  public:
   explicit ThriftMethodMetrics(unsigned workers);
 
-  // Where an EXCEPTION reply came from.
-  enum Source : std::size_t { fromService = 0, fromSidecar = 1 };
-  static std::size_t exceptionSeries(std::size_t slot, Source s) { return slot * 2 + s; }
+  // Where an EXCEPTION reply came from (the `source` label).
+  enum class Source : std::size_t { service, sidecar, count };
+  static constexpr Source fromService = Source::service;
+  static constexpr Source fromSidecar = Source::sidecar;
+  // sidecar_thrift_method_exceptions_total{method, source}
+  using ExceptionSeries = metrics::Series<metrics::Bounded<ThriftMethodTable::kSlots>, Source>;
+  static constexpr std::size_t exceptionSeries(std::size_t slot, Source s) {
+    return ExceptionSeries::index(slot, s);
+  }
 
   ThriftMethodTable table;
   metrics::ShardedCounter calls;       // slot
@@ -107,8 +117,12 @@ struct ThriftMetrics {
   prometheus::Counter* localConnect;
   prometheus::Counter* localTimeout;
   prometheus::Counter* localBroken;
-  // sidecar_thrift_handshakes_total{result}: [0] ok, [1 + HandshakeFailure] the failures
-  std::array<prometheus::Counter*, 7> handshakes;
+  // sidecar_thrift_handshakes_total{result}
+  using HandshakeSeries = metrics::Series<HandshakeResult>;
+  prometheus::Counter& handshake(std::optional<HandshakeFailure> failure) {
+    return *handshakes[HandshakeSeries::index(handshakeResult(failure))];
+  }
+  std::array<prometheus::Counter*, HandshakeSeries::size> handshakes;
   // sidecar_thrift_connections_total
   prometheus::Counter* connections;
   // sidecar_thrift_method_*{method}: a collector of its own, scraped beside the registry.

@@ -24,7 +24,7 @@ struct Rotation {
   TlsFiles files;
   boost::asio::io_context ioc;
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
-  ProxyMetrics m{*registry, 1};
+  ControlMetrics m{*registry};
   std::vector<long> applied;  // the expiry of each context handed on
   TlsReloader reloader;
 

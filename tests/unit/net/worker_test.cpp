@@ -7,8 +7,6 @@
 #include <atomic>
 #include <thread>
 
-#include "inbound/metrics.h"
-
 namespace sidecar {
 namespace {
 
@@ -79,11 +77,10 @@ TEST_CASE(
     "worker: at --max-connections an idle connection makes room; with none idle, the new one is "
     "refused") {
   auto registry = metrics::makeRegistry();
-  ProxyMetrics m(*registry, 1);
   WorkerShared shared;
   (*shared.connections)[Budget::listen].limit = 1;
   (*shared.connections)[Budget::outbound].limit = 1;
-  shared.metrics = {m.connectionsRefused, m.connectionsEvicted, m.memoryTrims};
+  shared.metrics = WorkerMetrics(*registry);
   std::atomic<bool> nextIdle{true};
   std::atomic<int> accepted{0};
   std::atomic<bool> outboundIdle{true};
@@ -106,11 +103,11 @@ TEST_CASE(
   second.connect(at);
   REQUIRE(eventually([&] { return accepted == 2; }));
   CHECK(closedByPeer(first));  // evicted to make room
-  CHECK(m.connectionsEvicted[0]->Value() == 1);
+  CHECK(shared.metrics.connectionsEvicted[0]->Value() == 1);
 
   third.connect(at);
   CHECK(closedByPeer(third));  // refused: the only connection is busy
-  CHECK(eventually([&] { return m.connectionsRefused[0]->Value() == 1; }));
+  CHECK(eventually([&] { return shared.metrics.connectionsRefused[0]->Value() == 1; }));
   CHECK(accepted == 2);
 
   // Another listener's budget is its own: the full one neither refuses it nor is evicted for it.
@@ -121,9 +118,9 @@ TEST_CASE(
   out2.connect(outboundAt);
   REQUIRE(eventually([&] { return outboundAccepted == 2; }));
   CHECK(closedByPeer(out1));  // its own idle one made room
-  CHECK(m.connectionsEvicted[2]->Value() == 1);
-  CHECK(m.connectionsEvicted[0]->Value() == 1);
-  CHECK(m.connectionsRefused[2]->Value() == 0);
+  CHECK(shared.metrics.connectionsEvicted[2]->Value() == 1);
+  CHECK(shared.metrics.connectionsEvicted[0]->Value() == 1);
+  CHECK(shared.metrics.connectionsRefused[2]->Value() == 0);
   w.stop();
 }
 
@@ -131,10 +128,9 @@ TEST_CASE(
 // and is woken from that sleep by the next connection; stop() ends either state.
 TEST_CASE("worker: a busy-poll window serves connections after it fell asleep, and stops") {
   auto registry = metrics::makeRegistry();
-  ProxyMetrics m(*registry, 1);
   WorkerShared shared;
   (*shared.connections)[Budget::listen].limit = 100;
-  shared.metrics = {m.connectionsRefused, m.connectionsEvicted, m.memoryTrims};
+  shared.metrics = WorkerMetrics(*registry);
   shared.busyPoll = std::chrono::microseconds(200);
   std::atomic<bool> nextIdle{true};
   std::atomic<int> accepted{0};
