@@ -155,9 +155,8 @@ void ServersetResolver::refresh(Ensemble& en) {
           return;
         }
         if (e == ZkError::NoNode) {
-          // No serverset yet: it is empty, and a watch tells when the path
-          // appears. Made between the two calls, it is there already: list
-          // again.
+          // No serverset yet: it is empty, and a watch tells when the path appears. Made between
+          // the two calls, it is there already: list again.
           en.session->exists(address_.path, true,
                              [this, &en, generation](ZkError appeared, ZkStat) {
                                if (generation == en.generation && appeared == ZkError::Ok) {
@@ -179,8 +178,9 @@ void ServersetResolver::listed(Ensemble& en, std::vector<std::string> names, ZkS
   en.listing = stat;
   if (en.listed && en.reading == 0 && stat.pzxid >= 0 && stat.cversion == en.published.cversion &&
       stat.pzxid == en.published.pzxid) {
-    // The list that was published, again (a reconnection, a change undone in the window): the
-    // same set, nothing to read or publish; only current again.
+    // The list that was published, again (a reconnection, a replaced session, a retry): any
+    // creation or deletion since would have moved cversion and pzxid. The same set: nothing to
+    // read or publish; only current again.
     if (en.session->state() == ZkState::Connected) {
       setStale(en, false, "current");
     }
