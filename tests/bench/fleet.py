@@ -254,9 +254,12 @@ def run(f):
     harness.wait_for(lambda: f.converged(ARGS.members), timeout=30,
                      what="every watcher back at N after the churn")
 
+    t_end = time.time()
     pubs = [p for s in f.sidecars for p in f.publications(s)]
     worst, every = attribute(changes, per_half, pubs, ARGS.members)
     n_changes = len(changes)
+    # Member sets handed to the workers from the first change until every watcher caught up.
+    handed = sum(1 for t, _, _ in pubs if changes[0][1] <= t <= t_end) / n_changes / K
 
     def zk_delta(key, x, y):
         return sum(yy.get(key, 0) - xx.get(key, 0) for xx, yy in zip(x["zk"], y["zk"]))
@@ -289,6 +292,7 @@ def run(f):
         "zk_requests_per_change_per_watch": zk_recv / K,
         "zk_packets_sent_per_change_per_watch": zk_sent / K,
         "zk_bytes_per_s_per_watch": zk_bytes * ARGS.rate / K,
+        "sets_per_change_per_watch": handed,
         "cpu_us_per_change_per_watch": cpu_all * 1e6 / K,
         "cpu_control_us_per_change_per_watch": cpu_main * 1e6 / K,
         "rss_bytes_per_member_per_sidecar": mem,
@@ -310,6 +314,7 @@ def run(f):
         ("ZooKeeper bytes to the sidecars per change per watch", f"{zk_bytes / K:,.0f}"),
         ("ZooKeeper bytes/s per watch during churn", f"{zk_bytes * ARGS.rate / K:,.0f}"),
         ("ZooKeeper requests per change per watch (mntr)", f"{zk_recv / K:.2f}"),
+        ("member sets handed to the workers per change per watch", f"{handed:.2f}"),
         ("sidecar CPU per change per watch, all threads (µs)", f"{cpu_all * 1e6 / K:,.0f}"),
         ("  of which the control thread (µs)", f"{cpu_main * 1e6 / K:,.0f}"),
         ("RSS per member per sidecar (bytes)", f"{mem:,.0f}"),
