@@ -94,6 +94,12 @@ std::string ServersetResolver::where(const Ensemble& e) const {
 void ServersetResolver::openSession(Ensemble& en) {
   en.session.reset();        // a new session, never a repaired one
   en.refreshTimer.cancel();  // the new session lists when it connects
+  en.coalesceTimer.cancel();
+  // The old session's reads will never answer: their members are read again when listed.
+  en.reading = 0;
+  for (auto& [name, c] : en.cache) {
+    c.reading = false;
+  }
   try {
     en.session = options_.connect({en.connect, options_.sessionTimeout, ""},
                                   [this, &en](ZkEvent event, ZkState state, const std::string&) {
@@ -107,7 +113,7 @@ void ServersetResolver::openSession(Ensemble& en) {
 
 void ServersetResolver::onEvent(Ensemble& en, ZkEvent event, ZkState state) {
   if (event != ZkEvent::Session) {
-    return refresh(en);  // the children changed, or the serverset path appeared
+    return changed(en);  // the children changed, or the serverset path appeared
   }
   switch (state) {
     case ZkState::Connected:
@@ -125,11 +131,26 @@ void ServersetResolver::onEvent(Ensemble& en, ZkEvent event, ZkState state) {
   }
 }
 
+void ServersetResolver::changed(Ensemble& en) {
+  // The watch is ZooKeeper's one-shot: nothing more comes until the next listing sets it again,
+  // so waiting gathers the changes meanwhile into that one listing.
+  const auto due = en.listedAt + options_.coalesceWindow;
+  const auto now = std::chrono::steady_clock::now();
+  if (options_.coalesceWindow.count() <= 0 || now >= due) {
+    return refresh(en);
+  }
+  en.coalesceTimer.schedule(std::chrono::ceil<std::chrono::milliseconds>(due - now),
+                            [this, &en] { refresh(en); });
+}
+
 void ServersetResolver::refresh(Ensemble& en) {
   const uint64_t generation = ++en.generation;
   en.refreshTimer.cancel();  // this listing is the retry
-  en.session->children(
-      address_.path, true, [this, &en, generation](ZkError e, std::vector<std::string> names) {
+  en.coalesceTimer.cancel();
+  en.listedAt = std::chrono::steady_clock::now();
+  en.session->children2(
+      address_.path, true,
+      [this, &en, generation](ZkError e, std::vector<std::string> names, ZkStat stat) {
         if (generation != en.generation) {
           return;
         }
@@ -143,65 +164,91 @@ void ServersetResolver::refresh(Ensemble& en) {
                                }
                              });
           en.cache.clear();
+          en.listing = ZkStat{};
           return publish(en);
         }
         if (e != ZkError::Ok) {
           return readFailed(en, "resolve_failed", e, 0);
         }
-        std::erase_if(names, [](const std::string& n) { return !n.starts_with("member_"); });
-        std::map<std::string, Cached> next;
-        std::vector<std::string> unknown;
-        for (auto& n : names) {
-          if (auto it = en.cache.find(n); it != en.cache.end()) {
-            next.emplace(n, std::move(it->second));  // members are immutable once written
-          } else {
-            unknown.push_back(n);
-          }
-        }
-        en.cache = std::move(next);
-        if (unknown.empty()) {
-          return publish(en);
-        }
-        // A set is published only when every member in the listing was read (or is gone): a member
-        // that could not be read (connection loss, a timeout) would otherwise vanish from the set
-        // for a moment, and a caller balancing over it would shift its traffic for nothing.
-        struct Fetch {
-          std::size_t pending;
-          std::size_t failed = 0;
-          ZkError lastError = ZkError::Ok;
-        };
-        auto fetch = std::make_shared<Fetch>(Fetch{unknown.size()});
-        for (const auto& n : unknown) {
-          en.session->get(address_.path + "/" + n, false,
-                          [this, &en, n, fetch, generation](ZkError e, const std::string& data) {
-                            if (generation != en.generation) {
-                              return;
-                            }
-                            if (e == ZkError::Ok) {
-                              auto decoded = decodeServiceInstance(data);
-                              Cached c;
-                              if (decoded.instance) {
-                                c.member = selectMember(n, *decoded.instance, address_);
-                              } else {
-                                c.malformed = decoded.error;
-                              }
-                              en.cache[n] = std::move(c);
-                            } else if (e != ZkError::NoNode) {
-                              ++fetch->failed;
-                              fetch->lastError = e;
-                            }
-                            if (--fetch->pending != 0) {
-                              return;
-                            }
-                            if (fetch->failed == 0) {
-                              return publish(en);
-                            }
-                            // Keep the last complete set; what was read is cached, so the next
-                            // listing fetches only what failed.
-                            readFailed(en, "resolve_incomplete", fetch->lastError, fetch->failed);
-                          });
-        }
+        listed(en, std::move(names), stat);
       });
+}
+
+void ServersetResolver::listed(Ensemble& en, std::vector<std::string> names, ZkStat stat) {
+  en.listing = stat;
+  if (en.listed && en.reading == 0 && stat.pzxid >= 0 && stat.cversion == en.published.cversion &&
+      stat.pzxid == en.published.pzxid) {
+    // The list that was published, again (a reconnection, a replaced session, a retry): any
+    // creation or deletion since would have moved cversion and pzxid. The same set: nothing to
+    // read or publish; only current again.
+    if (en.session->state() == ZkState::Connected) {
+      setStale(en, false, "current");
+    }
+    return;
+  }
+  std::erase_if(names, [](const std::string& n) { return !n.starts_with("member_"); });
+  std::map<std::string, Cached> next;
+  for (auto& n : names) {
+    auto it = en.cache.find(n);
+    // Members are immutable once written: a known one is kept, read or being read.
+    next.emplace(std::move(n), it != en.cache.end() ? std::move(it->second) : Cached{});
+  }
+  en.cache = std::move(next);
+  en.readError = ZkError::Ok;
+  for (auto& [name, c] : en.cache) {
+    if (!c.read && !c.reading) {
+      read(en, name);
+    }
+  }
+  if (en.reading == 0) {
+    readDone(en);
+  }
+}
+
+void ServersetResolver::read(Ensemble& en, const std::string& name) {
+  en.cache[name].reading = true;
+  ++en.reading;
+  // Whatever listing is current when it answers, what was read stays cached: a member is read
+  // once however many listings come meanwhile.
+  en.session->get(address_.path + "/" + name, false,
+                  [this, &en, name](ZkError e, const std::string& data) {
+                    --en.reading;
+                    auto it = en.cache.find(name);
+                    if (it != en.cache.end() && it->second.reading) {
+                      auto& c = it->second;
+                      c.reading = false;
+                      if (e == ZkError::Ok) {
+                        auto decoded = decodeServiceInstance(data);
+                        if (decoded.instance) {
+                          c.member = selectMember(name, *decoded.instance, address_);
+                        } else {
+                          c.malformed = decoded.error;
+                        }
+                        c.read = true;
+                      } else if (e == ZkError::NoNode) {
+                        c.read = true;  // gone since the listing: the next one leaves it out
+                      } else {
+                        en.readError = e;
+                      }
+                    }
+                    if (en.reading == 0) {
+                      readDone(en);
+                    }
+                  });
+}
+
+void ServersetResolver::readDone(Ensemble& en) {
+  // A set is published only when every member in the listing was read (or is gone): a member
+  // that could not be read (connection loss, a timeout) would otherwise vanish from the set for a
+  // moment, and a caller balancing over it would shift its traffic for nothing.
+  const auto unread = static_cast<std::size_t>(std::count_if(
+      en.cache.begin(), en.cache.end(), [](const auto& kv) { return !kv.second.read; }));
+  if (unread == 0) {
+    return publish(en);
+  }
+  // Keep the last complete set; what was read is cached, so the next listing reads only what
+  // failed.
+  readFailed(en, "resolve_incomplete", en.readError, unread);
 }
 
 void ServersetResolver::readFailed(Ensemble& en, const char* what, ZkError e, std::size_t unread) {
@@ -223,6 +270,7 @@ void ServersetResolver::readFailed(Ensemble& en, const char* what, ZkError e, st
 void ServersetResolver::publish(Ensemble& en) {
   const bool first = !en.listed;
   en.listed = true;
+  en.published = en.listing;
   auto snapshot = std::make_shared<ServersetSnapshot>();
   const bool several = ensembles_.size() > 1;
   std::set<std::pair<std::string, uint16_t>> given;  // host:port already in the union
@@ -232,6 +280,9 @@ void ServersetResolver::publish(Ensemble& en) {
       continue;
     }
     for (const auto& [name, c] : e->cache) {
+      if (!c.read) {
+        continue;  // another ensemble's listing, still being read
+      }
       const std::string key = several ? name + "@" + e->connect : name;
       if (c.member) {
         // The same host:port from two ensembles is one member (Finagle's union is a set of

@@ -43,6 +43,11 @@ struct ResolverOptions {
   std::chrono::milliseconds sessionTimeout{10'000};
   // Before listing again after a read failed, and before replacing an expired session.
   std::chrono::milliseconds retryDelay{1'000};
+  // At most one listing per window: a change that comes within it of the last listing is listed
+  // at its end, with whatever else changed meanwhile (a burst of changes costs one list of N names
+  // per window, not one per change). A change after a quiet window is listed at once, so this is
+  // also the most a change waits for it. 0: list on every change.
+  std::chrono::milliseconds coalesceWindow{100};
   ZkSessionFactory connect{};  // empty: the ZooKeeper C client on the resolver's io_context
 };
 
@@ -79,29 +84,42 @@ class ServersetResolver {
   std::string unlisted() const;
 
  private:
+  // A listed member: read once (members are immutable once written), never again while listed.
   struct Cached {
     std::optional<ResolvedMember> member;  // none: not ALIVE, other shard, or no such endpoint
     std::string malformed;
+    bool read = false;     // its data came (or it was gone by then)
+    bool reading = false;  // its read is under way
   };
   // One ensemble: its own session (shared with other readers of it, by options.connect), watch,
   // members and staleness.
   struct Ensemble {
     Ensemble(boost::asio::io_context& ioc, std::string connect)
-        : connect(std::move(connect)), reopenTimer(ioc), refreshTimer(ioc) {}
+        : connect(std::move(connect)), reopenTimer(ioc), refreshTimer(ioc), coalesceTimer(ioc) {}
     std::string connect;
     // The timers go first (nothing they would run can run), then the session, whose
     // completions are dropped once it is gone.
     std::unique_ptr<ZkSession> session;
-    detail::OneShotTimer reopenTimer;   // replaces an expired session
-    detail::OneShotTimer refreshTimer;  // lists again after a read failed
-    std::map<std::string, Cached> cache;
-    uint64_t generation = 0;  // a newer listing makes older fetches moot
-    bool listed = false;      // a complete listing was published
+    detail::OneShotTimer reopenTimer;     // replaces an expired session
+    detail::OneShotTimer refreshTimer;    // lists again after a read failed
+    detail::OneShotTimer coalesceTimer;   // lists at the end of the coalescing window
+    std::map<std::string, Cached> cache;  // the last listing's members
+    uint64_t generation = 0;              // a newer listing makes an older one's answer moot
+    std::size_t reading = 0;              // member reads under way
+    ZkError readError = ZkError::Ok;      // the last read that failed since the last listing
+    ZkStat listing;                       // the stat of the last listing (cversion, pzxid)
+    ZkStat published;                     // the stat of the last listing published whole
+    std::chrono::steady_clock::time_point listedAt{};  // when the last listing was asked for
+    bool listed = false;                               // a complete listing was published
     bool stale = true;
   };
   void openSession(Ensemble& e);
   void onEvent(Ensemble& e, ZkEvent event, ZkState state);
+  void changed(Ensemble& e);  // a watch fired: list now, or at the end of the window
   void refresh(Ensemble& e);
+  void listed(Ensemble& e, std::vector<std::string> names, ZkStat stat);
+  void read(Ensemble& e, const std::string& name);
+  void readDone(Ensemble& e);
   void readFailed(Ensemble& e, const char* what, ZkError error, std::size_t unread);
   void publish(Ensemble& e);
   void setStale(Ensemble& e, bool stale, std::string_view reason);

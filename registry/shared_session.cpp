@@ -83,6 +83,11 @@ class View final : public ZkSession {
     watching(path, watch);
     core_->session->children(path, watch, guard(std::move(done)));
   }
+  void children2(const std::string& path, bool watch,
+                 std::function<void(ZkError, std::vector<std::string>, ZkStat)> done) override {
+    watching(path, watch);
+    core_->session->children2(path, watch, guard(std::move(done)));
+  }
   void removeWatches(const std::string& path) override {
     watched_.erase(path);
     if (!core_->watches(path)) {

@@ -369,6 +369,8 @@ class ZkSessionImpl final : public ZkSession {
            std::function<void(ZkError, std::string)> done) override;
   void children(const std::string& path, bool watch,
                 std::function<void(ZkError, std::vector<std::string>)> done) override;
+  void children2(const std::string& path, bool watch,
+                 std::function<void(ZkError, std::vector<std::string>, ZkStat)> done) override;
   void removeWatches(const std::string& path) override;
 
  private:
@@ -382,7 +384,18 @@ class ZkSessionImpl final : public ZkSession {
   bool secureParents_ = false;
 };
 
-ZkStat statOf(const Stat* s) { return s ? ZkStat{s->ephemeralOwner} : ZkStat{}; }
+ZkStat statOf(const Stat* s) {
+  return s ? ZkStat{s->ephemeralOwner, s->cversion, s->pzxid, s->numChildren} : ZkStat{};
+}
+
+std::vector<std::string> namesOf(const String_vector* strings) {
+  std::vector<std::string> names;
+  names.reserve(strings ? static_cast<std::size_t>(strings->count) : 0);
+  for (int i = 0; strings && i < strings->count; ++i) {
+    names.emplace_back(strings->data[i]);
+  }
+  return names;
+}
 
 ZkSessionImpl::ZkSessionImpl(boost::asio::io_context& ioc, const ZkSessionOptions& options,
                              EventHandler onEvent)
@@ -558,16 +571,30 @@ void ZkSessionImpl::children(const std::string& path, bool watch,
             zh_, path.c_str(), watch ? 1 : 0,
             [](int rc, const String_vector* strings, const void* ctx) {
               auto* c = static_cast<C*>(const_cast<void*>(ctx));
-              std::vector<std::string> names;
-              for (int i = 0; strings && i < strings->count; ++i) {
-                names.emplace_back(strings->data[i]);
-              }
-              c->finish(rc, std::move(names));
+              c->finish(rc, namesOf(strings));
               delete c;
             },
             call);
       },
       std::vector<std::string>{});
+}
+
+void ZkSessionImpl::children2(const std::string& path, bool watch,
+                              std::function<void(ZkError, std::vector<std::string>, ZkStat)> done) {
+  using C = Call<decltype(done)>;
+  launch(
+      shared_, std::move(done),
+      [&](C* call) {
+        return zoo_aget_children2(
+            zh_, path.c_str(), watch ? 1 : 0,
+            [](int rc, const String_vector* strings, const Stat* stat, const void* ctx) {
+              auto* c = static_cast<C*>(const_cast<void*>(ctx));
+              c->finish(rc, namesOf(strings), statOf(stat));
+              delete c;
+            },
+            call);
+      },
+      std::vector<std::string>{}, ZkStat{});
 }
 
 void ZkSessionImpl::removeWatches(const std::string&) {

@@ -46,6 +46,11 @@ bool retryable(ZkError e);
 
 struct ZkStat {
   int64_t ephemeralOwner = 0;  // the session that owns an ephemeral node, else 0
+  // Of a node's children: cversion counts their creations and deletions, pzxid is the
+  // transaction of the last one. A list read with the same pair is the same list. -1: not known.
+  int32_t cversion = -1;
+  int64_t pzxid = -1;
+  int32_t numChildren = 0;
 };
 
 enum class ZkNodeKind { Persistent, EphemeralSequential };
@@ -86,6 +91,11 @@ class ZkSession {
                    std::function<void(ZkError, std::string data)> done) = 0;
   virtual void children(const std::string& path, bool watch,
                         std::function<void(ZkError, std::vector<std::string> names)> done) = 0;
+  // The children with the node's stat (ZooKeeper's getChildren2), in the same round trip: a
+  // reader that kept the last stat recognises an unchanged list without comparing its names.
+  virtual void children2(
+      const std::string& path, bool watch,
+      std::function<void(ZkError, std::vector<std::string> names, ZkStat stat)> done) = 0;
   // Forgets this session's watches on path where the client can, so that a reader that is gone
   // costs the ensemble nothing. Best effort: the real session leaves them on the server (Debian
   // 12's C client, 3.8.0, crashed in zoo_aremove_watches: see zk_session.cpp); a watch that fires

@@ -61,8 +61,9 @@ if has asan; then
   cmake -S "$root" -B "$build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECAR_WERROR=ON \
     -DSIDECAR_SANITIZE=address,undefined
   cmake --build "$build-asan" -j"$jobs"
-  # The benchmark smoke run compares nothing a sanitizer would see that the proxy tests miss.
-  sanitized_ctest "$build-asan" -E 'bench\.smoke' -LE container "$@"
+  # The benchmark and fleet smoke runs exercise nothing a sanitizer would see that the proxy and
+  # ZooKeeper tests miss.
+  sanitized_ctest "$build-asan" -E '(bench|fleet)\.smoke' -LE container "$@"
 fi
 
 if has tsan; then

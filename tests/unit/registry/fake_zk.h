@@ -28,7 +28,9 @@ class FakeZk {
  public:
   struct Node {
     std::string data;
-    int64_t owner = 0;  // the ephemeral node's session, else 0
+    int64_t owner = 0;     // the ephemeral node's session, else 0
+    int32_t cversion = 0;  // its children's creations and deletions
+    int64_t pzxid = 0;     // the transaction of the last of them
   };
 
   explicit FakeZk(boost::asio::io_context& ioc) : ioc_(ioc) { nodes_["/"] = {}; }
@@ -54,11 +56,18 @@ class FakeZk {
 
   // Another client's writes; watches fire.
   void put(const std::string& path, const std::string& data, int64_t owner = 0) {
-    nodes_[path] = Node{data, owner};
+    const bool created = !has(path);
+    auto& n = nodes_[path];
+    n.data = data;
+    n.owner = owner;
+    if (created) {
+      childChanged(path);
+    }
     fire(path, ZkEvent::Created);
   }
   void erase(const std::string& path) {
     nodes_.erase(path);
+    childChanged(path);
     fire(path, ZkEvent::Deleted);
   }
 
@@ -207,6 +216,24 @@ class FakeZk {
       });
     }
 
+    // Answers as a "children" operation: failNext("children") applies to it too.
+    void children2(const std::string& path, bool watch,
+                   std::function<void(ZkError, std::vector<std::string>, ZkStat)> done) override {
+      using R = std::tuple<ZkError, std::vector<std::string>, ZkStat>;
+      answer("children", path, done, [&]() -> R {
+        if (!zk_.has(path)) {
+          return {ZkError::NoNode, {}, {}};
+        }
+        if (watch) {
+          zk_.childWatches_[path].insert(this);
+        }
+        const auto& n = zk_.node(path);
+        auto names = zk_.childrenOf(path);
+        ZkStat stat{n.owner, n.cversion, n.pzxid, static_cast<int32_t>(names.size())};
+        return {ZkError::Ok, std::move(names), stat};
+      });
+    }
+
     // Runs on the io_context later (or when released), unless this session is gone by then.
     void deliver(Held h) {
       auto wrapped = [alive = std::weak_ptr<bool>(alive_),
@@ -294,6 +321,15 @@ class FakeZk {
     }
   }
 
+  void childChanged(const std::string& path) {
+    const auto slash = path.rfind('/');
+    const std::string parent = slash == 0 ? "/" : path.substr(0, slash);
+    if (auto it = nodes_.find(parent); it != nodes_.end() && path != "/") {
+      ++it->second.cversion;
+      it->second.pzxid = ++zxid_;
+    }
+  }
+
   void dropEphemerals(int64_t id) {
     std::vector<std::string> gone;
     for (const auto& [p, n] : nodes_) {
@@ -324,6 +360,7 @@ class FakeZk {
   int opened_ = 0;
   int64_t lastId_ = 0x100;
   int sequence_ = 0;
+  int64_t zxid_ = 0;
 };
 
 // Runs the io_context until pred holds or limit passes; true if it holds.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <thread>
 
 #include "fake_zk.h"
 
@@ -33,15 +34,20 @@ struct Fixture {
   std::vector<bool> staleChanges;
   std::optional<ServersetResolver> resolver;
 
-  explicit Fixture(std::string endpoint = "") {
+  // coalesce: ResolverOptions::coalesceWindow; 0 (every change listed at once) unless the test
+  // is about it, so that settle() sees each change through.
+  explicit Fixture(std::string endpoint = "",
+                   std::chrono::milliseconds coalesce = std::chrono::milliseconds(0)) {
     zk.put("/discovery", "");
     zk.put("/discovery/prod", "");
     zk.put(kPath, "");
-    make(std::move(endpoint));
+    make(std::move(endpoint), coalesce);
   }
-  void make(std::string endpoint) {
+  void make(std::string endpoint,
+            std::chrono::milliseconds coalesce = std::chrono::milliseconds(0)) {
     ResolverOptions options;
     options.retryDelay = std::chrono::milliseconds(5);
+    options.coalesceWindow = coalesce;
     options.connect = zk.factory();
     resolver.emplace(
         ioc, ServersetAddress{"fake:2181", kPath, std::nullopt, std::move(endpoint)}, options,
@@ -147,7 +153,8 @@ TEST_CASE("an expired session is replaced; the set keeps serving meanwhile") {
   f.zk.connect();
   settle(f.ioc);
   CHECK_FALSE(f.resolver->stale());
-  CHECK(f.updates.size() == 2);
+  // The new session's list is the one published (same cversion and pzxid): not published again.
+  CHECK(f.updates.size() == 1);
 }
 
 TEST_CASE("a serverset that does not exist yet is empty, and is read when it appears") {
@@ -214,6 +221,7 @@ TEST_CASE("a session that cannot be made is tried again after the delay") {
   zk.put(kPath, "");
   int refusals = 2;
   ResolverOptions options;
+  options.coalesceWindow = std::chrono::milliseconds(0);  // settle() runs no timer
   options.retryDelay = std::chrono::milliseconds(5);
   options.connect = [&, real = zk.factory()](const ZkSessionOptions& o, ZkSession::EventHandler h) {
     if (refusals-- > 0) {
@@ -249,6 +257,7 @@ TEST_CASE("zk2!a#b: the union of both ensembles' members, each host:port once") 
   b.put(p + "/member_0000000003", "{not json");
   std::vector<std::string> opened;
   ResolverOptions options;
+  options.coalesceWindow = std::chrono::milliseconds(0);  // settle() runs no timer
   options.retryDelay = std::chrono::milliseconds(5);
   options.connect = [&, fa = a.factory(), fb = b.factory()](const ZkSessionOptions& o,
                                                             ZkSession::EventHandler h) {
@@ -315,6 +324,7 @@ TEST_CASE("the older zk! form resolves as zk2! does, on one ensemble") {
   auto address = parseResolveAddress(std::string("zk!fake:2181!") + kPath + "!admin");
   REQUIRE(address);
   ResolverOptions options;
+  options.coalesceWindow = std::chrono::milliseconds(0);  // settle() runs no timer
   options.connect = f.zk.factory();
   std::vector<ServersetSnapshot> updates;
   ServersetResolver resolver(f.ioc, *address, options,
@@ -325,4 +335,79 @@ TEST_CASE("the older zk! form resolves as zk2! does, on one ensemble") {
   settle(f.ioc);
   REQUIRE(updates.size() == 1);
   CHECK(updates[0].members.at("member_0000000001").endpoint == Endpoint{"10.0.0.1", 9990});
+}
+
+TEST_CASE("a member is read once, even when a new listing comes while it is being read") {
+  Fixture f;
+  f.startConnected();
+  f.zk.holding = true;
+  f.add("member_0000000001", memberData("10.0.0.1", 8443));
+  f.zk.release();  // the watch fires; its listing is held
+  settle(f.ioc);
+  f.zk.release();  // the listing answers; member 1's read is held
+  settle(f.ioc);
+  REQUIRE(f.zk.held() == 1);
+  f.zk.holding = false;
+  f.add("member_0000000002", memberData("10.0.0.2", 8443));  // listed while 1 is being read
+  settle(f.ioc);
+  CHECK(f.names().empty());  // 1 is not read yet: nothing is published
+  f.zk.release();
+  settle(f.ioc);
+  CHECK(f.names() == Names{"member_0000000001", "member_0000000002"});
+  for (const char* n : {"member_0000000001", "member_0000000002"}) {
+    CHECK(std::count(f.zk.calls.begin(), f.zk.calls.end(), "get " + std::string(kPath) + "/" + n) ==
+          1);
+  }
+}
+
+TEST_CASE("a burst of changes within the coalescing window is one listing, at its end") {
+  Fixture f("", std::chrono::milliseconds(100));
+  f.startConnected();  // the first listing opens the window
+  const auto listings = [&] {
+    return std::count(f.zk.calls.begin(), f.zk.calls.end(), "children " + std::string(kPath));
+  };
+  REQUIRE(listings() == 1);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 1; i <= 5; ++i) {
+    f.add("member_000000000" + std::to_string(i), memberData("10.0.0." + std::to_string(i), 8443));
+  }
+  settle(f.ioc);
+  CHECK(f.names().empty());  // waits for the window's end
+  REQUIRE(runUntil(f.ioc, [&] { return f.names().size() == 5; }));
+  CHECK(listings() == 2);
+  CHECK(f.updates.size() == 2);
+  // The window bounds the wait: the changes came right after the first listing.
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::milliseconds(1'000));
+}
+
+TEST_CASE("a change after a quiet window is listed at once") {
+  Fixture f("", std::chrono::milliseconds(30));
+  f.startConnected();
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  f.add("member_0000000001", memberData("10.0.0.1", 8443));
+  settle(f.ioc);  // no timer runs here
+  CHECK(f.names() == Names{"member_0000000001"});
+}
+
+TEST_CASE("an unchanged list (same cversion and pzxid) is recognised: nothing read or published") {
+  Fixture f;
+  f.add("member_0000000001", memberData("10.0.0.1", 8443));
+  f.startConnected();
+  REQUIRE(f.updates.size() == 1);
+  f.zk.disconnect();
+  settle(f.ioc);
+  CHECK(f.resolver->stale());
+  f.zk.connect();
+  settle(f.ioc);
+  CHECK(std::count(f.zk.calls.begin(), f.zk.calls.end(), "children " + std::string(kPath)) == 2);
+  CHECK(f.updates.size() == 1);  // the same set: not published again
+  CHECK_FALSE(f.resolver->stale());
+  CHECK(std::count(f.zk.calls.begin(), f.zk.calls.end(),
+                   "get " + std::string(kPath) + "/member_0000000001") == 1);
+  // A real change still is: a member added and removed counts (cversion moved).
+  f.add("member_0000000002", memberData("10.0.0.2", 8443));
+  f.zk.erase(std::string(kPath) + "/member_0000000002");
+  settle(f.ioc);
+  CHECK(f.updates.size() == 2);
+  CHECK(f.names() == Names{"member_0000000001"});
 }

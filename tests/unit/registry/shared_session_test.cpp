@@ -38,6 +38,7 @@ struct Fixture {
   }
   ServersetResolver& make(const std::string& path, const std::string& connect = "zk1:2181") {
     ResolverOptions options;
+    options.coalesceWindow = std::chrono::milliseconds(0);  // settle() runs no timer
     options.retryDelay = std::chrono::milliseconds(5);
     options.connect = sessions.factory();
     auto& r = resolvers[path];
@@ -147,6 +148,7 @@ TEST_CASE("a resolver that goes removes its watches from the shared session, not
   CHECK(std::count(f.zk.calls.begin(), f.zk.calls.end(), "removeWatches /d/nowhere") == 1);
   // Two readers of one path: the first to go leaves the watch to the other.
   ResolverOptions options;
+  options.coalesceWindow = std::chrono::milliseconds(0);  // settle() runs no timer
   options.connect = f.sessions.factory();
   int updates = 0;
   std::optional<ServersetResolver> second;
