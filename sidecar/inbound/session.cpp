@@ -18,6 +18,7 @@
 #include "net/caller_session.h"
 #include "net/tls_context.h"
 #include "net/tls_stream.h"
+#include "trace/b3.h"
 #include "upstream/connector.h"
 
 namespace sidecar {
@@ -108,6 +109,9 @@ class InboundSession final : public CallerTlsSession,
     requestStart_ = Clock::now();
     method_ = InboundMetrics::kMethods.size() - 1;
     target_.clear();
+    if (shared_.tracer) [[unlikely]] {
+      span_ = {};
+    }
   }
 
   void headRead(Parser& req, const RequestHeadResult& head) {
@@ -149,6 +153,9 @@ class InboundSession final : public CallerTlsSession,
     const bool isHead = msg.method() == http::verb::head;
     rewriteRequestHead(msg.base(),
                        ForwardContext{clientIp_, peer_.xfcc, shared_.upstreamAuthority});
+    if (shared_.tracer) [[unlikely]] {
+      traceRequest(msg);
+    }
     co_return co_await forward(req, clientKeepAlive, clientVersion, isHead);
   }
 
@@ -294,9 +301,48 @@ class InboundSession final : public CallerTlsSession,
     }
     co_return r.failure == Failure::none&& r.keepAlive;
   }
+  // The request's server span (docs/tracing.md): it joins the caller's trace (B3's shared span:
+  // the caller's span id), or starts one; the local service gets a child of it. The caller's B3
+  // fields never reach the local service as they came: a malformed one is dropped and counted.
+  void traceRequest(http::request<http::buffer_body>& msg) {
+    auto& tracer = *shared_.tracer;
+    const auto in = trace::readB3(msg);
+    if (in.malformed) {
+      tracer.metrics().b3Malformed->Increment();
+      logEvent(LogEvent::badRequest, spdlog::level::info, "event=b3_malformed peer={} identity={}",
+               clientIp_, identityForLog_);
+    }
+    if (in.present) {
+      trace::eraseB3(msg);
+    }
+    span_ = tracer.join(in.context);
+    spanShared_ = in.context.valid();
+    if (span_.isSampled()) {
+      spanTarget_ = msg.target();
+      spanMethod_ = msg.method_string();
+    }
+    trace::writeB3(msg, trace::childOf(span_));
+  }
+
+  void reportSpan(unsigned status, double seconds) {
+    const auto duration = static_cast<std::int64_t>(seconds * 1e6);
+    auto s = trace::httpSpan(trace::Kind::server, span_, spanMethod_, spanTarget_, status,
+                             trace::nowMicros() - duration, duration);
+    s.shared = spanShared_;
+    s.remoteIp = clientIp_;
+    if (!peer_.identity.empty()) {
+      s.tags.emplace_back("peer.identity", peer_.identity);
+    }
+    shared_.tracer->report(std::move(s));
+    span_ = {};
+  }
+
   // Counts the answer (and writes the access log line) once its head went out.
   void finishRequest(unsigned status, uint64_t responseBytes) {
     const double seconds = secondsSince(requestStart_);
+    if (shared_.tracer && span_.isSampled()) [[unlikely]] {
+      reportSpan(status, seconds);
+    }
     m_.requests.add(shard_, InboundMetrics::requestSeries(method_, status));
     m_.requestDuration.observe(shard_, 0, seconds);
     m_.receivedBytes.add(shard_, 0, requestBytes_);
@@ -339,6 +385,11 @@ class InboundSession final : public CallerTlsSession,
   uint64_t requestBytes_ = 0;
   double upstreamSeconds_ = -1;
   std::string target_;  // kept only for the access log
+  // Tracing, with --zipkin-url only: the request's server span.
+  trace::Context span_;
+  bool spanShared_ = false;
+  std::string spanMethod_;
+  std::string spanTarget_;
 };
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "net/access_log.h"
 #include "outbound/handler.h"
 #include "outbound/member.h"
+#include "trace/b3.h"
 #include "upstream/call_policy.h"
 
 namespace sidecar {
@@ -98,6 +99,9 @@ class OutboundSession final : public OutboundCallerSession,
   void requestBegins() {
     start_ = Clock::now();
     target_ = CallTarget{};
+    if (shared_.tracer) [[unlikely]] {
+      span_ = {};
+    }
   }
 
   void headRead(Parser&, const RequestHeadResult& head) {
@@ -236,6 +240,9 @@ class OutboundSession final : public OutboundCallerSession,
     const auto method = msg.method();
     const bool hasBody = !req.is_done();
     rewriteOutboundRequestHead(msg.base());
+    if (shared_.tracer) [[unlikely]] {
+      traceCall(msg);
+    }
     LazyRelayBuffer relay(worker_);
     const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.config.timeout};
     // The call's time starts here: retries share it, each gets what is left.
@@ -336,8 +343,48 @@ class OutboundSession final : public OutboundCallerSession,
   }
 
   // Every call that named a route counts in it, answered by a member or by us (502, 503, 504).
+  // The call's client span (docs/tracing.md): a child of the local service's span when its B3
+  // fields came (they are replaced by ours; a malformed one is dropped and counted), else a new
+  // trace. Every attempt carries it: a retry is the same call.
+  void traceCall(http::request<http::buffer_body>& msg) {
+    auto& tracer = *shared_.tracer;
+    const auto in = trace::readB3(msg);
+    if (in.malformed) {
+      tracer.metrics().b3Malformed->Increment();
+      logEvent(OutboundLogEvent::badRequest, spdlog::level::info,
+               "event=b3_malformed direction=outbound");
+    }
+    if (in.present) {
+      trace::eraseB3(msg);
+    }
+    const auto context = tracer.join(in.context);
+    span_ = in.context.valid() ? trace::childOf(context) : context;
+    if (span_.isSampled()) {
+      spanTarget_ = msg.target();
+      spanMethod_ = msg.method_string();
+    }
+    trace::writeB3(msg, span_);
+  }
+
+  void reportSpan(const std::string& route, unsigned status, Clock::time_point start,
+                  const tcp::endpoint* member) {
+    const auto duration =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+    auto s = trace::httpSpan(trace::Kind::client, span_, spanMethod_, spanTarget_, status,
+                             trace::nowMicros() - duration, duration);
+    if (member) {
+      s.remoteIp = member->address().to_string();
+      s.remotePort = member->port();
+    }
+    s.tags.emplace_back("sidecar.route", route);
+    shared_.tracer->report(std::move(s));
+  }
+
   void finish(OutboundHandler::Route& route, unsigned status, Clock::time_point start,
               const tcp::endpoint* member, const ExchangeResult& r) {
+    if (shared_.tracer && span_.isSampled()) [[unlikely]] {
+      reportSpan(route.info->name, status, start, member);
+    }
     const std::size_t slot = route.info->slot;
     m_.requests.add(shard_, OutboundMetrics::requestSeries(slot, status));
     m_.requestDuration.observe(shard_, slot,
@@ -414,7 +461,11 @@ class OutboundSession final : public OutboundCallerSession,
   unsigned shard_;
   Clock::time_point start_{};  // the request's first bytes were there
   CallTarget target_;          // whom the request calls, by its Host
-  bool unread_ = false;        // the current request's body is not read whole: linger when closing
+  // Tracing, with --zipkin-url only: the call's client span.
+  trace::Context span_;
+  std::string spanMethod_;
+  std::string spanTarget_;
+  bool unread_ = false;  // the current request's body is not read whole: linger when closing
 };
 
 }  // namespace

@@ -84,6 +84,29 @@ double uniform() {
 
 }  // namespace
 
+Span httpSpan(Kind kind, const Context& context, std::string_view method, std::string_view target,
+              unsigned status, std::int64_t startUs, std::int64_t durationUs) {
+  Span s;
+  s.context = context;
+  s.kind = kind;
+  s.name.reserve(method.size());
+  for (const char c : method) {
+    s.name += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  }
+  s.timestampUs = startUs;
+  s.durationUs = durationUs;
+  s.tags.reserve(4);
+  s.tags.emplace_back("http.method", std::string(method));
+  s.tags.emplace_back("http.path", std::string(target.substr(0, target.find('?'))));
+  if (status) {
+    s.tags.emplace_back("http.status_code", std::to_string(status));
+  }
+  if (status == 0 || status >= 500) {
+    s.tags.emplace_back("error", status ? std::to_string(status) : std::string("no answer"));
+  }
+  return s;
+}
+
 Tracer::Tracer(TracerConfig config, TracerMetrics& metrics)
     : config_(std::move(config)), metrics_(metrics) {
   queue_.reserve(config_.batchSize);
@@ -143,12 +166,17 @@ void Tracer::run() {
     const bool last = stopping_;
     batch.swap(queue_);
     lock.unlock();
-    // Posted in batches of batchSize at most, so that one post stays small.
+    // Posted in batches of batchSize at most, so that one post stays small. After a failed
+    // post the rest waits for the next round (dropped, when stopping: a collector that is down
+    // must not hold the shutdown for a post timeout per batch).
     for (std::size_t from = 0; from < batch.size(); from += config_.batchSize) {
       const auto to = std::min(batch.size(), from + config_.batchSize);
       std::vector<Span> part(std::make_move_iterator(batch.begin() + from),
                              std::make_move_iterator(batch.begin() + to));
-      post(part);
+      if (!post(part) && last) {
+        metrics_.spansDroppedPostFailed->Increment(static_cast<double>(batch.size() - to));
+        break;
+      }
     }
     batch.clear();
     lock.lock();
@@ -158,9 +186,9 @@ void Tracer::run() {
   }
 }
 
-void Tracer::post(std::vector<Span>& batch) {
+bool Tracer::post(std::vector<Span>& batch) {
   if (batch.empty()) {
-    return;
+    return true;
   }
   const Url url = parseUrl(config_.zipkinUrl);
   const std::string body = encodeSpans(batch, config_.serviceName);
@@ -182,7 +210,7 @@ void Tracer::post(std::vector<Span>& batch) {
   const auto addrs = resolver.resolve(url.host, url.port, ec);
   if (ec) {
     failed(ec.message());
-    return;
+    return false;
   }
   http::request<http::string_body> req{http::verb::post, url.target, 11};
   req.set(http::field::host, url.host + ":" + url.port);
@@ -210,13 +238,14 @@ void Tracer::post(std::vector<Span>& batch) {
   ioc.run();
   if (ec) {
     failed(ec.message());
-    return;
+    return false;
   }
   if (res.result_int() / 100 != 2) {
     failed(fmt::format("status {}", res.result_int()));
-    return;
+    return false;
   }
   metrics_.spansReported->Increment(static_cast<double>(batch.size()));
+  return true;
 }
 
 }  // namespace sidecar::trace

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -34,6 +35,11 @@ struct Span {
   bool shared = false;  // a server span that took the caller's span id (B3's shared span)
   std::vector<std::pair<std::string, std::string>> tags;
 };
+
+// An HTTP call's span: named by its method in lower case, tagged with the method, the path
+// (without its query, which may hold secrets), the status, and error for a 5xx or no answer.
+Span httpSpan(Kind kind, const Context& context, std::string_view method, std::string_view target,
+              unsigned status, std::int64_t startUs, std::int64_t durationUs);
 
 // Microseconds since the epoch, now.
 inline std::int64_t nowMicros() {
@@ -81,7 +87,7 @@ class Tracer {
 
  private:
   void run();
-  void post(std::vector<Span>& batch);
+  bool post(std::vector<Span>& batch);  // false: it failed (counted)
 
   TracerConfig config_;
   TracerMetrics& metrics_;

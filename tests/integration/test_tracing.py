@@ -1,0 +1,209 @@
+"""Zipkin tracing (docs/tracing.md): B3 read, replaced and continued through real sidecars, spans
+posted to a collector that checks them against Zipkin's v2 model, and a collector that is down or
+failing costing requests nothing."""
+import json
+import re
+import threading
+import time
+import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from harness import SidecarTestCase, wait_for
+
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+HEX16_32 = re.compile(r"^([0-9a-f]{16}|[0-9a-f]{32})$")
+
+
+class Collector:
+    """A Zipkin collector: takes POST /api/v2/spans, keeps the spans, answers `status`."""
+
+    def __init__(self, status=202):
+        self.spans, self.posts, self.status = [], [], status
+        self.lock = threading.Lock()
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with collector.lock:
+                    collector.posts.append((self.path, self.headers.get("Content-Type"), body))
+                    if collector.status // 100 == 2:
+                        collector.spans.extend(json.loads(body))
+                self.send_response(collector.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/api/v2/spans"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def where(self, **fields):
+        with self.lock:
+            return [s for s in self.spans if all(s.get(k) == v for k, v in fields.items())]
+
+
+def check_span(test, s):
+    """What Zipkin's v2 API (zipkin2-api.yaml) requires of a span, and what we promise."""
+    test.assertRegex(s["traceId"], HEX16_32)
+    test.assertRegex(s["id"], HEX16)
+    if "parentId" in s:
+        test.assertRegex(s["parentId"], HEX16)
+    test.assertIn(s["kind"], ("SERVER", "CLIENT"))
+    test.assertIsInstance(s["name"], str)
+    test.assertIsInstance(s["timestamp"], int)
+    test.assertGreater(s["timestamp"], 1_600_000_000_000_000)  # microseconds since the epoch
+    test.assertGreaterEqual(s["duration"], 1)
+    test.assertIsInstance(s["localEndpoint"]["serviceName"], str)
+    for k, v in s.get("tags", {}).items():
+        test.assertIsInstance(k, str)
+        test.assertIsInstance(v, str)
+    allowed = {"traceId", "id", "parentId", "kind", "name", "timestamp", "duration",
+               "localEndpoint", "remoteEndpoint", "tags", "debug", "shared", "annotations"}
+    test.assertEqual(set(s) - allowed, set())
+
+
+class TracingTest(SidecarTestCase):
+
+    def collector(self, status=202):
+        c = Collector(status)
+        self.addCleanup(c.close)
+        return c
+
+    def headers_seen(self, body):
+        return {k.lower(): v for k, v in json.loads(body)}
+
+    def test_a_callers_b3_is_joined_and_the_local_service_gets_a_child(self):
+        c = self.collector()
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port, "--zipkin-url", c.url, "--trace-sample-rate", "0",
+                                "--service-name", "backend")
+        trace, span = "463ac35c9f6413ad48485a3953bb6124", "a2fb4a1d1a96d312"
+        code, status, body, err = self.curl(
+            f"https://localhost:{sc.port}/headers?secret=1",
+            args=["-H", f"X-B3-TraceId: {trace}", "-H", f"X-B3-SpanId: {span.upper()}",
+                  "-H", "X-B3-Sampled: 1"])
+        self.assertEqual((code, status), (0, 200), err)
+        seen = self.headers_seen(body)
+        self.assertEqual(seen["x-b3-traceid"], trace)
+        self.assertEqual(seen["x-b3-parentspanid"], span)  # our span is the parent
+        self.assertRegex(seen["x-b3-spanid"], HEX16)
+        self.assertNotEqual(seen["x-b3-spanid"], span)
+        self.assertEqual(seen["x-b3-sampled"], "1")
+        wait_for(lambda: c.where(id=span), timeout=10, what="the server span posted")
+        s = c.where(id=span)[0]
+        check_span(self, s)
+        self.assertEqual((s["traceId"], s["kind"], s["name"], s.get("shared")),
+                         (trace, "SERVER", "get", True))
+        self.assertNotIn("parentId", s)  # the caller's span had none
+        self.assertEqual(s["localEndpoint"]["serviceName"], "backend")
+        self.assertEqual(s["remoteEndpoint"]["ipv4"], "127.0.0.1")
+        self.assertEqual(s["tags"]["http.path"], "/headers")  # never the query
+        self.assertEqual(s["tags"]["http.status_code"], "200")
+        self.assertIn("peer.identity", s["tags"])
+        self.assertEqual(c.posts[0][:2], ("/api/v2/spans", "application/json"))
+
+    def test_the_single_header_form_is_read_and_replaced_by_the_multi_header_form(self):
+        c = self.collector()
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port, "--zipkin-url", c.url, "--trace-sample-rate", "0")
+        code, status, body, err = self.curl(
+            f"https://localhost:{sc.port}/headers",
+            args=["-H", "b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d-05e3ac9a4f6e3b90"])
+        self.assertEqual((code, status), (0, 200), err)
+        seen = self.headers_seen(body)
+        self.assertNotIn("b3", seen)
+        self.assertEqual(seen["x-b3-traceid"], "80f198ee56343ba864fe8b2a57d3eff7")
+        self.assertEqual(seen["x-b3-parentspanid"], "e457b5a2e4d86bd1")
+        self.assertEqual(seen["x-b3-flags"], "1")  # debug goes on
+        wait_for(lambda: c.where(id="e457b5a2e4d86bd1"), timeout=10, what="the debug span")
+        s = c.where(id="e457b5a2e4d86bd1")[0]
+        check_span(self, s)
+        self.assertEqual((s["parentId"], s.get("debug")), ("05e3ac9a4f6e3b90", True))
+
+    def test_malformed_b3_is_dropped_counted_and_never_forwarded(self):
+        c = self.collector()
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port, "--zipkin-url", c.url, "--trace-sample-rate", "1")
+        code, status, body, err = self.curl(
+            f"https://localhost:{sc.port}/headers",
+            args=["-H", "X-B3-TraceId: not-hex-at-all!!", "-H", "X-B3-SpanId: a2fb4a1d1a96d312"])
+        self.assertEqual((code, status), (0, 200), err)
+        seen = self.headers_seen(body)
+        self.assertNotEqual(seen["x-b3-traceid"], "not-hex-at-all!!")
+        self.assertRegex(seen["x-b3-traceid"], HEX16)  # a new trace, sampled at rate 1
+        self.assertEqual(seen["x-b3-sampled"], "1")
+        self.assertEqual(self.metric(sc, "sidecar_trace_b3_malformed_total"), 1)
+        wait_for(lambda: c.where(traceId=seen["x-b3-traceid"]), timeout=10, what="the new trace")
+
+    def test_with_tracing_off_b3_passes_untouched(self):
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port)
+        code, status, body, err = self.curl(
+            f"https://localhost:{sc.port}/headers",
+            args=["-H", "X-B3-TraceId: anything", "-H", "b3: 1"])
+        self.assertEqual((code, status), (0, 200), err)
+        seen = self.headers_seen(body)
+        self.assertEqual((seen["x-b3-traceid"], seen["b3"]), ("anything", "1"))
+        self.assertNotIn("x-b3-spanid", seen)
+
+    def test_a_call_across_two_sidecars_is_one_trace_with_its_parents_in_line(self):
+        c = self.collector()
+        up = self.start_upstream()
+        callee = self.start_sidecar(up.port, "--zipkin-url", c.url, "--service-name", "callee",
+                                    "--trace-sample-rate", "0")
+        caller = self.start_outbound_sidecar(
+            "--route", f"backend=static!127.0.0.1:{callee.port}", "--zipkin-url", c.url,
+            "--service-name", "caller", "--trace-sample-rate", "0")
+        trace, local_span = "48485a3953bb6124", "1111111111111111"
+        status, body, _ = self.outbound_call(
+            caller.outbound, "backend", "/headers",
+            headers={"X-B3-TraceId": trace, "X-B3-SpanId": local_span, "X-B3-Sampled": "1"})
+        self.assertEqual(status, 200, body)
+        seen = self.headers_seen(body)
+        wait_for(lambda: len(c.where(traceId=trace)) >= 2, timeout=10, what="both spans posted")
+        client = c.where(traceId=trace, kind="CLIENT")[0]
+        server = c.where(traceId=trace, kind="SERVER")[0]
+        for s in (client, server):
+            check_span(self, s)
+        # The local service's span -> the caller sidecar's CLIENT span, shared with the callee
+        # sidecar's SERVER span -> the callee's local service.
+        self.assertEqual(client["parentId"], local_span)
+        self.assertEqual(client["localEndpoint"]["serviceName"], "caller")
+        self.assertEqual(client["tags"]["sidecar.route"], "backend")
+        self.assertEqual(client["remoteEndpoint"]["port"], callee.port)
+        self.assertEqual((server["id"], server.get("shared")), (client["id"], True))
+        self.assertEqual(server["localEndpoint"]["serviceName"], "callee")
+        self.assertEqual(seen["x-b3-traceid"], trace)
+        self.assertEqual(seen["x-b3-parentspanid"], client["id"])
+
+    def test_a_collector_down_or_failing_costs_requests_nothing_and_is_counted(self):
+        failing = self.collector(status=500)
+        up = self.start_upstream()
+        for url in (failing.url, "http://127.0.0.1:1/api/v2/spans"):
+            with self.subTest(url=url):
+                sc = self.start_sidecar(up.port, "--zipkin-url", url, "--trace-sample-rate", "1")
+                started = time.monotonic()
+                for _ in range(20):
+                    code, status, _, err = self.curl(f"https://localhost:{sc.port}/")
+                    self.assertEqual((code, status), (0, 200), err)
+                self.assertLess(time.monotonic() - started, 20)
+                wait_for(lambda: self.metric(sc, "sidecar_trace_post_failures_total") >= 1,
+                         timeout=10, what="a failed post counted")
+                self.assertGreaterEqual(
+                    self.metric(sc, "sidecar_trace_spans_total", result="dropped_post_failed"), 1)
+                self.assertEqual(
+                    self.metric(sc, "sidecar_trace_spans_total", result="reported"), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
