@@ -3,7 +3,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <string_view>
+#include <utility>
 
 namespace sidecar {
 
@@ -61,8 +64,24 @@ void PeakEwmaLoad::seed(SteadyTime now, double ewmaNanos) {
 P2cPeakEwma::P2cPeakEwma(std::uint64_t seed, BalancerSettings settings)
     : settings_(settings), rng_(seed) {}
 
+std::size_t P2cPeakEwma::EndpointHash::operator()(const tcp::endpoint& e) const noexcept {
+  const auto a = e.address();
+  std::size_t h = a.is_v4() ? std::hash<std::uint32_t>{}(a.to_v4().to_uint())
+                            : std::hash<std::string_view>{}(std::string_view(
+                                  reinterpret_cast<const char*>(a.to_v6().to_bytes().data()), 16));
+  return h ^ (std::size_t{e.port()} * 0x9e3779b97f4a7c15ull);
+}
+
 P2cPeakEwma::Member* P2cPeakEwma::find(const tcp::endpoint& e) {
-  for (auto& m : members_) {
+  return const_cast<Member*>(std::as_const(*this).find(e));
+}
+
+const P2cPeakEwma::Member* P2cPeakEwma::find(const tcp::endpoint& e) const {
+  if (members_.size() > kScanLimit) {
+    const auto it = index_.find(e);
+    return it == index_.end() ? nullptr : &members_[it->second];
+  }
+  for (const auto& m : members_) {
     if (m.endpoint == e) {
       return &m;
     }
@@ -71,40 +90,49 @@ P2cPeakEwma::Member* P2cPeakEwma::find(const tcp::endpoint& e) {
 }
 
 void P2cPeakEwma::update(const std::vector<tcp::endpoint>& endpoints, SteadyTime now) {
-  const auto listed = [&](const tcp::endpoint& e) {
-    return std::find(endpoints.begin(), endpoints.end(), e) != endpoints.end();
-  };
+  // The new set's positions by endpoint; two serverset nodes for one address are one member.
+  Index next;
+  next.reserve(endpoints.size());
+  std::vector<tcp::endpoint> order;
+  order.reserve(endpoints.size());
+  for (const auto& e : endpoints) {
+    if (next.emplace(e, order.size()).second) {
+      order.push_back(e);
+    }
+  }
   // What a new member is compared against: the kept members that have a latency. With none,
   // it starts as Finagle's do (no history: free while idle, the penalty while busy).
   double sum = 0;
   std::size_t known = 0;
   for (const auto& m : members_) {
     const double ewma = m.load.ewmaNanos(now);
-    if (ewma > 0 && listed(m.endpoint)) {
+    if (ewma > 0 && next.contains(m.endpoint)) {
       sum += ewma;
       ++known;
     }
   }
-
-  std::vector<Member> next;
-  next.reserve(endpoints.size());
-  for (const auto& e : endpoints) {
-    const bool duplicate =
-        std::any_of(next.begin(), next.end(), [&](const Member& m) { return m.endpoint == e; });
-    if (duplicate) {
-      continue;  // two serverset nodes for one address are one member
-    }
-    if (Member* kept = find(e)) {
-      next.push_back(std::move(*kept));
+  std::vector<Member> kept;
+  kept.reserve(order.size());
+  for (const auto& e : order) {
+    if (Member* old = find(e)) {
+      kept.push_back(std::move(*old));
       continue;
     }
-    next.push_back(
+    kept.push_back(
         Member{e, PeakEwmaLoad(settings_.decay, now), FailureAccrual(settings_.accrual, now)});
     if (known > 0) {
-      next.back().load.seed(now, sum / static_cast<double>(known));
+      kept.back().load.seed(now, sum / static_cast<double>(known));
     }
   }
-  members_ = std::move(next);
+  members_ = std::move(kept);
+  out_ = static_cast<std::size_t>(
+      std::count_if(members_.begin(), members_.end(),
+                    [&](const Member& m) { return m.accrual.state(now) != AccrualState::alive; }));
+  if (members_.size() > kScanLimit) {
+    index_ = std::move(next);
+  } else {
+    index_.clear();
+  }
 }
 
 std::optional<tcp::endpoint> P2cPeakEwma::pick(SteadyTime now,
@@ -114,6 +142,18 @@ std::optional<tcp::endpoint> P2cPeakEwma::pick(SteadyTime now,
   }
   if (members_.size() == 1) {
     return members_.front().endpoint;
+  }
+  if (out_ == 0 && exclude.empty()) {
+    // Every member alive and none to avoid (the common case): two draws, whatever the set's
+    // size. The same draws as below would make, so picks do not depend on which path ran.
+    const std::size_t a = rng_() % members_.size();
+    std::size_t b = rng_() % (members_.size() - 1);
+    if (b >= a) {
+      ++b;
+    }
+    Member& first = members_[a];
+    Member& second = members_[b];
+    return first.load.load(now) <= second.load.load(now) ? first.endpoint : second.endpoint;
   }
   const auto excluded = [&](const Member& m) {
     return std::find(exclude.begin(), exclude.end(), m.endpoint) != exclude.end();
@@ -187,6 +227,9 @@ void P2cPeakEwma::finished(const tcp::endpoint& member, SteadyTime now,
   const auto change = ok ? m->accrual.succeeded(now) : m->accrual.failed(now, rng_);
   if (change == FailureAccrual::Change::ejected) {
     ++ejections_;
+    ++out_;
+  } else if (change == FailureAccrual::Change::revived) {
+    --out_;
   }
 }
 
@@ -196,9 +239,8 @@ std::size_t P2cPeakEwma::available(SteadyTime now) const {
 }
 
 bool P2cPeakEwma::usable(const tcp::endpoint& member, SteadyTime now) const {
-  const auto m = std::find_if(members_.begin(), members_.end(),
-                              [&](const Member& x) { return x.endpoint == member; });
-  return m != members_.end() && (m->accrual.available(now) || m->accrual.awaitingProbe(now));
+  const Member* m = find(member);
+  return m && (m->accrual.available(now) || m->accrual.awaitingProbe(now));
 }
 
 std::vector<MemberView> P2cPeakEwma::members(SteadyTime now) const {

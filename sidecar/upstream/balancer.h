@@ -16,6 +16,7 @@
 #include <random>
 #include <span>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "core/config.h"
@@ -107,11 +108,22 @@ class P2cPeakEwma {
     PeakEwmaLoad load;
     FailureAccrual accrual;
   };
+  // Up to this many members a lookup scans them (faster than hashing for a handful); above it
+  // an index by endpoint finds one at once, so that a request's cost and an update's (O(N))
+  // stay flat in a serverset of thousands.
+  static constexpr std::size_t kScanLimit = 16;
+  struct EndpointHash {
+    std::size_t operator()(const tcp::endpoint& e) const noexcept;
+  };
+  using Index = std::unordered_map<tcp::endpoint, std::size_t, EndpointHash>;
   Member* find(const tcp::endpoint& e);
+  const Member* find(const tcp::endpoint& e) const;
 
   BalancerSettings settings_;
   std::mt19937_64 rng_;
   std::vector<Member> members_;
+  Index index_;          // members_' positions by endpoint, when more than kScanLimit
+  std::size_t out_ = 0;  // members ejected or probing: while none is, a pick is two draws
   std::uint64_t ejections_ = 0;
 };
 

@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 
@@ -259,6 +260,42 @@ TEST_CASE("p2c: update keeps the state of members still there and drops the othe
   CHECK(std::string(views[0].state) == "alive");
   CHECK(views[0].pending == 0);
   CHECK(lb.available(t) == 3);
+}
+
+TEST_CASE("p2c: a serverset of thousands: members found by their index, kept across updates") {
+  P2cPeakEwma lb(5);
+  auto all = members(5000);
+  all.push_back(member(10));  // a duplicate is one member, at any size
+  lb.update(all, kStart);
+  CHECK(lb.size() == 5000);
+  lb.started(member(4321), kStart);
+  lb.finished(member(4321), kStart + milliseconds(30), milliseconds(30), true);
+  lb.started(member(4321), kStart + milliseconds(30));
+  eject(lb, member(77), kStart + milliseconds(30));
+  CHECK_FALSE(lb.usable(member(77), kStart + milliseconds(30)));
+  CHECK(lb.usable(member(78), kStart + milliseconds(30)));
+  CHECK_FALSE(lb.usable(member(6000), kStart + milliseconds(30)));
+
+  // One member replaced among thousands: the others keep their state, the new one is found.
+  auto next = members(5000);
+  next.erase(next.begin());  // member 1 gone
+  next.push_back(member(5001));
+  const SteadyTime t = kStart + milliseconds(40);
+  lb.update(next, t);
+  CHECK(lb.size() == 5000);
+  CHECK_FALSE(lb.usable(member(1), t));
+  CHECK(lb.usable(member(5001), t));
+  CHECK_FALSE(lb.usable(member(77), t));  // still ejected
+  const auto views = lb.members(t);
+  const auto kept = std::find_if(views.begin(), views.end(),
+                                 [](const MemberView& v) { return v.endpoint == member(4321); });
+  REQUIRE(kept != views.end());
+  CHECK(kept->pending == 1);
+  CHECK(kept->ewmaMs == doctest::Approx(30.0).epsilon(0.01));
+  // Shrunk below the index's threshold, lookups scan again.
+  lb.update(members(3), t);
+  CHECK(lb.usable(member(2), t));
+  CHECK_FALSE(lb.usable(member(4321), t));
 }
 
 TEST_CASE("p2c: the same seed makes the same picks") {
