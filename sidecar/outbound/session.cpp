@@ -7,6 +7,7 @@
 #include <array>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
 #include <span>
 
 #include "http/exchange.h"
@@ -26,6 +27,7 @@ namespace http = beast::http;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr std::string_view kFinagleDeadline = "Finagle-Ctx-com.twitter.finagle.Deadline";
 using Failure = ExchangeResult::Failure;
 
 // Whether an exchange's end counts for the member (failure accrual, EWMA): its answers below 500
@@ -243,10 +245,20 @@ class OutboundSession final : public OutboundCallerSession,
     if (shared_.tracer) [[unlikely]] {
       traceCall(msg);
     }
+    // A Finagle caller's deadline shortens the call; one already past is not sent at all.
+    const Duration timeout = callTimeout(msg);
+    if (timeout <= Duration::zero()) {
+      logEvent(OutboundLogEvent::memberFailed, spdlog::level::info,
+               "event=deadline_exceeded direction=outbound route={}", name);
+      finish(route, 504, start, nullptr, ExchangeResult{});
+      co_await reply(
+          localReplyNaming(504, "service " + name + ": the caller's deadline has passed\n"));
+      co_return false;
+    }
     LazyRelayBuffer relay(worker_);
-    const ExchangeLimits limits{shared_.limits.idleTimeout, shared_.config.timeout};
+    const ExchangeLimits limits{shared_.limits.idleTimeout, timeout};
     // The call's time starts here: retries share it, each gets what is left.
-    CallAttempts call(route.budget, Clock::now(), shared_.config.timeout);
+    CallAttempts call(route.budget, Clock::now(), timeout);
     ExchangeResult r;
     tcp::endpoint member;
     for (;;) {
@@ -297,6 +309,33 @@ class OutboundSession final : public OutboundCallerSession,
       unread_ = false;
     }
     co_return r.failure == Failure::none&& r.keepAlive;
+  }
+
+  // --outbound-timeout, or less when the local service is a Finagle client that sent its deadline
+  // (Finagle-Ctx-com.twitter.finagle.Deadline: "<timestamp ns> <deadline ns>" since the epoch);
+  // the header goes on to the member, whose own Finagle stack reads it too. A value that cannot
+  // be read is ignored (Finagle ignores it too).
+  Duration callTimeout(const http::request<http::buffer_body>& msg) const {
+    const Duration configured = shared_.config.timeout;
+    const auto it = msg.find(kFinagleDeadline);
+    if (it == msg.end()) {
+      return configured;
+    }
+    const std::string_view v(it->value().data(), it->value().size());
+    const auto space = v.find(' ');
+    std::int64_t deadlineNs = 0;
+    const auto field = v.substr(space == std::string_view::npos ? v.size() : space + 1);
+    const auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), deadlineNs);
+    if (space == std::string_view::npos || ec != std::errc{} ||
+        end != field.data() + field.size()) {
+      return configured;
+    }
+    const auto nowNs = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+    const auto left =
+        std::chrono::duration_cast<Duration>(std::chrono::nanoseconds(deadlineNs - nowNs));
+    return std::min(configured, left);
   }
 
   // After an attempt: true when the call goes to another member (counted and logged); else r is

@@ -186,6 +186,40 @@ class TracingTest(SidecarTestCase):
         self.assertEqual(seen["x-b3-traceid"], trace)
         self.assertEqual(seen["x-b3-parentspanid"], client["id"])
 
+    def test_a_finagle_callers_deadline_bounds_the_outbound_call_and_goes_on(self):
+        up = self.start_upstream()
+        callee = self.start_sidecar(up.port)
+        caller = self.start_outbound_sidecar("--route", f"backend=static!127.0.0.1:{callee.port}")
+        deadline = "Finagle-Ctx-com.twitter.finagle.Deadline"
+
+        def finagle_deadline(seconds_from_now):
+            now = time.time_ns()
+            return f"{now} {now + int(seconds_from_now * 1e9)}"
+
+        value = finagle_deadline(30)
+        status, body, _ = self.outbound_call(caller.outbound, "backend", "/headers",
+                                             headers={deadline: value, "Dtab-Local": "/s=>/t"})
+        self.assertEqual(status, 200, body)
+        seen = self.headers_seen(body)
+        self.assertEqual(seen[deadline.lower()], value)  # passed on as it came
+        self.assertEqual(seen["dtab-local"], "/s=>/t")
+        # 300 ms left: a slow member is given no more (--outbound-timeout is 30 s).
+        started = time.monotonic()
+        status, body, _ = self.outbound_call(caller.outbound, "backend", "/slow?ms=3000",
+                                             headers={deadline: finagle_deadline(0.3)})
+        took = time.monotonic() - started
+        self.assertEqual(status, 504, body)
+        self.assertLess(took, 2.0)
+        # Past already: answered at once, never sent.
+        status, body, _ = self.outbound_call(caller.outbound, "backend", "/slow?ms=3000",
+                                             headers={deadline: finagle_deadline(-1)})
+        self.assertEqual(status, 504)
+        self.assertIn(b"deadline has passed", body)
+        # A value that cannot be read is ignored, as Finagle ignores it.
+        status, body, _ = self.outbound_call(caller.outbound, "backend", "/",
+                                             headers={deadline: "soon"})
+        self.assertEqual(status, 200, body)
+
     def test_a_collector_down_or_failing_costs_requests_nothing_and_is_counted(self):
         failing = self.collector(status=500)
         up = self.start_upstream()
