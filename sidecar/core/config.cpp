@@ -159,6 +159,8 @@ po::options_description describeFlags() {
     ("max-routes", byDefault(std::to_string(o.maxRoutes)), "routes made from --route-prefix at most, 1 to 10000; a new one then replaces the least recently used")
     ("route-idle-timeout", byDefault(durationDefault(o.routeIdleTimeout)), "a --route-prefix route unused this long is removed, its resolver with it (one without members: after 5s)")
     ("dns-refresh", byDefault(durationDefault(o.dnsRefresh)), "members announced with a host name, not an address: how often the name is looked up again, 1s to 60m (a failed lookup: after 5s, keeping its last addresses)")
+    ("serverset-drop-limit", byDefault(fmt::format("{}", o.dropLimit)), "share of a serverset route's members that one listing may take away before it is held, 0 to 1 (1: never held); a sudden loss (a ZooKeeper session storm, an announcer's bug) keeps the last set for --serverset-drop-hold")
+    ("serverset-drop-hold", byDefault(durationDefault(o.dropHold)), "how long a listing that lost more than --serverset-drop-limit of the members is held before it is trusted, 1s to 60m")
     ("outbound-ca", po::value<std::string>(), "CA bundle that called services' certificates must chain to, PEM (default: --tls-client-ca)")
     ("outbound-connect-timeout", byDefault(durationDefault(o.connectTimeout)), "deadline for connecting to a member and its TLS handshake")
     ("outbound-timeout", byDefault(durationDefault(o.timeout)), "deadline for a called service's response head, and longest pause mid-body; slower: 504")

@@ -110,6 +110,10 @@ struct OutboundConfig {
   Duration resolveTimeout{3'000};     // a first request waits this long for a new route's members
   Duration zkSessionTimeout{10'000};  // the resolvers' sessions (--zk-session-timeout)
   Duration dnsRefresh{30'000};        // members' host names are looked up again this often
+  // A listing that takes away more than this share of a serverset's members at once is held
+  // (the last set kept) for dropHold, unless a later one comes back within it (1: never held).
+  double dropLimit = 0.5;
+  Duration dropHold{30'000};
   std::vector<ThriftRouteConfig> thriftRoutes;  // --thrift-route, in order
   std::uint32_t thriftMaxFrame = 16'384'000;    // --thrift-max-frame, calls and replies
 };
@@ -123,7 +127,8 @@ struct ThriftConfig {
   std::uint64_t maxBuffered = 64ull << 20;  // --thrift-max-buffered, per worker
 };
 
-// Zipkin tracing (docs/tracing.md): B3 in HTTP, TTwitter in Thrift, spans to --zipkin-url.
+// Zipkin tracing (docs/tracing.md): B3 in HTTP, TTwitter in Thrift (docs/thrift.md), spans to
+// --zipkin-url.
 struct TraceConfig {
   std::string zipkinUrl;       // http://host:port/api/v2/spans; empty: no spans, B3 untouched
   double sampleRate = 0.001;   // of the traces that start here (Finagle's default)

@@ -2,6 +2,7 @@
 #include <registry/serverset.h>
 
 #include <algorithm>
+#include <charconv>
 
 #include "core/config.h"
 #include "core/flags.h"
@@ -189,6 +190,17 @@ void outboundValues(const po::variables_map& vm, OutboundConfig& o) {
   o.dnsRefresh = durationFlag(vm, "dns-refresh");
   if (o.dnsRefresh < std::chrono::seconds(1) || o.dnsRefresh > std::chrono::minutes(60)) {
     throw FlagError{"--dns-refresh: '" + vm["dns-refresh"].as<std::string>() +
+                    "' is not a duration from 1s to 60m"};
+  }
+  const auto limit = vm["serverset-drop-limit"].as<std::string>();
+  const auto [end, ec] = std::from_chars(limit.data(), limit.data() + limit.size(), o.dropLimit);
+  if (ec != std::errc{} || end != limit.data() + limit.size() ||
+      !(o.dropLimit >= 0.0 && o.dropLimit <= 1.0)) {
+    throw FlagError{"--serverset-drop-limit: '" + limit + "' is not a number from 0 to 1"};
+  }
+  o.dropHold = durationFlag(vm, "serverset-drop-hold");
+  if (o.dropHold < std::chrono::seconds(1) || o.dropHold > std::chrono::minutes(60)) {
+    throw FlagError{"--serverset-drop-hold: '" + vm["serverset-drop-hold"].as<std::string>() +
                     "' is not a duration from 1s to 60m"};
   }
   o.connectTimeout = durationFlag(vm, "outbound-connect-timeout");

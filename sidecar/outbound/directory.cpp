@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <boost/json/array.hpp>
 #include <boost/json/serialize.hpp>
@@ -30,9 +31,8 @@ void RouteDirectory::start() {
   for (const auto& t : config_.thriftRoutes) {
     make(t.route, false);  // named thrift:PORT, published to that port's handlers
   }
-  if (!config_.routePrefix.empty()) {
-    scheduleSweep();
-  }
+  // Once a second: prefix routes expire, held listings are trusted when their hold is over.
+  scheduleSweep();
 }
 
 void RouteDirectory::scheduleSweep() {
@@ -149,6 +149,17 @@ void RouteDirectory::expire(Clock::time_point now) {
     }
   }
   for (auto& r : routes_) {
+    // A held listing that no later one replaced is trusted once its hold is over.
+    if (r && r->heldSince && now - *r->heldSince >= config_.dropHold) {
+      r->heldSince.reset();
+      spdlog::warn("event=serverset_drop_released route={} members={} reason=hold_over",
+                   r->config.name, r->heldWanted.size());
+      r->peak = r->heldWanted;
+      r->peakAt = now;
+      useListing(*r, std::move(r->heldWanted));
+    }
+  }
+  for (auto& r : routes_) {
     if (!r || !r->prefix) {
       continue;
     }
@@ -189,12 +200,72 @@ void RouteDirectory::remove(Runtime& r, Expiry why) {
 }
 
 void RouteDirectory::resolved(Runtime& r, const registry::ServersetSnapshot& s) {
-  r.wanted.clear();
+  std::vector<registry::Endpoint> next;
+  next.reserve(s.members.size());
   for (const auto& [node, m] : s.members) {
-    r.wanted.push_back(m.endpoint);
+    next.push_back(m.endpoint);
   }
-  r.listed = true;
   r.malformed = s.malformed.size();
+  if (holdsDrop(r, next, Clock::now())) {
+    r.heldWanted = std::move(next);
+    if (r.wanted != r.peak) {
+      // Members that went before the loss was seen go back too: the whole storm is doubted.
+      r.wanted = r.peak;
+      wantNames(r);
+      publishMembers(r, true);
+    }
+    return;
+  }
+  useListing(r, std::move(next));
+}
+
+bool RouteDirectory::holdsDrop(Runtime& r, const std::vector<registry::Endpoint>& next,
+                               Clock::time_point now) {
+  if (!r.listed || config_.dropLimit >= 1.0) {
+    r.peak = next;
+    r.peakAt = now;
+    return false;
+  }
+  if (!r.heldSince && now - r.peakAt > config_.dropHold) {
+    r.peak = r.wanted;  // an older peak is history: the set now trusted is the reference
+    r.peakAt = now;
+  }
+  if (next.size() >= r.peak.size()) {
+    r.peak = next;
+    r.peakAt = now;
+  }
+  const std::size_t peak = r.peak.size();
+  const std::size_t lost = peak - std::min(peak, next.size());
+  // Two members at least (one going is a deploy).
+  if (peak < 2 || static_cast<double>(lost) <= config_.dropLimit * static_cast<double>(peak)) {
+    if (r.heldSince) {
+      spdlog::info("event=serverset_drop_released route={} members={} reason=recovered",
+                   r.config.name, next.size());
+    }
+    r.heldSince.reset();
+    return false;
+  }
+  if (!r.heldSince) {
+    r.heldSince = now;
+    metrics_.dropsHeld->Add({{"route", r.config.name}}).Increment();
+    spdlog::warn("event=serverset_drop_held route={} members={} listed={} hold_ms={}",
+                 r.config.name, peak, next.size(), config_.dropHold.count());
+  }
+  if (now - *r.heldSince < config_.dropHold) {
+    return true;
+  }
+  spdlog::warn("event=serverset_drop_released route={} members={} reason=hold_over", r.config.name,
+               next.size());
+  r.heldSince.reset();
+  r.peak = next;
+  r.peakAt = now;
+  return false;
+}
+
+void RouteDirectory::useListing(Runtime& r, std::vector<registry::Endpoint> wanted) {
+  r.heldWanted.clear();
+  r.wanted = std::move(wanted);
+  r.listed = true;
   wantNames(r);
   publishMembers(r, true);
 }
@@ -382,6 +453,14 @@ std::string RouteDirectory::clientsJson() {
     route["stale"] = r->addr->stale();
     route["malformed_members"] = r->malformed;
     route["unresolved_members"] = r->unresolved;
+    if (r->heldSince) {
+      // A listing that lost most members, not trusted yet: the workers keep the last set.
+      route["drop_held"] = boost::json::object{
+          {"listed_members", r->heldWanted.size()},
+          {"held_for_ms",
+           std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *r->heldSince)
+               .count()}};
+    }
     route["names"] = namesJson(*r);
     route["members"] = membersJson(*r);
     out.push_back(std::move(route));

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,13 @@ class RouteDirectory {
     Clock::time_point usedAt{};      // made, or last called (as the workers report)
     Clock::time_point emptySince{};  // without members since (or made)
     bool namesAwaited = false;       // a member's host name has no first answer yet
+    // A listing that lost too many members at once, held since heldSince (none: not held).
+    std::optional<Clock::time_point> heldSince;
+    std::vector<registry::Endpoint> heldWanted;
+    // The most members a listing had within the last --serverset-drop-hold: a loss is measured
+    // from it, so that a storm spread over several listings is seen whole.
+    std::vector<registry::Endpoint> peak;  // held: the set the workers keep
+    Clock::time_point peakAt{};
   };
   enum class Expiry { negative, idle, evicted };
   Runtime& make(RouteConfig config, bool prefix);
@@ -85,6 +93,10 @@ class RouteDirectory {
   Runtime* leastRecentlyUsed();
   void scheduleSweep();
   void resolved(Runtime& r, const registry::ServersetSnapshot& snapshot);
+  // Whether a listing of next (the announced members) is held as a sudden loss; counts and logs
+  // the hold's start.
+  bool holdsDrop(Runtime& r, const std::vector<registry::Endpoint>& next, Clock::time_point now);
+  void useListing(Runtime& r, std::vector<registry::Endpoint> wanted);
   void setStale(Runtime& r, bool stale);
   // The route's next address from its wanted members and the names' addresses; unresolved: those
   // left out.

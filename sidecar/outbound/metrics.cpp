@@ -29,6 +29,9 @@ constexpr RouteCounters kRouteCounters[] = {
     {&OutboundMetrics::dnsFailures, "sidecar_outbound_dns_failures_total",
      "Failed lookups of the host names that members of a route announced, by route; the name "
      "keeps its last good addresses."},
+    {&OutboundMetrics::dropsHeld, "sidecar_outbound_serverset_drops_held_total",
+     "Listings of a route's serverset that took away more than --serverset-drop-limit of its "
+     "members at once, held (the last set kept) for up to --serverset-drop-hold."},
 };
 
 using Counter = metrics::Registered<OutboundMetrics, prometheus::Counter>;
@@ -125,6 +128,7 @@ void OutboundMetrics::unname(std::size_t slot, const std::string& route) {
     family->Remove(&family->Add({{"route", route}}));
   }
   dnsFailures->Remove(&dnsFailures->Add({{"route", route}}));
+  dropsHeld->Remove(&dropsHeld->Add({{"route", route}}));
 }
 
 void OutboundMetrics::name(std::size_t slot, const std::string& route) {
@@ -143,6 +147,7 @@ void OutboundMetrics::name(std::size_t slot, const std::string& route) {
     family->Add({{"route", route}});
   }
   dnsFailures->Add({{"route", route}});
+  dropsHeld->Add({{"route", route}});
 }
 
 }  // namespace sidecar

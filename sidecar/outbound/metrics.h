@@ -52,6 +52,8 @@ struct OutboundMetrics {
   // Members announced with a host name: failed lookups of their names, and members left out now
   // because their name has no address yet (its first lookup under way or failed).
   prometheus::Family<prometheus::Counter>* dnsFailures;
+  // Listings held because they took away more than --serverset-drop-limit of the members.
+  prometheus::Family<prometheus::Counter>* dropsHeld;
   prometheus::Family<prometheus::Gauge>* membersUnresolved;
   prometheus::Counter* noRoute;            // answered 404
   prometheus::Counter* badHost;            // answered 400: no Host, or one that is no name

@@ -901,6 +901,54 @@ class OutboundTest(SidecarTestCase):
         self.assertTrue(route["stale"])
         self.assertEqual(self.metric(caller, "sidecar_outbound_resolver_stale", route="svc"), 1)
 
+    def test_a_serverset_that_suddenly_loses_most_members_is_held_then_trusted(self):
+        zk = self.shared_zk()
+        path = self.path("storm")
+        for i in range(2, 5):
+            self.zkctl(zk.port, "create", "/".join(path.split("/")[:i]), "")
+
+        def write(n):
+            body = ('{"serviceEndpoint":{"host":"127.0.0.1","port":%d},'
+                    '"additionalEndpoints":{},"status":"ALIVE"}' % (20000 + n))
+            self.assertEqual(self.zkctl(zk.port, "create", f"{path}/member_{n:010d}", body)
+                             .returncode, 0)
+
+        def delete(n):
+            self.assertEqual(self.zkctl(zk.port, "delete", f"{path}/member_{n:010d}").returncode, 0)
+
+        for n in range(1, 5):
+            write(n)
+        caller = self.start_outbound_sidecar(
+            "--zk", f"127.0.0.1:{zk.port}", "--route", f"storm={path}",
+            "--serverset-drop-hold", "3s")
+        everyone = {f"127.0.0.1:{20000 + n}" for n in range(1, 5)}
+        wait_for(lambda: set(self.route_members(caller, "storm")) == everyone, timeout=10 * SLOW,
+                 what="four members")
+        # Three of four gone at once (a session storm): the last set stays, shown and counted.
+        for n in (2, 3, 4):
+            delete(n)
+        wait_for(lambda: "drop_held" in self.clients(caller)["storm"], timeout=10 * SLOW,
+                 what="the listing held")
+        self.assertEqual(self.clients(caller)["storm"]["drop_held"]["listed_members"], 1)
+        self.assertEqual(set(self.route_members(caller, "storm")), everyone)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_serverset_drops_held_total",
+                                     route="storm"), 1)
+        # They come back within the hold: the hold ends with the loss back within the limit.
+        for n in (2, 3, 4):
+            write(n)
+        wait_for(lambda: "drop_held" not in self.clients(caller)["storm"]
+                 and set(self.route_members(caller, "storm")) == everyone, timeout=10 * SLOW,
+                 what="the hold released, four members")
+        # Gone again and for good: trusted once the hold is over.
+        for n in (2, 3, 4):
+            delete(n)
+        started = time.monotonic()
+        wait_for(lambda: set(self.route_members(caller, "storm")) == {"127.0.0.1:20001"},
+                 timeout=15 * SLOW, what="the loss trusted after the hold")
+        self.assertGreater(time.monotonic() - started, 2.0)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_serverset_drops_held_total",
+                                     route="storm"), 2)
+
     def test_unknown_name_is_404_and_an_empty_serverset_503(self):
         zk = self.shared_zk()
         for i in range(2, 5):
