@@ -331,7 +331,7 @@ class InboundSession final : public CallerTlsSession,
     s.shared = spanShared_;
     s.remoteIp = clientIp_;
     if (!peer_.identity.empty()) {
-      s.tags.emplace_back("peer.identity", peer_.identity);
+      s.tags.emplace_back("peer.identity", trace::tagValue(peer_.identity));
     }
     shared_.tracer->report(std::move(s));
     span_ = {};

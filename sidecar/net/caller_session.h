@@ -36,7 +36,9 @@ class CallerTlsSession : public WorkerSession {
     // Still idle a sweep later: memory it holds only for a call is given back. Busy keep-alive
     // connections, idle only between calls, keep theirs and do not churn the allocator.
     if (idle_ && ++idleSweeps_ == 2) {
-      stream_.releaseBuffers();
+      if (idleWithoutRead_) {
+        stream_.releaseBuffers();
+      }
       releaseIdle();
     }
   }
@@ -121,6 +123,10 @@ class CallerTlsSession : public WorkerSession {
   virtual void releaseIdle() {}
 
   Clock::time_point handshakeDeadline_;
+  // The protocol waits for its next call with no read under way (HTTP waits for readability):
+  // OpenSSL's buffers may then be freed. A session idle inside a read (Thrift's) keeps them:
+  // freeing them under a pending read is what CVE-2024-4741 was about in OpenSSL before 3.0.14.
+  bool idleWithoutRead_ = true;
   std::shared_ptr<asio::ssl::context> tls_;  // the context stream_ was made with
   TlsStream stream_;
   DeadlineSocket upstream_;  // the connection to the local service, while a call uses it

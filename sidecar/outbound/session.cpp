@@ -330,12 +330,20 @@ class OutboundSession final : public OutboundCallerSession,
         end != field.data() + field.size()) {
       return configured;
     }
-    const auto nowNs = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count();
-    const auto left =
-        std::chrono::duration_cast<Duration>(std::chrono::nanoseconds(deadlineNs - nowNs));
-    return std::min(configured, left);
+    const std::int64_t nowNs = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+    if (deadlineNs <= nowNs) {
+      return Duration::zero();  // past (Finagle's Time.Bottom included)
+    }
+    // Without overflow whatever the values; rounded up, so that 0.5 ms left is not "past".
+    const auto leftNs = static_cast<std::uint64_t>(deadlineNs) - static_cast<std::uint64_t>(nowNs);
+    const auto configuredNs = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(configured).count());
+    if (leftNs >= configuredNs) {
+      return configured;
+    }
+    return std::chrono::ceil<Duration>(std::chrono::nanoseconds(static_cast<std::int64_t>(leftNs)));
   }
 
   // After an attempt: true when the call goes to another member (counted and logged); else r is

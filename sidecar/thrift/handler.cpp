@@ -62,7 +62,9 @@ class ThriftSession final : public CallerTlsSession {
                          handshakeDeadline),
         handler_(handler),
         shared_(handler.shared()),
-        m_(*handler.shared().metrics) {}
+        m_(*handler.shared().metrics) {
+    idleWithoutRead_ = false;  // idle inside readFramePrefix's read
+  }
 
   ~ThriftSession() {
     releaseFrameBytes();

@@ -84,11 +84,14 @@ double uniform() {
 
 }  // namespace
 
+std::string tagValue(std::string_view value) { return std::string(value.substr(0, kMaxTagBytes)); }
+
 Span httpSpan(Kind kind, const Context& context, std::string_view method, std::string_view target,
               unsigned status, std::int64_t startUs, std::int64_t durationUs) {
   Span s;
   s.context = context;
   s.kind = kind;
+  method = method.substr(0, 32);
   s.name.reserve(method.size());
   for (const char c : method) {
     s.name += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
@@ -97,7 +100,7 @@ Span httpSpan(Kind kind, const Context& context, std::string_view method, std::s
   s.durationUs = durationUs;
   s.tags.reserve(4);
   s.tags.emplace_back("http.method", std::string(method));
-  s.tags.emplace_back("http.path", std::string(target.substr(0, target.find('?'))));
+  s.tags.emplace_back("http.path", tagValue(target.substr(0, target.find('?'))));
   if (status) {
     s.tags.emplace_back("http.status_code", std::to_string(status));
   }
@@ -167,13 +170,13 @@ void Tracer::run() {
     batch.swap(queue_);
     lock.unlock();
     // Posted in batches of batchSize at most, so that one post stays small. After a failed
-    // post the rest waits for the next round (dropped, when stopping: a collector that is down
-    // must not hold the shutdown for a post timeout per batch).
+    // post the rest of the round is dropped and counted: a collector that is down or slow costs
+    // one post timeout a round, not one a batch (nor the shutdown more than one).
     for (std::size_t from = 0; from < batch.size(); from += config_.batchSize) {
       const auto to = std::min(batch.size(), from + config_.batchSize);
       std::vector<Span> part(std::make_move_iterator(batch.begin() + from),
                              std::make_move_iterator(batch.begin() + to));
-      if (!post(part) && last) {
+      if (!post(part)) {
         metrics_.spansDroppedPostFailed->Increment(static_cast<double>(batch.size() - to));
         break;
       }
@@ -213,7 +216,8 @@ bool Tracer::post(std::vector<Span>& batch) {
     return false;
   }
   http::request<http::string_body> req{http::verb::post, url.target, 11};
-  req.set(http::field::host, url.host + ":" + url.port);
+  const bool v6 = url.host.find(':') != std::string::npos;
+  req.set(http::field::host, (v6 ? "[" + url.host + "]" : url.host) + ":" + url.port);
   req.set(http::field::content_type, "application/json");
   req.set(http::field::connection, "close");
   req.body() = body;

@@ -36,8 +36,14 @@ struct Span {
   std::vector<std::pair<std::string, std::string>> tags;
 };
 
+// A tag's value at most: a caller's 1 MiB path must not become a 1 MiB span in the queue.
+inline constexpr std::size_t kMaxTagBytes = 256;
+// value cut to kMaxTagBytes.
+std::string tagValue(std::string_view value);
+
 // An HTTP call's span: named by its method in lower case, tagged with the method, the path
-// (without its query, which may hold secrets), the status, and error for a 5xx or no answer.
+// (without its query, which may hold secrets), the status, and error for a 5xx or no answer;
+// every value at most kMaxTagBytes.
 Span httpSpan(Kind kind, const Context& context, std::string_view method, std::string_view target,
               unsigned status, std::int64_t startUs, std::int64_t durationUs);
 

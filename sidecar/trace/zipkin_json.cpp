@@ -16,10 +16,55 @@ std::string hexTraceId(const Context& c) {
 
 namespace {
 
+// The length of the valid UTF-8 sequence at s[i], or 0 (a stray byte, an overlong form, a
+// surrogate, a sequence cut short: JSON must be UTF-8, and one bad byte would lose a batch).
+std::size_t utf8Sequence(std::string_view s, std::size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  std::size_t n;
+  unsigned cp;
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+    cp = c & 0x1f;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    cp = c & 0x0f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) {
+    return 0;
+  }
+  for (std::size_t k = 1; k < n; ++k) {
+    const auto cc = static_cast<unsigned char>(s[i + k]);
+    if ((cc & 0xc0) != 0x80) {
+      return 0;
+    }
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  const bool overlong = (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
+  if (overlong || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
+    return 0;
+  }
+  return n;
+}
+
 void appendString(std::string& out, std::string_view s) {
   out += '"';
-  for (const char ch : s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char ch = s[i];
     const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x80) {
+      if (const auto n = utf8Sequence(s, i)) {
+        out.append(s.substr(i, n));
+        i += n - 1;
+      } else {
+        out += "\ufffd";  // the replacement character for a byte that is not UTF-8
+      }
+      continue;
+    }
     switch (ch) {
       case '"':
         out += "\\\"";
@@ -37,10 +82,10 @@ void appendString(std::string& out, std::string_view s) {
         out += "\\t";
         break;
       default:
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7f) {
           out += fmt::format("\\u{:04x}", c);
         } else {
-          out += ch;  // UTF-8 passes as it is; a stray byte is the collector's to judge
+          out += ch;
         }
     }
   }

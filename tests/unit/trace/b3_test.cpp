@@ -146,6 +146,28 @@ TEST_CASE("zipkin json: a span in the v2 model, escaped, durations at least 1 µ
   CHECK(o.at("debug").as_bool());
 }
 
+TEST_CASE("zipkin json: bytes that are not UTF-8 become U+FFFD; tags are bounded") {
+  Span s;
+  s.context.traceId = 1;
+  s.context.spanId = 2;
+  s.name = "get";
+  // A stray byte, a sequence cut short, an overlong '/', a surrogate; then valid two-, three-
+  // and four-byte characters, which pass as they are.
+  s.tags = {{"http.path", std::string("/a\xff\xfe\xc3") + "\xc0\xaf" + "\xed\xa0\x80" +
+                              "\xc3\xa9\xe2\x82\xac\xf0\x9f\x99\x82"}};
+  const auto v = boost::json::parse(encodeSpans({s}, "svc"));  // Boost.JSON checks UTF-8
+  const auto path = std::string(v.as_array()[0].at("tags").at("http.path").as_string());
+  CHECK(path.rfind("/a\xef\xbf\xbd\xef\xbf\xbd", 0) == 0);
+  CHECK(path.find("\xc3\xa9\xe2\x82\xac\xf0\x9f\x99\x82") != std::string::npos);
+  CHECK(path.find("\xc0") == std::string::npos);
+
+  const auto big =
+      httpSpan(Kind::server, s.context, "GET", "/" + std::string(1 << 20, 'x') + "?q", 200, 1, 1);
+  for (const auto& [k, value] : big.tags) {
+    CHECK(value.size() <= kMaxTagBytes);
+  }
+}
+
 TEST_CASE("tracing: a caller's decision wins, a context without one is decided by the rate") {
   prometheus::Registry r;
   TracerMetrics m(r);
