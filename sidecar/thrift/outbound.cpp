@@ -201,22 +201,28 @@ class ThriftOutboundSession final : public OutboundCallerSession {
   }
 
   // The call's context toward members: a child of the local client's when it sent one, else a
-  // new trace. Reported as a client span only with tracing on; with it off the ids still go (the
-  // member's trace stays joined to the local client's), sampled as the local client said.
+  // new trace. Reported as a client span only with tracing on; with it off the ids are made only
+  // for an upgraded member (idsWithoutTracer) and still go, so that the member's trace stays
+  // joined to the local client's, sampled as the local client said.
   void startSpan() {
+    span_ = trace::Context{};
+    if (!shared_.tracer) {
+      return;
+    }
     const auto& in = localHeader_.context;
-    const bool fromLocal = localUpgraded_ && in.valid();
-    if (shared_.tracer) {
-      span_ = fromLocal ? trace::childOf(shared_.tracer->join(in))
-                        : shared_.tracer->join(trace::Context{});
-    } else if (fromLocal) {
+    span_ = localUpgraded_ && in.valid() ? trace::childOf(shared_.tracer->join(in))
+                                         : shared_.tracer->join(trace::Context{});
+    spanStartUs_ = trace::nowMicros();
+  }
+
+  void idsWithoutTracer() {
+    const auto& in = localHeader_.context;
+    if (localUpgraded_ && in.valid()) {
       span_ = trace::childOf(in);
     } else {
-      span_ = trace::Context{};
       span_.traceId = trace::newId();
       span_.spanId = span_.traceId;
     }
-    spanStartUs_ = trace::nowMicros();
   }
 
   void reportSpan(const thrift::MessageHeader& header, unsigned status,
@@ -462,6 +468,9 @@ class ThriftOutboundSession final : public OutboundCallerSession {
   // sent_: frame_'s call with our RequestHeader before it (span_'s ids, our client id, and the
   // local client's contexts, destination and delegations when it sent them).
   void withHeader() {
+    if (!span_.valid()) {
+      idsWithoutTracer();
+    }
     thrift::ttwitter::RequestHeader h;
     h.context = span_;
     h.clientId = handler_.clientId();
