@@ -75,7 +75,7 @@ if has tsan; then
 fi
 
 if has fuzz; then
-  fuzzers="request_head chunked_body serverset address flags help_file thrift_frame"
+  fuzzers="request_head chunked_body serverset address flags help_file thrift_frame ttwitter_header"
   CC=clang CXX=clang++ cmake -S "$root" -B "$build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DSIDECAR_FUZZ=ON -DSIDECAR_SANITIZE=address,undefined -DSIDECAR_WERROR=OFF
   cmake --build "$build-fuzz" -j"$jobs" --target $(printf 'fuzz_%s ' $fuzzers)

@@ -356,7 +356,7 @@ class Server {
     };
     l.handle<ThriftOutboundHandler>([this, &t, outboundTls](Worker& w) {
       return std::make_unique<ThriftOutboundHandler>(w, *outboundShared_, *thriftOutMetrics_, t,
-                                                     outboundTls);
+                                                     config_.trace.thriftClientId, outboundTls);
     });
   }
 
@@ -533,6 +533,7 @@ class Server {
               }
               if (thriftMetrics_) {
                 sources.push_back(&thriftMetrics_->methods);
+                sources.push_back(&thriftMetrics_->clients);
               }
               return metrics::serializeText(sources);
             },

@@ -330,6 +330,18 @@ bool holdsOneMessage(std::string_view payload, const MessageHeader& header) {
   return whole && w.at() == payload.size();
 }
 
+std::optional<std::size_t> skipBinaryValue(std::string_view payload, std::size_t at, unsigned type,
+                                           unsigned depth) {
+  if (at > payload.size()) {
+    return std::nullopt;
+  }
+  Walker w(payload, at);
+  if (!w.binaryValue(type, depth)) {
+    return std::nullopt;
+  }
+  return w.at();
+}
+
 std::optional<MessageType> replyType(std::string_view payload, const MessageHeader& call) {
   const auto reply = parseHeader(payload);
   if (!reply || (reply->type != MessageType::reply && reply->type != MessageType::exception) ||

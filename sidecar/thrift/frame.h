@@ -50,6 +50,12 @@ std::optional<MessageHeader> parseHeader(std::string_view payload);
 // and that answer would reach whoever next uses the connection.
 bool holdsOneMessage(std::string_view payload, const MessageHeader& header);
 
+// Where the binary-protocol value of field type `type` that starts at payload[at] ends, walked as
+// holdsOneMessage walks (nested at most kMaxDepth - depth deep); none when it is cut short or
+// not a value. For readers of structs of our own (thrift/ttwitter.h) that skip unknown fields.
+std::optional<std::size_t> skipBinaryValue(std::string_view payload, std::size_t at, unsigned type,
+                                           unsigned depth);
+
 // The reply's type when payload (the local service's or a member's reply frame, without its
 // length) answers call: one REPLY or EXCEPTION message with the call's protocol, name and seqid,
 // and nothing after it. None otherwise: a CALL or ONEWAY, another call's reply, or a frame with

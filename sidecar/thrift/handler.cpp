@@ -6,12 +6,14 @@
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
+#include <cctype>
 #include <string>
 
 #include "net/access_log.h"
@@ -22,6 +24,7 @@
 #include "net/tls_stream.h"
 #include "thrift/frame.h"
 #include "thrift/frame_io.h"
+#include "thrift/ttwitter.h"
 #include "upstream/connector.h"
 
 namespace sidecar {
@@ -174,6 +177,9 @@ class ThriftSession final : public CallerTlsSession {
       }
       callStart_ = Clock::now();
       answerBytes_ = 0;
+      if (upgraded_ && !stripRequestHeader()) {
+        break;
+      }
       const auto header = thrift::parseHeader(std::string_view(frame_).substr(4));
       if (!header || (header->type != thrift::MessageType::call &&
                       header->type != thrift::MessageType::oneway)) {
@@ -197,25 +203,99 @@ class ThriftSession final : public CallerTlsSession {
         break;
       }
       if (header->type == thrift::MessageType::call && header->name == thrift::kFinagleProbe) {
-        // Finagle's TTwitter upgrade probe: refusing it makes the client fall back to plain
-        // framed Thrift, which is all the local service speaks.
-        m_.probes->Increment();
-        const bool written = co_await writeLocal(thrift::exceptionFrame(
-            *header, thrift::AppError::unknownMethod, "Unknown method " + header->name));
-        logCall(*header, "probe");
-        if (!written) {
+        if (!co_await answerProbe(*header)) {
           break;
         }
         continue;
       }
       slot_ = handler_.methodSlots().slotOf(header->name);
       m_.methods.calls.add(shard_, slot_);
+      if (upgraded_) {
+        m_.clients.requests.add(shard_, clientSlot_);
+      }
+      if (shared_.tracer) {
+        startSpan();
+      }
       const bool goOn = co_await forward(*header);
       finishCall(*header);
       if (!goOn) {
         break;
       }
     }
+  }
+
+  // Finagle's TTwitter upgrade probe, answered as a Finagle server does: a REPLY (an empty
+  // struct), after which each call comes with a RequestHeader and each reply goes with a
+  // ResponseHeader. Only in the binary protocol, the only one TTwitter's headers are written in:
+  // a compact probe is refused, and its client falls back to plain Thrift.
+  awaitable<bool> answerProbe(const thrift::MessageHeader& probe) {
+    m_.probes->Increment();
+    if (probe.protocol != thrift::Protocol::binary) {
+      const bool written = co_await writeLocal(thrift::exceptionFrame(
+          probe, thrift::AppError::unknownMethod, "Unknown method " + probe.name));
+      logCall(probe, "probe");
+      co_return written;
+    }
+    const bool written = co_await writeLocal(thrift::ttwitter::probeReplyFrame(probe));
+    upgraded_ = true;  // (the probe's own reply has no ResponseHeader)
+    logCall(probe, "upgraded");
+    co_return written;
+  }
+
+  // On an upgraded connection: reads the RequestHeader before the call in frame_ into ttwitter_
+  // and takes it out, so that the local service gets the plain call. False (counted, logged)
+  // when it cannot be read: as Finagle's server, whose header read fails the connection, we
+  // close it, since without the header's end there is no call to answer.
+  bool stripRequestHeader() {
+    ttwitter_ = {};
+    const auto payload = std::string_view(frame_).substr(4);
+    const auto n = thrift::ttwitter::readRequestHeader(payload, ttwitter_);
+    if (!n || *n == payload.size()) {
+      m_.ttwitterMalformed->Increment();
+      logWithin(handler_.logLimiter(ThriftLogEvent::badRequestHeader), spdlog::level::info,
+                "event=thrift_bad_request_header peer={} identity={} length={}", clientIp_,
+                identityForLog_, payload.size());
+      return false;
+    }
+    thrift::ttwitter::eraseAfterPrefix(frame_, *n);
+    m_.ttwitterCalls->Increment();
+    clientSlot_ = handler_.clientSlots().slotOf(ttwitter_.clientId.value_or(std::string()));
+    return true;
+  }
+
+  // The call's server span: the caller's trace (TTwitter's header; none on a plain connection)
+  // joined, and its span id shared when the caller sent one, as Finagle's server does.
+  void startSpan() {
+    const trace::Context in = upgraded_ ? ttwitter_.context : trace::Context{};
+    span_ = shared_.tracer->join(in);
+    spanShared_ = in.valid();
+    spanStartUs_ = trace::nowMicros();
+  }
+
+  void reportSpan(const thrift::MessageHeader& call) {
+    if (!shared_.tracer || !span_.isSampled()) {
+      return;
+    }
+    trace::Span s;
+    s.context = span_;
+    s.kind = trace::Kind::server;
+    s.name = call.name;
+    std::transform(s.name.begin(), s.name.end(), s.name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    s.timestampUs = spanStartUs_;
+    s.durationUs = std::max<std::int64_t>(1, trace::nowMicros() - spanStartUs_);
+    s.remoteIp = clientIp_;
+    s.shared = spanShared_;
+    s.tags.emplace_back("thrift.method", call.name);
+    s.tags.emplace_back("thrift.result", resultName(result_));
+    s.tags.emplace_back("peer.identity", identity_);
+    if (upgraded_ && ttwitter_.clientId) {
+      s.tags.emplace_back("thrift.client_id", *ttwitter_.clientId);
+    }
+    if (result_ == CallResult::exception || result_ == CallResult::localError) {
+      s.tags.emplace_back("error", resultName(result_));
+    }
+    shared_.tracer->report(std::move(s));
   }
 
   // Reads the next whole frame, length prefix included, into frame_; false when the connection
@@ -313,6 +393,12 @@ class ThriftSession final : public CallerTlsSession {
     }
     methods.duration.observe(shard_, slot_,
                              std::chrono::duration<double>(Clock::now() - callStart_).count());
+    if (upgraded_ &&
+        (result_ == CallResult::exception ||
+         (result_ == CallResult::localError && call.type != thrift::MessageType::oneway))) {
+      m_.clients.failures.add(shard_, clientSlot_);
+    }
+    reportSpan(call);
     logCall(call, resultName(result_));
   }
 
@@ -341,7 +427,18 @@ class ThriftSession final : public CallerTlsSession {
               clientIp_, identityForLog_, got, expected, ec.message());
   }
 
+  // Writes a whole frame to the caller; on an upgraded connection with a ResponseHeader (an
+  // empty one) before its message, as a TTwitter client reads every reply.
   awaitable<bool> writeLocal(const std::string& bytes) {
+    if (upgraded_) {
+      std::string framed = bytes;
+      thrift::ttwitter::insertAfterPrefix(framed, {&thrift::ttwitter::kEmptyResponseHeader, 1});
+      co_return co_await writeRaw(framed);
+    }
+    co_return co_await writeRaw(bytes);
+  }
+
+  awaitable<bool> writeRaw(const std::string& bytes) {
     stream_.lowest_layer().expires_after(shared_.limits.idleTimeout);
     auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(bytes), useTuple);
     answerBytes_ = n;
@@ -454,6 +551,15 @@ class ThriftSession final : public CallerTlsSession {
   Clock::time_point callStart_;
   std::size_t answerBytes_ = 0;  // the bytes written to the caller for it
   CallResult result_ = CallResult::reply;
+  // TTwitter: whether the caller upgraded (its probe answered REPLY), the last call's header,
+  // and its client id's slot.
+  bool upgraded_ = false;
+  thrift::ttwitter::RequestHeader ttwitter_;
+  std::size_t clientSlot_ = ThriftMethodTable::kOther;
+  // The call's server span, when tracing is on.
+  trace::Context span_;
+  bool spanShared_ = false;
+  std::int64_t spanStartUs_ = 0;
 };
 
 awaitable<void> serveThrift(ThriftHandler& handler, TcpSocket socket,
@@ -472,7 +578,8 @@ ThriftHandler::ThriftHandler(Worker& worker, const ThriftShared& shared,
       tls_(std::move(tls)),
       pool_(PoolSettings{shared.limits.upstreamIdleTimeout, shared.limits.upstreamMaxIdle, nullptr,
                          nullptr, nullptr}),
-      methodSlots_(shared.metrics->methods.table) {}
+      methodSlots_(shared.metrics->methods.table),
+      clientSlots_(shared.metrics->clients.table) {}
 
 void ThriftHandler::accepted(TcpSocket socket) {
   FirstByteWait<ThriftHandler>::start(*this, std::move(socket));

@@ -38,6 +38,7 @@ struct ThriftShared {
 enum class ThriftLogEvent : unsigned {
   handshakeFailed,
   badFrame,
+  badRequestHeader,
   identityRefused,
   localFailed,
   count
@@ -73,6 +74,7 @@ class ThriftHandler final : public ConnectionHandler {
   const ThriftShared& shared() const { return shared_; }
   ConnectionPool& pool() { return pool_; }
   ThriftMethodSlots& methodSlots() { return methodSlots_; }
+  ThriftMethodSlots& clientSlots() { return clientSlots_; }  // TTwitter callers' client ids
   LogLimiter& logLimiter(ThriftLogEvent e) { return logLimiters_[static_cast<unsigned>(e)]; }
   // Callers' frame bytes this worker's sessions hold now, bounded by shared().maxBuffered.
   std::size_t& buffered() { return buffered_; }
@@ -83,6 +85,7 @@ class ThriftHandler final : public ConnectionHandler {
   std::shared_ptr<asio::ssl::context> tls_;
   ConnectionPool pool_;
   ThriftMethodSlots methodSlots_;
+  ThriftMethodSlots clientSlots_;
   std::array<LogLimiter, static_cast<unsigned>(ThriftLogEvent::count)> logLimiters_{};
   std::size_t buffered_ = 0;
 };

@@ -36,18 +36,19 @@ prometheus::MetricFamily labelled(prometheus::MetricFamily family,
 
 }  // namespace
 
-bool ThriftMethodTable::nameable(std::string_view name) {
+bool ThriftMethodTable::nameable(std::string_view name, Names kind) {
   if (name.empty() || name.size() > kMaxNameLength || name == kOtherName) {
     return false;
   }
-  return std::all_of(name.begin(), name.end(), [](char c) {
+  const bool dash = kind == Names::clientIds;
+  return std::all_of(name.begin(), name.end(), [dash](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '.' || c == ':';
+           c == '.' || c == ':' || (dash && c == '-');
   });
 }
 
 std::size_t ThriftMethodTable::slotOf(std::string_view name) {
-  if (!nameable(name)) {
+  if (!accepts(name)) {
     return kOther;
   }
   std::lock_guard lock(mutex_);
@@ -74,7 +75,7 @@ std::size_t ThriftMethodSlots::slotOf(std::string_view name) {
   if (const auto it = known_.find(name); it != known_.end()) {
     return it->second;
   }
-  if (complete_ || !ThriftMethodTable::nameable(name)) {
+  if (complete_ || !table_.accepts(name)) {
     return ThriftMethodTable::kOther;
   }
   if (table_.full()) {
@@ -132,7 +133,36 @@ std::vector<prometheus::MetricFamily> ThriftMethodMetrics::Collect() const {
           labelled(duration.collect(), slots, 1)};
 }
 
-ThriftMetrics::ThriftMetrics(prometheus::Registry& r, unsigned workers) : methods(workers) {
+ThriftClientMetrics::ThriftClientMetrics(unsigned workers)
+    : requests("sidecar_thrift_client_requests_total",
+               "Calls of TTwitter (upgraded) Thrift callers forwarded to the local service, by "
+               "their RequestHeader's client_id (the first 64 ids seen; the rest, and calls with "
+               "none, as other)",
+               methodSeries(), workers),
+      failures("sidecar_thrift_client_failures_total",
+               "Calls of TTwitter Thrift callers answered with an EXCEPTION (the local service's "
+               "or the sidecar's), by client_id",
+               methodSeries(), workers) {}
+
+std::vector<prometheus::MetricFamily> ThriftClientMetrics::Collect() const {
+  std::vector<std::pair<std::size_t, std::string>> slots;
+  auto names = table.names();
+  for (std::size_t slot = 0; slot < names.size(); ++slot) {
+    slots.emplace_back(slot, std::move(names[slot]));
+  }
+  slots.emplace_back(ThriftMethodTable::kOther, ThriftMethodTable::kOtherName);
+  auto relabel = [&](prometheus::MetricFamily family) {
+    family = labelled(std::move(family), slots, 1);
+    for (auto& m : family.metric) {
+      m.label.front().name = "client_id";
+    }
+    return family;
+  };
+  return {relabel(requests.collect()), relabel(failures.collect())};
+}
+
+ThriftMetrics::ThriftMetrics(prometheus::Registry& r, unsigned workers)
+    : methods(workers), clients(workers) {
   metrics::addEach(metrics::counterFamily(r, "sidecar_thrift_calls_total",
                                           "Thrift calls on --thrift-listen by result: replied, "
                                           "oneway, local_error (answered INTERNAL_ERROR), refused "
@@ -158,6 +188,12 @@ ThriftMetrics::ThriftMetrics(prometheus::Registry& r, unsigned workers) : method
   probes = &metrics::counter(
       r, "sidecar_thrift_probes_total",
       "Finagle upgrade probes (__can__finagle__trace__v3__) answered by the sidecar");
+  metrics::addEach(metrics::counterFamily(
+                       r, "sidecar_thrift_ttwitter_calls_total",
+                       "Calls on TTwitter (upgraded) --thrift-listen connections by result: ok "
+                       "(RequestHeader read and stripped), malformed (it could not be read; the "
+                       "connection closed)"),
+                   "result", {{&ttwitterCalls, "ok"}, {&ttwitterMalformed, "malformed"}});
   metrics::addEach(
       metrics::counterFamily(r, "sidecar_thrift_local_errors_total",
                              "Failures of the local Thrift service "

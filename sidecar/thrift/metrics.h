@@ -28,6 +28,10 @@ namespace sidecar {
 // Callers choose the names, so the set is capped (a caller cannot grow the scrape or the memory).
 class ThriftMethodTable {
  public:
+  // What the names are: methods, or TTwitter client ids (which may hold '-' too).
+  enum class Names : std::uint8_t { methods, clientIds };
+  explicit ThriftMethodTable(Names kind = Names::methods) : kind_(kind) {}
+
   static constexpr std::size_t kMaxMethods = 64;
   static constexpr std::size_t kOther = kMaxMethods;  // the slot of every other name
   static constexpr std::size_t kSlots = kMaxMethods + 1;
@@ -36,7 +40,8 @@ class ThriftMethodTable {
 
   // Letters, digits, '_', '.', ':' (a multiplexed "Service:method"), at most kMaxNameLength
   // bytes, and not "other" itself.
-  static bool nameable(std::string_view name);
+  static bool nameable(std::string_view name, Names kind = Names::methods);
+  bool accepts(std::string_view name) const { return nameable(name, kind_); }
 
   // name's slot: its own, a new one while the table is not full, else kOther. Takes the lock.
   std::size_t slotOf(std::string_view name);
@@ -46,6 +51,7 @@ class ThriftMethodTable {
   std::vector<std::string> names() const;
 
  private:
+  Names kind_;
   mutable std::mutex mutex_;
   std::vector<std::string> names_;
   std::atomic<bool> full_{false};
@@ -97,6 +103,19 @@ class ThriftMethodMetrics final : public prometheus::Collectable {
   std::vector<prometheus::MetricFamily> Collect() const override;
 };
 
+// Per-client series of TTwitter callers (the client_id of their RequestHeader), labelled
+// `client_id` at scrape time like the methods' series; calls with no client_id count as `other`.
+class ThriftClientMetrics final : public prometheus::Collectable {
+ public:
+  explicit ThriftClientMetrics(unsigned workers);
+
+  ThriftMethodTable table{ThriftMethodTable::Names::clientIds};
+  metrics::ShardedCounter requests;  // slot
+  metrics::ShardedCounter failures;  // slot: answered with an EXCEPTION (ours or the service's)
+
+  std::vector<prometheus::MetricFamily> Collect() const override;
+};
+
 struct ThriftMetrics {
   ThriftMetrics(prometheus::Registry& registry, unsigned workers);
 
@@ -113,6 +132,9 @@ struct ThriftMetrics {
   prometheus::Counter* framesCutShort;
   // sidecar_thrift_probes_total
   prometheus::Counter* probes;
+  // sidecar_thrift_ttwitter_calls_total{result}: calls on upgraded connections
+  prometheus::Counter* ttwitterCalls;      // with a RequestHeader read and stripped
+  prometheus::Counter* ttwitterMalformed;  // whose RequestHeader could not be read (closed)
   // sidecar_thrift_local_errors_total{reason}
   prometheus::Counter* localConnect;
   prometheus::Counter* localTimeout;
@@ -127,6 +149,8 @@ struct ThriftMetrics {
   prometheus::Counter* connections;
   // sidecar_thrift_method_*{method}: a collector of its own, scraped beside the registry.
   ThriftMethodMetrics methods;
+  // sidecar_thrift_client_*{client_id}: a collector of its own too.
+  ThriftClientMetrics clients;
 };
 
 }  // namespace sidecar

@@ -12,6 +12,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "outbound/member.h"
 #include "thrift/frame.h"
 #include "thrift/frame_io.h"
+#include "thrift/ttwitter.h"
 #include "upstream/call_policy.h"
 
 namespace sidecar {
@@ -28,20 +30,31 @@ ThriftOutboundMetrics::ThriftOutboundMetrics(prometheus::Registry& r)
                     .Name("sidecar_thrift_outbound_frames_refused_total")
                     .Help("Frames from the local Thrift client on a --thrift-route port refused, "
                           "closing its connection, by route and reason: too_large "
-                          "(--thrift-max-frame), not_thrift, or malformed (not exactly one whole "
-                          "message)")
+                          "(--thrift-max-frame), not_thrift, malformed (not exactly one whole "
+                          "message), or bad_request_header (an upgraded client's TTwitter "
+                          "RequestHeader could not be read)")
                     .Register(r)),
       probes_(&prometheus::BuildCounter()
                    .Name("sidecar_thrift_outbound_probes_total")
                    .Help("Finagle upgrade probes from the local Thrift client answered by the "
                          "sidecar on a --thrift-route port, by route")
-                   .Register(r)) {}
+                   .Register(r)),
+      upgrades_(&prometheus::BuildCounter()
+                     .Name("sidecar_thrift_outbound_upgrades_total")
+                     .Help("TTwitter upgrade probes the sidecar sent on new connections to "
+                           "members of a --thrift-route, by route and result: upgraded (the "
+                           "member answered REPLY; calls carry a RequestHeader) or refused "
+                           "(plain framed Thrift)")
+                     .Register(r)) {}
 
 ThriftOutboundMetrics::Route ThriftOutboundMetrics::route(const std::string& name) {
   return Route{&refused_->Add({{"route", name}, {"reason", "too_large"}}),
                &refused_->Add({{"route", name}, {"reason", "not_thrift"}}),
                &refused_->Add({{"route", name}, {"reason", "malformed"}}),
-               &probes_->Add({{"route", name}})};
+               &refused_->Add({{"route", name}, {"reason", "bad_request_header"}}),
+               &probes_->Add({{"route", name}}),
+               &upgrades_->Add({{"route", name}, {"result", "upgraded"}}),
+               &upgrades_->Add({{"route", name}, {"result", "refused"}})};
 }
 
 namespace {
@@ -88,6 +101,9 @@ class ThriftOutboundSession final : public OutboundCallerSession {
       if (!co_await readCall()) {
         break;
       }
+      if (localUpgraded_ && !stripLocalHeader()) {
+        break;
+      }
       const auto header = thrift::parseHeader(std::string_view(frame_).substr(4));
       if (!header || (header->type != thrift::MessageType::call &&
                       header->type != thrift::MessageType::oneway)) {
@@ -110,13 +126,20 @@ class ThriftOutboundSession final : public OutboundCallerSession {
         break;
       }
       if (header->type == thrift::MessageType::call && header->name == thrift::kFinagleProbe) {
-        // A Finagle client's upgrade probe: the members' sidecars would refuse it too, so it is
-        // answered here and costs no member a call.
+        // A Finagle client's upgrade probe, answered here (it costs no member a call): a REPLY,
+        // so that the client sends its trace context in a RequestHeader with each call. Our own
+        // upgrade toward each member is apart from it. A compact probe is refused: TTwitter's
+        // headers are binary.
         handler_.metrics().probes->Increment();
-        if (!co_await writeCaller(thrift::exceptionFrame(*header, thrift::AppError::unknownMethod,
-                                                         "Unknown method " + header->name))) {
+        const bool binary = header->protocol == thrift::Protocol::binary;
+        const auto answer = binary
+                                ? thrift::ttwitter::probeReplyFrame(*header)
+                                : thrift::exceptionFrame(*header, thrift::AppError::unknownMethod,
+                                                         "Unknown method " + header->name);
+        if (!co_await writeCaller(answer)) {
           break;
         }
+        localUpgraded_ = localUpgraded_ || binary;
         continue;
       }
       if (!co_await serveCall(*header)) {
@@ -159,7 +182,90 @@ class ThriftOutboundSession final : public OutboundCallerSession {
     co_return !ec;
   }
 
+  // On a connection the local client upgraded: reads and takes out the RequestHeader before its
+  // call in frame_, keeping its trace context as our client span's parent. False (counted) when
+  // it cannot be read: the connection closes, as on --thrift-listen.
+  bool stripLocalHeader() {
+    localHeader_ = {};
+    const auto payload = std::string_view(frame_).substr(4);
+    const auto n = thrift::ttwitter::readRequestHeader(payload, localHeader_);
+    if (!n || *n == payload.size()) {
+      handler_.metrics().framesBadHeader->Increment();
+      logWithin(handler_.logLimiter(ThriftOutboundLogEvent::badFrame), spdlog::level::info,
+                "event=thrift_bad_request_header direction=outbound route={}",
+                handler_.config().route.name);
+      return false;
+    }
+    thrift::ttwitter::eraseAfterPrefix(frame_, *n);
+    return true;
+  }
+
+  // The call's context toward members: a child of the local client's when it sent one, else a
+  // new trace. Reported as a client span only with tracing on; with it off the ids are made only
+  // for an upgraded member (idsWithoutTracer) and still go, so that the member's trace stays
+  // joined to the local client's, sampled as the local client said.
+  void startSpan() {
+    span_ = trace::Context{};
+    if (!shared_.tracer) {
+      return;
+    }
+    const auto& in = localHeader_.context;
+    span_ = localUpgraded_ && in.valid() ? trace::childOf(shared_.tracer->join(in))
+                                         : shared_.tracer->join(trace::Context{});
+    spanStartUs_ = trace::nowMicros();
+  }
+
+  void idsWithoutTracer() {
+    const auto& in = localHeader_.context;
+    if (localUpgraded_ && in.valid()) {
+      span_ = trace::childOf(in);
+    } else {
+      span_.traceId = trace::newId();
+      span_.spanId = span_.traceId;
+    }
+  }
+
+  void reportSpan(const thrift::MessageHeader& header, unsigned status,
+                  const tcp::endpoint* member) {
+    if (!shared_.tracer || !span_.isSampled()) {
+      return;
+    }
+    trace::Span s;
+    s.context = span_;
+    s.kind = trace::Kind::client;
+    s.name = header.name;
+    std::transform(s.name.begin(), s.name.end(), s.name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    s.timestampUs = spanStartUs_;
+    s.durationUs = std::max<std::int64_t>(1, trace::nowMicros() - spanStartUs_);
+    if (member) {
+      s.remoteIp = member->address().to_string();
+      s.remotePort = member->port();
+    }
+    s.tags.emplace_back("thrift.method", header.name);
+    s.tags.emplace_back("thrift.client_id", handler_.clientId());
+    s.tags.emplace_back("route", handler_.config().route.name);
+    s.tags.emplace_back("thrift.status", std::to_string(status));
+    if (status != 200) {
+      s.tags.emplace_back("error", std::to_string(status));
+    } else if (replyIsException_) {
+      s.tags.emplace_back("error", "exception");
+    }
+    shared_.tracer->report(std::move(s));
+  }
+
+  // Writes a whole frame to the local client; when it upgraded, with an empty ResponseHeader
+  // first (the member's response contexts are not passed on).
   awaitable<bool> writeCaller(const std::string& bytes) {
+    if (localUpgraded_) {
+      std::string framed = bytes;
+      thrift::ttwitter::insertAfterPrefix(framed, {&thrift::ttwitter::kEmptyResponseHeader, 1});
+      co_return co_await writeRaw(framed);
+    }
+    co_return co_await writeRaw(bytes);
+  }
+
+  awaitable<bool> writeRaw(const std::string& bytes) {
     caller_.expires_after(shared_.limits.idleTimeout);
     auto [ec, n] = co_await asio::async_write(caller_, asio::buffer(bytes), useTuple);
     co_return !ec;
@@ -179,6 +285,8 @@ class ThriftOutboundSession final : public OutboundCallerSession {
                                     "route " + name + " is not resolved yet");
     }
     const std::size_t slot = route->info->slot;
+    startSpan();
+    replyIsException_ = false;
     CallAttempts call(route->budget, start, shared_.config.timeout);
     tcp::endpoint member;
     Attempt outcome = Attempt::notSent;
@@ -265,10 +373,21 @@ class ThriftOutboundSession final : public OutboundCallerSession {
         co_return ec == boost::beast::error::timeout&& Clock::now() >= deadline ? Attempt::timedOut
                                                                                 : Attempt::notSent;
       }
+      if (auto ec = co_await upgrade(deadline)) {
+        // Nothing of the call went out: another member may take it.
+        release(route, member, false);
+        why_ = "the TTwitter upgrade probe failed: " + ec.message();
+        co_return ec == boost::beast::error::timeout ? Attempt::timedOut : Attempt::notSent;
+      }
     }
     auto& tls = member_.stream();
     tls.lowest_layer().expires_at(deadline);
-    auto [wec, wn] = co_await asio::async_write(tls, asio::buffer(frame_), useTuple);
+    const bool upgraded = handler_.upgraded(tls.lowest_layer().socket().native_handle());
+    if (upgraded) {
+      withHeader();
+    }
+    auto [wec, wn] =
+        co_await asio::async_write(tls, asio::buffer(upgraded ? sent_ : frame_), useTuple);
     if (wec) {
       co_return broken(route, member, wec, "sending the call");
     }
@@ -291,15 +410,79 @@ class ThriftOutboundSession final : public OutboundCallerSession {
     if (auto ec = co_await thrift::readFramePayload(tls, reply_, length, [] {})) {
       co_return broken(route, member, ec, "reading the reply");
     }
+    if (upgraded) {
+      const auto n = thrift::ttwitter::responseHeaderSize(std::string_view(reply_).substr(4));
+      if (!n) {
+        release(route, member, false);
+        why_ = "its reply's TTwitter ResponseHeader is not whole";
+        co_return Attempt::failed;
+      }
+      thrift::ttwitter::eraseAfterPrefix(reply_, *n);
+    }
     // The reply must be this call's: a connection out of step with its calls is closed, and
     // the client told, never handed another's reply.
-    if (!thrift::replyType(std::string_view(reply_).substr(4), header)) {
+    const auto type = thrift::replyType(std::string_view(reply_).substr(4), header);
+    if (!type) {
       release(route, member, false);
       why_ = "its reply is not this call's";
       co_return Attempt::failed;
     }
+    replyIsException_ = *type == thrift::MessageType::exception;
     release(route, member, true);
     co_return Attempt::replied;
+  }
+
+  // On a new connection to a member: sends Finagle's probe and reads its answer, as a Finagle
+  // client does (upgraded unless the answer is an EXCEPTION), and remembers it for the
+  // connection. An error when the connection failed (the caller closes it).
+  awaitable<error_code> upgrade(Clock::time_point deadline) {
+    auto& tls = member_.stream();
+    tls.lowest_layer().expires_at(deadline);
+    const std::int32_t seqid = static_cast<std::int32_t>(trace::newId());
+    const auto probe = thrift::ttwitter::probeFrame(seqid);
+    if (auto [ec, n] = co_await asio::async_write(tls, asio::buffer(probe), useTuple); ec) {
+      co_return ec;
+    }
+    std::string answer;
+    if (auto ec = co_await thrift::readFramePrefix(tls, answer)) {
+      co_return ec;
+    }
+    const auto length = thrift::frameLength(answer);
+    if (length == 0 || length > kKeptBuffer) {
+      co_return error_code(asio::error::message_size);
+    }
+    if (auto ec = co_await thrift::readFramePayload(tls, answer, length, [] {})) {
+      co_return ec;
+    }
+    auto call = thrift::parseHeader(std::string_view(probe).substr(4));
+    const auto type = thrift::replyType(std::string_view(answer).substr(4), *call);
+    if (!type) {
+      co_return error_code(asio::error::invalid_argument);  // not the probe's answer
+    }
+    const bool upgraded = *type != thrift::MessageType::exception;
+    (upgraded ? handler_.metrics().upgraded : handler_.metrics().upgradeRefused)->Increment();
+    handler_.setUpgraded(tls.lowest_layer().socket().native_handle(), upgraded);
+    co_return error_code{};
+  }
+
+  // sent_: frame_'s call with our RequestHeader before it (span_'s ids, our client id, and the
+  // local client's contexts, destination and delegations when it sent them).
+  void withHeader() {
+    if (!span_.valid()) {
+      idsWithoutTracer();
+    }
+    thrift::ttwitter::RequestHeader h;
+    h.context = span_;
+    h.clientId = handler_.clientId();
+    if (localUpgraded_) {
+      h.contexts = localHeader_.contexts;
+      h.delegations = localHeader_.delegations;
+      h.dest = localHeader_.dest;
+    }
+    sent_.assign(4, '\0');
+    thrift::ttwitter::writeRequestHeader(sent_, h);
+    sent_.append(frame_, 4);
+    thrift::ttwitter::eraseAfterPrefix(sent_, 0);  // (sets the length)
   }
 
   Attempt broken(OutboundHandler::Route& route, const tcp::endpoint& member, error_code ec,
@@ -328,6 +511,7 @@ class ThriftOutboundSession final : public OutboundCallerSession {
 
   void finish(OutboundHandler::Route& route, unsigned status, Clock::time_point start,
               const tcp::endpoint* member, const thrift::MessageHeader& header) {
+    reportSpan(header, status, member);
     const std::size_t slot = route.info->slot;
     m_.requests.add(shard_, OutboundMetrics::requestSeries(slot, status));
     const auto elapsed = Clock::now() - start;
@@ -351,6 +535,14 @@ class ThriftOutboundSession final : public OutboundCallerSession {
   std::string frame_;  // the call, length prefix included
   std::string reply_;  // the member's reply, length prefix included
   std::string why_;    // why the last attempt failed
+  // TTwitter: whether the local client upgraded (its probe answered REPLY) and its last call's
+  // header; the call as sent to an upgraded member; the call's client span.
+  bool localUpgraded_ = false;
+  thrift::ttwitter::RequestHeader localHeader_;
+  std::string sent_;
+  trace::Context span_;
+  std::int64_t spanStartUs_ = 0;
+  bool replyIsException_ = false;
 };
 
 awaitable<void> serveThriftOutbound(ThriftOutboundHandler& handler, TcpSocket socket) {
@@ -363,10 +555,12 @@ awaitable<void> serveThriftOutbound(ThriftOutboundHandler& handler, TcpSocket so
 ThriftOutboundHandler::ThriftOutboundHandler(Worker& worker, const OutboundShared& shared,
                                              ThriftOutboundMetrics& metrics,
                                              const ThriftRouteConfig& config,
+                                             const std::string& clientId,
                                              std::shared_ptr<asio::ssl::context> tls)
     : worker_(worker),
       shared_(shared),
       config_(config),
+      clientId_(clientId),
       metrics_(metrics.route(config.route.name)),
       tls_(std::move(tls)) {}
 

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "core/config.h"
 #include "net/log_limiter.h"
@@ -33,7 +34,12 @@ class ThriftOutboundMetrics {
     prometheus::Counter* framesTooLarge;  // sidecar_thrift_outbound_frames_refused_total{reason}
     prometheus::Counter* framesNotThrift;
     prometheus::Counter* framesMalformed;  // a CALL whose frame is not exactly one whole message
+    prometheus::Counter* framesBadHeader;  // an upgraded client's RequestHeader unreadable
     prometheus::Counter* probes;           // sidecar_thrift_outbound_probes_total
+    // sidecar_thrift_outbound_upgrades_total{route, result}: our probe on each new connection
+    // to a member, answered REPLY (upgraded: TTwitter) or not (refused: plain framed Thrift).
+    prometheus::Counter* upgraded;
+    prometheus::Counter* upgradeRefused;
   };
   // The route's series, made once at start-up.
   Route route(const std::string& name);
@@ -41,6 +47,7 @@ class ThriftOutboundMetrics {
  private:
   prometheus::Family<prometheus::Counter>* refused_;
   prometheus::Family<prometheus::Counter>* probes_;
+  prometheus::Family<prometheus::Counter>* upgrades_;
 };
 
 // Thrift routes' names cannot be a Host's service name (they hold ':').
@@ -52,7 +59,7 @@ class ThriftOutboundHandler final : public ConnectionHandler {
  public:
   ThriftOutboundHandler(Worker& worker, const OutboundShared& shared,
                         ThriftOutboundMetrics& metrics, const ThriftRouteConfig& config,
-                        std::shared_ptr<asio::ssl::context> tls);
+                        const std::string& clientId, std::shared_ptr<asio::ssl::context> tls);
 
   void accepted(TcpSocket socket) override;
   void tick() override;
@@ -68,6 +75,16 @@ class ThriftOutboundHandler final : public ConnectionHandler {
   Worker& worker() { return worker_; }
   const OutboundShared& shared() const { return shared_; }
   const ThriftRouteConfig& config() const { return config_; }
+  // The client_id our RequestHeaders carry (--thrift-client-id).
+  const std::string& clientId() const { return clientId_; }
+  // Whether the member connection on socket fd took our TTwitter upgrade. Every connection this
+  // handler's pool holds was opened (and probed) by it, and a reused descriptor is probed again
+  // before use, so an entry is always its connection's own. Bounded by the descriptors in use.
+  void setUpgraded(int fd, bool upgraded) { upgraded_[fd] = upgraded; }
+  bool upgraded(int fd) const {
+    const auto it = upgraded_.find(fd);
+    return it != upgraded_.end() && it->second;
+  }
   const ThriftOutboundMetrics::Route& metrics() const { return metrics_; }
   const std::shared_ptr<asio::ssl::context>& tls() const { return tls_; }
   LogLimiter& logLimiter(ThriftOutboundLogEvent e) {
@@ -78,6 +95,8 @@ class ThriftOutboundHandler final : public ConnectionHandler {
   Worker& worker_;
   const OutboundShared& shared_;
   const ThriftRouteConfig& config_;
+  const std::string& clientId_;
+  std::unordered_map<int, bool> upgraded_;
   ThriftOutboundMetrics::Route metrics_;
   std::shared_ptr<asio::ssl::context> tls_;
   std::optional<OutboundHandler::Route> route_;

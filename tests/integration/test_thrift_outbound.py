@@ -5,13 +5,69 @@ Members are found statically, or in a real ZooKeeper where the test writes them 
 carrying the additional endpoint `thrift`."""
 import json
 import signal
+import socket
+import ssl
 import struct
 import subprocess
+import threading
+import time
 import unittest
 
 from harness import PINGHELP, SIDECAR, SidecarTestCase, free_port, reserve_port
 from test_thrift import (NODE_CLIENT, PROBE, call, frame, generate_python, node_client, plain_client,
                          raw_connection, read_reply, require_thrift)
+from test_thrift_proxy import Collector, read_upgraded_reply, request_header
+from harness import wait_for
+
+
+class TlsRelay:
+    """A member that does not speak TTwitter: mTLS in front of pinghelp's own Thrift port (which
+    answers the probe with an exception), bytes relayed both ways untouched."""
+
+    def __init__(self, test, certs, target):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(certs.path("server.pem"), certs.path("server.key"))
+        self.ctx.load_verify_locations(certs.path("ca.pem"))
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.thrift = self.sock.getsockname()[1]
+        test.addCleanup(self.sock.close)
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        try:
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+            back = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            return
+
+        def pump(a, b):
+            try:
+                while True:
+                    data = a.recv(65536)
+                    if not data:
+                        break
+                    b.sendall(data)
+            except OSError:
+                pass
+            for x in (a, b):
+                try:
+                    x.close()
+                except OSError:
+                    pass
+        threading.Thread(target=pump, args=(back, tls), daemon=True).start()
+        pump(tls, back)
 
 
 class ThriftOutboundTest(SidecarTestCase):
@@ -31,7 +87,7 @@ class ThriftOutboundTest(SidecarTestCase):
 
     # --- processes -------------------------------------------------------------------------------
 
-    def member(self):
+    def member(self, *extra):
         """pinghelp with a Thrift port, behind its own sidecar's --thrift-listen: the sidecar,
         with .port (HTTP mTLS), .admin and .thrift (Thrift mTLS)."""
         ph = self.spawn_serving("pinghelp", lambda ports: (
@@ -42,8 +98,9 @@ class ThriftOutboundTest(SidecarTestCase):
             "--admin-listen", f"127.0.0.1:{ports[1]}", "--thrift-listen", f"127.0.0.1:{ports[2]}",
             "--thrift-upstream", f"127.0.0.1:{ph.ports[1]}", "--workers", "2",
             "--tls-cert", self.certs.path("server.pem"), "--tls-key", self.certs.path("server.key"),
-            "--tls-client-ca", self.certs.path("ca.pem")], None), 3)
+            "--tls-client-ca", self.certs.path("ca.pem"), *extra], None), 3)
         sc.port, sc.admin, sc.thrift = sc.ports
+        sc.pinghelp_thrift = ph.ports[1]
         return sc
 
     def caller(self, dest, *extra):
@@ -246,20 +303,69 @@ class ThriftOutboundTest(SidecarTestCase):
         a, b = self.member(), self.member()
         caller = self.caller(self.static(a, b))
         s = self.raw(caller.route)
-        probe = frame(call(PROBE, 0))
-        self.assertEqual(len(probe), 44)
-        s.sendall(probe + frame(call("ping", -12345)) + frame(call("help", 7)) +
+        s.sendall(frame(call("ping", -12345)) + frame(call("help", 7)) +
                   frame(call("ping", 2**31 - 1)))
-        kind, name, seqid, rest = read_reply(s)
-        self.assertEqual((kind, name, seqid), (3, PROBE, 0))
-        self.assertEqual(self.decode_exception(rest).type, 1)  # UNKNOWN_METHOD
         self.assertEqual(read_reply(s)[:3], (2, "ping", -12345))
         self.assertEqual(read_reply(s)[:3], (2, "help", 7))
         self.assertEqual(read_reply(s)[:3], (2, "ping", 2**31 - 1))
+        # A Finagle local client's probe is answered here with a REPLY (it costs no member a
+        # call); the members' sidecars see only our own probes, one per new connection.
+        t = self.raw(caller.route)
+        t.sendall(frame(call(PROBE, 0)))
+        self.assertEqual(read_reply(t), (2, PROBE, 0, b"\x00"))
         self.assertEqual(self.metric(caller, "sidecar_thrift_outbound_probes_total",
                                      route=caller.name), 1)
-        # The members' sidecars never saw the probe.
-        self.assertEqual(sum(self.metric(m, "sidecar_thrift_probes_total") for m in (a, b)), 0)
+        upgrades = self.metric(caller, "sidecar_thrift_outbound_upgrades_total",
+                               route=caller.name, result="upgraded")
+        self.assertGreaterEqual(upgrades, 1)
+        self.assertEqual(sum(self.metric(m, "sidecar_thrift_probes_total") for m in (a, b)),
+                         upgrades)
+
+    def test_calls_to_an_upgrading_member_carry_our_client_id_and_the_local_trace(self):
+        collector = Collector(self)
+        member = self.member("--zipkin-url", collector.url, "--trace-sample-rate", "0")
+        caller = self.caller(self.static(member), "--thrift-client-id", "caller-svc")
+        # A plain local client: the member still gets a RequestHeader, with our client id.
+        c = self.client(caller.route)
+        self.assertEqual(c.ping(), "pong")
+        self.assertEqual(self.metric(member, "sidecar_thrift_client_requests_total",
+                                     client_id="caller-svc"), 1)
+        # A Finagle local client: its trace continues to the member (a child of its span).
+        s = self.raw(caller.route)
+        s.sendall(frame(call(PROBE, 9)))
+        self.assertEqual(read_reply(s), (2, PROBE, 9, b"\x00"))
+        s.sendall(frame(request_header(0xABC, 0xDEF, sampled=True, client_id="local",
+                                       contexts=[(b"k", b"v")]) + call("ping", 41)))
+        rh, kind, name, seqid, _ = read_upgraded_reply(s)
+        self.assertEqual((rh, kind, name, seqid), (b"\x00", 2, "ping", 41))
+        wait_for(lambda: collector.spans, timeout=10, what="the member's server span")
+        span = collector.spans[0]
+        self.assertEqual(span["traceId"], "0000000000000abc")
+        self.assertEqual(span["parentId"], "0000000000000def")
+        self.assertNotEqual(span["id"], "0000000000000def")
+        self.assertEqual(span["tags"]["thrift.client_id"], "caller-svc")
+        self.assertEqual(self.metric(member, "sidecar_thrift_client_requests_total",
+                                     client_id="caller-svc"), 2)
+        self.assertEqual(self.metric(caller, "sidecar_thrift_outbound_upgrades_total",
+                                     route=caller.name, result="refused"), 0)
+
+    def test_a_member_that_refuses_the_upgrade_gets_plain_thrift(self):
+        ph = self.member()  # its pinghelp's own Thrift port, behind a TLS relay of ours
+        relay = TlsRelay(self, self.certs, ph.pinghelp_thrift)
+        caller = self.caller(f"static!127.0.0.1:{relay.thrift}")
+        c = self.client(caller.route)
+        for _ in range(3):
+            self.assertEqual(c.ping(), "pong")
+        self.assertGreaterEqual(len(c.help()), 2)
+        s = self.raw(caller.route)
+        s.sendall(frame(call(PROBE, 1)))
+        read_reply(s)
+        s.sendall(frame(request_header(5, 6) + call("ping", 2)))
+        self.assertEqual(read_upgraded_reply(s)[:4], (b"\x00", 2, "ping", 2))
+        self.assertGreaterEqual(self.metric(caller, "sidecar_thrift_outbound_upgrades_total",
+                                            route=caller.name, result="refused"), 1)
+        self.assertEqual(self.metric(caller, "sidecar_thrift_outbound_upgrades_total",
+                                     route=caller.name, result="upgraded"), 0)
 
     def test_an_oversized_frame_closes_only_its_connection_and_is_counted(self):
         a = self.member()

@@ -4,8 +4,10 @@ TSSLSocket with the client certificate, framed, binary); Finagle's upgrade probe
 sidecar; seqids echoed; oversized and non-Thrift frames closing the connection and counted; the
 local service down and a caller not allowed answered with a TApplicationException; the announced
 member's `thrift` endpoint."""
+import http.server
 import json
 import os
+import random
 import re
 import socket
 import ssl
@@ -89,6 +91,82 @@ class ScriptedThrift:
                     conn.sendall(out)
             except (ConnectionError, OSError):
                 return
+
+
+def field(kind, fid):
+    return struct.pack(">bh", kind, fid)
+
+
+def bstr(b):
+    if isinstance(b, str):
+        b = b.encode()
+    return struct.pack(">i", len(b)) + b
+
+
+def request_header(trace_id, span_id, parent=None, sampled=None, client_id=None, flags=None,
+                   contexts=(), dest=None, delegations=(), trace_id_high=None):
+    """TTwitter's RequestHeader in TBinaryProtocol, byte for byte as a Finagle client writes it
+    (finagle-thrift's tracing.thrift: ids are i64, client_id a struct, contexts and delegations
+    lists of two-field structs)."""
+    out = field(10, 1) + struct.pack(">q", trace_id) + field(10, 2) + struct.pack(">q", span_id)
+    if parent is not None:
+        out += field(10, 3) + struct.pack(">q", parent)
+    if sampled is not None:
+        out += field(2, 5) + bytes([1 if sampled else 0])
+    if client_id is not None:
+        out += field(12, 6) + field(11, 1) + bstr(client_id) + b"\x00"
+    if flags is not None:
+        out += field(10, 7) + struct.pack(">q", flags)
+    if contexts:
+        out += field(15, 8) + bytes([12]) + struct.pack(">i", len(contexts))
+        for k, v in contexts:
+            out += field(11, 1) + bstr(k) + field(11, 2) + bstr(v) + b"\x00"
+    if dest is not None:
+        out += field(11, 9) + bstr(dest)
+    if delegations:
+        out += field(15, 10) + bytes([12]) + struct.pack(">i", len(delegations))
+        for src, dst in delegations:
+            out += field(11, 1) + bstr(src) + field(11, 2) + bstr(dst) + b"\x00"
+    if trace_id_high is not None:
+        out += field(10, 11) + struct.pack(">q", trace_id_high)
+    return out + b"\x00"
+
+
+def read_upgraded_reply(sock):
+    """One framed reply on a TTwitter connection: (ResponseHeader bytes, type, name, seqid,
+    rest); the ResponseHeader here is the sidecar's, always the empty struct."""
+    (length,) = struct.unpack(">i", read_exact(sock, 4))
+    body = read_exact(sock, length)
+    header, body = body[:1], body[1:]
+    version, name_len = struct.unpack(">Ii", body[:8])
+    if version & 0xFFFF0000 != 0x80010000:
+        raise AssertionError(f"not a strict binary reply after the header: {body[:16]!r}")
+    name = body[8:8 + name_len].decode()
+    (seqid,) = struct.unpack(">i", body[8 + name_len:12 + name_len])
+    return header, version & 0xFF, name, seqid, body[12 + name_len:]
+
+
+class Collector:
+    """A Zipkin collector of the test's own: keeps every span POSTed to /api/v2/spans."""
+
+    def __init__(self, test):
+        spans = self.spans = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                spans.extend(json.loads(body))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v2/spans"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        test.addCleanup(self.server.shutdown)
 
 
 def header_of(payload):
@@ -178,21 +256,91 @@ class ThriftProxyTest(SidecarTestCase):
         self.assertSettles(lambda: self.counter(sc, "sidecar_thrift_calls_total",
                                                 result="replied"), 5.0)
 
-    def test_finagle_probe_is_answered_by_the_sidecar_and_the_connection_goes_on(self):
-        _, sc = self.start()
-        s = self.raw(sc.thrift)
-        probe = frame(call(PROBE, 0))
+    def upgrade(self, s, seqid=0):
+        probe = frame(call(PROBE, seqid))
         self.assertEqual(len(probe), 44)
         s.sendall(probe)
-        kind, name, seqid, rest = read_reply(s)
-        self.assertEqual((kind, name, seqid), (3, PROBE, 0))
-        e = self.decode_exception(rest)
-        self.assertEqual(e.type, 1)  # UNKNOWN_METHOD
-        s.sendall(frame(call("ping", 5)))
-        kind, name, seqid, _ = read_reply(s)
-        self.assertEqual((kind, name, seqid), (2, "ping", 5))
+        kind, name, got, rest = read_reply(s)
+        # A Finagle server's answer: a REPLY with an empty struct, not an exception.
+        self.assertEqual((kind, name, got, rest), (2, PROBE, seqid, b"\x00"))
+
+    def test_finagle_probe_upgrades_and_calls_carry_request_and_response_headers(self):
+        _, sc = self.start()
+        s = self.raw(sc.thrift)
+        self.upgrade(s, seqid=random.randint(-2**31, 2**31 - 1))
+        rng = random.Random(27)
+        for i in range(6):
+            seqid = rng.randint(-2**31, 2**31 - 1)
+            header = request_header(rng.getrandbits(63), rng.getrandbits(63),
+                                    parent=rng.getrandbits(63), sampled=i % 2 == 0,
+                                    client_id="web-frontend" if i < 4 else "batch.jobs",
+                                    flags=0,
+                                    contexts=[(b"com.twitter.finagle.Deadline", bytes(16))],
+                                    dest="/s/pinghelp", delegations=[("/s", "/zk")])
+            method = "ping" if i % 2 == 0 else "help"
+            s.sendall(frame(header + call(method, seqid)))
+            rh, kind, name, got, _ = read_upgraded_reply(s)
+            self.assertEqual((rh, kind, name, got), (b"\x00", 2, method, seqid))
+        # An exception from the service on an upgraded connection has its ResponseHeader too.
+        s.sendall(frame(request_header(1, 2, client_id="web-frontend") + call("nope", 77)))
+        rh, kind, name, got, rest = read_upgraded_reply(s)
+        self.assertEqual((rh, kind, got), (b"\x00", 3, 77))
+        self.assertEqual(self.decode_exception(rest).type, 1)  # UNKNOWN_METHOD
         self.assertEqual(self.counter(sc, "sidecar_thrift_probes_total"), 1)
-        self.assertEqual(self.counter(sc, "sidecar_thrift_calls_total", result="replied"), 1)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_ttwitter_calls_total", result="ok"), 7)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_client_requests_total",
+                                      client_id="web-frontend"), 5)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_client_requests_total",
+                                      client_id="batch.jobs"), 2)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_client_failures_total",
+                                      client_id="web-frontend"), 1)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_calls_total", result="replied"), 7)
+
+    def test_a_malformed_request_header_closes_the_connection_and_is_counted(self):
+        _, sc = self.start()
+        s = self.raw(sc.thrift)
+        self.upgrade(s)
+        # client_id's name announces more bytes than the frame holds.
+        bad = field(12, 6) + field(11, 1) + struct.pack(">i", 1 << 20) + b"x"
+        s.sendall(frame(bad + call("ping", 1)))
+        self.assertClosed(s)
+        self.assertEqual(self.counter(sc, "sidecar_thrift_ttwitter_calls_total",
+                                      result="malformed"), 1)
+        # A plain client that does not upgrade is as before, on the same listener.
+        c = self.client(sc.thrift)
+        self.assertEqual(c.ping(), "pong")
+        self.assertEqual(self.counter(sc, "sidecar_thrift_client_requests_total",
+                                      client_id="other"), 0)
+
+    def test_server_spans_take_the_finagle_callers_trace_ids_and_client_id(self):
+        collector = Collector(self)
+        _, sc = self.start("--zipkin-url", collector.url, "--service-name", "pinghelp-thrift",
+                           "--trace-sample-rate", "0")
+        s = self.raw(sc.thrift)
+        self.upgrade(s)
+        s.sendall(frame(request_header(0x1234, 0x5678, parent=0x1111, sampled=True,
+                                       client_id="web-frontend", trace_id_high=0x9) +
+                        call("ping", 3)))
+        self.assertEqual(read_upgraded_reply(s)[1:4], (2, "ping", 3))
+        # Debug (flags bit 0) is sampled whatever the rate; unsampled is not reported.
+        s.sendall(frame(request_header(0x2222, 0x3333, flags=1) + call("help", 4)))
+        read_upgraded_reply(s)
+        s.sendall(frame(request_header(0x4444, 0x5555, sampled=False) + call("ping", 5)))
+        read_upgraded_reply(s)
+        wait_for(lambda: len(collector.spans) >= 2, timeout=10, what="two spans posted")
+        time.sleep(1.5)
+        spans = {sp["traceId"]: sp for sp in collector.spans}
+        self.assertEqual(len(collector.spans), 2, collector.spans)
+        ping = spans["00000000000000090000000000001234"]
+        self.assertEqual((ping["id"], ping["parentId"], ping["kind"], ping["name"]),
+                         ("0000000000005678", "0000000000001111", "SERVER", "ping"))
+        self.assertTrue(ping.get("shared"))
+        self.assertEqual(ping["tags"]["thrift.client_id"], "web-frontend")
+        self.assertEqual(ping["localEndpoint"]["serviceName"], "pinghelp-thrift")
+        self.assertEqual(ping["tags"]["peer.identity"], "spiffe://dev.local/caller")
+        self.assertEqual(ping["tags"]["thrift.result"], "reply")
+        debug = spans["0000000000002222"]
+        self.assertEqual(debug["id"], "0000000000003333")
 
     def test_negative_seqid_echoed_and_pipelined_calls_answered_in_order(self):
         _, sc = self.start()
@@ -430,9 +578,10 @@ class ThriftProxyTest(SidecarTestCase):
     def test_access_log_has_a_line_per_thrift_call(self):
         log = os.path.join(tempfile.mkdtemp(dir=self.tmp), "access.log")
         ph, sc = self.start("--access-log", log)
+        upgraded = self.raw(sc.thrift)
+        upgraded.sendall(frame(call(PROBE, 0)))
+        read_reply(upgraded)
         s = self.raw(sc.thrift)
-        s.sendall(frame(call(PROBE, 0)))
-        read_reply(s)
         s.sendall(frame(call("ping", -4)))
         self.assertEqual(read_reply(s)[:3], (2, "ping", -4))
         s.sendall(frame(call('no"such', 9)))
@@ -449,7 +598,7 @@ class ThriftProxyTest(SidecarTestCase):
                 return [l for l in f.read().splitlines() if "listener=thrift" in l]
         wait_for(lambda: len(lines()) == 5, timeout=10, what="five Thrift access-log lines")
         fields = [dict(re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', l)) for l in lines()]
-        want = [(f'"{PROBE}"', "0", "call", "probe"), ('"ping"', "-4", "call", "reply"),
+        want = [(f'"{PROBE}"', "0", "call", "upgraded"), ('"ping"', "-4", "call", "reply"),
                 ('"no\\"such"', "9", "call", "exception"), ('"ping"', "10", "oneway", "oneway"),
                 ('"help"', "11", "call", "local_error")]
         self.assertEqual([(f["method"], f["seqid"], f["type"], f["result"]) for f in fields], want)
