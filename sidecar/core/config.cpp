@@ -1,7 +1,6 @@
 // Parses and validates the sidecar's flags and SIDECAR_* environment variables.
 #include "core/config.h"
 
-#include <fmt/format.h>
 #include <registry/serverset.h>
 #include <unistd.h>
 
@@ -73,6 +72,13 @@ std::string envToFlag(const po::options_description& desc, const std::string& va
 // declared once, as a member's initializer in core/config.h.
 po::typed_value<std::string>* byDefault(std::string text) {
   return po::value<std::string>()->default_value(std::move(text));
+}
+
+// The shortest text that reads back as v ("0.001", "0.5"), as --help prints a share.
+std::string shortestText(double v) {
+  char text[32];
+  const auto [end, ec] = std::to_chars(text, text + sizeof text, v);
+  return ec == std::errc{} ? std::string(text, end) : std::to_string(v);
 }
 
 // As durationText, but a minute or less in seconds: "60s", as the docs write --idle-timeout's.
@@ -159,7 +165,7 @@ po::options_description describeFlags() {
     ("max-routes", byDefault(std::to_string(o.maxRoutes)), "routes made from --route-prefix at most, 1 to 10000; a new one then replaces the least recently used")
     ("route-idle-timeout", byDefault(durationDefault(o.routeIdleTimeout)), "a --route-prefix route unused this long is removed, its resolver with it (one without members: after 5s)")
     ("dns-refresh", byDefault(durationDefault(o.dnsRefresh)), "members announced with a host name, not an address: how often the name is looked up again, 1s to 60m (a failed lookup: after 5s, keeping its last addresses)")
-    ("serverset-drop-limit", byDefault(fmt::format("{}", o.dropLimit)), "share of a serverset route's members that one listing may take away before it is held, 0 to 1 (1: never held); a sudden loss (a ZooKeeper session storm, an announcer's bug) keeps the last set for --serverset-drop-hold")
+    ("serverset-drop-limit", byDefault(shortestText(o.dropLimit)), "share of a serverset route's members that one listing may take away before it is held, 0 to 1 (1: never held); a sudden loss (a ZooKeeper session storm, an announcer's bug) keeps the last set for --serverset-drop-hold")
     ("serverset-drop-hold", byDefault(durationDefault(o.dropHold)), "how long a listing that lost more than --serverset-drop-limit of the members is held before it is trusted, 1s to 60m")
     ("outbound-ca", po::value<std::string>(), "CA bundle that called services' certificates must chain to, PEM (default: --tls-client-ca)")
     ("outbound-connect-timeout", byDefault(durationDefault(o.connectTimeout)), "deadline for connecting to a member and its TLS handshake")
@@ -171,7 +177,7 @@ po::options_description describeFlags() {
     ("thrift-max-buffered", byDefault(sizeText(t.maxBuffered)), "callers' Thrift frame bytes a worker holds at once, over all its --thrift-listen connections, at most 1TiB (never less than --thrift-max-frame); a call whose frame would go past it gets INTERNAL_ERROR and its connection closes")
     ("thrift-route", po::value<std::vector<std::string>>()->composing(), "127.0.0.1:PORT=DEST[;identity=PATTERN], DEST as --route's (usually with the !thrift endpoint): the local Thrift client connects to the loopback PORT, each framed call goes to a member over mTLS; route name thrift:PORT; repeatable (environment: comma-separated)")
     ("zipkin-url", po::value<std::string>(), "Zipkin collector to post spans to, http://host:port/api/v2/spans (v2 JSON, batched, from a thread of its own); unset: no spans, B3 headers passed through untouched")
-    ("trace-sample-rate", byDefault(fmt::format("{}", z.sampleRate)), "share of the traces that start at this sidecar that are sampled, 0 to 1 (a caller's decision and X-B3-Flags: 1 always win); with --zipkin-url")
+    ("trace-sample-rate", byDefault(shortestText(z.sampleRate)), "share of the traces that start at this sidecar that are sampled, 0 to 1 (a caller's decision and X-B3-Flags: 1 always win); with --zipkin-url")
     ("service-name", po::value<std::string>(), "the service's name in spans and its TTwitter client_id (default: the last part of the announced serverset path, else \"sidecar\")")
     ("thrift-client-id", po::value<std::string>(), "client_id this sidecar's --thrift-route calls carry toward members that speak TTwitter (default: --service-name)")
     ("log-level", byDefault(s.logLevel), "trace, debug, info, warn, error or off")
