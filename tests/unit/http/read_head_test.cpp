@@ -5,9 +5,10 @@
 #include <doctest/doctest.h>
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/beast/_experimental/test/stream.hpp>
 #include <optional>
 #include <string>
+
+#include "http/timed_stream.h"
 
 namespace sidecar {
 namespace {
@@ -15,11 +16,7 @@ namespace {
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-// An in-memory stream with the deadline calls the listeners' streams have.
-struct TimedStream : beast::test::basic_stream<IoExecutor> {
-  using beast::test::basic_stream<IoExecutor>::basic_stream;
-  void expires_after(Duration) {}
-};
+using test::TimedStream;
 
 struct Read {
   asio::io_context ioc;

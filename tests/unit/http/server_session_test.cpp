@@ -7,12 +7,12 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/_experimental/test/stream.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "http/local_reply.h"
+#include "http/timed_stream.h"
 
 namespace sidecar {
 namespace {
@@ -20,11 +20,7 @@ namespace {
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-// An in-memory stream with the deadline calls the listeners' streams have.
-struct TimedStream : beast::test::basic_stream<IoExecutor> {
-  using beast::test::basic_stream<IoExecutor>::basic_stream;
-  void expires_after(Duration) {}
-};
+using test::TimedStream;
 
 constexpr std::string_view kOk = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
