@@ -276,17 +276,11 @@ class ThriftSession final : public CallerTlsSession {
     if (!shared_.tracer || !span_.isSampled()) {
       return;
     }
-    trace::Span s;
-    s.context = span_;
-    s.kind = trace::Kind::server;
-    s.name = call.name;
-    std::transform(s.name.begin(), s.name.end(), s.name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    s.timestampUs = spanStartUs_;
-    s.durationUs = std::max<std::int64_t>(1, trace::nowMicros() - spanStartUs_);
+    auto s = trace::makeSpan(trace::Kind::server, span_, call.name, spanStartUs_,
+                             trace::nowMicros() - spanStartUs_);
     s.remoteIp = clientIp_;
     s.shared = spanShared_;
-    s.tags.emplace_back("thrift.method", call.name);
+    s.tags.emplace_back("thrift.method", trace::tagValue(call.name));
     s.tags.emplace_back("thrift.result", resultName(result_));
     s.tags.emplace_back("peer.identity", identity_);
     if (upgraded_ && ttwitter_.clientId) {

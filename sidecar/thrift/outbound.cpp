@@ -230,19 +230,13 @@ class ThriftOutboundSession final : public OutboundCallerSession {
     if (!shared_.tracer || !span_.isSampled()) {
       return;
     }
-    trace::Span s;
-    s.context = span_;
-    s.kind = trace::Kind::client;
-    s.name = header.name;
-    std::transform(s.name.begin(), s.name.end(), s.name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    s.timestampUs = spanStartUs_;
-    s.durationUs = std::max<std::int64_t>(1, trace::nowMicros() - spanStartUs_);
+    auto s = trace::makeSpan(trace::Kind::client, span_, header.name, spanStartUs_,
+                             trace::nowMicros() - spanStartUs_);
     if (member) {
       s.remoteIp = member->address().to_string();
       s.remotePort = member->port();
     }
-    s.tags.emplace_back("thrift.method", header.name);
+    s.tags.emplace_back("thrift.method", trace::tagValue(header.name));
     s.tags.emplace_back("thrift.client_id", handler_.clientId());
     s.tags.emplace_back("route", handler_.config().route.name);
     s.tags.emplace_back("thrift.status", std::to_string(status));

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -86,20 +87,26 @@ double uniform() {
 
 std::string tagValue(std::string_view value) { return std::string(value.substr(0, kMaxTagBytes)); }
 
-Span httpSpan(Kind kind, const Context& context, std::string_view method, std::string_view target,
-              unsigned status, std::int64_t startUs, std::int64_t durationUs) {
+Span makeSpan(Kind kind, const Context& context, std::string_view name, std::int64_t startUs,
+              std::int64_t durationUs) {
   Span s;
   s.context = context;
   s.kind = kind;
-  method = method.substr(0, 32);
-  s.name.reserve(method.size());
-  for (const char c : method) {
+  name = name.substr(0, 64);
+  s.name.reserve(name.size());
+  for (const char c : name) {
     s.name += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
   }
   s.timestampUs = startUs;
-  s.durationUs = durationUs;
+  s.durationUs = std::max<std::int64_t>(1, durationUs);
+  return s;
+}
+
+Span httpSpan(Kind kind, const Context& context, std::string_view method, std::string_view target,
+              unsigned status, std::int64_t startUs, std::int64_t durationUs) {
+  Span s = makeSpan(kind, context, method, startUs, durationUs);
   s.tags.reserve(4);
-  s.tags.emplace_back("http.method", std::string(method));
+  s.tags.emplace_back("http.method", tagValue(method));
   s.tags.emplace_back("http.path", tagValue(target.substr(0, target.find('?'))));
   if (status) {
     s.tags.emplace_back("http.status_code", std::to_string(status));
@@ -144,6 +151,11 @@ Context Tracer::join(const Context& in) const {
 }
 
 void Tracer::report(Span span) {
+  for (auto& [key, value] : span.tags) {
+    if (value.size() > kMaxTagBytes) {
+      value.resize(kMaxTagBytes);
+    }
+  }
   bool wake = false;
   {
     std::lock_guard lock(mutex_);

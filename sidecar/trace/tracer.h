@@ -41,6 +41,11 @@ inline constexpr std::size_t kMaxTagBytes = 256;
 // value cut to kMaxTagBytes.
 std::string tagValue(std::string_view value);
 
+// A span's common part: named in lower case (at most 64 bytes), timed from startUs for
+// durationUs (at least 1 µs: Zipkin reads 0 as unknown). Every protocol's spans start here.
+Span makeSpan(Kind kind, const Context& context, std::string_view name, std::int64_t startUs,
+              std::int64_t durationUs);
+
 // An HTTP call's span: named by its method in lower case, tagged with the method, the path
 // (without its query, which may hold secrets), the status, and error for a 5xx or no answer;
 // every value at most kMaxTagBytes.
@@ -86,7 +91,8 @@ class Tracer {
   // The context of a call that came with in (maybe invalid: none came): the same trace with its
   // sampling decided (by in, else by the rate), or a new trace.
   Context join(const Context& in) const;
-  // Queues a sampled span for the collector (any thread, never blocks on the network).
+  // Queues a sampled span for the collector (any thread, never blocks on the network). Tag
+  // values longer than kMaxTagBytes are cut here, whatever protocol made them.
   void report(Span span);
   TracerMetrics& metrics() { return metrics_; }
   const TracerConfig& config() const { return config_; }
