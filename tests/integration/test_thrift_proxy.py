@@ -601,7 +601,11 @@ class ThriftProxyTest(SidecarTestCase):
         want = [(f'"{PROBE}"', "0", "call", "upgraded"), ('"ping"', "-4", "call", "reply"),
                 ('"no\\"such"', "9", "call", "exception"), ('"ping"', "10", "oneway", "oneway"),
                 ('"help"', "11", "call", "local_error")]
-        self.assertEqual([(f["method"], f["seqid"], f["type"], f["result"]) for f in fields], want)
+        got = [(f["method"], f["seqid"], f["type"], f["result"]) for f in fields]
+        # The probe's connection may be on another worker, whose batch of lines can come first
+        # or last; one connection's lines keep their order.
+        self.assertIn(want[0], got)
+        self.assertEqual([g for g in got if g != want[0]], want[1:])
         for f in fields:
             self.assertEqual(f["identity"], '"spiffe://dev.local/caller"')
             self.assertGreaterEqual(int(f["duration_us"]), 0)
