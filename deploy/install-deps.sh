@@ -26,20 +26,22 @@ declare -A groups=(
   [build]="cmake make g++ pkg-config thrift=thrift-compiler
            deb:libboost1.81-dev deb:libboost-json1.81-dev deb:libboost-program-options1.81-dev
            deb:libssl-dev deb:libzookeeper-mt-dev deb:prometheus-cpp-dev deb:libspdlog-dev
-           deb:doctest-dev deb:libthrift-dev"
+           deb:doctest-dev deb:libthrift-dev deb:libnghttp2-dev"
   # deploy/quickstart.sh: make-certs.sh (openssl), zookeeper.sh (the jar and java), curl.
   [run]="openssl curl /usr/share/java/zookeeper.jar=zookeeper java=default-jre-headless"
   # The ctest suites but the container ones (tests/integration, the quick start, the benchmark
   # smoke run, the soak): ZooKeeper, Prometheus, the TLS audit, the proxies the benchmark
-  # compares, Thrift's Python library, yamllint and docker-compose for deploy/'s files.
+  # compares, Thrift's Python library, yamllint and docker-compose for deploy/'s files, the
+  # HTTP/2 and gRPC peers (python3-h2 for raw frames, grpcio, nghttp2's nghttp and h2load).
   [test]="python3 py:yaml=python3-yaml pydist:thrift=python3-thrift curl openssl
+          pydist:h2=python3-h2 pydist:grpc=python3-grpcio nghttp=nghttp2-client h2load=nghttp2-client
           /usr/share/java/zookeeper.jar=zookeeper java=default-jre-headless
           prometheus promtool=prometheus testssl=testssl.sh yamllint docker-compose
           haproxy nginx=nginx-light wrk gnuplot=gnuplot-nox ss=iproute2"
   # tests/check-format.sh: the C++ sources as .clang-format says (Debian's clang-format 14).
   [style]="clang-format-14=clang-format-14"
   # tests/bench/run.sh.
-  [bench]="haproxy nginx=nginx-light wrk gnuplot=gnuplot-nox"
+  [bench]="haproxy nginx=nginx-light wrk gnuplot=gnuplot-nox h2load=nghttp2-client"
   # libFuzzer with Debian's clang 14 (tests/fuzz).
   [fuzz]="clang clang++=clang deb:libclang-rt-14-dev"
   # What the Dockerfile's build stage adds to build: deploy/container/rootfs.sh's strip and the
