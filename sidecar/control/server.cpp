@@ -137,7 +137,8 @@ class Server {
         announcerMetrics_(*registry_),
         signals_(control_, SIGINT, SIGTERM, SIGHUP),
         abortTimer_(control_),
-        tls_(control_, TlsFiles{config.tlsCert, config.tlsKey, config.tlsClientCa},
+        tls_(control_,
+             TlsFiles{config.tlsCert, config.tlsKey, config.tlsClientCa, config.http2.enabled},
              config.tlsReloadInterval, controlMetrics_,
              [this](const TlsContext& ctx) {
                for (auto& l : listeners_) {
@@ -269,6 +270,10 @@ class Server {
                                          &inboundMetrics_, StaticCluster("local", {upstream_}),
                                          config_.upstream.str()});
     inboundShared_->tracer = tracer_.get();
+    inboundShared_->upstreamProtocol = config_.http2.upstream;
+    inboundShared_->h2.maxConcurrentStreams = config_.http2.maxConcurrentStreams;
+    inboundShared_->h2.maxHeaderList = static_cast<std::uint32_t>(limits_.maxHeadBytes);
+    inboundShared_->upstreamH2Connections = config_.http2.upstreamConnections;
     if (auto ec = probeUnshared(control_, listen)) {
       std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << ec.message() << "\n";
       return false;

@@ -89,6 +89,18 @@ std::string durationDefault(Duration d) {
   return durationText(d);
 }
 
+std::string_view upstreamProtocolName(UpstreamProtocol p) {
+  switch (p) {
+    case UpstreamProtocol::http1:
+      return "http1";
+    case UpstreamProtocol::h2c:
+      return "h2c";
+    case UpstreamProtocol::automatic:
+      return "auto";
+  }
+  return "http1";
+}
+
 std::string_view underscoreName(UnderscoreHeaders action) {
   switch (action) {
     case UnderscoreHeaders::drop:
@@ -120,7 +132,7 @@ po::options_description describeFlags() {
     ("help,h", "print this help and exit")
     ("version", "print the version and exit")
     ("listen", byDefault(s.listen.str()), "mTLS listener, host:port")
-    ("upstream", byDefault(s.upstream.str()), "local service, host:port (plain HTTP/1.1)")
+    ("upstream", byDefault(s.upstream.str()), "local service, host:port (plain HTTP/1.1, or h2c as --upstream-protocol says)")
     ("tls-cert", po::value<std::string>(), "server certificate chain, PEM (required)")
     ("tls-key", po::value<std::string>(), "server private key, PEM (required)")
     ("tls-client-ca", po::value<std::string>(), "CA bundle that client certificates must chain to, PEM (required)")
@@ -132,6 +144,10 @@ po::options_description describeFlags() {
     ("max-head-size", byDefault(sizeText(l.maxHeadBytes)), "largest request head (request line and headers), 1KiB to 1MiB; larger: 431")
     ("max-body-size", byDefault(sizeText(l.maxBodyBytes)), "largest request body; larger: 413 (0: unlimited)")
     ("headers-with-underscores", byDefault(std::string(underscoreName(l.underscoreHeaders))), "request header names holding '_': drop (removed before forwarding, counted), reject (400) or allow (forwarded as they are). CGI/WSGI servers read X_Forwarded_Client_Cert as X-Forwarded-Client-Cert")
+    ("http2", byDefault(s.http2.enabled ? "on" : "off"), "on: --listen offers HTTP/2 by ALPN (h2, then http/1.1; the caller chooses); off: HTTP/1.1 only")
+    ("upstream-protocol", byDefault(std::string(upstreamProtocolName(s.http2.upstream))), "how a caller's HTTP/2 request reaches the local service: http1 (HTTP/1.1, translated), h2c (HTTP/2 in clear text, prior knowledge; gRPC needs it) or auto (gRPC requests over h2c, the rest over HTTP/1.1)")
+    ("http2-max-concurrent-streams", byDefault(std::to_string(s.http2.maxConcurrentStreams)), "streams an HTTP/2 caller may have open at once on one connection, 1 to 10000; more are refused (RST_STREAM REFUSED_STREAM)")
+    ("upstream-h2-connections", byDefault(std::to_string(s.http2.upstreamConnections)), "h2c connections each worker opens to the local service at most, 1 to 64; streams beyond what they take wait for one to end")
     ("handshake-timeout", byDefault(durationDefault(l.handshakeTimeout)), "deadline for the TLS handshake")
     ("head-timeout", byDefault(durationDefault(l.headTimeout)), "deadline for reading a request head once its first byte arrived; slower: closed, counted as 408")
     ("idle-timeout", byDefault(durationDefault(l.idleTimeout)), "keep-alive idle time between requests, and longest pause of a caller mid-body")
@@ -218,6 +234,29 @@ void checkAccessLog(const std::string& path) {
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
     throw FlagError{"--access-log: cannot create a file in '" + dir.string() + "'"};
   }
+}
+
+// --http2, --upstream-protocol and the HTTP/2 bounds.
+void http2Flags(const po::variables_map& vm, SidecarConfig& c) {
+  const auto onOff = vm["http2"].as<std::string>();
+  if (onOff != "on" && onOff != "off") {
+    throw FlagError{"--http2: '" + onOff + "' is not one of on, off"};
+  }
+  c.http2.enabled = onOff == "on";
+  const auto protocol = vm["upstream-protocol"].as<std::string>();
+  bool known = false;
+  for (auto p : {UpstreamProtocol::http1, UpstreamProtocol::h2c, UpstreamProtocol::automatic}) {
+    if (protocol == upstreamProtocolName(p)) {
+      c.http2.upstream = p;
+      known = true;
+    }
+  }
+  if (!known) {
+    throw FlagError{"--upstream-protocol: '" + protocol + "' is not one of http1, h2c, auto"};
+  }
+  c.http2.maxConcurrentStreams =
+      static_cast<std::uint32_t>(countFlag(vm, "http2-max-concurrent-streams", 1, 10'000));
+  c.http2.upstreamConnections = countFlag(vm, "upstream-h2-connections", 1, 64);
 }
 
 UnderscoreHeaders underscoreFlag(const po::variables_map& vm, const char* name) {
@@ -605,6 +644,7 @@ ParseResult parseSidecarArgs(int argc, const char* const* argv, const char* cons
     SidecarConfig c;
     inboundFlags(vm, c);
     limitFlags(vm, c);
+    http2Flags(vm, c);
     c.announce = announceFlags(vm);
     meshFlags(vm, c);
     traceFlags(vm, c);

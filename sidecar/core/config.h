@@ -30,6 +30,21 @@ enum class UnderscoreHeaders {
   allow,   // forwarded as it is
 };
 
+// How the local service is called for a caller's HTTP/2 stream (--upstream-protocol).
+enum class UpstreamProtocol {
+  http1,      // HTTP/1.1, the request translated (the default: any HTTP service)
+  h2c,        // HTTP/2 in clear text with prior knowledge (a gRPC or HTTP/2 service)
+  automatic,  // per request: gRPC over h2c, the rest over HTTP/1.1 ("auto")
+};
+
+// HTTP/2 on --listen.
+struct Http2Config {
+  bool enabled = true;  // --http2: ALPN offers h2
+  UpstreamProtocol upstream = UpstreamProtocol::http1;
+  std::uint32_t maxConcurrentStreams = 100;  // per caller connection
+  std::size_t upstreamConnections = 4;       // h2c connections to the local service, per worker
+};
+
 // The member initializers of ProxyLimits, AnnounceConfig, OutboundConfig, ThriftConfig and
 // SidecarConfig are the flags' defaults: --help (and so the man page) shows them, made from
 // default-constructed configs. Declare a default here only, never in the flag table.
@@ -149,6 +164,7 @@ struct SidecarConfig {
   // After its last event a worker polls this long before it sleeps in epoll_wait (0: never).
   std::chrono::microseconds busyPoll{0};
   ProxyLimits limits;
+  Http2Config http2;
   Duration drainTimeout{20'000};
   Duration deregisterGrace{22'000};
   std::optional<AnnounceConfig> announce;

@@ -45,6 +45,17 @@ void InboundHandler::neverSpoke(bool timedOut) {
   m.connectionsOpen.sub(worker_.index(), 0);
 }
 
+h2::ClientPool& InboundHandler::h2Pool() {
+  if (!h2Pool_) {
+    h2::ClientLimits limits{shared_.limits.upstreamConnectTimeout,
+                            shared_.limits.upstreamIdleTimeout, shared_.limits.upstreamTimeout,
+                            shared_.upstreamH2Connections, shared_.metrics->upstreamH2Connections};
+    h2Pool_ = std::make_unique<h2::ClientPool>(
+        worker_.ioc().get_executor(), shared_.local.addr().endpoints().front(), shared_.h2, limits);
+  }
+  return *h2Pool_;
+}
+
 void InboundHandler::setTls(std::shared_ptr<asio::ssl::context> ctx) {
   asio::post(worker_.ioc(), [this, ctx = std::move(ctx)]() mutable { tls_ = std::move(ctx); });
 }

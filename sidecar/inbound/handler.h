@@ -12,6 +12,8 @@
 #include <string>
 
 #include "core/config.h"
+#include "h2/client_pool.h"
+#include "h2/session.h"
 #include "inbound/metrics.h"
 #include "net/identity.h"
 #include "net/log_limiter.h"
@@ -30,6 +32,10 @@ struct InboundShared {
   StaticCluster local;              // the local service (--upstream)
   std::string upstreamAuthority;    // "host:port" of the local service, Host for HTTP/1.0 callers
   trace::Tracer* tracer = nullptr;  // none: tracing is off (no --zipkin-url)
+  // HTTP/2 callers (ALPN h2): how their streams reach the local service, and their bounds.
+  UpstreamProtocol upstreamProtocol = UpstreamProtocol::http1;
+  h2::Settings h2{};
+  std::size_t upstreamH2Connections = 4;
 };
 
 // Data-path events that are logged one line each, within a budget per worker and event.
@@ -58,7 +64,12 @@ class InboundHandler final : public ConnectionHandler {
   void waitStarted();
   void firstByte(TcpSocket socket, std::chrono::steady_clock::time_point handshakeDeadline);
   void neverSpoke(bool timedOut);
-  void clear() override { pool_.clear(); }
+  void clear() override {
+    pool_.clear();
+    if (h2Pool_) {
+      h2Pool_->clear();
+    }
+  }
 
   // Thread-safe: new handshakes use ctx; open connections keep theirs.
   void setTls(std::shared_ptr<asio::ssl::context> ctx);
@@ -68,6 +79,8 @@ class InboundHandler final : public ConnectionHandler {
   const InboundShared& shared() const { return shared_; }
   const std::shared_ptr<asio::ssl::context>& tls() const { return tls_; }
   ConnectionPool& pool() { return pool_; }
+  // The worker's h2c connections to the local service (made on first use).
+  h2::ClientPool& h2Pool();
   LogLimiter& logLimiter(LogEvent e) { return logLimiters_[static_cast<unsigned>(e)]; }
   // Requests of this worker at the local service; past pendingLimit() they get a 503.
   std::size_t& pending() { return pending_; }
@@ -78,6 +91,7 @@ class InboundHandler final : public ConnectionHandler {
   const InboundShared& shared_;
   std::shared_ptr<asio::ssl::context> tls_;
   ConnectionPool pool_;
+  std::unique_ptr<h2::ClientPool> h2Pool_;
   std::size_t pending_ = 0;
   std::size_t pendingLimit_;
   std::array<LogLimiter, static_cast<unsigned>(LogEvent::count)> logLimiters_{};

@@ -27,6 +27,14 @@ std::vector<metrics::Labels> handshakeLabels() {
   return out;
 }
 
+std::vector<metrics::Labels> grpcLabels() {
+  std::vector<metrics::Labels> out;
+  for (std::size_t i = 0; i < InboundMetrics::kGrpcStatuses; ++i) {
+    out.push_back({{"grpc_status", i <= 16 ? std::to_string(i) : i == 17 ? "other" : "none"}});
+  }
+  return out;
+}
+
 using Counter = metrics::Registered<InboundMetrics, prometheus::Counter>;
 constexpr Counter kCounters[] = {
     {&InboundMetrics::identityRefused, "sidecar_identity_refused_total",
@@ -51,6 +59,22 @@ constexpr Counter kCounters[] = {
      "its Content-Length, a response nobody asked for)."},
     {&InboundMetrics::upstreamConnectsTotal, "sidecar_upstream_connections_total",
      "Connections opened to the local service."},
+    {&InboundMetrics::h2ResetsReceived, "sidecar_http2_resets_received_total",
+     "RST_STREAM frames HTTP/2 callers sent (a cancelled call, or abuse: see "
+     "sidecar_http2_floods_total)."},
+    {&InboundMetrics::h2ResetsSent, "sidecar_http2_resets_sent_total",
+     "RST_STREAM frames sent to HTTP/2 callers (a refused stream, a broken or timed-out answer)."},
+    {&InboundMetrics::h2GoawaySent, "sidecar_http2_goaway_sent_total",
+     "GOAWAY frames sent to HTTP/2 callers (idle, drain, protocol error or flood)."},
+    {&InboundMetrics::h2Floods, "sidecar_http2_floods_total",
+     "HTTP/2 caller connections ended for a flood: frames that carry no request (PING, SETTINGS, "
+     "PRIORITY, empty DATA) past 1000 a second, streams reset faster than the rapid-reset bound, "
+     "or answers to PING and SETTINGS left unread."},
+    {&InboundMetrics::upstreamH2Connections, "sidecar_upstream_h2_connections_total",
+     "HTTP/2 (h2c) connections opened to the local service (--upstream-protocol h2c or auto)."},
+    {&InboundMetrics::h2FlowStalls, "sidecar_http2_flow_control_stalls_total",
+     "Times an answer's body from the local service was paused because the HTTP/2 caller had "
+     "not read the last 64 KiB of it (its flow-control window)."},
 };
 
 using Gauge = metrics::Registered<InboundMetrics, prometheus::Gauge>;
@@ -84,9 +108,24 @@ InboundMetrics::InboundMetrics(prometheus::Registry& r, unsigned workers)
                        metrics::latencyBuckets(), {{}}, workers),
       handshakeDuration("sidecar_tls_handshake_duration_seconds",
                         "Time taken by inbound TLS handshakes, successful or not.",
-                        metrics::latencyBuckets(), {{}}, workers) {
-  for (const auto* c : {&requests, &handshakes, &connectionsTotal, &connectionsOpen, &pending,
-                        &receivedBytes, &sentBytes}) {
+                        metrics::latencyBuckets(), {{}}, workers),
+      h2Connections("sidecar_http2_connections_total",
+                    "Inbound connections that chose HTTP/2 (ALPN h2).", {{}}, workers),
+      h2Streams("sidecar_http2_streams_total", "Streams HTTP/2 callers opened (one request each).",
+                {{}}, workers),
+      h2StreamsOpen("sidecar_http2_streams_open", "HTTP/2 callers' streams open now.", {{}},
+                    workers, true),
+      h2StreamsBroken("sidecar_http2_streams_broken_total",
+                      "HTTP/2 streams that ended without a whole answer: reset by the caller "
+                      "before the answer, or reset by the sidecar mid-answer.",
+                      {{}}, workers),
+      grpcRequests("sidecar_grpc_requests_total",
+                   "gRPC requests (content-type application/grpc) answered, by grpc-status "
+                   "(\"other\": a value past 16; \"none\": no grpc-status, e.g. a broken answer).",
+                   grpcLabels(), workers) {
+  for (const auto* c :
+       {&requests, &handshakes, &connectionsTotal, &connectionsOpen, &pending, &receivedBytes,
+        &sentBytes, &h2Connections, &h2Streams, &h2StreamsOpen, &h2StreamsBroken, &grpcRequests}) {
     collector.add(c);
   }
   for (const auto* h : {&requestDuration, &upstreamDuration, &handshakeDuration}) {

@@ -67,6 +67,14 @@ struct InboundMetrics {
   metrics::ShardedHistogram requestDuration;
   metrics::ShardedHistogram upstreamDuration;
   metrics::ShardedHistogram handshakeDuration;
+  // HTTP/2 callers (docs/http2.md).
+  metrics::ShardedCounter h2Connections;
+  metrics::ShardedCounter h2Streams;
+  metrics::ShardedCounter h2StreamsOpen;    // gauge
+  metrics::ShardedCounter h2StreamsBroken;  // reset, or ended without an answer
+  // sidecar_grpc_requests_total{grpc_status}: 0 to 16, 17 for another value, 18 for none.
+  static constexpr std::size_t kGrpcStatuses = 19;
+  metrics::ShardedCounter grpcRequests;
   metrics::ShardedCollector collector;
 
   // Answers the sidecar wrote itself, by status: one counter per entry of kLocalReplies.
@@ -83,6 +91,12 @@ struct InboundMetrics {
   prometheus::Counter* upstreamUnsolicited;
   prometheus::Counter* upstreamConnectsTotal;
   prometheus::Gauge* upstreamPoolIdle;
+  prometheus::Counter* h2ResetsReceived;
+  prometheus::Counter* h2ResetsSent;
+  prometheus::Counter* h2GoawaySent;
+  prometheus::Counter* h2Floods;
+  prometheus::Counter* h2FlowStalls;
+  prometheus::Counter* upstreamH2Connections;
 };
 
 }  // namespace sidecar

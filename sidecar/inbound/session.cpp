@@ -13,6 +13,7 @@
 #include "http/local_reply.h"
 #include "http/rewrite.h"
 #include "http/server_session.h"
+#include "inbound/h2_session.h"
 #include "inbound/handler.h"
 #include "net/access_log.h"
 #include "net/caller_session.h"
@@ -61,10 +62,25 @@ class InboundSession final : public CallerTlsSession,
     if (!caller) {
       co_return;
     }
+    if (alpnSelected(stream_.native_handle()) == "h2") {
+      co_await serveH2(std::move(*caller));
+      co_return;
+    }
     peer_ = std::move(caller->peer);
     allowed_ = caller->allowed;
     co_await serveRequests();
     co_await closeTls();
+  }
+
+  void expireIfDue(Clock::time_point now) override {
+    CallerTlsSession::expireIfDue(now);
+    if (h2_) {
+      if (const bool idle = h2_->idle(); idle != h2Idle_) {
+        h2Idle_ = idle;
+        setIdle(idle);  // an eviction or the drain may close a connection with no stream
+      }
+      h2_->sweep(now);
+    }
   }
 
   // Http1Server's hooks.
@@ -168,6 +184,18 @@ class InboundSession final : public CallerTlsSession,
   }
 
  private:
+  // HTTP/2 (ALPN h2): the connection's streams, each a request (inbound/h2_session.h).
+  awaitable<void> serveH2(CallerIdentity caller) {
+    m_.h2Connections.add(shard_, 0);
+    idleWithoutRead_ = false;  // a read is always under way: OpenSSL's buffers stay
+    InboundH2Server h2(
+        handler_, H2Caller{std::move(caller.peer), caller.allowed, clientIp_, identityForLog_});
+    h2_ = &h2;
+    co_await h2.run(stream_);
+    h2_ = nullptr;
+    co_await closeTls();
+  }
+
   // One line for a data-path event, within the worker's budget for that event.
   template <class... Args>
   void logEvent(LogEvent e, spdlog::level::level_enum level, fmt::format_string<Args...> format,
@@ -374,6 +402,8 @@ class InboundSession final : public CallerTlsSession,
     PendingGuard& operator=(const PendingGuard&) = delete;
   };
 
+  InboundH2Server* h2_ = nullptr;  // while the connection speaks HTTP/2
+  bool h2Idle_ = false;
   InboundHandler& handler_;
   const InboundShared& shared_;
   InboundMetrics& m_;

@@ -2,6 +2,8 @@
 // TLS contexts for both roles built from files, naming why a handshake failed, and the errors
 // of our own that a handshake can end with.
 
+#include <openssl/ssl.h>
+
 #include <boost/asio/ssl/context.hpp>
 #include <boost/system/error_code.hpp>
 #include <memory>
@@ -17,6 +19,9 @@ struct TlsFiles {
   std::string cert;
   std::string key;
   std::string clientCa;
+  // The server role: ALPN offers h2 before http/1.1 (a caller that names neither, or offers no
+  // ALPN, speaks HTTP/1.1).
+  bool offerH2 = false;
 };
 
 struct TlsContext {
@@ -69,6 +74,9 @@ constexpr HandshakeResult handshakeResult(std::optional<HandshakeFailure> failur
 // "ok", or the failure's name.
 std::string_view handshakeResultName(HandshakeResult r);
 HandshakeFailure classifyHandshakeFailure(const boost::system::error_code& ec, long verifyResult);
+
+// The protocol ALPN settled on for a server-role connection: "h2", "http/1.1", or empty (none).
+std::string_view alpnSelected(const SSL* ssl);
 
 }  // namespace sidecar
 

@@ -494,6 +494,10 @@ class SidecarTestCase(unittest.TestCase):
                "-o", body_file, "-w", "%{http_code}"]
         if cert:
             cmd += ["--cert", self.certs.path(f"{cert}.pem"), "--key", self.certs.path(f"{cert}.key")]
+        if not any(a.startswith("--http") for a in args):
+            # curl offers h2 by ALPN and --listen takes it: a test of HTTP/2 says so; the others
+            # test HTTP/1.1.
+            cmd.append("--http1.1")
         cmd += list(args) + [url]
         r = subprocess.run(cmd, capture_output=True, timeout=timeout + 10)
         body = b""

@@ -161,7 +161,7 @@ class IntegrityTest(SidecarTestCase):
 
     def test_curl_and_http_client_read_two_head_answers(self):
         url = f"https://127.0.0.1:{self.sc.port}/chunked-bodiless?status=200"
-        r = subprocess.run(["curl", "-sS", "-I", "--max-time", "10",
+        r = subprocess.run(["curl", "-sS", "--http1.1", "-I", "--max-time", "10",
                             "--cacert", self.certs.path("ca.pem"),
                             "--cert", self.certs.path("client.pem"),
                             "--key", self.certs.path("client.key"), url, url],

@@ -3,6 +3,7 @@ posted to a collector that checks them against Zipkin's v2 model, and a collecto
 failing costing requests nothing."""
 import json
 import re
+import socket
 import threading
 import time
 import unittest
@@ -223,7 +224,12 @@ class TracingTest(SidecarTestCase):
     def test_a_collector_down_or_failing_costs_requests_nothing_and_is_counted(self):
         failing = self.collector(status=500)
         up = self.start_upstream()
-        for url in (failing.url, "http://127.0.0.1:1/api/v2/spans"):
+        # A port bound and not listening: refused, and no other process can take it meanwhile
+        # (port 1 was once served by a stray benchmark's upstream).
+        down = socket.socket()
+        self.addCleanup(down.close)
+        down.bind(("127.0.0.1", 0))
+        for url in (failing.url, f"http://127.0.0.1:{down.getsockname()[1]}/api/v2/spans"):
             with self.subTest(url=url):
                 sc = self.start_sidecar(up.port, "--zipkin-url", url, "--trace-sample-rate", "1")
                 started = time.monotonic()

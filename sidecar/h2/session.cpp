@@ -1,0 +1,342 @@
+// nghttp2's callbacks, dispatched to the streams' ends; the connection's settings and bounds.
+#include "h2/session.h"
+
+#include <algorithm>
+#include <array>
+
+namespace sidecar::h2 {
+
+namespace {
+
+StreamEnd* endFor(nghttp2_session* ng, std::int32_t id) {
+  return static_cast<StreamEnd*>(nghttp2_session_get_stream_user_data(ng, id));
+}
+
+std::vector<nghttp2_nv> nvOf(const Fields& fields) {
+  std::vector<nghttp2_nv> nv;
+  nv.reserve(fields.size());
+  for (const auto& f : fields) {
+    nv.push_back({reinterpret_cast<std::uint8_t*>(const_cast<char*>(f.name.data())),
+                  reinterpret_cast<std::uint8_t*>(const_cast<char*>(f.value.data())),
+                  f.name.size(), f.value.size(), NGHTTP2_NV_FLAG_NONE});
+  }
+  return nv;
+}
+
+ssize_t readBody(nghttp2_session* ng, std::int32_t id, std::uint8_t* buf, std::size_t length,
+                 std::uint32_t* flags, nghttp2_data_source*, void*) {
+  StreamEnd* end = endFor(ng, id);
+  if (!end) {
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // its owner is gone: the stream is reset
+  }
+  return end->readBody(buf, length, flags);
+}
+
+nghttp2_data_provider bodyProvider() {
+  nghttp2_data_provider p{};
+  p.read_callback = &readBody;
+  return p;
+}
+
+}  // namespace
+
+struct Session::Callbacks {
+  static Session& self(void* user) { return *static_cast<Session*>(user); }
+
+  static int beginHeaders(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
+    auto& s = self(user);
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST ||
+        s.role_ != Role::server) {
+      return 0;
+    }
+    StreamEnd* end = s.streamOpened(frame->hd.stream_id);
+    if (!end) {
+      nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                NGHTTP2_REFUSED_STREAM);
+      return 0;
+    }
+    nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, end);
+    s.ends_.insert(end);
+    return 0;
+  }
+
+  static int header(nghttp2_session* ng, const nghttp2_frame* frame, const std::uint8_t* name,
+                    std::size_t nameLen, const std::uint8_t* value, std::size_t valueLen,
+                    std::uint8_t, void*) {
+    if (StreamEnd* end = endFor(ng, frame->hd.stream_id)) {
+      end->header({reinterpret_cast<const char*>(name), nameLen},
+                   {reinterpret_cast<const char*>(value), valueLen});
+    }
+    return 0;
+  }
+
+  static int frameReceived(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
+    auto& s = self(user);
+    const bool endStream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    switch (frame->hd.type) {
+      case NGHTTP2_HEADERS:
+        if (StreamEnd* end = endFor(ng, frame->hd.stream_id)) {
+          end->headersEnd(endStream);
+        }
+        return 0;
+      case NGHTTP2_DATA:
+        if (endStream) {
+          if (StreamEnd* end = endFor(ng, frame->hd.stream_id)) {
+            end->dataEnd();
+          }
+        } else if (frame->hd.length == 0) {
+          s.countControl();
+        }
+        return 0;
+      case NGHTTP2_PING:
+      case NGHTTP2_SETTINGS:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0) {
+          s.countControl();
+        }
+        return 0;
+      case NGHTTP2_PRIORITY:
+        s.countControl();
+        return 0;
+      case NGHTTP2_RST_STREAM:
+        ++s.counters_.resetsReceived;
+        return 0;
+      case NGHTTP2_GOAWAY:
+        ++s.counters_.goawayReceived;
+        return 0;
+      default:
+        return 0;
+    }
+  }
+
+  static int dataChunk(nghttp2_session* ng, std::uint8_t, std::int32_t id, const std::uint8_t* data,
+                       std::size_t len, void*) {
+    if (StreamEnd* end = endFor(ng, id)) {
+      end->data(data, len);
+    } else {
+      // Nobody reads it (the stream's owner is gone): the connection's window must not shrink.
+      nghttp2_session_consume_connection(ng, len);
+    }
+    return 0;
+  }
+
+  static int streamClosed(nghttp2_session* ng, std::int32_t id, std::uint32_t error, void* user) {
+    auto& s = self(user);
+    if (StreamEnd* end = endFor(ng, id)) {
+      nghttp2_session_set_stream_user_data(ng, id, nullptr);
+      s.ends_.erase(end);
+      end->closed(error);
+    }
+    s.setDeadline(false);
+    return 0;
+  }
+
+  static int frameSent(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+    auto& s = self(user);
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+      ++s.counters_.resetsSent;
+    } else if (frame->hd.type == NGHTTP2_GOAWAY) {
+      ++s.counters_.goawaySent;
+      s.counters_.lastGoawayCode = frame->goaway.error_code;
+    }
+    return 0;
+  }
+};
+
+Session::Session(Role role, IoExecutor ex, const Settings& settings)
+    : role_(role), settings_(settings), wake_(ex), writerEnded_(ex) {
+  nghttp2_session_callbacks* cb = nullptr;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cb, &Callbacks::beginHeaders);
+  nghttp2_session_callbacks_set_on_header_callback(cb, &Callbacks::header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, &Callbacks::frameReceived);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, &Callbacks::dataChunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, &Callbacks::streamClosed);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, &Callbacks::frameSent);
+  nghttp2_option* opt = nullptr;
+  nghttp2_option_new(&opt);
+  // A DATA frame is acknowledged once its reader took it (consume()), not when it arrived.
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  nghttp2_option_set_max_deflate_dynamic_table_size(opt, settings.headerTableSize);
+  // Rapid reset (CVE-2023-44487): a burst of 1000 streams reset by the peer, then 33 a second;
+  // beyond, the connection ends with a GOAWAY.
+  nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+  // Unacknowledged SETTINGS and PING answers queued because the peer does not read: at most
+  // this many, then the connection ends (a flood of frames that each ask for an answer).
+  nghttp2_option_set_max_outbound_ack(opt, 1000);
+  nghttp2_option_set_max_continuations(opt, 8);
+  if (role == Role::client) {
+    nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
+    nghttp2_session_client_new2(&ng_, cb, this, opt);
+  } else {
+    nghttp2_session_server_new2(&ng_, cb, this, opt);
+  }
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cb);
+  std::array<nghttp2_settings_entry, 5> entries{{
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, settings.maxConcurrentStreams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings.streamWindow},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, settings.maxHeaderList},
+      {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, settings.headerTableSize},
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+  }};
+  nghttp2_submit_settings(ng_, NGHTTP2_FLAG_NONE, entries.data(),
+                          role == Role::client ? entries.size() : entries.size() - 1);
+  nghttp2_session_set_local_window_size(ng_, NGHTTP2_FLAG_NONE, 0, settings.connectionWindow);
+}
+
+Session::~Session() {
+  closeAll();
+  nghttp2_session_del(ng_);
+}
+
+int Session::respond(std::int32_t id, const Fields& head, bool body) {
+  const auto nv = nvOf(head);
+  const auto provider = bodyProvider();
+  const int r = nghttp2_submit_response(ng_, id, nv.data(), nv.size(), body ? &provider : nullptr);
+  signal();
+  return r;
+}
+
+std::int32_t Session::request(const Fields& head, bool body, StreamEnd& end) {
+  const auto nv = nvOf(head);
+  const auto provider = bodyProvider();
+  const std::int32_t id =
+      nghttp2_submit_request(ng_, nullptr, nv.data(), nv.size(), body ? &provider : nullptr, &end);
+  if (id > 0) {
+    ends_.insert(&end);
+  }
+  signal();
+  return id;
+}
+
+int Session::trailers(std::int32_t id, const Fields& fields) {
+  const auto nv = nvOf(fields);
+  const int r = nghttp2_submit_trailer(ng_, id, nv.data(), nv.size());
+  signal();
+  return r;
+}
+
+void Session::reset(std::int32_t id, std::uint32_t error) {
+  nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, id, error);
+  signal();
+}
+
+void Session::resume(std::int32_t id) {
+  nghttp2_session_resume_data(ng_, id);
+  signal();
+}
+
+void Session::consume(std::int32_t id, std::size_t n) {
+  if (n == 0) {
+    return;
+  }
+  if (nghttp2_session_consume(ng_, id, n) != 0) {
+    nghttp2_session_consume_connection(ng_, n);  // the stream is gone; its bytes still count
+  }
+  signal();
+}
+
+void Session::goAway(std::uint32_t error) {
+  if (error == NGHTTP2_NO_ERROR) {
+    nghttp2_session_terminate_session2(ng_, nghttp2_session_get_last_proc_stream_id(ng_),
+                                       NGHTTP2_NO_ERROR);
+  } else {
+    nghttp2_session_terminate_session(ng_, error);
+  }
+  signal();
+}
+
+void Session::detach(std::int32_t id, StreamEnd& end) {
+  if (ends_.erase(&end) == 0) {
+    return;
+  }
+  if (endFor(ng_, id) == &end) {
+    nghttp2_session_set_stream_user_data(ng_, id, nullptr);
+    if (nghttp2_session_find_stream(ng_, id)) {
+      nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+    }
+  }
+  signal();
+}
+
+bool Session::usable() const {
+  constexpr std::int32_t kLastIds = 1 << 30;  // leave room: a new connection takes over
+  return !dead_ && nghttp2_session_want_read(ng_) != 0 &&
+         nghttp2_session_check_request_allowed(ng_) != 0 &&
+         nghttp2_session_get_next_stream_id(ng_) < static_cast<std::uint32_t>(kLastIds) * 2 - 1000;
+}
+
+void Session::signal() {
+  signalled_ = true;
+  if (writerWaiting_) {
+    wake_.cancel();
+  }
+}
+
+bool Session::collect(std::string& out) {
+  out.clear();
+  constexpr std::size_t kBatch = 64 * 1024;
+  while (out.size() < kBatch) {
+    const std::uint8_t* p = nullptr;
+    const auto n = nghttp2_session_mem_send(ng_, &p);
+    if (n < 0) {
+      dead_ = true;
+      return false;
+    }
+    if (n == 0) {
+      break;
+    }
+    out.append(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+bool Session::countControl() {
+  const auto now = Clock::now();
+  if (now - floodWindow_ > std::chrono::seconds(1)) {
+    floodWindow_ = now;
+    floodCount_ = 0;
+  }
+  if (++floodCount_ <= settings_.controlFramesPerSecond) {
+    return true;
+  }
+  if (!counters_.flood) {
+    counters_.flood = true;
+    nghttp2_session_terminate_session(ng_, NGHTTP2_ENHANCE_YOUR_CALM);
+    signal();
+  }
+  return false;
+}
+
+void Session::closeAll(std::uint32_t error) {
+  auto ends = std::move(ends_);
+  ends_.clear();
+  for (StreamEnd* end : ends) {
+    end->closed(error);
+  }
+}
+
+std::uint32_t Session::peerMaxStreams() const {
+  return nghttp2_session_get_remote_settings(ng_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+}
+
+void Session::setDeadline(bool writing) {
+  if (!setDeadlineFn_) {
+    return;
+  }
+  if (writing) {
+    writing_ = true;
+    setDeadlineFn_(deadlineTarget_, writeTimeout_);
+    return;
+  }
+  if (writing_) {
+    return;  // a write under way keeps its own deadline
+  }
+  if (ends_.empty()) {
+    setDeadlineFn_(deadlineTarget_, idleTimeout_);
+  } else {
+    clearDeadlineFn_(deadlineTarget_);
+  }
+}
+
+}  // namespace sidecar::h2

@@ -1,0 +1,379 @@
+"""HTTP/2 and gRPC on --listen (docs/http2.md): curl and nghttp over ALPN h2, Python grpcio
+(Debian's python3-grpcio) client and server through the sidecar in every streaming kind, gRPC
+errors of our own, and raw-frame abuse with python3-h2."""
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import unittest
+from concurrent import futures
+
+sys.path.append("/usr/lib/python3/dist-packages")  # Debian's grpcio and h2 beside pyenv's Python
+import grpc  # noqa: E402
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
+
+from harness import SidecarTestCase, wait_for  # noqa: E402
+
+
+class GrpcService:
+    """A gRPC server (grpcio) on loopback speaking raw bytes: test.Svc's methods."""
+
+    def __init__(self):
+        def echo(req, ctx):
+            return req
+
+        def slow(req, ctx):
+            time.sleep(float(req.decode() or "2"))
+            return b"late"
+
+        def fail(req, ctx):
+            ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+
+        def meta(req, ctx):
+            return "\n".join(f"{k}={v}" for k, v in ctx.invocation_metadata()).encode()
+
+        def count(req, ctx):
+            for i in range(int(req.decode())):
+                yield str(i).encode()
+
+        def total(it, ctx):
+            return str(sum(len(m) for m in it)).encode()
+
+        def chat(it, ctx):
+            for m in it:
+                yield m.upper()
+
+        handlers = {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Slow": grpc.unary_unary_rpc_method_handler(slow),
+            "Fail": grpc.unary_unary_rpc_method_handler(fail),
+            "Meta": grpc.unary_unary_rpc_method_handler(meta),
+            "Count": grpc.unary_stream_rpc_method_handler(count),
+            "Total": grpc.stream_unary_rpc_method_handler(total),
+            "Chat": grpc.stream_stream_rpc_method_handler(chat),
+        }
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
+                                  options=[("grpc.max_receive_message_length", 64 << 20),
+                                           ("grpc.max_send_message_length", 64 << 20)])
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Svc", handlers),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(0)
+
+
+class Http2Test(SidecarTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.grpc_servers = []
+        self.channels = []
+
+    def tearDown(self):
+        for c in self.channels:
+            c.close()
+        for s in self.grpc_servers:
+            s.stop()
+        super().tearDown()
+
+    def grpc_service(self):
+        s = GrpcService()
+        self.grpc_servers.append(s)
+        return s
+
+    def channel(self, sc, cert="client"):
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=open(self.certs.path("ca.pem"), "rb").read(),
+            private_key=open(self.certs.path(f"{cert}.key"), "rb").read(),
+            certificate_chain=open(self.certs.path(f"{cert}.pem"), "rb").read())
+        c = grpc.secure_channel(f"127.0.0.1:{sc.port}", creds,
+                                options=[("grpc.ssl_target_name_override", "localhost"),
+                                         ("grpc.max_receive_message_length", 64 << 20),
+                                         ("grpc.max_send_message_length", 64 << 20)])
+        self.channels.append(c)
+        return c
+
+    def h2_socket(self, sc):
+        ctx = ssl.create_default_context(cafile=self.certs.path("ca.pem"))
+        ctx.load_cert_chain(self.certs.path("client.pem"), self.certs.path("client.key"))
+        ctx.set_alpn_protocols(["h2"])
+        raw = socket.create_connection(("127.0.0.1", sc.port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        self.assertEqual(s.selected_alpn_protocol(), "h2")
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                    header_encoding="utf-8"))
+        conn.initiate_connection()
+        s.sendall(conn.data_to_send())
+        return s, conn
+
+    @staticmethod
+    def read_events(s, conn, until, timeout=10):
+        """Reads frames until until(events so far) is true or the connection ends."""
+        events = []
+        deadline = time.monotonic() + timeout
+        s.settimeout(1)
+        while time.monotonic() < deadline and not until(events):
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                continue
+            except (ConnectionError, ssl.SSLError):
+                events.append("closed")
+                break
+            if not data:
+                events.append("closed")
+                break
+            try:
+                events += conn.receive_data(data)
+            except Exception as e:  # noqa: BLE001 - a protocol error on our side ends it too
+                events.append(e)
+                break
+            out = conn.data_to_send()
+            if out:
+                try:
+                    s.sendall(out)
+                except (ConnectionError, ssl.SSLError):
+                    pass
+        return events
+
+    # --- plain HTTP/2 ----------------------------------------------------------------------------
+
+    def test_curl_speaks_http2_to_an_http1_local_service(self):
+        ph = self.start_pinghelp()
+        log = os.path.join(self.tmp, f"access-{time.monotonic_ns()}.log")
+        sc = self.start_sidecar(ph.port, "--access-log", log)
+        code, status, body, err = self.curl(f"https://127.0.0.1:{sc.port}/ping",
+                                            args=["--http2", "-w", " %{http_version}"])
+        self.assertEqual((code, body), (0, b"pong"), err)
+        code, status, body, _ = self.curl(f"https://127.0.0.1:{sc.port}/help/nothing",
+                                          args=["--http2"])
+        self.assertEqual(status, 404)
+        self.assertSettles(lambda: self.metric(sc, "sidecar_http2_streams_total"), 2)
+        self.assertEqual(self.metric(sc, "sidecar_http2_connections_total"), 2)
+        self.assertEqual(self.metric(sc, "sidecar_requests_total", method="GET", code="2xx"), 1)
+        wait_for(lambda: os.path.exists(log) and "protocol=h2" in open(log).read(),
+                 what="an access-log line for the HTTP/2 request")
+
+    def test_post_bodies_and_the_callers_identity_reach_an_http1_service(self):
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port)
+        body = os.urandom(300_000)
+        path = os.path.join(self.tmp, "body")
+        with open(path, "wb") as f:
+            f.write(body)
+        code, status, echoed, err = self.curl(
+            f"https://127.0.0.1:{sc.port}/echo",
+            args=["--http2", "--data-binary", f"@{path}", "-H", "X-Forwarded-Client-Cert: forged",
+                  "-H", "Content-Type: application/octet-stream"])
+        self.assertEqual((code, status), (0, 200), err)
+        import hashlib
+        import json
+        self.assertEqual(json.loads(echoed), {"bytes": len(body),
+                                              "sha256": hashlib.sha256(body).hexdigest()})
+        code, status, headers, _ = self.curl(f"https://127.0.0.1:{sc.port}/headers",
+                                             args=["--http2", "-H", "X-Forwarded-Client-Cert: forged"])
+        text = headers.decode().lower()
+        self.assertIn("uri=spiffe://dev.local/caller", text)
+        self.assertNotIn("forged", text)
+
+    def test_nghttp_client_gets_an_answer_and_a_clean_goaway(self):
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port)
+        r = subprocess.run(["nghttp", "-v", "--cert", self.certs.path("client.pem"),
+                            "--key", self.certs.path("client.key"),
+                            f"https://127.0.0.1:{sc.port}/ping"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(":status: 200", r.stdout)
+        self.assertIn("pong", r.stdout)
+
+    def test_http2_off_leaves_http11_alone(self):
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port, "--http2", "off")
+        code, status, body, err = self.curl(f"https://127.0.0.1:{sc.port}/ping",
+                                            args=["--http2", "-w", "%{http_version}"])
+        self.assertEqual((code, body), (0, b"pong"), err)
+        self.assertEqual(self.metric(sc, "sidecar_http2_connections_total"), 0)
+
+    def test_a_refused_identity_gets_403(self):
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port, "--allow-identity", "spiffe://dev.local/someone-else")
+        code, status, body, _ = self.curl(f"https://127.0.0.1:{sc.port}/ping", args=["--http2"])
+        self.assertEqual(status, 403)
+        self.assertEqual(self.metric(sc, "sidecar_identity_refused_total"), 1)
+
+    # --- gRPC ------------------------------------------------------------------------------------
+
+    def test_grpc_unary_and_every_streaming_kind_through_h2c(self):
+        svc = self.grpc_service()
+        sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c")
+        ch = self.channel(sc)
+        self.assertEqual(ch.unary_unary("/test.Svc/Echo")(b"hello", timeout=10), b"hello")
+        big = os.urandom(3 << 20)
+        self.assertEqual(ch.unary_unary("/test.Svc/Echo")(big, timeout=30), big)
+        self.assertEqual(list(ch.unary_stream("/test.Svc/Count")(b"5", timeout=10)),
+                         [b"0", b"1", b"2", b"3", b"4"])
+        self.assertEqual(ch.stream_unary("/test.Svc/Total")(iter([b"ab", b"cde", b""]),
+                                                              timeout=10), b"5")
+        self.assertEqual(list(ch.stream_stream("/test.Svc/Chat")(iter([b"a", b"bc"]),
+                                                                 timeout=10)), [b"A", b"BC"])
+        meta = ch.unary_unary("/test.Svc/Meta")(b"", timeout=10).decode()
+        self.assertIn("x-forwarded-client-cert=", meta)
+        self.assertIn("URI=spiffe://dev.local/caller", meta)
+        self.assertSettles(lambda: self.metric(sc, "sidecar_grpc_requests_total",
+                                               grpc_status="0"), 6)
+
+    def test_grpc_status_and_message_of_the_service_reach_the_caller(self):
+        svc = self.grpc_service()
+        sc = self.start_sidecar(svc.port, "--upstream-protocol", "auto")
+        with self.assertRaises(grpc.RpcError) as e:
+            self.channel(sc).unary_unary("/test.Svc/Fail")(b"", timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(e.exception.details(), "no such thing")
+        self.assertSettles(lambda: self.metric(sc, "sidecar_grpc_requests_total",
+                                               grpc_status="5"), 1)
+
+    def test_grpc_timeout_is_the_calls_deadline(self):
+        svc = self.grpc_service()
+        sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c")
+        started = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as e:
+            self.channel(sc).unary_unary("/test.Svc/Slow")(b"3", timeout=0.5)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertLess(time.monotonic() - started, 2.5)
+        # A deadline the client does not enforce itself: the sidecar answers DEADLINE_EXCEEDED.
+        s, conn = self.h2_socket(sc)
+        conn.send_headers(1, [(":method", "POST"), (":scheme", "https"), (":path", "/test.Svc/Slow"),
+                              (":authority", "localhost"), ("content-type", "application/grpc"),
+                              ("te", "trailers"), ("grpc-timeout", "300m")])
+        conn.send_data(1, b"\x00\x00\x00\x00\x013", end_stream=True)
+        s.sendall(conn.data_to_send())
+        events = self.read_events(s, conn, lambda ev: any(
+            isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) for e in ev))
+        heads = [dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived)]
+        self.assertTrue(heads, events)
+        self.assertEqual(heads[0].get("grpc-status"), "4")
+
+    def test_grpc_errors_of_our_own(self):
+        # No local service: UNAVAILABLE (14).
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        sc = self.start_sidecar(port, "--upstream-protocol", "h2c")
+        closed.close()
+        with self.assertRaises(grpc.RpcError) as e:
+            self.channel(sc).unary_unary("/test.Svc/Echo")(b"x", timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        # An identity not allowed: PERMISSION_DENIED (7).
+        svc = self.grpc_service()
+        sc2 = self.start_sidecar(svc.port, "--upstream-protocol", "h2c",
+                                 "--allow-identity", "spiffe://dev.local/someone-else")
+        with self.assertRaises(grpc.RpcError) as e:
+            self.channel(sc2).unary_unary("/test.Svc/Echo")(b"x", timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+
+    def test_many_calls_share_few_upstream_connections(self):
+        svc = self.grpc_service()
+        sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c", "--workers", "1",
+                                "--upstream-h2-connections", "2")
+        ch = self.channel(sc)
+        echo = ch.unary_unary("/test.Svc/Echo")
+        calls = [echo.future(str(i).encode(), timeout=30) for i in range(200)]
+        self.assertEqual([c.result() for c in calls], [str(i).encode() for i in range(200)])
+        self.assertLessEqual(self.metric(sc, "sidecar_upstream_h2_connections_total"), 2)
+
+    # --- abuse -----------------------------------------------------------------------------------
+
+    def test_ping_flood_ends_the_connection_and_the_sidecar_carries_on(self):
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port)
+        s, conn = self.h2_socket(sc)
+        for i in range(3000):
+            conn.ping(i.to_bytes(8, "big"))
+        try:
+            s.sendall(conn.data_to_send())
+        except (ConnectionError, ssl.SSLError):
+            pass
+        events = self.read_events(s, conn, lambda ev: any(
+            isinstance(e, h2.events.ConnectionTerminated) or e == "closed" for e in ev))
+        gone = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertTrue(gone or "closed" in events, events[-5:])
+        self.assertSettles(lambda: self.metric(sc, "sidecar_http2_floods_total"), 1)
+        code, status, body, _ = self.curl(f"https://127.0.0.1:{sc.port}/ping", args=["--http2"])
+        self.assertEqual(body, b"pong")
+
+    def test_rapid_reset_is_bounded(self):
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port)
+        s, conn = self.h2_socket(sc)
+        sent = 0
+        try:
+            for i in range(4000):
+                sid = conn.get_next_available_stream_id()
+                conn.send_headers(sid, [(":method", "GET"), (":scheme", "https"),
+                                        (":path", "/ping"), (":authority", "localhost")])
+                conn.reset_stream(sid)
+                sent += 1
+                if i % 100 == 99:
+                    s.sendall(conn.data_to_send())
+            s.sendall(conn.data_to_send())
+        except (ConnectionError, ssl.SSLError, h2.exceptions.ProtocolError):
+            pass
+        events = self.read_events(s, conn, lambda ev: any(
+            isinstance(e, h2.events.ConnectionTerminated) or e == "closed" for e in ev))
+        self.assertTrue(any(isinstance(e, h2.events.ConnectionTerminated) or e == "closed"
+                            for e in events), f"{sent} streams reset and the connection goes on")
+        code, status, body, _ = self.curl(f"https://127.0.0.1:{sc.port}/ping", args=["--http2"])
+        self.assertEqual(body, b"pong")
+
+    def test_continuation_flood_ends_the_connection(self):
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port)
+        s, _ = self.h2_socket(sc)
+        # HEADERS without END_HEADERS, then CONTINUATION frames that never end the block.
+        block = b"\x82\x87\x84"  # :method GET, :scheme https, :path /
+        frames = len(block).to_bytes(3, "big") + b"\x01\x01" + (1).to_bytes(4, "big") + block
+        cont = (16).to_bytes(3, "big") + b"\x09\x00" + (1).to_bytes(4, "big") + b"\x40\x01a\x01b" * 2 + b"\x40\x01c\x01d\x00\x00"
+        try:
+            s.sendall(frames + cont * 200)
+        except (ConnectionError, ssl.SSLError):
+            pass
+        s.settimeout(5)
+        got = b""
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                got += d
+        except (ConnectionError, ssl.SSLError, socket.timeout):
+            pass
+        self.assertIn(b"\x07", got[:4096], "a GOAWAY frame (type 7) before the close")
+        code, status, body, _ = self.curl(f"https://127.0.0.1:{sc.port}/ping", args=["--http2"])
+        self.assertEqual(body, b"pong")
+
+    def test_a_slow_reader_does_not_grow_memory(self):
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port, "--workers", "1")
+        s, conn = self.h2_socket(sc)
+        conn.send_headers(1, [(":method", "GET"), (":scheme", "https"),
+                              (":path", "/download?bytes=200000000"), (":authority", "localhost")],
+                          end_stream=True)
+        s.sendall(conn.data_to_send())
+        time.sleep(2)  # read nothing: the window (64 KiB) and our pipe bound what is held
+        rss = sc.rss_kib()
+        time.sleep(2)
+        self.assertLess(sc.rss_kib() - rss, 4096)
+        self.assertGreaterEqual(self.metric(sc, "sidecar_http2_flow_control_stalls_total"), 1)
+        s.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
