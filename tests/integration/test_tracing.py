@@ -7,7 +7,7 @@ import time
 import unittest
 
 from harness import SidecarTestCase, wait_for
-from zipkin_collector import Collector
+from zipkin_collector import Collector, schema_errors
 
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
@@ -169,6 +169,25 @@ class TracingTest(SidecarTestCase):
         status, body, _ = self.outbound_call(caller.outbound, "backend", "/",
                                              headers={deadline: "soon"})
         self.assertEqual(status, 200, body)
+
+    def test_the_collectors_schema_refuses_what_is_not_a_v2_span(self):
+        good = {"traceId": "463ac35c9f6413ad48485a3953bb6124", "id": "a2fb4a1d1a96d312",
+                "parentId": "0020000000000001", "kind": "SERVER", "name": "get",
+                "timestamp": 1_700_000_000_000_000, "duration": 1, "shared": True,
+                "localEndpoint": {"serviceName": "backend"},
+                "remoteEndpoint": {"ipv4": "127.0.0.1", "port": 8080},
+                "tags": {"http.status_code": "200"},
+                "annotations": [{"timestamp": 1_700_000_000_000_001, "value": "wr"}]}
+        self.assertEqual(schema_errors(json.dumps([good])), [])
+        for change in ({"traceId": "463ac35c9f6413ad4"}, {"id": "A2FB4A1D1A96D312"},
+                       {"parentId": "0"}, {"kind": "LOCAL"}, {"timestamp": 1.5},
+                       {"duration": 0}, {"shared": "true"}, {"tags": {"n": 200}},
+                       {"remoteEndpoint": {"ipv4": "127.0.0"}}, {"annotations": [{"value": "x"}]},
+                       {"traceID": "463ac35c9f6413ad"}):
+            with self.subTest(change=change):
+                self.assertNotEqual(schema_errors(json.dumps([{**good, **change}])), [])
+        self.assertNotEqual(schema_errors(b'{"traceId": "463ac35c9f6413ad"}'), [])  # not a list
+        self.assertNotEqual(schema_errors(b"[{"), [])
 
     def test_a_collector_down_slow_or_failing_costs_requests_nothing_and_is_counted(self):
         failing = self.collector(status=500)
