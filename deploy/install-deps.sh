@@ -31,9 +31,11 @@ declare -A groups=(
   [run]="openssl curl /usr/share/java/zookeeper.jar=zookeeper java=default-jre-headless"
   # The ctest suites but the container ones (tests/integration, the quick start, the benchmark
   # smoke run, the soak): ZooKeeper, Prometheus, the TLS audit, the proxies the benchmark
-  # compares, Thrift's Python library, yamllint and docker-compose for deploy/'s files, the
-  # HTTP/2 and gRPC peers (python3-h2 for raw frames, grpcio, nghttp2's nghttp and h2load).
+  # compares, Thrift's Python library, jsonschema for the tests' Zipkin collector (the span
+  # schema), yamllint and docker-compose for deploy/'s files, the HTTP/2 and gRPC peers
+  # (python3-h2 for raw frames, grpcio, nghttp2's nghttp and h2load).
   [test]="python3 py:yaml=python3-yaml pydist:thrift=python3-thrift curl openssl
+          pydist:jsonschema=python3-jsonschema
           pydist:h2=python3-h2 pydist:grpc=python3-grpcio nghttp=nghttp2-client h2load=nghttp2-client
           /usr/share/java/zookeeper.jar=zookeeper java=default-jre-headless
           prometheus promtool=prometheus testssl=testssl.sh yamllint docker-compose
