@@ -16,8 +16,9 @@ class ClientConnection final : public Session,
       : Session(Role::client, ex, pool.settings_), pool_(&pool), socket_(ex) {}
 
   void start() {
-    asio::co_spawn(socket_.get_executor(), [self = shared_from_this()]() { return self->run(); },
-                   asio::detached);
+    asio::co_spawn(
+        socket_.get_executor(), [self = shared_from_this()]() { return self->run(); },
+        asio::detached);
   }
   DeadlineSocket& socket() { return socket_; }
   void orphan() {

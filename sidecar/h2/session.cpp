@@ -17,8 +17,8 @@ std::vector<nghttp2_nv> nvOf(const Fields& fields) {
   nv.reserve(fields.size());
   for (const auto& f : fields) {
     nv.push_back({reinterpret_cast<std::uint8_t*>(const_cast<char*>(f.name.data())),
-                  reinterpret_cast<std::uint8_t*>(const_cast<char*>(f.value.data())),
-                  f.name.size(), f.value.size(), NGHTTP2_NV_FLAG_NONE});
+                  reinterpret_cast<std::uint8_t*>(const_cast<char*>(f.value.data())), f.name.size(),
+                  f.value.size(), NGHTTP2_NV_FLAG_NONE});
   }
   return nv;
 }
@@ -51,8 +51,7 @@ struct Session::Callbacks {
     }
     StreamEnd* end = s.streamOpened(frame->hd.stream_id);
     if (!end) {
-      nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
-                                NGHTTP2_REFUSED_STREAM);
+      nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
       return 0;
     }
     nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, end);
@@ -65,7 +64,7 @@ struct Session::Callbacks {
                     std::uint8_t, void*) {
     if (StreamEnd* end = endFor(ng, frame->hd.stream_id)) {
       end->header({reinterpret_cast<const char*>(name), nameLen},
-                   {reinterpret_cast<const char*>(value), valueLen});
+                  {reinterpret_cast<const char*>(value), valueLen});
     }
     return 0;
   }

@@ -35,10 +35,10 @@ using Fields = std::vector<Field>;
 // The settings we announce, and the bounds we hold the peer to.
 struct Settings {
   std::uint32_t maxConcurrentStreams = 100;
-  std::uint32_t streamWindow = 64 * 1024;     // what a stream may send us unacknowledged
-  std::uint32_t connectionWindow = 1 << 20;   // and all streams together
-  std::uint32_t maxHeaderList = 64 * 1024;    // a head's decoded size (RFC 9113's definition)
-  std::uint32_t headerTableSize = 4096;       // HPACK, both directions
+  std::uint32_t streamWindow = 64 * 1024;    // what a stream may send us unacknowledged
+  std::uint32_t connectionWindow = 1 << 20;  // and all streams together
+  std::uint32_t maxHeaderList = 64 * 1024;   // a head's decoded size (RFC 9113's definition)
+  std::uint32_t headerTableSize = 4096;      // HPACK, both directions
   // Frames that carry nothing a request needs (PING, SETTINGS, PRIORITY, empty DATA, a
   // WINDOW_UPDATE while nothing waits), per second, before the connection is ended as a flood.
   unsigned controlFramesPerSecond = 1000;
