@@ -5,6 +5,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 
+#include "net/tls_context.h"
+#include "net/tls_stream.h"
 #include "upstream/connector.h"
 
 namespace sidecar::h2 {
@@ -13,43 +15,72 @@ class ClientConnection final : public Session,
                                public std::enable_shared_from_this<ClientConnection> {
  public:
   ClientConnection(ClientPool& pool, IoExecutor ex)
-      : Session(Role::client, ex, pool.settings_), pool_(&pool), socket_(ex) {}
+      : Session(Role::client, ex, pool.settings_), pool_(&pool), socket_(ex), tls_(pool.tls_) {}
 
   void start() {
     asio::co_spawn(
         socket_.get_executor(), [self = shared_from_this()]() { return self->run(); },
         asio::detached);
   }
-  DeadlineSocket& socket() { return socket_; }
+  DeadlineSocket& socket() { return stream_ ? stream_->lowest_layer() : socket_; }
   void orphan() {
     pool_ = nullptr;
-    socket_.cancel();
+    socket().cancel();
   }
 
  private:
   awaitable<void> run() {
     const auto limits = pool_->limits_;
-    const auto ec = co_await connectPlain(socket_, pool_->endpoint_, limits.connectTimeout);
+    auto ec = co_await connectPlain(socket_, pool_->endpoint_, limits.connectTimeout);
+    if (!ec && pool_ && tls_) {
+      ec = co_await handshake(limits.connectTimeout);
+    }
     if (ec || !pool_) {
-      // Nothing was sent: every stream waiting here is refused (an answer of ours, 502).
+      // Nothing was sent: every stream waiting here is refused (an answer of ours, or another
+      // member).
       closeAll(NGHTTP2_REFUSED_STREAM);
+    } else if (stream_) {
+      co_await Session::run(*stream_, limits.writeTimeout, limits.idleTimeout);
     } else {
       co_await Session::run(socket_, limits.writeTimeout, limits.idleTimeout);
     }
     error_code ignored;
-    socket_.socket().close(ignored);
+    socket().socket().close(ignored);
     if (pool_) {
       pool_->ended(this);
     }
   }
 
+  // mTLS with ALPN h2 only: an upstream that answers with no protocol, or HTTP/1.1, is not
+  // spoken to (its streams are refused, so that they go elsewhere).
+  awaitable<error_code> handshake(Duration timeout) {
+    stream_.emplace(std::move(socket_.socket()), *tls_->context,
+                    TlsStream::Client{tls_->serverName, tls_->expectedIdentity});
+    static constexpr unsigned char kH2[] = "\x02h2";
+    SSL_set_alpn_protos(stream_->native_handle(), kH2, sizeof(kH2) - 1);
+    stream_->lowest_layer().expires_after(timeout);
+    auto [ec] = co_await stream_->async_handshake(useTuple);
+    if (!ec && alpnSelected(stream_->native_handle()) != "h2") {
+      if (pool_) {
+        pool_->refusedH2_ = true;
+      }
+      co_return asio::error::operation_not_supported;
+    }
+    if (!ec && pool_) {
+      pool_->refusedH2_ = false;
+    }
+    co_return ec;
+  }
+
   ClientPool* pool_;
-  DeadlineSocket socket_;
+  DeadlineSocket socket_;            // until the handshake, or for h2c
+  std::optional<ClientTls> tls_;     // as the pool said when this connection was made
+  std::optional<TlsStream> stream_;  // mTLS, once connected
 };
 
 ClientPool::ClientPool(IoExecutor ex, tcp::endpoint endpoint, const Settings& settings,
-                       const ClientLimits& limits)
-    : ex_(ex), endpoint_(endpoint), settings_(settings), limits_(limits) {}
+                       const ClientLimits& limits, std::optional<ClientTls> tls)
+    : ex_(ex), endpoint_(endpoint), settings_(settings), limits_(limits), tls_(std::move(tls)) {}
 
 ClientPool::~ClientPool() { clear(); }
 
@@ -99,6 +130,13 @@ void ClientPool::clear() {
     c->orphan();
   }
   conns_.clear();
+}
+
+void ClientPool::retire(std::optional<ClientTls> tls) {
+  tls_ = std::move(tls);
+  for (auto& c : conns_) {
+    c->goAway();
+  }
 }
 
 void ClientPool::ended(ClientConnection* c) {

@@ -1,13 +1,18 @@
 #pragma once
-// HTTP/2 connections from one worker to one plain (h2c, prior knowledge) upstream: the local
-// service under --upstream-protocol h2c or auto. Streams of every caller are multiplexed over a
-// few connections: a stream goes to the least busy one that has room under the peer's
-// SETTINGS_MAX_CONCURRENT_STREAMS; a new connection is opened while there are fewer than the
-// bound; past it, nghttp2 queues the stream on the least busy one until a stream ends.
+// HTTP/2 connections from one worker to one upstream: plain (h2c, prior knowledge: the local
+// service under --upstream-protocol h2c or auto), or over mTLS with ALPN h2 (a member of an
+// outbound route, which must choose h2: one that chooses HTTP/1.1 fails the connection, its
+// streams refused so that the caller tries another member). Streams of every caller are
+// multiplexed over a few connections: a stream goes to the least busy one that has room under
+// the peer's SETTINGS_MAX_CONCURRENT_STREAMS; a new connection is opened while there are fewer
+// than the bound; past it, nghttp2 queues the stream on the least busy one until a stream ends.
 
 #include <prometheus/counter.h>
 
+#include <boost/asio/ssl/context.hpp>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "h2/session.h"
@@ -23,12 +28,19 @@ struct ClientLimits {
   prometheus::Counter* opened = nullptr;  // connections made, if counted
 };
 
+// mTLS toward the upstream: the context, SNI and the identity its certificate must carry.
+struct ClientTls {
+  std::shared_ptr<asio::ssl::context> context;
+  std::string serverName;
+  std::string expectedIdentity;  // empty: any certificate the context's CA signed
+};
+
 class ClientConnection;
 
 class ClientPool {
  public:
   ClientPool(IoExecutor ex, tcp::endpoint endpoint, const Settings& settings,
-             const ClientLimits& limits);
+             const ClientLimits& limits, std::optional<ClientTls> tls = std::nullopt);
   ~ClientPool();
   ClientPool(const ClientPool&) = delete;
   ClientPool& operator=(const ClientPool&) = delete;
@@ -37,8 +49,13 @@ class ClientPool {
   Session& pick();
   // Deadlines of the connections' sockets (connect, write, idle): from a worker's sweep.
   void sweep(std::chrono::steady_clock::time_point now);
-  // The worker stops.
+  // The worker stops: every connection is closed, its streams with it.
   void clear();
+  // New connections use tls (a rotated certificate); those open take no new stream and close
+  // once their streams are done.
+  void retire(std::optional<ClientTls> tls);
+  // The last connection failed because the upstream does not speak HTTP/2 (ALPN chose another).
+  bool refusedH2() const { return refusedH2_; }
   std::size_t connections() const { return conns_.size(); }
   std::uint64_t opened() const { return opened_; }
 
@@ -50,8 +67,10 @@ class ClientPool {
   tcp::endpoint endpoint_;
   Settings settings_;
   ClientLimits limits_;
+  std::optional<ClientTls> tls_;
   std::vector<std::shared_ptr<ClientConnection>> conns_;
   std::uint64_t opened_ = 0;
+  bool refusedH2_ = false;
 };
 
 }  // namespace sidecar::h2

@@ -285,6 +285,7 @@ void ProxyServer::startResponse(ProxyStream& s, const Fields& head, bool endStre
     s.grpcStatus = grpcStatusOf(head);
   }
   respond(s.id, out, !endStream);
+  answerBegan(s);
 }
 
 void ProxyServer::localReply(ProxyStream& s, unsigned status, std::string_view body) {

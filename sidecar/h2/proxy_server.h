@@ -129,6 +129,7 @@ class ProxyServer : public Session {
   // refused: nothing of the request was taken (REFUSED_STREAM, a connection that never came).
   virtual void upFailed(ProxyStream& s, bool refused);
   virtual void streamOpenedOrClosed(bool) {}  // true: a stream opened; false: one closed
+  virtual void answerBegan(ProxyStream&) {}   // the other side's answer head went to the caller
 
   // What listeners call.
   // Sends the request on as a stream of up (head: its fields, pseudo-headers first); false

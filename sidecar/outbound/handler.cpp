@@ -33,6 +33,37 @@ OutboundHandler::Route& OutboundHandler::add(std::shared_ptr<const RouteInfo> in
 void OutboundHandler::clear() {
   for (auto& [name, r] : routes_) {
     r->pool.clear();
+    for (auto& [member, p] : r->h2Pools) {
+      p->clear();
+    }
+    for (auto& p : r->retiredH2) {
+      p->clear();
+    }
+  }
+}
+
+h2::ClientPool& OutboundHandler::Route::h2Pool(const tcp::endpoint& member,
+                                               OutboundHandler& handler) {
+  auto& p = h2Pools[member];
+  if (!p) {
+    const auto& c = handler.shared().config;
+    // Two connections a member: streams are balanced across members, not across connections.
+    h2::ClientLimits limits{c.connectTimeout, c.idleTimeout, c.timeout, 2, nullptr};
+    p = std::make_unique<h2::ClientPool>(handler.worker().ioc().get_executor(), member,
+                                         h2::Settings{}, limits,
+                                         h2::ClientTls{handler.tls(), info->name, info->identity});
+  }
+  return *p;
+}
+
+void OutboundHandler::sweepH2(std::chrono::steady_clock::time_point now) {
+  for (auto& [name, r] : routes_) {
+    for (auto& [member, p] : r->h2Pools) {
+      p->sweep(now);
+    }
+    for (auto& p : r->retiredH2) {
+      p->sweep(now);
+    }
   }
 }
 
@@ -135,6 +166,8 @@ void OutboundHandler::Route::update(std::shared_ptr<const RouteInfo> i,
 
 void OutboundHandler::Route::tick(unsigned worker, const OutboundShared& shared) {
   pool.sweep();
+  std::erase_if(retiredH2, [](const auto& p) { return p->connections() == 0; });
+  std::erase_if(h2Pools, [](const auto& kv) { return kv.second->connections() == 0; });
   const auto ejected = balancer.ejections();
   if (ejected > ejectionsSeen) {
     shared.metrics->ejections.add(worker, info->slot, ejected - ejectionsSeen);

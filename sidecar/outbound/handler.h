@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "core/config.h"
+#include "h2/client_pool.h"
 #include "net/log_limiter.h"
 #include "net/tls_stream.h"
 #include "net/worker.h"
@@ -92,6 +94,11 @@ class OutboundHandler final : public ConnectionHandler {
     LogLimiter refusedLog;            // members refused for the identity their certificate carries
     std::uint64_t calls = 0;          // routed here by this worker (a plain count: one thread)
     std::uint64_t callsReported = 0;  // as of the last report
+    // HTTP/2 to members (the local service's h2c calls): a few connections per member, each
+    // stream balanced on its own. Pools of a rotated certificate finish their streams first.
+    std::map<tcp::endpoint, std::unique_ptr<h2::ClientPool>> h2Pools;
+    std::vector<std::unique_ptr<h2::ClientPool>> retiredH2;
+    h2::ClientPool& h2Pool(const tcp::endpoint& member, OutboundHandler& handler);
     // A TLS session to resume with a member, if one is kept.
     SSL_SESSION* session(const tcp::endpoint& e);
     void keepSession(const tcp::endpoint& e, TlsStream::Session s);
@@ -107,6 +114,11 @@ class OutboundHandler final : public ConnectionHandler {
     void forgetTls() {
       sessions.clear();
       pool.clear();
+      for (auto& [member, p] : h2Pools) {
+        p->retire(std::nullopt);
+        retiredH2.push_back(std::move(p));
+      }
+      h2Pools.clear();
     }
     // Per worker and route: a run can be repeated, and workers do not pick in step.
     static std::uint64_t seed(const std::string& route, unsigned worker) {
@@ -120,6 +132,8 @@ class OutboundHandler final : public ConnectionHandler {
   Worker& worker() { return worker_; }
   const OutboundShared& shared() const { return shared_; }
   const std::shared_ptr<asio::ssl::context>& tls() const { return tls_; }
+  // The deadlines of every route's HTTP/2 connections to members (from a sweep).
+  void sweepH2(std::chrono::steady_clock::time_point now);
   LogLimiter& logLimiter(OutboundLogEvent e) { return logLimiters_[static_cast<unsigned>(e)]; }
 
  private:

@@ -15,6 +15,7 @@
 #include "http/rewrite.h"
 #include "http/server_session.h"
 #include "net/access_log.h"
+#include "outbound/h2_session.h"
 #include "outbound/handler.h"
 #include "outbound/member.h"
 #include "trace/b3.h"
@@ -75,6 +76,16 @@ class OutboundSession final : public OutboundCallerSession,
 
   awaitable<void> run() {
     co_await serveRequests();
+    if (h2Preface_) {
+      // The local service speaks HTTP/2 (prior knowledge): each stream a call of its own.
+      OutboundH2Server h2(handler_);
+      h2_ = &h2;
+      co_await h2.run(caller_);
+      h2_ = nullptr;
+      error_code ignored;
+      caller_.socket().shutdown(TcpSocket::shutdown_send, ignored);
+      co_return;
+    }
     if (unread_ || buffer_.size() > 0) {
       // An answer of ours (404, 503, 413...) went out with the request's body unread.
       co_await lingeringClose(caller_);
@@ -95,7 +106,25 @@ class OutboundSession final : public OutboundCallerSession,
     }
     auto [ec] = co_await caller_.socket().async_wait(TcpSocket::wait_read, useTuple);
     idle_ = false;
+    if (!ec && firstRequest_) {
+      firstRequest_ = false;
+      char peek[24];
+      error_code pec;
+      const auto n = caller_.socket().receive(asio::buffer(peek), TcpSocket::message_peek, pec);
+      if (!pec && looksLikeH2Preface(std::string_view(peek, n))) {
+        h2Preface_ = true;
+        co_return false;
+      }
+    }
     co_return !ec;
+  }
+
+  void expireIfDue(DeadlineSocket::Clock::time_point now) override {
+    OutboundCallerSession::expireIfDue(now);
+    if (h2_) {
+      idle_ = h2_->idle() && !worker_.draining();
+      h2_->sweep(now);
+    }
   }
 
   void requestBegins() {
@@ -513,6 +542,9 @@ class OutboundSession final : public OutboundCallerSession,
   std::string spanMethod_;
   std::string spanTarget_;
   bool unread_ = false;  // the current request's body is not read whole: linger when closing
+  bool firstRequest_ = true;
+  bool h2Preface_ = false;          // the connection opened with HTTP/2's preface
+  OutboundH2Server* h2_ = nullptr;  // while it speaks HTTP/2
 };
 
 }  // namespace

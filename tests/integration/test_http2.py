@@ -289,6 +289,85 @@ class Http2Test(SidecarTestCase):
         self.assertEqual([c.result() for c in calls], [str(i).encode() for i in range(200)])
         self.assertLessEqual(self.metric(sc, "sidecar_upstream_h2_connections_total"), 2)
 
+    # --- the outbound leg -------------------------------------------------------------------------
+
+    def grpc_members(self, n, *extra):
+        """n member sidecars, each before a gRPC service of its own (h2c); their services count
+        the calls they answered."""
+        members = []
+        for _ in range(n):
+            svc = self.grpc_service()
+            members.append((self.start_sidecar(svc.port, "--upstream-protocol", "h2c", *extra),
+                            svc))
+        return members
+
+    def outbound_channel(self, caller, service):
+        c = grpc.insecure_channel(f"127.0.0.1:{caller.outbound}",
+                                  options=[("grpc.default_authority", service)])
+        self.channels.append(c)
+        return c
+
+    def test_grpc_calls_through_the_outbound_listener_are_balanced_per_call(self):
+        members = self.grpc_members(3)
+        dest = ",".join(f"127.0.0.1:{m.port}" for m, _ in members)
+        caller = self.start_outbound_sidecar("--route", f"svc=static!{dest}", "--workers", "1")
+        ch = self.outbound_channel(caller, "svc")
+        echo = ch.unary_unary("/test.Svc/Echo")
+        # One connection of the local service carries every call: balancing is per stream.
+        for batch in range(10):
+            calls = [echo.future(b"x%d" % i, timeout=30) for i in range(300)]
+            self.assertEqual([c.result() for c in calls], [b"x%d" % i for i in range(300)])
+        served = [self.metric(m, "sidecar_grpc_requests_total", grpc_status="0")
+                  for m, _ in members]
+        self.assertEqual(sum(served), 3000, served)
+        for n in served:
+            self.assertGreater(n, 3000 * 0.15, f"calls per member {served}: not balanced per call")
+        self.assertEqual(list(ch.unary_stream("/test.Svc/Count")(b"3", timeout=10)),
+                         [b"0", b"1", b"2"])
+        self.assertEqual(list(ch.stream_stream("/test.Svc/Chat")(iter([b"a", b"b"]), timeout=10)),
+                         [b"A", b"B"])
+        meta = ch.unary_unary("/test.Svc/Meta")(b"", timeout=10).decode()
+        # The member's sidecar saw the calling sidecar's certificate (its --tls-cert).
+        self.assertIn("URI=spiffe://dev.local/pinghelp", meta)
+
+    def test_a_member_killed_mid_stream_fails_only_its_streams(self):
+        members = self.grpc_members(3)
+        dest = ",".join(f"127.0.0.1:{m.port}" for m, _ in members)
+        caller = self.start_outbound_sidecar("--route", f"svc=static!{dest}", "--workers", "1")
+        ch = self.outbound_channel(caller, "svc")
+        slow = [ch.unary_unary("/test.Svc/Slow").future(b"2", timeout=30) for _ in range(30)]
+        time.sleep(0.5)
+        victim, _ = members[0]
+        victim.send(9)
+        victim.wait()
+        failed = 0
+        for c in slow:
+            try:
+                self.assertEqual(c.result(), b"late")
+            except grpc.RpcError as e:
+                # Sent, and no answer came: ours, UNAVAILABLE (never sent again: it may have run).
+                self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e)
+                failed += 1
+        self.assertGreater(failed, 0, "some calls were on the killed member")
+        self.assertLess(failed, 30)
+        echo = ch.unary_unary("/test.Svc/Echo")
+        self.assertEqual([echo(b"y", timeout=10) for _ in range(50)], [b"y"] * 50,
+                         "new calls go to the members left")
+
+    def test_outbound_grpc_errors_of_our_own(self):
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        self.addCleanup(held.close)
+        caller = self.start_outbound_sidecar(
+            "--route", f"svc=static!127.0.0.1:{held.getsockname()[1]}")
+        with self.assertRaises(grpc.RpcError) as e:
+            self.outbound_channel(caller, "svc").unary_unary("/test.Svc/Echo")(b"x", timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        with self.assertRaises(grpc.RpcError) as e:
+            self.outbound_channel(caller, "nothing").unary_unary("/test.Svc/Echo")(b"x", timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("no route", e.exception.details())
+
     # --- abuse -----------------------------------------------------------------------------------
 
     def test_ping_flood_ends_the_connection_and_the_sidecar_carries_on(self):

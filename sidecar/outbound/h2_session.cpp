@@ -1,0 +1,287 @@
+// The local service's HTTP/2 calls: each stream routed by :authority and balanced on its own.
+#include "outbound/h2_session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <unordered_map>
+
+#include "h2/grpc.h"
+#include "h2/proxy_server.h"
+#include "net/access_log.h"
+#include "outbound/handler.h"
+#include "upstream/call_policy.h"
+
+namespace sidecar {
+
+namespace {
+
+using Stream = h2::ProxyStream;
+using Clock = std::chrono::steady_clock;
+
+}  // namespace
+
+bool looksLikeH2Preface(std::string_view firstBytes) {
+  constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  const auto n = std::min(firstBytes.size(), kPreface.size());
+  return n >= 3 && firstBytes.substr(0, n) == kPreface.substr(0, n);
+}
+
+class OutboundH2Server::Impl final : public h2::ProxyServer {
+ public:
+  explicit Impl(OutboundHandler& handler)
+      : h2::ProxyServer(handler.worker().ioc().get_executor(), h2::Settings{},
+                        Limits{handler.shared().limits.maxHeadBytes,
+                               handler.shared().config.timeout}),
+        handler_(handler),
+        shared_(handler.shared()),
+        m_(*shared_.metrics),
+        shard_(handler.worker().index()) {}
+
+  // One call: its route, the members it went to, the one it is on.
+  struct Call {
+    Call(std::shared_ptr<OutboundHandler::Route> r, Clock::time_point now, Duration timeout)
+        : route(std::move(r)), attempts(route->budget, now, timeout) {}
+    std::shared_ptr<OutboundHandler::Route> route;
+    CallAttempts attempts;
+    std::optional<tcp::endpoint> member;  // the attempt under way
+    Clock::time_point attemptStart{};
+  };
+
+  void dispatch(Stream& s) override;
+  void finish(Stream& s) override;
+  void countLocalReply(unsigned) override {}
+  void upFailed(Stream& s, bool refused) override;
+  // The member's head: the attempt's time for the balancer (EWMA) is the time to it, however
+  // long a streaming answer goes on after.
+  void answerBegan(Stream& s) override {
+    if (auto it = calls_.find(&s); it != calls_.end()) {
+      attemptEnded(*it->second, s.status < 500);
+      it->second->member.reset();
+    }
+  }
+  Duration idleTimeout() const { return shared_.limits.idleTimeout; }
+
+  void sweepAll(Clock::time_point now) {
+    handler_.sweepH2(now);
+    if (handler_.worker().draining() && !goawayForDrain_) {
+      goawayForDrain_ = true;
+      goAway();
+    }
+    sweep(now);
+  }
+
+ private:
+  awaitable<void> awaitRoute(std::shared_ptr<Stream> s, std::shared_ptr<OutboundHandler::Route> r);
+  void callRoute(Stream& s, std::shared_ptr<OutboundHandler::Route> route);
+  void attempt(Stream& s, Call& call);
+  void attemptEnded(Call& call, bool answered);
+  h2::Fields memberHead(const Stream& s) const;
+  void answer(Stream& s, unsigned status, std::string body) {
+    localReply(s, status, body);
+  }
+
+  OutboundHandler& handler_;
+  const OutboundShared& shared_;
+  OutboundMetrics& m_;
+  unsigned shard_;
+  std::unordered_map<const Stream*, std::unique_ptr<Call>> calls_;
+  bool goawayForDrain_ = false;
+};
+
+void OutboundH2Server::Impl::dispatch(Stream& s) {
+  if (s.headTooLarge) {
+    return localReply(s, 431);
+  }
+  if (s.method == "CONNECT" || s.path.empty() || s.path[0] != '/') {
+    return localReply(s, 400);
+  }
+  std::string_view host = s.authority;
+  for (const auto& f : s.fields) {
+    if (host.empty() && f.name == "host") {
+      host = f.value;
+    }
+  }
+  if (host.empty()) {
+    m_.badHost->Increment();
+    return answer(s, 400, "missing :authority: it names the service to call\n");
+  }
+  const bool address = hostIsAddress(host);
+  const std::string name = address ? addressName(host) : serviceName(host);
+  if (name.empty()) {
+    m_.badHost->Increment();
+    return answer(s, 400,
+                  "authority is not a service name (letters, digits, '.', '-', '_', no empty "
+                  "label)\n");
+  }
+  auto route = handler_.route(name, !address);
+  if (!route) {
+    m_.noRoute->Increment();
+    return answer(s, 404, "no route to service " + name + "\n");
+  }
+  startClock(s);
+  if (route->addr->isPending()) {
+    asio::co_spawn(handler_.worker().ioc(), awaitRoute(hold(s), std::move(route)),
+                   asio::detached);
+    return;
+  }
+  callRoute(s, std::move(route));
+}
+
+// A route made on first use waits for its first members (--resolve-timeout), as HTTP/1.1 calls do.
+awaitable<void> OutboundH2Server::Impl::awaitRoute(std::shared_ptr<Stream> s,
+                                                   std::shared_ptr<OutboundHandler::Route> r) {
+  auto& shared = shared_;
+  co_await r->awaitResolution(handler_.worker().ioc(), shared.config.resolveTimeout);
+  if (s->server && !s->responseStarted) {
+    callRoute(*s, std::move(r));
+  }
+}
+
+void OutboundH2Server::Impl::callRoute(Stream& s, std::shared_ptr<OutboundHandler::Route> route) {
+  const auto& name = route->info->name;
+  if (!route->addr->isBound()) {
+    return answer(s, 503, "service " + name + " is not resolved yet\n");
+  }
+  ++route->calls;
+  s.slot = route->info->slot;
+  auto& call = *(calls_[&s] =
+                     std::make_unique<Call>(std::move(route), Clock::now(), shared_.config.timeout));
+  attempt(s, call);
+}
+
+// One attempt: a member picked for this stream alone, and the stream opened on one of its
+// connections.
+void OutboundH2Server::Impl::attempt(Stream& s, Call& call) {
+  auto& route = *call.route;
+  const auto now = Clock::now();
+  auto picked = call.attempts.pick(route.balancer, now);
+  if (!picked) {
+    if (!call.attempts.exhausted()) {
+      m_.noMembers.add(shard_, s.slot);
+      logWithin(handler_.logLimiter(OutboundLogEvent::noMembers), spdlog::level::warn,
+                "event=no_members direction=outbound route={} protocol=h2", route.info->name);
+      return answer(s, 503, "no usable member of service " + route.info->name + "\n");
+    }
+    return answer(s, 502, "service " + route.info->name + " is unavailable\n");
+  }
+  call.attempts.begin(*picked);
+  route.balancer.started(*picked, now);
+  call.member = *picked;
+  call.attemptStart = now;
+  auto& pool = route.h2Pool(*picked, handler_);
+  if (!bind(s, pool.pick(), memberHead(s))) {
+    upFailed(s, true);
+  }
+}
+
+void OutboundH2Server::Impl::attemptEnded(Call& call, bool answered) {
+  if (!call.member) {
+    return;
+  }
+  const auto now = Clock::now();
+  call.route->balancer.finished(*call.member, now, now - call.attemptStart, answered);
+  call.member.reset();
+}
+
+// The member's stream ended with nothing of its answer: another member takes the call when
+// nothing of it was taken (a refused stream, a connection that never came), the policy allows
+// and the budget has room; else our answer.
+void OutboundH2Server::Impl::upFailed(Stream& s, bool refused) {
+  auto it = calls_.find(&s);
+  if (it == calls_.end()) {
+    return localReply(s, 502);
+  }
+  auto& call = *it->second;
+  const auto member = call.member.value_or(tcp::endpoint{});
+  attemptEnded(call, false);
+  const auto step = call.attempts.after(refused ? AttemptEnd::notSent : AttemptEnd::failed,
+                                        call.route->balancer.size(), Clock::now());
+  const auto& name = call.route->info->name;
+  if (step == CallStep::next) {
+    logWithin(handler_.logLimiter(OutboundLogEvent::memberFailed), spdlog::level::warn,
+              "event=member_failed direction=outbound route={} member={} protocol=h2 "
+              "reason=\"stream refused\"",
+              name, endpointText(member));
+    m_.retries.add(shard_, s.slot);
+    return attempt(s, call);
+  }
+  if (step == CallStep::outOfBudget) {
+    m_.budgetExhausted.add(shard_, s.slot);
+  }
+  answer(s, step == CallStep::outOfTime ? 504 : 502,
+         "service " + name + (step == CallStep::outOfTime ? " timed out\n" : " is unavailable\n"));
+}
+
+// The request as the member gets it: the local service's fields but the connection-specific
+// ones and any X-Forwarded-Client-Cert (the member's sidecar sets its own from our certificate).
+h2::Fields OutboundH2Server::Impl::memberHead(const Stream& s) const {
+  h2::Fields out;
+  out.reserve(5 + s.fields.size());
+  out.push_back({":method", s.method});
+  out.push_back({":scheme", "https"});
+  out.push_back({":authority", s.authority});
+  out.push_back({":path", s.path});
+  for (const auto& f : s.fields) {
+    if (h2::connectionSpecific(f.name) || f.name == "host" ||
+        f.name == "x-forwarded-client-cert") {
+      continue;
+    }
+    out.push_back(f);
+  }
+  if (s.grpc) {
+    out.push_back({"te", "trailers"});
+  }
+  return out;
+}
+
+// Counts the call and writes its access-log line, once, when the local service's stream closes.
+void OutboundH2Server::Impl::finish(Stream& s) {
+  auto it = calls_.find(&s);
+  std::unique_ptr<Call> call;
+  if (it != calls_.end()) {
+    call = std::move(it->second);
+    calls_.erase(it);
+    attemptEnded(*call, s.responseStarted && !s.answeredLocally && s.status < 500);
+  }
+  if (!s.responseStarted) {
+    return;
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - s.start).count();
+  if (call) {
+    m_.requests.add(shard_, OutboundMetrics::requestSeries(s.slot, s.status));
+    m_.requestDuration.observe(shard_, s.slot, seconds);
+  }
+  if (auto* log = handler_.worker().accessLog()) {
+    const auto* member = call && !call->attempts.tried().empty() ? &call->attempts.tried().back()
+                                                                 : nullptr;
+    log->line(
+        "direction=outbound route={} member={} status={} req_bytes={} resp_bytes={} "
+        "duration_us={} protocol=h2{}{}",
+        call ? call->route->info->name : std::string("-"),
+        member ? endpointText(*member) : std::string("-"), s.status, s.request.total(),
+        s.responseBytes, static_cast<int64_t>(seconds * 1e6), s.grpc ? " grpc_status=" : "",
+        s.grpc ? (s.grpcStatus ? std::to_string(*s.grpcStatus)
+                               : h2::grpcStatusOf(s.response.trailers)
+                                     ? std::to_string(*h2::grpcStatusOf(s.response.trailers))
+                                     : std::string("-"))
+               : std::string());
+  }
+}
+
+OutboundH2Server::OutboundH2Server(OutboundHandler& handler)
+    : impl_(std::make_unique<Impl>(handler)) {}
+
+OutboundH2Server::~OutboundH2Server() = default;
+
+awaitable<void> OutboundH2Server::run(DeadlineSocket& caller) {
+  const auto idle = impl_->idleTimeout();
+  co_await impl_->run(caller, idle, idle);
+}
+
+void OutboundH2Server::sweep(Clock::time_point now) { impl_->sweepAll(now); }
+
+bool OutboundH2Server::idle() const { return impl_->idle(); }
+
+}  // namespace sidecar
