@@ -355,8 +355,7 @@ class Http2ConformanceTest(H2Case):
     def test_4_1_reserved_bit_of_the_stream_id_is_ignored(self):
         c = self.raw()
         block = c.block(hf.request_fields("/reserved"))
-        c.send(hf.frame(hf.HEADERS, hf.END_STREAM | hf.END_HEADERS, 0x80000001, block)[:5]
-               + struct.pack(">I", 0x80000001) + block)
+        c.send(hf.frame(hf.HEADERS, hf.END_STREAM | hf.END_HEADERS, 0x80000001, block))
         status, body, _ = c.response(1)
         self.assertEqual((status, body), (200, b"upstream"), c.frames)
         self.assertCarriesOn(["/reserved"])
@@ -990,6 +989,88 @@ class Http2ConformanceTest(H2Case):
         the service behind."""
         self.malformed_request(hf.request_fields("/x", authority="localhost",
                                                  extra=[("host", "elsewhere.example")]))
+
+    def forwarded_head(self, fields):
+        """Sends one request; returns (what the caller got: a Frame or CLOSED or None, the
+        request head the local service got or None)."""
+        c = self.raw()
+        self.send_request(c, 1, fields)
+        f = c.error_signal(1)
+        self.assertCarriesOn(None)
+        with self.up.lock:
+            heads = bytes(self.up.raw).split(b"\r\n\r\n")
+        mine = [h for h in heads if h and not h.startswith(b"GET /after ")]
+        return f, (mine[0] if mine else None)
+
+    def assertRefusedOrClean(self, f, head, clean):
+        if head is None:  # refused: malformed (RST_STREAM PROTOCOL_ERROR) or a 400
+            self.assertTrue(isinstance(f, Frame) and (
+                (f.type == hf.RST_STREAM and f.error_code == hf.PROTOCOL_ERROR)
+                or (f.type == hf.HEADERS and dict(f.fields)[":status"] == "400")), f)
+        else:
+            self.assertTrue(clean(head), f"the local service got {head[:200]!r}")
+
+    # DEFECT: nghttp2 lets '#' through in :path and the sidecar writes it into the HTTP/1.1
+    # request line: the local service gets "GET /a#frag HTTP/1.1", a request-target outside
+    # RFC 9112's origin-form, which services split differently (path confusion).
+    @unittest.expectedFailure
+    def test_8_3_1_a_path_with_a_fragment_is_not_forwarded_as_is(self):
+        """:path is absolute-path ["?" query] (RFC 9113 8.3.1): a '#' in it is refused (400,
+        PROTOCOL_ERROR) or stripped, as Envoy does, never written into a request line."""
+        f, head = self.forwarded_head(hf.request_fields("/a#frag"))
+        self.assertRefusedOrClean(f, head, lambda h: b"#" not in h.split(b"\r\n")[0])
+
+    # DEFECT: a :path byte outside ASCII (0xff here) goes raw into the HTTP/1.1 request line.
+    @unittest.expectedFailure
+    def test_8_3_1_a_path_with_bytes_outside_the_uri_grammar_is_not_forwarded_as_is(self):
+        f, head = self.forwarded_head([(":method", "GET"), (":scheme", "https"),
+                                       (":path", b"/a\xff"), (":authority", "localhost")])
+        self.assertRefusedOrClean(f, head, lambda h: h.split(b"\r\n")[0].isascii())
+
+    # DEFECT: ":authority: user@localhost" becomes "Host: user@localhost" at the local service,
+    # a Host an HTTP/1.1 server must answer 400 (RFC 9112 3.2) and a lenient one may route on.
+    @unittest.expectedFailure
+    def test_8_3_1_an_authority_with_userinfo_is_not_forwarded_as_host(self):
+        """RFC 9113 8.3.1: :authority MUST NOT include userinfo for https URIs (RFC 9110 4.2.4:
+        a recipient SHOULD treat it as an error)."""
+        f, head = self.forwarded_head(hf.request_fields("/ui", authority="user@localhost"))
+        self.assertRefusedOrClean(f, head, lambda h: b"@" not in h)
+
+    def test_8_3_1_path_method_scheme_and_authority_with_forbidden_bytes_are_malformed(self):
+        """Spaces, tabs and CR LF in the pseudo-headers would rewrite the HTTP/1.1 request line
+        and Host: each is refused, none reaches the local service."""
+        for fields in ([(":method", "GET"), (":scheme", "https"), (":path", "/a b"),
+                        (":authority", "localhost")],
+                       hf.request_fields("/a HTTP/1.1\r\nx-injected: 1\r\n\r\nGET /b"),
+                       hf.request_fields("/a\tb"),
+                       [(":method", "GET /x HTTP/1.1\r\nx-injected: 1\r\n\r\nGET"),
+                        (":scheme", "https"), (":path", "/m"), (":authority", "localhost")],
+                       [(":method", "GET"), (":scheme", "ht tp"), (":path", "/s"),
+                        (":authority", "localhost")],
+                       hf.request_fields("/as", authority="local host"),
+                       hf.request_fields("/ac", authority="a\r\nx-injected: 1"),
+                       hf.request_fields("/hc", extra=[("host", "a\r\nx-injected: 1")]),
+                       hf.request_fields("http://elsewhere.example/x")):
+            with self.subTest(fields=fields):
+                c = self.raw()
+                self.send_request(c, 1, fields)
+                self.assertMalformed(c, 1)
+                c.close()
+        self.assertCarriesOn()
+
+    def test_8_1_1_content_length_not_a_number_or_repeated_is_malformed(self):
+        for value in (["-1"], ["0, 0"], ["0", "5"], ["1e3"]):
+            with self.subTest(content_length=value):
+                c = self.raw()
+                self.send_request(c, 1, hf.request_fields("/cl", "POST", extra=[
+                    ("content-length", v) for v in value]))
+                self.assertMalformed(c, 1)
+                c.close()
+        self.assertCarriesOn()
+
+    def test_8_3_the_extended_connect_protocol_pseudo_header_is_malformed(self):
+        """:protocol (RFC 8441) without our SETTINGS_ENABLE_CONNECT_PROTOCOL is unknown."""
+        self.malformed_request(hf.request_fields("/p", extra=[(":protocol", "websocket")]))
 
     def test_8_1_trailers_with_a_pseudo_header_are_malformed(self):
         c = self.raw()
