@@ -62,6 +62,16 @@ GrpcAnswer replyWith(std::uint32_t field, std::string_view text) {
 
 }  // namespace
 
+const char* grpcMethodLabel(std::string_view path) {
+  if (path == "/pinghelp.PingHelp/Ping") {
+    return "ping";
+  }
+  if (path == "/pinghelp.PingHelp/Help") {
+    return "help";
+  }
+  return path == "/grpc.health.v1.Health/Check" ? "check" : "other";
+}
+
 GrpcAnswer answerPinghelpCall(std::string_view path, std::string_view body,
                               const HelpCatalog& catalog) {
   const bool ping = path == "/pinghelp.PingHelp/Ping";
@@ -222,6 +232,7 @@ class GrpcConnection final : public h2::Session,
   }
   void answerStatus(GrpcCall& call, unsigned status, std::string_view message) {
     call.answered = true;
+    count(call, status);
     // Trailers-Only: the status in the one HEADERS frame that ends the stream.
     respond(call.id,
             {{":status", "200"},
@@ -229,6 +240,11 @@ class GrpcConnection final : public h2::Session,
              {"grpc-status", std::to_string(status)},
              {"grpc-message", h2::grpcMessageText(message)}},
             false);
+  }
+  void count(const GrpcCall& call, unsigned status) {
+    if (server_ && server_->config_.answered) {
+      server_->config_.answered(grpcMethodLabel(call.path), status);
+    }
   }
   std::size_t maxRequest() const { return server_ ? server_->config_.maxRequest : 0; }
   void forget(std::int32_t id) { calls_.erase(id); }
@@ -291,6 +307,7 @@ void GrpcConnection::answer(GrpcCall& call) {
     return;
   }
   call.answered = true;
+  count(call, kOk);
   call.reply = h2::grpcMessage(a.reply);
   respond(call.id, {{":status", "200"}, {"content-type", "application/grpc"}}, true);
 }

@@ -5,6 +5,7 @@
 // read and written by hand (h2/grpc_frame.h): no protobuf library is a dependency.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +30,9 @@ struct GrpcAnswer {
 GrpcAnswer answerPinghelpCall(std::string_view path, std::string_view body,
                               const HelpCatalog& catalog);
 
+// The method label of a call's path: ping, help, check (grpc.health.v1's) or other.
+const char* grpcMethodLabel(std::string_view path);
+
 struct GrpcListenConfig {
   tcp::endpoint endpoint;  // port 0: any free port; port() tells which
   // A connection with no call open for this long is closed (GOAWAY first), and so is one whose
@@ -38,6 +42,9 @@ struct GrpcListenConfig {
   std::size_t maxConnections = 256;
   // A request message larger than this is refused (RESOURCE_EXHAUSTED): the methods take a name.
   std::size_t maxRequest = 16 * 1024;
+  // Told of every call answered with a grpc-status: its method (ping, help, check, other) and the
+  // status; on the io_context's thread.
+  std::function<void(const char* method, unsigned status)> answered;
 };
 
 class PinghelpGrpcServer {

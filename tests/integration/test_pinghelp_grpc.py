@@ -7,6 +7,7 @@ for unknown methods and malformed messages (pinghelp carries on after each), raw
 (python3-h2) for what grpcio would never send, the idle timeout, SIGTERM and bad flags."""
 import json
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -134,6 +135,16 @@ class PinghelpGrpcTest(SidecarTestCase):
     def test_ping_and_help_answer_as_http_does(self):
         ph = self.start_grpc_pinghelp()
         self.assertAnswersAsHttp(self.channel(ph.grpc), ph)
+        self.assertStatus(self.call(self.channel(ph.grpc), "/x.Y/Z"), grpc.StatusCode.UNIMPLEMENTED)
+        samples = {}
+        for line in self.http_get(ph.port, "/metrics").decode().splitlines():
+            m = re.match(r'pinghelp_grpc_requests_total\{(.*)\} (\S+)$', line)
+            if m:
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+                samples[(labels["method"], labels["grpc_status"])] = float(m.group(2))
+        self.assertEqual(samples[("ping", "0")], 1)
+        self.assertEqual(samples[("help", "5")], 1)  # the one "nope"
+        self.assertEqual(samples[("other", "12")], 1)
 
     def test_ping_and_help_through_a_sidecar_over_h2c(self):
         ph = self.start_grpc_pinghelp()
