@@ -15,6 +15,7 @@
 
 #include "app/command_line.h"
 #include "app/pinghelp.h"
+#include "app/pinghelp_grpc.h"
 #include "app/pinghelp_thrift.h"
 
 namespace po = boost::program_options;
@@ -24,7 +25,8 @@ namespace {
 po::options_description pinghelpFlags() {
   po::options_description desc(
       "pinghelp: the reference local service (GET /ping, GET /help, GET /help/<method>; and\n"
-      "ping(), help(), helpFor(name) over Thrift with --thrift-listen)\n\n"
+      "ping(), help(), helpFor(name) over Thrift with --thrift-listen; pinghelp.PingHelp/Ping and\n"
+      "/Help over gRPC with --grpc-listen)\n\n"
       "Usage: pinghelp [flags]\n\nFlags");
   desc.add_options()("help,h", "print this help and exit")("version", "print the version and exit")(
       "listen", po::value<std::string>()->default_value("127.0.0.1:8080"), "host:port to serve on")(
@@ -32,36 +34,41 @@ po::options_description pinghelpFlags() {
       "folder of *.json method descriptions (when not given and the default is not installed: "
       "the source tree's proto/help, for runs from the build tree)")(
       "idle-timeout", po::value<std::string>()->default_value("60s"),
-      "close keep-alive connections idle this long (HTTP and Thrift)")(
+      "close keep-alive connections idle this long (HTTP, Thrift and gRPC)")(
       "thrift-listen", po::value<std::string>(),
       "IP:port to serve ping(), help(), helpFor() on as framed, binary Thrift (off when not "
-      "given)");
+      "given)")(
+      "grpc-listen", po::value<std::string>(),
+      "IP:port to serve proto/pinghelp.proto's PingHelp and grpc.health.v1.Health on, as gRPC "
+      "over h2c with prior knowledge (off when not given)");
   return desc;
 }
 
 struct Options {
   sidecar::HostPort listen;
   std::optional<sidecar::HostPort> thriftListen;
+  std::optional<sidecar::HostPort> grpcListen;
   sidecar::Duration idle;
   sidecar::HelpCatalog catalog;
 };
 
-// --thrift-listen's IP:port (not a host name: the Thrift server binds it as it is).
-std::variant<std::optional<sidecar::HostPort>, int> thriftListenOf(const po::variables_map& vm) {
-  if (!vm.count("thrift-listen")) {
+// --thrift-listen's or --grpc-listen's IP:port (not a host name: the servers bind it as it is).
+std::variant<std::optional<sidecar::HostPort>, int> ipPortOf(const po::variables_map& vm,
+                                                             const char* flag) {
+  if (!vm.count(flag)) {
     return std::nullopt;
   }
-  const auto& text = vm["thrift-listen"].as<std::string>();
-  auto thriftListen = sidecar::parseHostPort(text);
+  const auto& text = vm[flag].as<std::string>();
+  auto ipPort = sidecar::parseHostPort(text);
   boost::system::error_code notAnAddress;
-  if (thriftListen) {
-    boost::asio::ip::make_address(thriftListen->host, notAnAddress);
+  if (ipPort) {
+    boost::asio::ip::make_address(ipPort->host, notAnAddress);
   }
-  if (!thriftListen || notAnAddress) {
-    std::cerr << "pinghelp: --thrift-listen: '" << text << "' is not IP:port\n";
+  if (!ipPort || notAnAddress) {
+    std::cerr << "pinghelp: --" << flag << ": '" << text << "' is not IP:port\n";
     return 2;
   }
-  return thriftListen;
+  return ipPort;
 }
 
 // The help files --help-dir names; when it is not given and the default is not installed, the
@@ -99,8 +106,12 @@ std::variant<Options, int> readOptions(int argc, const char* const* argv) {
               << "' is not host:port\n";
     return 2;
   }
-  auto thriftListen = thriftListenOf(vm);
+  auto thriftListen = ipPortOf(vm, "thrift-listen");
   if (const int* exitCode = std::get_if<int>(&thriftListen)) {
+    return *exitCode;
+  }
+  auto grpcListen = ipPortOf(vm, "grpc-listen");
+  if (const int* exitCode = std::get_if<int>(&grpcListen)) {
     return *exitCode;
   }
   auto idle = sidecar::parseDuration(vm["idle-timeout"].as<std::string>());
@@ -113,7 +124,7 @@ std::variant<Options, int> readOptions(int argc, const char* const* argv) {
   if (const int* exitCode = std::get_if<int>(&catalog)) {
     return *exitCode;
   }
-  return Options{*listen, std::get<0>(thriftListen), *idle,
+  return Options{*listen, std::get<0>(thriftListen), std::get<0>(grpcListen), *idle,
                  std::get<sidecar::HelpCatalog>(std::move(catalog))};
 }
 
@@ -167,6 +178,31 @@ std::variant<std::unique_ptr<sidecar::PinghelpThriftServer>, int> startThrift(Op
   return server;
 }
 
+// The gRPC server on --grpc-listen, listening; or the exit code when it cannot be. Its calls are
+// counted in pinghelp_grpc_requests_total: 4 methods by 17 statuses at most.
+std::variant<std::unique_ptr<sidecar::PinghelpGrpcServer>, int> startGrpc(
+    boost::asio::io_context& ioc, Options& options, prometheus::Registry& registry) {
+  auto& family = prometheus::BuildCounter()
+                     .Name("pinghelp_grpc_requests_total")
+                     .Help("gRPC calls answered by pinghelp, by method and grpc-status.")
+                     .Register(registry);
+  auto& at = *options.grpcListen;
+  sidecar::GrpcListenConfig config;
+  config.endpoint = {boost::asio::ip::make_address(at.host), at.port};
+  config.idleTimeout = options.idle;
+  config.answered = [&family](const char* method, unsigned status) {
+    family.Add({{"method", method}, {"grpc_status", std::to_string(status)}}).Increment();
+  };
+  auto server = std::make_unique<sidecar::PinghelpGrpcServer>(ioc, config, options.catalog);
+  if (auto error = server->listen()) {
+    std::cerr << "pinghelp: --grpc-listen " << at.str() << ": " << *error << "\n";
+    return 2;
+  }
+  at.port = server->port();
+  server->start();
+  return server;
+}
+
 int serve(Options& options) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
   std::signal(SIGPIPE, SIG_IGN);
@@ -207,13 +243,25 @@ int serve(Options& options) {
     }
     thriftServer = std::get<0>(std::move(started));
   }
+  std::unique_ptr<sidecar::PinghelpGrpcServer> grpcServer;
+  if (options.grpcListen) {
+    auto started = startGrpc(ioc, options, *registry);
+    if (const int* exitCode = std::get_if<int>(&started)) {
+      return *exitCode;
+    }
+    grpcServer = std::get<0>(std::move(started));
+  }
   server.start();
   boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](auto, int) { ioc.stop(); });
-  spdlog::info("event=started service=pinghelp listen={} thrift_listen={} methods={}", listen.str(),
-               options.thriftListen ? options.thriftListen->str() : "off",
-               options.catalog.methodJson.size());
+  spdlog::info(
+      "event=started service=pinghelp listen={} thrift_listen={} grpc_listen={} methods={}",
+      listen.str(), options.thriftListen ? options.thriftListen->str() : "off",
+      options.grpcListen ? options.grpcListen->str() : "off", options.catalog.methodJson.size());
   ioc.run();
+  if (grpcServer) {
+    grpcServer->stop();  // unlike Thrift's, no call waits on a thread: nothing to finish
+  }
   if (thriftServer) {
     thriftServer->stop();  // in-flight calls get their replies; then every connection closes
   }

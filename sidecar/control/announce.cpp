@@ -63,7 +63,10 @@ Announcement::Announcement(boost::asio::io_context& ioc, const AnnounceConfig& a
       });
   announcer_->start();
   health_ = std::make_unique<HealthChecker>(
-      ioc, HealthChecker::Options{upstream, a.healthPath, a.healthInterval, a.rise, a.fall},
+      ioc,
+      HealthChecker::Options{upstream, a.healthPath, a.healthInterval, a.rise, a.fall,
+                             a.healthCheck == AnnounceConfig::HealthCheck::grpc,
+                             a.healthGrpcService},
       [this](bool healthy) { announcer_->setHealthy(healthy); },
       [&m](bool ok) { (ok ? m.healthOk : m.healthFailed)->Increment(); });
   health_->start();

@@ -1,5 +1,6 @@
 #pragma once
-// Polls the local service (GET --health-path) and reports rise/fall transitions, as Nerve does.
+// Polls the local service (GET --health-path, or gRPC's grpc.health.v1.Health/Check over h2c) and
+// reports rise/fall transitions, as Nerve does.
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -18,6 +19,8 @@ class HealthChecker {
     Duration interval;
     unsigned rise;
     unsigned fall;
+    bool grpc = false;        // --health-check grpc
+    std::string grpcService;  // the Check's HealthCheckRequest.service
   };
   // onChange(healthy) runs on ioc after `rise` successes in a row or `fall` failures in a row;
   // onResult(ok) after every poll.

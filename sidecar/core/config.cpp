@@ -16,6 +16,7 @@
 
 #include "core/flags.h"
 #include "core/text.h"
+#include "h2/grpc_frame.h"
 
 namespace fs = std::filesystem;
 namespace po = boost::program_options;
@@ -168,6 +169,8 @@ po::options_description describeFlags() {
     ("zk-parent-acl", byDefault(a.zkSecureParents ? "creator-all" : "open"), "ACL of the serverset parents the sidecar creates: open (anyone may add members, as Finagle's announcer leaves them) or creator-all (world-read, creator-all; needs --zk-auth-file; other announcers without these credentials are refused)")
     ("zk-session-timeout", byDefault(durationDefault(a.zkSessionTimeout)), "ZooKeeper session timeout, at most 60m; a dead sidecar's member goes after this long")
     ("advertise-host", po::value<std::string>(), "host written in the member (default: the primary non-loopback address)")
+    ("health-check", byDefault(a.healthCheck == AnnounceConfig::HealthCheck::grpc ? "grpc" : "http"), "how the local service is polled before announcing: http (GET --health-path, healthy on 2xx) or grpc (grpc.health.v1.Health/Check over h2c, healthy on SERVING)")
+    ("health-grpc-service", po::value<std::string>(), "with --health-check grpc: the service name the Check asks about (default: empty, the server as a whole)")
     ("health-path", byDefault(a.healthPath), "path of the local service polled before announcing")
     ("health-interval", byDefault(durationDefault(a.healthInterval)), "how often the local service is polled")
     ("rise", byDefault(std::to_string(a.rise)), "consecutive healthy polls before announcing, 1 to 1000")
@@ -299,6 +302,22 @@ void healthFlags(const po::variables_map& vm, AnnounceConfig& a) {
   if (hasSpaceOrControl(a.healthPath)) {
     throw FlagError{"--health-path: '" + a.healthPath +
                     "' holds a space or control character (percent-encode it)"};
+  }
+  const auto mode = vm["health-check"].as<std::string>();
+  if (mode != "http" && mode != "grpc") {
+    throw FlagError{"--health-check: '" + mode + "' is neither http nor grpc"};
+  }
+  a.healthCheck =
+      mode == "grpc" ? AnnounceConfig::HealthCheck::grpc : AnnounceConfig::HealthCheck::http;
+  if (vm.count("health-grpc-service")) {
+    if (mode != "grpc") {
+      throw FlagError{"--health-grpc-service needs --health-check grpc"};
+    }
+    a.healthGrpcService = vm["health-grpc-service"].as<std::string>();
+    // A protobuf string: a server would refuse the Check as malformed, every poll.
+    if (!h2::validUtf8(a.healthGrpcService)) {
+      throw FlagError{"--health-grpc-service: not UTF-8"};
+    }
   }
   a.healthInterval = durationFlag(vm, "health-interval");
   a.rise = static_cast<unsigned>(countFlag(vm, "rise", 1, kMaxRiseFall));

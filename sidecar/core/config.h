@@ -77,6 +77,10 @@ struct AnnounceConfig {
   bool zkSecureParents = false;  // --zk-parent-acl creator-all
   Duration zkSessionTimeout{10'000};
   std::string advertiseHost;  // empty: the primary non-loopback address
+  // How the local service is polled: GET --health-path over HTTP/1.1, or gRPC's
+  // grpc.health.v1.Health/Check over h2c (a gRPC service need not answer HTTP/1.1 at all).
+  enum class HealthCheck { http, grpc } healthCheck = HealthCheck::http;
+  std::string healthGrpcService;  // HealthCheckRequest.service; empty: the server as a whole
   std::string healthPath = "/ping";
   Duration healthInterval{1'000};
   unsigned rise = 2;

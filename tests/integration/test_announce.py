@@ -4,6 +4,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import unittest
 
@@ -329,6 +330,109 @@ class AnnounceTest(SidecarTestCase):
         raw = self.zkctl(zk.port, "get", f"{PATH}/{member}").stdout.split("\n")[0]
         self.assertEqual(raw.count('"http"'), 1, raw)
         self.assertEqual(list(json.loads(raw)["additionalEndpoints"]), ["admin", "http"])
+
+    # --- --health-check grpc: grpc.health.v1.Health/Check over h2c --------------------------------
+
+    def start_grpc_pinghelp(self, ports=None):
+        """pinghelp with --grpc-listen (.grpc); ports: the same two again, for a restart."""
+        def build(fresh):
+            http, grpc_port = ports or fresh
+            return [os.environ["PINGHELP_BIN"], "--listen", f"127.0.0.1:{http}",
+                    "--grpc-listen", f"127.0.0.1:{grpc_port}"], None
+        if ports:
+            p = self.spawn("pinghelp", build(ports)[0])
+            wait_serving(p, list(ports))
+            p.ports = list(ports)
+        else:
+            p = self.spawn_serving("pinghelp", build, 2)
+        p.port, p.grpc = p.ports
+        return p
+
+    def test_grpc_health_check_gates_the_member(self):
+        zk = self.start_zookeeper()
+        ph = self.start_grpc_pinghelp()
+        sc = self.announced_sidecar(zk, ph.grpc, "--health-check", "grpc",
+                                    "--upstream-protocol", "h2c", "--rise", "2", "--fall", "2")
+        self.assertEqual(len(self.members(zk.port, PATH)), 1)
+        self.assertGreater(self.metric(sc, "sidecar_health_checks_total", result="ok"), 0)
+        ph.stop()
+        release = self.hold_port(ph.grpc)
+        wait_for(lambda: self.members(zk.port, PATH) == [], timeout=10, what="withdrawn")
+        self.assertEqual(self.admin_get(sc, "/ready")[0], 503)
+        release()
+        self.start_grpc_pinghelp(ports=(ph.port, ph.grpc))
+        wait_for(lambda: len(self.members(zk.port, PATH)) == 1, timeout=10, what="announced again")
+        self.assertEqual(self.metric(sc, "sidecar_withdrawals_total"), 1)
+
+    def test_grpc_health_check_reads_the_serving_status(self):
+        """A grpcio health server (grpc_health is not packaged here: the answer's bytes by hand)
+        whose status the test sets: NOT_SERVING withdraws, SERVING announces again, and
+        --health-grpc-service names the service asked about."""
+        sys.path.append("/usr/lib/python3/dist-packages")
+        import grpc
+        from concurrent import futures
+        status = {"": 1, "svc.A": 1}
+        asked = []
+
+        def check(request, ctx):
+            name = request[2:].decode() if request else ""  # field 1, a short string, or nothing
+            asked.append(name)
+            if name not in status:
+                ctx.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+            return b"\x08" + bytes([status[name]])  # HealthCheckResponse.status
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self.addCleanup(server.stop, 0)
+        zk = self.start_zookeeper()
+        sc = self.announced_sidecar(zk, port, "--health-check", "grpc", "--rise", "1",
+                                    "--fall", "2")
+        self.assertIn("", asked)
+        status[""] = 2  # NOT_SERVING
+        wait_for(lambda: self.members(zk.port, PATH) == [], timeout=10, what="withdrawn")
+        status[""] = 1
+        wait_for(lambda: len(self.members(zk.port, PATH)) == 1, timeout=10, what="announced again")
+        other = self.announced_sidecar(zk, port, "--health-check", "grpc",
+                                       "--health-grpc-service", "svc.A", path=PATH + "-a")
+        self.assertIn("svc.A", asked)
+        status["svc.A"] = 2
+        wait_for(lambda: self.members(zk.port, PATH + "-a") == [], timeout=10, what="A withdrawn")
+        self.assertEqual(len(self.members(zk.port, PATH)), 1)  # the server as a whole still serves
+        # A service the server does not know (NOT_FOUND) is never announced.
+        unknown = self.announced_sidecar(zk, port, "--health-check", "grpc",
+                                         "--health-grpc-service", "svc.B", path=PATH + "-b",
+                                         wait=False)
+        wait_for(lambda: "svc.B" in asked, timeout=10, what="svc.B polled")
+        time.sleep(1)
+        self.assertEqual(self.admin_get(unknown, "/ready")[0], 503)
+        self.assertEqual(self.members(zk.port, PATH + "-b"), [])
+        self.assertGreater(self.metric(unknown, "sidecar_health_checks_total", result="failed"), 0)
+        self.assertIsNone(sc.poll())
+        self.assertIsNone(other.poll())
+
+    def test_grpc_health_check_of_an_http1_service_is_never_healthy(self):
+        zk = self.start_zookeeper()
+        ph = self.start_pinghelp()
+        sc = self.announced_sidecar(zk, ph.port, "--health-check", "grpc", wait=False)
+        wait_for(lambda: self.metric(sc, "sidecar_health_checks_total", result="failed") >= 3,
+                 timeout=10, what="failed polls")
+        self.assertEqual(self.admin_get(sc, "/ready")[0], 503)
+        self.assertEqual(self.members(zk.port, PATH), [])
+        self.assertEqual(self.metric(sc, "sidecar_health_checks_total", result="ok"), 0)
+
+    def test_bad_health_check_flags_exit_2(self):
+        for args, mentions in [(["--health-check", "tcp"], "--health-check"),
+                               (["--health-grpc-service", "svc"], "--health-grpc-service")]:
+            with self.subTest(args=args):
+                r = subprocess.run([SIDECAR, "--tls-cert", self.certs.path("server.pem"),
+                                    "--tls-key", self.certs.path("server.key"),
+                                    "--tls-client-ca", self.certs.path("ca.pem"), *args],
+                                   capture_output=True, text=True, timeout=10)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(mentions, r.stderr)
 
     def test_three_server_ensemble_survives_losing_the_connected_server(self):
         servers = self.start_ensemble(3)
