@@ -27,7 +27,7 @@
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 B=${1:-$root/build}; SECS=${2:-3}; IDLE=${3:-1000}; ROUNDS=${4:-1}
-CONNS=16; STREAMS=10           # h2load -c, -m
+CONNS=${H2_CONNS:-16}; STREAMS=${H2_STREAMS:-10}   # h2load -c, -m (environment: H2_CONNS, H2_STREAMS)
 SCONNS=100; SPER=10            # held streams: SPER on each of SCONNS connections
 for tool in h2load haproxy nginx taskset cc; do
   command -v $tool > /dev/null || { echo "h2.sh: $tool missing (deploy/install-deps.sh bench)" >&2; exit 2; }
@@ -186,18 +186,30 @@ ok = int(grab(r"(\d+) succeeded"))
 failed = int(grab(r"(\d+) failed"))
 timeout = int(grab(r"(\d+) timeout"))
 s2xx = int(grab(r"status codes: (\d+) 2xx"))
+s5xx = int(grab(r"(\d+) 4xx")) + int(grab(r"(\d+) 5xx"))  # 4xx and 5xx: errors
 proto = re.search(r"Application protocol: (\S+)", text)
 proto = proto.group(1) if proto else "?"
 # The log: start time, status, µs per request; requests cut off at the end of -D have no status.
 lat = sorted(int(f[2]) for f in (line.split() for line in open(log)) if len(f) == 3 and f[1].startswith("2"))
 pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0
-cpu = int(ticks) * 1e6 / int(tck) / max(1, ok)
+# gRPC: h2load sees the HTTP status only, and a proxy's own gRPC errors (overloaded, no
+# connection: UNAVAILABLE...) are HTTP 200 with grpc-status in trailers and no message. Each real
+# answer is the 7-byte echo: count those, from the DATA bytes h2load received.
+grpc_err = 0
+if kind == "grpc":
+    data = int(grab(r"\((\d+)\) data"))
+    real = min(ok, data // 7)
+    grpc_err, ok = ok - real, real
+# h2load's req/s counts every request done, errors too: count the good ones only.
+rps = rps * ok / max(1, done)
+cpu = int(ticks) * 1e6 / int(tck) / max(1, done)  # per answer, errors too
 r = {"kind": kind, "name": name, "rps": rps, "p50": pct(0.50), "p99": pct(0.99), "cpu": cpu, "done": done,
-     "ok": ok, "failed": failed, "timeout": timeout, "s2xx": s2xx, "proto": proto}
+     "ok": ok, "failed": failed, "timeout": timeout, "grpc_errors": grpc_err, "errors": s5xx + grpc_err, "s2xx": s2xx, "proto": proto}
 print(f"{kind} round {rnd} {name:<8} {proto} req/s={rps:>8.0f} p50={r['p50']}us p99={r['p99']}us "
       f"cpu_us/req={cpu:.1f} done={done} 2xx={s2xx} failed={failed} (cut off at the end, at most {cm}) timeout={timeout}"
+      + (f" grpc_errors={grpc_err} (HTTP 200, no answer: the proxy's own gRPC error)" if grpc_err else "")
       + (f" h2load exit {rc}" if rc != "0" else ""))
-if proto not in ("h2", "h2c") or failed > cm or timeout or s2xx < ok or rc != "0":
+if proto not in ("h2", "h2c") or failed > cm or timeout or s2xx < ok or rc != "0" or grpc_err:
     print(f"  WARNING {name}: not every request was an h2 2xx; h2load said:\n" + text[-1500:])
 with open(results, "a") as f:
     f.write(json.dumps(r) + "\n")
@@ -220,8 +232,10 @@ kill "$UPID"; wait "$UPID" 2> /dev/null
 
 # 1b. Unary gRPC calls: the same h2load posting one gRPC message (a 2-byte protobuf) to
 # /bench.Echo/Call, each peer forwarding over h2c to h2_grpc.py (grpc.aio, CPU 1), which echoes
-# it; "direct" is h2load over h2c straight to it, the ceiling. h2load checks the HTTP status only;
-# one call through each peer with a real gRPC client (grpc-status OK, the echo) comes first.
+# it; only echoes count as calls. "direct": h2load's connections straight to it over h2c (the
+# service is not faster that way: through a proxy it gets a few multiplexed connections). h2load
+# checks the HTTP status only; one call through each peer with a real gRPC client (grpc-status OK,
+# the echo) comes first.
 GUP=$(free_port)
 taskset -c 1 "$root/tests/bench/h2_grpc.py" serve "$GUP" > "$T/grpc.log" 2>&1 &
 GPID=$!; PIDS+=($GPID)
@@ -310,6 +324,8 @@ for kind, what in (("get", "GET /ping"), ("grpc", "unary gRPC")):
     row(f"{what}: {unit}", {n: med(kind, n, "rps") for n in names}, direct=d("rps"))
     row(f"{what}: p50 µs", {n: med(kind, n, "p50") for n in names}, direct=d("p50"))
     row(f"{what}: p99 µs", {n: med(kind, n, "p99") for n in names}, direct=d("p99"))
+    row(f"{what}: errors (4xx, 5xx{', gRPC' if kind == 'grpc' else ''})", {n: med(kind, n, "errors") for n in names},
+        direct=d("errors"))
     row(f"{what}: proxy CPU µs/{'req' if kind == 'get' else 'call'}", {n: med(kind, n, "cpu") for n in names}, 1)
 row("RSS at rest, KiB", {n: mem[n]["rest"] for n in names})
 row("RSS per idle h2 connection, KiB",
