@@ -75,7 +75,7 @@ start_peers() {
       proxy_set_header Connection \"\";" nset=proxy_set_header
   if [[ $mode == grpc ]]; then sproto=h2c; hproto="proto h2"; nloc="grpc_pass grpc://local;"; nset=grpc_set_header; fi
   p=$(free_port)
-  taskset -c 0 "$B/sidecar/sidecar" --listen 127.0.0.1:$p --upstream 127.0.0.1:$up \
+  taskset -c 0 "$B/sidecar/sidecar" --listen "127.0.0.1:$p" --upstream "127.0.0.1:$up" \
     --admin-listen 127.0.0.1:"$(free_port)" --workers 1 --upstream-protocol $sproto \
     --tls-cert "$CE/server.pem" --tls-key "$CE/server.key" --tls-client-ca "$CE/ca.pem" \
     --log-level warn --max-body-size 0 > "$T/sidecar-$tag.log" 2>&1 &
@@ -219,7 +219,7 @@ EOF
 # 1. Throughput and latency, GET /ping.
 UP=$(free_port)
 taskset -c 1 "$B/tests/bench/bench-upstream" "$UP" > "$T/upstream.log" 2>&1 &
-UPID=$!; PIDS+=($UPID)
+UPID=$!; PIDS+=("$UPID")
 wait_port "$UP" "$UPID"
 start_peers "$UP" load
 for round in $(seq 1 "$ROUNDS"); do
@@ -236,29 +236,33 @@ kill "$UPID"; wait "$UPID" 2> /dev/null
 # service is not faster that way: through a proxy it gets a few multiplexed connections). h2load
 # checks the HTTP status only; one call through each peer with a real gRPC client (grpc-status OK,
 # the echo) comes first.
-GUP=$(free_port)
-taskset -c 1 "$root/tests/bench/h2_grpc.py" serve "$GUP" > "$T/grpc.log" 2>&1 &
-GPID=$!; PIDS+=($GPID)
-wait_port "$GUP" "$GPID"
-start_peers "$GUP" grpc grpc
-printf '\x00\x00\x00\x00\x02\x08\x01' > "$T/grpc-body"
-GFLAGS=(-d "$T/grpc-body" -H "content-type: application/grpc" -H "te: trailers")
-for n in "${NAMES[@]}"; do
-  echo "grpc check $n: $("$root/tests/bench/h2_grpc.py" check "${PORT[$n]}" "$CE/client.pem" "$CE/client.key" "$CE/ca.pem" 2>&1)"
-done
-for round in $(seq 1 "$ROUNDS"); do
+if /usr/bin/python3 -c "import grpc" 2> /dev/null; then
+  GUP=$(free_port)
+  taskset -c 1 "$root/tests/bench/h2_grpc.py" serve "$GUP" > "$T/grpc.log" 2>&1 &
+  GPID=$!; PIDS+=("$GPID")
+  wait_port "$GUP" "$GPID"
+  start_peers "$GUP" grpc grpc
+  printf '\x00\x00\x00\x00\x02\x08\x01' > "$T/grpc-body"
+  GFLAGS=(-d "$T/grpc-body" -H "content-type: application/grpc" -H "te: trailers")
   for n in "${NAMES[@]}"; do
-    load_round grpc "$n" "${PID[$n]}" "https://127.0.0.1:${PORT[$n]}/bench.Echo/Call" "${GFLAGS[@]}"
+    echo "grpc check $n: $("$root/tests/bench/h2_grpc.py" check "${PORT[$n]}" "$CE/client.pem" "$CE/client.key" "$CE/ca.pem" 2>&1)"
   done
-  load_round grpc direct "$GPID" "http://127.0.0.1:$GUP/bench.Echo/Call" "${GFLAGS[@]}"
-done
-stop_peers
-kill "$GPID"; wait "$GPID" 2> /dev/null
+  for round in $(seq 1 "$ROUNDS"); do
+    for n in "${NAMES[@]}"; do
+      load_round grpc "$n" "${PID[$n]}" "https://127.0.0.1:${PORT[$n]}/bench.Echo/Call" "${GFLAGS[@]}"
+    done
+    load_round grpc direct "$GPID" "http://127.0.0.1:$GUP/bench.Echo/Call" "${GFLAGS[@]}"
+  done
+  stop_peers
+  kill "$GPID"; wait "$GPID" 2> /dev/null
+else
+  echo "gRPC skipped: no python3-grpcio for /usr/bin/python3 (deploy/install-deps.sh bench)"
+fi
 
 # 2. Memory: fresh peers in front of a local service that never answers.
 SLOW=$(free_port)
 taskset -c 1 python3 "$root/tests/bench/h2_slow_upstream.py" "$SLOW" > "$T/slow.log" 2>&1 &
-SPID=$!; PIDS+=($SPID)
+SPID=$!; PIDS+=("$SPID")
 wait_port "$SLOW" "$SPID"
 start_peers "$SLOW" mem
 MEM=$T/mem.jsonl
@@ -271,7 +275,7 @@ for n in "${NAMES[@]}"; do
     "$CE/client.key" "$CE/ca.pem" "$IDLE" 2> "$T/hold-$n.err"
   HOLD_PID=$COPROC_PID
   held=0
-  read -r -t 120 word held <&"${COPROC[0]}" || { echo "h2.sh: $n: h2_hold gave no answer: $(cat "$T/hold-$n.err")"; }
+  read -r -t 120 _ held <&"${COPROC[0]}" || { echo "h2.sh: $n: h2_hold gave no answer: $(cat "$T/hold-$n.err")"; }
   sleep 1
   idle_rss=$(rss_kib "$pid")
   echo "streams $SCONNS $SPER /slow" >&"${COPROC[1]}"
@@ -312,9 +316,9 @@ def med(kind, n, k):
     v = [r[k] for r in runs if r["kind"] == kind and r["name"] == n]
     return statistics.median(v) if v else None
 rows = []
-def row(label, vals, digits=0, direct=None):
+def row(label, vals, digits=0, direct=None, ratios=True):
     f = lambda v: "-" if v is None else f"{v:,.{digits}f}"
-    ratio = lambda a, b: "-" if a is None or not b else f"{a / b:.2f}"
+    ratio = lambda a, b: "-" if a is None or not b or not ratios else f"{a / b:.2f}"
     rows.append(f"| {label} | {f(vals['sidecar'])} | {f(vals['haproxy'])} | {f(vals['nginx'])} | "
                 f"{ratio(vals['sidecar'], vals['haproxy'])} | {ratio(vals['sidecar'], vals['nginx'])} |"
                 f" {f(direct)} |")
@@ -333,7 +337,8 @@ row("RSS per idle h2 connection, KiB",
 row("RSS per open stream (and its upstream connection), KiB",
     {n: (mem[n]["streams_rss"] - mem[n]["idle_rss"]) / mem[n]["streams"] if mem[n]["streams"] else None
      for n in names}, 1)
-row("requests still at the local service 5 s after the caller left", {n: mem[n]["left"] for n in names})
+row("requests still at the local service 5 s after the caller left", {n: mem[n]["left"] for n in names},
+    ratios=False)
 held = ", ".join("%s %d connections, %d streams" % (n, mem[n]["held"], mem[n]["streams"]) for n in names)
 rounds = len([r for r in runs if r["kind"] == "get"]) // 3
 print(f"\nmedians of {rounds} round(s) of `{sys.argv[3]}`; memory: {held}\n")
