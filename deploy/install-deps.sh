@@ -43,7 +43,7 @@ declare -A groups=(
   # tests/check-format.sh: the C++ sources as .clang-format says (Debian's clang-format 14).
   [style]="clang-format-14=clang-format-14"
   # tests/bench/run.sh.
-  [bench]="haproxy nginx=nginx-light wrk gnuplot=gnuplot-nox h2load=nghttp2-client"
+  [bench]="haproxy nginx=nginx-light wrk gnuplot=gnuplot-nox h2load=nghttp2-client pydist:grpc=python3-grpcio"
   # libFuzzer with Debian's clang 14 (tests/fuzz).
   [fuzz]="clang clang++=clang deb:libclang-rt-14-dev"
   # What the Dockerfile's build stage adds to build: deploy/container/rootfs.sh's strip and the
