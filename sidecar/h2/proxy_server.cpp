@@ -17,6 +17,26 @@ constexpr auto kStreamIdle = std::chrono::minutes(5);
 constexpr std::size_t kMaxUpHead = 256 * 1024;
 }  // namespace
 
+// What nghttp2 lets through but a request line or Host must not carry (RFC 9113 8.3.1): a :path
+// is origin-form, visible ASCII without a fragment ('#' would be split differently by the
+// services behind); an :authority has no userinfo; a Host, when sent too, names the same.
+bool requestTargetOk(const ProxyStream& s) {
+  for (unsigned char c : s.path) {
+    if (c <= 0x20 || c >= 0x7f || c == '#') {
+      return false;
+    }
+  }
+  if (s.authority.find('@') != std::string::npos) {
+    return false;
+  }
+  for (const auto& f : s.fields) {
+    if (f.name == "host" && !s.authority.empty() && f.value != s.authority) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool connectionSpecific(std::string_view name) {
   return name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
          name == "transfer-encoding" || name == "upgrade" || name == "te";
@@ -58,6 +78,9 @@ void ProxyStream::Down::headersEnd(bool endStream) {
     }
     s.lastMove = Clock::now();
     s.grpc = isGrpc(s.contentType);
+    if (!s.headTooLarge && !requestTargetOk(s)) {
+      return s.server->localReply(s, 400);
+    }
     s.server->dispatch(s);
     return;
   }

@@ -159,5 +159,7 @@ class ProxyServer : public Session {
 
 // An HTTP/1.1 answer's fields that mean nothing (or are forbidden) in HTTP/2 (RFC 9113 8.2.2).
 bool connectionSpecific(std::string_view name);
+// The request's :path, :authority and Host can be forwarded as a request line and Host.
+bool requestTargetOk(const ProxyStream& s);
 
 }  // namespace sidecar::h2

@@ -186,6 +186,9 @@ awaitable<void> Session::writer(Stream& io) {
         dead_ = true;
         break;
       }
+      if (out.capacity() > 16 * 1024) {
+        std::string().swap(out);  // a burst's batch is not kept by an idle connection
+      }
       setDeadline(false);
       continue;
     }

@@ -5,6 +5,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
@@ -54,6 +55,8 @@ class InboundH2Server::Impl final : public h2::ProxyServer {
         m_(*shared_.metrics),
         shard_(handler.worker().index()),
         caller_(std::move(caller)) {}
+  // Streams still open (the worker stops mid-connection) are finished while this is whole.
+  ~Impl() override { closeAll(); }
 
   void finishConnection() {
     const auto& c = counters();
@@ -166,6 +169,13 @@ awaitable<void> InboundH2Server::Impl::http1Exchange(std::shared_ptr<Stream> sp)
   auto& handler = handler_;  // outlives this: the worker's
   auto& m = m_;
   const auto& shared = shared_;
+  // co_spawn runs this at once, inside nghttp2's callback for the HEADERS: the rest of what was
+  // read (the caller's RST_STREAM, say) is seen first, so that a request the caller cancelled in
+  // the same write never reaches the local service.
+  co_await asio::post(handler.worker().ioc().get_executor(), useTuple);
+  if (!s.server) {
+    co_return;  // the caller's stream (and maybe its connection, this) ended meanwhile
+  }
   const auto& endpoint = shared.local.addr().endpoints().front();
   const std::string owner = caller_.peer.identity;
   const std::string identityForLog = caller_.identityForLog;  // this session may end first
@@ -184,6 +194,9 @@ awaitable<void> InboundH2Server::Impl::http1Exchange(std::shared_ptr<Stream> sp)
     reused = true;
   } else {
     auto ec = co_await connectPlain(up, endpoint, shared.limits.upstreamConnectTimeout);
+    if (s.cancelled) {
+      co_return;  // the caller reset the stream meanwhile: nothing goes out, nothing failed
+    }
     if (ec) {
       m.upstreamConnectErrors->Increment();
       if (s.server && !s.cancelled) {
@@ -194,6 +207,12 @@ awaitable<void> InboundH2Server::Impl::http1Exchange(std::shared_ptr<Stream> sp)
     m.upstreamConnectsTotal->Increment();
   }
   (void)reused;
+  if (s.cancelled) {
+    // The caller reset the stream before it was dispatched here (its HEADERS and RST_STREAM
+    // came in one read): a request it cancelled never reaches the local service.
+    handler.pool().giveBack(endpoint, std::move(up.socket()), owner);
+    co_return;
+  }
   std::string out;
   appendHead(out, head);
   up.expires_after(shared.limits.upstreamTimeout);

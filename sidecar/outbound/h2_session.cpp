@@ -31,13 +31,15 @@ bool looksLikeH2Preface(std::string_view firstBytes) {
 class OutboundH2Server::Impl final : public h2::ProxyServer {
  public:
   explicit Impl(OutboundHandler& handler)
-      : h2::ProxyServer(handler.worker().ioc().get_executor(), h2::Settings{},
-                        Limits{handler.shared().limits.maxHeadBytes,
-                               handler.shared().config.timeout}),
+      : h2::ProxyServer(
+            handler.worker().ioc().get_executor(), h2::Settings{},
+            Limits{handler.shared().limits.maxHeadBytes, handler.shared().config.timeout}),
         handler_(handler),
         shared_(handler.shared()),
         m_(*shared_.metrics),
         shard_(handler.worker().index()) {}
+  // Streams still open (the worker stops mid-connection) are finished while this is whole.
+  ~Impl() override { closeAll(); }
 
   // One call: its route, the members it went to, the one it is on.
   struct Call {
@@ -78,9 +80,7 @@ class OutboundH2Server::Impl final : public h2::ProxyServer {
   void attempt(Stream& s, Call& call);
   void attemptEnded(Call& call, bool answered);
   h2::Fields memberHead(const Stream& s) const;
-  void answer(Stream& s, unsigned status, std::string body) {
-    localReply(s, status, body);
-  }
+  void answer(Stream& s, unsigned status, std::string body) { localReply(s, status, body); }
 
   OutboundHandler& handler_;
   const OutboundShared& shared_;
@@ -122,8 +122,7 @@ void OutboundH2Server::Impl::dispatch(Stream& s) {
   }
   startClock(s);
   if (route->addr->isPending()) {
-    asio::co_spawn(handler_.worker().ioc(), awaitRoute(hold(s), std::move(route)),
-                   asio::detached);
+    asio::co_spawn(handler_.worker().ioc(), awaitRoute(hold(s), std::move(route)), asio::detached);
     return;
   }
   callRoute(s, std::move(route));
@@ -132,6 +131,9 @@ void OutboundH2Server::Impl::dispatch(Stream& s) {
 // A route made on first use waits for its first members (--resolve-timeout), as HTTP/1.1 calls do.
 awaitable<void> OutboundH2Server::Impl::awaitRoute(std::shared_ptr<Stream> s,
                                                    std::shared_ptr<OutboundHandler::Route> r) {
+  if (!s->server) {
+    co_return;  // the stream (and maybe its connection, this) ended before this ran
+  }
   auto& shared = shared_;
   co_await r->awaitResolution(handler_.worker().ioc(), shared.config.resolveTimeout);
   if (s->server && !s->responseStarted) {
@@ -146,8 +148,8 @@ void OutboundH2Server::Impl::callRoute(Stream& s, std::shared_ptr<OutboundHandle
   }
   ++route->calls;
   s.slot = route->info->slot;
-  auto& call = *(calls_[&s] =
-                     std::make_unique<Call>(std::move(route), Clock::now(), shared_.config.timeout));
+  auto& call = *(
+      calls_[&s] = std::make_unique<Call>(std::move(route), Clock::now(), shared_.config.timeout));
   attempt(s, call);
 }
 
@@ -224,8 +226,7 @@ h2::Fields OutboundH2Server::Impl::memberHead(const Stream& s) const {
   out.push_back({":authority", s.authority});
   out.push_back({":path", s.path});
   for (const auto& f : s.fields) {
-    if (h2::connectionSpecific(f.name) || f.name == "host" ||
-        f.name == "x-forwarded-client-cert") {
+    if (h2::connectionSpecific(f.name) || f.name == "host" || f.name == "x-forwarded-client-cert") {
       continue;
     }
     out.push_back(f);
@@ -254,8 +255,8 @@ void OutboundH2Server::Impl::finish(Stream& s) {
     m_.requestDuration.observe(shard_, s.slot, seconds);
   }
   if (auto* log = handler_.worker().accessLog()) {
-    const auto* member = call && !call->attempts.tried().empty() ? &call->attempts.tried().back()
-                                                                 : nullptr;
+    const auto* member =
+        call && !call->attempts.tried().empty() ? &call->attempts.tried().back() : nullptr;
     log->line(
         "direction=outbound route={} member={} status={} req_bytes={} resp_bytes={} "
         "duration_us={} protocol=h2{}{}",
@@ -263,9 +264,9 @@ void OutboundH2Server::Impl::finish(Stream& s) {
         member ? endpointText(*member) : std::string("-"), s.status, s.request.total(),
         s.responseBytes, static_cast<int64_t>(seconds * 1e6), s.grpc ? " grpc_status=" : "",
         s.grpc ? (s.grpcStatus ? std::to_string(*s.grpcStatus)
-                               : h2::grpcStatusOf(s.response.trailers)
-                                     ? std::to_string(*h2::grpcStatusOf(s.response.trailers))
-                                     : std::string("-"))
+                  : h2::grpcStatusOf(s.response.trailers)
+                      ? std::to_string(*h2::grpcStatusOf(s.response.trailers))
+                      : std::string("-"))
                : std::string());
   }
 }

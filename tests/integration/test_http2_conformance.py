@@ -980,9 +980,6 @@ class Http2ConformanceTest(H2Case):
     def test_8_3_1_duplicated_authority_is_malformed(self):
         self.malformed_request(hf.request_fields("/x", extra=[(":authority", "other")]))
 
-    # DEFECT: the request goes to the local service with Host: elsewhere.example (the caller's
-    # Host wins over :authority, docs/http2.md), answered 200.
-    @unittest.expectedFailure
     def test_8_3_1_a_host_other_than_the_authority_is_malformed(self):
         """RFC 9113 8.3.1: a server SHOULD treat a Host naming another entity than :authority as
         malformed; a proxy that forwards it lets the caller say one host to us and another to
@@ -1010,26 +1007,17 @@ class Http2ConformanceTest(H2Case):
         else:
             self.assertTrue(clean(head), f"the local service got {head[:200]!r}")
 
-    # DEFECT: nghttp2 lets '#' through in :path and the sidecar writes it into the HTTP/1.1
-    # request line: the local service gets "GET /a#frag HTTP/1.1", a request-target outside
-    # RFC 9112's origin-form, which services split differently (path confusion).
-    @unittest.expectedFailure
     def test_8_3_1_a_path_with_a_fragment_is_not_forwarded_as_is(self):
         """:path is absolute-path ["?" query] (RFC 9113 8.3.1): a '#' in it is refused (400,
         PROTOCOL_ERROR) or stripped, as Envoy does, never written into a request line."""
         f, head = self.forwarded_head(hf.request_fields("/a#frag"))
         self.assertRefusedOrClean(f, head, lambda h: b"#" not in h.split(b"\r\n")[0])
 
-    # DEFECT: a :path byte outside ASCII (0xff here) goes raw into the HTTP/1.1 request line.
-    @unittest.expectedFailure
     def test_8_3_1_a_path_with_bytes_outside_the_uri_grammar_is_not_forwarded_as_is(self):
         f, head = self.forwarded_head([(":method", "GET"), (":scheme", "https"),
                                        (":path", b"/a\xff"), (":authority", "localhost")])
         self.assertRefusedOrClean(f, head, lambda h: h.split(b"\r\n")[0].isascii())
 
-    # DEFECT: ":authority: user@localhost" becomes "Host: user@localhost" at the local service,
-    # a Host an HTTP/1.1 server must answer 400 (RFC 9112 3.2) and a lenient one may route on.
-    @unittest.expectedFailure
     def test_8_3_1_an_authority_with_userinfo_is_not_forwarded_as_host(self):
         """RFC 9113 8.3.1: :authority MUST NOT include userinfo for https URIs (RFC 9110 4.2.4:
         a recipient SHOULD treat it as an error)."""
@@ -1162,12 +1150,6 @@ class Http2LimitsTest(H2Case):
         self.assertEqual((status, body), (200, b"upstream"))
         self.assertEqual(self.up.targets(), ["/one"])
 
-    # DEFECT: when the worker holds an idle pooled HTTP/1.1 connection to the local service, a
-    # stream the caller has already reset (HEADERS and RST_STREAM read together, before the
-    # sidecar forwarded anything) is still sent to the service whole: http1Exchange takes the
-    # pooled connection and writes the head without looking at s.cancelled (the streamClosed
-    # that set it ran before the coroutine started, when s.h1 was not there to cancel).
-    @unittest.expectedFailure
     def test_a_request_reset_with_its_headers_never_reaches_the_local_service(self):
         """HEADERS and the caller's RST_STREAM in one write: the sidecar reads both before it
         does anything for the stream, so there is nothing to forward (a rapid reset's cost must
