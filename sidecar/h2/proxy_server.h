@@ -19,6 +19,7 @@
 #include "h2/session.h"
 #include "net/deadline_socket.h"
 #include "net/io.h"
+#include "trace/context.h"
 
 namespace sidecar::h2 {
 
@@ -103,6 +104,9 @@ struct ProxyStream final : std::enable_shared_from_this<ProxyStream> {
   Clock::time_point callDeadline = Clock::time_point::max();  // grpc-timeout
   double upstreamSeconds = -1;
   std::size_t slot = 0;  // the listener's own (the outbound route's metrics series)
+  // Tracing, with --zipkin-url only: the stream's span (server inbound, client outbound).
+  trace::Context span;
+  bool spanShared = false;
 };
 
 class ProxyServer : public Session {

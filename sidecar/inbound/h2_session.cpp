@@ -20,6 +20,7 @@
 #include "http/rewrite.h"
 #include "inbound/handler.h"
 #include "net/access_log.h"
+#include "trace/b3.h"
 #include "upstream/connector.h"
 
 namespace sidecar {
@@ -99,6 +100,8 @@ class InboundH2Server::Impl final : public h2::ProxyServer {
   awaitable<void> http1Exchange(std::shared_ptr<Stream> s);
   h2::Fields upstreamHead(Stream& s, http::request_header<>& head);
   http::request_header<> forwardedHead(Stream& s);
+  void traceRequest(Stream& s, http::request_header<>& head);
+  void reportSpan(Stream& s, double seconds);
 
   InboundHandler& handler_;
   const InboundShared& shared_;
@@ -379,7 +382,43 @@ http::request_header<> InboundH2Server::Impl::forwardedHead(Stream& s) {
   }
   rewriteRequestHead(
       head, ForwardContext{caller_.clientIp, caller_.peer.xfcc, shared_.upstreamAuthority});
+  if (shared_.tracer) [[unlikely]] {
+    traceRequest(s, head);
+  }
   return head;
+}
+
+// The stream's server span, as an HTTP/1.1 request's (docs/tracing.md): it joins the caller's
+// B3 context or starts a trace; the local service gets a child of it; a malformed B3 field is
+// dropped and counted, never forwarded.
+void InboundH2Server::Impl::traceRequest(Stream& s, http::request_header<>& head) {
+  auto& tracer = *shared_.tracer;
+  const auto in = trace::readB3(head);
+  if (in.malformed) {
+    tracer.metrics().b3Malformed->Increment();
+    logWithin(handler_.logLimiter(LogEvent::badRequest), spdlog::level::info,
+              "event=b3_malformed peer={} identity={} protocol=h2", caller_.clientIp,
+              caller_.identityForLog);
+  }
+  if (in.present) {
+    trace::eraseB3(head);
+  }
+  s.span = tracer.join(in.context);
+  s.spanShared = in.context.valid();
+  trace::writeB3(head, trace::childOf(s.span));
+}
+
+void InboundH2Server::Impl::reportSpan(Stream& s, double seconds) {
+  const auto duration = static_cast<std::int64_t>(seconds * 1e6);
+  auto span = trace::httpSpan(trace::Kind::server, s.span, s.method, s.path, s.status,
+                              trace::nowMicros() - duration, duration);
+  span.shared = s.spanShared;
+  span.remoteIp = caller_.clientIp;
+  if (!caller_.peer.identity.empty()) {
+    span.tags.emplace_back("peer.identity", trace::tagValue(caller_.peer.identity));
+  }
+  span.tags.emplace_back("http.protocol", "h2");
+  shared_.tracer->report(std::move(span));
 }
 
 h2::Fields InboundH2Server::Impl::upstreamHead(Stream& s, http::request_header<>& head) {
@@ -419,6 +458,9 @@ void InboundH2Server::Impl::finish(Stream& s) {
     return;  // the caller reset the stream before any answer: nobody was answered
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - s.start).count();
+  if (shared_.tracer && s.span.isSampled()) [[unlikely]] {
+    reportSpan(s, seconds);
+  }
   const std::size_t method = InboundMetrics::methodIndex(http::string_to_verb(s.method));
   m_.requests.add(shard_, InboundMetrics::requestSeries(method, s.status));
   m_.requestDuration.observe(shard_, 0, seconds);

@@ -11,6 +11,7 @@
 #include "h2/proxy_server.h"
 #include "net/access_log.h"
 #include "outbound/handler.h"
+#include "trace/b3.h"
 #include "upstream/call_policy.h"
 
 namespace sidecar {
@@ -80,6 +81,8 @@ class OutboundH2Server::Impl final : public h2::ProxyServer {
   void attempt(Stream& s, Call& call);
   void attemptEnded(Call& call, bool answered);
   h2::Fields memberHead(const Stream& s) const;
+  void traceCall(Stream& s);
+  void reportSpan(Stream& s, const Call* call, double seconds);
   void answer(Stream& s, unsigned status, std::string body) { localReply(s, status, body); }
 
   OutboundHandler& handler_;
@@ -148,6 +151,9 @@ void OutboundH2Server::Impl::callRoute(Stream& s, std::shared_ptr<OutboundHandle
   }
   ++route->calls;
   s.slot = route->info->slot;
+  if (shared_.tracer) [[unlikely]] {
+    traceCall(s);
+  }
   auto& call = *(
       calls_[&s] = std::make_unique<Call>(std::move(route), Clock::now(), shared_.config.timeout));
   attempt(s, call);
@@ -216,6 +222,57 @@ void OutboundH2Server::Impl::upFailed(Stream& s, bool refused) {
          "service " + name + (step == CallStep::outOfTime ? " timed out\n" : " is unavailable\n"));
 }
 
+// The call's client span, as an HTTP/1.1 call's (docs/tracing.md): a child of the local
+// service's span when its B3 fields came (replaced by ours; a malformed one dropped and counted),
+// else a new trace. Every attempt carries it.
+void OutboundH2Server::Impl::traceCall(Stream& s) {
+  namespace http = boost::beast::http;
+  auto& tracer = *shared_.tracer;
+  const auto isB3 = [](const h2::Field& f) {
+    return f.name == "b3" || f.name.starts_with("x-b3-");
+  };
+  http::fields in;
+  for (const auto& f : s.fields) {
+    if (isB3(f)) {
+      in.insert(f.name, f.value);
+    }
+  }
+  const auto b3 = trace::readB3(in);
+  if (b3.malformed) {
+    tracer.metrics().b3Malformed->Increment();
+    logWithin(handler_.logLimiter(OutboundLogEvent::badRequest), spdlog::level::info,
+              "event=b3_malformed direction=outbound protocol=h2");
+  }
+  std::erase_if(s.fields, isB3);
+  const auto context = tracer.join(b3.context);
+  s.span = b3.context.valid() ? trace::childOf(context) : context;
+  http::fields out;
+  trace::writeB3(out, s.span);
+  for (const auto& f : out) {
+    std::string name(f.name_string());
+    for (char& c : name) {
+      c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    s.fields.push_back({std::move(name), std::string(f.value())});
+  }
+}
+
+void OutboundH2Server::Impl::reportSpan(Stream& s, const Call* call, double seconds) {
+  const auto duration = static_cast<std::int64_t>(seconds * 1e6);
+  auto span = trace::httpSpan(trace::Kind::client, s.span, s.method, s.path, s.status,
+                              trace::nowMicros() - duration, duration);
+  if (call && !call->attempts.tried().empty()) {
+    const auto& member = call->attempts.tried().back();
+    span.remoteIp = member.address().to_string();
+    span.remotePort = member.port();
+  }
+  if (call) {
+    span.tags.emplace_back("sidecar.route", call->route->info->name);
+  }
+  span.tags.emplace_back("http.protocol", "h2");
+  shared_.tracer->report(std::move(span));
+}
+
 // The request as the member gets it: the local service's fields but the connection-specific
 // ones and any X-Forwarded-Client-Cert (the member's sidecar sets its own from our certificate).
 h2::Fields OutboundH2Server::Impl::memberHead(const Stream& s) const {
@@ -250,6 +307,9 @@ void OutboundH2Server::Impl::finish(Stream& s) {
     return;
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - s.start).count();
+  if (shared_.tracer && s.span.isSampled()) [[unlikely]] {
+    reportSpan(s, call.get(), seconds);
+  }
   if (call) {
     m_.requests.add(shard_, OutboundMetrics::requestSeries(s.slot, s.status));
     m_.requestDuration.observe(shard_, s.slot, seconds);

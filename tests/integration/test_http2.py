@@ -1,6 +1,7 @@
 """HTTP/2 and gRPC on --listen (docs/http2.md): curl and nghttp over ALPN h2, Python grpcio
 (Debian's python3-grpcio) client and server through the sidecar in every streaming kind, gRPC
 errors of our own, and raw-frame abuse with python3-h2."""
+import json
 import os
 import socket
 import ssl
@@ -367,6 +368,47 @@ class Http2Test(SidecarTestCase):
             self.outbound_channel(caller, "nothing").unary_unary("/test.Svc/Echo")(b"x", timeout=10)
         self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
         self.assertIn("no route", e.exception.details())
+
+    # --- tracing ---------------------------------------------------------------------------------
+
+    def collector(self):
+        from zipkin_collector import Collector
+        c = Collector()
+        self.addCleanup(c.assert_valid, self)
+        self.addCleanup(c.close)
+        return c
+
+    def test_http2_streams_take_part_in_traces(self):
+        col = self.collector()
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port, "--zipkin-url", col.url, "--trace-sample-rate", "0")
+        trace_id, span_id = "463ac35c9f6413ad48485a3953bb6124", "a2fb4a1d1a96d312"
+        code, status, body, err = self.curl(
+            f"https://127.0.0.1:{sc.port}/headers",
+            args=["--http2", "-H", f"b3: {trace_id}-{span_id}-1"])
+        self.assertEqual((code, status), (0, 200), err)
+        seen = {k.lower(): v for k, v in json.loads(body)}
+        self.assertEqual(seen["x-b3-traceid"], trace_id)
+        self.assertNotIn("b3", seen, "the caller's single header is replaced by ours")
+        wait_for(lambda: col.where(kind="SERVER"), what="the stream's server span")
+        span = col.where(kind="SERVER")[0]
+        self.assertEqual((span["traceId"], span["id"], span.get("shared")),
+                         (trace_id, span_id, True))
+        self.assertEqual(seen["x-b3-parentspanid"], span_id)
+        self.assertEqual(span["tags"]["http.protocol"], "h2")
+
+    def test_outbound_http2_calls_get_a_client_span(self):
+        col = self.collector()
+        members = self.grpc_members(1)
+        caller = self.start_outbound_sidecar("--route", f"svc=static!127.0.0.1:{members[0][0].port}",
+                                             "--zipkin-url", col.url, "--trace-sample-rate", "1")
+        ch = self.outbound_channel(caller, "svc")
+        meta = ch.unary_unary("/test.Svc/Meta")(b"", timeout=10).decode()
+        wait_for(lambda: col.where(kind="CLIENT"), what="the call's client span")
+        span = col.where(kind="CLIENT")[0]
+        self.assertIn(f"x-b3-traceid={span['traceId']}", meta)
+        self.assertEqual(span["tags"]["sidecar.route"], "svc")
+        self.assertEqual(span["remoteEndpoint"]["port"], members[0][0].port)
 
     # --- abuse -----------------------------------------------------------------------------------
 
