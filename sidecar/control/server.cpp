@@ -226,6 +226,16 @@ class Server {
       return false;
     }
     upstream_ = *upstream;
+    grpcUpstream_ = upstream_;
+    if (config_.http2.grpcUpstream) {
+      auto grpc = resolveOne(control_, *config_.http2.grpcUpstream);
+      if (!grpc) {
+        std::cerr << "sidecar: --upstream-grpc: cannot resolve '"
+                  << config_.http2.grpcUpstream->host << "'\n";
+        return false;
+      }
+      grpcUpstream_ = *grpc;
+    }
     listen = resolveOne(control_, config_.listen);
     auto adminListen = resolveOne(control_, config_.adminListen);
     if (!listen || !adminListen) {
@@ -274,6 +284,7 @@ class Server {
     inboundShared_->h2.maxConcurrentStreams = config_.http2.maxConcurrentStreams;
     inboundShared_->h2.maxHeaderList = static_cast<std::uint32_t>(limits_.maxHeadBytes);
     inboundShared_->upstreamH2Connections = config_.http2.upstreamConnections;
+    inboundShared_->h2Upstream = grpcUpstream_;
     if (auto ec = probeUnshared(control_, listen)) {
       std::cerr << "sidecar: --listen " << config_.listen.str() << ": " << ec.message() << "\n";
       return false;
@@ -663,6 +674,7 @@ class Server {
   std::vector<ListenerSpec> listeners_;  // in the order bound; their handlers are the workers'
   ProxyLimits limits_;                   // --max-connections and the rest, resolved
   tcp::endpoint upstream_;
+  tcp::endpoint grpcUpstream_;  // --upstream-grpc, else --upstream
   tcp::endpoint adminListen_;
   std::optional<OutboundMetrics> outboundMetrics_;
   std::optional<OutboundShared> outboundShared_;

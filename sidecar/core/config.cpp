@@ -148,6 +148,7 @@ po::options_description describeFlags() {
     ("http2", byDefault(s.http2.enabled ? "on" : "off"), "on: --listen offers HTTP/2 by ALPN (h2, then http/1.1; the caller chooses); off: HTTP/1.1 only")
     ("upstream-protocol", byDefault(std::string(upstreamProtocolName(s.http2.upstream))), "how a caller's HTTP/2 request reaches the local service: http1 (HTTP/1.1, translated), h2c (HTTP/2 in clear text, prior knowledge; gRPC needs it) or auto (gRPC requests over h2c, the rest over HTTP/1.1)")
     ("http2-max-concurrent-streams", byDefault(std::to_string(s.http2.maxConcurrentStreams)), "streams an HTTP/2 caller may have open at once on one connection, 1 to 10000; announced in SETTINGS; the stream past it is refused (RST_STREAM REFUSED_STREAM), or its connection ended once the caller acknowledged the setting")
+    ("upstream-grpc", po::value<std::string>(), "host:port where the local service takes h2c, when it is not --upstream (a gRPC server on a port of its own): with --upstream-protocol auto, gRPC requests go there and the rest to --upstream; with h2c, every HTTP/2 caller's request")
     ("upstream-h2-connections", byDefault(std::to_string(s.http2.upstreamConnections)), "h2c connections each worker opens to the local service at most, 1 to 64; streams beyond what they take wait for one to end")
     ("handshake-timeout", byDefault(durationDefault(l.handshakeTimeout)), "deadline for the TLS handshake")
     ("head-timeout", byDefault(durationDefault(l.headTimeout)), "deadline for reading a request head once its first byte arrived; slower: closed, counted as 408")
@@ -260,6 +261,18 @@ void http2Flags(const po::variables_map& vm, SidecarConfig& c) {
   c.http2.maxConcurrentStreams =
       static_cast<std::uint32_t>(countFlag(vm, "http2-max-concurrent-streams", 1, 10'000));
   c.http2.upstreamConnections = countFlag(vm, "upstream-h2-connections", 1, 64);
+  if (vm.count("upstream-grpc")) {
+    c.http2.grpcUpstream = hostPortFlag(vm, "upstream-grpc");
+    if (c.http2.grpcUpstream->port == 0) {
+      throw FlagError{"--upstream-grpc: '" + c.http2.grpcUpstream->str() +
+                      "' needs a port from 1 to 65535"};
+    }
+    if (c.http2.upstream == UpstreamProtocol::http1) {
+      throw FlagError{
+          "--upstream-grpc: needs --upstream-protocol h2c or auto (http1 calls "
+          "--upstream over HTTP/1.1 only)"};
+    }
+  }
 }
 
 UnderscoreHeaders underscoreFlag(const po::variables_map& vm, const char* name) {

@@ -43,6 +43,7 @@ struct Http2Config {
   UpstreamProtocol upstream = UpstreamProtocol::http1;
   std::uint32_t maxConcurrentStreams = 100;  // per caller connection
   std::size_t upstreamConnections = 4;       // h2c connections to the local service, per worker
+  std::optional<HostPort> grpcUpstream;      // --upstream-grpc: h2c goes there (else --upstream)
 };
 
 // The member initializers of ProxyLimits, AnnounceConfig, OutboundConfig, ThriftConfig and

@@ -50,8 +50,8 @@ h2::ClientPool& InboundHandler::h2Pool() {
     h2::ClientLimits limits{shared_.limits.upstreamConnectTimeout,
                             shared_.limits.upstreamIdleTimeout, shared_.limits.upstreamTimeout,
                             shared_.upstreamH2Connections, shared_.metrics->upstreamH2Connections};
-    h2Pool_ = std::make_unique<h2::ClientPool>(
-        worker_.ioc().get_executor(), shared_.local.addr().endpoints().front(), shared_.h2, limits);
+    h2Pool_ = std::make_unique<h2::ClientPool>(worker_.ioc().get_executor(), shared_.h2Upstream,
+                                               shared_.h2, limits);
   }
   return *h2Pool_;
 }

@@ -36,6 +36,7 @@ struct InboundShared {
   UpstreamProtocol upstreamProtocol = UpstreamProtocol::http1;
   h2::Settings h2{};
   std::size_t upstreamH2Connections = 4;
+  tcp::endpoint h2Upstream{};  // where h2c goes: --upstream-grpc, else --upstream
 };
 
 // Data-path events that are logged one line each, within a budget per worker and event.
