@@ -30,7 +30,8 @@ inline bool isGrpc(std::string_view contentType) {
          contentType[kGrpc.size()] == ';';
 }
 
-// grpc-timeout: 1 to 8 digits and a unit (H, M, S, m, u, n); none when malformed.
+// grpc-timeout: 1 to 8 digits and a unit (H, M, S, m, u, n); none when malformed, or longer
+// than a year (no deadline: 99999999H would overflow the clock, and means none).
 inline std::optional<std::chrono::nanoseconds> parseGrpcTimeout(std::string_view v) {
   if (v.size() < 2 || v.size() > 9) {
     return std::nullopt;
@@ -43,13 +44,17 @@ inline std::optional<std::chrono::nanoseconds> parseGrpcTimeout(std::string_view
     n = n * 10 + (v[i] - '0');
   }
   using namespace std::chrono;
+  constexpr std::int64_t kYearSeconds = 366LL * 24 * 3600;
   switch (v.back()) {
     case 'H':
-      return duration_cast<nanoseconds>(hours(n));
+      return n > kYearSeconds / 3600 ? std::nullopt
+                                     : std::optional(duration_cast<nanoseconds>(hours(n)));
     case 'M':
-      return duration_cast<nanoseconds>(minutes(n));
+      return n > kYearSeconds / 60 ? std::nullopt
+                                   : std::optional(duration_cast<nanoseconds>(minutes(n)));
     case 'S':
-      return duration_cast<nanoseconds>(seconds(n));
+      return n > kYearSeconds ? std::nullopt
+                              : std::optional(duration_cast<nanoseconds>(seconds(n)));
     case 'm':
       return duration_cast<nanoseconds>(milliseconds(n));
     case 'u':
@@ -72,6 +77,8 @@ constexpr unsigned grpcStatusFor(unsigned httpStatus) {
     case 413:
     case 431:
       return 8;  // RESOURCE_EXHAUSTED
+    case 404:
+      return 12;  // UNIMPLEMENTED: no route to the service (gRPC's mapping of 404)
     case 400:
     case 500:
       return 13;  // INTERNAL

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "h2/grpc.h"
+#include "h2/grpc_frame.h"
 #include "http/local_reply.h"
 
 namespace sidecar::h2 {
@@ -164,27 +165,39 @@ void ProxyStream::Up::dataEnd() {
 void ProxyStream::Up::closed(std::uint32_t error) {
   s.upSession = nullptr;
   auto hold = std::move(s.upHold);  // this stream may go with it, at the end of this call
-  if (s.response.ended() || !s.server || s.answeredLocally) {
+  if (!s.server || s.answeredLocally) {
+    return;
+  }
+  if (s.response.ended()) {
+    if (!s.request.drained()) {
+      // Answered whole without reading the rest of the request: what the caller still sends
+      // is acknowledged and dropped, so that its stream can end.
+      s.discardRequest = true;
+      s.server->consume(s.id, s.request.discard());
+    }
     return;
   }
   if (s.responseStarted) {
     s.server->reset(s.id, NGHTTP2_INTERNAL_ERROR);
     return;
   }
-  // Nothing of the request was taken, or the other side said it did not process it.
-  s.server->upFailed(s, !s.requestTaken || error == NGHTTP2_REFUSED_STREAM);
+  // Sent again elsewhere only when the other side cannot have acted on it: its HEADERS never
+  // went out, or it refused the stream before any of the body was taken from us (a body taken
+  // is not held any more, so it could not be sent whole again).
+  const bool refused = !s.headSent || (error == NGHTTP2_REFUSED_STREAM && !s.bodyTaken);
+  s.server->upFailed(s, refused);
 }
 
 ssize_t ProxyStream::Up::readBody(std::uint8_t* buf, std::size_t length, std::uint32_t* flags) {
   const std::size_t n = s.request.take(buf, length);
   if (n) {
-    s.requestTaken = true;
+    s.bodyTaken = true;
     if (s.server) {
       s.server->consume(s.id, n);
     }
   }
   if (s.request.drained()) {
-    s.requestTaken = true;
+    s.bodyTaken = true;
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     if (!s.request.trailers.empty()) {
       *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -198,7 +211,7 @@ ssize_t ProxyStream::Up::readBody(std::uint8_t* buf, std::size_t length, std::ui
 // ---- the stream ---------------------------------------------------------------------------------
 
 ProxyStream::ProxyStream(ProxyServer& srv, std::int32_t streamId, IoExecutor ex)
-    : server(&srv), id(streamId), wake(ex), start(Clock::now()) {}
+    : server(&srv), id(streamId), wake(ex), start(Clock::now()), lastMove(start) {}
 
 void ProxyStream::requestMoved() {
   lastMove = Clock::now();
@@ -268,7 +281,7 @@ void ProxyServer::startClock(ProxyStream& s) {
   s.headDeadline = now + limits_.headTimeout;
   if (!s.grpcTimeout.empty()) {
     if (auto t = parseGrpcTimeout(s.grpcTimeout)) {
-      s.callDeadline = now + std::chrono::duration_cast<Clock::duration>(*t);
+      s.callDeadline = now + std::chrono::duration_cast<Clock::duration>(*t);  // at most a year
       s.headDeadline = std::min(s.headDeadline, s.callDeadline);
     }
   }
@@ -335,7 +348,7 @@ void ProxyServer::localReply(ProxyStream& s, unsigned status, std::string_view b
             {{":status", "200"},
              {"content-type", "application/grpc"},
              {"grpc-status", std::to_string(*s.grpcStatus)},
-             {"grpc-message", message}},
+             {"grpc-message", grpcMessageText(message)}},
             false);
   } else {
     s.response.push(text.data(), text.size());
@@ -386,7 +399,8 @@ void ProxyServer::sweep(Clock::time_point now) {
       s->h1->expireIfDue(now);
     }
     if ((!s->responseStarted && now >= s->headDeadline) || now >= s->callDeadline ||
-        (s->lastMove != Clock::time_point{} && now - s->lastMove > kStreamIdle)) {
+        (s->lastMove != Clock::time_point{} && now - s->lastMove > kStreamIdle) ||
+        (!s->headEnded && now - s->start > limits_.requestHeadTimeout)) {
       due.push_back(s);
     }
   }
@@ -394,7 +408,9 @@ void ProxyServer::sweep(Clock::time_point now) {
     if (!s->server) {
       continue;
     }
-    if (!s->responseStarted) {
+    if (!s->headEnded) {
+      reset(s->id, NGHTTP2_PROTOCOL_ERROR);  // a head that never ends: nothing to answer
+    } else if (!s->responseStarted) {
       localReply(*s, 504);
     } else {
       reset(s->id, NGHTTP2_CANCEL);

@@ -50,6 +50,7 @@ struct ProxyStream final : std::enable_shared_from_this<ProxyStream> {
     void dataEnd() override;
     void closed(std::uint32_t error) override;
     ssize_t readBody(std::uint8_t* buf, std::size_t length, std::uint32_t* flags) override;
+    void headSent() override { s.headSent = true; }
   };
 
   ProxyStream(ProxyServer& srv, std::int32_t streamId, IoExecutor ex);
@@ -76,7 +77,8 @@ struct ProxyStream final : std::enable_shared_from_this<ProxyStream> {
   bool discardRequest = false;
   bool grpc = false;
   Pipe request;
-  bool requestTaken = false;  // some of the request went to the other side
+  bool headSent = false;   // the request's HEADERS went to the other side (an h2 stream)
+  bool bodyTaken = false;  // and some of its body, or its end
   // The answer.
   Fields upHead;
   std::size_t upHeadBytes = 0;
@@ -116,6 +118,8 @@ class ProxyServer : public Session {
   struct Limits {
     std::size_t maxHeadBytes = 64 * 1024;
     Duration headTimeout{30'000};  // the answer's head, from the request's dispatch
+    // The request's own head, from its first HEADERS frame (CONTINUATIONs that never end).
+    Duration requestHeadTimeout{10'000};
   };
 
   ProxyServer(IoExecutor ex, const Settings& settings, const Limits& limits);

@@ -43,6 +43,25 @@ nghttp2_data_provider bodyProvider() {
 struct Session::Callbacks {
   static Session& self(void* user) { return *static_cast<Session*>(user); }
 
+  // A request's HEADERS that will never go out (cancelled, or the connection is going away):
+  // nothing of it was sent, its stream is refused.
+  static int frameNotSent(nghttp2_session*, const nghttp2_frame* frame, int, void* user) {
+    auto& s = self(user);
+    if (frame->hd.type != NGHTTP2_HEADERS || s.role_ != Role::client) {
+      return 0;
+    }
+    auto it = s.queued_.find(frame->hd.stream_id);
+    if (it == s.queued_.end()) {
+      return 0;
+    }
+    StreamEnd* end = it->second;
+    s.queued_.erase(it);
+    if (end && s.ends_.erase(end)) {
+      end->closed(NGHTTP2_REFUSED_STREAM);
+    }
+    return 0;
+  }
+
   static int beginHeaders(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
     auto& s = self(user);
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST ||
@@ -109,11 +128,10 @@ struct Session::Callbacks {
 
   static int dataChunk(nghttp2_session* ng, std::uint8_t, std::int32_t id, const std::uint8_t* data,
                        std::size_t len, void*) {
+    // The connection's window at once; the stream's when its reader took the bytes.
+    nghttp2_session_consume_connection(ng, len);
     if (StreamEnd* end = endFor(ng, id)) {
       end->data(data, len);
-    } else {
-      // Nobody reads it (the stream's owner is gone): the connection's window must not shrink.
-      nghttp2_session_consume_connection(ng, len);
     }
     return 0;
   }
@@ -129,9 +147,24 @@ struct Session::Callbacks {
     return 0;
   }
 
-  static int frameSent(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  static int frameSent(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
     auto& s = self(user);
-    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+    if (frame->hd.type == NGHTTP2_HEADERS && s.role_ == Role::client &&
+        frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+      const std::int32_t id = frame->hd.stream_id;
+      auto it = s.queued_.find(id);
+      StreamEnd* end = it == s.queued_.end() ? endFor(ng, id) : it->second;
+      if (it != s.queued_.end()) {
+        s.queued_.erase(it);
+      }
+      if (end) {
+        end->headSent();
+      } else {
+        // Detached while queued: the stream just opened onto an end that is gone.
+        nghttp2_session_set_stream_user_data(ng, id, nullptr);
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+      }
+    } else if (frame->hd.type == NGHTTP2_RST_STREAM) {
       ++s.counters_.resetsSent;
     } else if (frame->hd.type == NGHTTP2_GOAWAY) {
       ++s.counters_.goawaySent;
@@ -151,6 +184,7 @@ Session::Session(Role role, IoExecutor ex, const Settings& settings)
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, &Callbacks::dataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, &Callbacks::streamClosed);
   nghttp2_session_callbacks_set_on_frame_send_callback(cb, &Callbacks::frameSent);
+  nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, &Callbacks::frameNotSent);
   nghttp2_option* opt = nullptr;
   nghttp2_option_new(&opt);
   // A DATA frame is acknowledged once its reader took it (consume()), not when it arrived.
@@ -203,6 +237,7 @@ std::int32_t Session::request(const Fields& head, bool body, StreamEnd& end) {
       nghttp2_submit_request(ng_, nullptr, nv.data(), nv.size(), body ? &provider : nullptr, &end);
   if (id > 0) {
     ends_.insert(&end);
+    queued_[id] = &end;
   }
   signal();
   return id;
@@ -229,16 +264,16 @@ void Session::consume(std::int32_t id, std::size_t n) {
   if (n == 0) {
     return;
   }
-  if (nghttp2_session_consume(ng_, id, n) != 0) {
-    nghttp2_session_consume_connection(ng_, n);  // the stream is gone; its bytes still count
-  }
+  nghttp2_session_consume_stream(ng_, id, n);  // the connection's was acknowledged on arrival
   signal();
 }
 
 void Session::goAway(std::uint32_t error) {
   if (error == NGHTTP2_NO_ERROR) {
-    nghttp2_session_terminate_session2(ng_, nghttp2_session_get_last_proc_stream_id(ng_),
-                                       NGHTTP2_NO_ERROR);
+    // Graceful: nghttp2 takes no new stream, lets those in flight finish, and then wants
+    // neither to read nor to write, which ends run().
+    nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_),
+                          NGHTTP2_NO_ERROR, nullptr, 0);
   } else {
     nghttp2_session_terminate_session(ng_, error);
   }
@@ -249,7 +284,12 @@ void Session::detach(std::int32_t id, StreamEnd& end) {
   if (ends_.erase(&end) == 0) {
     return;
   }
-  if (endFor(ng_, id) == &end) {
+  if (auto it = queued_.find(id); it != queued_.end()) {
+    // Its HEADERS is still queued, the end in nghttp2's item: frameSent cuts the stream it opens
+    // from the end and resets it; or the item is cancelled first and never sent.
+    it->second = nullptr;
+    nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+  } else if (endFor(ng_, id) == &end) {
     nghttp2_session_set_stream_user_data(ng_, id, nullptr);
     if (nghttp2_session_find_stream(ng_, id)) {
       nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
@@ -310,6 +350,12 @@ bool Session::countControl() {
 void Session::closeAll(std::uint32_t error) {
   auto ends = std::move(ends_);
   ends_.clear();
+  for (auto& [id, end] : queued_) {
+    if (end) {
+      nghttp2_session_set_stream_user_data(ng_, id, nullptr);  // reaches an opened one only
+    }
+    end = nullptr;  // told below, through ends; nothing of it may be used after
+  }
   for (StreamEnd* end : ends) {
     end->closed(error);
   }

@@ -3,9 +3,12 @@
 // socket to the local service): nghttp2 is the frame, HPACK and flow-control engine
 // (docs/http2.md says why a library), and this is the connection around it. A reader coroutine
 // feeds nghttp2 what arrives, a writer coroutine sends what nghttp2 has queued, and each stream's
-// events go to its StreamEnd. Flow control is manual: a DATA frame's bytes are acknowledged to
-// the peer (WINDOW_UPDATE) only once whoever reads them took them (consume()), so a slow reader
-// on the other side holds the sender back instead of growing our memory.
+// events go to its StreamEnd. Flow control is manual for streams: a DATA frame's bytes are
+// acknowledged on the stream (WINDOW_UPDATE) only once whoever reads them took them (consume()),
+// so a slow reader on the other side holds that stream's sender back instead of growing our
+// memory (a stream's window at most). The connection's window is acknowledged as bytes arrive:
+// one slow stream must not hold back the connection's others (a connection to the local service
+// or a member carries many callers' streams).
 
 #include <nghttp2/nghttp2.h>
 
@@ -18,6 +21,7 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -61,6 +65,8 @@ class StreamEnd {
   // nghttp2's data source: bytes of the body into buf, NGHTTP2_ERR_DEFERRED when none are there
   // yet (resume() once there are), or set NGHTTP2_DATA_FLAG_EOF.
   virtual ssize_t readBody(std::uint8_t* buf, std::size_t length, std::uint32_t* flags) = 0;
+  // The client role: the request's HEADERS went out (before, nothing of it was sent).
+  virtual void headSent() {}
 };
 
 // Connection-level events a listener counts.
@@ -101,7 +107,8 @@ class Session {
   void resume(std::int32_t id);
   // Acknowledges n bytes of stream id's DATA as read (a WINDOW_UPDATE when enough are).
   void consume(std::int32_t id, std::size_t n);
-  // Ends the connection after the streams in flight (GOAWAY with the last stream id seen).
+  // NO_ERROR: no new stream, the streams in flight finish, then the connection ends (GOAWAY
+  // with the last stream id processed). Another code: the connection ends now.
   void goAway(std::uint32_t error = NGHTTP2_NO_ERROR);
   // Forgets a stream's end (its owner is gone); the stream is reset if still open.
   void detach(std::int32_t id, StreamEnd& end);
@@ -138,6 +145,10 @@ class Session {
   Settings settings_;
   nghttp2_session* ng_ = nullptr;
   std::unordered_set<StreamEnd*> ends_;  // attached ends, for closeAll
+  // The client role's requests whose HEADERS is still queued: nghttp2 holds their end in the
+  // queued item, out of reach, until it opens the stream. A detached one is null here, and the
+  // stream it opens is cut from its end at once (frameSent).
+  std::unordered_map<std::int32_t, StreamEnd*> queued_;
   SessionCounters counters_;
   SteadyTimer wake_;
   SteadyTimer writerEnded_;  // cancelled when the writer is done

@@ -283,9 +283,7 @@ awaitable<void> InboundH2Server::Impl::http1Exchange(std::shared_ptr<Stream> sp)
     co_return;
   }
   if (ec) {
-    if (ec == boost::beast::error::timeout) {
-      m.upstreamTimeouts->Increment();
-    }
+    // A timeout is counted with our 504 (countLocalReply).
     logWithin(handler.logLimiter(LogEvent::upstreamFailed), spdlog::level::warn,
               "event=upstream_failed identity={} protocol=h2 reason=\"{}\"", identityForLog,
               ec.message());

@@ -57,7 +57,13 @@ class InboundHandler final : public ConnectionHandler {
                  std::shared_ptr<asio::ssl::context> tls);
 
   void accepted(TcpSocket socket) override;
-  void tick() override { pool_.sweep(); }
+  void tick() override {
+    pool_.sweep();
+    if (h2Pool_) {
+      // Also when no HTTP/2 caller is left to sweep it more often: its deadlines still pass.
+      h2Pool_->sweep(std::chrono::steady_clock::now());
+    }
+  }
 
   // The first-byte wait's hooks (net/first_byte_wait.h).
   static constexpr Budget kBudget = Budget::listen;

@@ -106,6 +106,9 @@ void OutboundH2Server::Impl::dispatch(Stream& s) {
       host = f.value;
     }
   }
+  if (s.authority.empty()) {
+    s.authority = host;  // the member's :authority, from the host field
+  }
   if (host.empty()) {
     m_.badHost->Increment();
     return answer(s, 400, "missing :authority: it names the service to call\n");

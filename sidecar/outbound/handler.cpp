@@ -181,6 +181,7 @@ void OutboundHandler::Route::tick(unsigned worker, const OutboundShared& shared)
 }
 
 void OutboundHandler::tick() {
+  sweepH2(std::chrono::steady_clock::now());  // when no HTTP/2 caller sweeps them more often
   for (auto& [name, r] : routes_) {
     r->tick(worker_.index(), shared_);
   }

@@ -290,6 +290,37 @@ class Http2Test(SidecarTestCase):
         self.assertEqual([c.result() for c in calls], [str(i).encode() for i in range(200)])
         self.assertLessEqual(self.metric(sc, "sidecar_upstream_h2_connections_total"), 2)
 
+    def test_answers_past_the_upstream_connections_window_keep_flowing(self):
+        """Each answer's last bytes come with its end: their window must still be given back, or
+        the one shared connection to the local service stalls after 1 MiB for every caller."""
+        svc = self.grpc_service()
+        sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c", "--workers", "1",
+                                "--upstream-h2-connections", "1")
+        echo = self.channel(sc).unary_unary("/test.Svc/Echo")
+        payload = os.urandom(60_000)
+        for _ in range(60):  # 3.6 MB through one connection
+            self.assertEqual(echo(payload, timeout=10), payload)
+
+    def test_streams_reset_with_their_head_leave_nothing_behind(self):
+        """HEADERS, DATA and RST_STREAM in one write, toward an h2c local service: the request is
+        cancelled wherever it is (queued or sent), and the sidecar carries on."""
+        svc = self.grpc_service()
+        sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c", "--workers", "1")
+        s, conn = self.h2_socket(sc)
+        for i in range(200):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "POST"), (":scheme", "https"),
+                                    (":path", "/test.Svc/Slow"), (":authority", "localhost"),
+                                    ("content-type", "application/grpc"), ("te", "trailers")])
+            conn.send_data(sid, b"\x00\x00\x00\x00\x010", end_stream=True)
+            conn.reset_stream(sid)
+            if i % 20 == 19:
+                s.sendall(conn.data_to_send())
+        s.sendall(conn.data_to_send())
+        s.close()
+        self.assertSettles(lambda: self.metric(sc, "sidecar_http2_streams_open"), 0)
+        self.assertEqual(self.channel(sc).unary_unary("/test.Svc/Echo")(b"ok", timeout=10), b"ok")
+
     # --- the outbound leg -------------------------------------------------------------------------
 
     def grpc_members(self, n, *extra):
@@ -366,7 +397,7 @@ class Http2Test(SidecarTestCase):
         self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
         with self.assertRaises(grpc.RpcError) as e:
             self.outbound_channel(caller, "nothing").unary_unary("/test.Svc/Echo")(b"x", timeout=10)
-        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)  # gRPC's 404
         self.assertIn("no route", e.exception.details())
 
     # --- tracing ---------------------------------------------------------------------------------
