@@ -27,8 +27,10 @@ declare -A groups=(
            deb:libboost1.81-dev deb:libboost-json1.81-dev deb:libboost-program-options1.81-dev
            deb:libssl-dev deb:libzookeeper-mt-dev deb:prometheus-cpp-dev deb:libspdlog-dev
            deb:doctest-dev deb:libthrift-dev deb:libnghttp2-dev"
-  # deploy/quickstart.sh: make-certs.sh (openssl), zookeeper.sh (the jar and java), curl.
-  [run]="openssl curl /usr/share/java/zookeeper.jar=zookeeper java=default-jre-headless"
+  # deploy/quickstart.sh: make-certs.sh (openssl), zookeeper.sh (the jar and java), curl, and
+  # grpc-call.py's Python grpcio (the gRPC call it prints and checks).
+  [run]="openssl curl /usr/share/java/zookeeper.jar=zookeeper java=default-jre-headless
+         python3 pydist:grpc=python3-grpcio"
   # The ctest suites but the container ones (tests/integration, the quick start, the benchmark
   # smoke run, the soak): ZooKeeper, Prometheus, the TLS audit, the proxies the benchmark
   # compares, Thrift's Python library, jsonschema for the tests' Zipkin collector (the span

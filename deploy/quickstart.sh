@@ -64,6 +64,8 @@ pick admin2_port $((admin_port + 1))
 pick caller_tls_port $((tls2_port + 1))
 pick caller_admin_port $((admin2_port + 1))
 pick caller_app_port $((app2_port + 1))
+pick grpc_port $((caller_app_port + 1))
+pick grpc2_port $((grpc_port + 1))
 
 # Every process runs in a session of its own (setsid), so that the terminal's Ctrl-C reaches
 # this script alone: a sidecar that got the terminal's SIGINT and then this script's SIGTERM took
@@ -111,12 +113,14 @@ say "starting ZooKeeper on 127.0.0.1:$zk_port"
 rm -rf "$state/zk"
 start zk_pids "$state/zookeeper.log" "$root/deploy/zookeeper.sh" "$state/zk" "$zk_port"
 
-# member N APP_PORT TLS_PORT ADMIN_PORT: pinghelp behind its own sidecar, announced in
-# /discovery/dev/pinghelp once /ping has answered twice.
+# member N APP_PORT TLS_PORT ADMIN_PORT GRPC_PORT: pinghelp behind its own sidecar, announced in
+# /discovery/dev/pinghelp once /ping has answered twice. pinghelp serves gRPC on a port of its
+# own; the sidecar sends gRPC calls there (h2c) and the rest to its HTTP/1.1 port.
 member() {
-  say "starting pinghelp-$1 on 127.0.0.1:$2 behind sidecar-$1 on 127.0.0.1:$3 (admin 127.0.0.1:$4)"
+  say "starting pinghelp-$1 on 127.0.0.1:$2 (gRPC $5) behind sidecar-$1 on 127.0.0.1:$3 (admin 127.0.0.1:$4)"
   start app_pids "$state/pinghelp-$1.log" \
-    "$build/sidecar/pinghelp" --listen "127.0.0.1:$2" --help-dir "$root/proto/help"
+    "$build/sidecar/pinghelp" --listen "127.0.0.1:$2" --grpc-listen "127.0.0.1:$5" \
+    --help-dir "$root/proto/help"
   wait_port "$2" "pinghelp-$1"
   # --deregister-grace 2s: the callers here are sidecars, whose resolvers follow a removal at
   # once; the default (22 s) is for Finagle callers, and would make every stop that long.
@@ -126,11 +130,12 @@ member() {
     --admin-listen "127.0.0.1:$4" \
     --tls-cert "$c/server.pem" --tls-key "$c/server.key" --tls-client-ca "$c/ca.pem" \
     --zk "127.0.0.1:$zk_port" --zk-path /discovery/dev/pinghelp --advertise-host 127.0.0.1 \
+    --upstream-protocol auto --upstream-grpc "127.0.0.1:$5" \
     --deregister-grace 2s ${QUICKSTART_SIDECAR_FLAGS:-}
 }
 wait_port "$zk_port" zookeeper
-member 1 "$app_port" "$tls_port" "$admin_port"
-member 2 "$app2_port" "$tls2_port" "$admin2_port"
+member 1 "$app_port" "$tls_port" "$admin_port" "$grpc_port"
+member 2 "$app2_port" "$tls2_port" "$admin2_port" "$grpc2_port"
 # The caller's sidecar: its local service is you, with curl. It announces nothing; its outbound
 # port maps Host: NAME to the serverset /discovery/dev/NAME and carries each call over mTLS with
 # the caller's certificate (spiffe://dev.local/caller). Its inbound side is unused here: nothing
@@ -149,6 +154,7 @@ wait_port "$outbound_port" caller-sidecar
 
 call="curl --cacert $c/ca.pem --cert $c/client.pem --key $c/client.key https://localhost:$tls_port/ping"
 outbound="curl -H 'Host: pinghelp' http://127.0.0.1:$outbound_port/ping"
+grpc_call="python3 $root/deploy/grpc-call.py 127.0.0.1:$outbound_port pinghelp"
 # The address in single quotes where it is printed: an interactive bash expands '!' in double
 # quotes and bare words (history expansion).
 serverset="zk2!127.0.0.1:$zk_port!/discovery/dev/pinghelp"
@@ -184,6 +190,9 @@ if $check; then
   done
   echo "quickstart check: $calls outbound calls answered pong, via member 1: $got1, member 2: $got2"
   ((got1 > 0 && got2 > 0)) || { echo "quickstart: the outbound calls did not spread over both members" >&2; exit 1; }
+  answer=$($grpc_call)
+  [[ $answer == pong ]] || { echo "quickstart: gRPC Ping through the outbound port: expected pong, got '$answer'" >&2; exit 1; }
+  echo "quickstart check: gRPC Ping by name through the outbound port answered pong"
   exit 0
 fi
 cat <<MSG
@@ -196,6 +205,10 @@ Call it by name through the caller's sidecar, as a local service would (plain HT
 the sidecar finds the members in ZooKeeper, balances over both and carries the call over mTLS):
 
   $outbound
+
+The same over gRPC (HTTP/2; each call balanced on its own over the members):
+
+  $grpc_call
 
 Also try:  ${call%/ping}/help
 Members:   $build/sidecar/sidecar resolve '$serverset'   (add --watch to follow changes)
