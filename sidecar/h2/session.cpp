@@ -23,33 +23,36 @@ std::vector<nghttp2_nv> nvOf(const Fields& fields) {
   return nv;
 }
 
-ssize_t readBody(nghttp2_session* ng, std::int32_t id, std::uint8_t* buf, std::size_t length,
-                 std::uint32_t* flags, nghttp2_data_source*, void*) {
-  StreamEnd* end = endFor(ng, id);
-  if (!end) {
-    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // its owner is gone: the stream is reset
-  }
-  return end->readBody(buf, length, flags);
-}
-
-nghttp2_data_provider bodyProvider() {
-  nghttp2_data_provider p{};
-  p.read_callback = &readBody;
-  return p;
-}
-
 }  // namespace
 
 struct Session::Callbacks {
   static Session& self(void* user) { return *static_cast<Session*>(user); }
 
+  // nghttp2's data source for every body we send.
+  static ssize_t readBody(nghttp2_session*, std::int32_t id, std::uint8_t* buf, std::size_t length,
+                          std::uint32_t* flags, nghttp2_data_source*, void* user) {
+    StreamEnd* end = self(user).endOf(id);
+    if (!end) {
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // its owner is gone: the stream is reset
+    }
+    return end->readBody(buf, length, flags);
+  }
+  static nghttp2_data_provider bodyProvider() {
+    nghttp2_data_provider p{};
+    p.read_callback = &readBody;
+    return p;
+  }
+
   // A request's HEADERS that will never go out (cancelled, or the connection is going away):
   // nothing of it was sent, its stream is refused.
-  static int frameNotSent(nghttp2_session*, const nghttp2_frame* frame, int, void* user) {
+  static int frameNotSent(nghttp2_session* ng, const nghttp2_frame* frame, int, void* user) {
     auto& s = self(user);
     if (frame->hd.type != NGHTTP2_HEADERS || s.role_ != Role::client) {
       return 0;
     }
+    // nghttp2 may have opened the stream before it gave up on it, and close it later: it must
+    // find no end there, whatever becomes of this one.
+    nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, nullptr);
     auto it = s.queued_.find(frame->hd.stream_id);
     if (it == s.queued_.end()) {
       return 0;
@@ -78,28 +81,28 @@ struct Session::Callbacks {
     return 0;
   }
 
-  static int header(nghttp2_session* ng, const nghttp2_frame* frame, const std::uint8_t* name,
+  static int header(nghttp2_session*, const nghttp2_frame* frame, const std::uint8_t* name,
                     std::size_t nameLen, const std::uint8_t* value, std::size_t valueLen,
-                    std::uint8_t, void*) {
-    if (StreamEnd* end = endFor(ng, frame->hd.stream_id)) {
+                    std::uint8_t, void* user) {
+    if (StreamEnd* end = self(user).endOf(frame->hd.stream_id)) {
       end->header({reinterpret_cast<const char*>(name), nameLen},
                   {reinterpret_cast<const char*>(value), valueLen});
     }
     return 0;
   }
 
-  static int frameReceived(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
+  static int frameReceived(nghttp2_session*, const nghttp2_frame* frame, void* user) {
     auto& s = self(user);
     const bool endStream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (frame->hd.type) {
       case NGHTTP2_HEADERS:
-        if (StreamEnd* end = endFor(ng, frame->hd.stream_id)) {
+        if (StreamEnd* end = s.endOf(frame->hd.stream_id)) {
           end->headersEnd(endStream);
         }
         return 0;
       case NGHTTP2_DATA:
         if (endStream) {
-          if (StreamEnd* end = endFor(ng, frame->hd.stream_id)) {
+          if (StreamEnd* end = s.endOf(frame->hd.stream_id)) {
             end->dataEnd();
           }
         } else if (frame->hd.length == 0) {
@@ -127,10 +130,10 @@ struct Session::Callbacks {
   }
 
   static int dataChunk(nghttp2_session* ng, std::uint8_t, std::int32_t id, const std::uint8_t* data,
-                       std::size_t len, void*) {
+                       std::size_t len, void* user) {
     // The connection's window at once; the stream's when its reader took the bytes.
     nghttp2_session_consume_connection(ng, len);
-    if (StreamEnd* end = endFor(ng, id)) {
+    if (StreamEnd* end = self(user).endOf(id)) {
       end->data(data, len);
     }
     return 0;
@@ -138,7 +141,9 @@ struct Session::Callbacks {
 
   static int streamClosed(nghttp2_session* ng, std::int32_t id, std::uint32_t error, void* user) {
     auto& s = self(user);
-    if (StreamEnd* end = endFor(ng, id)) {
+    StreamEnd* end = s.endOf(id);
+    s.queued_.erase(id);
+    if (end) {
       nghttp2_session_set_stream_user_data(ng, id, nullptr);
       s.ends_.erase(end);
       end->closed(error);
@@ -224,7 +229,7 @@ Session::~Session() {
 
 int Session::respond(std::int32_t id, const Fields& head, bool body) {
   const auto nv = nvOf(head);
-  const auto provider = bodyProvider();
+  const auto provider = Callbacks::bodyProvider();
   const int r = nghttp2_submit_response(ng_, id, nv.data(), nv.size(), body ? &provider : nullptr);
   signal();
   return r;
@@ -232,7 +237,7 @@ int Session::respond(std::int32_t id, const Fields& head, bool body) {
 
 std::int32_t Session::request(const Fields& head, bool body, StreamEnd& end) {
   const auto nv = nvOf(head);
-  const auto provider = bodyProvider();
+  const auto provider = Callbacks::bodyProvider();
   const std::int32_t id =
       nghttp2_submit_request(ng_, nullptr, nv.data(), nv.size(), body ? &provider : nullptr, &end);
   if (id > 0) {
@@ -328,6 +333,16 @@ bool Session::collect(std::string& out) {
     out.append(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
   }
   return true;
+}
+
+StreamEnd* Session::endOf(std::int32_t id) {
+  if (!queued_.empty()) {
+    if (auto it = queued_.find(id); it != queued_.end() && !it->second) {
+      nghttp2_session_set_stream_user_data(ng_, id, nullptr);  // if nghttp2 opened it already
+      return nullptr;
+    }
+  }
+  return endFor(ng_, id);
 }
 
 bool Session::countControl() {

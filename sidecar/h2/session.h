@@ -137,6 +137,10 @@ class Session {
   bool collect(std::string& out);
   // Counts a frame that carries nothing; false when the connection is to end for a flood.
   bool countControl();
+  // A stream's end, none when it was detached: a request detached while its HEADERS was queued
+  // may have been opened by nghttp2 with the gone end as its user data (and even closed at once,
+  // when cancelled), so its callbacks must not reach that end.
+  StreamEnd* endOf(std::int32_t id);
   void setDeadline(bool writing);
   template <class Stream>
   awaitable<void> writer(Stream& io);
