@@ -11,6 +11,7 @@
 #include <boost/beast/http.hpp>
 #include <unordered_map>
 
+#include "core/text.h"
 #include "h2/client_pool.h"
 #include "h2/grpc.h"
 #include "h2/pipe.h"
@@ -29,16 +30,6 @@ namespace http = boost::beast::http;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
-  return out;
-}
 
 using h2::connectionSpecific;
 using Stream = h2::ProxyStream;
@@ -191,10 +182,8 @@ awaitable<void> InboundH2Server::Impl::http1Exchange(std::shared_ptr<Stream> sp)
   const bool isHead = s.method == "HEAD";
   s.h1.emplace(handler.worker().ioc().get_executor());
   auto& up = *s.h1;
-  bool reused = false;
   if (auto idle = handler.pool().take(endpoint, owner)) {
     up.socket() = std::move(*idle);
-    reused = true;
   } else {
     auto ec = co_await connectPlain(up, endpoint, shared.limits.upstreamConnectTimeout);
     if (s.cancelled) {
@@ -209,7 +198,6 @@ awaitable<void> InboundH2Server::Impl::http1Exchange(std::shared_ptr<Stream> sp)
     }
     m.upstreamConnectsTotal->Increment();
   }
-  (void)reused;
   if (s.cancelled) {
     // The caller reset the stream before it was dispatched here (its HEADERS and RST_STREAM
     // came in one read): a request it cancelled never reaches the local service.

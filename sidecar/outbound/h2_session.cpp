@@ -7,6 +7,7 @@
 #include <boost/asio/detached.hpp>
 #include <unordered_map>
 
+#include "core/text.h"
 #include "h2/grpc.h"
 #include "h2/proxy_server.h"
 #include "net/access_log.h"
@@ -252,11 +253,7 @@ void OutboundH2Server::Impl::traceCall(Stream& s) {
   http::fields out;
   trace::writeB3(out, s.span);
   for (const auto& f : out) {
-    std::string name(f.name_string());
-    for (char& c : name) {
-      c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-    }
-    s.fields.push_back({std::move(name), std::string(f.value())});
+    s.fields.push_back({lower(f.name_string()), std::string(f.value())});
   }
 }
 
@@ -317,6 +314,9 @@ void OutboundH2Server::Impl::finish(Stream& s) {
     m_.requests.add(shard_, OutboundMetrics::requestSeries(s.slot, s.status));
     m_.requestDuration.observe(shard_, s.slot, seconds);
   }
+  if (s.grpc && !s.grpcStatus) {
+    s.grpcStatus = h2::grpcStatusOf(s.response.trailers);  // not in the head: in the trailers
+  }
   if (auto* log = handler_.worker().accessLog()) {
     const auto* member =
         call && !call->attempts.tried().empty() ? &call->attempts.tried().back() : nullptr;
@@ -326,11 +326,7 @@ void OutboundH2Server::Impl::finish(Stream& s) {
         call ? call->route->info->name : std::string("-"),
         member ? endpointText(*member) : std::string("-"), s.status, s.request.total(),
         s.responseBytes, static_cast<int64_t>(seconds * 1e6), s.grpc ? " grpc_status=" : "",
-        s.grpc ? (s.grpcStatus ? std::to_string(*s.grpcStatus)
-                  : h2::grpcStatusOf(s.response.trailers)
-                      ? std::to_string(*h2::grpcStatusOf(s.response.trailers))
-                      : std::string("-"))
-               : std::string());
+        s.grpc ? (s.grpcStatus ? std::to_string(*s.grpcStatus) : std::string("-")) : std::string());
   }
 }
 
