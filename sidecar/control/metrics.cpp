@@ -56,7 +56,8 @@ AnnouncerMetrics::AnnouncerMetrics(prometheus::Registry& r) {
   metrics::registerAll(r, *this, kAnnouncerGauges);
   metrics::registerAll(r, *this, kAnnouncerCounters);
   metrics::addEach(metrics::counterFamily(r, "sidecar_health_checks_total",
-                                          "Polls of the local service's health path, by result."),
+                                          "Polls of the local service's health (its health path, "
+                                          "or gRPC health Check), by result."),
                    "result", {{&healthOk, "ok"}, {&healthFailed, "failed"}});
 }
 

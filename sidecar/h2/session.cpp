@@ -78,6 +78,7 @@ struct Session::Callbacks {
     }
     nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, end);
     s.ends_.insert(end);
+    s.idleUntil_ = {};  // a stream: the connection is not idle, whatever it is when it closes
     return 0;
   }
 
@@ -242,6 +243,7 @@ std::int32_t Session::request(const Fields& head, bool body, StreamEnd& end) {
       nghttp2_submit_request(ng_, nullptr, nv.data(), nv.size(), body ? &provider : nullptr, &end);
   if (id > 0) {
     ends_.insert(&end);
+    idleUntil_ = {};
     queued_[id] = &end;
   }
   signal();
@@ -386,15 +388,19 @@ void Session::setDeadline(bool writing) {
   }
   if (writing) {
     writing_ = true;
-    setDeadlineFn_(deadlineTarget_, writeTimeout_);
+    setDeadlineFn_(deadlineTarget_, Clock::now() + writeTimeout_);
     return;
   }
   if (writing_) {
     return;  // a write under way keeps its own deadline
   }
   if (ends_.empty()) {
-    setDeadlineFn_(deadlineTarget_, idleTimeout_);
+    if (idleUntil_ == Clock::time_point{}) {
+      idleUntil_ = Clock::now() + idleTimeout_;
+    }
+    setDeadlineFn_(deadlineTarget_, idleUntil_);
   } else {
+    idleUntil_ = {};
     clearDeadlineFn_(deadlineTarget_);
   }
 }

@@ -125,7 +125,8 @@ class Session {
 
   // Runs the connection on io until it ends (then every stream end has been told closed).
   // writeTimeout bounds one write (a peer that does not read); idleTimeout, the time with no
-  // stream open before a GOAWAY ends the connection.
+  // stream open before a GOAWAY ends the connection (counted from the last stream's close: a peer
+  // that only pings does not keep it).
   template <class Stream>
   awaitable<void> run(Stream& io, Duration writeTimeout, Duration idleTimeout);
 
@@ -164,9 +165,12 @@ class Session {
   bool readerDone_ = false;
   Duration writeTimeout_{60'000};
   Duration idleTimeout_{60'000};
+  // When the connection, idle since the last stream closed, ends; none while a stream is open.
+  // Frames that open no stream (PING, SETTINGS, WINDOW_UPDATE) do not move it.
+  Clock::time_point idleUntil_{};
   // The deadline's socket, as a function of run's stream (set by run).
   void* deadlineTarget_ = nullptr;
-  void (*setDeadlineFn_)(void*, Duration) = nullptr;
+  void (*setDeadlineFn_)(void*, Clock::time_point) = nullptr;
   void (*clearDeadlineFn_)(void*) = nullptr;
   void (*cancelFn_)(void*) = nullptr;
   Clock::time_point floodWindow_{};
@@ -233,7 +237,7 @@ awaitable<void> Session::run(Stream& io, Duration writeTimeout, Duration idleTim
   writeTimeout_ = writeTimeout;
   idleTimeout_ = idleTimeout;
   deadlineTarget_ = &detail::lowestOf(io);
-  setDeadlineFn_ = [](void* s, Duration d) { static_cast<Lowest*>(s)->expires_after(d); };
+  setDeadlineFn_ = [](void* s, Clock::time_point t) { static_cast<Lowest*>(s)->expires_at(t); };
   clearDeadlineFn_ = [](void* s) { static_cast<Lowest*>(s)->expires_never(); };
   cancelFn_ = [](void* s) { static_cast<Lowest*>(s)->cancel(); };
   setDeadline(false);

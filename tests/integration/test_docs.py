@@ -7,7 +7,7 @@ import re
 import subprocess
 import urllib.request
 
-from harness import SIDECAR, SOURCE, SidecarTestCase
+from harness import PINGHELP, SIDECAR, SOURCE, SidecarTestCase
 
 DOCS = os.path.join(SOURCE, "docs")
 
@@ -94,7 +94,11 @@ class DocsTest(SidecarTestCase):
         self.assertEqual(problems, [], "\n".join(problems))
 
     def test_every_exposed_metric_is_documented(self):
-        ph = self.start_pinghelp()
+        # pinghelp with its gRPC port too: its gRPC family is registered only then.
+        ph = self.spawn_serving("pinghelp", lambda ports: (
+            [PINGHELP, "--listen", f"127.0.0.1:{ports[0]}", "--grpc-listen",
+             f"127.0.0.1:{ports[1]}"], None), 2)
+        ph.port = ph.ports[0]
         sc = self.start_sidecar(ph.port)
         self.curl(f"https://localhost:{sc.port}/ping")
         status, text = self.admin_get(sc, "/metrics")
@@ -113,6 +117,7 @@ class DocsTest(SidecarTestCase):
         self.assertIn("sidecar_requests_total", names)
         self.assertIn("sidecar_outbound_requests_total", names)
         self.assertIn("pinghelp_requests_total", names)
+        self.assertIn("pinghelp_grpc_requests_total", names)
         doc = self.read_doc("metrics.md")
         missing = sorted(n for n in names if f"`{n}`" not in doc)
         self.assertEqual(missing, [], "exposed on /metrics but not in docs/metrics.md: " + ", ".join(missing))

@@ -461,6 +461,40 @@ class Http2Test(SidecarTestCase):
         code, status, body, _ = self.curl(f"https://127.0.0.1:{sc.port}/ping", args=["--http2"])
         self.assertEqual(body, b"pong")
 
+    def test_pings_do_not_keep_an_idle_connection(self):
+        # --idle-timeout counts from the last stream's close: a caller that only pings (a
+        # keepalive, or a way to hold a connection slot) is told GOAWAY when it runs out.
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port, "--idle-timeout", "2s")
+        s, conn = self.h2_socket(sc)
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "GET"), (":scheme", "https"), (":path", "/ping"),
+                                (":authority", "localhost")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        events = self.read_events(s, conn, lambda ev: any(
+            isinstance(e, h2.events.StreamEnded) for e in ev))
+        self.assertTrue(any(isinstance(e, h2.events.StreamEnded) for e in events), events[-5:])
+        start = time.monotonic()
+        events = []
+        while time.monotonic() - start < 8 and not any(
+                isinstance(e, h2.events.ConnectionTerminated) or e == "closed" for e in events):
+            conn.ping(b"12345678")
+            try:
+                s.sendall(conn.data_to_send())
+            except (ConnectionError, ssl.SSLError):
+                break
+            events += self.read_events(s, conn, lambda ev: any(
+                isinstance(e, (h2.events.PingAckReceived, h2.events.ConnectionTerminated))
+                or e == "closed" for e in ev), timeout=2)
+            time.sleep(0.4)
+        elapsed = time.monotonic() - start
+        s.close()
+        gone = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertTrue(gone, events[-5:])
+        self.assertEqual(gone[0].error_code, h2.errors.ErrorCodes.NO_ERROR)
+        self.assertLess(elapsed, 5, "the pings kept the connection past --idle-timeout")
+        self.assertTrue(any(isinstance(e, h2.events.PingAckReceived) for e in events))
+
     def test_rapid_reset_is_bounded(self):
         ph = self.start_pinghelp()
         sc = self.start_sidecar(ph.port)
