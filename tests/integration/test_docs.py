@@ -99,6 +99,11 @@ class DocsTest(SidecarTestCase):
             [PINGHELP, "--listen", f"127.0.0.1:{ports[0]}", "--grpc-listen",
              f"127.0.0.1:{ports[1]}"], None), 2)
         ph.port = ph.ports[0]
+        # One gRPC Ping (an empty message, over h2c): its family has a series, so a HELP line.
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "--http2-prior-knowledge",
+                        "-H", "content-type: application/grpc", "-H", "te: trailers",
+                        "--data-binary", "@-", f"http://127.0.0.1:{ph.ports[1]}/pinghelp.PingHelp/Ping"],
+                       input=b"\0\0\0\0\0", check=True, timeout=10)
         sc = self.start_sidecar(ph.port)
         self.curl(f"https://localhost:{sc.port}/ping")
         status, text = self.admin_get(sc, "/metrics")
