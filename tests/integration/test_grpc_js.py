@@ -374,20 +374,49 @@ class GrpcJsOutboundTest(GrpcJsCase):
     def test_unary_and_bidi_by_name(self):
         calls = self.metric_sum(self.caller, "sidecar_outbound_requests_total", route="echo")
         served = self.metric(self.member, "sidecar_grpc_requests_total", grpc_status="0")
-        unary, bidi, server_stream = self.js_calls(self.caller.outbound, [
-            {"call": "Unary", "msg": {"data": "by name"}},
-            {"call": "Bidi", "msgs": [{"data": "p"}, {"data": "qr"}, {"data": "stu"}]},
-            {"call": "ServerStream", "msg": {"count": 3}},
-        ], tls=False, authority="echo")
-        for result in (unary, bidi, server_stream):
+        size = 3 << 20
+        unary, bidi, server_stream, client_stream, big, failed = self.js_calls(
+            self.caller.outbound, [
+                {"call": "Unary", "msg": {"data": "by name"}},
+                {"call": "Bidi", "msgs": [{"data": "p"}, {"data": "qr"}, {"data": "stu"}]},
+                {"call": "ServerStream", "msg": {"count": 3}},
+                {"call": "ClientStream", "msgs": [{"data": "ab"}, {"data": "c"}]},
+                {"call": "Unary", "msg": {"data": {"size": size}}},
+                {"call": "Unary", "msg": {"fail_code": 5, "fail_message": "not here ✓"}},
+            ], tls=False, authority="echo")
+        for result in (unary, bidi, server_stream, client_stream, big):
             self.assertOk(result)
         self.assertEqual(self.texts(unary), ["by name"])
-        self.assertEqual(self.texts(bidi), ["P", "QR", "STU"])
+        self.assertEqual(self.texts(bidi), ["P", "QR", "STU"])  # ping-pong, as inbound
         self.assertEqual(self.texts(server_stream), ["0", "1", "2"])
+        self.assertEqual(self.texts(client_stream), ["abc"])
+        self.assertEqual([(r["len"], r["sha256"]) for r in big["replies"]],
+                         [(size, big["sent"][0]["sha256"])])
+        self.assertEqual((failed["code"], failed["details"]), (5, "not here ✓"), failed)
+        self.assertEqual(failed["trailers"].get("x-echo-reason"), "asked-to-fail", failed)
         self.assertSettles(lambda: self.metric_sum(self.caller, "sidecar_outbound_requests_total",
-                                                   route="echo") - calls, 3)
+                                                   route="echo") - calls, 6)
         self.assertSettles(lambda: self.metric(self.member, "sidecar_grpc_requests_total",
-                                               grpc_status="0") - served, 3)
+                                               grpc_status="0") - served, 5)
+
+    def test_a_cancellation_and_a_deadline_cross_both_sidecars(self):
+        cancelled, late, after = self.js_calls(self.caller.outbound, [
+            {"call": "ServerStream", "msg": {"count": 1000, "delay_ms": 20, "tag": "out-cancel"},
+             "cancel_after": 3},
+            {"call": "Unary", "msg": {"delay_ms": 5000}, "deadline_ms": 500},
+            {"call": "Unary", "msg": {"data": "next"}},
+        ], tls=False, authority="echo")
+        self.assertEqual(cancelled["code"], 1, cancelled)  # CANCELLED
+        events = wait_for(lambda: self.server_events(self.server, event="cancelled",
+                                                     tag="out-cancel"),
+                          what="the server's call cancelled through two sidecars")
+        self.assertLess(events[0]["sent"], 100, events)
+        self.assertEqual(self.server_events(self.server, event="ended", tag="out-cancel"), [])
+        self.assertEqual(late["code"], 4, late)  # DEADLINE_EXCEEDED
+        self.assertLess(late["elapsed_ms"], 2000, late)
+        self.assertOk(after)
+        self.assertEqual(self.texts(after), ["next"])
+        self.assertSettles(lambda: self.metric(self.member, "sidecar_http2_streams_open"), 0)
 
     def test_a_route_with_no_member_is_unavailable(self):
         nobody, nothing = self.js_calls(self.caller.outbound, [
