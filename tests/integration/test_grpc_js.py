@@ -215,7 +215,7 @@ class GrpcJsInboundTest(GrpcJsCase):
     def test_unary_and_every_streaming_kind(self):
         ok_before = self.grpc_count(0)
         unary, client_stream, server_stream, bidi = self.js_calls(self.sc.port, [
-            {"call": "Unary", "msg": {"data": "hello"}},
+            {"call": "Unary", "msg": {"data": "hello", "tag": "kinds"}},
             {"call": "ClientStream", "msgs": [{"data": "ab"}, {"data": "cde"}, {"data": ""}]},
             {"call": "ServerStream", "msg": {"count": 5, "delay_ms": 150}},
             {"call": "Bidi", "msgs": [{"data": "a"}, {"data": "bc"}, {"data": "def"}]},
@@ -223,6 +223,9 @@ class GrpcJsInboundTest(GrpcJsCase):
         for result in (unary, client_stream, server_stream, bidi):
             self.assertOk(result)
         self.assertEqual(self.texts(unary), ["hello"])
+        # The server was told who called: the client's certificate, by the sidecar.
+        started = self.server_events(self.server, event="started", tag="kinds")
+        self.assertIn("URI=spiffe://dev.local/caller", started[0]["xfcc"], started)
         self.assertEqual([(r["text"], r["count"]) for r in client_stream["replies"]],
                          [("abcde", 3)])
         self.assertEqual(self.texts(server_stream), ["0", "1", "2", "3", "4"])
@@ -249,6 +252,38 @@ class GrpcJsInboundTest(GrpcJsCase):
                          [(size, sha(b"Q" * size)), (size, sha(b"R" * size))])
         self.assertEqual([(r["len"], r["sha256"], r["count"]) for r in client_stream["replies"]],
                          [(2 * size, sha(b"s" * (2 * size)), 2)])
+
+    def test_many_calls_at_once_on_one_channel(self):
+        size = 1 << 20
+        calls = ([{"call": "Unary", "msg": {"data": f"call {i}"}} for i in range(200)]
+                 + [{"call": "Bidi", "msgs": [{"data": f"b{i}"}] * 3} for i in range(20)]
+                 + [{"call": "ServerStream", "msg": {"count": 20, "data": {"size": size,
+                                                                           "fill": "w"}}}]
+                 + [{"call": "ClientStream", "msgs": [{"data": {"size": size, "fill": "v"}}] * 8}])
+        results, = self.js_calls(self.sc.port, [{"parallel": calls}])
+        for result in results:
+            self.assertOk(result)
+        self.assertEqual([self.texts(r) for r in results[:200]],
+                         [[f"call {i}"] for i in range(200)])
+        self.assertEqual([self.texts(r) for r in results[200:220]],
+                         [[f"B{i}"] * 3 for i in range(20)])
+        self.assertEqual([(r["len"], r["sha256"]) for r in results[220]["replies"]],
+                         [(size, sha(b"w" * size))] * 20)  # 20 MiB back on one stream
+        self.assertEqual([(r["len"], r["sha256"]) for r in results[221]["replies"]],
+                         [(8 * size, sha(b"v" * (8 * size)))])
+
+    def test_an_answer_before_the_request_ends(self):
+        """A client-streaming call the server answers after its second message, while the client
+        goes on sending 12 MiB: the answer comes at once, the rest is not waited for."""
+        msgs = [{"data": "a"}, {"fail_code": 9, "fail_message": "enough", "tag": "early"}]
+        msgs += [{"data": {"size": 64 << 10, "fill": "z"}}] * 200
+        early, after = self.js_calls(self.sc.port, [
+            {"call": "ClientStream", "msgs": msgs, "deadline_ms": 20000},
+            {"call": "Unary", "msg": {"data": "after"}}])
+        self.assertEqual((early["code"], early["details"]), (9, "enough"), early)
+        self.assertLess(early["elapsed_ms"], 5000, early)
+        self.assertOk(after)
+        self.assertSettles(lambda: self.metric(self.sc, "sidecar_http2_streams_open"), 0)
 
     def test_a_deadline_shorter_than_the_method(self):
         results = self.js_calls(self.sc.port, [
@@ -377,7 +412,7 @@ class GrpcJsOutboundTest(GrpcJsCase):
         size = 3 << 20
         unary, bidi, server_stream, client_stream, big, failed = self.js_calls(
             self.caller.outbound, [
-                {"call": "Unary", "msg": {"data": "by name"}},
+                {"call": "Unary", "msg": {"data": "by name", "tag": "by-name"}},
                 {"call": "Bidi", "msgs": [{"data": "p"}, {"data": "qr"}, {"data": "stu"}]},
                 {"call": "ServerStream", "msg": {"count": 3}},
                 {"call": "ClientStream", "msgs": [{"data": "ab"}, {"data": "c"}]},
@@ -387,6 +422,9 @@ class GrpcJsOutboundTest(GrpcJsCase):
         for result in (unary, bidi, server_stream, client_stream, big):
             self.assertOk(result)
         self.assertEqual(self.texts(unary), ["by name"])
+        # The member's sidecar saw the caller's sidecar's certificate (its --tls-cert).
+        started = self.server_events(self.server, event="started", tag="by-name")
+        self.assertIn("URI=spiffe://dev.local/pinghelp", started[0]["xfcc"], started)
         self.assertEqual(self.texts(bidi), ["P", "QR", "STU"])  # ping-pong, as inbound
         self.assertEqual(self.texts(server_stream), ["0", "1", "2"])
         self.assertEqual(self.texts(client_stream), ["abc"])

@@ -10,6 +10,7 @@
 //          deadline_ms, cancel_after (ServerStream: cancel once that many replies came),
 //          busy_ms (block this process's event loop from 200 ms after the call's start until
 //                   busy_ms after it: its own deadline timer cannot fire meanwhile)}
+//   or {parallel: [STEP...]}: those steps at once on the channel, their results as a list.
 //   MSG: Msg's fields; data is a string, or {size: N} for N random bytes, {size: N, fill: C}
 //        for N times the character C.
 //   Result per step: {code, details, trailers, replies: [{len, sha256, text, count, tag, at_ms}],
@@ -74,6 +75,9 @@ function busy(step, start) {
 }
 
 function run(step) {
+  if (step.parallel) {
+    return Promise.all(step.parallel.map(run));
+  }
   return new Promise((resolve) => {
     const start = Date.now();
     const result = {call: step.call, replies: [], sent: []};

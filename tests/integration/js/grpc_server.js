@@ -15,7 +15,7 @@ const Echo = grpc.loadPackageDefinition(def).grpcjs.test.Echo;
 
 function log(event, method, call, extra) {
   const tag = call && call.request ? call.request.tag : undefined;
-  console.log(JSON.stringify({event, method, tag, ...extra}));
+  console.log(JSON.stringify({event, method, tag, ...extra}));  // extra's tag wins
 }
 
 // grpc-js emits 'cancelled' when a call's stream closes, answered or not: only a call the handler
@@ -31,7 +31,9 @@ function watchCancel(method, call, tag, extra) {
 const handlers = {
   Unary(call, callback) {
     const req = call.request;
-    log('started', 'Unary', call, {bytes: req.data.length});
+    // The caller's identity as the sidecar passed it on.
+    const xfcc = call.metadata.get('x-forwarded-client-cert')[0];
+    log('started', 'Unary', call, {bytes: req.data.length, xfcc: xfcc && String(xfcc)});
     watchCancel('Unary', call, req.tag, () => ({}));
     const answer = () => {
       if (call.cancelled) {
@@ -55,8 +57,24 @@ const handlers = {
   },
   ClientStream(call, callback) {
     const parts = [];
-    call.on('data', (m) => parts.push(m.data));
-    call.on('end', () => callback(null, {data: Buffer.concat(parts), count: parts.length}));
+    let answered = false;
+    call.on('data', (m) => {
+      if (answered) {
+        return;
+      }
+      if (m.fail_code) {  // answered before the request ends, as a server may (RFC 9113 8.1)
+        answered = true;
+        log('answered-early', 'ClientStream', null, {tag: m.tag, read: parts.length});
+        callback({code: m.fail_code, details: m.fail_message});
+        return;
+      }
+      parts.push(m.data);
+    });
+    call.on('end', () => {
+      if (!answered) {
+        callback(null, {data: Buffer.concat(parts), count: parts.length});
+      }
+    });
   },
   ServerStream(call) {
     const req = call.request;
@@ -73,7 +91,7 @@ const handlers = {
         call.end();
         return;
       }
-      call.write({data: Buffer.from(String(sent)), tag: req.tag});
+      call.write({data: req.data.length ? req.data : Buffer.from(String(sent)), tag: req.tag});
       sent++;
       setTimeout(next, req.delay_ms);
     };
