@@ -2,7 +2,7 @@
 // over h2c on 127.0.0.1:PORT, and grpc.health.v1.Health/Check answering SERVING (for a member
 // sidecar's --health-check grpc). Each event the test looks for (a call started, cancelled by
 // the caller, ended) is one JSON line on stdout.
-// Usage: node grpc_server.js PORT
+// Usage: node grpc_server.js PORT [SERVER_OPTIONS_JSON]  (grpc.Server's options, added to ours)
 'use strict';
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
@@ -105,7 +105,8 @@ const handlers = {
 };
 
 const server = new grpc.Server({'grpc.max_receive_message_length': 64 << 20,
-                                'grpc.max_send_message_length': 64 << 20});
+                                'grpc.max_send_message_length': 64 << 20,
+                                ...JSON.parse(process.argv[3] || '{}')});
 server.addService(Echo.service, handlers);
 // The health protocol by hand: HealthCheckRequest is not read, HealthCheckResponse{status: SERVING}
 // is the two bytes 08 01.
