@@ -12,6 +12,10 @@ js/grpc_echo.proto's echo service, one method of each gRPC kind.
   answered the sidecar's grpc.health.v1 check), over mTLS to the member's sidecar; a route with
   no member is UNAVAILABLE.
 
+A burst of calls on a new connection to a peer that allows fewer than 100 streams at once is
+refused past the limit and answered UNAVAILABLE, on both legs: kept as expected failures (see
+their comments) beside the same burst on an open connection, which waits and passes.
+
 One set of processes per class. npm installs the pinned packages into a temporary directory at
 the start; skipped when node, npm or the npm registry is missing."""
 import base64
@@ -163,10 +167,9 @@ class GrpcJsCase(SidecarTestCase):
         super().tearDown()
 
     @classmethod
-    def start_js_server(cls, spawner=None, **options):
-        """A grpc-js server (options: grpc.Server's) through spawner's spawn_serving, the class's
-        fixture unless a test gives itself."""
-        p = (spawner or cls.fx).spawn_serving("grpc-js-server", lambda ports: (
+    def start_js_server(cls, **options):
+        """A grpc-js server for the class; options: grpc.Server's."""
+        p = cls.fx.spawn_serving("grpc-js-server", lambda ports: (
             ["node", os.path.join(cls.js, "grpc_server.js"), str(ports[0]), json.dumps(options)],
             None), 1)
         p.port = p.ports[0]
@@ -211,6 +214,13 @@ class GrpcJsInboundTest(GrpcJsCase):
         cls.server = cls.start_js_server()
         cls.sc = cls.fx.start_sidecar(cls.server.port, "--upstream-protocol", "h2c")
         cls.auto = cls.fx.start_sidecar(cls.server.port, "--upstream-protocol", "auto")
+        # A service allowing 2 streams at once, behind two sidecars with one h2c connection each:
+        # one whose connection is opened by a burst, one whose connection is open before.
+        cls.narrow = cls.start_js_server(**{"grpc.max_concurrent_streams": 2})
+        narrow = [cls.narrow.port, "--upstream-protocol", "h2c", "--workers", "1",
+                  "--upstream-h2-connections", "1"]
+        cls.narrow_cold = cls.fx.start_sidecar(*narrow)
+        cls.narrow_warm = cls.fx.start_sidecar(*narrow)
 
     def grpc_count(self, status, sc=None):
         return self.metric(sc or self.sc, "sidecar_grpc_requests_total", grpc_status=str(status))
@@ -297,12 +307,19 @@ class GrpcJsInboundTest(GrpcJsCase):
     # connection already open (its SETTINGS known) the same burst waits and passes.
     @unittest.expectedFailure
     def test_a_burst_on_a_new_connection_to_a_service_allowing_2_streams(self):
-        server = self.start_js_server(self, **{"grpc.max_concurrent_streams": 2})
-        sc = self.start_sidecar(server.port, "--upstream-protocol", "h2c", "--workers", "1",
-                                "--upstream-h2-connections", "1")
-        results, = self.js_calls(sc.port, [{"parallel": [
-            {"call": "Unary", "msg": {"data": f"burst {i}", "delay_ms": 50}} for i in range(50)]}])
+        results, = self.js_calls(self.narrow_cold.port, [{"parallel": self.burst()}])
         self.assertEqual([(r["code"], r["details"]) for r in results], [(0, "")] * 50)
+
+    def test_a_burst_on_an_open_connection_to_a_service_allowing_2_streams_waits(self):
+        warm, results = self.js_calls(self.narrow_warm.port, [
+            {"call": "Unary", "msg": {"data": "open it"}}, {"parallel": self.burst()}])
+        self.assertOk(warm)
+        self.assertEqual([(r["code"], r["details"]) for r in results], [(0, "")] * 50)
+        self.assertEqual([self.texts(r) for r in results], [[f"burst {i}"] for i in range(50)])
+
+    @staticmethod
+    def burst():
+        return [{"call": "Unary", "msg": {"data": f"burst {i}", "delay_ms": 50}} for i in range(50)]
 
     def test_a_deadline_shorter_than_the_method(self):
         results = self.js_calls(self.sc.port, [
@@ -419,8 +436,13 @@ class GrpcJsOutboundTest(GrpcJsCase):
         cls.member = fx.start_member(cls.zk, "/svc/echo", cls.server.port,
                                      "--upstream-protocol", "h2c", "--health-check", "grpc")
         zk = f"127.0.0.1:{cls.zk.port}"
+        # A member (static) whose sidecar allows 2 streams at once.
+        cls.narrow = fx.start_sidecar(cls.server.port, "--upstream-protocol", "h2c",
+                                      "--http2-max-concurrent-streams", "2")
         cls.caller = fx.start_outbound_sidecar("--zk", zk, "--route", "echo=/svc/echo",
-                                               "--route", "nobody=/svc/nobody",
+                                               "--route", "nobody=/svc/nobody", "--route",
+                                               f"narrow=static!127.0.0.1:{cls.narrow.port}",
+                                               "--workers", "1",
                                                upstream_port=cls.server.port)  # not called
         wait_for(lambda: "event=route_members route=echo members=1" in cls.caller.output(),
                  timeout=20, what="the caller's route to the member")
@@ -474,6 +496,19 @@ class GrpcJsOutboundTest(GrpcJsCase):
         self.assertOk(after)
         self.assertEqual(self.texts(after), ["next"])
         self.assertSettles(lambda: self.metric(self.member, "sidecar_http2_streams_open"), 0)
+
+    # DEFECT, the outbound side of the inbound one above (h2 client sessions send up to 100
+    # streams before the peer's SETTINGS come): a member whose sidecar allows 2 streams
+    # (--http2-max-concurrent-streams 2) refuses the caller's excess on a new connection
+    # (RST_STREAM REFUSED_STREAM, from nghttp2 before our SETTINGS were acknowledged), and with
+    # no other member to try the caller answers each gRPC 14 "service NAME is unavailable"
+    # (sidecar_outbound_retries_total stays 0), though nothing of them was processed.
+    @unittest.expectedFailure
+    def test_a_burst_on_a_new_connection_to_a_member_allowing_2_streams(self):
+        results, = self.js_calls(self.caller.outbound, [{"parallel": [
+            {"call": "Unary", "msg": {"data": f"burst {i}", "delay_ms": 50}} for i in range(50)]}],
+            tls=False, authority="narrow")
+        self.assertEqual([(r["code"], r["details"]) for r in results], [(0, "")] * 50)
 
     def test_a_route_with_no_member_is_unavailable(self):
         nobody, nothing = self.js_calls(self.caller.outbound, [
