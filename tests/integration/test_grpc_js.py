@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 from concurrent import futures
 
@@ -39,8 +38,8 @@ try:
 except ImportError:  # only the grpcio cases need it
     grpc = None
 
-# Verified with node v20 (Debian's nodejs) and npm 11: grpc-js's and proto-loader's releases of
-# the time. proto-loader brings protobufjs 7.
+# Verified with node v20.20 (nodesource's nodejs) and npm 11: grpc-js's and proto-loader's
+# releases of the time. proto-loader brings protobufjs 7.
 NPM_PACKAGES = ["@grpc/grpc-js@1.14.7", "@grpc/proto-loader@0.8.1"]
 
 _npm = {}
