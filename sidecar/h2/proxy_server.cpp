@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <utility>
 
 #include "h2/grpc.h"
 #include "h2/grpc_frame.h"
@@ -163,7 +164,7 @@ void ProxyStream::Up::dataEnd() {
 }
 
 void ProxyStream::Up::closed(std::uint32_t error) {
-  s.upSession = nullptr;
+  Session* was = std::exchange(s.upSession, nullptr);
   auto hold = std::move(s.upHold);  // this stream may go with it, at the end of this call
   if (!s.server || s.answeredLocally) {
     return;
@@ -181,19 +182,26 @@ void ProxyStream::Up::closed(std::uint32_t error) {
     s.server->reset(s.id, NGHTTP2_INTERNAL_ERROR);
     return;
   }
-  // Sent again elsewhere only when the other side cannot have acted on it: its HEADERS never
-  // went out, or it refused the stream before any of the body was taken from us (a body taken
-  // is not held any more, so it could not be sent whole again).
-  const bool refused = !s.headSent || (error == NGHTTP2_REFUSED_STREAM && !s.bodyTaken);
-  s.server->upFailed(s, refused);
+  // Sent again only when the other side cannot have acted on it: its HEADERS never went out, or
+  // it refused the stream before any of the body was taken from us (a body taken is not held any
+  // more, so it could not be sent whole again).
+  using UpEnd = ProxyServer::UpEnd;
+  auto end = UpEnd::failed;
+  if (!s.headSent) {
+    end = UpEnd::notSent;
+  } else if (error == NGHTTP2_REFUSED_STREAM && (!s.bodyTaken || s.request.rewindable())) {
+    end = was && was->takesRequests() ? UpEnd::refused : UpEnd::goneAway;
+  }
+  s.server->upFailed(s, end);
 }
 
 ssize_t ProxyStream::Up::readBody(std::uint8_t* buf, std::size_t length, std::uint32_t* flags) {
   const std::size_t n = s.request.take(buf, length);
   if (n) {
     s.bodyTaken = true;
-    if (s.server) {
-      s.server->consume(s.id, n);
+    const std::size_t fresh = s.request.newlyTaken();
+    if (fresh && s.server) {
+      s.server->consume(s.id, fresh);
     }
   }
   if (s.request.drained()) {
@@ -287,9 +295,20 @@ void ProxyServer::startClock(ProxyStream& s) {
   }
 }
 
-bool ProxyServer::bind(ProxyStream& s, Session& up, const Fields& head) {
+bool ProxyServer::bind(ProxyStream& s, Session& up, Fields head) {
+  s.upRequest = std::move(head);
+  s.request.keep(kKeptBody);
+  return resend(s, up);
+}
+
+bool ProxyServer::resend(ProxyStream& s, Session& up) {
+  if (!s.request.rewind()) {
+    return false;
+  }
+  s.headSent = false;
+  s.bodyTaken = false;
   const bool body = !s.request.drained() || !s.request.trailers.empty();
-  const std::int32_t upId = up.request(head, body, s.up);
+  const std::int32_t upId = up.request(s.upRequest, body, s.up);
   if (upId < 0) {
     return false;
   }
@@ -299,13 +318,14 @@ bool ProxyServer::bind(ProxyStream& s, Session& up, const Fields& head) {
   return true;
 }
 
-void ProxyServer::upFailed(ProxyStream& s, bool) { localReply(s, 502); }
+void ProxyServer::upFailed(ProxyStream& s, UpEnd) { localReply(s, 502); }
 
 void ProxyServer::startResponse(ProxyStream& s, const Fields& head, bool endStream) {
   if (s.responseStarted) {
     return;
   }
   s.responseStarted = true;
+  s.request.forget();  // answered: never sent again
   s.upstreamSeconds = std::chrono::duration<double>(Clock::now() - s.start).count();
   Fields out;
   out.reserve(head.size());

@@ -79,6 +79,8 @@ struct ProxyStream final : std::enable_shared_from_this<ProxyStream> {
   Pipe request;
   bool headSent = false;   // the request's HEADERS went to the other side (an h2 stream)
   bool bodyTaken = false;  // and some of its body, or its end
+  Fields upRequest;        // that HEADERS, kept while bound: a refused stream is sent again
+  std::uint8_t resends = 0;
   // The answer.
   Fields upHead;
   std::size_t upHeadBytes = 0;
@@ -122,6 +124,14 @@ class ProxyServer : public Session {
     Duration requestHeadTimeout{10'000};
   };
 
+  // How many times a request the other side refused (UpEnd::refused) is sent again: a burst sent
+  // on a new connection before its SETTINGS came may be refused in part, and so may its resend on
+  // another new connection.
+  static constexpr std::uint8_t kMaxResends = 3;
+  // The most of a request's body kept for sending it again (a stream's first window's worth): a
+  // stream refused after more of its body went out fails.
+  static constexpr std::size_t kKeptBody = 64 * 1024;
+
   ProxyServer(IoExecutor ex, const Settings& settings, const Limits& limits);
   // Streams still open (the worker stops mid-connection) are told before streams_ goes.
   ~ProxyServer() override;
@@ -133,16 +143,29 @@ class ProxyServer : public Session {
   virtual void dispatch(ProxyStream& s) = 0;  // the request's head is complete
   virtual void finish(ProxyStream& s) = 0;    // once, when the caller's stream closes
   virtual void countLocalReply(unsigned status) = 0;
-  // The other side's stream closed with nothing of the answer yet: another try, or our answer.
-  // refused: nothing of the request was taken (REFUSED_STREAM, a connection that never came).
-  virtual void upFailed(ProxyStream& s, bool refused);
+  // How the other side's stream ended when it closed with nothing of the answer yet.
+  enum class UpEnd : std::uint8_t {
+    failed,   // some of the request may have been acted on
+    notSent,  // its HEADERS never went out (the connection never came, or died first)
+    // REFUSED_STREAM (or a GOAWAY that left it out) before any of it was taken, from a connection
+    // that goes away...
+    goneAway,
+    // ... or from one that still takes streams (more streams than its SETTINGS allow were in
+    // flight before they came, say): the same upstream may take it again.
+    refused,
+  };
+  // Another try (resend(), or a new bind()), or our answer.
+  virtual void upFailed(ProxyStream& s, UpEnd end);
   virtual void streamOpenedOrClosed(bool) {}  // true: a stream opened; false: one closed
   virtual void answerBegan(ProxyStream&) {}   // the other side's answer head went to the caller
 
   // What listeners call.
   // Sends the request on as a stream of up (head: its fields, pseudo-headers first); false
   // when up cannot take it.
-  bool bind(ProxyStream& s, Session& up, const Fields& head);
+  bool bind(ProxyStream& s, Session& up, Fields head);
+  // Sends the request bound before again, as a new stream of up, after upFailed() said nothing
+  // of it was taken; false when up cannot take it.
+  bool resend(ProxyStream& s, Session& up);
   // Our answer (kLocalReplies' status and text, or body when given); a reset when the answer
   // has started. The request's body is dropped as it comes.
   void localReply(ProxyStream& s, unsigned status, std::string_view body = {});

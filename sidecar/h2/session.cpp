@@ -382,6 +382,10 @@ std::uint32_t Session::peerMaxStreams() const {
   return nghttp2_session_get_remote_settings(ng_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 }
 
+bool Session::takesRequests() const {
+  return !dead_ && nghttp2_session_check_request_allowed(ng_) != 0;
+}
+
 void Session::setDeadline(bool writing) {
   if (!setDeadlineFn_) {
     return;

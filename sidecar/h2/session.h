@@ -122,6 +122,8 @@ class Session {
   void closeAll(std::uint32_t error = NGHTTP2_CANCEL);
   // The peer's bound on concurrent streams (ours as a client until its SETTINGS came).
   std::uint32_t peerMaxStreams() const;
+  // New streams may still be opened: no GOAWAY was sent or received, the connection is alive.
+  bool takesRequests() const;
 
   // Runs the connection on io until it ends (then every stream end has been told closed).
   // writeTimeout bounds one write (a peer that does not read); idleTimeout, the time with no

@@ -64,6 +64,18 @@ class InboundH2Server::Impl final : public h2::ProxyServer {
 
   void dispatch(Stream& s) override;
   void finish(Stream& s) override;
+  // A stream the local service refused before taking any of it (too many at once, or its
+  // connection goes away) is sent again on the pool, a few times at most; else 502.
+  void upFailed(Stream& s, UpEnd end) override {
+    if ((end == UpEnd::refused || end == UpEnd::goneAway) && s.resends < kMaxResends && s.server) {
+      ++s.resends;
+      m_.upstreamH2Resent->Increment();
+      if (resend(s, handler_.h2Pool().pick())) {
+        return;
+      }
+    }
+    localReply(s, 502);
+  }
   void countLocalReply(unsigned status) override {
     m_.localReply(status).Increment();
     if (status == 504) {

@@ -72,6 +72,9 @@ constexpr Counter kCounters[] = {
      "or answers to PING and SETTINGS left unread."},
     {&InboundMetrics::upstreamH2Connections, "sidecar_upstream_h2_connections_total",
      "HTTP/2 (h2c) connections opened to the local service (--upstream-protocol h2c or auto)."},
+    {&InboundMetrics::upstreamH2Resent, "sidecar_upstream_h2_streams_resent_total",
+     "Requests sent again to the local service over HTTP/2 because it refused their stream "
+     "(REFUSED_STREAM, or a GOAWAY that left them out) before taking any of them."},
     {&InboundMetrics::h2FlowStalls, "sidecar_http2_flow_control_stalls_total",
      "Times an answer's body from the local service was paused because the HTTP/2 caller had "
      "not read the last 64 KiB of it (its flow-control window)."},

@@ -97,6 +97,7 @@ struct InboundMetrics {
   prometheus::Counter* h2Floods;
   prometheus::Counter* h2FlowStalls;
   prometheus::Counter* upstreamH2Connections;
+  prometheus::Counter* upstreamH2Resent;
 };
 
 }  // namespace sidecar

@@ -56,7 +56,7 @@ class OutboundH2Server::Impl final : public h2::ProxyServer {
   void dispatch(Stream& s) override;
   void finish(Stream& s) override;
   void countLocalReply(unsigned) override {}
-  void upFailed(Stream& s, bool refused) override;
+  void upFailed(Stream& s, UpEnd end) override;
   // The member's head: the attempt's time for the balancer (EWMA) is the time to it, however
   // long a streaming answer goes on after.
   void answerBegan(Stream& s) override {
@@ -184,7 +184,7 @@ void OutboundH2Server::Impl::attempt(Stream& s, Call& call) {
   call.attemptStart = now;
   auto& pool = route.h2Pool(*picked, handler_);
   if (!bind(s, pool.pick(), memberHead(s))) {
-    upFailed(s, true);
+    upFailed(s, UpEnd::notSent);
   }
 }
 
@@ -197,19 +197,29 @@ void OutboundH2Server::Impl::attemptEnded(Call& call, bool answered) {
   call.member.reset();
 }
 
-// The member's stream ended with nothing of its answer: another member takes the call when
-// nothing of it was taken (a refused stream, a connection that never came), the policy allows
-// and the budget has room; else our answer.
-void OutboundH2Server::Impl::upFailed(Stream& s, bool refused) {
+// The member's stream ended with nothing of its answer. A stream the member refused on a
+// connection that still takes streams (sent before its SETTINGS said how many it takes, say) goes
+// to it again, twice at most; else another member takes the call when nothing of it was taken (a
+// refused stream, a connection that never came or goes away), the policy allows and the budget
+// has room; else our answer.
+void OutboundH2Server::Impl::upFailed(Stream& s, UpEnd end) {
   auto it = calls_.find(&s);
   if (it == calls_.end()) {
     return localReply(s, 502);
   }
   auto& call = *it->second;
+  if (end == UpEnd::refused && call.member && s.resends < kMaxResends) {
+    ++s.resends;
+    m_.retries.add(shard_, s.slot);
+    if (resend(s, call.route->h2Pool(*call.member, handler_).pick())) {
+      return;
+    }
+  }
   const auto member = call.member.value_or(tcp::endpoint{});
   attemptEnded(call, false);
-  const auto step = call.attempts.after(refused ? AttemptEnd::notSent : AttemptEnd::failed,
-                                        call.route->balancer.size(), Clock::now());
+  const auto step =
+      call.attempts.after(end == UpEnd::failed ? AttemptEnd::failed : AttemptEnd::notSent,
+                          call.route->balancer.size(), Clock::now());
   const auto& name = call.route->info->name;
   if (step == CallStep::next) {
     logWithin(handler_.logLimiter(OutboundLogEvent::memberFailed), spdlog::level::warn,

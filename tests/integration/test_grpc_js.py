@@ -297,17 +297,15 @@ class GrpcJsInboundTest(GrpcJsCase):
         self.assertOk(after)
         self.assertSettles(lambda: self.metric(self.sc, "sidecar_http2_streams_open"), 0)
 
-    # DEFECT (sidecar/h2/client_pool.cpp, inbound ProxyServer::upFailed): on a new h2c connection
-    # the sidecar sends streams before the local service's SETTINGS came, up to nghttp2's assumed
-    # 100, past the service's own SETTINGS_MAX_CONCURRENT_STREAMS (here 2); the service refuses
-    # the excess with RST_STREAM REFUSED_STREAM, and the sidecar answers each 502, gRPC 14
-    # "local service unavailable" (access log: upstream_us=-1 grpc_status=14), where a refused
-    # stream, never processed (RFC 9113 8.7), could wait for room or be sent again. With the
-    # connection already open (its SETTINGS known) the same burst waits and passes.
-    @unittest.expectedFailure
+    # On a new h2c connection the sidecar sends streams before the local service's SETTINGS
+    # came (nghttp2 assumes 100 until then), past the service's own
+    # SETTINGS_MAX_CONCURRENT_STREAMS (here 2); the service refuses the excess with RST_STREAM
+    # REFUSED_STREAM. A refused stream was never processed (RFC 9113 8.7): the sidecar sends it
+    # again, and now it waits for room, as on a connection already open.
     def test_a_burst_on_a_new_connection_to_a_service_allowing_2_streams(self):
         results, = self.js_calls(self.narrow_cold.port, [{"parallel": self.burst()}])
         self.assertEqual([(r["code"], r["details"]) for r in results], [(0, "")] * 50)
+        self.assertGreater(self.metric(self.narrow_cold, "sidecar_upstream_h2_streams_resent_total"), 0)
 
     def test_a_burst_on_an_open_connection_to_a_service_allowing_2_streams_waits(self):
         warm, results = self.js_calls(self.narrow_warm.port, [
@@ -506,18 +504,16 @@ class GrpcJsOutboundTest(GrpcJsCase):
         self.assertEqual(self.texts(after), ["next"])
         self.assertSettles(lambda: self.metric(self.member, "sidecar_http2_streams_open"), 0)
 
-    # DEFECT, the outbound side of the inbound one above (h2 client sessions send up to 100
-    # streams before the peer's SETTINGS come): a member whose sidecar allows 2 streams
-    # (--http2-max-concurrent-streams 2) refuses the caller's excess on a new connection
-    # (RST_STREAM REFUSED_STREAM, from nghttp2 before our SETTINGS were acknowledged), and with
-    # no other member to try the caller answers each gRPC 14 "service NAME is unavailable"
-    # (sidecar_outbound_retries_total stays 0), though nothing of them was processed.
-    @unittest.expectedFailure
+    # The outbound side of the same: a member whose sidecar allows 2 streams
+    # (--http2-max-concurrent-streams 2) refuses the excess of a burst on a new connection
+    # (nghttp2 refuses it before our SETTINGS are acknowledged); the caller sends each refused
+    # stream to the same member again (no other member to try), and counts it as a retry.
     def test_a_burst_on_a_new_connection_to_a_member_allowing_2_streams(self):
         results, = self.js_calls(self.caller.outbound, [{"parallel": [
             {"call": "Unary", "msg": {"data": f"burst {i}", "delay_ms": 50}} for i in range(50)]}],
             tls=False, authority="narrow")
         self.assertEqual([(r["code"], r["details"]) for r in results], [(0, "")] * 50)
+        self.assertGreater(self.metric_sum(self.caller, "sidecar_outbound_retries_total", route="narrow"), 0)
 
     def test_a_route_with_no_member_is_unavailable(self):
         nobody, nothing = self.js_calls(self.caller.outbound, [
