@@ -546,6 +546,7 @@ class Server {
               if (directory_) {
                 directory_->refreshGauges();
                 sources.push_back(&outboundMetrics_->collector);
+                sources.push_back(&outboundMetrics_->grpc);
               }
               if (thriftMetrics_) {
                 sources.push_back(&thriftMetrics_->methods);

@@ -327,6 +327,13 @@ void OutboundH2Server::Impl::finish(Stream& s) {
   if (s.grpc && !s.grpcStatus) {
     s.grpcStatus = h2::grpcStatusOf(s.response.trailers);  // not in the head: in the trailers
   }
+  if (s.grpc && call) {
+    // The method as "package.Service/Method", the path's leading '/' left out.
+    const std::string_view method = std::string_view(s.path).substr(s.path.empty() ? 0 : 1);
+    m_.grpc.calls.add(shard_,
+                      GrpcMethodMetrics::series(handler_.grpcMethods().slotOf(method),
+                                                GrpcMethodMetrics::statusIndex(s.grpcStatus)));
+  }
   if (auto* log = handler_.worker().accessLog()) {
     const auto* member =
         call && !call->attempts.tried().empty() ? &call->attempts.tried().back() : nullptr;

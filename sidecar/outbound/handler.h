@@ -135,6 +135,8 @@ class OutboundHandler final : public ConnectionHandler {
   // The deadlines of every route's HTTP/2 connections to members (from a sweep).
   void sweepH2(std::chrono::steady_clock::time_point now);
   LogLimiter& logLimiter(OutboundLogEvent e) { return logLimiters_[static_cast<unsigned>(e)]; }
+  // This worker's view of the gRPC method names (sidecar_outbound_grpc_requests_total).
+  metrics::NameSlots& grpcMethods() { return grpcMethods_; }
 
  private:
   Worker& worker_;
@@ -145,6 +147,7 @@ class OutboundHandler final : public ConnectionHandler {
   std::size_t idleToMembers_ = 0;  // all routes' pools together (declared before them)
   std::unordered_map<std::string, std::shared_ptr<Route>> routes_;
   std::array<LogLimiter, static_cast<unsigned>(OutboundLogEvent::count)> logLimiters_{};
+  metrics::NameSlots grpcMethods_{shared_.metrics->grpc.table};
 };
 
 }  // namespace sidecar

@@ -63,7 +63,33 @@ void forget(Metric& m, std::size_t series) {
   m.reset(series);
 }
 
+std::vector<metrics::Labels> grpcSeriesLabels() {
+  std::vector<metrics::Labels> out;
+  for (std::size_t slot = 0; slot < metrics::NameTable::kSlots; ++slot) {
+    for (std::size_t i = 0; i < GrpcMethodMetrics::kStatuses; ++i) {
+      out.push_back({{"grpc_status", i <= 16                                ? std::to_string(i)
+                                     : i == GrpcMethodMetrics::kOtherStatus ? "other"
+                                                                            : "none"}});
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+GrpcMethodMetrics::GrpcMethodMetrics(unsigned workers)
+    : calls("sidecar_outbound_grpc_requests_total",
+            "gRPC calls of the local service to other services, by method (the first 64 "
+            "package.Service/Method names seen; the rest as other) and the grpc-status they got "
+            "(\"none\": the call broke before one).",
+            grpcSeriesLabels(), workers) {}
+
+std::vector<prometheus::MetricFamily> GrpcMethodMetrics::Collect() const {
+  auto family = metrics::labelledBySlot(calls.collect(), table.named(), kStatuses);
+  std::erase_if(family.metric,
+                [](const prometheus::ClientMetric& m) { return m.counter.value == 0; });
+  return {std::move(family)};
+}
 
 OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigned workers)
     : slots(n),
@@ -92,7 +118,8 @@ OutboundMetrics::OutboundMetrics(prometheus::Registry& r, std::size_t n, unsigne
                         blank(HandshakeSeries::total(n)), workers),
       connects("sidecar_outbound_connections_total",
                "Connections (TLS handshakes that succeeded) made to members, by route.", blank(n),
-               workers) {
+               workers),
+      grpc(workers) {
   for (auto* c : {&requests, &retries, &budgetExhausted, &ejections, &noMembers, &handshakeFailures,
                   &connects}) {
     c->hideAll();

@@ -3,6 +3,7 @@
 // the route: declared routes first, then those made from --route-prefix, up to --max-routes. The
 // request path adds to its worker's shard of the slot's series; no label lookup, no lock.
 
+#include <metrics/name_table.h>
 #include <metrics/series.h>
 #include <metrics/sharded.h>
 #include <prometheus/counter.h>
@@ -11,11 +12,37 @@
 #include <prometheus/registry.h>
 
 #include <array>
+#include <optional>
 #include <string>
 
 #include "net/tls_context.h"
 
 namespace sidecar {
+
+// sidecar_outbound_grpc_requests_total{method, grpc_status}: the local service's gRPC calls by
+// method ("package.Service/Method", the first 64 seen; the rest as other) and the grpc-status
+// they got, labelled at scrape time. A series appears once it has a call.
+class GrpcMethodMetrics final : public prometheus::Collectable {
+ public:
+  // grpc-status 0 to 16, another value, none (the call broke before its status).
+  static constexpr std::size_t kStatuses = 19;
+  static constexpr std::size_t kOtherStatus = 17;
+  static constexpr std::size_t kNoStatus = 18;
+  static constexpr std::size_t series(std::size_t slot, std::size_t status) {
+    return slot * kStatuses + status;
+  }
+  // The status's index for series().
+  static constexpr std::size_t statusIndex(std::optional<unsigned> status) {
+    return !status ? kNoStatus : *status <= 16 ? *status : kOtherStatus;
+  }
+
+  explicit GrpcMethodMetrics(unsigned workers);
+
+  metrics::NameTable table{metrics::NameTable::Names::grpcMethods};
+  metrics::ShardedCounter calls;  // series()
+
+  std::vector<prometheus::MetricFamily> Collect() const override;
+};
 
 struct OutboundMetrics {
   OutboundMetrics(prometheus::Registry& registry, std::size_t slots, unsigned workers);
@@ -44,6 +71,7 @@ struct OutboundMetrics {
   metrics::ShardedCounter handshakeFailures;  // handshakeSeries()
   metrics::ShardedCounter connects;           // slot
   metrics::ShardedCollector collector;
+  GrpcMethodMetrics grpc;
 
   // Set by the control thread.
   prometheus::Family<prometheus::Gauge>* members;

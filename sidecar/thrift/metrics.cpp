@@ -12,87 +12,12 @@ namespace sidecar {
 
 namespace {
 
-// One series per method slot, labelled at scrape time (labelled()).
+// One series per method slot, labelled at scrape time (metrics::labelledBySlot()).
 std::vector<metrics::Labels> methodSeries() {
   return std::vector<metrics::Labels>(ThriftMethodTable::kSlots);
 }
 
-// family's series, one per slot times perSlot in slot order, kept only for the slots in use and
-// labelled with their method's name.
-prometheus::MetricFamily labelled(prometheus::MetricFamily family,
-                                  const std::vector<std::pair<std::size_t, std::string>>& named,
-                                  std::size_t perSlot) {
-  std::vector<prometheus::ClientMetric> kept;
-  for (const auto& [slot, name] : named) {
-    for (std::size_t i = 0; i < perSlot; ++i) {
-      auto m = family.metric[slot * perSlot + i];
-      m.label.insert(m.label.begin(), {"method", name});
-      kept.push_back(std::move(m));
-    }
-  }
-  family.metric = std::move(kept);
-  return family;
-}
-
 }  // namespace
-
-bool ThriftMethodTable::nameable(std::string_view name, Names kind) {
-  if (name.empty() || name.size() > kMaxNameLength || name == kOtherName) {
-    return false;
-  }
-  const bool dash = kind == Names::clientIds;
-  return std::all_of(name.begin(), name.end(), [dash](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '.' || c == ':' || (dash && c == '-');
-  });
-}
-
-std::size_t ThriftMethodTable::slotOf(std::string_view name) {
-  if (!accepts(name)) {
-    return kOther;
-  }
-  std::lock_guard lock(mutex_);
-  const auto it = std::find(names_.begin(), names_.end(), name);
-  if (it != names_.end()) {
-    return static_cast<std::size_t>(it - names_.begin());
-  }
-  if (names_.size() == kMaxMethods) {
-    return kOther;
-  }
-  names_.emplace_back(name);
-  if (names_.size() == kMaxMethods) {
-    full_.store(true, std::memory_order_release);
-  }
-  return names_.size() - 1;
-}
-
-std::vector<std::string> ThriftMethodTable::names() const {
-  std::lock_guard lock(mutex_);
-  return names_;
-}
-
-std::size_t ThriftMethodSlots::slotOf(std::string_view name) {
-  if (const auto it = known_.find(name); it != known_.end()) {
-    return it->second;
-  }
-  if (complete_ || !table_.accepts(name)) {
-    return ThriftMethodTable::kOther;
-  }
-  if (table_.full()) {
-    const auto names = table_.names();
-    for (std::size_t slot = 0; slot < names.size(); ++slot) {
-      known_.emplace(names[slot], slot);
-    }
-    complete_ = true;
-    const auto it = known_.find(name);
-    return it != known_.end() ? it->second : ThriftMethodTable::kOther;
-  }
-  const auto slot = table_.slotOf(name);
-  if (slot != ThriftMethodTable::kOther) {
-    known_.emplace(std::string(name), slot);
-  }
-  return slot;
-}
 
 ThriftMethodMetrics::ThriftMethodMetrics(unsigned workers)
     : calls("sidecar_thrift_method_calls_total",
@@ -116,21 +41,16 @@ ThriftMethodMetrics::ThriftMethodMetrics(unsigned workers)
 }
 
 std::vector<std::pair<std::size_t, std::string>> ThriftMethodMetrics::named() const {
-  std::vector<std::pair<std::size_t, std::string>> out;
-  auto names = table.names();
-  for (std::size_t slot = 0; slot < names.size(); ++slot) {
-    out.emplace_back(slot, std::move(names[slot]));
-  }
-  out.emplace_back(ThriftMethodTable::kOther, ThriftMethodTable::kOtherName);
-  return out;
+  return table.named();
 }
 
 std::vector<prometheus::MetricFamily> ThriftMethodMetrics::Collect() const {
   constexpr std::size_t kExceptionsPerSlot = ExceptionSeries::size / ThriftMethodTable::kSlots;
   const auto slots = named();
-  return {labelled(calls.collect(), slots, 1), labelled(replies.collect(), slots, 1),
-          labelled(exceptions.collect(), slots, kExceptionsPerSlot),
-          labelled(duration.collect(), slots, 1)};
+  return {metrics::labelledBySlot(calls.collect(), slots, 1),
+          metrics::labelledBySlot(replies.collect(), slots, 1),
+          metrics::labelledBySlot(exceptions.collect(), slots, kExceptionsPerSlot),
+          metrics::labelledBySlot(duration.collect(), slots, 1)};
 }
 
 ThriftClientMetrics::ThriftClientMetrics(unsigned workers)
@@ -145,20 +65,9 @@ ThriftClientMetrics::ThriftClientMetrics(unsigned workers)
                methodSeries(), workers) {}
 
 std::vector<prometheus::MetricFamily> ThriftClientMetrics::Collect() const {
-  std::vector<std::pair<std::size_t, std::string>> slots;
-  auto names = table.names();
-  for (std::size_t slot = 0; slot < names.size(); ++slot) {
-    slots.emplace_back(slot, std::move(names[slot]));
-  }
-  slots.emplace_back(ThriftMethodTable::kOther, ThriftMethodTable::kOtherName);
-  auto relabel = [&](prometheus::MetricFamily family) {
-    family = labelled(std::move(family), slots, 1);
-    for (auto& m : family.metric) {
-      m.label.front().name = "client_id";
-    }
-    return family;
-  };
-  return {relabel(requests.collect()), relabel(failures.collect())};
+  const auto slots = table.named();
+  return {metrics::labelledBySlot(requests.collect(), slots, 1, "client_id"),
+          metrics::labelledBySlot(failures.collect(), slots, 1, "client_id")};
 }
 
 ThriftMetrics::ThriftMetrics(prometheus::Registry& r, unsigned workers)

@@ -3,6 +3,7 @@
 // local service's failures, and per method (a bounded set of names) calls, replies, exceptions
 // and latency. Counters are resolved once; the data path only increments them.
 
+#include <metrics/name_table.h>
 #include <metrics/series.h>
 #include <metrics/sharded.h>
 #include <prometheus/collectable.h>
@@ -23,57 +24,9 @@
 
 namespace sidecar {
 
-// The method names that have a series of their own: the first kMaxMethods names seen, in that
-// order; any later name, and any name that is not a plain method name, is counted as `other`.
-// Callers choose the names, so the set is capped (a caller cannot grow the scrape or the memory).
-class ThriftMethodTable {
- public:
-  // What the names are: methods, or TTwitter client ids (which may hold '-' too).
-  enum class Names : std::uint8_t { methods, clientIds };
-  explicit ThriftMethodTable(Names kind = Names::methods) : kind_(kind) {}
-
-  static constexpr std::size_t kMaxMethods = 64;
-  static constexpr std::size_t kOther = kMaxMethods;  // the slot of every other name
-  static constexpr std::size_t kSlots = kMaxMethods + 1;
-  static constexpr std::size_t kMaxNameLength = 128;
-  static constexpr std::string_view kOtherName = "other";
-
-  // Letters, digits, '_', '.', ':' (a multiplexed "Service:method"), at most kMaxNameLength
-  // bytes, and not "other" itself.
-  static bool nameable(std::string_view name, Names kind = Names::methods);
-  bool accepts(std::string_view name) const { return nameable(name, kind_); }
-
-  // name's slot: its own, a new one while the table is not full, else kOther. Takes the lock.
-  std::size_t slotOf(std::string_view name);
-  // True once every slot is named; the names never change after that.
-  bool full() const { return full_.load(std::memory_order_acquire); }
-  // The names so far, index = slot. Takes the lock.
-  std::vector<std::string> names() const;
-
- private:
-  Names kind_;
-  mutable std::mutex mutex_;
-  std::vector<std::string> names_;
-  std::atomic<bool> full_{false};
-};
-
-// One worker's view of the table: a name seen before on this worker is found without a lock. A
-// worker takes the table's lock for a name it has not seen while the table still has room, and
-// once, to copy the table, when it finds it full; after that no call takes a lock.
-class ThriftMethodSlots {
- public:
-  explicit ThriftMethodSlots(ThriftMethodTable& table) : table_(table) {}
-  std::size_t slotOf(std::string_view name);
-
- private:
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  ThriftMethodTable& table_;
-  std::unordered_map<std::string, std::size_t, Hash, std::equal_to<>> known_;
-  bool complete_ = false;  // known_ holds the whole (full) table
-};
+// The method names (and TTwitter client ids) that have a series of their own: the first 64 seen.
+using ThriftMethodTable = metrics::NameTable;
+using ThriftMethodSlots = metrics::NameSlots;
 
 // Per-method series, labelled `method` at scrape time with the table's names; the slots not
 // named yet are left out.

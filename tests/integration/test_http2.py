@@ -361,6 +361,12 @@ class Http2Test(SidecarTestCase):
         meta = ch.unary_unary("/test.Svc/Meta")(b"", timeout=10).decode()
         # The member's sidecar saw the calling sidecar's certificate (its --tls-cert).
         self.assertIn("URI=spiffe://dev.local/pinghelp", meta)
+        # The caller counts its gRPC calls by method and status.
+        by_method = {m: self.metric(caller, "sidecar_outbound_grpc_requests_total", method=m,
+                                    grpc_status="0")
+                     for m in ("test.Svc/Echo", "test.Svc/Count", "test.Svc/Chat", "test.Svc/Meta")}
+        self.assertEqual(by_method, {"test.Svc/Echo": 3000, "test.Svc/Count": 1,
+                                     "test.Svc/Chat": 1, "test.Svc/Meta": 1})
 
     def test_a_member_killed_mid_stream_fails_only_its_streams(self):
         members = self.grpc_members(3)
@@ -399,6 +405,14 @@ class Http2Test(SidecarTestCase):
             self.outbound_channel(caller, "nothing").unary_unary("/test.Svc/Echo")(b"x", timeout=10)
         self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)  # gRPC's 404
         self.assertIn("no route", e.exception.details())
+        # A call that reached a route counts under its method; names callers choose are bounded
+        # (a name that is no method is "other").
+        self.assertEqual(self.metric(caller, "sidecar_outbound_grpc_requests_total",
+                                     method="test.Svc/Echo", grpc_status="14"), 1)
+        with self.assertRaises(grpc.RpcError):
+            self.outbound_channel(caller, "svc").unary_unary("/no/such/method")(b"x", timeout=10)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_grpc_requests_total",
+                                     method="other", grpc_status="14"), 1)
 
     # --- tracing ---------------------------------------------------------------------------------
 
