@@ -19,8 +19,10 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -190,6 +192,23 @@ auto& lowestOf(Stream& s) {
     return s;
   }
 }
+
+constexpr std::size_t kReadSize = 16 * 1024;
+
+// The worker's read buffer, for streams that can wait for readability without one and then read
+// at once (TlsStream): nghttp2 takes what it needs of the bytes before the reader waits again, so
+// one buffer serves every connection of the thread, and an idle connection holds none.
+inline std::uint8_t* threadReadBuffer() {
+  thread_local std::uint8_t buffer[kReadSize];
+  return buffer;
+}
+
+// Streams that can wait for readability without a buffer, then read at once (TlsStream).
+template <class Stream>
+concept ReadsWhenReadable = requires(Stream& io, std::size_t& n) {
+  io.async_wait_readable(useTuple);
+  io.read_some_now(asio::mutable_buffer{}, n);
+};
 }  // namespace detail
 
 template <class Stream>
@@ -245,9 +264,39 @@ awaitable<void> Session::run(Stream& io, Duration writeTimeout, Duration idleTim
   setDeadline(false);
   signal();
   asio::co_spawn(wake_.get_executor(), writer(io), asio::detached);
-  std::uint8_t buf[16 * 1024];
+  // A TlsStream reads into the thread's buffer, and waits for readability without one; other
+  // streams (and a TLS read that must not complete at once: an end of stream, an error, a write
+  // first) read into a buffer of the connection's own, made on first use.
+  std::unique_ptr<std::uint8_t[]> own;
   while (!dead_) {
-    auto [ec, n] = co_await io.async_read_some(asio::buffer(buf), useTuple);
+    boost::system::error_code ec;
+    const std::uint8_t* buf = nullptr;
+    std::size_t n = 0;
+    bool readNow = false;
+    if constexpr (detail::ReadsWhenReadable<Stream>) {
+      // A read first (under load there is usually something there), the wait only when not.
+      const auto got =
+          io.read_some_now(asio::buffer(detail::threadReadBuffer(), detail::kReadSize), n);
+      if (got == Stream::ReadNow::wouldBlock) {
+        auto [wec] = co_await io.async_wait_readable(useTuple);
+        if (!wec) {
+          continue;
+        }
+        ec = wec;
+      }
+      readNow = got == Stream::ReadNow::data;
+      buf = detail::threadReadBuffer();
+    }
+    if (!ec && !readNow) {
+      if (!own) {
+        own = std::make_unique<std::uint8_t[]>(detail::kReadSize);
+      }
+      auto [rec, rn] =
+          co_await io.async_read_some(asio::buffer(own.get(), detail::kReadSize), useTuple);
+      ec = rec;
+      n = rn;
+      buf = own.get();
+    }
     if (ec == boost::beast::error::timeout && ends_.empty() && !dead_) {
       goAway();  // idle: a GOAWAY says no stream was lost, then the close
       break;

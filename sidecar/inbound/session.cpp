@@ -187,7 +187,8 @@ class InboundSession final : public CallerTlsSession,
   // HTTP/2 (ALPN h2): the connection's streams, each a request (inbound/h2_session.h).
   awaitable<void> serveH2(CallerIdentity caller) {
     m_.h2Connections.add(shard_, 0);
-    idleWithoutRead_ = false;  // a read is always under way: OpenSSL's buffers stay
+    // The reader waits for readability without a read under way (h2/session.h), so an idle
+    // connection gives OpenSSL's record buffers back, as an idle HTTP/1.1 one does.
     InboundH2Server h2(
         handler_, H2Caller{std::move(caller.peer), caller.allowed, clientIp_, identityForLog_});
     h2_ = &h2;
