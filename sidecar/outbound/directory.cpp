@@ -74,14 +74,6 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
     wantNames(r);
     r.addr = std::make_shared<const Addr>(nextAddr(r, r.unresolved));
   } else {
-    registry::ServersetAddress address{r.config.zkConnect, r.config.zkPath, std::nullopt,
-                                       r.config.endpoint};
-    r.resolver = std::make_unique<registry::ServersetResolver>(
-        control_, address,
-        registry::ResolverOptions{.sessionTimeout = zkSessionTimeout_,
-                                  .connect = sessions_.factory()},
-        [this, &r](const registry::ServersetSnapshot& s) { resolved(r, s); },
-        [this, &r](bool stale) { setStale(r, stale); });
     // Not current until ZooKeeper first answers: a route whose ensemble cannot be reached from
     // the start is as stale as one that lost it later.
     r.addr = std::make_shared<const Addr>(Addr::pending(true));
@@ -90,10 +82,66 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
   spdlog::info("event=route_added route={} dest={} identity={}", r.config.name, r.config.dest,
                r.config.identity.empty() ? "-" : r.config.identity);
   publish_(r.info, r.addr);
-  if (r.resolver) {
-    r.resolver->start();  // its callbacks find the route's members set
+  if (r.config.kind == RouteConfig::Kind::serverset) {
+    attach(r);  // its callbacks find the route's members set
   }
   return r;
+}
+
+void RouteDirectory::attach(Runtime& r) {
+  // The key holds what the resolver reads: the ensembles, the path and the endpoint.
+  std::string key = r.config.zkConnect + '\n' + r.config.zkPath + '\n' + r.config.endpoint;
+  auto& slot = sources_[key];
+  if (slot) {
+    // Another route reads this serverset already: this one takes its last answer at once.
+    auto& source = *slot;
+    source.routes.push_back(&r);
+    r.source = &source;
+    const bool stale = source.resolver->stale();
+    if (auto snapshot = source.resolver->snapshot()) {
+      resolved(r, *snapshot);
+    }
+    setStale(r, stale);
+    return;
+  }
+  slot = std::make_unique<Source>();
+  auto& source = *slot;
+  source.key = std::move(key);
+  source.routes.push_back(&r);
+  r.source = &source;
+  registry::ServersetAddress address{r.config.zkConnect, r.config.zkPath, std::nullopt,
+                                     r.config.endpoint};
+  source.resolver = std::make_unique<registry::ServersetResolver>(
+      control_, address,
+      registry::ResolverOptions{.sessionTimeout = zkSessionTimeout_,
+                                .connect = sessions_.factory()},
+      [this, &source](const registry::ServersetSnapshot& s) {
+        // A copy: a route's publishing never adds or removes routes, but this stays safe if so.
+        const auto routes = source.routes;
+        for (auto* route : routes) {
+          resolved(*route, s);
+        }
+      },
+      [this, &source](bool stale) {
+        const auto routes = source.routes;
+        for (auto* route : routes) {
+          setStale(*route, stale);
+        }
+      });
+  source.resolver->start();
+}
+
+void RouteDirectory::detach(Runtime& r) {
+  if (!r.source) {
+    return;
+  }
+  auto& source = *r.source;
+  r.source = nullptr;
+  std::erase(source.routes, &r);
+  if (source.routes.empty()) {
+    // The resolver goes with its session view, which removes its watches from ZooKeeper.
+    sources_.erase(source.key);
+  }
 }
 
 void RouteDirectory::ensure(const std::string& name) {
@@ -194,7 +242,7 @@ void RouteDirectory::remove(Runtime& r, Expiry why) {
   }
   byName_.erase(r.config.name);
   --prefixRoutes_;
-  // The resolver goes with its session view, which removes its watches from ZooKeeper.
+  detach(r);
   routes_[slot].reset();
   retract_(info);
 }
@@ -277,7 +325,7 @@ Addr RouteDirectory::nextAddr(Runtime& r, std::size_t& unresolved) {
   r.namesAwaited = expanded.awaited;
   // A listing that answered while the session was already lost is complete but may be old: it
   // stays stale until the resolver says it is current (setStale follows).
-  const bool stale = r.resolver ? r.resolver->stale() : false;
+  const bool stale = r.source ? r.source->resolver->stale() : false;
   // A static route's first address is made here, from nothing (version 1).
   const Addr before = r.addr ? *r.addr : Addr::pending(stale, 0);
   if (!r.listed) {

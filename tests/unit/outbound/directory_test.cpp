@@ -28,6 +28,17 @@ std::string memberData(const std::string& host, std::uint16_t port) {
   return registry::encodeServiceInstance(i);
 }
 
+RouteConfig serversetRoute(std::string name, std::string path, std::string endpoint = "") {
+  RouteConfig c;
+  c.name = std::move(name);
+  c.kind = RouteConfig::Kind::serverset;
+  c.zkConnect = "fake:2181";
+  c.zkPath = std::move(path);
+  c.endpoint = std::move(endpoint);
+  c.dest = "zk2!fake:2181!" + c.zkPath;
+  return c;
+}
+
 RouteConfig fixedRoute(std::string name, std::vector<HostPort> members) {
   RouteConfig c;
   c.name = std::move(name);
@@ -35,6 +46,14 @@ RouteConfig fixedRoute(std::string name, std::vector<HostPort> members) {
   c.fixed = std::move(members);
   c.dest = "static!";
   return c;
+}
+
+// Past the resolvers' coalescing window (100 ms), so that a change made within it is listed.
+void settleWindow(boost::asio::io_context& ioc) {
+  settle(ioc);
+  ioc.restart();
+  ioc.run_for(std::chrono::milliseconds(150));
+  settle(ioc);
 }
 
 struct Published {
@@ -199,6 +218,86 @@ TEST_CASE("directory: a prefix route whose members' names are awaited stays pend
   CHECK(f.last("named").version() == 2);
   f.directory->expire(Clock::now() + RouteDirectory::kNegativeLife * 2);
   CHECK(f.retracted.empty());  // its negative life runs from the name's first answer
+}
+
+TEST_CASE("directory: routes naming one serverset share its listing, each publishing its own set") {
+  Fixture f;
+  f.config.routePrefix = kPrefix;
+  const std::string path = std::string(kPrefix) + "/svc";
+  f.config.routes.push_back(serversetRoute("a", path));
+  f.config.routes.push_back(serversetRoute("b", path));
+  f.config.routes.push_back(serversetRoute("admin", path, "admin"));  // another endpoint
+  f.announce("svc", "member_0000000001", "10.0.0.1", 80);
+  f.start();
+  f.zk.connect();
+  settle(f.ioc);
+  const auto count = [&](const std::string& call) {
+    return std::count(f.zk.calls.begin(), f.zk.calls.end(), call);
+  };
+  // One listing and one read for a and b together; the admin endpoint is a serverset of its own.
+  CHECK(count("children " + path) == 2);
+  CHECK(count("get " + path + "/member_0000000001") == 2);
+  CHECK(f.last("a").endpoints() == std::vector<tcp::endpoint>{at("10.0.0.1", 80)});
+  CHECK(f.last("b").endpoints() == std::vector<tcp::endpoint>{at("10.0.0.1", 80)});
+  CHECK(f.last("admin").endpoints().empty());
+  CHECK_FALSE(f.last("a").stale());
+  CHECK_FALSE(f.last("b").stale());
+  f.announce("svc", "member_0000000002", "10.0.0.2", 80);
+  settleWindow(f.ioc);
+  CHECK(count("children " + path) == 4);
+  CHECK(count("get " + path + "/member_0000000002") == 2);
+  CHECK(f.last("a").endpoints().size() == 2);
+  CHECK(f.last("b").endpoints().size() == 2);
+  // A prefix route to the same serverset joins it and is bound at once, without a listing.
+  const auto listings = count("children " + path);
+  f.directory->ensure("svc");
+  CHECK(f.last("svc").isBound());
+  CHECK_FALSE(f.last("svc").stale());
+  CHECK(f.last("svc").endpoints().size() == 2);
+  settle(f.ioc);
+  CHECK(count("children " + path) == listings);
+  // Staleness reaches every route of the source.
+  f.zk.disconnect();
+  settle(f.ioc);
+  CHECK(f.last("a").stale());
+  CHECK(f.last("b").stale());
+  CHECK(f.last("svc").stale());
+  f.zk.connect();
+  settle(f.ioc);
+  CHECK_FALSE(f.last("svc").stale());
+  // The shared resolver goes with its last route: the prefix route expiring leaves it to a and b.
+  f.directory->expire(Clock::now() + f.config.routeIdleTimeout + std::chrono::seconds(1));
+  CHECK(f.retracted == std::vector<std::string>{"svc"});
+  f.announce("svc", "member_0000000003", "10.0.0.3", 80);
+  settleWindow(f.ioc);
+  CHECK(f.last("a").endpoints().size() == 3);
+  CHECK(f.last("b").endpoints().size() == 3);
+}
+
+TEST_CASE("directory: a shared serverset's sudden loss is held per route") {
+  Fixture f;
+  f.config.routePrefix = kPrefix;
+  f.config.dropLimit = 0.5;
+  f.config.dropHold = Duration(60'000);
+  const std::string path = std::string(kPrefix) + "/svc";
+  f.config.routes.push_back(serversetRoute("a", path));
+  for (int i = 1; i <= 4; ++i) {
+    f.announce("svc", "member_000000000" + std::to_string(i), "10.0.0." + std::to_string(i), 80);
+  }
+  f.start();
+  f.zk.connect();
+  settle(f.ioc);
+  REQUIRE(f.last("a").endpoints().size() == 4);
+  for (int i = 1; i <= 3; ++i) {
+    f.zk.erase(path + "/member_000000000" + std::to_string(i));
+  }
+  settleWindow(f.ioc);
+  CHECK(f.last("a").endpoints().size() == 4);  // held
+  // A route that joins now never saw the four: the one member is all it knows, nothing to hold.
+  f.directory->ensure("svc");
+  CHECK(f.last("svc").endpoints().size() == 1);
+  CHECK(f.last("a").endpoints().size() == 4);
+  CHECK(f.directory->clientsJson().find("drop_held") != std::string::npos);
 }
 
 }  // namespace
