@@ -352,7 +352,8 @@ void RouteDirectory::publishMembers(Runtime& r, bool listing) {
   if (!addr.endpoints().empty() || !r.addr->endpoints().empty()) {
     r.emptySince = Clock::now();  // a negative entry's life runs from its last member
   }
-  r.addr = std::make_shared<const Addr>(std::move(addr));
+  // With what changed beside it: each worker applies that instead of the whole set.
+  r.addr = std::make_shared<const Addr>(std::move(addr).withDeltaFrom(*r.addr));
   r.unresolved = unresolved;
   setGauges(r);
   spdlog::info("event=route_members route={} members={} malformed={} unresolved={}", r.config.name,

@@ -246,6 +246,10 @@ TEST_CASE("directory: routes naming one serverset share its listing, each publis
   settleWindow(f.ioc);
   CHECK(count("children " + path) == 4);
   CHECK(count("get " + path + "/member_0000000002") == 2);
+  // Published with what changed, for the workers to apply.
+  REQUIRE(f.last("a").delta() != nullptr);
+  CHECK(f.last("a").delta()->added == std::vector<tcp::endpoint>{at("10.0.0.2", 80)});
+  CHECK(f.last("a").delta()->removed.empty());
   CHECK(f.last("a").endpoints().size() == 2);
   CHECK(f.last("b").endpoints().size() == 2);
   // A prefix route to the same serverset joins it and is bound at once, without a listing.
@@ -298,6 +302,34 @@ TEST_CASE("directory: a shared serverset's sudden loss is held per route") {
   CHECK(f.last("svc").endpoints().size() == 1);
   CHECK(f.last("a").endpoints().size() == 4);
   CHECK(f.directory->clientsJson().find("drop_held") != std::string::npos);
+}
+
+TEST_CASE("directory: a worker's route applies a delta from the set it holds, else the whole") {
+  const auto info = std::make_shared<const RouteInfo>(RouteInfo{"r", {}, 0});
+  auto a = std::make_shared<const Addr>(Addr::bound({at("10.0.0.1", 80), at("10.0.0.2", 80)}));
+  OutboundHandler::Route route(info, a, 1, PoolSettings{});
+  route.update(info, a);
+  const auto now = std::chrono::steady_clock::now();
+  route.balancer.started(at("10.0.0.1", 80), now);  // state a delta keeps
+  auto b = std::make_shared<const Addr>(
+      a->answered({at("10.0.0.1", 80), at("10.0.0.3", 80)}, false, false).withDeltaFrom(*a));
+  route.update(info, b);
+  auto views = route.balancer.members(now);
+  REQUIRE(views.size() == 2);
+  std::sort(views.begin(), views.end(),
+            [](const auto& x, const auto& y) { return x.endpoint < y.endpoint; });
+  CHECK(views[0].endpoint == at("10.0.0.1", 80));
+  CHECK(views[0].pending == 1);
+  CHECK(views[1].endpoint == at("10.0.0.3", 80));
+  // A delta from a version this worker never held (one it missed cannot happen: each is posted
+  // in order; another route of the same name starts its versions again): the whole set.
+  const auto other = std::make_shared<const RouteInfo>(RouteInfo{"r", {}, 0});
+  auto c = std::make_shared<const Addr>(
+      b->answered({at("10.0.0.4", 80)}, false, false).withDeltaFrom(*b));
+  route.update(other, c);
+  views = route.balancer.members(now);
+  REQUIRE(views.size() == 1);
+  CHECK(views[0].endpoint == at("10.0.0.4", 80));
 }
 
 }  // namespace
