@@ -9,6 +9,9 @@
 #include <boost/json/serialize.hpp>
 #include <set>
 
+#include "control/startup.h"
+#include "outbound/aperture.h"
+
 namespace sidecar {
 
 RouteDirectory::RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
@@ -20,7 +23,20 @@ RouteDirectory::RouteDirectory(boost::asio::io_context& control, const OutboundC
       metrics_(metrics),
       publish_(std::move(publish)),
       retract_(std::move(retract)),
-      sessions_(control, std::move(zk)) {}
+      sessions_(control, std::move(zk)) {
+  if (config_.aperture) {
+    const auto& self = config_.apertureSelf;
+    const std::string host = self.host.empty() ? primaryAddress() : self.host;
+    boost::system::error_code ec;
+    const auto address = boost::asio::ip::make_address(host, ec);
+    if (!ec) {
+      self_ = tcp::endpoint(address, self.port);
+    }
+    selfCoordinate_ = apertureHash(host + ":" + std::to_string(self.port));
+    spdlog::info("event=aperture self={}:{} coordinate={:.6f} size={}", host, self.port,
+                 selfCoordinate_, config_.apertureSize);
+  }
+}
 
 RouteDirectory::~RouteDirectory() = default;
 
@@ -74,6 +90,7 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
     wantNames(r);
     r.addr = std::make_shared<const Addr>(nextAddr(r, r.unresolved));
   } else {
+    r.apertureSize = config_.aperture ? config_.apertureSize : 0;
     // Not current until ZooKeeper first answers: a route whose ensemble cannot be reached from
     // the start is as stale as one that lost it later.
     r.addr = std::make_shared<const Addr>(Addr::pending(true));
@@ -195,6 +212,9 @@ void RouteDirectory::expire(Clock::time_point now) {
         }
       }
     }
+  }
+  if (config_.aperture) {
+    sizeApertures();
   }
   for (auto& r : routes_) {
     // A held listing that no later one replaced is trusted once its hold is over.
@@ -331,8 +351,61 @@ Addr RouteDirectory::nextAddr(Runtime& r, std::size_t& unresolved) {
   if (!r.listed) {
     return before.withStale(stale);
   }
+  if (r.apertureSize > 0) {
+    narrow(r, expanded.members);
+  }
   // Calls wait for a new route's names only while it has nothing else to offer.
   return before.answered(std::move(expanded.members), expanded.awaited, stale);
+}
+
+void RouteDirectory::narrow(Runtime& r, std::vector<tcp::endpoint>& members) {
+  apertureOrder(members);
+  const std::size_t n = members.size();
+  r.apertureRing = n;
+  // Its own member's position when it is one: the members of a serverset calling another then
+  // sit evenly on the ring, and their windows cover its members evenly.
+  const auto own = self_ ? std::lower_bound(members.begin(), members.end(), *self_) : members.end();
+  r.apertureOwn = own != members.end() && *own == *self_;
+  const std::size_t start = r.apertureOwn ? static_cast<std::size_t>(own - members.begin())
+                                          : apertureStart(selfCoordinate_, n);
+  r.apertureCoordinate =
+      r.apertureOwn ? static_cast<double>(start) / static_cast<double>(n) : selfCoordinate_;
+  members = apertureWindow(members, start, r.apertureSize);
+}
+
+void RouteDirectory::sizeApertures() {
+  std::vector<Runtime*> resized;
+  {
+    std::lock_guard lock(reportsMutex_);
+    for (auto& r : routes_) {
+      if (!r || r->apertureSize == 0 || r->addr->endpoints().empty()) {
+        continue;
+      }
+      std::uint64_t pending = 0;
+      if (auto it = reports_.find(r->config.name); it != reports_.end()) {
+        for (const auto& [worker, rep] : it->second) {
+          for (const auto& v : rep.views) {
+            pending += v.pending;
+          }
+        }
+      }
+      const double load =
+          static_cast<double>(pending) / static_cast<double>(r->addr->endpoints().size());
+      if (load > kApertureHighLoad && r->apertureSize < r->apertureRing) {
+        ++r->apertureSize;
+      } else if (load < kApertureLowLoad && r->apertureSize > config_.apertureSize) {
+        --r->apertureSize;
+      } else {
+        continue;
+      }
+      spdlog::info("event=aperture_resized route={} size={} load={:.2f}", r->config.name,
+                   r->apertureSize, load);
+      resized.push_back(r.get());
+    }
+  }
+  for (auto* r : resized) {
+    publishMembers(*r, false);
+  }
 }
 
 void RouteDirectory::setGauges(const Runtime& r) {
@@ -356,8 +429,15 @@ void RouteDirectory::publishMembers(Runtime& r, bool listing) {
   r.addr = std::make_shared<const Addr>(std::move(addr).withDeltaFrom(*r.addr));
   r.unresolved = unresolved;
   setGauges(r);
-  spdlog::info("event=route_members route={} members={} malformed={} unresolved={}", r.config.name,
-               r.addr->endpoints().size(), r.malformed, unresolved);
+  if (r.apertureSize > 0) {
+    // The window, and the members it was chosen from.
+    spdlog::info("event=route_members route={} members={} malformed={} unresolved={} listed={}",
+                 r.config.name, r.addr->endpoints().size(), r.malformed, unresolved,
+                 r.apertureRing);
+  } else {
+    spdlog::info("event=route_members route={} members={} malformed={} unresolved={}",
+                 r.config.name, r.addr->endpoints().size(), r.malformed, unresolved);
+  }
   publish_(r.info, r.addr);
 }
 
@@ -509,6 +589,12 @@ std::string RouteDirectory::clientsJson() {
           {"held_for_ms",
            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *r->heldSince)
                .count()}};
+    }
+    if (r->apertureSize > 0) {
+      route["aperture"] = boost::json::object{{"size", r->apertureSize},
+                                              {"members", r->apertureRing},
+                                              {"coordinate", r->apertureCoordinate},
+                                              {"from", r->apertureOwn ? "position" : "hash"}};
     }
     route["names"] = namesJson(*r);
     route["members"] = membersJson(*r);

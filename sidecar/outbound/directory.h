@@ -89,7 +89,16 @@ class RouteDirectory {
     // from it, so that a storm spread over several listings is seen whole.
     std::vector<registry::Endpoint> peak;  // held: the set the workers keep
     Clock::time_point peakAt{};
+    // --aperture (a serverset route): the window's size now, 0: off; and where it was last put.
+    std::size_t apertureSize = 0;
+    std::size_t apertureRing = 0;  // the members it was chosen from
+    double apertureCoordinate = 0;
+    bool apertureOwn = false;  // the coordinate is this sidecar's own member's position
   };
+  // Finagle's aperture load band: outstanding requests per member of the window (all workers),
+  // above which the window grows by one member a second, below which it shrinks to its least.
+  static constexpr double kApertureHighLoad = 2.0;
+  static constexpr double kApertureLowLoad = 0.5;
   // One serverset's resolver and the routes that read it; goes with its last route.
   struct Source {
     std::string key;
@@ -114,6 +123,10 @@ class RouteDirectory {
   // The route's next address from its wanted members and the names' addresses; unresolved: those
   // left out.
   Addr nextAddr(Runtime& r, std::size_t& unresolved);
+  // --aperture: the window of members (in ring order) this sidecar balances over.
+  void narrow(Runtime& r, std::vector<tcp::endpoint>& members);
+  // Grows or shrinks each route's window by its load in the workers' last reports.
+  void sizeApertures();
   void setGauges(const Runtime& r);
   // Publishes the route's members as they are now; unless listing (a new listing came), only when
   // they changed.
@@ -141,6 +154,10 @@ class RouteDirectory {
   // The serversets' resolvers by (ensembles, path, endpoint); they go before the routes they call.
   std::map<std::string, std::unique_ptr<Source>> sources_;
   std::size_t prefixRoutes_ = 0;
+  // This sidecar on the aperture's ring: its member's address, when it is one, and the hashed
+  // coordinate of its host:port otherwise.
+  std::optional<tcp::endpoint> self_;
+  double selfCoordinate_ = 0;
 
   std::mutex reportsMutex_;  // workers report once a second; never on the request path
   struct Report {

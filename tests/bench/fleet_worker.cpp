@@ -3,15 +3,23 @@
 // (outbound/names.h) and the delta beside the new set (Addr::withDeltaFrom); on each worker, the
 // balancer taking in the whole set (P2cPeakEwma::update) or only the delta (apply). Also the
 // balancer's heap per member. One member replaced per change, as in the fleet simulation's churn.
-// Usage: fleet-worker [N ...] (default 100 1000 10000). See tests/bench/README.md.
+// With --aperture P N SIZE: the connections each of N members gets from P callers, each holding
+// one to every member of its window (outbound/aperture.h), against the ideal even spread
+// (P x SIZE / N), for callers at hashed coordinates and for callers that are the members
+// themselves (at their own positions, P = N).
+// Usage: fleet-worker [N ...] (default 100 1000 10000), fleet-worker --aperture P N SIZE.
+// See tests/bench/README.md.
 #include <malloc.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "outbound/aperture.h"
 #include "outbound/names.h"
 #include "upstream/addr.h"
 #include "upstream/balancer.h"
@@ -93,9 +101,66 @@ void run(std::size_t n) {
               static_cast<double>(heap1 - heap0) / static_cast<double>(n));
 }
 
+void spread(const char* how, const std::vector<std::size_t>& per, double ideal) {
+  const auto [lo, hi] = std::minmax_element(per.begin(), per.end());
+  std::size_t total = 0;
+  for (auto n : per) {
+    total += n;
+  }
+  std::printf("| %s | %zu | %.2f | %zu | %zu | %.2f |\n", how, total,
+              static_cast<double>(total) / static_cast<double>(per.size()), *lo, *hi,
+              static_cast<double>(*hi) / ideal);
+}
+
+void aperture(std::size_t callers, std::size_t n, std::size_t size) {
+  std::vector<tcp::endpoint> ring;
+  for (std::size_t i = 0; i < n; ++i) {
+    ring.push_back(member(i));
+  }
+  apertureOrder(ring);
+  const double ideal = static_cast<double>(callers) * static_cast<double>(std::min(size, n)) /
+                       static_cast<double>(n);
+  std::printf(
+      "P = %zu callers, N = %zu members, window %zu: ideal %.2f connections per member\n\n"
+      "| callers' coordinates | connections | per member, mean | min | max | max / ideal |\n"
+      "| --- | ---: | ---: | ---: | ---: | ---: |\n",
+      callers, n, size, ideal);
+  std::printf("| no aperture | %zu | %zu | %zu | %zu | %.2f |\n", callers * n, callers, callers,
+              callers, static_cast<double>(callers) / static_cast<double>(callers));
+  std::map<tcp::endpoint, std::size_t> at;
+  for (std::size_t i = 0; i < n; ++i) {
+    at[ring[i]] = i;
+  }
+  std::vector<std::size_t> hashed(n, 0);
+  for (std::size_t c = 0; c < callers; ++c) {
+    // Each caller's own host:port, as a sidecar hashes it.
+    const std::string key =
+        "10.1." + std::to_string(c / 256) + "." + std::to_string(c % 256) + ":4140";
+    for (const auto& e : apertureWindow(ring, apertureStart(apertureHash(key), n), size)) {
+      ++hashed[at[e]];
+    }
+  }
+  spread("hashed host:port", hashed, ideal);
+  if (callers == n) {
+    std::vector<std::size_t> own(n, 0);
+    for (std::size_t c = 0; c < callers; ++c) {
+      for (const auto& e : apertureWindow(ring, c, size)) {
+        ++own[at[e]];
+      }
+    }
+    spread("own member's position", own, ideal);
+  }
+  std::printf("\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 5 && std::string(argv[1]) == "--aperture") {
+    aperture(std::strtoul(argv[2], nullptr, 10), std::strtoul(argv[3], nullptr, 10),
+             std::strtoul(argv[4], nullptr, 10));
+    return 0;
+  }
   std::printf(
       "| members | control: expand + Addr (us) | control: delta (us) | worker: whole set (us) | "
       "worker: delta (us) | balancer heap per member (bytes) |\n| ---: | ---: | ---: | ---: | "

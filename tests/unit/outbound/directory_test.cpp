@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 #include <prometheus/registry.h>
 
+#include "outbound/aperture.h"
 #include "registry/fake_zk.h"
 
 namespace sidecar {
@@ -330,6 +331,95 @@ TEST_CASE("directory: a worker's route applies a delta from the set it holds, el
   views = route.balancer.members(now);
   REQUIRE(views.size() == 1);
   CHECK(views[0].endpoint == at("10.0.0.4", 80));
+}
+
+TEST_CASE("aperture: windows from evenly spread coordinates cover every member evenly") {
+  std::vector<tcp::endpoint> ring;
+  for (int i = 0; i < 1000; ++i) {
+    ring.push_back(at("10.0.0.1", static_cast<unsigned short>(1000 + i)));
+  }
+  std::reverse(ring.begin(), ring.end());
+  apertureOrder(ring);
+  CHECK(std::is_sorted(ring.begin(), ring.end()));
+  // Wrapping around the ring's end; a window as large as the ring is the ring.
+  CHECK(apertureWindow(ring, 999, 2) == std::vector<tcp::endpoint>{ring[999], ring[0]});
+  CHECK(apertureWindow(ring, 5, 1000) == ring);
+  CHECK(apertureStart(0.0, 1000) == 0);
+  CHECK(apertureStart(0.9999999, 1000) == 999);
+  CHECK(apertureStart(0.5, 0) == 0);
+  // Each member a caller at its own position: every member in exactly `size` windows.
+  std::map<tcp::endpoint, int> covered;
+  for (std::size_t i = 0; i < ring.size(); ++i) {
+    for (const auto& e : apertureWindow(ring, i, 12)) {
+      ++covered[e];
+    }
+  }
+  CHECK(covered.size() == ring.size());
+  for (const auto& [e, n] : covered) {
+    CHECK(n == 12);
+  }
+  // The hash: stable, in [0, 1), and ports on one host land apart.
+  CHECK(apertureHash("10.0.0.1:4140") == apertureHash("10.0.0.1:4140"));
+  CHECK(apertureHash("10.0.0.1:4140") >= 0.0);
+  CHECK(apertureHash("10.0.0.1:4140") < 1.0);
+  CHECK(std::abs(apertureHash("10.0.0.1:4140") - apertureHash("10.0.0.1:4141")) > 1e-6);
+}
+
+TEST_CASE("directory: with --aperture a serverset route is balanced over its window") {
+  Fixture f;
+  f.config.routePrefix = kPrefix;
+  f.config.aperture = true;
+  f.config.apertureSize = 2;
+  f.config.apertureSelf = HostPort{"10.0.0.3", 80};  // a member of svc, not of other
+  for (int i = 1; i <= 5; ++i) {
+    f.announce("svc", "member_000000000" + std::to_string(i), "10.0.0." + std::to_string(i), 80);
+    f.announce("other", "member_000000000" + std::to_string(i), "10.0.1." + std::to_string(i), 80);
+  }
+  f.config.routes.push_back(fixedRoute(
+      "static", {HostPort{"10.0.2.1", 80}, HostPort{"10.0.2.2", 80}, HostPort{"10.0.2.3", 80}}));
+  f.start();
+  f.directory->ensure("svc");
+  f.directory->ensure("other");
+  f.zk.connect();
+  settle(f.ioc);
+  // Its own member's position: itself and the next on the ring.
+  CHECK(f.last("svc").endpoints() ==
+        std::vector<tcp::endpoint>{at("10.0.0.3", 80), at("10.0.0.4", 80)});
+  // Not a member: two consecutive members from its hashed coordinate.
+  const auto& other = f.last("other").endpoints();
+  REQUIRE(other.size() == 2);
+  const auto first = other[0].address().to_v4().to_bytes()[3];
+  CHECK(other[1] == at(("10.0.1." + std::to_string(first % 5 + 1)).c_str(), 80));
+  CHECK(f.last("static").endpoints().size() == 3);  // static routes: all their members
+  const auto json = f.directory->clientsJson();
+  CHECK(json.find(R"("aperture":{"size":2,"members":5,"coordinate":4E-1,"from":"position"})") !=
+        std::string::npos);
+  // Loaded (more than 2 requests outstanding per member of the window): one more member a
+  // second, up to the whole set; idle again: back to its least.
+  const auto loaded = [&](std::uint32_t pending) {
+    std::vector<MemberView> views;
+    for (const auto& e : f.last("svc").endpoints()) {
+      views.push_back(MemberView{e, 1.0, 1.0, pending, "alive"});
+    }
+    f.directory->report(0, "svc", std::move(views), 0, true);
+  };
+  loaded(5);
+  f.directory->expire(Clock::now());
+  CHECK(f.last("svc").endpoints().size() == 3);
+  CHECK(f.last("svc").endpoints()[2] == at("10.0.0.5", 80));
+  for (int i = 0; i < 5; ++i) {
+    loaded(5);
+    f.directory->expire(Clock::now());
+  }
+  CHECK(f.last("svc").endpoints().size() == 5);
+  loaded(0);
+  f.directory->expire(Clock::now());
+  CHECK(f.last("svc").endpoints().size() == 4);
+  // A member joining moves the window by what changed, published as a delta.
+  f.announce("svc", "member_0000000006", "10.0.0.6", 80);
+  settleWindow(f.ioc);
+  REQUIRE(f.last("svc").delta() != nullptr);
+  CHECK(f.last("svc").endpoints().size() == 4);
 }
 
 }  // namespace
