@@ -551,6 +551,10 @@ void meshFlags(const po::variables_map& vm, SidecarConfig& c) {
     // The aperture's coordinate: this sidecar as its announced member reads.
     c.outbound->apertureSelf =
         HostPort{c.announce ? c.announce->advertiseHost : std::string(), c.listen.port};
+    if (c.announce) {
+      c.outbound->apertureZk = c.announce->zkConnect;
+      c.outbound->aperturePath = c.announce->zkPath;
+    }
     for (const auto* other : {&c.listen, &c.adminListen}) {
       if (c.outbound->listen.port != 0 && c.outbound->listen.port == other->port &&
           c.outbound->listen.host == other->host) {

@@ -141,6 +141,10 @@ struct OutboundConfig {
   // This sidecar as its serverset member would be (host: --advertise-host, else the primary
   // address when empty; port: --listen's): its coordinate's source.
   HostPort apertureSelf;
+  // The serverset this sidecar announces in (--announce; empty: none): with --aperture, its
+  // position among those members places it on every route's ring.
+  std::string apertureZk;
+  std::string aperturePath;
   std::vector<ThriftRouteConfig> thriftRoutes;  // --thrift-route, in order
   std::uint32_t thriftMaxFrame = 16'384'000;    // --thrift-max-frame, calls and replies
 };

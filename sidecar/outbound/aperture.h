@@ -3,7 +3,8 @@
 // serverset route over a window of its members instead of all of them, so that a thousand
 // callers of a thousand members do not each hold a thousand connections. The members are put on
 // a ring in one order every sidecar agrees on (by address and port); a sidecar's coordinate on the
-// ring (0 to 1) is its own member's position when it announces in that serverset, else a stable
+// ring (0 to 1) is its own member's position when it announces in that serverset, else its
+// position among the members of the serverset it announces in (RouteDirectory), else a stable
 // hash of its own host:port; its window is the `size` members from there on. Callers at evenly
 // spread coordinates (the members of one serverset) cover the members evenly; hashed coordinates
 // cover them as evenly as the hash spreads them. Pure functions, control thread.

@@ -47,8 +47,46 @@ void RouteDirectory::start() {
   for (const auto& t : config_.thriftRoutes) {
     make(t.route, false);  // named thrift:PORT, published to that port's handlers
   }
+  if (config_.aperture && self_ && !config_.aperturePath.empty()) {
+    peers_ = std::make_unique<registry::ServersetResolver>(
+        control_,
+        registry::ServersetAddress{config_.apertureZk, config_.aperturePath, std::nullopt, ""},
+        registry::ResolverOptions{.sessionTimeout = zkSessionTimeout_,
+                                  .connect = sessions_.factory()},
+        [this](const registry::ServersetSnapshot& s) { peersListed(s); });
+    peers_->start();
+  }
   // Once a second: prefix routes expire, held listings are trusted when their hold is over.
   scheduleSweep();
+}
+
+void RouteDirectory::peersListed(const registry::ServersetSnapshot& s) {
+  std::vector<tcp::endpoint> peers;
+  peers.reserve(s.members.size());
+  for (const auto& [node, m] : s.members) {
+    boost::system::error_code ec;
+    const auto address = boost::asio::ip::make_address(m.endpoint.host, ec);
+    if (!ec) {
+      peers.push_back(tcp::endpoint(address, m.endpoint.port));
+    }
+  }
+  apertureOrder(peers);
+  peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+  const auto it = std::lower_bound(peers.begin(), peers.end(), *self_);
+  const bool found = it != peers.end() && *it == *self_;
+  const std::size_t index = found ? static_cast<std::size_t>(it - peers.begin()) : 0;
+  const std::size_t count = found ? peers.size() : 0;
+  if (index == peerIndex_ && count == peerCount_) {
+    return;
+  }
+  peerIndex_ = index;
+  peerCount_ = count;
+  spdlog::info("event=aperture_peers index={} peers={}", index, count);
+  for (auto& r : routes_) {
+    if (r && r->apertureSize > 0) {
+      publishMembers(*r, false);
+    }
+  }
 }
 
 void RouteDirectory::scheduleSweep() {
@@ -365,12 +403,25 @@ void RouteDirectory::narrow(Runtime& r, std::vector<tcp::endpoint>& members) {
   // Its own member's position when it is one: the members of a serverset calling another then
   // sit evenly on the ring, and their windows cover its members evenly.
   const auto own = self_ ? std::lower_bound(members.begin(), members.end(), *self_) : members.end();
-  r.apertureOwn = own != members.end() && *own == *self_;
-  const std::size_t start = r.apertureOwn ? static_cast<std::size_t>(own - members.begin())
-                                          : apertureStart(selfCoordinate_, n);
-  r.apertureCoordinate =
-      r.apertureOwn ? static_cast<double>(start) / static_cast<double>(n) : selfCoordinate_;
-  members = apertureWindow(members, start, r.apertureSize);
+  std::size_t start = 0;
+  std::size_t size = r.apertureSize;
+  if (own != members.end() && *own == *self_) {
+    r.apertureFrom = "position";
+    start = static_cast<std::size_t>(own - members.begin());
+    r.apertureCoordinate = static_cast<double>(start) / static_cast<double>(n);
+  } else if (peerCount_ > 0 && n > 0) {
+    // Its peers sit evenly on the ring, and their windows reach each other's: every member is
+    // in as many windows as integers allow.
+    r.apertureFrom = "peers";
+    start = peerIndex_ * n / peerCount_;
+    size = std::max(size, (n + peerCount_ - 1) / peerCount_);
+    r.apertureCoordinate = static_cast<double>(peerIndex_) / static_cast<double>(peerCount_);
+  } else {
+    r.apertureFrom = "hash";
+    start = apertureStart(selfCoordinate_, n);
+    r.apertureCoordinate = selfCoordinate_;
+  }
+  members = apertureWindow(members, start, size);
 }
 
 void RouteDirectory::sizeApertures() {
@@ -391,8 +442,9 @@ void RouteDirectory::sizeApertures() {
       }
       const double load =
           static_cast<double>(pending) / static_cast<double>(r->addr->endpoints().size());
-      if (load > kApertureHighLoad && r->apertureSize < r->apertureRing) {
-        ++r->apertureSize;
+      const std::size_t window = r->addr->endpoints().size();
+      if (load > kApertureHighLoad && window < r->apertureRing) {
+        r->apertureSize = std::max(r->apertureSize, window) + 1;  // the window as it is, and one
       } else if (load < kApertureLowLoad && r->apertureSize > config_.apertureSize) {
         --r->apertureSize;
       } else {
@@ -594,7 +646,7 @@ std::string RouteDirectory::clientsJson() {
       route["aperture"] = boost::json::object{{"size", r->apertureSize},
                                               {"members", r->apertureRing},
                                               {"coordinate", r->apertureCoordinate},
-                                              {"from", r->apertureOwn ? "position" : "hash"}};
+                                              {"from", r->apertureFrom}};
     }
     route["names"] = namesJson(*r);
     route["members"] = membersJson(*r);

@@ -93,7 +93,9 @@ class RouteDirectory {
     std::size_t apertureSize = 0;
     std::size_t apertureRing = 0;  // the members it was chosen from
     double apertureCoordinate = 0;
-    bool apertureOwn = false;  // the coordinate is this sidecar's own member's position
+    // Where the coordinate came from: "position" (its own member's, among the route's), "peers"
+    // (its position among its own serverset's members), "hash" (of its host:port).
+    const char* apertureFrom = "hash";
   };
   // Finagle's aperture load band: outstanding requests per member of the window (all workers),
   // above which the window grows by one member a second, below which it shrinks to its least.
@@ -127,6 +129,8 @@ class RouteDirectory {
   void narrow(Runtime& r, std::vector<tcp::endpoint>& members);
   // Grows or shrinks each route's window by its load in the workers' last reports.
   void sizeApertures();
+  // Its own serverset listed: where it stands among its peers.
+  void peersListed(const registry::ServersetSnapshot& s);
   void setGauges(const Runtime& r);
   // Publishes the route's members as they are now; unless listing (a new listing came), only when
   // they changed.
@@ -158,6 +162,11 @@ class RouteDirectory {
   // coordinate of its host:port otherwise.
   std::optional<tcp::endpoint> self_;
   double selfCoordinate_ = 0;
+  // Its own serverset (--announce) with --aperture: its position among those members (the other
+  // callers of the same routes, as a rule); peerCount_ 0 while it is not among them.
+  std::unique_ptr<registry::ServersetResolver> peers_;
+  std::size_t peerIndex_ = 0;
+  std::size_t peerCount_ = 0;
 
   std::mutex reportsMutex_;  // workers report once a second; never on the request path
   struct Report {

@@ -4,9 +4,9 @@
 // balancer taking in the whole set (P2cPeakEwma::update) or only the delta (apply). Also the
 // balancer's heap per member. One member replaced per change, as in the fleet simulation's churn.
 // With --aperture P N SIZE: the connections each of N members gets from P callers, each holding
-// one to every member of its window (outbound/aperture.h), against the ideal even spread
-// (P x SIZE / N), for callers at hashed coordinates and for callers that are the members
-// themselves (at their own positions, P = N).
+// one to every member of its window (outbound/aperture.h), against the even spread of the same
+// connections, for callers at hashed coordinates, at their positions among P peers, and, when
+// P = N, for callers that are the members themselves (at their own positions).
 // Usage: fleet-worker [N ...] (default 100 1000 10000), fleet-worker --aperture P N SIZE.
 // See tests/bench/README.md.
 #include <malloc.h>
@@ -101,15 +101,16 @@ void run(std::size_t n) {
               static_cast<double>(heap1 - heap0) / static_cast<double>(n));
 }
 
-void spread(const char* how, const std::vector<std::size_t>& per, double ideal) {
+void spread(const char* how, const std::vector<std::size_t>& per) {
   const auto [lo, hi] = std::minmax_element(per.begin(), per.end());
   std::size_t total = 0;
   for (auto n : per) {
     total += n;
   }
-  std::printf("| %s | %zu | %.2f | %zu | %zu | %.2f |\n", how, total,
-              static_cast<double>(total) / static_cast<double>(per.size()), *lo, *hi,
-              static_cast<double>(*hi) / ideal);
+  // Against the even spread of the same connections (the ideal, unless a window was widened).
+  const double even = static_cast<double>(total) / static_cast<double>(per.size());
+  std::printf("| %s | %zu | %.2f | %zu | %zu | %.2f |\n", how, total, even, *lo, *hi,
+              static_cast<double>(*hi) / even);
 }
 
 void aperture(std::size_t callers, std::size_t n, std::size_t size) {
@@ -122,7 +123,7 @@ void aperture(std::size_t callers, std::size_t n, std::size_t size) {
                        static_cast<double>(n);
   std::printf(
       "P = %zu callers, N = %zu members, window %zu: ideal %.2f connections per member\n\n"
-      "| callers' coordinates | connections | per member, mean | min | max | max / ideal |\n"
+      "| callers' coordinates | connections | per member, mean | min | max | max / mean |\n"
       "| --- | ---: | ---: | ---: | ---: | ---: |\n",
       callers, n, size, ideal);
   std::printf("| no aperture | %zu | %zu | %zu | %zu | %.2f |\n", callers * n, callers, callers,
@@ -140,7 +141,17 @@ void aperture(std::size_t callers, std::size_t n, std::size_t size) {
       ++hashed[at[e]];
     }
   }
-  spread("hashed host:port", hashed, ideal);
+  spread("hashed host:port", hashed);
+  // Callers that announce in a serverset of their own: each at its position among its peers,
+  // its window at least the ring over the callers.
+  std::vector<std::size_t> peers(n, 0);
+  const std::size_t wide = std::max(size, (n + callers - 1) / callers);
+  for (std::size_t c = 0; c < callers; ++c) {
+    for (const auto& e : apertureWindow(ring, c * n / callers, wide)) {
+      ++peers[at[e]];
+    }
+  }
+  spread("position among its peers", peers);
   if (callers == n) {
     std::vector<std::size_t> own(n, 0);
     for (std::size_t c = 0; c < callers; ++c) {
@@ -148,7 +159,7 @@ void aperture(std::size_t callers, std::size_t n, std::size_t size) {
         ++own[at[e]];
       }
     }
-    spread("own member's position", own, ideal);
+    spread("own member's position", own);
   }
   std::printf("\n");
 }

@@ -422,5 +422,36 @@ TEST_CASE("directory: with --aperture a serverset route is balanced over its win
   CHECK(f.last("svc").endpoints().size() == 4);
 }
 
+TEST_CASE("directory: with --aperture a sidecar not among a route's members goes by its peers") {
+  Fixture f;
+  f.config.routePrefix = kPrefix;
+  f.config.aperture = true;
+  f.config.apertureSize = 1;
+  f.config.apertureSelf = HostPort{"10.0.9.3", 80};
+  f.config.apertureZk = "fake:2181";
+  f.config.aperturePath = std::string(kPrefix) + "/me";
+  // Four peers (itself the third, in address order) calling a serverset of eight.
+  for (int i = 1; i <= 4; ++i) {
+    f.announce("me", "member_000000000" + std::to_string(i), "10.0.9." + std::to_string(i), 80);
+  }
+  for (int i = 1; i <= 8; ++i) {
+    f.announce("svc", "member_000000000" + std::to_string(i), "10.0.0." + std::to_string(i), 80);
+  }
+  f.start();
+  f.directory->ensure("svc");
+  f.zk.connect();
+  settle(f.ioc);
+  // Peer 2 of 4 on a ring of 8: from member 4 on, two of them (8 / 4, more than the least of 1),
+  // so that the four windows cover the eight members once each.
+  CHECK(f.last("svc").endpoints() ==
+        std::vector<tcp::endpoint>{at("10.0.0.5", 80), at("10.0.0.6", 80)});
+  CHECK(f.directory->clientsJson().find(R"("from":"peers")") != std::string::npos);
+  // A peer going: it stands at 1 of 3 now, the window moves and widens (8 / 3, rounded up).
+  f.zk.erase(std::string(kPrefix) + "/me/member_0000000001");
+  settleWindow(f.ioc);
+  CHECK(f.last("svc").endpoints() ==
+        std::vector<tcp::endpoint>{at("10.0.0.3", 80), at("10.0.0.4", 80), at("10.0.0.5", 80)});
+}
+
 }  // namespace
 }  // namespace sidecar
