@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <set>
+#include <string_view>
+#include <unordered_set>
 #include <utility>
 
 namespace registry {
@@ -187,13 +189,15 @@ void ServersetResolver::listed(Ensemble& en, std::vector<std::string> names, ZkS
     return;
   }
   std::erase_if(names, [](const std::string& n) { return !n.starts_with("member_"); });
-  std::map<std::string, Cached> next;
-  for (auto& n : names) {
-    auto it = en.cache.find(n);
-    // Members are immutable once written: a known one is kept, read or being read.
-    next.emplace(std::move(n), it != en.cache.end() ? std::move(it->second) : Cached{});
+  // Updated in place (a listing of thousands changes a few): members no longer listed go, new
+  // ones come; a known one is kept, read or being read, as members are immutable once written.
+  {
+    std::unordered_set<std::string_view> now(names.begin(), names.end());
+    std::erase_if(en.cache, [&](const auto& kv) { return !now.contains(kv.first); });
   }
-  en.cache = std::move(next);
+  for (auto& n : names) {
+    en.cache.try_emplace(std::move(n));
+  }
   en.readError = ZkError::Ok;
   for (auto& [name, c] : en.cache) {
     if (!c.read && !c.reading) {

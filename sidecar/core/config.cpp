@@ -187,6 +187,8 @@ po::options_description describeFlags() {
     ("dns-refresh", byDefault(durationDefault(o.dnsRefresh)), "members announced with a host name, not an address: how often the name is looked up again, 1s to 60m (a failed lookup: after 5s, keeping its last addresses)")
     ("serverset-drop-limit", byDefault(shortestText(o.dropLimit)), "share of a serverset route's members that one listing may take away before it is held, 0 to 1 (1: never held); a sudden loss (a ZooKeeper session storm, an announcer's bug) keeps the last set for --serverset-drop-hold")
     ("serverset-drop-hold", byDefault(durationDefault(o.dropHold)), "how long a listing that lost more than --serverset-drop-limit of the members is held before it is trusted, 1s to 60m")
+    ("aperture", byDefault(o.aperture ? "true" : "false"), "true: balance each serverset route over a window of its members (Finagle's deterministic aperture) instead of all of them, from this sidecar's position among them when it is one, else a hash of its host:port; grown while loaded")
+    ("aperture-size", byDefault(std::to_string(o.apertureSize)), "with --aperture, the fewest members a route's window holds, 1 to 10000 (all when the route has fewer)")
     ("outbound-ca", po::value<std::string>(), "CA bundle that called services' certificates must chain to, PEM (default: --tls-client-ca)")
     ("outbound-connect-timeout", byDefault(durationDefault(o.connectTimeout)), "deadline for connecting to a member and its TLS handshake")
     ("outbound-timeout", byDefault(durationDefault(o.timeout)), "deadline for a called service's response head, and longest pause mid-body; slower: 504")
@@ -546,6 +548,13 @@ void limitFlags(const po::variables_map& vm, SidecarConfig& c) {
 void meshFlags(const po::variables_map& vm, SidecarConfig& c) {
   c.outbound = outboundFlags(vm, c.tlsClientCa);
   if (c.outbound) {
+    // The aperture's coordinate: this sidecar as its announced member reads.
+    c.outbound->apertureSelf =
+        HostPort{c.announce ? c.announce->advertiseHost : std::string(), c.listen.port};
+    if (c.announce) {
+      c.outbound->apertureZk = c.announce->zkConnect;
+      c.outbound->aperturePath = c.announce->zkPath;
+    }
     for (const auto* other : {&c.listen, &c.adminListen}) {
       if (c.outbound->listen.port != 0 && c.outbound->listen.port == other->port &&
           c.outbound->listen.host == other->host) {

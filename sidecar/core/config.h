@@ -134,6 +134,17 @@ struct OutboundConfig {
   // (the last set kept) for dropHold, unless a later one comes back within it (1: never held).
   double dropLimit = 0.5;
   Duration dropHold{30'000};
+  // --aperture: each serverset route balanced over a window of at least apertureSize of its
+  // members, from this sidecar's coordinate (outbound/aperture.h); grown while loaded.
+  bool aperture = false;
+  std::size_t apertureSize = 12;  // Finagle's minimum aperture
+  // This sidecar as its serverset member would be (host: --advertise-host, else the primary
+  // address when empty; port: --listen's): its coordinate's source.
+  HostPort apertureSelf;
+  // The serverset this sidecar announces in (--announce; empty: none): with --aperture, its
+  // position among those members places it on every route's ring.
+  std::string apertureZk;
+  std::string aperturePath;
   std::vector<ThriftRouteConfig> thriftRoutes;  // --thrift-route, in order
   std::uint32_t thriftMaxFrame = 16'384'000;    // --thrift-max-frame, calls and replies
 };

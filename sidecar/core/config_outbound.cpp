@@ -203,6 +203,12 @@ void outboundValues(const po::variables_map& vm, OutboundConfig& o) {
     throw FlagError{"--serverset-drop-hold: '" + vm["serverset-drop-hold"].as<std::string>() +
                     "' is not a duration from 1s to 60m"};
   }
+  const auto aperture = vm["aperture"].as<std::string>();
+  if (aperture != "true" && aperture != "false") {
+    throw FlagError{"--aperture: '" + aperture + "' is not true or false"};
+  }
+  o.aperture = aperture == "true";
+  o.apertureSize = countFlag(vm, "aperture-size", 1, 10'000);
   o.connectTimeout = durationFlag(vm, "outbound-connect-timeout");
   o.timeout = durationFlag(vm, "outbound-timeout");
   o.idleTimeout = durationFlag(vm, "outbound-idle-timeout");

@@ -9,6 +9,9 @@
 #include <boost/json/serialize.hpp>
 #include <set>
 
+#include "control/startup.h"
+#include "outbound/aperture.h"
+
 namespace sidecar {
 
 RouteDirectory::RouteDirectory(boost::asio::io_context& control, const OutboundConfig& config,
@@ -20,7 +23,20 @@ RouteDirectory::RouteDirectory(boost::asio::io_context& control, const OutboundC
       metrics_(metrics),
       publish_(std::move(publish)),
       retract_(std::move(retract)),
-      sessions_(control, std::move(zk)) {}
+      sessions_(control, std::move(zk)) {
+  if (config_.aperture) {
+    const auto& self = config_.apertureSelf;
+    const std::string host = self.host.empty() ? primaryAddress() : self.host;
+    boost::system::error_code ec;
+    const auto address = boost::asio::ip::make_address(host, ec);
+    if (!ec) {
+      self_ = tcp::endpoint(address, self.port);
+    }
+    selfCoordinate_ = apertureHash(host + ":" + std::to_string(self.port));
+    spdlog::info("event=aperture self={}:{} coordinate={:.6f} size={}", host, self.port,
+                 selfCoordinate_, config_.apertureSize);
+  }
+}
 
 RouteDirectory::~RouteDirectory() = default;
 
@@ -31,8 +47,46 @@ void RouteDirectory::start() {
   for (const auto& t : config_.thriftRoutes) {
     make(t.route, false);  // named thrift:PORT, published to that port's handlers
   }
+  if (config_.aperture && self_ && !config_.aperturePath.empty()) {
+    peers_ = std::make_unique<registry::ServersetResolver>(
+        control_,
+        registry::ServersetAddress{config_.apertureZk, config_.aperturePath, std::nullopt, ""},
+        registry::ResolverOptions{.sessionTimeout = zkSessionTimeout_,
+                                  .connect = sessions_.factory()},
+        [this](const registry::ServersetSnapshot& s) { peersListed(s); });
+    peers_->start();
+  }
   // Once a second: prefix routes expire, held listings are trusted when their hold is over.
   scheduleSweep();
+}
+
+void RouteDirectory::peersListed(const registry::ServersetSnapshot& s) {
+  std::vector<tcp::endpoint> peers;
+  peers.reserve(s.members.size());
+  for (const auto& [node, m] : s.members) {
+    boost::system::error_code ec;
+    const auto address = boost::asio::ip::make_address(m.endpoint.host, ec);
+    if (!ec) {
+      peers.push_back(tcp::endpoint(address, m.endpoint.port));
+    }
+  }
+  apertureOrder(peers);
+  peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+  const auto it = std::lower_bound(peers.begin(), peers.end(), *self_);
+  const bool found = it != peers.end() && *it == *self_;
+  const std::size_t index = found ? static_cast<std::size_t>(it - peers.begin()) : 0;
+  const std::size_t count = found ? peers.size() : 0;
+  if (index == peerIndex_ && count == peerCount_) {
+    return;
+  }
+  peerIndex_ = index;
+  peerCount_ = count;
+  spdlog::info("event=aperture_peers index={} peers={}", index, count);
+  for (auto& r : routes_) {
+    if (r && r->apertureSize > 0) {
+      publishMembers(*r, false);
+    }
+  }
 }
 
 void RouteDirectory::scheduleSweep() {
@@ -74,14 +128,7 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
     wantNames(r);
     r.addr = std::make_shared<const Addr>(nextAddr(r, r.unresolved));
   } else {
-    registry::ServersetAddress address{r.config.zkConnect, r.config.zkPath, std::nullopt,
-                                       r.config.endpoint};
-    r.resolver = std::make_unique<registry::ServersetResolver>(
-        control_, address,
-        registry::ResolverOptions{.sessionTimeout = zkSessionTimeout_,
-                                  .connect = sessions_.factory()},
-        [this, &r](const registry::ServersetSnapshot& s) { resolved(r, s); },
-        [this, &r](bool stale) { setStale(r, stale); });
+    r.apertureSize = config_.aperture ? config_.apertureSize : 0;
     // Not current until ZooKeeper first answers: a route whose ensemble cannot be reached from
     // the start is as stale as one that lost it later.
     r.addr = std::make_shared<const Addr>(Addr::pending(true));
@@ -90,10 +137,66 @@ RouteDirectory::Runtime& RouteDirectory::make(RouteConfig config, bool prefix) {
   spdlog::info("event=route_added route={} dest={} identity={}", r.config.name, r.config.dest,
                r.config.identity.empty() ? "-" : r.config.identity);
   publish_(r.info, r.addr);
-  if (r.resolver) {
-    r.resolver->start();  // its callbacks find the route's members set
+  if (r.config.kind == RouteConfig::Kind::serverset) {
+    attach(r);  // its callbacks find the route's members set
   }
   return r;
+}
+
+void RouteDirectory::attach(Runtime& r) {
+  // The key holds what the resolver reads: the ensembles, the path and the endpoint.
+  std::string key = r.config.zkConnect + '\n' + r.config.zkPath + '\n' + r.config.endpoint;
+  auto& slot = sources_[key];
+  if (slot) {
+    // Another route reads this serverset already: this one takes its last answer at once.
+    auto& source = *slot;
+    source.routes.push_back(&r);
+    r.source = &source;
+    const bool stale = source.resolver->stale();
+    if (auto snapshot = source.resolver->snapshot()) {
+      resolved(r, *snapshot);
+    }
+    setStale(r, stale);
+    return;
+  }
+  slot = std::make_unique<Source>();
+  auto& source = *slot;
+  source.key = std::move(key);
+  source.routes.push_back(&r);
+  r.source = &source;
+  registry::ServersetAddress address{r.config.zkConnect, r.config.zkPath, std::nullopt,
+                                     r.config.endpoint};
+  source.resolver = std::make_unique<registry::ServersetResolver>(
+      control_, address,
+      registry::ResolverOptions{.sessionTimeout = zkSessionTimeout_,
+                                .connect = sessions_.factory()},
+      [this, &source](const registry::ServersetSnapshot& s) {
+        // A copy: a route's publishing never adds or removes routes, but this stays safe if so.
+        const auto routes = source.routes;
+        for (auto* route : routes) {
+          resolved(*route, s);
+        }
+      },
+      [this, &source](bool stale) {
+        const auto routes = source.routes;
+        for (auto* route : routes) {
+          setStale(*route, stale);
+        }
+      });
+  source.resolver->start();
+}
+
+void RouteDirectory::detach(Runtime& r) {
+  if (!r.source) {
+    return;
+  }
+  auto& source = *r.source;
+  r.source = nullptr;
+  std::erase(source.routes, &r);
+  if (source.routes.empty()) {
+    // The resolver goes with its session view, which removes its watches from ZooKeeper.
+    sources_.erase(source.key);
+  }
 }
 
 void RouteDirectory::ensure(const std::string& name) {
@@ -148,6 +251,9 @@ void RouteDirectory::expire(Clock::time_point now) {
       }
     }
   }
+  if (config_.aperture) {
+    sizeApertures();
+  }
   for (auto& r : routes_) {
     // A held listing that no later one replaced is trusted once its hold is over.
     if (r && r->heldSince && now - *r->heldSince >= config_.dropHold) {
@@ -194,7 +300,7 @@ void RouteDirectory::remove(Runtime& r, Expiry why) {
   }
   byName_.erase(r.config.name);
   --prefixRoutes_;
-  // The resolver goes with its session view, which removes its watches from ZooKeeper.
+  detach(r);
   routes_[slot].reset();
   retract_(info);
 }
@@ -277,14 +383,81 @@ Addr RouteDirectory::nextAddr(Runtime& r, std::size_t& unresolved) {
   r.namesAwaited = expanded.awaited;
   // A listing that answered while the session was already lost is complete but may be old: it
   // stays stale until the resolver says it is current (setStale follows).
-  const bool stale = r.resolver ? r.resolver->stale() : false;
+  const bool stale = r.source ? r.source->resolver->stale() : false;
   // A static route's first address is made here, from nothing (version 1).
   const Addr before = r.addr ? *r.addr : Addr::pending(stale, 0);
   if (!r.listed) {
     return before.withStale(stale);
   }
+  if (r.apertureSize > 0) {
+    narrow(r, expanded.members);
+  }
   // Calls wait for a new route's names only while it has nothing else to offer.
   return before.answered(std::move(expanded.members), expanded.awaited, stale);
+}
+
+void RouteDirectory::narrow(Runtime& r, std::vector<tcp::endpoint>& members) {
+  apertureOrder(members);
+  const std::size_t n = members.size();
+  r.apertureRing = n;
+  // Its own member's position when it is one: the members of a serverset calling another then
+  // sit evenly on the ring, and their windows cover its members evenly.
+  const auto own = self_ ? std::lower_bound(members.begin(), members.end(), *self_) : members.end();
+  std::size_t start = 0;
+  std::size_t size = r.apertureSize;
+  if (own != members.end() && *own == *self_) {
+    r.apertureFrom = "position";
+    start = static_cast<std::size_t>(own - members.begin());
+    r.apertureCoordinate = static_cast<double>(start) / static_cast<double>(n);
+  } else if (peerCount_ > 0 && n > 0) {
+    // Its peers sit evenly on the ring, and their windows reach each other's: every member is
+    // in as many windows as integers allow.
+    r.apertureFrom = "peers";
+    start = peerIndex_ * n / peerCount_;
+    size = std::max(size, (n + peerCount_ - 1) / peerCount_);
+    r.apertureCoordinate = static_cast<double>(peerIndex_) / static_cast<double>(peerCount_);
+  } else {
+    r.apertureFrom = "hash";
+    start = apertureStart(selfCoordinate_, n);
+    r.apertureCoordinate = selfCoordinate_;
+  }
+  members = apertureWindow(members, start, size);
+}
+
+void RouteDirectory::sizeApertures() {
+  std::vector<Runtime*> resized;
+  {
+    std::lock_guard lock(reportsMutex_);
+    for (auto& r : routes_) {
+      if (!r || r->apertureSize == 0 || r->addr->endpoints().empty()) {
+        continue;
+      }
+      std::uint64_t pending = 0;
+      if (auto it = reports_.find(r->config.name); it != reports_.end()) {
+        for (const auto& [worker, rep] : it->second) {
+          for (const auto& v : rep.views) {
+            pending += v.pending;
+          }
+        }
+      }
+      const double load =
+          static_cast<double>(pending) / static_cast<double>(r->addr->endpoints().size());
+      const std::size_t window = r->addr->endpoints().size();
+      if (load > kApertureHighLoad && window < r->apertureRing) {
+        r->apertureSize = std::max(r->apertureSize, window) + 1;  // the window as it is, and one
+      } else if (load < kApertureLowLoad && r->apertureSize > config_.apertureSize) {
+        --r->apertureSize;
+      } else {
+        continue;
+      }
+      spdlog::info("event=aperture_resized route={} size={} load={:.2f}", r->config.name,
+                   r->apertureSize, load);
+      resized.push_back(r.get());
+    }
+  }
+  for (auto* r : resized) {
+    publishMembers(*r, false);
+  }
 }
 
 void RouteDirectory::setGauges(const Runtime& r) {
@@ -304,11 +477,19 @@ void RouteDirectory::publishMembers(Runtime& r, bool listing) {
   if (!addr.endpoints().empty() || !r.addr->endpoints().empty()) {
     r.emptySince = Clock::now();  // a negative entry's life runs from its last member
   }
-  r.addr = std::make_shared<const Addr>(std::move(addr));
+  // With what changed beside it: each worker applies that instead of the whole set.
+  r.addr = std::make_shared<const Addr>(std::move(addr).withDeltaFrom(*r.addr));
   r.unresolved = unresolved;
   setGauges(r);
-  spdlog::info("event=route_members route={} members={} malformed={} unresolved={}", r.config.name,
-               r.addr->endpoints().size(), r.malformed, unresolved);
+  if (r.apertureSize > 0) {
+    // The window, and the members it was chosen from.
+    spdlog::info("event=route_members route={} members={} malformed={} unresolved={} listed={}",
+                 r.config.name, r.addr->endpoints().size(), r.malformed, unresolved,
+                 r.apertureRing);
+  } else {
+    spdlog::info("event=route_members route={} members={} malformed={} unresolved={}",
+                 r.config.name, r.addr->endpoints().size(), r.malformed, unresolved);
+  }
   publish_(r.info, r.addr);
 }
 
@@ -460,6 +641,12 @@ std::string RouteDirectory::clientsJson() {
           {"held_for_ms",
            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *r->heldSince)
                .count()}};
+    }
+    if (r->apertureSize > 0) {
+      route["aperture"] = boost::json::object{{"size", r->apertureSize},
+                                              {"members", r->apertureRing},
+                                              {"coordinate", r->apertureCoordinate},
+                                              {"from", r->apertureFrom}};
     }
     route["names"] = namesJson(*r);
     route["members"] = membersJson(*r);

@@ -1,7 +1,10 @@
 #pragma once
 // The outbound routes on the control thread: one per --route and per --thrift-route at start,
-// and one per name under --route-prefix when a worker first asks. A serverset route has its own
-// resolver (registry/), whose member sets go to every worker as immutable snapshots; the data path
+// and one per name under --route-prefix when a worker first asks. A serverset route reads its
+// members through a resolver (registry/) that every route naming the same serverset (ensembles,
+// path, endpoint) shares: one watch and one listing per change however many routes name it, each
+// route still holding its own sudden losses and publishing its own set. The member sets go to every
+// worker as immutable snapshots; the data path
 // never waits on ZooKeeper, and keeps the last known members while ZooKeeper cannot be read. A
 // member announced with a host name becomes one member per address the name has (outbound/names.h),
 // looked up off the control thread and again every --dns-refresh; a name without an address is left
@@ -64,11 +67,12 @@ class RouteDirectory {
   void refreshGauges();
 
  private:
+  struct Source;
   struct Runtime {
     RouteConfig config;
     std::shared_ptr<const RouteInfo> info;
-    std::shared_ptr<const Addr> addr;  // its members, as published
-    std::unique_ptr<registry::ServersetResolver> resolver;
+    std::shared_ptr<const Addr> addr;           // its members, as published
+    Source* source = nullptr;                   // a serverset route's shared resolver
     std::vector<registry::Endpoint> wanted;     // as announced (a static route: its members)
     bool listed = false;                        // the source answered (a static route: at once)
     std::map<std::string, std::string> hostOf;  // a member's address -> the name it came from
@@ -85,8 +89,28 @@ class RouteDirectory {
     // from it, so that a storm spread over several listings is seen whole.
     std::vector<registry::Endpoint> peak;  // held: the set the workers keep
     Clock::time_point peakAt{};
+    // --aperture (a serverset route): the window's size now, 0: off; and where it was last put.
+    std::size_t apertureSize = 0;
+    std::size_t apertureRing = 0;  // the members it was chosen from
+    double apertureCoordinate = 0;
+    // Where the coordinate came from: "position" (its own member's, among the route's), "peers"
+    // (its position among its own serverset's members), "hash" (of its host:port).
+    const char* apertureFrom = "hash";
+  };
+  // Finagle's aperture load band: outstanding requests per member of the window (all workers),
+  // above which the window grows by one member a second, below which it shrinks to its least.
+  static constexpr double kApertureHighLoad = 2.0;
+  static constexpr double kApertureLowLoad = 0.5;
+  // One serverset's resolver and the routes that read it; goes with its last route.
+  struct Source {
+    std::string key;
+    std::unique_ptr<registry::ServersetResolver> resolver;
+    std::vector<Runtime*> routes;
   };
   enum class Expiry { negative, idle, evicted };
+  // The route's source, made (and started) if no other route names its serverset yet.
+  void attach(Runtime& r);
+  void detach(Runtime& r);
   Runtime& make(RouteConfig config, bool prefix);
   std::size_t freeSlot();
   void remove(Runtime& r, Expiry why);
@@ -101,6 +125,12 @@ class RouteDirectory {
   // The route's next address from its wanted members and the names' addresses; unresolved: those
   // left out.
   Addr nextAddr(Runtime& r, std::size_t& unresolved);
+  // --aperture: the window of members (in ring order) this sidecar balances over.
+  void narrow(Runtime& r, std::vector<tcp::endpoint>& members);
+  // Grows or shrinks each route's window by its load in the workers' last reports.
+  void sizeApertures();
+  // Its own serverset listed: where it stands among its peers.
+  void peersListed(const registry::ServersetSnapshot& s);
   void setGauges(const Runtime& r);
   // Publishes the route's members as they are now; unless listing (a new listing came), only when
   // they changed.
@@ -125,7 +155,18 @@ class RouteDirectory {
   registry::SharedZkSessions sessions_;
   std::vector<std::unique_ptr<Runtime>> routes_;  // by slot; null: free (an expired route's)
   std::map<std::string, std::size_t> byName_;
+  // The serversets' resolvers by (ensembles, path, endpoint); they go before the routes they call.
+  std::map<std::string, std::unique_ptr<Source>> sources_;
   std::size_t prefixRoutes_ = 0;
+  // This sidecar on the aperture's ring: its member's address, when it is one, and the hashed
+  // coordinate of its host:port otherwise.
+  std::optional<tcp::endpoint> self_;
+  double selfCoordinate_ = 0;
+  // Its own serverset (--announce) with --aperture: its position among those members (the other
+  // callers of the same routes, as a rule); peerCount_ 0 while it is not among them.
+  std::unique_ptr<registry::ServersetResolver> peers_;
+  std::size_t peerIndex_ = 0;
+  std::size_t peerCount_ = 0;
 
   std::mutex reportsMutex_;  // workers report once a second; never on the request path
   struct Report {

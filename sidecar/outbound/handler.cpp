@@ -156,7 +156,21 @@ void OutboundHandler::Route::update(std::shared_ptr<const RouteInfo> i,
                                     std::shared_ptr<const Addr> a) {
   info = std::move(i);
   addr = std::move(a);
-  balancer.update(addr->endpoints(), std::chrono::steady_clock::now());
+  // A change costs the worker what changed: the same version is the same set (only staleness
+  // moved, or the route was published again), and a delta from the version held is applied as
+  // such. Versions count per route: another route of the same name starts again, so the whole
+  // set then.
+  const auto now = std::chrono::steady_clock::now();
+  const bool same = balanced && balancedFor == info;
+  if (!same || addr->version() != balanced->version()) {
+    if (const auto* d = addr->delta(); same && d && d->from == balanced->version()) {
+      balancer.apply(d->added, d->removed, now);
+    } else {
+      balancer.update(addr->endpoints(), now);
+    }
+  }
+  balanced = addr;
+  balancedFor = info;
   if (addr->isBound()) {
     for (auto* t : waiters) {
       t->cancel();

@@ -86,6 +86,10 @@ class OutboundHandler final : public ConnectionHandler {
     std::shared_ptr<const RouteInfo> info;
     std::shared_ptr<const Addr> addr;  // its members
     P2cPeakEwma balancer;
+    // The address the balancer holds the members of, and the route it came for: a new one that
+    // is a delta from it is applied as such.
+    std::shared_ptr<const Addr> balanced;
+    std::shared_ptr<const RouteInfo> balancedFor;
     RetryBudget budget;
     BasicConnectionPool<TlsStream> pool;
     std::vector<std::pair<tcp::endpoint, TlsStream::Session>> sessions;

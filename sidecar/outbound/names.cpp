@@ -14,8 +14,10 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 
 #include "net/io.h"
+#include "upstream/addr.h"
 
 namespace sidecar {
 
@@ -82,7 +84,10 @@ bool isHostName(const std::string& host) {
 ExpandedMembers expandMembers(const std::vector<registry::Endpoint>& announced,
                               const NameCache& names) {
   ExpandedMembers out;
-  std::set<boost::asio::ip::tcp::endpoint> seen;
+  out.members.reserve(announced.size());
+  // Hashed: a set of thousands is looked through once per listing.
+  std::unordered_set<boost::asio::ip::tcp::endpoint, EndpointHash> seen;
+  seen.reserve(announced.size());
   const auto add = [&](const boost::asio::ip::tcp::endpoint& e, const std::string* host) {
     if (seen.insert(e).second) {
       out.members.push_back(e);

@@ -11,12 +11,29 @@
 // difference.
 
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "net/io.h"
 
 namespace sidecar {
+
+// Endpoints in hashed containers (the balancer's index, a set's delta).
+struct EndpointHash {
+  std::size_t operator()(const tcp::endpoint& e) const noexcept {
+    const auto a = e.address();
+    std::size_t h = a.is_v4()
+                        ? std::hash<std::uint32_t>{}(a.to_v4().to_uint())
+                        : std::hash<std::string_view>{}(std::string_view(
+                              reinterpret_cast<const char*>(a.to_v6().to_bytes().data()), 16));
+    return h ^ (std::size_t{e.port()} * 0x9e3779b97f4a7c15ull);
+  }
+};
 
 class Addr {
  public:
@@ -43,7 +60,25 @@ class Addr {
   }
   // The same state and endpoints with the source readable again or not. The version stays: the
   // set did not change.
-  Addr withStale(bool stale) const { return Addr(state_, endpoints_, stale, version_); }
+  Addr withStale(bool stale) const {
+    Addr a(state_, endpoints_, stale, version_);
+    a.delta_ = delta_;
+    return a;
+  }
+
+  // What changed from the version before (from): a reader that holds that version (a worker's
+  // balancer) applies the endpoints added and removed instead of taking in the whole set, so a
+  // change costs it what changed. Sets, both: an endpoint is in endpoints() once.
+  struct Delta {
+    std::uint64_t from = 0;
+    std::vector<tcp::endpoint> added;
+    std::vector<tcp::endpoint> removed;
+  };
+  // This address with the delta from before, when both are bound (none otherwise: a reader takes
+  // the whole set). O(N) once, on the thread that makes it, for all readers.
+  Addr withDeltaFrom(const Addr& before) &&;
+  // None: the whole set is the only way to it.
+  const Delta* delta() const { return delta_.get(); }
 
   State state() const { return state_; }
   bool isPending() const { return state_ == State::pending; }
@@ -61,9 +96,30 @@ class Addr {
       : endpoints_(std::move(endpoints)), version_(version), state_(state), stale_(stale) {}
 
   Endpoints endpoints_;
+  std::shared_ptr<const Delta> delta_;
   std::uint64_t version_;
   State state_;
   bool stale_;
 };
+
+inline Addr Addr::withDeltaFrom(const Addr& before) && {
+  delta_.reset();
+  if (!isBound() || !before.isBound() || version_ != before.version_ + 1) {
+    return std::move(*this);
+  }
+  auto d = std::make_shared<Delta>();
+  d->from = before.version_;
+  // Hashing both sides: a set's order is the listing's, which need not follow the endpoints'.
+  std::unordered_set<tcp::endpoint, EndpointHash> old(before.endpoints_.begin(),
+                                                      before.endpoints_.end());
+  for (const auto& e : endpoints_) {
+    if (old.erase(e) == 0) {
+      d->added.push_back(e);
+    }
+  }
+  d->removed.assign(old.begin(), old.end());
+  delta_ = std::move(d);
+  return std::move(*this);
+}
 
 }  // namespace sidecar

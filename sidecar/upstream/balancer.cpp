@@ -64,14 +64,6 @@ void PeakEwmaLoad::seed(SteadyTime now, double ewmaNanos) {
 P2cPeakEwma::P2cPeakEwma(std::uint64_t seed, BalancerSettings settings)
     : settings_(settings), rng_(seed) {}
 
-std::size_t P2cPeakEwma::EndpointHash::operator()(const tcp::endpoint& e) const noexcept {
-  const auto a = e.address();
-  std::size_t h = a.is_v4() ? std::hash<std::uint32_t>{}(a.to_v4().to_uint())
-                            : std::hash<std::string_view>{}(std::string_view(
-                                  reinterpret_cast<const char*>(a.to_v6().to_bytes().data()), 16));
-  return h ^ (std::size_t{e.port()} * 0x9e3779b97f4a7c15ull);
-}
-
 P2cPeakEwma::Member* P2cPeakEwma::find(const tcp::endpoint& e) {
   return const_cast<Member*>(std::as_const(*this).find(e));
 }
@@ -132,6 +124,74 @@ void P2cPeakEwma::update(const std::vector<tcp::endpoint>& endpoints, SteadyTime
     index_ = std::move(next);
   } else {
     index_.clear();
+  }
+}
+
+double P2cPeakEwma::meanEwma(SteadyTime now, std::size_t most) const {
+  const std::size_t n = members_.size();
+  const std::size_t step = most == 0 || n <= most ? 1 : n / most;
+  double sum = 0;
+  std::size_t known = 0;
+  for (std::size_t i = 0; i < n; i += step) {
+    const double ewma = members_[i].load.ewmaNanos(now);
+    if (ewma > 0) {
+      sum += ewma;
+      ++known;
+    }
+  }
+  return known > 0 ? sum / static_cast<double>(known) : 0.0;
+}
+
+void P2cPeakEwma::apply(std::span<const tcp::endpoint> added,
+                        std::span<const tcp::endpoint> removed, SteadyTime now) {
+  bool indexed = members_.size() > kScanLimit;  // index_ holds every member's position
+  for (const auto& e : removed) {
+    Member* m = find(e);
+    if (m == nullptr) {
+      continue;
+    }
+    if (m->accrual.state(now) != AccrualState::alive && out_ > 0) {
+      --out_;
+    }
+    // The last member takes its place: the order of the array means nothing to a pick.
+    const auto at = static_cast<std::size_t>(m - members_.data());
+    if (indexed) {
+      index_.erase(e);
+    }
+    if (at + 1 != members_.size()) {
+      members_[at] = std::move(members_.back());
+      if (indexed) {
+        index_[members_[at].endpoint] = at;
+      }
+    }
+    members_.pop_back();
+  }
+  if (!indexed && members_.size() + added.size() > kScanLimit) {
+    // Crossing the scan limit upwards: the index first, so that finds above it work.
+    index_.clear();
+    index_.reserve(members_.size() + added.size());
+    for (std::size_t i = 0; i < members_.size(); ++i) {
+      index_.emplace(members_[i].endpoint, i);
+    }
+    indexed = true;
+  }
+  // New members start where the kept ones are (a sample of them: the set may be thousands).
+  const double seed = added.empty() ? 0.0 : meanEwma(now, kSeedSample);
+  for (const auto& e : added) {
+    if (find(e) != nullptr) {
+      continue;
+    }
+    members_.push_back(
+        Member{e, PeakEwmaLoad(settings_.decay, now), FailureAccrual(settings_.accrual, now)});
+    if (seed > 0) {
+      members_.back().load.seed(now, seed);
+    }
+    if (indexed) {
+      index_.emplace(e, members_.size() - 1);
+    }
+  }
+  if (members_.size() <= kScanLimit) {
+    index_.clear();  // a scan finds them
   }
 }
 

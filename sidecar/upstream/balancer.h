@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "net/io.h"
 #include "upstream/accrual.h"
+#include "upstream/addr.h"
 
 namespace sidecar {
 
@@ -75,6 +76,12 @@ class P2cPeakEwma {
   // new ones start at the average latency of the kept ones (not zero, so they are not flooded);
   // the others are dropped, and what is still in flight to them finishes harmlessly.
   void update(const std::vector<tcp::endpoint>& endpoints, SteadyTime now);
+  // The same change given as what it adds and removes to the set this balancer holds (an
+  // Addr::Delta): costs what changed, not the set's size. The members kept keep their state; a
+  // new one starts at the average latency of a sample of at most kSeedSample kept members. An
+  // endpoint added that is there already, or removed that is not, is ignored.
+  void apply(std::span<const tcp::endpoint> added, std::span<const tcp::endpoint> removed,
+             SteadyTime now);
 
   // The member for the next request, none when the route has none. `exclude` lists the members
   // a retry must avoid (those the request has already failed on); one of them is returned only
@@ -112,10 +119,12 @@ class P2cPeakEwma {
   // an index by endpoint finds one at once, so that a request's cost and an update's (O(N))
   // stay flat in a serverset of thousands.
   static constexpr std::size_t kScanLimit = 16;
-  struct EndpointHash {
-    std::size_t operator()(const tcp::endpoint& e) const noexcept;
-  };
+  // A delta's new members are seeded from this many kept members at most, spread over the set.
+  static constexpr std::size_t kSeedSample = 64;
   using Index = std::unordered_map<tcp::endpoint, std::size_t, EndpointHash>;
+  // The average latency of the members with one, over at most `most` of them spread over the set
+  // (0: all); 0 when none has one.
+  double meanEwma(SteadyTime now, std::size_t most) const;
   Member* find(const tcp::endpoint& e);
   const Member* find(const tcp::endpoint& e) const;
 

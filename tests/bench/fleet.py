@@ -31,6 +31,8 @@ def parse_args():
     p.add_argument("--sessions", type=int, default=10, help="the writer's ZooKeeper sessions")
     p.add_argument("--seconds", type=float, default=20, help="churn time (half up, half down)")
     p.add_argument("--load-rate", type=int, default=500, help="requests/s on the static route")
+    p.add_argument("--aperture", type=int, default=0,
+                   help="run the sidecars with --aperture true --aperture-size this (0: off)")
     p.add_argument("--smoke", action="store_true", help="small and short: checks it all runs")
     p.add_argument("--json", help="write the figures here too")
     a = p.parse_args()
@@ -49,7 +51,8 @@ import harness  # noqa: E402  (reads the binaries' paths from the environment at
 
 WRITER = os.environ.get("FLEET_WRITER_BIN", os.path.join(ARGS.build, "tests", "bench", "fleet-writer"))
 LOADGEN = os.path.join(ARGS.build, "tests", "bench", "loadgen")
-MEMBERS_LINE = re.compile(r"^(\S+) info event=route_members route=(\S+) members=(\d+)")
+MEMBERS_LINE = re.compile(
+    r"^(\S+) info event=route_members route=(\S+) members=(\d+)(?:.* listed=(\d+))?")
 
 
 def percentile(values, q):
@@ -124,7 +127,7 @@ class Fleet(harness.SidecarTestCase):
         # The unrelated route's member: pinghelp behind a sidecar (mTLS in).
         ph = self.start_pinghelp()
         self.member = self.start_sidecar(ph.port, "--workers", "1")
-        routes = []
+        routes = ["--aperture", "true", "--aperture-size", str(ARGS.aperture)] if ARGS.aperture else []
         for i in range(ARGS.routes):
             routes += ["--route", f"f{i}=zk2!{self.hosts}!{PATH}"]
         self.sidecars = [self.start_outbound_sidecar(
@@ -146,7 +149,8 @@ class Fleet(harness.SidecarTestCase):
             m = MEMBERS_LINE.match(line)
             if m and m.group(2).startswith("f"):
                 t = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
-                out.append((t, f"{sidecar.pid}/{m.group(2)}", int(m.group(3))))
+                # With --aperture, members= is the window: the count listed says which changes.
+                out.append((t, f"{sidecar.pid}/{m.group(2)}", int(m.group(4) or m.group(3))))
         return out
 
     def watchers(self):
@@ -255,6 +259,12 @@ def run(f):
                      what="every watcher back at N after the churn")
 
     t_end = time.time()
+    # The members each watch balances over now (with --aperture, its window).
+    balanced = []
+    for s in f.sidecars:
+        for route in json.loads(f.admin_get(s, "/admin/clients")[1])["clients"]:
+            if route["route"].startswith("f"):
+                balanced.append(len(route["members"]))
     pubs = [p for s in f.sidecars for p in f.publications(s)]
     worst, every = attribute(changes, per_half, pubs, ARGS.members)
     n_changes = len(changes)
@@ -300,6 +310,7 @@ def run(f):
         "static_p50_us_quiet": quiet["p50_us"], "static_p99_us_quiet": quiet["p99_us"],
         "static_p50_us_churn": during["p50_us"], "static_p99_us_churn": during["p99_us"],
         "static_errors": quiet["errors"] + during["errors"],
+        "aperture": ARGS.aperture, "balanced_min": min(balanced), "balanced_max": max(balanced),
         "seconds": time.monotonic() - t_start,
     }
     print(f"## fleet: N={ARGS.members} R={ARGS.rate:g}/s K={K} ({ARGS.sidecars} sidecars x "
@@ -317,6 +328,7 @@ def run(f):
         ("member sets handed to the workers per change per watch", f"{handed:.2f}"),
         ("sidecar CPU per change per watch, all threads (µs)", f"{cpu_all * 1e6 / K:,.0f}"),
         ("  of which the control thread (µs)", f"{cpu_main * 1e6 / K:,.0f}"),
+        ("members each watch balances over (min / max)", f"{min(balanced):,} / {max(balanced):,}"),
         ("RSS per member per sidecar (bytes)", f"{mem:,.0f}"),
         ("RSS per member per watch (bytes)", f"{mem / ARGS.routes:,.0f}"),
         ("static route p50 / p99, quiet (µs)", f"{quiet['p50_us']:,} / {quiet['p99_us']:,}"),

@@ -66,5 +66,24 @@ TEST_CASE("addr: the stale mark changes neither the state, the set nor the versi
   CHECK_FALSE(b.stale());  // the original is unchanged: values, never edited
 }
 
+TEST_CASE("addr: the next bound set carries what it added and removed from the one before") {
+  const auto a = Addr::bound({at("10.0.0.1", 80), at("10.0.0.2", 80), at("10.0.0.3", 80)});
+  auto b = a.answered({at("10.0.0.3", 80), at("10.0.0.4", 80), at("10.0.0.1", 80)}, false, false)
+               .withDeltaFrom(a);
+  REQUIRE(b.delta() != nullptr);
+  CHECK(b.delta()->from == a.version());
+  CHECK(b.delta()->added == Endpoints{at("10.0.0.4", 80)});
+  CHECK(b.delta()->removed == Endpoints{at("10.0.0.2", 80)});
+  // Staleness moves, the set does not: the same version and delta.
+  const auto c = b.withStale(true);
+  CHECK(c.version() == b.version());
+  REQUIRE(c.delta() != nullptr);
+  CHECK(c.delta()->added == b.delta()->added);
+  // From a pending address, or from one that is not the version before: the whole set only.
+  const auto p = Addr::pending();
+  CHECK(p.answered({at("10.0.0.1", 80)}, false, false).withDeltaFrom(p).delta() == nullptr);
+  CHECK(b.answered({}, false, false).withDeltaFrom(a).delta() == nullptr);
+}
+
 }  // namespace
 }  // namespace sidecar

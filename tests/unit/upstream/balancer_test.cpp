@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <string>
 
 namespace sidecar {
@@ -296,6 +297,85 @@ TEST_CASE("p2c: a serverset of thousands: members found by their index, kept acr
   lb.update(members(3), t);
   CHECK(lb.usable(member(2), t));
   CHECK_FALSE(lb.usable(member(4321), t));
+}
+
+// The members as a set, whatever their order in the array.
+std::set<tcp::endpoint> held(const P2cPeakEwma& lb, SteadyTime now) {
+  std::set<tcp::endpoint> out;
+  for (const auto& v : lb.members(now)) {
+    out.insert(v.endpoint);
+  }
+  return out;
+}
+
+TEST_CASE("p2c: a delta changes what it names and keeps every other member's state") {
+  P2cPeakEwma lb(9);
+  auto all = members(5000);
+  lb.update(all, kStart);
+  lb.started(member(4321), kStart);
+  lb.finished(member(4321), kStart + milliseconds(30), milliseconds(30), true);
+  lb.started(member(4321), kStart + milliseconds(30));  // in flight across the delta
+  eject(lb, member(77), kStart + milliseconds(30));
+  eject(lb, member(5000), kStart + milliseconds(30));  // the last: another takes its place
+  const SteadyTime t = kStart + milliseconds(40);
+  CHECK(lb.available(t) == 4998);
+
+  const std::vector<tcp::endpoint> added{member(5001), member(4321)};  // one there already
+  const std::vector<tcp::endpoint> removed{member(1), member(5000), member(9999)};  // one unknown
+  lb.apply(added, removed, t);
+  CHECK(lb.size() == 4999);
+  CHECK_FALSE(lb.usable(member(1), t));
+  CHECK_FALSE(lb.usable(member(5000), t));
+  CHECK(lb.usable(member(5001), t));
+  CHECK(lb.usable(member(4999), t));
+  CHECK_FALSE(lb.usable(member(77), t));  // still ejected
+  CHECK(lb.available(t) == 4998);
+  auto expected = std::set<tcp::endpoint>(all.begin() + 1, all.end() - 1);
+  expected.insert(member(5001));
+  CHECK(held(lb, t) == expected);
+  const auto views = lb.members(t);
+  const auto find = [&](const tcp::endpoint& e) {
+    return *std::find_if(views.begin(), views.end(),
+                         [&](const MemberView& v) { return v.endpoint == e; });
+  };
+  CHECK(find(member(4321)).pending == 1);
+  CHECK(find(member(4321)).ewmaMs == doctest::Approx(30.0).epsilon(0.01));
+  // The kept members' latency, as far as a sample of them knows it (one of 4,999 has one).
+  CHECK(find(member(5001)).ewmaMs >= 0.0);
+  // The ejected member going and coming back: it starts afresh, and the count of members out
+  // follows (a pick is two draws again once none is out).
+  lb.apply({}, std::vector<tcp::endpoint>{member(77)}, t);
+  CHECK(lb.available(t) == lb.size());
+  lb.apply(std::vector<tcp::endpoint>{member(77)}, {}, t);
+  CHECK(lb.usable(member(77), t));
+  CHECK(lb.available(t) == lb.size());
+}
+
+TEST_CASE("p2c: a delta across the index's threshold, both ways, finds every member") {
+  P2cPeakEwma lb(3);
+  lb.update(members(10), kStart);
+  std::vector<tcp::endpoint> more;
+  for (int i = 11; i <= 40; ++i) {
+    more.push_back(member(i));
+  }
+  more.push_back(member(11));  // a duplicate in the delta is one member
+  lb.apply(more, {}, kStart);
+  CHECK(lb.size() == 40);
+  for (int i = 1; i <= 40; ++i) {
+    CHECK(lb.usable(member(i), kStart));
+  }
+  std::vector<tcp::endpoint> fewer;
+  for (int i = 1; i <= 35; ++i) {
+    fewer.push_back(member(i));
+  }
+  lb.apply({}, fewer, kStart);
+  CHECK(lb.size() == 5);
+  for (int i = 1; i <= 40; ++i) {
+    CHECK(lb.usable(member(i), kStart) == (i > 35));
+  }
+  lb.apply(std::vector<tcp::endpoint>{member(1)}, {}, kStart);
+  CHECK(lb.size() == 6);
+  CHECK(lb.usable(member(1), kStart));
 }
 
 TEST_CASE("p2c: the same seed makes the same picks") {
