@@ -278,7 +278,7 @@ awaitable<void> Session::run(Stream& io, Duration writeTimeout, Duration idleTim
       const auto got =
           io.read_some_now(asio::buffer(detail::threadReadBuffer(), detail::kReadSize), n);
       if (got == Stream::ReadNow::wouldBlock) {
-        auto [wec] = co_await io.async_wait_readable(useTuple);
+        auto [wec] = co_await io.async_wait_readable(useTuple, true);
         if (!wec) {
           continue;
         }

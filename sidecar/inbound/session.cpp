@@ -93,12 +93,13 @@ class InboundSession final : public CallerTlsSession,
     auto& lowest = stream_.lowest_layer();
     shrinkIfLarge(buffer_);
     lowest.expires_after(shared_.limits.idleTimeout);
+    bool partial = false;  // OpenSSL holds part of a record: wait for the socket
     for (;;) {
       if (worker_.draining()) {
         co_return false;
       }
       setIdle(true);
-      auto [ec] = co_await stream_.async_wait_readable(useTuple);
+      auto [ec] = co_await stream_.async_wait_readable(useTuple, partial);
       setIdle(false);
       if (ec) {
         co_return false;
@@ -106,6 +107,7 @@ class InboundSession final : public CallerTlsSession,
       std::size_t n = 0;
       const auto got = stream_.read_some_now(buffer_.prepare(2048), n);
       if (got == TlsStream::ReadNow::wouldBlock) {
+        partial = true;
         continue;  // part of a record: wait for the rest
       }
       if (got == TlsStream::ReadNow::useAsync) {  // end of stream, an error, or a write first

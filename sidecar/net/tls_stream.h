@@ -141,12 +141,15 @@ class TlsStream {
         Op<Shutdown, void(error_code)>{*this, {}, false, std::nullopt}, token, lowest_.socket());
   }
 
-  // Completes when a read would make progress: OpenSSL holds decrypted bytes, or the socket is
-  // readable. A connection waiting for its next request lends no buffer to the wait.
+  // Completes when a read would make progress: OpenSSL holds bytes, or the socket is readable. A
+  // connection waiting for its next request lends no buffer to the wait. afterWouldBlock: the
+  // last read_some_now() said wouldBlock, so what OpenSSL holds is part of a record that needs
+  // more from the socket (with read-ahead, SSL_has_pending() says yes for it): wait for the
+  // socket alone, or the wait would complete at once, again and again.
   template <class Token>
-  auto async_wait_readable(Token&& token) {
+  auto async_wait_readable(Token&& token, bool afterWouldBlock = false) {
     return asio::async_compose<Token, void(error_code)>(
-        Op<WaitReadable, void(error_code)>{*this, {}, false, std::nullopt}, token,
+        Op<WaitReadable, void(error_code)>{*this, {afterWouldBlock}, false, std::nullopt}, token,
         lowest_.socket());
   }
 
@@ -287,7 +290,9 @@ class TlsStream {
 
   struct Handshake {};
   struct Shutdown {};
-  struct WaitReadable {};
+  struct WaitReadable {
+    bool socketOnly = false;
+  };
   struct Read {
     asio::mutable_buffer buffer;
   };
@@ -324,7 +329,7 @@ class TlsStream {
         }
       }
       if constexpr (std::is_same_v<Kind, WaitReadable>) {
-        if (waited || SSL_has_pending(s.ssl_.get())) {
+        if (waited || (!kind.socketOnly && SSL_has_pending(s.ssl_.get()))) {
           return finish(self, {}, 0);
         }
         waited = true;

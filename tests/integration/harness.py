@@ -231,6 +231,41 @@ def status_kib(pid, key):
     return 0
 
 
+def cpu_seconds(pid):
+    """The process's user and system CPU so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def half_a_record(port, certs, alpn, plaintext):
+    """A client-certificate TLS connection to port that sends only the first half of the one TLS
+    record holding plaintext, and waits: the server's OpenSSL holds part of a record. Returns the
+    raw socket (the caller closes it)."""
+    ctx = ssl.create_default_context(cafile=certs.path("ca.pem"))
+    ctx.load_cert_chain(certs.path("client.pem"), certs.path("client.key"))
+    if alpn:
+        ctx.set_alpn_protocols([alpn])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            data = raw.recv(65536)
+            if not data:
+                raise ConnectionError("closed during the handshake")
+            incoming.write(data)
+    raw.sendall(outgoing.read())
+    tls.write(plaintext)
+    record = outgoing.read()
+    raw.sendall(record[:len(record) // 2])
+    return raw
+
+
 class Proc:
     """A child process whose output goes to a file; killed at test end if still running."""
 

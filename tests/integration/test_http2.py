@@ -18,7 +18,7 @@ import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 
-from harness import SidecarTestCase, wait_for  # noqa: E402
+from harness import SidecarTestCase, cpu_seconds, half_a_record, wait_for  # noqa: E402
 
 
 class GrpcService:
@@ -472,6 +472,25 @@ class Http2Test(SidecarTestCase):
         gone = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
         self.assertTrue(gone or "closed" in events, events[-5:])
         self.assertSettles(lambda: self.metric(sc, "sidecar_http2_floods_total"), 1)
+        code, status, body, _ = self.curl(f"https://127.0.0.1:{sc.port}/ping", args=["--http2"])
+        self.assertEqual(body, b"pong")
+
+    def test_half_a_tls_record_costs_no_cpu_while_the_rest_is_awaited(self):
+        # With OpenSSL's read-ahead, part of a record is "pending" yet unreadable: a reader that
+        # waits on SSL_has_pending() then would spin until the rest came (or forever).
+        ph = self.start_pinghelp()
+        sc = self.start_sidecar(ph.port, "--workers", "1")
+        for alpn, plaintext in (("h2", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\0" * 4000),
+                                ("http/1.1", b"GET /ping HTTP/1.1\r\nHost: localhost\r\n"
+                                             + b"x-pad: " + b"a" * 4000 + b"\r\n\r\n")):
+            with self.subTest(alpn=alpn):
+                s = half_a_record(sc.port, self.certs, alpn, plaintext)
+                self.addCleanup(s.close)
+                time.sleep(0.3)
+                before = cpu_seconds(sc.pid)
+                time.sleep(2)
+                spent = cpu_seconds(sc.pid) - before
+                self.assertLess(spent, 0.5, f"{spent:.2f} s of CPU in 2 s, waiting for a record")
         code, status, body, _ = self.curl(f"https://127.0.0.1:{sc.port}/ping", args=["--http2"])
         self.assertEqual(body, b"pong")
 
