@@ -71,7 +71,12 @@ struct Session::Callbacks {
         s.role_ != Role::server) {
       return 0;
     }
-    StreamEnd* end = s.streamOpened(frame->hd.stream_id);
+    // A stream above the last id of a GOAWAY we queued is refused before it is dispatched:
+    // nghttp2 would still open it until that GOAWAY is written, and then close it as refused,
+    // after its request may have gone on (a caller would send it again, and it would run twice).
+    StreamEnd* end = s.goawayLastId_ >= 0 && frame->hd.stream_id > s.goawayLastId_
+                         ? nullptr
+                         : s.streamOpened(frame->hd.stream_id);
     if (!end) {
       nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
       return 0;
@@ -279,8 +284,11 @@ void Session::goAway(std::uint32_t error) {
   if (error == NGHTTP2_NO_ERROR) {
     // Graceful: nghttp2 takes no new stream, lets those in flight finish, and then wants
     // neither to read nor to write, which ends run().
-    nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_),
-                          NGHTTP2_NO_ERROR, nullptr, 0);
+    if (goawayLastId_ >= 0) {
+      return;
+    }
+    goawayLastId_ = nghttp2_session_get_last_proc_stream_id(ng_);
+    nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, goawayLastId_, NGHTTP2_NO_ERROR, nullptr, 0);
   } else {
     nghttp2_session_terminate_session(ng_, error);
   }
@@ -307,7 +315,7 @@ void Session::detach(std::int32_t id, StreamEnd& end) {
 
 bool Session::usable() const {
   constexpr std::int32_t kLastIds = 1 << 30;  // leave room: a new connection takes over
-  return !dead_ && nghttp2_session_want_read(ng_) != 0 &&
+  return !dead_ && goawayLastId_ < 0 && nghttp2_session_want_read(ng_) != 0 &&
          nghttp2_session_check_request_allowed(ng_) != 0 &&
          nghttp2_session_get_next_stream_id(ng_) < static_cast<std::uint32_t>(kLastIds) * 2 - 1000;
 }
@@ -383,7 +391,7 @@ std::uint32_t Session::peerMaxStreams() const {
 }
 
 bool Session::takesRequests() const {
-  return !dead_ && nghttp2_session_check_request_allowed(ng_) != 0;
+  return !dead_ && goawayLastId_ < 0 && nghttp2_session_check_request_allowed(ng_) != 0;
 }
 
 void Session::setDeadline(bool writing) {

@@ -124,7 +124,8 @@ class Session {
   void closeAll(std::uint32_t error = NGHTTP2_CANCEL);
   // The peer's bound on concurrent streams (ours as a client until its SETTINGS came).
   std::uint32_t peerMaxStreams() const;
-  // New streams may still be opened: no GOAWAY was sent or received, the connection is alive.
+  // New streams may still be opened: no GOAWAY was received (nor our graceful one queued), the
+  // connection is alive.
   bool takesRequests() const;
 
   // Runs the connection on io until it ends (then every stream end has been told closed).
@@ -172,6 +173,8 @@ class Session {
   // When the connection, idle since the last stream closed, ends; none while a stream is open.
   // Frames that open no stream (PING, SETTINGS, WINDOW_UPDATE) do not move it.
   Clock::time_point idleUntil_{};
+  // The last stream id of the graceful GOAWAY we queued (-1: none): streams above it are refused.
+  std::int32_t goawayLastId_ = -1;
   // The deadline's socket, as a function of run's stream (set by run).
   void* deadlineTarget_ = nullptr;
   void (*setDeadlineFn_)(void*, Clock::time_point) = nullptr;
@@ -268,7 +271,17 @@ awaitable<void> Session::run(Stream& io, Duration writeTimeout, Duration idleTim
   // streams (and a TLS read that must not complete at once: an end of stream, an error, a write
   // first) read into a buffer of the connection's own, made on first use.
   std::unique_ptr<std::uint8_t[]> own;
+  // Reads in a row without a wait: past a few, the reader lets the worker's other work run (this
+  // connection's writer, its other connections), as a read that had to wait would.
+  unsigned inARow = 0;
   while (!dead_) {
+    if (++inARow > 8) {
+      inARow = 0;
+      co_await asio::post(wake_.get_executor(), useTuple);
+      if (dead_) {
+        break;
+      }
+    }
     boost::system::error_code ec;
     const std::uint8_t* buf = nullptr;
     std::size_t n = 0;
@@ -279,6 +292,7 @@ awaitable<void> Session::run(Stream& io, Duration writeTimeout, Duration idleTim
           io.read_some_now(asio::buffer(detail::threadReadBuffer(), detail::kReadSize), n);
       if (got == Stream::ReadNow::wouldBlock) {
         auto [wec] = co_await io.async_wait_readable(useTuple, true);
+        inARow = 0;
         if (!wec) {
           continue;
         }

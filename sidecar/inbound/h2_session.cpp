@@ -69,8 +69,8 @@ class InboundH2Server::Impl final : public h2::ProxyServer {
   void upFailed(Stream& s, UpEnd end) override {
     if ((end == UpEnd::refused || end == UpEnd::goneAway) && s.resends < kMaxResends && s.server) {
       ++s.resends;
-      m_.upstreamH2Resent->Increment();
       if (resend(s, handler_.h2Pool().pick())) {
+        m_.upstreamH2Resent->Increment();
         return;
       }
     }

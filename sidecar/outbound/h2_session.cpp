@@ -199,9 +199,9 @@ void OutboundH2Server::Impl::attemptEnded(Call& call, bool answered) {
 
 // The member's stream ended with nothing of its answer. A stream the member refused on a
 // connection that still takes streams (sent before its SETTINGS said how many it takes, say) goes
-// to it again, twice at most; else another member takes the call when nothing of it was taken (a
-// refused stream, a connection that never came or goes away), the policy allows and the budget
-// has room; else our answer.
+// to it again, kMaxResends times at most; else another member takes the call when nothing of it was
+// taken (a refused stream, a connection that never came or goes away), the policy allows and the
+// budget has room; else our answer.
 void OutboundH2Server::Impl::upFailed(Stream& s, UpEnd end) {
   auto it = calls_.find(&s);
   if (it == calls_.end()) {
@@ -210,8 +210,8 @@ void OutboundH2Server::Impl::upFailed(Stream& s, UpEnd end) {
   auto& call = *it->second;
   if (end == UpEnd::refused && call.member && s.resends < kMaxResends) {
     ++s.resends;
-    m_.retries.add(shard_, s.slot);
     if (resend(s, call.route->h2Pool(*call.member, handler_).pick())) {
+      m_.retries.add(shard_, s.slot);
       return;
     }
   }
