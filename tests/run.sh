@@ -71,7 +71,7 @@ if has tsan; then
     -DSIDECAR_SANITIZE=thread
   cmake --build "$build-tsan" -j"$jobs" --target sidecar pinghelp zkctl loadgen
   # Several workers, the control thread, the ZooKeeper client's threads and the access log's.
-  sanitized_ctest "$build-tsan" -R 'integration\.(proxy|abuse|lifecycle|announce|metrics|outbound)' "$@"
+  sanitized_ctest "$build-tsan" -R 'integration\.(proxy|abuse|lifecycle|announce|metrics|outbound|http2)$' "$@"
 fi
 
 if has fuzz; then
