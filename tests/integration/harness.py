@@ -1,5 +1,6 @@
 """Test harness: real binaries, real clients, loopback ports picked free, every process cleaned up."""
 import atexit
+import glob
 import http.client
 import json
 import os
@@ -229,6 +230,24 @@ def status_kib(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def npm_work_dir(packages, scripts, what):
+    """A new temporary directory with the npm packages installed (pinned versions) and the files
+    of js/ that match the glob scripts copied in: (its path, None), or (None, a reason to skip)
+    when node, npm or the npm registry is missing. The caller removes it."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        return None, f"node and npm are not installed: {what} is not tried"
+    work = tempfile.mkdtemp(prefix="npm-")
+    r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--silent",
+                        *packages], cwd=work, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        shutil.rmtree(work, ignore_errors=True)
+        return None, f"npm install of {what} failed (no registry?): {r.stderr[-500:]}"
+    for name in glob.glob(os.path.join(HERE, "js", scripts)):
+        shutil.copy(name, work)
+    return work, None
 
 
 def cpu_seconds(pid):
@@ -657,6 +676,18 @@ class SidecarTestCase(unittest.TestCase):
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
+
+    def grpc_credentials(self, cert="client"):
+        """grpcio's channel credentials from the test certificates (grpcio imported here: only
+        the suites that use it need it)."""
+        import grpc  # noqa: PLC0415 - optional, as above
+
+        def read(name):
+            with open(self.certs.path(name), "rb") as f:
+                return f.read()
+        return grpc.ssl_channel_credentials(root_certificates=read("ca.pem"),
+                                            private_key=read(f"{cert}.key"),
+                                            certificate_chain=read(f"{cert}.pem"))
 
     def metric_sum(self, proc, name, **labels):
         """The sum of every sample of name whose labels include the given ones."""

@@ -19,18 +19,17 @@ their comments) beside the same burst on an open connection, which waits and pas
 One set of processes per class. npm installs the pinned packages into a temporary directory at
 the start; skipped when node, npm or the npm registry is missing."""
 import base64
-import glob
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
 from concurrent import futures
 
-from harness import HERE, SidecarTestCase, wait_for
+from harness import SidecarTestCase, npm_work_dir, wait_for
+from protowire import read_fields, varint
 
 sys.path.append("/usr/lib/python3/dist-packages")  # Debian's grpcio beside pyenv's Python
 try:
@@ -45,27 +44,12 @@ NPM_PACKAGES = ["@grpc/grpc-js@1.14.7", "@grpc/proto-loader@0.8.1"]
 _npm = {}
 
 
-def npm_work_dir():
-    """A directory holding NPM_PACKAGES, the scripts and the proto, made once for the module; or
+def module_npm_dir():
+    """The npm work dir (NPM_PACKAGES, the scripts and the proto), made once for the module; or
     None and a reason to skip."""
     if "dir" not in _npm:
-        _npm["dir"], _npm["reason"] = _install()
+        _npm["dir"], _npm["reason"] = npm_work_dir(NPM_PACKAGES, "grpc_*", "@grpc/grpc-js")
     return _npm["dir"], _npm["reason"]
-
-
-def _install():
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        return None, "node and npm are not installed: @grpc/grpc-js is not tried"
-    work = tempfile.mkdtemp(prefix="grpc-js-")
-    r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--silent",
-                        *NPM_PACKAGES], cwd=work, capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        shutil.rmtree(work, ignore_errors=True)
-        return None, f"npm install of @grpc/grpc-js failed (no registry?): {r.stderr[-500:]}"
-    for name in glob.glob(os.path.join(HERE, "js", "grpc_*")):
-        shutil.copy(name, work)
-    return work, None
 
 
 def tearDownModule():
@@ -79,15 +63,6 @@ def sha(data):
 
 # Msg (js/grpc_echo.proto) by hand for grpcio, which has no protoc plugin here: field 1 (data)
 # and 2 (count) are all the grpcio cases use.
-def varint(n):
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def msg(data=b"", count=0):
     out = b"\x0a" + varint(len(data)) + data if data else b""
     return out + (b"\x10" + varint(count) if count else b"")
@@ -95,30 +70,7 @@ def msg(data=b"", count=0):
 
 def msg_data(raw):
     """Field 1 of a Msg (the others skipped)."""
-    i, data = 0, b""
-    while i < len(raw):
-        key, i = read_varint(raw, i)
-        if key & 7 == 0:
-            _, i = read_varint(raw, i)
-        elif key & 7 == 2:
-            n, i = read_varint(raw, i)
-            if key >> 3 == 1:
-                data = raw[i:i + n]
-            i += n
-        else:
-            raise ValueError(f"wire type {key & 7}")
-    return data
-
-
-def read_varint(data, i):
-    n, shift = 0, 0
-    while True:
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
+    return read_fields(raw).get(1, b"")
 
 
 def class_fixture(tmp, certs):
@@ -141,7 +93,7 @@ class GrpcJsCase(SidecarTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.js, reason = npm_work_dir()
+        cls.js, reason = module_npm_dir()
         if cls.js is None:
             shutil.rmtree(cls.tmp, ignore_errors=True)
             raise unittest.SkipTest(reason)
@@ -387,13 +339,7 @@ class GrpcJsInboundTest(GrpcJsCase):
 
     @unittest.skipIf(grpc is None, "python3-grpcio is not installed")
     def test_a_grpcio_client_calls_the_grpc_js_server(self):
-        def read(name):
-            with open(self.certs.path(name), "rb") as f:
-                return f.read()
-        creds = grpc.ssl_channel_credentials(root_certificates=read("ca.pem"),
-                                             private_key=read("client.key"),
-                                             certificate_chain=read("client.pem"))
-        with grpc.secure_channel(f"127.0.0.1:{self.sc.port}", creds,
+        with grpc.secure_channel(f"127.0.0.1:{self.sc.port}", self.grpc_credentials(),
                                  options=[("grpc.ssl_target_name_override", "localhost")]) as ch:
             self.assertEqual(msg_data(ch.unary_unary("/grpcjs.test.Echo/Unary")(
                 msg(b"from python"), timeout=10)), b"from python")

@@ -90,11 +90,7 @@ class Http2Test(SidecarTestCase):
         return s
 
     def channel(self, sc, cert="client"):
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=open(self.certs.path("ca.pem"), "rb").read(),
-            private_key=open(self.certs.path(f"{cert}.key"), "rb").read(),
-            certificate_chain=open(self.certs.path(f"{cert}.pem"), "rb").read())
-        c = grpc.secure_channel(f"127.0.0.1:{sc.port}", creds,
+        c = grpc.secure_channel(f"127.0.0.1:{sc.port}", self.grpc_credentials(cert),
                                 options=[("grpc.ssl_target_name_override", "localhost"),
                                          ("grpc.max_receive_message_length", 64 << 20),
                                          ("grpc.max_send_message_length", 64 << 20)])

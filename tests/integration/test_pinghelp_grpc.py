@@ -23,50 +23,11 @@ import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 
 from harness import PINGHELP, SidecarTestCase  # noqa: E402
+from protowire import read_fields, string_field  # noqa: E402
 
 PING = "/pinghelp.PingHelp/Ping"
 HELP = "/pinghelp.PingHelp/Help"
 CHECK = "/grpc.health.v1.Health/Check"
-
-
-def varint(n):
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def string_field(number, text):
-    data = text.encode() if isinstance(text, str) else text
-    return varint(number << 3 | 2) + varint(len(data)) + data
-
-
-def read_fields(data):
-    """{field number: value} of a message (strings as bytes, varints as ints)."""
-    fields, i = {}, 0
-    while i < len(data):
-        key, i = read_varint(data, i)
-        if key & 7 == 0:
-            fields[key >> 3], i = read_varint(data, i)
-        elif key & 7 == 2:
-            n, i = read_varint(data, i)
-            fields[key >> 3], i = data[i:i + n], i + n
-        else:
-            raise ValueError(f"wire type {key & 7}")
-    return fields
-
-
-def read_varint(data, i):
-    n, shift = 0, 0
-    while True:
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
 
 
 class PinghelpGrpcTest(SidecarTestCase):
@@ -93,13 +54,7 @@ class PinghelpGrpcTest(SidecarTestCase):
         return c
 
     def secure_channel(self, sc):
-        def read(name):
-            with open(self.certs.path(name), "rb") as f:
-                return f.read()
-        creds = grpc.ssl_channel_credentials(root_certificates=read("ca.pem"),
-                                             private_key=read("client.key"),
-                                             certificate_chain=read("client.pem"))
-        c = grpc.secure_channel(f"127.0.0.1:{sc.port}", creds,
+        c = grpc.secure_channel(f"127.0.0.1:{sc.port}", self.grpc_credentials(),
                                 options=[("grpc.ssl_target_name_override", "localhost")])
         self.channels.append(c)
         return c

@@ -4,15 +4,13 @@ zipkin-instrumentation-fetch and an express local service instrumented by
 zipkin-instrumentation-express (tests/integration/js/). Both zipkin-js sides and the sidecars
 report to one collector, which checks every span against the Zipkin v2 schema; the tests read the
 trace out of what it received. Skipped when node, npm or the npm registry is missing."""
-import glob
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 import unittest
 
-from harness import HERE, SidecarTestCase, wait_for
+from harness import SidecarTestCase, npm_work_dir, wait_for
 from zipkin_collector import Collector
 
 # zipkin-js's last release, all of its packages at it; express 4 (the middleware's era) and
@@ -20,22 +18,6 @@ from zipkin_collector import Collector
 NPM_PACKAGES = ["zipkin@0.22.0", "zipkin-transport-http@0.22.0",
                 "zipkin-instrumentation-express@0.22.0", "zipkin-instrumentation-fetch@0.22.0",
                 "express@4.22.1", "node-fetch@2.7.0"]
-
-
-def npm_work_dir():
-    """A directory holding NPM_PACKAGES and the scripts of js/, or a reason to skip."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        return None, "node and npm are not installed: zipkin-js is not tried"
-    work = tempfile.mkdtemp(prefix="zipkin-js-")
-    r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--silent",
-                        *NPM_PACKAGES], cwd=work, capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        shutil.rmtree(work, ignore_errors=True)
-        return None, f"npm install of zipkin-js failed (no registry?): {r.stderr[-500:]}"
-    for script in glob.glob(os.path.join(HERE, "js", "*.js")):
-        shutil.copy(script, work)
-    return work, None
 
 
 def one(spans, what):
@@ -49,7 +31,7 @@ class ZipkinJsTest(SidecarTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.js, reason = npm_work_dir()
+        cls.js, reason = npm_work_dir(NPM_PACKAGES, "*.js", "zipkin-js")
         if cls.js is None:
             shutil.rmtree(cls.tmp, ignore_errors=True)
             raise unittest.SkipTest(reason)
