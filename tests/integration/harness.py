@@ -2,7 +2,6 @@
 import atexit
 import glob
 import http.client
-import json
 import os
 import re
 import shutil
