@@ -171,7 +171,8 @@ void RouteDirectory::attach(Runtime& r) {
       registry::ResolverOptions{.sessionTimeout = zkSessionTimeout_,
                                 .connect = sessions_.factory()},
       [this, &source](const registry::ServersetSnapshot& s) {
-        // A copy: a route's publishing never adds or removes routes, but this stays safe if so.
+        // A copy, so that a publish may add a route to the list. It must never remove one: that
+        // could free this source, and its resolver, while it is still inside this callback.
         const auto routes = source.routes;
         for (auto* route : routes) {
           resolved(*route, s);
@@ -443,15 +444,21 @@ void RouteDirectory::sizeApertures() {
       const double load =
           static_cast<double>(pending) / static_cast<double>(r->addr->endpoints().size());
       const std::size_t window = r->addr->endpoints().size();
-      if (load > kApertureHighLoad && window < r->apertureRing) {
-        r->apertureSize = std::max(r->apertureSize, window) + 1;  // the window as it is, and one
-      } else if (load < kApertureLowLoad && r->apertureSize > config_.apertureSize) {
+      // Members of the window a worker has ejected: the window holds that many more, so that
+      // --aperture-size of them can serve (a window whose members all fail, a rack of them in a
+      // row, would otherwise keep this sidecar on them while the rest of the ring is healthy).
+      const std::size_t out = std::min(window, ejectedNow(r->config.name));
+      const bool thin = window - out < config_.apertureSize;
+      if ((load > kApertureHighLoad || thin) && window < r->apertureRing) {
+        // The window as it is, and one, or as many as are out.
+        r->apertureSize = std::max(r->apertureSize, window) + std::max<std::size_t>(1, out);
+      } else if (load < kApertureLowLoad && out == 0 && r->apertureSize > config_.apertureSize) {
         --r->apertureSize;
       } else {
         continue;
       }
-      spdlog::info("event=aperture_resized route={} size={} load={:.2f}", r->config.name,
-                   r->apertureSize, load);
+      spdlog::info("event=aperture_resized route={} size={} load={:.2f} ejected={}", r->config.name,
+                   r->apertureSize, load, out);
       resized.push_back(r.get());
     }
   }

@@ -420,6 +420,33 @@ TEST_CASE("directory: with --aperture a serverset route is balanced over its win
   settleWindow(f.ioc);
   REQUIRE(f.last("svc").delta() != nullptr);
   CHECK(f.last("svc").endpoints().size() == 4);
+  // Back to its least, then its members ejected (they fail, with little load): the window takes
+  // in as many more at once, and does not shrink while any is out.
+  loaded(0);
+  f.directory->expire(Clock::now());
+  loaded(0);
+  f.directory->expire(Clock::now());
+  REQUIRE(f.last("svc").endpoints().size() == 2);
+  const auto ejectedAll = [&] {
+    std::vector<MemberView> views;
+    for (const auto& e : f.last("svc").endpoints()) {
+      views.push_back(MemberView{e, 1.0, 1.0, 0, "ejected"});
+    }
+    f.directory->report(0, "svc", std::move(views), 2, true);
+  };
+  ejectedAll();
+  f.directory->expire(Clock::now());
+  CHECK(f.last("svc").endpoints().size() == 4);
+  ejectedAll();  // the two new ones failed too
+  f.directory->expire(Clock::now());
+  CHECK(f.last("svc").endpoints().size() == 6);
+  std::vector<MemberView> views;
+  for (const auto& e : f.last("svc").endpoints()) {
+    views.push_back(MemberView{e, 1.0, 1.0, 0, views.size() < 4 ? "ejected" : "alive"});
+  }
+  f.directory->report(0, "svc", std::move(views), 0, true);
+  f.directory->expire(Clock::now());
+  CHECK(f.last("svc").endpoints().size() == 6);  // two serve, four out: kept
 }
 
 TEST_CASE("directory: with --aperture a sidecar not among a route's members goes by its peers") {
