@@ -428,10 +428,24 @@ void ProxyServer::sweep(Clock::time_point now) {
     if (!s->server) {
       continue;
     }
+    const bool pastCall = now >= s->callDeadline;
     if (!s->headEnded) {
       reset(s->id, NGHTTP2_PROTOCOL_ERROR);  // a head that never ends: nothing to answer
     } else if (!s->responseStarted) {
       localReply(*s, 504);
+    } else if (pastCall && s->response.ended()) {
+      // The whole answer is in hand (the service met its deadline, or answered it with its own
+      // DEADLINE_EXCEEDED at the same moment): it only has to reach the caller.
+      s->headDeadline = s->callDeadline = Clock::time_point::max();
+      continue;
+    } else if (pastCall && s->grpc) {
+      // Mid-answer past grpc-timeout: what came is sent, then DEADLINE_EXCEEDED as trailers, as
+      // a gRPC server ends a call it gave up on.
+      cancelUpstream(*s);
+      s->response.trailers = {{"grpc-status", "4"}, {"grpc-message", "deadline exceeded"}};
+      s->grpcStatus = 4;
+      s->response.end();
+      s->responseMoved();
     } else {
       reset(s->id, NGHTTP2_CANCEL);
       cancelUpstream(*s);
