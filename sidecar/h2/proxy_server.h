@@ -25,6 +25,16 @@ namespace sidecar::h2 {
 
 class ProxyServer;
 
+// The listener's own HTTP/1.1 exchange for a stream (h2/http1_relay.h), while it runs: the
+// caller's reset cancels it, and the stream's sweep expires its deadlines.
+struct Http1Leg {
+  virtual void cancel() = 0;
+  virtual void expireIfDue(std::chrono::steady_clock::time_point now) = 0;
+
+ protected:
+  ~Http1Leg() = default;
+};
+
 // One caller stream: its request, its answer, and the other side it is bound to.
 struct ProxyStream final : std::enable_shared_from_this<ProxyStream> {
   using Clock = std::chrono::steady_clock;
@@ -95,7 +105,7 @@ struct ProxyStream final : std::enable_shared_from_this<ProxyStream> {
   Session* upSession = nullptr;
   std::int32_t upId = 0;
   std::shared_ptr<ProxyStream> upHold;  // while that stream is open
-  std::optional<DeadlineSocket> h1;
+  Http1Leg* h1 = nullptr;               // while the exchange runs
   bool cancelled = false;
   bool pendingCounted = false;
   bool finished = false;

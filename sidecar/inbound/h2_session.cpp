@@ -14,6 +14,7 @@
 #include "core/text.h"
 #include "h2/client_pool.h"
 #include "h2/grpc.h"
+#include "h2/http1_relay.h"
 #include "h2/pipe.h"
 #include "h2/proxy_server.h"
 #include "http/local_reply.h"
@@ -167,193 +168,78 @@ void InboundH2Server::Impl::dispatch(Stream& s) {
   }
 }
 
-// One request over HTTP/1.1 to the local service: the head translated, the body streamed up
-// (chunked when the caller gave no length), the answer's head translated and its body streamed
-// back within the caller's window.
+namespace {
+
+// The local service's end of an HTTP/1.1 exchange (h2/http1_relay.h): a pooled plain connection
+// of the worker's (kept per caller identity, as HTTP/1.1 callers' are), else a new one.
+struct LocalH1Link final : h2::Http1Leg {
+  using stream_type = DeadlineSocket;
+  static constexpr bool kReplayStale = true;  // one local service: a stale connection's request
+                                              // goes to it again on a new one
+  LocalH1Link(InboundHandler& h, tcp::endpoint e, std::string o)
+      : handler(h), endpoint(e), owner(std::move(o)), socket(h.worker().ioc().get_executor()) {}
+  DeadlineSocket& stream() { return socket; }
+  bool takePooled() {
+    if (auto idle = handler.pool().take(endpoint, owner)) {
+      socket.socket() = std::move(*idle);
+      return true;
+    }
+    return false;
+  }
+  awaitable<error_code> connect() {
+    auto ec =
+        co_await connectPlain(socket, endpoint, handler.shared().limits.upstreamConnectTimeout);
+    auto& m = *handler.shared().metrics;
+    (ec ? m.upstreamConnectErrors : m.upstreamConnectsTotal)->Increment();
+    co_return ec;
+  }
+  void release(bool reusable) {
+    if (reusable) {
+      socket.expires_never();
+      handler.pool().giveBack(endpoint, std::move(socket.socket()), owner);
+    } else {
+      error_code ignored;
+      socket.socket().close(ignored);
+    }
+  }
+  void cancel() override { socket.cancel(); }
+  void expireIfDue(Clock::time_point now) override { socket.expireIfDue(now); }
+
+  InboundHandler& handler;
+  tcp::endpoint endpoint;
+  std::string owner;  // the caller's identity: its connections are not another caller's
+  DeadlineSocket socket;
+};
+
+}  // namespace
+
+// One request over HTTP/1.1 to the local service; our answer when it brought none.
 awaitable<void> InboundH2Server::Impl::http1Exchange(std::shared_ptr<Stream> sp) {
   auto& s = *sp;
   auto& handler = handler_;  // outlives this: the worker's
-  auto& m = m_;
   const auto& shared = shared_;
-  // co_spawn runs this at once, inside nghttp2's callback for the HEADERS: the rest of what was
-  // read (the caller's RST_STREAM, say) is seen first, so that a request the caller cancelled in
-  // the same write never reaches the local service.
-  co_await asio::post(handler.worker().ioc().get_executor(), useTuple);
-  if (!s.server) {
-    co_return;  // the caller's stream (and maybe its connection, this) ended meanwhile
-  }
-  const auto& endpoint = shared.local.addr().endpoints().front();
-  const std::string owner = caller_.peer.identity;
   const std::string identityForLog = caller_.identityForLog;  // this session may end first
-  auto head = forwardedHead(s);
-  const bool chunked = head.count(http::field::content_length) == 0 &&
-                       (!s.request.drained() || !s.request.trailers.empty());
-  if (chunked) {
-    head.set(http::field::transfer_encoding, "chunked");
-  }
-  const bool isHead = s.method == "HEAD";
-  s.h1.emplace(handler.worker().ioc().get_executor());
-  auto& up = *s.h1;
-  if (auto idle = handler.pool().take(endpoint, owner)) {
-    up.socket() = std::move(*idle);
-  } else {
-    auto ec = co_await connectPlain(up, endpoint, shared.limits.upstreamConnectTimeout);
-    if (s.cancelled) {
-      co_return;  // the caller reset the stream meanwhile: nothing goes out, nothing failed
-    }
-    if (ec) {
-      m.upstreamConnectErrors->Increment();
-      if (s.server && !s.cancelled) {
-        s.server->localReply(s, ec == boost::beast::error::timeout ? 504 : 502);
-      }
-      co_return;
-    }
-    m.upstreamConnectsTotal->Increment();
-  }
-  if (s.cancelled) {
-    // The caller reset the stream before it was dispatched here (its HEADERS and RST_STREAM
-    // came in one read): a request it cancelled never reaches the local service.
-    handler.pool().giveBack(endpoint, std::move(up.socket()), owner);
+  LocalH1Link link(handler, shared.local.addr().endpoints().front(), caller_.peer.identity);
+  const auto end = co_await h2::relayOverHttp1(
+      s, link, forwardedHead(s), shared.limits.upstreamTimeout, shared.metrics->h2FlowStalls);
+  using Kind = h2::Http1End::Kind;
+  if (end.kind == Kind::answered || end.kind == Kind::cancelled || !s.server) {
     co_return;
   }
-  std::string out;
-  appendHead(out, head);
-  up.expires_after(shared.limits.upstreamTimeout);
-  error_code ec;
-  {
-    auto [wec, n] = co_await asio::async_write(up, asio::buffer(out), useTuple);
-    ec = wec;
-  }
-  std::uint8_t buf[16 * 1024];
-  while (!ec && !s.cancelled) {
-    if (s.request.empty() && !s.request.ended()) {
-      co_await s.waitSignal();
-      continue;
-    }
-    if (s.request.drained()) {
-      if (chunked) {
-        out = "0\r\n";
-        for (const auto& t : s.request.trailers) {
-          out += t.name + ": " + t.value + "\r\n";
-        }
-        out += "\r\n";
-        up.expires_after(shared.limits.upstreamTimeout);
-        auto [wec, n] = co_await asio::async_write(up, asio::buffer(out), useTuple);
-        ec = wec;
-      }
-      break;
-    }
-    const std::size_t n = s.request.take(buf, sizeof buf);
-    if (s.server) {
-      s.server->consume(s.id, n);
-    }
-    out.clear();
-    if (chunked) {
-      char size[20];
-      const int len = std::snprintf(size, sizeof size, "%zx\r\n", n);
-      out.append(size, static_cast<std::size_t>(len));
-    }
-    out.append(reinterpret_cast<const char*>(buf), n);
-    if (chunked) {
-      out += "\r\n";
-    }
-    up.expires_after(shared.limits.upstreamTimeout);
-    auto [wec, wn] = co_await asio::async_write(up, asio::buffer(out), useTuple);
-    ec = wec;
-  }
-  if (s.cancelled) {
-    co_return;
-  }
-  boost::beast::flat_buffer upBuf;
-  std::optional<http::response_parser<http::buffer_body>> res;
-  if (!ec) {
-    up.expires_after(shared.limits.upstreamTimeout);
-    do {
-      res.emplace();
-      res->header_limit(64 * 1024);
-      res->body_limit(boost::none);
-      if (isHead) {
-        res->skip(true);
-      }
-      auto [rec, rn] = co_await http::async_read_header(up, upBuf, *res, useTuple);
-      ec = rec;
-    } while (!ec && res->get().result_int() / 100 == 1);
-  }
-  if (s.cancelled) {
-    co_return;
-  }
-  if (ec) {
-    // A timeout is counted with our 504 (countLocalReply).
-    logWithin(handler.logLimiter(LogEvent::upstreamFailed), spdlog::level::warn,
-              "event=upstream_failed identity={} protocol=h2 reason=\"{}\"", identityForLog,
-              ec.message());
-    if (s.server) {
-      s.server->localReply(s, ec == boost::beast::error::timeout ? 504 : 502);
-    }
-    co_return;
-  }
-  auto& rmsg = res->get();
-  const unsigned status = rmsg.result_int();
-  const bool bodiless = isHead || status == 204 || status == 304 || res->is_done();
-  h2::Fields fields;
-  fields.push_back({":status", std::to_string(status)});
-  for (const auto& f : rmsg) {
-    auto name = lower(f.name_string());
-    if (!connectionSpecific(name)) {
-      fields.push_back({std::move(name), std::string(f.value())});
-    }
-  }
-  if (!s.server) {
-    co_return;
-  }
-  s.server->startResponse(s, fields, bodiless);
-  if (bodiless) {
-    s.response.end();
-  }
-  while (!res->is_done() && !s.cancelled) {
-    if (s.response.size() >= h2::Pipe::kHigh) {
-      m.h2FlowStalls->Increment();
-      while (s.response.size() >= h2::Pipe::kHigh && !s.cancelled) {
-        co_await s.waitSignal();
-      }
-      continue;
-    }
-    rmsg.body().data = buf;
-    rmsg.body().size = sizeof buf;
-    up.expires_after(shared.limits.upstreamTimeout);
-    auto [rec, rn] = co_await http::async_read_some(up, upBuf, *res, useTuple);
-    if (rec == http::error::need_buffer) {
-      rec = {};
-    }
-    if (rec) {
-      ec = rec;
-      break;
-    }
-    const std::size_t piece = sizeof buf - rmsg.body().size;
-    if (piece && !s.cancelled) {
-      s.response.push(buf, piece);
-      s.responseMoved();
-    }
-  }
-  if (s.cancelled) {
-    co_return;
-  }
-  if (ec) {
+  if (end.kind == Kind::upstreamBody) {
     logWithin(handler.logLimiter(LogEvent::upstreamBodyFailed), spdlog::level::warn,
               "event=upstream_body_failed identity={} protocol=h2 reason=\"{}\"", identityForLog,
-              ec.message());
-    if (s.server) {
-      s.server->reset(s.id, NGHTTP2_INTERNAL_ERROR);
-    }
+              end.ec.message());
+    s.server->reset(s.id, NGHTTP2_INTERNAL_ERROR);
     co_return;
   }
-  if (!bodiless) {
-    s.response.end();
-    s.responseMoved();
+  // A timeout is counted with our 504 (countLocalReply).
+  if (end.kind == Kind::upstream) {
+    logWithin(handler.logLimiter(LogEvent::upstreamFailed), spdlog::level::warn,
+              "event=upstream_failed identity={} protocol=h2 reason=\"{}\"", identityForLog,
+              end.ec.message());
   }
-  if (rmsg.keep_alive() && upBuf.size() == 0) {
-    handler.pool().giveBack(endpoint, std::move(up.socket()), owner);
-  }
+  s.server->localReply(s, end.ec == boost::beast::error::timeout ? 504 : 502);
 }
 
 // The request's head as the local service gets it: the caller's fields, then the rules of
