@@ -51,18 +51,24 @@ class ClientConnection final : public Session,
     }
   }
 
-  // mTLS with ALPN h2 only: an upstream that answers with no protocol, or HTTP/1.1, is not
-  // spoken to (its streams are refused, so that they go elsewhere).
+  // mTLS with ALPN h2, then http/1.1: an upstream that chooses HTTP/1.1 (or no protocol) is not
+  // spoken to here; its verified connection goes to the pool's http1 hand-over, and the streams
+  // waiting here end unsent (refusedH2() says why).
   awaitable<error_code> handshake(Duration timeout) {
     stream_.emplace(std::move(socket_.socket()), *tls_->context,
                     TlsStream::Client{tls_->serverName, tls_->expectedIdentity});
-    static constexpr unsigned char kH2[] = "\x02h2";
-    SSL_set_alpn_protos(stream_->native_handle(), kH2, sizeof(kH2) - 1);
+    static constexpr unsigned char kProtocols[] = "\x02h2\x08http/1.1";
+    SSL_set_alpn_protos(stream_->native_handle(), kProtocols, sizeof(kProtocols) - 1);
     stream_->lowest_layer().expires_after(timeout);
     auto [ec] = co_await stream_->async_handshake(useTuple);
     if (!ec && alpnSelected(stream_->native_handle()) != "h2") {
       if (pool_) {
         pool_->refusedH2_ = true;
+        if (tls_->http1) {
+          stream_->lowest_layer().expires_never();
+          tls_->http1(std::move(*stream_));
+          stream_.reset();
+        }
       }
       co_return asio::error::operation_not_supported;
     }

@@ -1,15 +1,17 @@
 #pragma once
 // HTTP/2 connections from one worker to one upstream: plain (h2c, prior knowledge: the local
 // service under --upstream-protocol h2c or auto), or over mTLS with ALPN h2 (a member of an
-// outbound route, which must choose h2: one that chooses HTTP/1.1 fails the connection, its
-// streams refused so that the caller tries another member). Streams of every caller are
-// multiplexed over a few connections: a stream goes to the least busy one that has room under
-// the peer's SETTINGS_MAX_CONCURRENT_STREAMS; a new connection is opened while there are fewer
-// than the bound; past it, nghttp2 queues the stream on the least busy one until a stream ends.
+// outbound route; one that chooses HTTP/1.1 has the connection handed over for HTTP/1.1 calls,
+// and the streams waiting on it end unsent, refusedH2() telling the caller why). Streams of every
+// caller are multiplexed over a few connections: a stream goes to the least busy one that has room
+// under the peer's SETTINGS_MAX_CONCURRENT_STREAMS; a new connection is opened while there are
+// fewer than the bound; past it, nghttp2 queues the stream on the least busy one until a stream
+// ends.
 
 #include <prometheus/counter.h>
 
 #include <boost/asio/ssl/context.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +19,7 @@
 
 #include "h2/session.h"
 #include "net/deadline_socket.h"
+#include "net/tls_stream.h"
 
 namespace sidecar::h2 {
 
@@ -33,6 +36,9 @@ struct ClientTls {
   std::shared_ptr<asio::ssl::context> context;
   std::string serverName;
   std::string expectedIdentity;  // empty: any certificate the context's CA signed
+  // ALPN offers http/1.1 after h2; an upstream that chooses it (or none) has the connection,
+  // verified, handed here for HTTP/1.1 calls (none: closed). Called only while the pool is.
+  std::function<void(TlsStream)> http1;
 };
 
 class ClientConnection;

@@ -9,9 +9,11 @@
 
 #include "core/text.h"
 #include "h2/grpc.h"
+#include "h2/http1_relay.h"
 #include "h2/proxy_server.h"
 #include "net/access_log.h"
 #include "outbound/handler.h"
+#include "outbound/member.h"
 #include "trace/b3.h"
 #include "upstream/call_policy.h"
 
@@ -21,6 +23,33 @@ namespace {
 
 using Stream = h2::ProxyStream;
 using Clock = std::chrono::steady_clock;
+
+// A member's end of an HTTP/1.1 exchange (h2/http1_relay.h), for a member that chose HTTP/1.1
+// when offered h2: the route's pooled connections to it, else a new one, by the rules every
+// outbound protocol shares (outbound/member.h).
+struct MemberH1Link final : h2::Http1Leg {
+  using stream_type = TlsStream;
+  // A member may have read the request before its connection broke: the call policy decides
+  // whether another member gets it.
+  static constexpr bool kReplayStale = false;
+  MemberH1Link(OutboundHandler& h, std::shared_ptr<OutboundHandler::Route> r, tcp::endpoint m)
+      : handler(h), route(std::move(r)), member(m), conn(h.worker().ioc().get_executor()) {}
+  TlsStream& stream() { return conn.stream(); }
+  bool takePooled() { return conn.takePooled(*route, member); }
+  awaitable<error_code> connect() {
+    const auto& shared = handler.shared();
+    return conn.open(*route, member, handler.tls(), route->info->name, shared.config.connectTimeout,
+                     *shared.metrics, handler.worker().index());
+  }
+  void release(bool reusable) { conn.release(*route, member, reusable, *handler.tls()); }
+  void cancel() override { conn.cancel(); }
+  void expireIfDue(Clock::time_point now) override { conn.expireIfDue(now); }
+
+  OutboundHandler& handler;
+  std::shared_ptr<OutboundHandler::Route> route;
+  tcp::endpoint member;
+  MemberConnection conn;
+};
 
 }  // namespace
 
@@ -80,6 +109,11 @@ class OutboundH2Server::Impl final : public h2::ProxyServer {
   awaitable<void> awaitRoute(std::shared_ptr<Stream> s, std::shared_ptr<OutboundHandler::Route> r);
   void callRoute(Stream& s, std::shared_ptr<OutboundHandler::Route> route);
   void attempt(Stream& s, Call& call);
+  // The attempt's member failed it: another member (the policy allowing), else our answer.
+  void nextAttempt(Stream& s, Call& call, AttemptEnd end, std::string_view reason);
+  awaitable<void> http1Attempt(std::shared_ptr<Stream> s, std::shared_ptr<OutboundHandler::Route> r,
+                               tcp::endpoint member, Duration timeout);
+  boost::beast::http::request_header<> memberHeadHttp1(const Stream& s) const;
   void attemptEnded(Call& call, bool answered);
   h2::Fields memberHead(const Stream& s) const;
   void traceCall(Stream& s);
@@ -169,6 +203,15 @@ void OutboundH2Server::Impl::attempt(Stream& s, Call& call) {
   auto& route = *call.route;
   const auto now = Clock::now();
   auto picked = call.attempts.pick(route.balancer, now);
+  // gRPC needs HTTP/2 to the member (its status comes in trailers): a member known to speak only
+  // HTTP/1.1 is passed over, not failed, since it serves the route's other calls.
+  while (picked && s.grpc && route.speaksHttp1(*picked, now)) {
+    call.attempts.begin(*picked);
+    picked.reset();
+    if (call.attempts.attemptLeft()) {
+      picked = call.attempts.pick(route.balancer, now);
+    }
+  }
   if (!picked) {
     if (!call.attempts.exhausted()) {
       m_.noMembers.add(shard_, s.slot);
@@ -182,10 +225,56 @@ void OutboundH2Server::Impl::attempt(Stream& s, Call& call) {
   route.balancer.started(*picked, now);
   call.member = *picked;
   call.attemptStart = now;
+  if (route.speaksHttp1(*picked, now)) {
+    asio::co_spawn(handler_.worker().ioc(),
+                   http1Attempt(hold(s), call.route, *picked, call.attempts.left(now)),
+                   asio::detached);
+    return;
+  }
   auto& pool = route.h2Pool(*picked, handler_);
   if (!bind(s, pool.pick(), memberHead(s))) {
     upFailed(s, UpEnd::notSent);
   }
+}
+
+// One attempt over HTTP/1.1, to a member that does not speak HTTP/2. Its end goes to the call
+// policy as an HTTP/1.1 call's would: a connection that never came is not sent; one that broke
+// before an answer may go to another member when the request is idempotent and held whole.
+awaitable<void> OutboundH2Server::Impl::http1Attempt(std::shared_ptr<Stream> sp,
+                                                     std::shared_ptr<OutboundHandler::Route> r,
+                                                     tcp::endpoint member, Duration timeout) {
+  auto& s = *sp;
+  auto& handler = handler_;  // the worker's: outlives this session
+  MemberH1Link link(handler, std::move(r), member);
+  const auto end = co_await h2::relayOverHttp1(s, link, memberHeadHttp1(s), timeout, nullptr);
+  using Kind = h2::Http1End::Kind;
+  if (end.kind == Kind::answered || end.kind == Kind::cancelled || !s.server) {
+    co_return;  // answered (answerBegan() told the balancer), or nobody is waiting
+  }
+  if (end.kind == Kind::upstreamBody) {
+    logWithin(handler.logLimiter(OutboundLogEvent::memberFailed), spdlog::level::warn,
+              "event=member_failed direction=outbound route={} member={} protocol=h2 "
+              "reason=\"{}\"",
+              link.route->info->name, endpointText(member), end.ec.message());
+    s.server->reset(s.id, NGHTTP2_INTERNAL_ERROR);
+    co_return;
+  }
+  // s.server alive: so are this session and the call (finish() has not run).
+  auto& self = static_cast<Impl&>(*s.server);
+  auto it = self.calls_.find(&s);
+  if (it == self.calls_.end()) {
+    co_return;
+  }
+  AttemptEnd attemptEnd = AttemptEnd::failed;
+  if (end.kind == Kind::connect) {
+    attemptEnd = AttemptEnd::notSent;
+  } else if (end.ec == boost::beast::error::timeout) {
+    attemptEnd = AttemptEnd::timedOut;
+  } else if (end.rewindable &&
+             exchange_detail::isIdempotent(boost::beast::http::string_to_verb(s.method))) {
+    attemptEnd = AttemptEnd::closedEarly;
+  }
+  self.nextAttempt(s, *it->second, attemptEnd, end.ec.message());
 }
 
 void OutboundH2Server::Impl::attemptEnded(Call& call, bool answered) {
@@ -215,17 +304,40 @@ void OutboundH2Server::Impl::upFailed(Stream& s, UpEnd end) {
       return;
     }
   }
+  if (end == UpEnd::notSent && call.member &&
+      call.route->h2Pool(*call.member, handler_).refusedH2()) {
+    // The member chose HTTP/1.1 when offered h2: the same attempt goes to it over HTTP/1.1 (its
+    // connection handed over already), and so do later ones for a while; a gRPC call goes to
+    // another member.
+    const auto now = Clock::now();
+    call.route->http1Members[*call.member] = now + OutboundHandler::Route::kHttp1Recheck;
+    if (s.grpc) {
+      call.route->balancer.finished(*call.member, now, now - call.attemptStart, true);
+      call.member.reset();
+      return attempt(s, call);  // to a member that speaks HTTP/2, if there is one
+    }
+    asio::co_spawn(handler_.worker().ioc(),
+                   http1Attempt(hold(s), call.route, *call.member, call.attempts.left(now)),
+                   asio::detached);
+    return;
+  }
+  nextAttempt(s, call, end == UpEnd::failed ? AttemptEnd::failed : AttemptEnd::notSent,
+              "stream refused");
+}
+
+void OutboundH2Server::Impl::nextAttempt(Stream& s, Call& call, AttemptEnd end,
+                                         std::string_view reason) {
   const auto member = call.member.value_or(tcp::endpoint{});
   attemptEnded(call, false);
-  const auto step =
-      call.attempts.after(end == UpEnd::failed ? AttemptEnd::failed : AttemptEnd::notSent,
-                          call.route->balancer.size(), Clock::now());
   const auto& name = call.route->info->name;
+  const auto step = end == AttemptEnd::timedOut
+                        ? CallStep::outOfTime
+                        : call.attempts.after(end, call.route->balancer.size(), Clock::now());
   if (step == CallStep::next) {
     logWithin(handler_.logLimiter(OutboundLogEvent::memberFailed), spdlog::level::warn,
               "event=member_failed direction=outbound route={} member={} protocol=h2 "
-              "reason=\"stream refused\"",
-              name, endpointText(member));
+              "reason=\"{}\"",
+              name, endpointText(member), reason);
     m_.retries.add(shard_, s.slot);
     return attempt(s, call);
   }
@@ -302,6 +414,34 @@ h2::Fields OutboundH2Server::Impl::memberHead(const Stream& s) const {
     out.push_back({"te", "trailers"});
   }
   return out;
+}
+
+// The same request as HTTP/1.1 (a member that does not speak HTTP/2): :authority as Host, the
+// cookie fields one again, the rest as memberHead() has them.
+boost::beast::http::request_header<> OutboundH2Server::Impl::memberHeadHttp1(
+    const Stream& s) const {
+  namespace http = boost::beast::http;
+  http::request_header<> head;
+  head.version(11);
+  head.method_string(s.method);
+  head.target(s.path);
+  head.set(http::field::host, s.authority);
+  std::string cookies;
+  for (const auto& f : s.fields) {
+    if (h2::connectionSpecific(f.name) || f.name == "host" || f.name == "x-forwarded-client-cert") {
+      continue;
+    }
+    if (f.name == "cookie") {
+      cookies += cookies.empty() ? "" : "; ";
+      cookies += f.value;
+    } else {
+      head.insert(f.name, f.value);
+    }
+  }
+  if (!cookies.empty()) {
+    head.set(http::field::cookie, cookies);
+  }
+  return head;
 }
 
 // Counts the call and writes its access-log line, once, when the local service's stream closes.

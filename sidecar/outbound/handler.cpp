@@ -49,9 +49,16 @@ h2::ClientPool& OutboundHandler::Route::h2Pool(const tcp::endpoint& member,
     const auto& c = handler.shared().config;
     // Two connections a member: streams are balanced across members, not across connections.
     h2::ClientLimits limits{c.connectTimeout, c.idleTimeout, c.timeout, 2, nullptr};
-    p = std::make_unique<h2::ClientPool>(handler.worker().ioc().get_executor(), member,
-                                         h2::Settings{}, limits,
-                                         h2::ClientTls{handler.tls(), info->name, info->identity});
+    // A member that answers ALPN with HTTP/1.1 has that connection kept for the HTTP/1.1 calls
+    // that follow (unless a new certificate came meanwhile: it would present the old one).
+    auto http1 = [this, &handler, member](TlsStream s) {
+      if (SSL_get_SSL_CTX(s.native_handle()) == handler.tls()->native_handle()) {
+        pool.giveBack(member, std::move(s));
+      }
+    };
+    p = std::make_unique<h2::ClientPool>(
+        handler.worker().ioc().get_executor(), member, h2::Settings{}, limits,
+        h2::ClientTls{handler.tls(), info->name, info->identity, std::move(http1)});
   }
   return *p;
 }
@@ -182,6 +189,8 @@ void OutboundHandler::Route::tick(unsigned worker, const OutboundShared& shared)
   pool.sweep();
   std::erase_if(retiredH2, [](const auto& p) { return p->connections() == 0; });
   std::erase_if(h2Pools, [](const auto& kv) { return kv.second->connections() == 0; });
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(http1Members, [now](const auto& kv) { return kv.second <= now; });
   const auto ejected = balancer.ejections();
   if (ejected > ejectionsSeen) {
     shared.metrics->ejections.add(worker, info->slot, ejected - ejectionsSeen);

@@ -103,6 +103,15 @@ class OutboundHandler final : public ConnectionHandler {
     std::map<tcp::endpoint, std::unique_ptr<h2::ClientPool>> h2Pools;
     std::vector<std::unique_ptr<h2::ClientPool>> retiredH2;
     h2::ClientPool& h2Pool(const tcp::endpoint& member, OutboundHandler& handler);
+    // Members that chose HTTP/1.1 when offered h2 (ALPN), and until when that is believed: the
+    // local service's HTTP/2 calls go to them over HTTP/1.1 meanwhile, then h2 is offered again
+    // (a member restarted with HTTP/2 on is found within kHttp1Recheck).
+    static constexpr Duration kHttp1Recheck{60'000};
+    std::map<tcp::endpoint, std::chrono::steady_clock::time_point> http1Members;
+    bool speaksHttp1(const tcp::endpoint& member, std::chrono::steady_clock::time_point now) const {
+      auto it = http1Members.find(member);
+      return it != http1Members.end() && now < it->second;
+    }
     // A TLS session to resume with a member, if one is kept.
     SSL_SESSION* session(const tcp::endpoint& e);
     void keepSession(const tcp::endpoint& e, TlsStream::Session s);

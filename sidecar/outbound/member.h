@@ -39,6 +39,13 @@ class MemberConnection {
   TlsStream& stream() { return *conn_; }
   bool open() const { return conn_.has_value(); }
   void expireIfDue(DeadlineSocket::Clock::time_point now);
+  // Whatever waits on the connection (or its connect) stops.
+  void cancel() {
+    connecting_.cancel();
+    if (conn_) {
+      conn_->lowest_layer().cancel();
+    }
+  }
 
  private:
   DeadlineSocket connecting_;      // before its handshake

@@ -409,6 +409,64 @@ class Http2Test(SidecarTestCase):
         self.assertEqual(self.metric(caller, "sidecar_outbound_grpc_requests_total",
                                      method="other", grpc_status="14"), 1)
 
+    def test_http2_calls_reach_a_member_without_http2_over_http11(self):
+        up = self.start_upstream()
+        member = self.start_sidecar(up.port, "--http2", "off")
+        caller = self.start_outbound_sidecar("--route", f"svc=static!127.0.0.1:{member.port}",
+                                             "--workers", "1")
+        body = os.urandom(300_000)
+        path = os.path.join(self.tmp, "body")
+        with open(path, "wb") as f:
+            f.write(body)
+        base = f"http://127.0.0.1:{caller.outbound}"
+        code, status, echoed, err = self.curl(
+            f"{base}/echo", args=["--http2-prior-knowledge", "-H", "Host: svc",
+                                  "--data-binary", f"@{path}", "-H",
+                                  "Content-Type: application/octet-stream"])
+        self.assertEqual((code, status), (0, 200), err)
+        import hashlib
+        import json
+        self.assertEqual(json.loads(echoed), {"bytes": len(body),
+                                              "sha256": hashlib.sha256(body).hexdigest()})
+        for _ in range(3):
+            code, status, headers, err = self.curl(
+                f"{base}/headers", args=["--http2-prior-knowledge", "-H", "Host: svc",
+                                         "-H", "X-Forwarded-Client-Cert: forged"])
+            self.assertEqual((code, status), (0, 200), err)
+            text = headers.decode().lower()
+            self.assertIn("uri=spiffe://dev.local/pinghelp", text)  # the calling sidecar's
+            self.assertNotIn("forged", text)
+        # The member answered ALPN with HTTP/1.1 once; that connection carried the calls after it.
+        self.assertEqual(self.metric(member, "sidecar_tls_handshakes_total", result="ok"), 1)
+        self.assertEqual(self.metric(member, "sidecar_requests_total", method="POST", code="2xx"),
+                         1)
+        self.assertEqual(self.metric(member, "sidecar_http2_connections_total"), 0)
+        self.assertEqual(self.metric(caller, "sidecar_outbound_requests_total", route="svc",
+                                     code="2xx"), 4)
+
+    def test_grpc_calls_pass_over_a_member_without_http2(self):
+        (h2member, svc), = self.grpc_members(1)
+        up = self.start_upstream()
+        h1member = self.start_sidecar(up.port, "--http2", "off")
+        caller = self.start_outbound_sidecar(
+            "--route", f"svc=static!127.0.0.1:{h2member.port},127.0.0.1:{h1member.port}",
+            "--workers", "1")
+        echo = self.outbound_channel(caller, "svc").unary_unary("/test.Svc/Echo")
+        self.assertEqual([echo(b"z%d" % i, timeout=10) for i in range(40)],
+                         [b"z%d" % i for i in range(40)])
+        self.assertEqual(self.metric(h2member, "sidecar_grpc_requests_total", grpc_status="0"), 40)
+        self.assertEqual(self.metric(h1member, "sidecar_requests_total", method="POST",
+                                     code="2xx"), 0)
+        # The member is not failed for it: plain HTTP calls still go to it.
+        only_h1 = self.start_outbound_sidecar(
+            "--route", f"svc=static!127.0.0.1:{h1member.port}", "--workers", "1")
+        with self.assertRaises(grpc.RpcError) as e:
+            self.outbound_channel(only_h1, "svc").unary_unary("/test.Svc/Echo")(b"x", timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        code, status, _, err = self.curl(f"http://127.0.0.1:{only_h1.outbound}/headers",
+                                         args=["--http2-prior-knowledge", "-H", "Host: svc"])
+        self.assertEqual((code, status), (0, 200), err)
+
     # --- tracing ---------------------------------------------------------------------------------
 
     def collector(self):
