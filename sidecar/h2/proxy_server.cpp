@@ -188,7 +188,9 @@ void ProxyStream::Up::closed(std::uint32_t error) {
   using UpEnd = ProxyServer::UpEnd;
   auto end = UpEnd::failed;
   if (!s.headSent) {
-    end = UpEnd::notSent;
+    // Its HEADERS never went out: on a connection that never came, or one that went away (a
+    // GOAWAY, a reset) while the stream waited in nghttp2's queue.
+    end = was && was->ran() ? UpEnd::goneAway : UpEnd::notSent;
   } else if (error == NGHTTP2_REFUSED_STREAM && (!s.bodyTaken || s.request.rewindable())) {
     end = was && was->takesRequests() ? UpEnd::refused : UpEnd::goneAway;
   }

@@ -156,9 +156,9 @@ class ProxyServer : public Session {
   // How the other side's stream ended when it closed with nothing of the answer yet.
   enum class UpEnd : std::uint8_t {
     failed,   // some of the request may have been acted on
-    notSent,  // its HEADERS never went out (the connection never came, or died first)
-    // REFUSED_STREAM (or a GOAWAY that left it out) before any of it was taken, from a connection
-    // that goes away...
+    notSent,  // its HEADERS never went out: the connection never came
+    // REFUSED_STREAM (or a GOAWAY that left it out) before any of it was taken, or its HEADERS
+    // still queued, on a connection that goes away...
     goneAway,
     // ... or from one that still takes streams (more streams than its SETTINGS allow were in
     // flight before they came, say): the same upstream may take it again.

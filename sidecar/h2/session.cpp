@@ -315,6 +315,9 @@ void Session::detach(std::int32_t id, StreamEnd& end) {
 
 bool Session::usable() const {
   constexpr std::int32_t kLastIds = 1 << 30;  // leave room: a new connection takes over
+  if (idleUntil_ != Clock::time_point{} && Clock::now() >= idleUntil_) {
+    return false;
+  }
   return !dead_ && goawayLastId_ < 0 && nghttp2_session_want_read(ng_) != 0 &&
          nghttp2_session_check_request_allowed(ng_) != 0 &&
          nghttp2_session_get_next_stream_id(ng_) < static_cast<std::uint32_t>(kLastIds) * 2 - 1000;

@@ -115,9 +115,13 @@ class Session {
   // Forgets a stream's end (its owner is gone); the stream is reset if still open.
   void detach(std::int32_t id, StreamEnd& end);
 
-  // True while the connection may take another stream (no GOAWAY either way, ids left).
+  // True while the connection may take another stream (no GOAWAY either way, ids left, not idle
+  // past its deadline: the sweep may close it before a new stream's HEADERS goes out).
   bool usable() const;
   bool alive() const { return !dead_; }
+  // run() began: the connection was made (a stream closed unsent on it was not refused for a
+  // connection that never came).
+  bool ran() const { return deadlineTarget_ != nullptr; }
   // Wakes the writer: something was submitted.
   void signal();
   // Tells every stream end it is closed (error), as when the connection could not be made.

@@ -69,6 +69,70 @@ class GrpcService:
         self.server.stop(0)
 
 
+class GoawayAfterOneService:
+    """An h2c service allowing one stream at a time. Its first connection answers one stream
+    (after a pause, so that others queue behind it in the sidecar) and then ends with a GOAWAY
+    naming that stream as the last one; later connections answer every stream. It records the
+    paths of the streams it saw."""
+
+    def __init__(self):
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.seen = []
+        self.connections = 0
+        self.threading = threading
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self.threading.Thread(target=self.serve, args=(c, self.connections == 1),
+                                  daemon=True).start()
+
+    def serve(self, c, goaway_after_one):
+        import h2.settings
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                    header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
+        c.sendall(conn.data_to_send())
+        answered = 0
+        try:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    return
+                for e in conn.receive_data(data):
+                    if isinstance(e, h2.events.RequestReceived):
+                        path = dict(e.headers)[":path"]
+                        self.seen.append(path)
+                        if goaway_after_one and path != "/warm":
+                            time.sleep(0.5)
+                        conn.send_headers(e.stream_id, [(":status", "200")])
+                        conn.send_data(e.stream_id, path.encode(), end_stream=True)
+                        answered += 1
+                        if goaway_after_one and path != "/warm":
+                            conn.close_connection(last_stream_id=e.stream_id)
+                            c.sendall(conn.data_to_send())
+                            time.sleep(0.2)
+                            return
+                c.sendall(conn.data_to_send())
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
 class Http2Test(SidecarTestCase):
 
     def setUp(self):
@@ -178,6 +242,41 @@ class Http2Test(SidecarTestCase):
         text = headers.decode().lower()
         self.assertIn("uri=spiffe://dev.local/caller", text)
         self.assertNotIn("forged", text)
+
+    def test_streams_queued_when_the_local_service_goes_away_are_sent_again(self):
+        svc = GoawayAfterOneService()
+        self.addCleanup(svc.close)
+        sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c",
+                                "--upstream-h2-connections", "1", "--workers", "1")
+        s, conn = self.h2_socket(sc)
+        self.addCleanup(s.close)
+
+        def get(path):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "GET"), (":scheme", "https"),
+                                    (":authority", "localhost"), (":path", path)],
+                              end_stream=True)
+            return sid
+
+        def answers(events):
+            return {e.stream_id: e.data for e in events if isinstance(e, h2.events.DataReceived)}
+
+        # The service's SETTINGS (one stream at a time) are known before the burst, so that the
+        # burst's streams wait in the sidecar's queue rather than being sent and refused.
+        warm = get("/warm")
+        s.sendall(conn.data_to_send())
+        events = self.read_events(s, conn, lambda ev: warm in answers(ev))
+        burst = [get(f"/b{i}") for i in range(3)]
+        s.sendall(conn.data_to_send())
+        events = self.read_events(
+            s, conn, lambda ev: sum(isinstance(e, h2.events.StreamEnded) for e in ev) >= 3)
+        got = answers(events)
+        self.assertEqual({sid: got.get(sid) for sid in burst},
+                         {sid: f"/b{i}".encode() for i, sid in enumerate(burst)}, events)
+        # Each ran once: those queued behind the GOAWAY went out on a new connection.
+        self.assertEqual(sorted(svc.seen), ["/b0", "/b1", "/b2", "/warm"])
+        self.assertGreaterEqual(svc.connections, 2)
+        self.assertGreaterEqual(self.metric(sc, "sidecar_upstream_h2_streams_resent_total"), 1)
 
     def test_nghttp_client_gets_an_answer_and_a_clean_goaway(self):
         ph = self.start_pinghelp()
