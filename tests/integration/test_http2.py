@@ -69,14 +69,14 @@ class GrpcService:
         self.server.stop(0)
 
 
-class GoawayAfterOneService:
-    """An h2c service allowing one stream at a time. Its first connection answers one stream
-    (after a pause, so that others queue behind it in the sidecar) and then ends with a GOAWAY
-    naming that stream as the last one; later connections answer every stream. It records the
-    paths of the streams it saw."""
+class ScriptedH2Service:
+    """An h2c service (python3-h2) allowing one stream at a time, answering each request by
+    answer(conn, sock, stream_id, path, connection_number), which returns False to end the
+    connection. It records the paths of the streams it saw and counts its connections."""
 
-    def __init__(self):
+    def __init__(self, answer):
         import threading
+        self.answer = answer
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -93,17 +93,16 @@ class GoawayAfterOneService:
             except OSError:
                 return
             self.connections += 1
-            self.threading.Thread(target=self.serve, args=(c, self.connections == 1),
+            self.threading.Thread(target=self.serve, args=(c, self.connections),
                                   daemon=True).start()
 
-    def serve(self, c, goaway_after_one):
+    def serve(self, c, number):
         import h2.settings
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
                                                                     header_encoding="utf-8"))
         conn.initiate_connection()
         conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
         c.sendall(conn.data_to_send())
-        answered = 0
         try:
             while True:
                 data = c.recv(65536)
@@ -113,15 +112,7 @@ class GoawayAfterOneService:
                     if isinstance(e, h2.events.RequestReceived):
                         path = dict(e.headers)[":path"]
                         self.seen.append(path)
-                        if goaway_after_one and path != "/warm":
-                            time.sleep(0.5)
-                        conn.send_headers(e.stream_id, [(":status", "200")])
-                        conn.send_data(e.stream_id, path.encode(), end_stream=True)
-                        answered += 1
-                        if goaway_after_one and path != "/warm":
-                            conn.close_connection(last_stream_id=e.stream_id)
-                            c.sendall(conn.data_to_send())
-                            time.sleep(0.2)
+                        if not self.answer(conn, c, e.stream_id, path, number):
                             return
                 c.sendall(conn.data_to_send())
         except OSError:
@@ -131,6 +122,34 @@ class GoawayAfterOneService:
 
     def close(self):
         self.sock.close()
+
+
+def goaway_after_one(conn, c, stream_id, path, number):
+    """The first connection answers one stream after a pause (so that others queue behind it in
+    the sidecar), then ends with a GOAWAY naming it as the last; later ones answer every stream."""
+    late = number == 1 and path != "/warm"
+    if late:
+        time.sleep(0.5)
+    conn.send_headers(stream_id, [(":status", "200")])
+    conn.send_data(stream_id, path.encode(), end_stream=True)
+    if late:
+        conn.close_connection(last_stream_id=stream_id)
+        c.sendall(conn.data_to_send())
+        time.sleep(0.2)
+    return not late
+
+
+def grpc_stalling_mid_answer(conn, c, stream_id, path, number):
+    """A gRPC answer that sends one message and then stalls, enforcing no deadline of its own."""
+    conn.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+    conn.send_data(stream_id, b"\x00\x00\x00\x00\x02hi")
+    c.sendall(conn.data_to_send())
+    time.sleep(3)
+    try:
+        conn.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
+    except Exception:  # noqa: BLE001 - the sidecar reset the stream meanwhile
+        pass
+    return True
 
 
 class Http2Test(SidecarTestCase):
@@ -244,7 +263,7 @@ class Http2Test(SidecarTestCase):
         self.assertNotIn("forged", text)
 
     def test_streams_queued_when_the_local_service_goes_away_are_sent_again(self):
-        svc = GoawayAfterOneService()
+        svc = ScriptedH2Service(goaway_after_one)
         self.addCleanup(svc.close)
         sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c",
                                 "--upstream-h2-connections", "1", "--workers", "1")
@@ -355,6 +374,34 @@ class Http2Test(SidecarTestCase):
         heads = [dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived)]
         self.assertTrue(heads, events)
         self.assertEqual(heads[0].get("grpc-status"), "4")
+
+    def test_grpc_timeout_passing_mid_answer_ends_the_call_with_deadline_exceeded(self):
+        svc = ScriptedH2Service(grpc_stalling_mid_answer)
+        self.addCleanup(svc.close)
+        sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c")
+        s, conn = self.h2_socket(sc)
+        self.addCleanup(s.close)
+        sid = conn.get_next_available_stream_id()
+        # A raw client: it enforces no deadline itself, so what it gets is the sidecar's doing.
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "https"),
+                                (":authority", "localhost"), (":path", "/test.Svc/Stream"),
+                                ("content-type", "application/grpc"), ("te", "trailers"),
+                                ("grpc-timeout", "700m")])
+        conn.send_data(sid, b"\x00\x00\x00\x00\x00", end_stream=True)
+        s.sendall(conn.data_to_send())
+        started = time.monotonic()
+        events = self.read_events(
+            s, conn, lambda ev: any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset))
+                                    for e in ev))
+        elapsed = time.monotonic() - started
+        data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+        trailers = [dict(e.headers) for e in events if isinstance(e, h2.events.TrailersReceived)]
+        self.assertEqual(data, b"\x00\x00\x00\x00\x02hi", events)  # what came is delivered
+        self.assertEqual([t.get("grpc-status") for t in trailers], ["4"], events)
+        self.assertFalse(any(isinstance(e, h2.events.StreamReset) for e in events), events)
+        self.assertLess(elapsed, 2.5, "ended at the deadline, not when the service went on")
+        self.assertSettles(lambda: self.metric(sc, "sidecar_grpc_requests_total",
+                                               grpc_status="4"), 1)
 
     def test_grpc_errors_of_our_own(self):
         # No local service: UNAVAILABLE (14).
