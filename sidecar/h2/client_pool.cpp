@@ -52,8 +52,8 @@ class ClientConnection final : public Session,
   }
 
   // mTLS with ALPN h2, then http/1.1: an upstream that chooses HTTP/1.1 (or no protocol) is not
-  // spoken to here; its verified connection goes to the pool's http1 hand-over, and the streams
-  // waiting here end unsent (refusedH2() says why).
+  // spoken to here; its verified connection is kept by the pool for an HTTP/1.1 call, and the
+  // streams waiting here end unsent (refusedH2() says why).
   awaitable<error_code> handshake(Duration timeout) {
     stream_.emplace(std::move(socket_.socket()), *tls_->context,
                     TlsStream::Client{tls_->serverName, tls_->expectedIdentity});
@@ -64,11 +64,9 @@ class ClientConnection final : public Session,
     if (!ec && alpnSelected(stream_->native_handle()) != "h2") {
       if (pool_) {
         pool_->refusedH2_ = true;
-        if (tls_->http1) {
-          stream_->lowest_layer().expires_never();
-          tls_->http1(std::move(*stream_));
-          stream_.reset();
-        }
+        stream_->lowest_layer().expires_never();
+        pool_->http1_.emplace(std::move(*stream_));
+        stream_.reset();
       }
       co_return asio::error::operation_not_supported;
     }
@@ -132,6 +130,7 @@ void ClientPool::sweep(std::chrono::steady_clock::time_point now) {
 }
 
 void ClientPool::clear() {
+  http1_.reset();
   for (auto& c : conns_) {
     c->orphan();
   }
@@ -139,6 +138,7 @@ void ClientPool::clear() {
 }
 
 void ClientPool::retire(std::optional<ClientTls> tls) {
+  http1_.reset();  // made with the certificate before
   tls_ = std::move(tls);
   for (auto& c : conns_) {
     c->goAway();

@@ -1,8 +1,9 @@
 #pragma once
 // HTTP/2 connections from one worker to one upstream: plain (h2c, prior knowledge: the local
 // service under --upstream-protocol h2c or auto), or over mTLS with ALPN h2 (a member of an
-// outbound route; one that chooses HTTP/1.1 has the connection handed over for HTTP/1.1 calls,
-// and the streams waiting on it end unsent, refusedH2() telling the caller why). Streams of every
+// outbound route, offered h2 then http/1.1; one that chooses HTTP/1.1 has its connection kept
+// for an HTTP/1.1 call (takeHttp1()), and the streams waiting on it end unsent, refusedH2()
+// telling the caller why). Streams of every
 // caller are multiplexed over a few connections: a stream goes to the least busy one that has room
 // under the peer's SETTINGS_MAX_CONCURRENT_STREAMS; a new connection is opened while there are
 // fewer than the bound; past it, nghttp2 queues the stream on the least busy one until a stream
@@ -11,10 +12,10 @@
 #include <prometheus/counter.h>
 
 #include <boost/asio/ssl/context.hpp>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "h2/session.h"
@@ -36,9 +37,6 @@ struct ClientTls {
   std::shared_ptr<asio::ssl::context> context;
   std::string serverName;
   std::string expectedIdentity;  // empty: any certificate the context's CA signed
-  // ALPN offers http/1.1 after h2; an upstream that chooses it (or none) has the connection,
-  // verified, handed here for HTTP/1.1 calls (none: closed). Called only while the pool is.
-  std::function<void(TlsStream)> http1;
 };
 
 class ClientConnection;
@@ -62,6 +60,10 @@ class ClientPool {
   void retire(std::optional<ClientTls> tls);
   // The last connection failed because the upstream does not speak HTTP/2 (ALPN chose another).
   bool refusedH2() const { return refusedH2_; }
+  // That connection, verified, for an HTTP/1.1 call (once; none if taken or gone). Handed over
+  // directly, not pooled: the upstream's post-handshake records (a TLS 1.3 session ticket) may
+  // still be on their way, which a pooled connection's check would take for unsolicited bytes.
+  std::optional<TlsStream> takeHttp1() { return std::exchange(http1_, std::nullopt); }
   std::size_t connections() const { return conns_.size(); }
   std::uint64_t opened() const { return opened_; }
 
@@ -77,6 +79,7 @@ class ClientPool {
   std::vector<std::shared_ptr<ClientConnection>> conns_;
   std::uint64_t opened_ = 0;
   bool refusedH2_ = false;
+  std::optional<TlsStream> http1_;
 };
 
 }  // namespace sidecar::h2

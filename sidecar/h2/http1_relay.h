@@ -13,9 +13,9 @@
 //   bool takePooled();                  // a clean kept-alive connection, now; false if none
 //   awaitable<error_code> connect();    // a new connection (its own deadline)
 //   void release(bool reusable);        // done with the connection
-//   static constexpr bool kReplayStale; // a stale pooled connection's request goes out again on a
-//                                       // new connection to the same upstream (the local
-//                                       // service: yes; a member: the call policy decides)
+//   static constexpr bool kReplayStale; // a stale pooled connection's idempotent request goes out
+//                                       // again on a new connection to the same upstream (the
+//                                       // local service: yes; a member: the call policy decides)
 
 #include <prometheus/counter.h>
 
@@ -71,14 +71,23 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
     head.set(http::field::transfer_encoding, "chunked");
   }
   const bool isHead = s.method == "HEAD";
+  // A request that goes on after another attempt (an HTTP/2 member that refused it, say) starts
+  // from its body's first byte again: that attempt may have taken some of it.
+  if (!s.request.rewind()) {
+    co_return Http1End{Kind::upstream, {}, false};
+  }
   s.request.keep(ProxyServer::kKeptBody);
+  // A stale pooled connection's request goes out again only when it is idempotent: the upstream
+  // may have acted on it before the connection broke.
+  const bool replayable = Link::kReplayStale && exchange_detail::isIdempotent(
+                                                    boost::beast::http::string_to_verb(s.method));
   std::string out;
   std::uint8_t buf[16 * 1024];
   boost::beast::flat_buffer upBuf;
   std::optional<http::response_parser<http::buffer_body>> res;
   error_code ec;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    const bool reused = link.takePooled();
+    const bool reused = attempt == 0 && link.takePooled();  // a replay: a new connection
     if (!reused) {
       ec = co_await link.connect();
       if (s.cancelled) {
@@ -153,7 +162,7 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
         }
         auto [rec, rn] = co_await http::async_read_header(up, upBuf, *res, useTuple);
         ec = rec;
-      } while (!ec && res->get().result_int() / 100 == 1);
+      } while (!ec && res->get().result_int() / 100 == 1 && !s.cancelled);
     }
     if (s.cancelled) {
       link.release(false);
@@ -164,8 +173,7 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
     }
     link.release(false);
     const bool rewindable = s.request.rewind();
-    if (Link::kReplayStale && attempt == 0 && reused && rewindable &&
-        exchange_detail::looksStale(ec)) {
+    if (replayable && attempt == 0 && reused && rewindable && exchange_detail::looksStale(ec)) {
       upBuf.clear();
       continue;  // the pooled connection had closed: the same request on a new one
     }

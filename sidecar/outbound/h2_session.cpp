@@ -32,14 +32,28 @@ struct MemberH1Link final : h2::Http1Leg {
   // A member may have read the request before its connection broke: the call policy decides
   // whether another member gets it.
   static constexpr bool kReplayStale = false;
-  MemberH1Link(OutboundHandler& h, std::shared_ptr<OutboundHandler::Route> r, tcp::endpoint m)
-      : handler(h), route(std::move(r)), member(m), conn(h.worker().ioc().get_executor()) {}
+  MemberH1Link(OutboundHandler& h, std::shared_ptr<OutboundHandler::Route> r, tcp::endpoint m,
+               std::optional<TlsStream> handedOver, Duration callLeft)
+      : handler(h),
+        route(std::move(r)),
+        member(m),
+        handed(std::move(handedOver)),
+        left(callLeft),
+        conn(h.worker().ioc().get_executor()) {}
   TlsStream& stream() { return conn.stream(); }
-  bool takePooled() { return conn.takePooled(*route, member); }
+  bool takePooled() {
+    if (handed) {
+      conn.adopt(std::move(*handed));
+      handed.reset();
+      return true;
+    }
+    return conn.takePooled(*route, member);
+  }
   awaitable<error_code> connect() {
     const auto& shared = handler.shared();
-    return conn.open(*route, member, handler.tls(), route->info->name, shared.config.connectTimeout,
-                     *shared.metrics, handler.worker().index());
+    return conn.open(*route, member, handler.tls(), route->info->name,
+                     std::min(shared.config.connectTimeout, left), *shared.metrics,
+                     handler.worker().index());
   }
   void release(bool reusable) { conn.release(*route, member, reusable, *handler.tls()); }
   void cancel() override { conn.cancel(); }
@@ -48,6 +62,8 @@ struct MemberH1Link final : h2::Http1Leg {
   OutboundHandler& handler;
   std::shared_ptr<OutboundHandler::Route> route;
   tcp::endpoint member;
+  std::optional<TlsStream> handed;  // the connection whose handshake found HTTP/1.1
+  Duration left;                    // of the call's time
   MemberConnection conn;
 };
 
@@ -112,7 +128,8 @@ class OutboundH2Server::Impl final : public h2::ProxyServer {
   // The attempt's member failed it: another member (the policy allowing), else our answer.
   void nextAttempt(Stream& s, Call& call, AttemptEnd end, std::string_view reason);
   awaitable<void> http1Attempt(std::shared_ptr<Stream> s, std::shared_ptr<OutboundHandler::Route> r,
-                               tcp::endpoint member, Duration timeout);
+                               tcp::endpoint member, Duration timeout,
+                               std::optional<TlsStream> handed = std::nullopt);
   boost::beast::http::request_header<> memberHeadHttp1(const Stream& s) const;
   void attemptEnded(Call& call, bool answered);
   h2::Fields memberHead(const Stream& s) const;
@@ -202,15 +219,19 @@ void OutboundH2Server::Impl::callRoute(Stream& s, std::shared_ptr<OutboundHandle
 void OutboundH2Server::Impl::attempt(Stream& s, Call& call) {
   auto& route = *call.route;
   const auto now = Clock::now();
-  auto picked = call.attempts.pick(route.balancer, now);
-  // gRPC needs HTTP/2 to the member (its status comes in trailers): a member known to speak only
-  // HTTP/1.1 is passed over, not failed, since it serves the route's other calls.
-  while (picked && s.grpc && route.speaksHttp1(*picked, now)) {
-    call.attempts.begin(*picked);
-    picked.reset();
-    if (call.attempts.attemptLeft()) {
-      picked = call.attempts.pick(route.balancer, now);
+  std::optional<tcp::endpoint> picked;
+  if (s.grpc && !route.http1Members.empty()) [[unlikely]] {
+    // gRPC needs HTTP/2 to the member (its status comes in trailers): members known to speak only
+    // HTTP/1.1 are passed over, neither tried nor failed, since they serve the route's other calls.
+    std::vector<tcp::endpoint> http1Only;
+    for (const auto& [member, until] : route.http1Members) {
+      if (now < until) {
+        http1Only.push_back(member);
+      }
     }
+    picked = call.attempts.pick(route.balancer, now, http1Only);
+  } else {
+    picked = call.attempts.pick(route.balancer, now);
   }
   if (!picked) {
     if (!call.attempts.exhausted()) {
@@ -242,10 +263,11 @@ void OutboundH2Server::Impl::attempt(Stream& s, Call& call) {
 // before an answer may go to another member when the request is idempotent and held whole.
 awaitable<void> OutboundH2Server::Impl::http1Attempt(std::shared_ptr<Stream> sp,
                                                      std::shared_ptr<OutboundHandler::Route> r,
-                                                     tcp::endpoint member, Duration timeout) {
+                                                     tcp::endpoint member, Duration timeout,
+                                                     std::optional<TlsStream> handed) {
   auto& s = *sp;
   auto& handler = handler_;  // the worker's: outlives this session
-  MemberH1Link link(handler, std::move(r), member);
+  MemberH1Link link(handler, std::move(r), member, std::move(handed), timeout);
   const auto end = co_await h2::relayOverHttp1(s, link, memberHeadHttp1(s), timeout, nullptr);
   using Kind = h2::Http1End::Kind;
   if (end.kind == Kind::answered || end.kind == Kind::cancelled || !s.server) {
@@ -304,8 +326,8 @@ void OutboundH2Server::Impl::upFailed(Stream& s, UpEnd end) {
       return;
     }
   }
-  if (end == UpEnd::notSent && call.member &&
-      call.route->h2Pool(*call.member, handler_).refusedH2()) {
+  auto* pool = call.member ? &call.route->h2Pool(*call.member, handler_) : nullptr;
+  if (end == UpEnd::notSent && pool && pool->refusedH2()) {
     // The member chose HTTP/1.1 when offered h2: the same attempt goes to it over HTTP/1.1 (its
     // connection handed over already), and so do later ones for a while; a gRPC call goes to
     // another member.
@@ -314,11 +336,13 @@ void OutboundH2Server::Impl::upFailed(Stream& s, UpEnd end) {
     if (s.grpc) {
       call.route->balancer.finished(*call.member, now, now - call.attemptStart, true);
       call.member.reset();
+      call.attempts.unbegin();  // not an attempt: passed over, as it will be from now on
       return attempt(s, call);  // to a member that speaks HTTP/2, if there is one
     }
-    asio::co_spawn(handler_.worker().ioc(),
-                   http1Attempt(hold(s), call.route, *call.member, call.attempts.left(now)),
-                   asio::detached);
+    asio::co_spawn(
+        handler_.worker().ioc(),
+        http1Attempt(hold(s), call.route, *call.member, call.attempts.left(now), pool->takeHttp1()),
+        asio::detached);
     return;
   }
   nextAttempt(s, call, end == UpEnd::failed ? AttemptEnd::failed : AttemptEnd::notSent,

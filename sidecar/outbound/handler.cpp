@@ -49,16 +49,9 @@ h2::ClientPool& OutboundHandler::Route::h2Pool(const tcp::endpoint& member,
     const auto& c = handler.shared().config;
     // Two connections a member: streams are balanced across members, not across connections.
     h2::ClientLimits limits{c.connectTimeout, c.idleTimeout, c.timeout, 2, nullptr};
-    // A member that answers ALPN with HTTP/1.1 has that connection kept for the HTTP/1.1 calls
-    // that follow (unless a new certificate came meanwhile: it would present the old one).
-    auto http1 = [this, &handler, member](TlsStream s) {
-      if (SSL_get_SSL_CTX(s.native_handle()) == handler.tls()->native_handle()) {
-        pool.giveBack(member, std::move(s));
-      }
-    };
-    p = std::make_unique<h2::ClientPool>(
-        handler.worker().ioc().get_executor(), member, h2::Settings{}, limits,
-        h2::ClientTls{handler.tls(), info->name, info->identity, std::move(http1)});
+    p = std::make_unique<h2::ClientPool>(handler.worker().ioc().get_executor(), member,
+                                         h2::Settings{}, limits,
+                                         h2::ClientTls{handler.tls(), info->name, info->identity});
   }
   return *p;
 }

@@ -42,9 +42,14 @@ awaitable<error_code> MemberConnection::open(OutboundHandler::Route& route,
                                              OutboundMetrics& m, unsigned shard) {
   conn_.reset();
   fullHandshake_ = false;
+  cancelled_ = false;
   const std::size_t slot = route.info->slot;
   if (auto ec = co_await connectPlain(connecting_, member, timeout)) {
     co_return ec;
+  }
+  if (cancelled_) {
+    connecting_.socket() = TcpSocket(connecting_.get_executor());
+    co_return asio::error::operation_aborted;
   }
   conn_.emplace(std::move(connecting_.socket()), *tls,
                 TlsStream::Client{std::move(serverName), route.info->identity});
@@ -53,6 +58,10 @@ awaitable<error_code> MemberConnection::open(OutboundHandler::Route& route,
   s.setSession(route.session(member));
   s.lowest_layer().expires_after(timeout);
   auto [hec] = co_await s.async_handshake(useTuple);
+  if (hec && cancelled_) {
+    conn_.reset();  // the call's caller went: no fault of the member's, nothing counted
+    co_return asio::error::operation_aborted;
+  }
   if (hec) {
     const std::size_t reason = hec == TlsError::wrong_peer_identity
                                    ? OutboundMetrics::kWrongIdentity

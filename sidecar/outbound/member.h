@@ -24,6 +24,12 @@ class MemberConnection {
 
   // A pooled connection to member, if the route has a clean one; true if taken.
   bool takePooled(OutboundHandler::Route& route, const tcp::endpoint& member);
+  // A connection to member made elsewhere (an HTTP/2 handshake the member answered with
+  // HTTP/1.1), verified by the same rules: this call's, and kept by release() as one of ours.
+  void adopt(TlsStream stream) {
+    conn_.emplace(std::move(stream));
+    fullHandshake_ = !conn_->sessionReused();
+  }
   // Connects and shakes hands within timeout (SNI serverName, the route's identity, its TLS
   // session with member resumed if kept). A failed handshake is counted by its reason.
   // The context and name are held by value: a rotation during the connect must not free them.
@@ -41,6 +47,7 @@ class MemberConnection {
   void expireIfDue(DeadlineSocket::Clock::time_point now);
   // Whatever waits on the connection (or its connect) stops.
   void cancel() {
+    cancelled_ = true;  // an open() between its connect and its handshake stops there
     connecting_.cancel();
     if (conn_) {
       conn_->lowest_layer().cancel();
@@ -51,6 +58,7 @@ class MemberConnection {
   DeadlineSocket connecting_;      // before its handshake
   std::optional<TlsStream> conn_;  // while a call uses it
   bool fullHandshake_ = false;     // open() did not resume a session
+  bool cancelled_ = false;         // cancel() since open() began
 };
 
 // What every outbound session (an HTTP call on --outbound-listen, a --thrift-route port) is: the

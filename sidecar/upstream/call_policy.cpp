@@ -1,6 +1,7 @@
 #include "upstream/call_policy.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace sidecar {
 
@@ -10,6 +11,22 @@ std::optional<tcp::endpoint> CallAttempts::pick(P2cPeakEwma& balancer, SteadyTim
   // Never a member this call has failed on: with three members of which two are dead, the third
   // is the one to try, not the first again.
   if (picked && std::ranges::find(tried(), *picked) != tried().end()) {
+    exhausted_ = true;
+    return std::nullopt;
+  }
+  return picked;
+}
+
+std::optional<tcp::endpoint> CallAttempts::pick(P2cPeakEwma& balancer, SteadyTime now,
+                                                std::span<const tcp::endpoint> passOver) {
+  if (passOver.empty()) {
+    return pick(balancer, now);
+  }
+  std::vector<tcp::endpoint> exclude(tried().begin(), tried().end());
+  exclude.insert(exclude.end(), passOver.begin(), passOver.end());
+  auto picked = next_ ? next_ : balancer.pick(now, exclude);
+  next_.reset();
+  if (picked && std::ranges::find(exclude, *picked) != exclude.end()) {
     exhausted_ = true;
     return std::nullopt;
   }

@@ -92,6 +92,9 @@ class CallAttempts {
   // members this call has not tried. None: no usable member, or (exhausted()) every member the
   // balancer would pick failed this call already.
   std::optional<tcp::endpoint> pick(P2cPeakEwma& balancer, SteadyTime now);
+  // The same, passing over also members this call cannot use (none of them counts as tried).
+  std::optional<tcp::endpoint> pick(P2cPeakEwma& balancer, SteadyTime now,
+                                    std::span<const tcp::endpoint> passOver);
   bool exhausted() const { return exhausted_; }
 
   // Records the member an attempt goes to; it is excluded from every later pick. At most
@@ -99,6 +102,14 @@ class CallAttempts {
   void begin(const tcp::endpoint& member) {
     if (count_ < kMaxAttempts) {
       tried_[count_++] = member;
+    }
+  }
+
+  // The attempt begin() recorded last did not happen after all (its member could not take this
+  // kind of call, and is passed over from now on): it counts for nothing.
+  void unbegin() {
+    if (count_ > 0) {
+      --count_;
     }
   }
 

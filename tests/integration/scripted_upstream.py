@@ -13,6 +13,7 @@ purpose after (or while) answering, the way a buggy or hostile local service wou
 /interim            102 Processing every ?ms=500 for ?n=20 times, then 200 "late"
 /dup-length         ?form=repeat: two identical Content-Length fields; ?form=comma: "2, 2"
 /close-soon         after ?wait=0 ms, 200 "bye"; then closes the connection ?ms=100 later
+/drop-unanswered    no answer: the connection closes once the request was read
 
 Every connection is counted, and `injected` counts the unasked-for responses written.
 """
@@ -136,6 +137,8 @@ class ScriptedUpstream:
         elif path == "/headers":
             body = headers["\0names"].encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        elif path == "/drop-unanswered":
+            return False  # read whole, then the connection closed with no answer
         elif path == "/close-soon":
             time.sleep(int(q.get("wait", "0")) / 1000.0)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye")

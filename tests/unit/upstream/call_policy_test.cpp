@@ -66,6 +66,30 @@ TEST_CASE("call policy: a member that failed a call is not picked for it again")
   CHECK(call.attempts() == 3);
 }
 
+TEST_CASE("call policy: members passed over are never picked, and count as no attempt") {
+  P2cPeakEwma balancer(7);
+  std::vector<tcp::endpoint> all;
+  for (unsigned short p = 1; p <= 10; ++p) {
+    all.push_back(member(p));
+  }
+  balancer.update(all, kStart);
+  const std::vector<tcp::endpoint> passOver(all.begin(), all.begin() + 8);
+  for (int run = 0; run < 50; ++run) {
+    RetryBudget budget;
+    CallAttempts call(budget, kStart, Duration(1'000));
+    auto m = call.pick(balancer, kStart, passOver);
+    REQUIRE(m);
+    CHECK(std::ranges::find(passOver, *m) == passOver.end());
+    call.begin(*m);
+    // Found unusable only once begun: it is passed over without using up an attempt.
+    call.unbegin();
+    CHECK(call.attempts() == 0);
+  }
+  RetryBudget budget;
+  CallAttempts call(budget, kStart, Duration(1'000));
+  CHECK_FALSE(call.pick(balancer, kStart, all));  // every member passed over: none
+}
+
 TEST_CASE("call policy: a retry draws on the budget; an empty budget ends the call") {
   P2cPeakEwma balancer(7);
   balancer.update({member(1), member(2), member(3)}, kStart);
