@@ -175,6 +175,12 @@ struct Session::Callbacks {
         nghttp2_session_set_stream_user_data(ng, id, nullptr);
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
       }
+    } else if (s.role_ == Role::server && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+               (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+               nghttp2_session_get_stream_remote_close(ng, frame->hd.stream_id) == 0) {
+      // The answer went whole before the request ended: the caller is asked to stop sending it
+      // (RST_STREAM NO_ERROR, RFC 9113 8.1), rather than the stream staying open while it does.
+      nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
     } else if (frame->hd.type == NGHTTP2_RST_STREAM) {
       ++s.counters_.resetsSent;
     } else if (frame->hd.type == NGHTTP2_GOAWAY) {

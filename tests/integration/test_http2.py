@@ -345,6 +345,21 @@ class Http2Test(SidecarTestCase):
         code, status, body, _ = self.curl(f"https://127.0.0.1:{sc.port}/ping", args=["--http2"])
         self.assertEqual(status, 403)
         self.assertEqual(self.metric(sc, "sidecar_identity_refused_total"), 1)
+        # Refused while its body still comes: the whole answer, then RST_STREAM NO_ERROR asks
+        # the caller to stop sending (RFC 9113 8.1); the connection stays for more requests.
+        s, conn = self.h2_socket(sc)
+        self.addCleanup(s.close)
+        conn.send_headers(1, [(":method", "POST"), (":scheme", "https"),
+                              (":authority", "localhost"), (":path", "/upload")])
+        conn.send_data(1, b"x" * 1000)
+        s.sendall(conn.data_to_send())
+        events = self.read_events(s, conn, lambda ev: any(
+            isinstance(e, h2.events.StreamReset) for e in ev))
+        heads = [dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived)]
+        self.assertEqual([h[":status"] for h in heads], ["403"], events)
+        self.assertEqual([e.error_code for e in events if isinstance(e, h2.events.StreamReset)],
+                         [0], events)
+        self.assertNotIn("closed", events)
 
     # --- gRPC ------------------------------------------------------------------------------------
 

@@ -205,6 +205,36 @@ class PinghelpGrpcTest(SidecarTestCase):
         self.assertEqual((head[":status"], trailers.get("grpc-status")), ("200", "0"))
         self.assertIsNone(ph.poll())
 
+    def test_an_answer_before_the_requests_end_asks_the_caller_to_stop_sending(self):
+        ph = self.start_grpc_pinghelp()
+        for headers, body, status in [
+                ([("content-type", "text/plain")], b"hi", "415"),
+                ([("content-type", "application/grpc")], b"\x00" + b"\xff" * 40000, "200")]:
+            s = socket.create_connection(("127.0.0.1", ph.grpc), timeout=10)
+            self.addCleanup(s.close)
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(
+                client_side=True, header_encoding="utf-8"))
+            conn.initiate_connection()
+            conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", HELP),
+                                  (":authority", "pinghelp"), *headers])
+            for i in range(0, len(body), 16000):  # and no end: the request goes on, we said
+                conn.send_data(1, body[i:i + 16000])
+            s.sendall(conn.data_to_send())
+            events, deadline = [], time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                    isinstance(e, h2.events.StreamReset) for e in events):
+                data = s.recv(65536)
+                if not data:
+                    break
+                events += conn.receive_data(data)
+                s.sendall(conn.data_to_send())
+            heads = [dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived)]
+            self.assertEqual([h[":status"] for h in heads], [status], events)
+            resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+            # NO_ERROR, after the whole answer: the caller may stop sending, nothing failed.
+            self.assertEqual([r.error_code for r in resets], [0], events)
+        self.assertIsNone(ph.poll())
+
     def test_idle_connection_is_closed_and_sigterm_exits_0(self):
         ph = self.start_grpc_pinghelp("--idle-timeout", "300ms")
         s = socket.create_connection(("127.0.0.1", ph.grpc), timeout=10)
