@@ -47,10 +47,12 @@ struct Http1End {
 };
 
 // Runs the exchange for s on link. The caller holds s (ProxyServer::hold) until this ends.
-template <class Link>
+// Relay: char* get(); static std::size_t size();  (the answer's body buffer, borrowed on first
+// use: net/worker.h's LazyRelayBuffer, so that a coroutine frame per request holds none.)
+template <class Link, class Relay>
 awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
                                    boost::beast::http::request_header<> head, Duration timeout,
-                                   prometheus::Counter* flowStalls) {
+                                   prometheus::Counter* flowStalls, Relay& relay) {
   namespace http = boost::beast::http;
   using Kind = Http1End::Kind;
   // Called from nghttp2's callback for the HEADERS: the rest of what was read (the caller's
@@ -82,7 +84,6 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
   const bool replayable = Link::kReplayStale && exchange_detail::isIdempotent(
                                                     boost::beast::http::string_to_verb(s.method));
   std::string out;
-  std::uint8_t buf[16 * 1024];
   boost::beast::flat_buffer upBuf;
   std::optional<http::response_parser<http::buffer_body>> res;
   error_code ec;
@@ -128,17 +129,21 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
         }
         break;
       }
-      const std::size_t n = s.request.take(buf, sizeof buf);
-      if (const std::size_t fresh = s.request.newlyTaken(); fresh && s.server) {
-        s.server->consume(s.id, fresh);
-      }
+      // Up to 16 KiB of the body, taken straight into the write's buffer (in a chunk when
+      // chunked).
+      const std::size_t n = std::min<std::size_t>(s.request.size(), 16 * 1024);
       out.clear();
       if (chunked) {
         char size[20];
         const int len = std::snprintf(size, sizeof size, "%zx\r\n", n);
         out.append(size, static_cast<std::size_t>(len));
       }
-      out.append(reinterpret_cast<const char*>(buf), n);
+      const std::size_t at = out.size();
+      out.resize(at + n);
+      s.request.take(reinterpret_cast<std::uint8_t*>(out.data() + at), n);
+      if (const std::size_t fresh = s.request.newlyTaken(); fresh && s.server) {
+        s.server->consume(s.id, fresh);
+      }
       if (chunked) {
         out += "\r\n";
       }
@@ -209,8 +214,9 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
       }
       continue;
     }
+    char* buf = relay.get();
     rmsg.body().data = buf;
-    rmsg.body().size = sizeof buf;
+    rmsg.body().size = relay.size();
     setDeadline(up, timeout);
     auto [rec, rn] = co_await http::async_read_some(up, upBuf, *res, useTuple);
     if (rec == http::error::need_buffer) {
@@ -220,7 +226,7 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
       ec = rec;
       break;
     }
-    const std::size_t piece = sizeof buf - rmsg.body().size;
+    const std::size_t piece = relay.size() - rmsg.body().size;
     if (piece && !s.cancelled) {
       s.response.push(buf, piece);
       s.responseMoved();

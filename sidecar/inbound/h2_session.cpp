@@ -220,8 +220,10 @@ awaitable<void> InboundH2Server::Impl::http1Exchange(std::shared_ptr<Stream> sp)
   const auto& shared = shared_;
   const std::string identityForLog = caller_.identityForLog;  // this session may end first
   LocalH1Link link(handler, shared.local.addr().endpoints().front(), caller_.peer.identity);
-  const auto end = co_await h2::relayOverHttp1(
-      s, link, forwardedHead(s), shared.limits.upstreamTimeout, shared.metrics->h2FlowStalls);
+  LazyRelayBuffer relay(handler.worker());
+  const auto end =
+      co_await h2::relayOverHttp1(s, link, forwardedHead(s), shared.limits.upstreamTimeout,
+                                  shared.metrics->h2FlowStalls, relay);
   using Kind = h2::Http1End::Kind;
   if (end.kind == Kind::answered || end.kind == Kind::cancelled || !s.server) {
     co_return;

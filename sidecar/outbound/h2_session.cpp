@@ -268,7 +268,9 @@ awaitable<void> OutboundH2Server::Impl::http1Attempt(std::shared_ptr<Stream> sp,
   auto& s = *sp;
   auto& handler = handler_;  // the worker's: outlives this session
   MemberH1Link link(handler, std::move(r), member, std::move(handed), timeout);
-  const auto end = co_await h2::relayOverHttp1(s, link, memberHeadHttp1(s), timeout, nullptr);
+  LazyRelayBuffer relay(handler.worker());
+  const auto end =
+      co_await h2::relayOverHttp1(s, link, memberHeadHttp1(s), timeout, nullptr, relay);
   using Kind = h2::Http1End::Kind;
   if (end.kind == Kind::answered || end.kind == Kind::cancelled || !s.server) {
     co_return;  // answered (answerBegan() told the balancer), or nobody is waiting
