@@ -188,6 +188,7 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
   const unsigned status = rmsg.result_int();
   const bool bodiless = isHead || status == 204 || status == 304 || res->is_done();
   Fields fields;
+  fields.reserve(1 + static_cast<std::size_t>(std::distance(rmsg.begin(), rmsg.end())));
   fields.push_back({":status", std::to_string(status)});
   for (const auto& f : rmsg) {
     auto name = lower(f.name_string());
@@ -199,7 +200,7 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
     link.release(false);
     co_return Http1End{Kind::cancelled, {}, false};
   }
-  s.server->startResponse(s, fields, bodiless);
+  s.server->startResponse(s, std::move(fields), bodiless);
   if (bodiless) {
     s.response.end();
   }

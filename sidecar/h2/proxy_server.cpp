@@ -142,7 +142,7 @@ void ProxyStream::Up::headersEnd(bool endStream) {
   }
   s.upHeadDone = true;
   if (s.server) {
-    s.server->startResponse(s, s.upHead, endStream);
+    s.server->startResponse(s, std::move(s.upHead), endStream);
   }
   if (endStream) {
     s.response.end();
@@ -322,27 +322,24 @@ bool ProxyServer::resend(ProxyStream& s, Session& up) {
 
 void ProxyServer::upFailed(ProxyStream& s, UpEnd) { localReply(s, 502); }
 
-void ProxyServer::startResponse(ProxyStream& s, const Fields& head, bool endStream) {
+void ProxyServer::startResponse(ProxyStream& s, Fields head, bool endStream) {
   if (s.responseStarted) {
     return;
   }
   s.responseStarted = true;
   s.request.forget();  // answered: never sent again
   s.upstreamSeconds = std::chrono::duration<double>(Clock::now() - s.start).count();
-  Fields out;
-  out.reserve(head.size());
+  std::erase_if(head, [](const Field& f) { return connectionSpecific(f.name); });
   for (const auto& f : head) {
     if (f.name == ":status") {
       s.status = static_cast<unsigned>(std::atoi(f.value.c_str()));
-    }
-    if (!connectionSpecific(f.name)) {
-      out.push_back(f);
+      break;
     }
   }
   if (s.grpc) {
     s.grpcStatus = grpcStatusOf(head);
   }
-  respond(s.id, out, !endStream);
+  respond(s.id, head, !endStream);
   answerBegan(s);
 }
 

@@ -179,7 +179,7 @@ class ProxyServer : public Session {
   // Our answer (kLocalReplies' status and text, or body when given); a reset when the answer
   // has started. The request's body is dropped as it comes.
   void localReply(ProxyStream& s, unsigned status, std::string_view body = {});
-  void startResponse(ProxyStream& s, const Fields& head, bool endStream);
+  void startResponse(ProxyStream& s, Fields head, bool endStream);
   void cancelUpstream(ProxyStream& s);
   // Deadlines: the answer's head, grpc-timeout, a stream with nothing moving for 5 minutes.
   void sweep(Clock::time_point now);

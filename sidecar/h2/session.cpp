@@ -12,9 +12,11 @@ StreamEnd* endFor(nghttp2_session* ng, std::int32_t id) {
   return static_cast<StreamEnd*>(nghttp2_session_get_stream_user_data(ng, id));
 }
 
-std::vector<nghttp2_nv> nvOf(const Fields& fields) {
-  std::vector<nghttp2_nv> nv;
-  nv.reserve(fields.size());
+// nghttp2 copies what it is given before the submit returns: one vector per thread serves every
+// head, with no allocation once it has grown.
+const std::vector<nghttp2_nv>& nvOf(const Fields& fields) {
+  thread_local std::vector<nghttp2_nv> nv;
+  nv.clear();
   for (const auto& f : fields) {
     nv.push_back({reinterpret_cast<std::uint8_t*>(const_cast<char*>(f.name.data())),
                   reinterpret_cast<std::uint8_t*>(const_cast<char*>(f.value.data())), f.name.size(),
@@ -240,7 +242,7 @@ Session::~Session() {
 }
 
 int Session::respond(std::int32_t id, const Fields& head, bool body) {
-  const auto nv = nvOf(head);
+  const auto& nv = nvOf(head);
   const auto provider = Callbacks::bodyProvider();
   const int r = nghttp2_submit_response(ng_, id, nv.data(), nv.size(), body ? &provider : nullptr);
   signal();
@@ -248,7 +250,7 @@ int Session::respond(std::int32_t id, const Fields& head, bool body) {
 }
 
 std::int32_t Session::request(const Fields& head, bool body, StreamEnd& end) {
-  const auto nv = nvOf(head);
+  const auto& nv = nvOf(head);
   const auto provider = Callbacks::bodyProvider();
   const std::int32_t id =
       nghttp2_submit_request(ng_, nullptr, nv.data(), nv.size(), body ? &provider : nullptr, &end);
@@ -262,7 +264,7 @@ std::int32_t Session::request(const Fields& head, bool body, StreamEnd& end) {
 }
 
 int Session::trailers(std::int32_t id, const Fields& fields) {
-  const auto nv = nvOf(fields);
+  const auto& nv = nvOf(fields);
   const int r = nghttp2_submit_trailer(ng_, id, nv.data(), nv.size());
   signal();
   return r;
