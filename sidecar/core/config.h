@@ -60,7 +60,7 @@ struct ProxyLimits {
   Duration upstreamConnectTimeout{1'000};
   Duration upstreamTimeout{30'000};
   Duration upstreamIdleTimeout{30'000};
-  std::size_t upstreamMaxIdle = 128;  // per worker
+  std::size_t upstreamMaxIdle = 1024;  // per worker: as many as --max-pending lets be busy
   std::size_t maxConnections = 0;  // --listen's; 0: derived from the descriptor limit at start-up
   std::size_t thriftMaxConnections = 0;    // --thrift-listen's own; 0: derived likewise
   std::size_t outboundMaxConnections = 0;  // --outbound-listen's and --thrift-route's; 0: likewise
