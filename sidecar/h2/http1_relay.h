@@ -26,6 +26,8 @@
 #include <boost/beast/http.hpp>
 #include <cstdio>
 #include <optional>
+#include <string>
+#include <string_view>
 
 #include "core/text.h"
 #include "h2/proxy_server.h"
@@ -47,6 +49,38 @@ struct Http1End {
 };
 
 // Runs the exchange for s on link. The caller holds s (ProxyServer::hold) until this ends.
+// The stream's request as an HTTP/1.1 head: :method and :path as the request line, the fields
+// in order but those skip(name) leaves out, the cookie fields HTTP/2 splits joined into one again
+// (RFC 9113 8.2.3). host, when given, is the first field.
+template <class Skip>
+boost::beast::http::request_header<> http1RequestHead(const ProxyStream& s, Skip skip,
+                                                      std::string_view host = {}) {
+  namespace http = boost::beast::http;
+  http::request_header<> head;
+  head.version(11);
+  head.method_string(s.method);
+  head.target(s.path);
+  if (!host.empty()) {
+    head.set(http::field::host, host);
+  }
+  std::string cookies;
+  for (const auto& f : s.fields) {
+    if (skip(f.name)) {
+      continue;
+    }
+    if (f.name == "cookie") {
+      cookies += cookies.empty() ? "" : "; ";
+      cookies += f.value;
+    } else {
+      head.insert(f.name, f.value);
+    }
+  }
+  if (!cookies.empty()) {
+    head.set(http::field::cookie, cookies);
+  }
+  return head;
+}
+
 // Relay: char* get(); static std::size_t size();  (the answer's body buffer, borrowed on first
 // use: net/worker.h's LazyRelayBuffer, so that a coroutine frame per request holds none.)
 template <class Link, class Relay>

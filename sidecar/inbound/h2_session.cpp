@@ -247,22 +247,8 @@ awaitable<void> InboundH2Server::Impl::http1Exchange(std::shared_ptr<Stream> sp)
 // The request's head as the local service gets it: the caller's fields, then the rules of
 // http/rewrite.h (hop-by-hop fields out, X-Forwarded-For, -Proto, -Client-Cert).
 http::request_header<> InboundH2Server::Impl::forwardedHead(Stream& s) {
-  http::request_header<> head;
-  head.version(11);
-  head.method_string(s.method);
-  head.target(s.path);
-  std::string cookies;
-  for (const auto& f : s.fields) {
-    if (f.name == "cookie") {  // split into several fields by HTTP/2; one again for HTTP/1.1
-      cookies += cookies.empty() ? "" : "; ";
-      cookies += f.value;
-    } else {
-      head.insert(f.name, f.value);
-    }
-  }
-  if (!cookies.empty()) {
-    head.set(http::field::cookie, cookies);
-  }
+  // Every field: rewriteRequestHead drops the hop-by-hop ones, as for an HTTP/1.1 caller's.
+  auto head = h2::http1RequestHead(s, [](const std::string&) { return false; });
   if (head.count(http::field::host) == 0 && !s.authority.empty()) {
     head.set(http::field::host, s.authority);
   }

@@ -446,28 +446,10 @@ h2::Fields OutboundH2Server::Impl::memberHead(const Stream& s) const {
 // cookie fields one again, the rest as memberHead() has them.
 boost::beast::http::request_header<> OutboundH2Server::Impl::memberHeadHttp1(
     const Stream& s) const {
-  namespace http = boost::beast::http;
-  http::request_header<> head;
-  head.version(11);
-  head.method_string(s.method);
-  head.target(s.path);
-  head.set(http::field::host, s.authority);
-  std::string cookies;
-  for (const auto& f : s.fields) {
-    if (h2::connectionSpecific(f.name) || f.name == "host" || f.name == "x-forwarded-client-cert") {
-      continue;
-    }
-    if (f.name == "cookie") {
-      cookies += cookies.empty() ? "" : "; ";
-      cookies += f.value;
-    } else {
-      head.insert(f.name, f.value);
-    }
-  }
-  if (!cookies.empty()) {
-    head.set(http::field::cookie, cookies);
-  }
-  return head;
+  const auto skip = [](const std::string& name) {
+    return h2::connectionSpecific(name) || name == "host" || name == "x-forwarded-client-cert";
+  };
+  return h2::http1RequestHead(s, skip, s.authority);
 }
 
 // Counts the call and writes its access-log line, once, when the local service's stream closes.

@@ -320,6 +320,24 @@ class Http2Test(SidecarTestCase):
         # The GET went again on a new connection (the pooled one may just have been stale).
         self.assertEqual(seen("GET", "/drop-unanswered"), 2)
 
+    def test_split_cookies_reach_an_http1_service_as_one_field(self):
+        up = self.start_upstream()
+        sc = self.start_sidecar(up.port)
+        s, conn = self.h2_socket(sc)
+        self.addCleanup(s.close)
+        # RFC 9113 8.2.3: HTTP/2 may split Cookie; HTTP/1.1 gets it back as one field.
+        conn.send_headers(1, [(":method", "GET"), (":scheme", "https"), (":authority", "svc.local"),
+                              (":path", "/headers"), ("cookie", "a=1"), ("x-one", "1"),
+                              ("cookie", "b=2")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        events = self.read_events(s, conn, lambda ev: any(
+            isinstance(e, h2.events.StreamEnded) for e in ev))
+        body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+        fields = [(n.lower(), v) for n, v in json.loads(body)]
+        self.assertEqual([v for n, v in fields if n == "cookie"], ["a=1; b=2"], fields)
+        self.assertEqual([v for n, v in fields if n == "host"], ["svc.local"], fields)
+        self.assertIn(("x-one", "1"), fields)
+
     def test_nghttp_client_gets_an_answer_and_a_clean_goaway(self):
         ph = self.start_pinghelp()
         sc = self.start_sidecar(ph.port)
