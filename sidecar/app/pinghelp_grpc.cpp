@@ -147,6 +147,8 @@ struct GrpcCall final : h2::StreamEnd {
   void dataEnd() override;
   void closed(std::uint32_t) override;
   ssize_t readBody(std::uint8_t* buf, std::size_t length, std::uint32_t* flags) override;
+  // Answered: nothing more of the request is read (the caller is asked to stop sending it).
+  bool answerEnded() override { return true; }
 
   GrpcConnection& c;
   std::int32_t id;

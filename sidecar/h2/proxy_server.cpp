@@ -90,6 +90,14 @@ void ProxyStream::Down::headersEnd(bool endStream) {
   s.requestMoved();
 }
 
+bool ProxyStream::Down::answerEnded() {
+  s.discardRequest = true;
+  if (s.server) {
+    s.server->consume(s.id, s.request.discard());
+  }
+  return true;
+}
+
 void ProxyStream::Down::data(const std::uint8_t* p, std::size_t n) {
   if (s.discardRequest) {
     s.server->consume(s.id, n);  // answered already: acknowledged, not kept
@@ -172,7 +180,8 @@ void ProxyStream::Up::closed(std::uint32_t error) {
   if (s.response.ended()) {
     if (!s.request.drained()) {
       // Answered whole without reading the rest of the request: what the caller still sends
-      // is acknowledged and dropped, so that its stream can end.
+      // is acknowledged and dropped, so that its stream can end; if the answer's end went out
+      // already, the caller is asked to stop sending.
       s.discardRequest = true;
       s.server->consume(s.id, s.request.discard());
     }
@@ -198,6 +207,11 @@ void ProxyStream::Up::closed(std::uint32_t error) {
 }
 
 ssize_t ProxyStream::Up::readBody(std::uint8_t* buf, std::size_t length, std::uint32_t* flags) {
+  if (s.discardRequest) {
+    // Dropped, so never ended here: the other side must not take a cut request for a whole one
+    // (its stream is reset with the caller's).
+    return NGHTTP2_ERR_DEFERRED;
+  }
   const std::size_t n = s.request.take(buf, length);
   if (n) {
     s.bodyTaken = true;
@@ -385,7 +399,10 @@ void ProxyServer::localReply(ProxyStream& s, unsigned status, std::string_view b
 
 void ProxyServer::cancelUpstream(ProxyStream& s) {
   if (s.upSession) {
-    s.upSession->detach(s.upId, s.up);
+    // An upstream whose answer came whole is told it ended cleanly, not cancelled.
+    s.upSession->detach(
+        s.upId, s.up,
+        s.response.ended() ? std::uint32_t{NGHTTP2_NO_ERROR} : std::uint32_t{NGHTTP2_CANCEL});
     s.upSession = nullptr;
     s.upHold.reset();  // s stays: streams_ holds it
   }
@@ -441,6 +458,8 @@ void ProxyServer::sweep(Clock::time_point now) {
       // Mid-answer past grpc-timeout: what came is sent, then DEADLINE_EXCEEDED as trailers, as
       // a gRPC server ends a call it gave up on.
       cancelUpstream(*s);
+      s->discardRequest = true;  // nobody reads the rest: the caller is asked to stop sending it
+      consume(s->id, s->request.discard());
       s->response.trailers = {{"grpc-status", "4"}, {"grpc-message", "deadline exceeded"}};
       s->grpcStatus = 4;
       s->response.end();

@@ -49,6 +49,10 @@ struct ProxyStream final : std::enable_shared_from_this<ProxyStream> {
     void dataEnd() override;
     void closed(std::uint32_t error) override;
     ssize_t readBody(std::uint8_t* buf, std::size_t length, std::uint32_t* flags) override;
+    // The answer is whole before the request: the rest of the request is not wanted (as Envoy
+    // ends such a request). The caller is asked to stop sending it; the other side's stream,
+    // answered already, is reset with NO_ERROR when the caller's closes.
+    bool answerEnded() override;
   };
   // The other side's end, when it is an HTTP/2 stream (bind()).
   struct Up final : StreamEnd {
@@ -84,7 +88,7 @@ struct ProxyStream final : std::enable_shared_from_this<ProxyStream> {
   std::size_t headBytes = 0;
   bool headTooLarge = false;
   bool headEnded = false;
-  bool discardRequest = false;
+  bool discardRequest = false;  // the rest of the request is dropped as it comes
   bool grpc = false;
   Pipe request;
   bool headSent = false;   // the request's HEADERS went to the other side (an h2 stream)

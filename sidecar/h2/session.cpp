@@ -180,9 +180,13 @@ struct Session::Callbacks {
     } else if (s.role_ == Role::server && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
                (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
                nghttp2_session_get_stream_remote_close(ng, frame->hd.stream_id) == 0) {
-      // The answer went whole before the request ended: the caller is asked to stop sending it
-      // (RST_STREAM NO_ERROR, RFC 9113 8.1), rather than the stream staying open while it does.
-      nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+      // The answer went whole before the request ended: if nobody wants the rest of it, the
+      // caller is asked to stop sending (RST_STREAM NO_ERROR, RFC 9113 8.1), rather than the
+      // stream staying open while it does.
+      StreamEnd* end = s.endOf(frame->hd.stream_id);
+      if (end && end->answerEnded()) {
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+      }
     } else if (frame->hd.type == NGHTTP2_RST_STREAM) {
       ++s.counters_.resetsSent;
     } else if (frame->hd.type == NGHTTP2_GOAWAY) {
@@ -303,7 +307,7 @@ void Session::goAway(std::uint32_t error) {
   signal();
 }
 
-void Session::detach(std::int32_t id, StreamEnd& end) {
+void Session::detach(std::int32_t id, StreamEnd& end, std::uint32_t error) {
   if (ends_.erase(&end) == 0) {
     return;
   }
@@ -315,7 +319,7 @@ void Session::detach(std::int32_t id, StreamEnd& end) {
   } else if (endFor(ng_, id) == &end) {
     nghttp2_session_set_stream_user_data(ng_, id, nullptr);
     if (nghttp2_session_find_stream(ng_, id)) {
-      nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+      nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, id, error);
     }
   }
   signal();

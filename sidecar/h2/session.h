@@ -69,6 +69,10 @@ class StreamEnd {
   virtual ssize_t readBody(std::uint8_t* buf, std::size_t length, std::uint32_t* flags) = 0;
   // The client role: the request's HEADERS went out (before, nothing of it was sent).
   virtual void headSent() {}
+  // The server role: the answer's END_STREAM went out before the request's end came. True: the
+  // rest of the request is not wanted, and the caller is asked to stop sending it (RST_STREAM
+  // NO_ERROR, RFC 9113 8.1); false: the request goes on (an upstream still reading it).
+  virtual bool answerEnded() { return false; }
 };
 
 // Connection-level events a listener counts.
@@ -112,8 +116,8 @@ class Session {
   // NO_ERROR: no new stream, the streams in flight finish, then the connection ends (GOAWAY
   // with the last stream id processed). Another code: the connection ends now.
   void goAway(std::uint32_t error = NGHTTP2_NO_ERROR);
-  // Forgets a stream's end (its owner is gone); the stream is reset if still open.
-  void detach(std::int32_t id, StreamEnd& end);
+  // Forgets a stream's end (its owner is gone); the stream is reset (with error) if still open.
+  void detach(std::int32_t id, StreamEnd& end, std::uint32_t error = NGHTTP2_CANCEL);
 
   // True while the connection may take another stream (no GOAWAY either way, ids left, not idle
   // past its deadline: the sweep may close it before a new stream's HEADERS goes out).

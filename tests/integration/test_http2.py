@@ -83,6 +83,8 @@ class ScriptedH2Service:
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.seen = []
+        self.received = {}  # stream path: request body bytes received
+        self.ends = {}  # stream path: "ended", or the RST_STREAM code that ended the request
         self.connections = 0
         self.threading = threading
         threading.Thread(target=self.accept, daemon=True).start()
@@ -104,6 +106,7 @@ class ScriptedH2Service:
         conn.initiate_connection()
         conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
         c.sendall(conn.data_to_send())
+        paths = {}
         try:
             while True:
                 data = c.recv(65536)
@@ -111,10 +114,18 @@ class ScriptedH2Service:
                     return
                 for e in conn.receive_data(data):
                     if isinstance(e, h2.events.RequestReceived):
-                        path = dict(e.headers)[":path"]
+                        path = paths[e.stream_id] = dict(e.headers)[":path"]
                         self.seen.append(path)
                         if not self.answer(conn, c, e.stream_id, path, number):
                             return
+                    elif isinstance(e, h2.events.DataReceived):
+                        path = paths.get(e.stream_id)
+                        self.received[path] = self.received.get(path, 0) + len(e.data)
+                        conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                    elif isinstance(e, h2.events.StreamEnded):
+                        self.ends[paths.get(e.stream_id)] = "ended"
+                    elif isinstance(e, h2.events.StreamReset):
+                        self.ends[paths.get(e.stream_id)] = e.error_code
                 c.sendall(conn.data_to_send())
         except OSError:
             pass
@@ -138,6 +149,13 @@ def goaway_after_one(conn, c, stream_id, path, number):
         c.sendall(conn.data_to_send())
         time.sleep(0.2)
     return not late
+
+
+def answer_at_once(conn, c, stream_id, path, number):
+    """The whole answer as soon as the head came, the request's body still coming."""
+    conn.send_headers(stream_id, [(":status", "202")])
+    conn.send_data(stream_id, b"accepted", end_stream=True)
+    return True
 
 
 def grpc_stalling_mid_answer(conn, c, stream_id, path, number):
@@ -377,7 +395,14 @@ class Http2Test(SidecarTestCase):
         self.assertEqual([h[":status"] for h in heads], ["403"], events)
         self.assertEqual([e.error_code for e in events if isinstance(e, h2.events.StreamReset)],
                          [0], events)
-        self.assertNotIn("closed", events)
+        # The connection stays for the caller's next request.
+        conn.send_headers(3, [(":method", "GET"), (":scheme", "https"),
+                              (":authority", "localhost"), (":path", "/ping")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        events = self.read_events(s, conn, lambda ev: any(
+            isinstance(e, h2.events.StreamEnded) for e in ev))
+        self.assertEqual([dict(e.headers)[":status"] for e in events
+                          if isinstance(e, h2.events.ResponseReceived)], ["403"], events)
 
     # --- gRPC ------------------------------------------------------------------------------------
 
@@ -430,6 +455,36 @@ class Http2Test(SidecarTestCase):
         heads = [dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived)]
         self.assertTrue(heads, events)
         self.assertEqual(heads[0].get("grpc-status"), "4")
+
+    def test_an_answer_before_the_upload_ends_ends_the_upload_on_both_sides(self):
+        svc = ScriptedH2Service(answer_at_once)
+        self.addCleanup(svc.close)
+        sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c")
+        s, conn = self.h2_socket(sc)
+        self.addCleanup(s.close)
+        conn.send_headers(1, [(":method", "POST"), (":scheme", "https"),
+                              (":authority", "localhost"), (":path", "/upload")])
+        conn.send_data(1, b"u" * 1000)
+        s.sendall(conn.data_to_send())
+        events = self.read_events(s, conn, lambda ev: any(
+            isinstance(e, h2.events.StreamReset) for e in ev))
+        # As Envoy does: the whole answer, then the caller asked to stop sending (NO_ERROR);
+        # the service's stream, answered already, ended with NO_ERROR too (not CANCEL), and
+        # never ended as if the request had come whole.
+        self.assertEqual([dict(e.headers)[":status"] for e in events
+                          if isinstance(e, h2.events.ResponseReceived)], ["202"], events)
+        self.assertEqual([e.error_code for e in events if isinstance(e, h2.events.StreamReset)],
+                         [0], events)
+        wait_for(lambda: "/upload" in svc.ends, what="the service's stream ending")
+        self.assertEqual(svc.ends["/upload"], 0)
+        # The connection goes on.
+        conn.send_headers(3, [(":method", "GET"), (":scheme", "https"),
+                              (":authority", "localhost"), (":path", "/next")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        events = self.read_events(s, conn, lambda ev: any(
+            isinstance(e, h2.events.StreamEnded) for e in ev))
+        self.assertEqual([dict(e.headers)[":status"] for e in events
+                          if isinstance(e, h2.events.ResponseReceived)], ["202"], events)
 
     def test_grpc_timeout_passing_mid_answer_ends_the_call_with_deadline_exceeded(self):
         svc = ScriptedH2Service(grpc_stalling_mid_answer)

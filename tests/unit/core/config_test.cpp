@@ -322,7 +322,7 @@ TEST_CASE("counts refuse a sign, a non-number or an out-of-range value instead o
   REQUIRE(d.config);
   CHECK(d.config->workers >= 1);
   CHECK(d.config->workers <= 256);
-  CHECK(d.config->limits.upstreamMaxIdle == 128);
+  CHECK(d.config->limits.upstreamMaxIdle == 1024);
   CHECK(d.config->limits.maxPending == 1024);
 }
 
