@@ -48,7 +48,6 @@ struct Http1End {
   bool rewindable = false;  // upstream: the request could go out again whole (held, not taken)
 };
 
-// Runs the exchange for s on link. The caller holds s (ProxyServer::hold) until this ends.
 // The stream's request as an HTTP/1.1 head: :method and :path as the request line, the fields
 // in order but those skip(name) leaves out, the cookie fields HTTP/2 splits joined into one again
 // (RFC 9113 8.2.3). host, when given, is the first field.
@@ -81,6 +80,7 @@ boost::beast::http::request_header<> http1RequestHead(const ProxyStream& s, Skip
   return head;
 }
 
+// Runs the exchange for s on link. The caller holds s (ProxyServer::hold) until this ends.
 // Relay: char* get(); static std::size_t size();  (the answer's body buffer, borrowed on first
 // use: net/worker.h's LazyRelayBuffer, so that a coroutine frame per request holds none.)
 template <class Link, class Relay>
@@ -101,18 +101,19 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
     ~Registered() { s.h1 = nullptr; }
   } registered{s};
   s.h1 = &link;
-  const bool chunked = head.count(http::field::content_length) == 0 &&
-                       (!s.request.drained() || !s.request.trailers.empty());
-  if (chunked) {
-    head.set(http::field::transfer_encoding, "chunked");
-  }
-  const bool isHead = s.method == "HEAD";
   // A request that goes on after another attempt (an HTTP/2 member that refused it, say) starts
   // from its body's first byte again: that attempt may have taken some of it.
   if (!s.request.rewind()) {
     co_return Http1End{Kind::upstream, {}, false};
   }
   s.request.keep(ProxyServer::kKeptBody);
+  // Framed by its length when the caller gave one; else chunked, unless it has no body at all.
+  const bool chunked = head.count(http::field::content_length) == 0 &&
+                       (!s.request.drained() || !s.request.trailers.empty());
+  if (chunked) {
+    head.set(http::field::transfer_encoding, "chunked");
+  }
+  const bool isHead = s.method == "HEAD";
   // A stale pooled connection's request goes out again only when it is idempotent: the upstream
   // may have acted on it before the connection broke.
   const bool replayable = Link::kReplayStale && exchange_detail::isIdempotent(
