@@ -381,28 +381,8 @@ class Http2Test(SidecarTestCase):
         code, status, body, _ = self.curl(f"https://127.0.0.1:{sc.port}/ping", args=["--http2"])
         self.assertEqual(status, 403)
         self.assertEqual(self.metric(sc, "sidecar_identity_refused_total"), 1)
-        # Refused while its body still comes: the whole answer, then RST_STREAM NO_ERROR asks
-        # the caller to stop sending (RFC 9113 8.1); the connection stays for more requests.
-        s, conn = self.h2_socket(sc)
-        self.addCleanup(s.close)
-        conn.send_headers(1, [(":method", "POST"), (":scheme", "https"),
-                              (":authority", "localhost"), (":path", "/upload")])
-        conn.send_data(1, b"x" * 1000)
-        s.sendall(conn.data_to_send())
-        events = self.read_events(s, conn, lambda ev: any(
-            isinstance(e, h2.events.StreamReset) for e in ev))
-        heads = [dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived)]
-        self.assertEqual([h[":status"] for h in heads], ["403"], events)
-        self.assertEqual([e.error_code for e in events if isinstance(e, h2.events.StreamReset)],
-                         [0], events)
-        # The connection stays for the caller's next request.
-        conn.send_headers(3, [(":method", "GET"), (":scheme", "https"),
-                              (":authority", "localhost"), (":path", "/ping")], end_stream=True)
-        s.sendall(conn.data_to_send())
-        events = self.read_events(s, conn, lambda ev: any(
-            isinstance(e, h2.events.StreamEnded) for e in ev))
-        self.assertEqual([dict(e.headers)[":status"] for e in events
-                          if isinstance(e, h2.events.ResponseReceived)], ["403"], events)
+        # Refused while its body still comes: the connection stays for more requests.
+        self.assert_answered_before_the_upload_ends(sc, "403")
 
     # --- gRPC ------------------------------------------------------------------------------------
 
@@ -456,10 +436,10 @@ class Http2Test(SidecarTestCase):
         self.assertTrue(heads, events)
         self.assertEqual(heads[0].get("grpc-status"), "4")
 
-    def test_an_answer_before_the_upload_ends_ends_the_upload_on_both_sides(self):
-        svc = ScriptedH2Service(answer_at_once)
-        self.addCleanup(svc.close)
-        sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c")
+    def assert_answered_before_the_upload_ends(self, sc, status):
+        """An upload's head and some of its body on a new connection: the whole answer (status)
+        comes, then RST_STREAM NO_ERROR asks the caller to stop sending the rest (RFC 9113 8.1);
+        the connection serves the next request (status again)."""
         s, conn = self.h2_socket(sc)
         self.addCleanup(s.close)
         conn.send_headers(1, [(":method", "POST"), (":scheme", "https"),
@@ -468,23 +448,28 @@ class Http2Test(SidecarTestCase):
         s.sendall(conn.data_to_send())
         events = self.read_events(s, conn, lambda ev: any(
             isinstance(e, h2.events.StreamReset) for e in ev))
-        # As Envoy does: the whole answer, then the caller asked to stop sending (NO_ERROR);
-        # the service's stream, answered already, ended with NO_ERROR too (not CANCEL), and
-        # never ended as if the request had come whole.
         self.assertEqual([dict(e.headers)[":status"] for e in events
-                          if isinstance(e, h2.events.ResponseReceived)], ["202"], events)
+                          if isinstance(e, h2.events.ResponseReceived)], [status], events)
         self.assertEqual([e.error_code for e in events if isinstance(e, h2.events.StreamReset)],
                          [0], events)
-        wait_for(lambda: "/upload" in svc.ends, what="the service's stream ending")
-        self.assertEqual(svc.ends["/upload"], 0)
-        # The connection goes on.
         conn.send_headers(3, [(":method", "GET"), (":scheme", "https"),
                               (":authority", "localhost"), (":path", "/next")], end_stream=True)
         s.sendall(conn.data_to_send())
         events = self.read_events(s, conn, lambda ev: any(
             isinstance(e, h2.events.StreamEnded) for e in ev))
         self.assertEqual([dict(e.headers)[":status"] for e in events
-                          if isinstance(e, h2.events.ResponseReceived)], ["202"], events)
+                          if isinstance(e, h2.events.ResponseReceived)], [status], events)
+
+    def test_an_answer_before_the_upload_ends_ends_the_upload_on_both_sides(self):
+        svc = ScriptedH2Service(answer_at_once)
+        self.addCleanup(svc.close)
+        sc = self.start_sidecar(svc.port, "--upstream-protocol", "h2c")
+        # As Envoy does: the whole answer, then the caller asked to stop sending; the service's
+        # stream, answered already, ended with NO_ERROR too (not CANCEL), and never ended as if
+        # the request had come whole.
+        self.assert_answered_before_the_upload_ends(sc, "202")
+        wait_for(lambda: "/upload" in svc.ends, what="the service's stream ending")
+        self.assertEqual(svc.ends["/upload"], 0)
 
     def test_grpc_timeout_passing_mid_answer_ends_the_call_with_deadline_exceeded(self):
         svc = ScriptedH2Service(grpc_stalling_mid_answer)
