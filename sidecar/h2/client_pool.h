@@ -3,11 +3,10 @@
 // service under --upstream-protocol h2c or auto), or over mTLS with ALPN h2 (a member of an
 // outbound route, offered h2 then http/1.1; one that chooses HTTP/1.1 has its connection kept
 // for an HTTP/1.1 call (takeHttp1()), and the streams waiting on it end unsent, refusedH2()
-// telling the caller why). Streams of every
-// caller are multiplexed over a few connections: a stream goes to the least busy one that has room
-// under the peer's SETTINGS_MAX_CONCURRENT_STREAMS; a new connection is opened while there are
-// fewer than the bound; past it, nghttp2 queues the stream on the least busy one until a stream
-// ends.
+// telling the caller why). Streams of every caller are multiplexed over a few connections: a
+// stream goes to the least busy one that has room under the peer's SETTINGS_MAX_CONCURRENT_STREAMS;
+// a new connection is opened while there are fewer than the bound; past it, nghttp2 queues the
+// stream on the least busy one until a stream ends.
 
 #include <prometheus/counter.h>
 

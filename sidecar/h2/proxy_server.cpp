@@ -180,8 +180,7 @@ void ProxyStream::Up::closed(std::uint32_t error) {
   if (s.response.ended()) {
     if (!s.request.drained()) {
       // Answered whole without reading the rest of the request: what the caller still sends
-      // is acknowledged and dropped, so that its stream can end; if the answer's end went out
-      // already, the caller is asked to stop sending.
+      // is acknowledged and dropped, so that its stream can end.
       s.discardRequest = true;
       s.server->consume(s.id, s.request.discard());
     }
