@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <array>
 
+#include "core/alloc_cache.h"
+
 namespace sidecar::h2 {
 
 namespace {
@@ -222,9 +224,9 @@ Session::Session(Role role, IoExecutor ex, const Settings& settings)
   nghttp2_option_set_max_continuations(opt, 8);
   if (role == Role::client) {
     nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
-    nghttp2_session_client_new2(&ng_, cb, this, opt);
+    nghttp2_session_client_new3(&ng_, cb, this, opt, alloc::nghttp2Mem());
   } else {
-    nghttp2_session_server_new2(&ng_, cb, this, opt);
+    nghttp2_session_server_new3(&ng_, cb, this, opt, alloc::nghttp2Mem());
   }
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cb);
