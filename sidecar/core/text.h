@@ -23,8 +23,12 @@ std::optional<T> parseNumber(std::string_view text) {
 
 inline std::string lower(std::string_view s) {
   std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  // ASCII only, as the "C" locale's tolower (field names are tokens), without a call per byte.
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') {
+      c = static_cast<char>(c | 0x20);
+    }
+  }
   return out;
 }
 
