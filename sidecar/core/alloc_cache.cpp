@@ -47,7 +47,7 @@ struct Cache {
 };
 thread_local Cache tCache;
 
-void flush(Cache& c) noexcept {
+void freeAll(Cache& c) noexcept {
   for (auto*& head : c.head) {
     while (Block* b = head) {
       head = b->next;
@@ -59,7 +59,7 @@ void flush(Cache& c) noexcept {
 
 struct Flusher {
   ~Flusher() {
-    flush(tCache);
+    freeAll(tCache);
     tCache.exiting = true;
   }
 };
@@ -121,6 +121,8 @@ void release(void* p) noexcept {
 
 std::size_t cachedBytes() noexcept { return tCache.bytes; }
 
+void flush() noexcept { freeAll(tCache); }
+
 namespace {
 void* ngMalloc(std::size_t n, void*) { return allocate(n); }
 void ngFree(void* p, void*) { release(p); }
@@ -148,6 +150,7 @@ void* allocate(std::size_t n) noexcept { return std::malloc(n ? n : 1); }
 void release(void* p, std::size_t) noexcept { std::free(p); }
 void release(void* p) noexcept { std::free(p); }
 std::size_t cachedBytes() noexcept { return 0; }
+void flush() noexcept {}
 nghttp2_mem* nghttp2Mem() noexcept { return nullptr; }
 
 #endif

@@ -26,6 +26,11 @@ void release(void* p, std::size_t n) noexcept;  // p: a block from allocate(n)
 // Bytes this thread holds cached now (for tests and the bound).
 std::size_t cachedBytes() noexcept;
 
+// Frees this thread's cached blocks. Each worker does it once a second: a cached block is in use
+// as far as glibc knows, and blocks scattered over an arena after a flood of connections would
+// keep malloc_trim from giving their pages back (net/worker.cpp, trimAfterFlood).
+void flush() noexcept;
+
 // For nghttp2_session_*_new3: its allocations through the cache. Null in sanitized builds, where
 // the cache is not built (it would hide a use after free from the sanitizer).
 nghttp2_mem* nghttp2Mem() noexcept;

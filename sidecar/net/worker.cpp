@@ -9,6 +9,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 
+#include "core/alloc_cache.h"
 #include "net/listener.h"
 
 namespace sidecar {
@@ -187,6 +188,7 @@ void Worker::sweep() {
       for (auto& l : listeners_) {
         l.handler->tick();
       }
+      alloc::flush();  // blocks cached a second ago are not kept from malloc_trim
       if (index_ == 0) {
         trimAfterFlood();
       }
@@ -207,10 +209,15 @@ void Worker::trimAfterFlood() {
   // last of the flood's connections is gone, not one per second while they go.
   const bool settled = open + kTrimSettled >= lastOpen_;
   lastOpen_ = open;
-  if (settled && peakOpen_ >= open + kTrimAfterDrop) {
+  if (trimDue_) {
+    // A second after the flood settled: every worker has flushed its block cache since
+    // (alloc::flush), so the blocks the flood's connections left there are free too.
+    trimDue_ = false;
     ::malloc_trim(0);
     shared_.metrics.memoryTrims->Increment();
     peakOpen_ = open;
+  } else if (settled && peakOpen_ >= open + kTrimAfterDrop) {
+    trimDue_ = true;
   }
 }
 

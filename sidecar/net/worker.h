@@ -185,6 +185,7 @@ class Worker {
   unsigned sweeps_ = 0;
   std::size_t peakOpen_ = 0;  // connections open across all workers, highest since the last trim
   std::size_t lastOpen_ = 0;  // and a second ago
+  bool trimDue_ = false;      // the flood settled: malloc_trim at the next tick
   std::array<bool, kBudgets> refusalLogged_{};
   bool draining_ = false;
   std::function<void()> onDrained_;
