@@ -336,7 +336,7 @@ void OutboundH2Server::Impl::upFailed(Stream& s, UpEnd end) {
     const auto now = Clock::now();
     call.route->http1Members[*call.member] = now + OutboundHandler::Route::kHttp1Recheck;
     if (s.grpc) {
-      call.route->balancer.finished(*call.member, now, now - call.attemptStart, true);
+      call.route->balancer.passedOver(*call.member, now);
       call.member.reset();
       call.attempts.unbegin();  // not an attempt: passed over, as it will be from now on
       return attempt(s, call);  // to a member that speaks HTTP/2, if there is one

@@ -284,7 +284,17 @@ void P2cPeakEwma::finished(const tcp::endpoint& member, SteadyTime now,
   }
   // A failure's round-trip time counts too, as in Finagle; accrual deals with fast failures.
   m->load.end(now, rtt);
-  const auto change = ok ? m->accrual.succeeded(now) : m->accrual.failed(now, rng_);
+  counted(ok ? m->accrual.succeeded(now) : m->accrual.failed(now, rng_));
+}
+
+void P2cPeakEwma::passedOver(const tcp::endpoint& member, SteadyTime now) {
+  if (Member* m = find(member)) {
+    m->load.abandon();
+    counted(m->accrual.succeeded(now));
+  }
+}
+
+void P2cPeakEwma::counted(FailureAccrual::Change change) {
   if (change == FailureAccrual::Change::ejected) {
     ++ejections_;
     ++out_;

@@ -47,6 +47,7 @@ class PeakEwmaLoad {
 
   void start() { ++pending_; }
   void end(SteadyTime now, std::chrono::nanoseconds rtt);
+  void abandon() { pending_ -= pending_ > 0 ? 1 : 0; }  // ended without a latency to record
   // A new member's starting average (instead of no history at all).
   void seed(SteadyTime now, double ewmaNanos);
 
@@ -100,6 +101,10 @@ class P2cPeakEwma {
   // member dropped meanwhile) are ignored.
   void started(const tcp::endpoint& member, SteadyTime now);
   void finished(const tcp::endpoint& member, SteadyTime now, std::chrono::nanoseconds rtt, bool ok);
+  // A request started on member went elsewhere before it was sent (a gRPC call finding the
+  // member speaks only HTTP/1.1): pending - 1 and no latency sample; the member answered (its
+  // handshake), so a probe it was waiting for counts as a success.
+  void passedOver(const tcp::endpoint& member, SteadyTime now);
 
   // For the admin page and metrics.
   std::size_t size() const { return members_.size(); }
@@ -127,6 +132,7 @@ class P2cPeakEwma {
   double meanEwma(SteadyTime now, std::size_t most) const;
   Member* find(const tcp::endpoint& e);
   const Member* find(const tcp::endpoint& e) const;
+  void counted(FailureAccrual::Change change);  // an ejection or a revival, in out_
 
   BalancerSettings settings_;
   std::mt19937_64 rng_;

@@ -390,5 +390,31 @@ TEST_CASE("p2c: the same seed makes the same picks") {
   CHECK(sequence(7) != sequence(8));
 }
 
+TEST_CASE("p2c: a request passed over records no latency, and a probe passed over revives") {
+  P2cPeakEwma lb(23);
+  lb.update(members(2), kStart);
+  lb.started(member(1), kStart);
+  lb.finished(member(1), kStart + milliseconds(10), milliseconds(10), true);
+  // Started, then sent elsewhere 500 ms later (a handshake's time): pending back to 0, and the
+  // average still the one real answer's.
+  lb.started(member(1), kStart + milliseconds(20));
+  lb.passedOver(member(1), kStart + milliseconds(520));
+  auto views = lb.members(kStart + milliseconds(520));
+  CHECK(views[0].pending == 0);
+  CHECK(views[0].ewmaMs < 10.0 + 1e-6);
+
+  // An ejected member's probe passed over: the member answered, so it is alive again.
+  eject(lb, member(2), kStart + seconds(1));
+  const auto probe = kStart + seconds(60);  // past any back-off
+  CHECK(lb.members(probe)[1].state == "probing");
+  lb.started(member(2), probe);
+  lb.passedOver(member(2), probe + milliseconds(5));
+  CHECK(lb.members(probe + milliseconds(5))[1].state == "alive");
+  CHECK(lb.available(probe + milliseconds(5)) == 2);
+  // Unknown members change nothing.
+  lb.passedOver(member(9), probe);
+  CHECK(lb.size() == 2);
+}
+
 }  // namespace
 }  // namespace sidecar
