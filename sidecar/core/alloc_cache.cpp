@@ -1,11 +1,14 @@
 // The per-thread block cache (core/alloc_cache.h), and the operator new and delete that use it.
 //
-// Each thread keeps a free list per 16-byte class of blocks up to 1 KiB. A block is an ordinary
-// malloc block of the class's size, so it can be freed by any thread, reallocated, or handed to
-// free() by code that never heard of the cache; a block freed on another thread than the one
-// that made it joins that thread's cache. At most kMaxCachedBytes stay cached per thread: past
-// that, blocks go back to malloc, so a burst leaves at most that much behind. At thread exit the
-// cache is freed, and blocks released afterwards (other thread_local destructors) go to free().
+// Each worker thread keeps a free list per 16-byte class of blocks up to 1 KiB; other threads
+// (the main one, the access log's and the tracer's writers, the ZooKeeper client's) use malloc
+// and free as they are: they would mostly collect what workers made, and keep it. A block is an
+// ordinary malloc block of its class's size, so it can be freed by any thread, reallocated, or
+// handed to free() by code that never heard of the cache; a block freed on another worker than
+// the one that made it joins that worker's cache. At most kMaxCachedBytes stay cached per
+// thread: past that, blocks go back to malloc, so a burst leaves at most that much behind. At
+// thread exit the cache is freed, and blocks released afterwards (other thread_local
+// destructors) go to free().
 #include "core/alloc_cache.h"
 
 #include <malloc.h>
@@ -41,11 +44,15 @@ struct Block {
 // Zero-initialised and trivially destructible: a thread's first use costs no guard.
 struct Cache {
   Block* head[kClasses + 1];
-  std::size_t bytes;
+  std::size_t bytes;  // what the cached blocks take of the heap, glibc's headers included
+  enum State : unsigned char { off, on, exiting };  // exiting: the cache is gone, free() at once
+  State state;
   bool flushRegistered;
-  bool exiting;  // the thread's cache is gone: straight to free()
 };
 thread_local Cache tCache;
+
+// What a block of class cls takes of the heap: glibc's chunk (its 8-byte header, rounded to 16).
+constexpr std::size_t footprint(std::size_t cls) { return cls * kGranule + kGranule; }
 
 void freeAll(Cache& c) noexcept {
   for (auto*& head : c.head) {
@@ -60,7 +67,7 @@ void freeAll(Cache& c) noexcept {
 struct Flusher {
   ~Flusher() {
     freeAll(tCache);
-    tCache.exiting = true;
+    tCache.state = Cache::exiting;
   }
 };
 thread_local Flusher tFlusher;
@@ -68,8 +75,8 @@ thread_local Flusher tFlusher;
 // Keeps b (of class cls) when the thread's bound allows.
 inline bool keep(void* p, std::size_t cls) noexcept {
   Cache& c = tCache;
-  const std::size_t size = cls * kGranule;
-  if (c.bytes + size > kMaxCachedBytes || c.exiting) {
+  const std::size_t size = footprint(cls);
+  if (c.bytes + size > kMaxCachedBytes || c.state != Cache::on) {
     return false;
   }
   if (!c.flushRegistered) [[unlikely]] {
@@ -90,9 +97,9 @@ void* allocate(std::size_t n) noexcept {
   if (n - 1 < kMaxBlock) {  // 1..kMaxBlock (0 wraps around)
     const std::size_t cls = (n + kGranule - 1) / kGranule;
     Cache& c = tCache;
-    if (Block* b = c.head[cls]) {
+    if (Block* b = c.head[cls]) {  // none on a thread without the cache
       c.head[cls] = b->next;
-      c.bytes -= cls * kGranule;
+      c.bytes -= footprint(cls);
       return b;
     }
     n = cls * kGranule;
@@ -123,6 +130,12 @@ std::size_t cachedBytes() noexcept { return tCache.bytes; }
 
 void flush() noexcept { freeAll(tCache); }
 
+void useOnThisThread() noexcept {
+  if (tCache.state == Cache::off) {
+    tCache.state = Cache::on;
+  }
+}
+
 namespace {
 void* ngMalloc(std::size_t n, void*) { return allocate(n); }
 void ngFree(void* p, void*) { release(p); }
@@ -151,6 +164,7 @@ void release(void* p, std::size_t) noexcept { std::free(p); }
 void release(void* p) noexcept { std::free(p); }
 std::size_t cachedBytes() noexcept { return 0; }
 void flush() noexcept {}
+void useOnThisThread() noexcept {}
 nghttp2_mem* nghttp2Mem() noexcept { return nullptr; }
 
 #endif

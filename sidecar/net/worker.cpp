@@ -84,6 +84,7 @@ void Worker::start() {
     accessLog_.emplace(*shared_.accessLog);
   }
   thread_ = std::thread([this] {
+    alloc::useOnThisThread();
     spdlog::debug("event=worker_started worker={}", index_);
     loop();
     if (accessLog_) {
@@ -188,7 +189,11 @@ void Worker::sweep() {
       for (auto& l : listeners_) {
         l.handler->tick();
       }
-      alloc::flush();  // blocks cached a second ago are not kept from malloc_trim
+      if (const auto f = shared_.connections->flushes.load(std::memory_order_relaxed);
+          f != flushed_) {
+        flushed_ = f;
+        alloc::flush();  // a flood ended: its blocks are not kept from malloc_trim
+      }
       if (index_ == 0) {
         trimAfterFlood();
       }
@@ -218,6 +223,7 @@ void Worker::trimAfterFlood() {
     peakOpen_ = open;
   } else if (settled && peakOpen_ >= open + kTrimAfterDrop) {
     trimDue_ = true;
+    shared_.connections->flushes.fetch_add(1, std::memory_order_relaxed);
   }
 }
 

@@ -49,6 +49,9 @@ struct ConnectionCount {
   std::array<ConnectionBudget, kBudgets> budgets;
   ConnectionBudget& operator[](Budget b) { return budgets[static_cast<std::size_t>(b)]; }
   std::size_t open() const;  // all budgets together
+  // Raised by worker 0 when a flood of connections has ended: each worker frees its block cache
+  // once per raise (alloc::flush), and worker 0 trims a second later.
+  std::atomic<std::uint32_t> flushes{0};
 };
 
 // What the workers count themselves, whichever listener: by budget, connections refused and
@@ -183,9 +186,10 @@ class Worker {
   SessionList sessions_;
   std::size_t sessionCount_ = 0;
   unsigned sweeps_ = 0;
-  std::size_t peakOpen_ = 0;  // connections open across all workers, highest since the last trim
-  std::size_t lastOpen_ = 0;  // and a second ago
-  bool trimDue_ = false;      // the flood settled: malloc_trim at the next tick
+  std::size_t peakOpen_ = 0;   // connections open across all workers, highest since the last trim
+  std::size_t lastOpen_ = 0;   // and a second ago
+  bool trimDue_ = false;       // the flood settled: malloc_trim at the next tick
+  std::uint32_t flushed_ = 0;  // the last ConnectionCount::flushes this worker acted on
   std::array<bool, kBudgets> refusalLogged_{};
   bool draining_ = false;
   std::function<void()> onDrained_;
