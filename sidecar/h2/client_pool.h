@@ -63,6 +63,7 @@ class ClientPool {
   // directly, not pooled: the upstream's post-handshake records (a TLS 1.3 session ticket) may
   // still be on their way, which a pooled connection's check would take for unsolicited bytes.
   std::optional<TlsStream> takeHttp1() { return std::exchange(http1_, std::nullopt); }
+  const tcp::endpoint& endpoint() const { return endpoint_; }
   std::size_t connections() const { return conns_.size(); }
   std::uint64_t opened() const { return opened_; }
 

@@ -328,8 +328,8 @@ void OutboundH2Server::Impl::upFailed(Stream& s, UpEnd end) {
       return;
     }
   }
-  auto* pool = call.member ? &call.route->h2Pool(*call.member, handler_) : nullptr;
-  if (end == UpEnd::notSent && pool && pool->refusedH2()) {
+  auto* pool = call.member ? call.route->refusingH2(*call.member) : nullptr;
+  if (end == UpEnd::notSent && pool) {
     // The member chose HTTP/1.1 when offered h2: the same attempt goes to it over HTTP/1.1 (its
     // connection handed over already), and so do later ones for a while; a gRPC call goes to
     // another member.

@@ -56,6 +56,18 @@ h2::ClientPool& OutboundHandler::Route::h2Pool(const tcp::endpoint& member,
   return *p;
 }
 
+h2::ClientPool* OutboundHandler::Route::refusingH2(const tcp::endpoint& member) {
+  if (auto it = h2Pools.find(member); it != h2Pools.end() && it->second->refusedH2()) {
+    return it->second.get();
+  }
+  for (auto& p : retiredH2) {
+    if (p->endpoint() == member && p->refusedH2()) {
+      return p.get();
+    }
+  }
+  return nullptr;
+}
+
 void OutboundHandler::sweepH2(std::chrono::steady_clock::time_point now) {
   for (auto& [name, r] : routes_) {
     for (auto& [member, p] : r->h2Pools) {

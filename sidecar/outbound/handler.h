@@ -103,6 +103,9 @@ class OutboundHandler final : public ConnectionHandler {
     std::map<tcp::endpoint, std::unique_ptr<h2::ClientPool>> h2Pools;
     std::vector<std::unique_ptr<h2::ClientPool>> retiredH2;
     h2::ClientPool& h2Pool(const tcp::endpoint& member, OutboundHandler& handler);
+    // The member's pool whose last connection found it speaks only HTTP/1.1, retired ones too (a
+    // certificate rotation may retire the pool while that handshake runs); null if none.
+    h2::ClientPool* refusingH2(const tcp::endpoint& member);
     // Members that chose HTTP/1.1 when offered h2 (ALPN), and until when that is believed: the
     // local service's HTTP/2 calls go to them over HTTP/1.1 meanwhile, then h2 is offered again
     // (a member restarted with HTTP/2 on is found within kHttp1Recheck).
