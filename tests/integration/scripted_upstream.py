@@ -14,6 +14,10 @@ purpose after (or while) answering, the way a buggy or hostile local service wou
 /dup-length         ?form=repeat: two identical Content-Length fields; ?form=comma: "2, 2"
 /close-soon         after ?wait=0 ms, 200 "bye"; then closes the connection ?ms=100 later
 /drop-unanswered    no answer: the connection closes once the request was read
+/one-write          the head and the whole body in one send: ?form=chunked (three chunks and a
+                    trailer), ?form=big (?bytes=200000 of Content-Length body), ?form=badchunk
+                    (a chunk size that is not hex, then the connection stays open),
+                    ?form=badlater (the same, the bad chunk 300 ms after the rest)
 
 Every connection is counted, and `injected` counts the unasked-for responses written.
 """
@@ -137,6 +141,24 @@ class ScriptedUpstream:
         elif path == "/headers":
             body = headers["\0names"].encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        elif path == "/one-write":
+            form = q.get("form", "chunked")
+            if form == "chunked":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nx-t: 1\r\n\r\n")
+            elif form == "big":
+                n = int(q.get("bytes", "200000"))
+                body = bytes(i % 251 for i in range(n))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (n, body))
+            else:
+                head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                if form == "badlater":
+                    conn.sendall(head)
+                    time.sleep(0.3)
+                    head = b""
+                conn.sendall(head + b"zz\r\nbroken\r\n")
+                time.sleep(ms or 5)
+                return False
         elif path == "/drop-unanswered":
             return False  # read whole, then the connection closed with no answer
         elif path == "/close-soon":

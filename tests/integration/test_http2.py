@@ -356,6 +356,54 @@ class Http2Test(SidecarTestCase):
         self.assertEqual([v for n, v in fields if n == "host"], ["svc.local"], fields)
         self.assertIn(("x-one", "1"), fields)
 
+    def test_answers_written_whole_in_one_send_by_an_http1_service(self):
+        # The head and the body arrive in one read: the body is parsed then, and goes out with
+        # the HEADERS. Chunked, larger than the relay's buffer, and broken after the head.
+        up = ScriptedUpstream()
+        self.addCleanup(up.close)
+        sc = self.start_sidecar(up.port, "--workers", "1")
+        s, conn = self.h2_socket(sc)
+        self.addCleanup(s.close)
+
+        def get(sid, path):
+            conn.send_headers(sid, [(":method", "GET"), (":scheme", "https"),
+                                    (":authority", "svc.local"), (":path", path)],
+                              end_stream=True)
+            s.sendall(conn.data_to_send())
+            acked = [0]
+
+            def done(ev):
+                # The window is given back as the data comes: the answer is larger than it.
+                for e in ev[acked[0]:]:
+                    if isinstance(e, h2.events.DataReceived) and e.flow_controlled_length:
+                        conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                acked[0] = len(ev)
+                s.sendall(conn.data_to_send())
+                return any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset))
+                           and e.stream_id == sid for e in ev)
+
+            events = self.read_events(s, conn, done)
+            status = [dict(e.headers).get(":status") for e in events
+                      if isinstance(e, h2.events.ResponseReceived)]
+            body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+            return status, body, [e for e in events if isinstance(e, h2.events.StreamReset)]
+
+        self.assertEqual(get(1, "/one-write?form=chunked"), (["200"], b"hello world", []))
+        big = bytes(i % 251 for i in range(200_000))
+        self.assertEqual(get(3, "/one-write?form=big&bytes=200000"), (["200"], big, []))
+        # Broken before anything of the answer went out: a 502 of our own, as for a bad head.
+        status, body, resets = get(5, "/one-write?form=badchunk")
+        self.assertEqual((status, resets), (["502"], []))
+        self.assertNotIn(b"hello", body)
+        self.assertEqual(self.metric(sc, "sidecar_local_replies_total", status="502"), 1)
+        # Broken after the head and some of the body went out: the stream is reset.
+        status, body, resets = get(7, "/one-write?form=badlater")
+        self.assertEqual((status, len(resets)), (["200"], 1))
+        self.assertNotIn(b"broken", body)
+        self.assertEqual(self.metric(sc, "sidecar_http2_streams_broken_total"), 1)
+        # The connection and the sidecar carry on.
+        self.assertEqual(get(9, "/one-write?form=chunked"), (["200"], b"hello world", []))
+
     def test_nghttp_client_gets_an_answer_and_a_clean_goaway(self):
         ph = self.start_pinghelp()
         sc = self.start_sidecar(ph.port)
