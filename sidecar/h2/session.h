@@ -304,7 +304,7 @@ awaitable<void> Session::run(Stream& io, Duration writeTimeout, Duration idleTim
     bool readNow = false;
     if constexpr (detail::ReadsWhenReadable<Stream>) {
       if (!justWaited && !readFirst && ++skipped % 16 != 0) {
-        // The wait first (it completes at once when OpenSSL holds a whole record already).
+        // The wait first (it completes at once when OpenSSL holds bytes already).
         auto [wec] = co_await io.async_wait_readable(useTuple);
         inARow = 0;
         justWaited = true;
