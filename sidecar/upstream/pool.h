@@ -209,7 +209,8 @@ std::size_t BasicConnectionPool<Conn>::inFlight(const tcp::endpoint& e) const {
 
 template <class Conn>
 void BasicConnectionPool<Conn>::watch(Bucket& b, Idle& item) {
-  // No syscall: the socket is registered with the reactor already; this queues a wait that
+  // The socket is registered with the reactor already; this queues a wait (Asio re-arms the
+  // descriptor with one epoll_ctl, once a sweep per idle connection) that
   // completes on the next byte or end-of-file, or is cancelled when the connection is taken.
   ++b.watches;
   item.watched = true;
