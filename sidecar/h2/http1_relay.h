@@ -237,36 +237,21 @@ awaitable<Http1End> relayOverHttp1(ProxyStream& s, Link& link,
   }
   // What of the body came in the same read as the head is parsed now, before the session's
   // writer runs: HEADERS and the first DATA (the whole answer, for a small one) go out in one
-  // write, not one each.
-  std::size_t early = 0;
-  if (!bodiless && upBuf.size() > 0) {
-    rmsg.body().data = relay.get();
-    rmsg.body().size = relay.size();
-    while (!res->is_done() && upBuf.size() > 0 && rmsg.body().size > 0) {
-      error_code pec;
-      const std::size_t used = res->put(upBuf.data(), pec);
-      upBuf.consume(used);
-      if (pec == http::error::need_more || pec == http::error::need_buffer) {
-        break;
-      }
-      if (pec) {
-        // Broken before anything of the answer went to the caller: answered as a bad head is
-        // (a 502 from the listener), and never sent again.
-        link.release(false);
-        co_return Http1End{Kind::upstream, pec, false};
-      }
-      if (used == 0) {
-        break;
-      }
+  // write, not one each. Broken there, before anything of the answer went to the caller: answered
+  // as a bad head is (a 502 from the listener), and never sent again.
+  std::uint64_t early = 0;
+  if (!bodiless) {
+    if (auto pec = exchange_detail::takeFirstPiece(*res, upBuf, relay.get(), relay.size(), early)) {
+      link.release(false);
+      co_return Http1End{Kind::upstream, pec, false};
     }
-    early = relay.size() - rmsg.body().size;
   }
   s.server->startResponse(s, std::move(fields), bodiless);
   if (bodiless) {
     s.response.end();
   }
   if (early) {
-    s.response.push(relay.get(), early);
+    s.response.push(relay.get(), static_cast<std::size_t>(early));
     s.responseMoved();
   }
   auto& up = link.stream();

@@ -258,7 +258,8 @@ inline CallerFraming frameForCaller(http::response_parser<http::buffer_body>& re
 
 // Body bytes that came with the head are parsed in place into buf (no read needed), to go out in
 // the same write as the head: for the common small answer, one TLS record and one system call
-// instead of two. piece: how many; an error when they cannot be parsed.
+// instead of two. As many parser steps as the bytes allow (a chunked body's chunk headers take
+// steps of their own). piece: how many; an error when they cannot be parsed.
 inline error_code takeFirstPiece(http::response_parser<http::buffer_body>& res,
                                  beast::flat_buffer& upstream, char* buf, std::size_t bufSize,
                                  std::uint64_t& piece) {
@@ -272,10 +273,19 @@ inline error_code takeFirstPiece(http::response_parser<http::buffer_body>& res,
   }
   rmsg.body().data = buf;
   rmsg.body().size = bufSize;
-  error_code ec;
-  upstream.consume(res.put(upstream.data(), ec));
-  if (ec && ec != http::error::need_buffer && ec != http::error::need_more) {
-    return ec;
+  while (!res.is_done() && upstream.size() > 0 && rmsg.body().size > 0) {
+    error_code ec;
+    const std::size_t used = res.put(upstream.data(), ec);
+    upstream.consume(used);
+    if (ec == http::error::need_buffer || ec == http::error::need_more) {
+      break;
+    }
+    if (ec) {
+      return ec;
+    }
+    if (used == 0) {
+      break;
+    }
   }
   piece = bufSize - rmsg.body().size;
   rmsg.body().data = piece ? buf : nullptr;
