@@ -303,34 +303,30 @@ awaitable<void> Session::run(Stream& io, Duration writeTimeout, Duration idleTim
     std::size_t n = 0;
     bool readNow = false;
     if constexpr (detail::ReadsWhenReadable<Stream>) {
-      if (!justWaited && !readFirst && ++skipped % 16 != 0) {
-        // The wait first (it completes at once when OpenSSL holds bytes already).
-        auto [wec] = co_await io.async_wait_readable(useTuple);
+      // Not tried, the read counts as wouldBlock: the wait comes first (it completes at once when
+      // OpenSSL holds bytes already).
+      const bool tryRead = justWaited || readFirst || ++skipped % 16 == 0;
+      auto got = Stream::ReadNow::wouldBlock;
+      if (tryRead) {
+        got = io.read_some_now(asio::buffer(detail::threadReadBuffer(), detail::kReadSize), n);
+        if (!justWaited && got != Stream::ReadNow::useAsync) {
+          readFirst = got == Stream::ReadNow::data;
+        }
+      }
+      justWaited = false;
+      if (got == Stream::ReadNow::wouldBlock) {
+        // After a read that said wouldBlock, OpenSSL holds part of a record at most: the wait is
+        // for the socket alone.
+        auto [wec] = co_await io.async_wait_readable(useTuple, tryRead);
         inARow = 0;
         justWaited = true;
         if (!wec) {
           continue;
         }
         ec = wec;
-      } else {
-        const auto got =
-            io.read_some_now(asio::buffer(detail::threadReadBuffer(), detail::kReadSize), n);
-        if (!justWaited && got != Stream::ReadNow::useAsync) {
-          readFirst = got == Stream::ReadNow::data;
-        }
-        justWaited = false;
-        if (got == Stream::ReadNow::wouldBlock) {
-          auto [wec] = co_await io.async_wait_readable(useTuple, true);
-          inARow = 0;
-          justWaited = true;
-          if (!wec) {
-            continue;
-          }
-          ec = wec;
-        }
-        readNow = got == Stream::ReadNow::data;
-        buf = detail::threadReadBuffer();
       }
+      readNow = got == Stream::ReadNow::data;
+      buf = detail::threadReadBuffer();
     }
     if (!ec && !readNow) {
       if (!own) {
